@@ -1,0 +1,1 @@
+"""The `npucenter` command line (Typer + Rich); the only layer that prints."""
