@@ -111,7 +111,7 @@ class MissingFigureError(InvalidRequestError):
         super().__init__(
             f"{entity} {entity_id!r} has no sourced figure for: {fields}",
             hint=(
-                f"supply them in a user catalog file (e.g. `[[{entity}s]] id = \"{entity_id}\"` "
+                f'supply them in a user catalog file (e.g. `[[{entity}s]] id = "{entity_id}"` '
                 f"with {fields} and a source) passed with --catalog or placed in the user catalog "
                 "directory; the figure is then shown as an assumption"
             ),

@@ -1,0 +1,74 @@
+"""Performance model: memory, step time, latency, throughput and power of any model on any device.
+
+Pure core. ``build_perf_model`` is the entry point every other layer uses (see docs/perf-api.md).
+"""
+
+from __future__ import annotations
+
+from npucenter.catalog.catalog import Catalog, default_catalog
+from npucenter.catalog.precision import Precision
+from npucenter.perf.calibration import CalibrationReport, calibrate, fitted_efficiencies
+from npucenter.perf.model import (
+    IDLE_POWER_FRACTION,
+    MEMORY_UTILIZATION,
+    Efficiency,
+    PerfModel,
+    Prediction,
+)
+
+__all__ = [
+    "IDLE_POWER_FRACTION",
+    "MEMORY_UTILIZATION",
+    "CalibrationReport",
+    "Efficiency",
+    "PerfModel",
+    "Prediction",
+    "build_perf_model",
+    "calibrate",
+    "default_precision",
+    "fitted_efficiencies",
+]
+
+
+def default_precision(catalog: Catalog, device: str) -> Precision:
+    """The precision a device serves LLMs in by default: FP8 where supported, else 16-bit."""
+    dev = catalog.device(device)
+    for choice in (Precision.FP8, Precision.BF16, Precision.FP16, Precision.INT8):
+        if choice in dev.precisions:
+            return choice
+    return Precision.BF16
+
+
+def build_perf_model(
+    catalog: Catalog | None = None,
+    *,
+    model: str,
+    device: str,
+    precision: str | Precision | None = None,
+    tp: int = 1,
+    efficiency: Efficiency | None = None,
+) -> PerfModel:
+    """The performance model of ``model`` on ``tp`` cards of ``device``.
+
+    Efficiency factors come from the calibration on published measurements (the device's own
+    fit, or the all-device fit for devices without rows) unless ``efficiency`` is given.
+
+    Raises:
+        NotFoundError: unknown model or device id.
+        MissingFigureError: the device lacks a sourced figure the model needs.
+        NotSupportedError: the device does not support the precision.
+        ModelDoesNotFitError: weights plus a minimal KV cache exceed the cards' memory.
+
+    Example:
+        >>> pm = build_perf_model(model="llama-3.1-8b", device="h100", precision="fp8")
+        >>> pm.predict(1024, 256, batch=8).ttft_s > 0
+        True
+    """
+    cat = catalog or default_catalog()
+    dev = cat.device(device)
+    mod = cat.model(model)
+    prec = Precision.parse(precision) if precision is not None else default_precision(cat, device)
+    if efficiency is None:
+        shared, per_device = fitted_efficiencies()
+        efficiency = per_device.get(dev.device_id, shared)
+    return PerfModel(mod, dev, prec, tp, efficiency)

@@ -1,0 +1,297 @@
+"""Calibration: fit per-device efficiency factors to published measurements and report the error.
+
+NOTE(calibration): each measurement row is predicted by the roofline model (:class:`PerfModel`)
+under the row's own setting: TP degree = cards used (vendor comparisons with an unstated setup
+take the best split of the cards into TP groups × data-parallel replicas), batch as published,
+or for "max (offline)" / unstated batches the largest batch that fits in KV memory up to
+``OFFLINE_MAX_BATCH``. Per device we fit three factors (compute efficiency, memory efficiency,
+fixed step overhead) by robust least squares on log(predicted / published), pulled weakly toward
+a fit shared by all devices, which is also what devices without rows use. The leave-one-out error
+refits everything without each row in turn and predicts that row, so it measures prediction, not
+memorisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import least_squares
+
+from npucenter.catalog.catalog import Catalog, Measurement, default_catalog
+from npucenter.catalog.precision import Precision
+from npucenter.errors import NpuCenterError
+from npucenter.perf.model import Efficiency, PerfModel
+
+__all__ = [
+    "OFFLINE_MAX_BATCH",
+    "CalibrationReport",
+    "RowResult",
+    "calibrate",
+    "fitted_efficiencies",
+    "predict_measurement",
+]
+
+# TensorRT-LLM's default max_batch_size when building engines (trtllm-build) is 2048.
+OFFLINE_MAX_BATCH = 2048
+_PRIOR_WEIGHT = 0.25  # strength of the pull toward the all-device fit (per log-unit)
+_LOWER = np.array([0.05, 0.05, 0.0])
+_UPPER = np.array([1.0, 1.0, 0.05])
+_START = np.array([0.5, 0.7, 0.003])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RowResult:
+    """Predicted vs published for one measurement row."""
+
+    index: int
+    device_id: str
+    model: str
+    scenario: str
+    metric: str
+    published: float
+    predicted: float | None  # None: the row cannot be predicted (reason says why)
+    loo_predicted: float | None
+    setting: str  # TP/DP/batch used for the prediction
+    reason: str = ""
+    source_url: str = ""
+
+    @property
+    def pct_error(self) -> float | None:
+        """Signed error of the prediction in percent of the published value."""
+        if self.predicted is None:
+            return None
+        return 100.0 * (self.predicted - self.published) / self.published
+
+    @property
+    def loo_pct_error(self) -> float | None:
+        """Signed leave-one-out error in percent."""
+        if self.loo_predicted is None:
+            return None
+        return 100.0 * (self.loo_predicted - self.published) / self.published
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalibrationReport:
+    """The whole calibration: fitted factors per device and the error of every row."""
+
+    rows: tuple[RowResult, ...]
+    efficiencies: Mapping[str, Efficiency]
+    shared: Efficiency
+
+    @property
+    def predicted_rows(self) -> tuple[RowResult, ...]:
+        """Rows the model could predict (the others lack lengths or a precision)."""
+        return tuple(r for r in self.rows if r.predicted is not None)
+
+    def summary(self) -> dict[str, float | int]:
+        """Median and max absolute % error, in-sample and leave-one-out."""
+        errs = [abs(r.pct_error) for r in self.predicted_rows if r.pct_error is not None]
+        loo = [abs(r.loo_pct_error) for r in self.predicted_rows if r.loo_pct_error is not None]
+        return {
+            "rows": len(errs),
+            "rows_total": len(self.rows),
+            "median_abs_pct_error": float(np.median(errs)) if errs else math.nan,
+            "max_abs_pct_error": float(np.max(errs)) if errs else math.nan,
+            "loo_median_abs_pct_error": float(np.median(loo)) if loo else math.nan,
+            "loo_max_abs_pct_error": float(np.max(loo)) if loo else math.nan,
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON document of ``npucenter perf calibrate --json``."""
+        return {
+            **self.summary(),
+            "per_row": [
+                {
+                    "index": r.index,
+                    "device_id": r.device_id,
+                    "model": r.model,
+                    "scenario": r.scenario,
+                    "metric": r.metric,
+                    "published": r.published,
+                    "predicted": r.predicted,
+                    "pct_error": r.pct_error,
+                    "loo_predicted": r.loo_predicted,
+                    "loo_pct_error": r.loo_pct_error,
+                    "setting": r.setting,
+                    "reason": r.reason,
+                    "source_url": r.source_url,
+                }
+                for r in self.rows
+            ],
+            "efficiency": {
+                dev: {
+                    "compute_fraction": e.compute_fraction,
+                    "memory_fraction": e.memory_fraction,
+                    "step_overhead_s": e.step_overhead_s,
+                    "source": e.source,
+                }
+                for dev, e in {"*shared*": self.shared, **self.efficiencies}.items()
+            },
+        }
+
+
+def predict_measurement(
+    catalog: Catalog, row: Measurement, efficiency: Efficiency
+) -> tuple[float, str]:
+    """Predict one row's metric; returns (value, setting). Raises NpuCenterError if it cannot."""
+    if not row.precision:
+        raise _Unpredictable("precision not stated")
+    if row.input_tokens is None or row.output_tokens is None:
+        raise _Unpredictable("input/output lengths not stated")
+    model = catalog.model(row.model_name)
+    device = catalog.device(row.device_id)
+    precision = Precision.parse(row.precision)
+    splits = [row.num_devices]
+    if row.scenario.startswith("vendor"):
+        splits = [tp for tp in (1, 2, 4, 8, 16) if row.num_devices % tp == 0]
+    best: tuple[float, str] | None = None
+    for tp in splits:
+        try:
+            pm = PerfModel(model, device, precision, tp, efficiency)
+        except NpuCenterError:
+            continue
+        dp = row.num_devices // tp
+        value, setting = _predict_metric(pm, row, dp)
+        if best is None or value > best[0] or row.metric == "ttft_ms":
+            best = (value, setting)
+    if best is None:
+        raise _Unpredictable(
+            f"{model.model_id} does not fit {row.num_devices} × {device.device_id}"
+        )
+    return best
+
+
+def calibrate(catalog: Catalog | None = None, *, leave_one_out: bool = True) -> CalibrationReport:
+    """Fit efficiencies to every row of the catalog's measurements and report the errors."""
+    cat = catalog or default_catalog()
+    rows = list(cat.measurements)
+    usable = [i for i, row in enumerate(rows) if _reason_unusable(cat, row) == ""]
+    shared, per_device = _fit(cat, rows, usable)
+    loo: dict[int, float] = {}
+    if leave_one_out:
+        for i in usable:
+            rest = [j for j in usable if j != i]
+            s_i, d_i = _fit(cat, rows, rest)
+            eff = d_i.get(rows[i].device_id, s_i)
+            loo[i] = predict_measurement(cat, rows[i], eff)[0]
+    results = []
+    for i, row in enumerate(rows):
+        reason = _reason_unusable(cat, row)
+        predicted: float | None = None
+        setting = ""
+        if not reason:
+            predicted, setting = predict_measurement(
+                cat, row, per_device.get(row.device_id, shared)
+            )
+        results.append(
+            RowResult(
+                index=i,
+                device_id=row.device_id,
+                model=row.model_name,
+                scenario=row.scenario,
+                metric=row.metric,
+                published=row.value,
+                predicted=predicted,
+                loo_predicted=loo.get(i),
+                setting=setting,
+                reason=reason,
+                source_url=row.source_url,
+            )
+        )
+    return CalibrationReport(rows=tuple(results), efficiencies=per_device, shared=shared)
+
+
+@cache
+def fitted_efficiencies() -> tuple[Efficiency, dict[str, Efficiency]]:
+    """(shared, per device) efficiencies fitted on the shipped measurements (cached)."""
+    cat = default_catalog()
+    rows = list(cat.measurements)
+    usable = [i for i, row in enumerate(rows) if _reason_unusable(cat, row) == ""]
+    return _fit(cat, rows, usable)
+
+
+# --- internals -------------------------------------------------------------------------------
+class _Unpredictable(NpuCenterError):
+    pass
+
+
+def _predict_metric(pm: PerfModel, row: Measurement, dp: int) -> tuple[float, str]:
+    assert row.input_tokens is not None and row.output_tokens is not None
+    if row.metric == "ttft_ms":
+        return pm.ttft_s(row.input_tokens, 1) * 1e3, f"TP{pm.tp} batch 1"
+    cap = pm.max_batch(row.input_tokens + row.output_tokens)
+    batch = min(row.batch, cap) if row.batch is not None else min(cap, OFFLINE_MAX_BATCH)
+    batch = max(batch, 1)
+    per_replica = pm.predict(row.input_tokens, row.output_tokens, batch).output_tokens_per_s
+    total = per_replica * dp
+    value = total / row.num_devices if row.metric.endswith("_per_device") else total
+    return value, f"TP{pm.tp} × DP{dp}, batch {batch}"
+
+
+def _reason_unusable(cat: Catalog, row: Measurement) -> str:
+    try:
+        predict_measurement(cat, row, Efficiency())
+    except NpuCenterError as exc:
+        return str(exc)
+    return ""
+
+
+def _efficiency(theta: npt.NDArray[np.float64], source: str) -> Efficiency:
+    return Efficiency(
+        compute_fraction=float(theta[0]),
+        memory_fraction=float(theta[1]),
+        step_overhead_s=float(theta[2]),
+        source=source,
+    )
+
+
+def _log_residuals(
+    cat: Catalog, rows: Sequence[Measurement], idx: Iterable[int], eff: Efficiency
+) -> list[float]:
+    return [math.log(predict_measurement(cat, rows[i], eff)[0] / rows[i].value) for i in idx]
+
+
+def _fit_one(
+    cat: Catalog,
+    rows: Sequence[Measurement],
+    idx: Sequence[int],
+    prior: npt.NDArray[np.float64] | None,
+) -> npt.NDArray[np.float64]:
+    def residuals(theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        res = _log_residuals(cat, rows, idx, _efficiency(theta, "fit"))
+        if prior is not None:
+            scale = np.array([1.0, 1.0, 0.0])
+            res.extend(_PRIOR_WEIGHT * scale * (np.log(theta[:3] + 1e-9) - np.log(prior + 1e-9)))
+            res.append(_PRIOR_WEIGHT * (theta[2] - prior[2]) / 0.002)
+        return np.asarray(res, dtype=np.float64)
+
+    start = np.clip(prior if prior is not None else _START, _LOWER, _UPPER)
+    fit = least_squares(
+        residuals, start, bounds=(_LOWER, _UPPER), loss="soft_l1", f_scale=0.3, x_scale=_START
+    )
+    return np.asarray(fit.x, dtype=np.float64)
+
+
+def _fit(
+    cat: Catalog, rows: Sequence[Measurement], idx: Sequence[int]
+) -> tuple[Efficiency, dict[str, Efficiency]]:
+    shared_theta = _fit_one(cat, rows, idx, None)
+    shared = _efficiency(shared_theta, f"shared fit on {len(idx)} rows")
+    by_device: dict[str, list[int]] = {}
+    for i in idx:
+        by_device.setdefault(rows[i].device_id, []).append(i)
+    per_device = {}
+    for dev, dev_idx in sorted(by_device.items()):
+        theta = _fit_one(cat, rows, dev_idx, shared_theta)
+        per_device[dev] = _efficiency(theta, f"fitted on {len(dev_idx)} published rows")
+    return shared, per_device
+
+
+def with_source(eff: Efficiency, source: str) -> Efficiency:
+    """A copy of ``eff`` labelled with ``source``."""
+    return replace(eff, source=source)
