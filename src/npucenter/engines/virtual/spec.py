@@ -1,0 +1,49 @@
+"""How to launch the virtual engine: ``python -m npucenter.engines.virtual ...``.
+
+Kept free of server imports so building a launch command stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from npucenter.engines.base import ENGINES, LaunchSpec, ReplicaSpec
+
+__all__ = ["VirtualEngine"]
+
+
+class VirtualEngine:
+    """An OpenAI-compatible server that behaves like ``spec.device`` running ``spec.model``."""
+
+    name = "virtual"
+    device_families: tuple[str, ...] = ("any",)
+    ready_timeout_s = 60.0
+
+    def launch_spec(self, spec: ReplicaSpec, *, host: str, port: int) -> LaunchSpec:
+        """A Python subprocess running the virtual engine with ``spec``'s settings."""
+        argv: list[str] = [sys.executable, "-m", "npucenter.engines.virtual"]
+        argv += ["--model", spec.model, "--device", spec.device, "--tp", str(spec.tp)]
+        argv += ["--host", host, "--port", str(port)]
+        if spec.precision is not None:
+            argv += ["--precision", spec.precision]
+        argv += ["--time-scale", f"{spec.time_scale:g}"]
+        if spec.served_model_name is not None:
+            argv += ["--served-model-name", spec.served_model_name]
+        if spec.max_num_seqs is not None:
+            argv += ["--max-num-seqs", str(spec.max_num_seqs)]
+        if spec.max_model_len is not None:
+            argv += ["--max-model-len", str(spec.max_model_len)]
+        argv += spec.extra_args
+        return LaunchSpec(
+            engine=self.name,
+            argv=tuple(argv),
+            env=spec.env,
+            host=host,
+            port=port,
+            health_path="/health",
+            ready_timeout_s=self.ready_timeout_s,
+            resources=(),
+        )
+
+
+ENGINES.add("virtual", VirtualEngine())
