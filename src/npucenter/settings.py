@@ -1,0 +1,105 @@
+"""Settings of the control plane, read once from the environment (and flags) at the edge.
+
+Owns: the data directory (platformdirs), the database URL, the admin key and the client's URL
+and key. Nothing here does I/O beyond reading ``os.environ`` and creating the data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from npucenter.errors import InvalidConfigError
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_ADMIN_KEY",
+    "ENV_API_KEY",
+    "ENV_DATABASE_URL",
+    "ENV_DATA_DIR",
+    "ENV_URL",
+    "Settings",
+    "default_data_dir",
+]
+
+ENV_DATABASE_URL = "NPUCENTER_DATABASE_URL"
+ENV_ADMIN_KEY = "NPUCENTER_ADMIN_KEY"
+ENV_URL = "NPUCENTER_URL"
+ENV_API_KEY = "NPUCENTER_API_KEY"
+ENV_DATA_DIR = "NPUCENTER_DATA_DIR"
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def default_data_dir() -> Path:
+    """The user's data directory for npucenter (e.g. ``~/.local/share/npucenter``)."""
+    return Path(platformdirs.user_data_dir("npucenter", appauthor=False))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the server and the CLI client need to know about where things are.
+
+    ``database_url`` defaults to SQLite in ``data_dir``; a PostgreSQL URL
+    (``postgresql://user@host/db``) is used with the psycopg 3 driver.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str = ""
+    admin_key: str | None = None
+    url: str = DEFAULT_URL
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'npucenter.db'}")
+        object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
+        if self.admin_key is not None and len(self.admin_key) < 16:
+            raise InvalidConfigError(
+                ENV_ADMIN_KEY,
+                "<hidden>",
+                "an admin key must be at least 16 characters",
+                hint="generate one with `python -c 'import secrets; print(secrets.token_urlsafe())'`",
+            )
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, data_dir: Path | str | None = None
+    ) -> Settings:
+        """Settings from ``env`` (default ``os.environ``); ``data_dir`` overrides the env."""
+        env = os.environ if env is None else env
+        chosen_dir = data_dir or env.get(ENV_DATA_DIR) or default_data_dir()
+        return cls(
+            data_dir=Path(chosen_dir).expanduser(),
+            database_url=env.get(ENV_DATABASE_URL, ""),
+            admin_key=env.get(ENV_ADMIN_KEY) or None,
+            url=(env.get(ENV_URL) or DEFAULT_URL).rstrip("/"),
+            api_key=env.get(ENV_API_KEY) or None,
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is SQLite (the embedded default)."""
+        return self.database_url.startswith("sqlite")
+
+    def ensure_data_dir(self) -> Path:
+        """Create the data directory when the database lives in it; return it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the psycopg 3 driver for a plain ``postgresql://``/``postgres://`` URL."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if not (url.startswith("sqlite") or url.startswith("postgresql+")):
+        raise InvalidConfigError(
+            ENV_DATABASE_URL,
+            url.split("@")[-1],
+            "only sqlite:/// and postgresql:// URLs are supported",
+        )
+    return url

@@ -1,0 +1,1 @@
+"""Packaged Alembic migrations of the control-plane store."""

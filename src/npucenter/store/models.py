@@ -1,0 +1,234 @@
+"""SQLAlchemy 2 models of the control plane: fleet, tenants, keys, quotas, deployments, jobs, ledger.
+
+Owns the schema only; reads and writes go through :mod:`npucenter.store.repository`. Times are
+epoch seconds (``*_at_s`` floats) so device-seconds are plain differences on every backend.
+The usage ledger is append-only: an ORM update or delete of a :class:`UsageEntry` raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Allocation",
+    "ApiKey",
+    "Base",
+    "Card",
+    "Deployment",
+    "Job",
+    "JobEvent",
+    "Quota",
+    "Replica",
+    "Server",
+    "Tenant",
+    "UsageEntry",
+]
+
+# Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Server(Base):
+    """A server of the fleet holding ``num_cards`` cards of one device type."""
+
+    __tablename__ = "servers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    device_type: Mapped[str] = mapped_column(String(64), index=True)  # canonical catalog id
+    health: Mapped[str] = mapped_column(String(16), default="healthy")
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at_s: Mapped[float] = mapped_column(Float)
+    cards: Mapped[list[Card]] = relationship(
+        back_populates="server", cascade="all, delete-orphan", order_by="Card.index"
+    )
+
+
+class Card(Base):
+    """One accelerator card (NPU or GPU) in a server."""
+
+    __tablename__ = "cards"
+    __table_args__ = (UniqueConstraint("server_id", "index", name="uq_cards_server_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    device_type: Mapped[str] = mapped_column(String(64), index=True)
+    health: Mapped[str] = mapped_column(String(16), default="healthy")
+    server: Mapped[Server] = relationship(back_populates="cards")
+
+
+class Tenant(Base):
+    """A company, university or research institute using the center."""
+
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    created_at_s: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An API key: only the sha256 of the secret is stored; ``tenant_id`` is null for admin keys."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, for display
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    scope: Mapped[str] = mapped_column(String(16))  # "admin" | "tenant"
+    name: Mapped[str] = mapped_column(String(128), default="")
+    created_at_s: Mapped[float] = mapped_column(Float)
+    revoked_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Quota(Base):
+    """A tenant's quota for one device type (cards), in a cohort, with a priority class.
+
+    ``borrowing_limit_cards``/``lending_limit_cards`` null means unlimited (Kueue's default).
+    ``tokens_per_s`` governs request admission in the gateway for shared services.
+    """
+
+    __tablename__ = "quotas"
+    __table_args__ = (UniqueConstraint("tenant_id", "device_type", name="uq_quotas_tenant_device"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    device_type: Mapped[str] = mapped_column(String(64))
+    nominal_cards: Mapped[int] = mapped_column(Integer)
+    borrowing_limit_cards: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lending_limit_cards: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cohort: Mapped[str] = mapped_column(String(64), default="default")
+    priority_class: Mapped[str] = mapped_column(String(32), default="research")
+    tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at_s: Mapped[float] = mapped_column(Float)
+
+
+class Deployment(Base):
+    """An inference service: ``replicas`` replicas of ``model`` on ``tp`` cards each."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_deployments_tenant_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    device_type: Mapped[str] = mapped_column(String(64))
+    tp: Mapped[int] = mapped_column(Integer)
+    precision: Mapped[str] = mapped_column(String(16))
+    replicas: Mapped[int] = mapped_column(Integer)  # desired replica count
+    priority_class: Mapped[str] = mapped_column(String(32))
+    created_at_s: Mapped[float] = mapped_column(Float)
+    updated_at_s: Mapped[float] = mapped_column(Float)
+
+
+class Replica(Base):
+    """One replica of a deployment: ``pending`` until admitted, then ``placed`` on one server."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("deployment_id", "index", name="uq_replicas_dep_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id"), nullable=True)
+    created_at_s: Mapped[float] = mapped_column(Float)
+    placed_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Job(Base):
+    """A fine-tune, preprocess or benchmark job; ``state`` follows the job state machine."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # finetune | preprocess | benchmark
+    image: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    command: Mapped[list[str]] = mapped_column(JSON, default=list)
+    device_type: Mapped[str] = mapped_column(String(64))
+    num_cards: Mapped[int] = mapped_column(Integer)
+    priority_class: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id"), nullable=True)
+    borrowed_cards: Mapped[int] = mapped_column(Integer, default=0)
+    num_preemptions: Mapped[int] = mapped_column(Integer, default=0)
+    created_at_s: Mapped[float] = mapped_column(Float)
+    updated_at_s: Mapped[float] = mapped_column(Float)
+    admitted_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class JobEvent(Base):
+    """One row of a job's history: a state transition and why."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(512), default="")
+    at_s: Mapped[float] = mapped_column(Float)
+
+
+class Allocation(Base):
+    """A card held by a job or a replica; a card has at most one allocation (unique card_id)."""
+
+    __tablename__ = "allocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id", ondelete="CASCADE"), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    replica_id: Mapped[int | None] = mapped_column(
+        ForeignKey("replicas.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    since_s: Mapped[float] = mapped_column(Float)
+
+
+class UsageEntry(Base):
+    """One append-only row of the usage ledger."""
+
+    __tablename__ = "usage_ledger"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # job | replica | preemption | tokens | ...
+    device_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    device_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    energy_j: Mapped[float] = mapped_column(Float, default=0.0)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ref: Mapped[str] = mapped_column(String(256), default="")
+    at_s: Mapped[float] = mapped_column(Float, index=True)
+
+
+@event.listens_for(UsageEntry, "before_update")
+@event.listens_for(UsageEntry, "before_delete")
+def _ledger_is_append_only(mapper: Any, connection: Any, target: UsageEntry) -> None:
+    raise RuntimeError("the usage ledger is append-only")
