@@ -9,6 +9,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from npucenter.errors import NpuCenterError
 
@@ -36,7 +37,11 @@ def _default(obj: Any) -> Any:
 
 def fail(exc: NpuCenterError) -> None:
     """Print ``error[<code>]: <message>`` to stderr and exit with the error's exit code."""
-    err_console.print(f"[bold red]error[{exc.code}][/]: {exc}", highlight=False, markup=True)
+    err_console.print(
+        f"[bold red]error\\[{escape(exc.code)}][/]: {escape(str(exc))}",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise SystemExit(exc.exit_code)
 
 

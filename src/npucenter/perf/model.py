@@ -242,9 +242,11 @@ class PerfModel:
     def predict(self, input_tokens: int, output_tokens: int, batch: int) -> Prediction:
         """Serve ``batch`` requests of ``input_tokens`` in, ``output_tokens`` out, together.
 
-        The prompts are prefilled in one iteration, then ``output_tokens - 1`` decode iterations
-        run at the mean context ``input + output/2`` (step time is linear in context, so this is
-        the mean of the decode steps within one roofline branch).
+        TTFT is one request's prompt prefilled in an iteration shared with the other ``batch - 1``
+        sequences' decode tokens (continuous batching, no queueing); TPOT is a decode iteration
+        at the mean context ``input + output/2`` (step time is linear in context, so this is the
+        mean of the decode steps within one roofline branch). Throughput, power and energy are
+        over one generation cycle: all ``batch`` prompts prefilled, then the decode iterations.
         """
         if input_tokens < 1 or output_tokens < 1 or batch < 1:
             raise InvalidConfigError(
@@ -260,14 +262,20 @@ class PerfModel:
                 f"{self.kv_capacity_tokens} (at most batch {fits}); use --batch max or a larger --tp",
             )
         b = float(batch)
-        pairs = b * self.attn_pairs(float(input_tokens), 0.0)
-        ttft = float(self.step_time_s(b * input_tokens, pairs, 0.0, 0.0))
         mean_ctx = input_tokens + output_tokens / 2.0
+        prompt_pairs = self.attn_pairs(float(input_tokens), 0.0)
+        # One request's first token: its prompt prefilled in a step shared with the other
+        # batch - 1 sequences' decode tokens (continuous batching, no queueing).
+        others = b - 1.0
+        ttft = float(self.step_time_s(float(input_tokens), prompt_pairs, others, others * mean_ctx))
         tpot = float(self.step_time_s(0.0, 0.0, b, b * mean_ctx))
         decode_steps = output_tokens - 1
         e2e = ttft + decode_steps * tpot
+        # Throughput and energy over one generation cycle: all prompts prefilled, then decode.
+        prefill_all_s = float(self.step_time_s(b * input_tokens, b * prompt_pairs, 0.0, 0.0))
+        cycle_s = prefill_all_s + decode_steps * tpot
         energy = (
-            float(self.step_power_w(b * input_tokens, pairs, 0.0, 0.0)) * ttft
+            float(self.step_power_w(b * input_tokens, b * prompt_pairs, 0.0, 0.0)) * prefill_all_s
             + float(self.step_power_w(0.0, 0.0, b, b * mean_ctx)) * decode_steps * tpot
         )
         out_tokens = b * output_tokens
@@ -286,11 +294,11 @@ class PerfModel:
             ttft_s=ttft,
             tpot_s=tpot,
             e2e_s=e2e,
-            output_tokens_per_s=out_tokens / e2e,
+            output_tokens_per_s=out_tokens / cycle_s,
             tokens_per_j=out_tokens / energy if energy > 0 else float("nan"),
             energy_j_per_output_token=energy / out_tokens,
             memory_gb=memory,
-            power_w=energy / e2e,
+            power_w=energy / cycle_s,
             kv_capacity_tokens=self.kv_capacity_tokens,
             assumptions=self.assumptions(),
         )
