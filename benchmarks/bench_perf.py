@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import write_result
 
-from npucenter.perf import build_perf_model  # noqa: E402
+from npucenter.perf import build_perf_model
 
 TARGET_EVALS_PER_S = 1_000_000
 
