@@ -1,0 +1,651 @@
+"""One admission cycle: the working state behind :func:`npucenter.policy.admission.decide_admission`.
+
+The state lives only for one call; inputs are never mutated. Everything that orders anything breaks
+ties by id, so the decision does not depend on the order of the inputs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+
+from npucenter.errors import InvalidConfigError
+from npucenter.policy.admission_types import (
+    AdmissionDecision,
+    AdmissionPolicy,
+    AdmissionSnapshot,
+    Admitted,
+    Pending,
+    PendingReason,
+    Preemption,
+    PreemptionPolicy,
+    PreemptionReason,
+    Server,
+    TenantUsage,
+    Workload,
+)
+from npucenter.policy.quota import PriorityClass, TenantQuota
+
+__all__ = ["run_cycle"]
+
+# NOTE(admission): the model, after Kueue's ClusterQueue/cohort, with cards per device type as
+# the resources.  For tenant t and device type d let N = nominal, B = borrowing limit (None:
+# unlimited), L = lending limit (default N), G = N - L (guaranteed, never lent) and U = cards in
+# use.  A tenant may hold U <= N + B.  A cohort's lendable pool for d is the sum of its members'
+# L; a member's use above its own G draws on that pool, so sum(max(0, U - G)) <= sum(L).  (A
+# tenant without a cohort is a cohort of one with L = 0 and B = 0: U <= N.)  The cycle runs two
+# phases over per-tenant queues (priority, then submission time).  Phase 1 admits only workloads
+# that stay within their tenant's nominal quota, so an owner is served before any borrower; if
+# one does not fit, it may reclaim by preempting cohort members' workloads while those members
+# are above their nominal (lowest priority first, most recently admitted first).  Phase 2 admits
+# borrowing workloads.  In each phase the next tenant served is the one whose head workload has
+# the highest priority class, then the lowest dominant-resource share (max over d of U / fleet
+# cards, divided by its weight), then the earliest submission; so capacity left over is shared
+# out by DRF.  A workload may also preempt its own tenant's lower-priority workloads.  Victims are
+# chosen greedily in candidate order until the workload fits (quota, cohort pool and topology),
+# then any victim not needed is given back.  Only workloads running before the cycle are victims.
+
+
+class _ServerState:
+    """Free cards of one server, grouped by interconnect."""
+
+    __slots__ = ("free", "free_in_group", "free_total", "group_of", "groups", "server")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.group_of = [server.group_of(i) for i in range(server.num_cards)]
+        self.free = [False] * server.num_cards
+        self.groups: dict[int, list[int]] = {}
+        for index in server.usable_card_indices():
+            self.free[index] = True
+            self.groups.setdefault(self.group_of[index], []).append(index)
+        self.free_in_group = {g: len(cards) for g, cards in self.groups.items()}
+        self.free_total = sum(self.free_in_group.values())
+
+    def fits(self, num_cards: int, tp_size: int) -> bool:
+        if self.free_total < num_cards:
+            return False
+        if tp_size == 1:
+            return True
+        return sum(n // tp_size for n in self.free_in_group.values()) >= num_cards // tp_size
+
+    def pick(self, num_cards: int, tp_size: int) -> tuple[int, ...]:
+        """Lowest free cards, each TP group in the tightest interconnect group that holds it."""
+        counts = dict(self.free_in_group)
+        taken: set[int] = set()
+        chosen: list[int] = []
+        for _ in range(num_cards // tp_size):
+            fitting = [(n, g) for g, n in counts.items() if n >= tp_size]
+            _, group = min(fitting)
+            picked = [i for i in self.groups[group] if self.free[i] and i not in taken][:tp_size]
+            taken.update(picked)
+            chosen.extend(picked)
+            counts[group] -= tp_size
+        return tuple(chosen)
+
+    def take(self, cards: Iterable[int]) -> None:
+        for i in cards:
+            self.free[i] = False
+            self.free_in_group[self.group_of[i]] -= 1
+            self.free_total -= 1
+
+    def release(self, cards: Iterable[int]) -> None:
+        for i in cards:
+            self.free[i] = True
+            self.free_in_group[self.group_of[i]] += 1
+            self.free_total += 1
+
+
+class _TypeState:
+    """All servers of one device type, bucketed by free cards for best-fit search."""
+
+    __slots__ = ("buckets", "capacity", "never_fits", "no_fit", "servers", "total_free")
+
+    def __init__(self, servers: list[_ServerState]) -> None:
+        self.servers = servers  # sorted by server id; the index is the tie-breaker
+        top = max((s.server.num_cards for s in servers), default=0)
+        self.buckets: list[set[int]] = [set() for _ in range(top + 1)]
+        for i, s in enumerate(servers):
+            self.buckets[s.free_total].add(i)
+        self.capacity = sum(s.free_total for s in servers)
+        self.total_free = self.capacity
+        # (num_cards, tp_size) known not to fit now; valid until cards are released
+        self.no_fit: set[tuple[int, int]] = set()
+        self.never_fits: dict[tuple[int, int], bool] = {}
+
+    def could_ever_fit(self, num_cards: int, tp_size: int) -> bool:
+        key = (num_cards, tp_size)
+        if key not in self.never_fits:
+            self.never_fits[key] = not any(
+                sum(len(c) // tp_size for c in s.groups.values()) * tp_size >= num_cards
+                for s in self.servers
+            )
+        return not self.never_fits[key]
+
+    def find(self, num_cards: int, tp_size: int) -> int | None:
+        """The best-fit server (fewest free cards that still fit), lowest id first."""
+        key = (num_cards, tp_size)
+        if key in self.no_fit or self.total_free < num_cards:
+            return None
+        for free in range(num_cards, len(self.buckets)):
+            bucket = self.buckets[free]
+            if not bucket:
+                continue
+            if tp_size == 1:
+                return min(bucket)
+            for i in sorted(bucket):
+                if self.servers[i].fits(num_cards, tp_size):
+                    return i
+        self.no_fit.add(key)
+        return None
+
+    def take(self, index: int, cards: Sequence[int]) -> None:
+        s = self.servers[index]
+        self.buckets[s.free_total].discard(index)
+        s.take(cards)
+        self.buckets[s.free_total].add(index)
+        self.total_free -= len(cards)
+
+    def release(self, index: int, cards: Sequence[int]) -> None:
+        s = self.servers[index]
+        self.buckets[s.free_total].discard(index)
+        s.release(cards)
+        self.buckets[s.free_total].add(index)
+        self.total_free += len(cards)
+        self.no_fit.clear()
+
+
+class _Blocked(Exception):
+    """Internal: a workload cannot be admitted now (carries the reason and message)."""
+
+    def __init__(self, reason: PendingReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class _Cycle:
+    """Mutable working state of one cycle."""
+
+    def __init__(self, snapshot: AdmissionSnapshot, now_s: float, policy: AdmissionPolicy) -> None:
+        self.now_s = now_s
+        self.policy = policy
+        self.quotas: dict[str, TenantQuota] = {q.tenant: q for q in snapshot.quotas}
+        self.known_tenants = frozenset(self.quotas)
+        self.cohort_key: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}
+        self.types: dict[str, _TypeState] = {}
+        self.server_at: dict[str, tuple[str, int]] = {}  # server_id -> (device_type, index)
+        self.running: dict[str, Admitted] = {}
+        self.by_tenant_type: dict[tuple[str, str], dict[str, Admitted]] = {}
+        self.usage: dict[tuple[str, str], int] = {}
+        self.used_by_tenant: dict[str, dict[str, int]] = {}
+        self.share_cache: dict[str, float] = {}
+        self.pool_used: dict[tuple[str, str], int] = {}
+        self.pool_cap: dict[tuple[str, str], int] = {}
+        self.budget_used: dict[tuple[str, str], float] = {}
+        self.admitted: list[Admitted] = []
+        self.admitted_now: set[str] = set()
+        self.preempted: list[Preemption] = []
+        self.pending: list[Pending] = []
+        self._build_fleet(snapshot.fleet)
+        for quota in snapshot.quotas:
+            self._add_tenant(quota)
+        for tenant, per_type in snapshot.device_seconds_used.items():
+            for device_type, used_s in per_type.items():
+                self.budget_used[(tenant, device_type)] = float(used_s)
+        self._load_running(snapshot.running)
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _build_fleet(self, fleet: Sequence[Server]) -> None:
+        by_type: dict[str, list[Server]] = {}
+        for server in fleet:
+            by_type.setdefault(server.device_type, []).append(server)
+        for device_type, servers in by_type.items():
+            ordered = sorted(servers, key=lambda s: s.server_id)
+            self.types[device_type] = _TypeState([_ServerState(s) for s in ordered])
+            for i, s in enumerate(ordered):
+                self.server_at[s.server_id] = (device_type, i)
+
+    def _add_tenant(self, quota: TenantQuota) -> None:
+        self.quotas[quota.tenant] = quota
+        key = quota.cohort if quota.cohort is not None else "\0" + quota.tenant
+        self.cohort_key[quota.tenant] = key
+        self.members.setdefault(key, []).append(quota.tenant)
+        for device_type in quota.nominal_cards:
+            pool = (key, device_type)
+            self.pool_cap[pool] = self.pool_cap.get(pool, 0) + quota.lending_limit(device_type)
+
+    def _load_running(self, running: Sequence[Admitted]) -> None:
+        holder: dict[tuple[str, int], str] = {}
+        for entry in sorted(running, key=lambda a: a.workload_id):
+            if entry.tenant not in self.quotas:  # a tenant deleted while its work runs
+                self._add_tenant(TenantQuota(tenant=entry.tenant))
+            for card in entry.card_indices:
+                other = holder.get((entry.server_id, card))
+                if other is not None:
+                    raise InvalidConfigError(
+                        "running",
+                        entry.workload_id,
+                        f"card {card} of {entry.server_id} is also held by {other}",
+                    )
+                holder[(entry.server_id, card)] = entry.workload_id
+            problem = self._placement_problem(entry)
+            if problem:
+                self.preempted.append(
+                    Preemption(
+                        workload_id=entry.workload_id,
+                        tenant=entry.tenant,
+                        reason=PreemptionReason.UNHEALTHY,
+                        by_workload_id=None,
+                        message=f"{problem}; requeue it",
+                    )
+                )
+                continue
+            device_type, index = self.server_at[entry.server_id]
+            self.types[device_type].take(index, entry.card_indices)
+            self._account(entry, +1)
+
+    def _placement_problem(self, entry: Admitted) -> str:
+        where = self.server_at.get(entry.server_id)
+        if where is None:
+            return f"server {entry.server_id} is no longer in the fleet"
+        device_type, index = where
+        state = self.types[device_type].servers[index]
+        if device_type != entry.device_type:
+            return f"server {entry.server_id} now holds {device_type}, not {entry.device_type}"
+        if not state.server.healthy:
+            return f"server {entry.server_id} is unhealthy"
+        for card in entry.card_indices:
+            if card >= len(state.free) or not state.free[card]:
+                return f"card {card} of {entry.server_id} is unhealthy or gone"
+        return ""
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def _account(self, entry: Admitted, sign: int) -> None:
+        tenant, device_type, cards = entry.tenant, entry.device_type, entry.num_cards
+        quota = self.quotas[tenant]
+        used = self.usage.get((tenant, device_type), 0)
+        guaranteed = quota.guaranteed(device_type)
+        pool = (self.cohort_key[tenant], device_type)
+        before = max(0, used - guaranteed)
+        used += sign * cards
+        self.usage[(tenant, device_type)] = used
+        self.used_by_tenant.setdefault(tenant, {})[device_type] = used
+        self.share_cache.pop(tenant, None)
+        self.pool_used[pool] = self.pool_used.get(pool, 0) + max(0, used - guaranteed) - before
+        held = self.by_tenant_type.setdefault((tenant, device_type), {})
+        if sign > 0:
+            self.running[entry.workload_id] = entry
+            held[entry.workload_id] = entry
+        else:
+            del self.running[entry.workload_id]
+            del held[entry.workload_id]
+
+    def dominant_share(self, tenant: str) -> float:
+        """max over device types of cards held / fleet cards of that type, over the weight."""
+        cached = self.share_cache.get(tenant)
+        if cached is not None:
+            return cached
+        dominant = 0.0
+        for device_type, used in self.used_by_tenant.get(tenant, {}).items():
+            if used:
+                types = self.types.get(device_type)
+                capacity = types.capacity if types is not None else 0
+                dominant = max(dominant, used / capacity if capacity else math.inf)
+        weight = self.quotas[tenant].fair_share_weight
+        value = (math.inf if dominant else 0.0) if weight == 0 else dominant / weight
+        self.share_cache[tenant] = value
+        return value
+
+    def share(self, tenant: str) -> float:
+        return self.dominant_share(tenant) if self.policy.fair_sharing else 0.0
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def _static_check(self, w: Workload) -> None:
+        quota = self.quotas[w.tenant]
+        types = self.types.get(w.device_type)
+        if types is None or not types.could_ever_fit(w.num_cards, w.tp_size):
+            raise _Blocked(
+                PendingReason.UNSCHEDULABLE,
+                f"no healthy {w.device_type} server can hold {w.num_cards} cards in "
+                f"TP groups of {w.tp_size}; ask for fewer cards or another device type",
+            )
+        limit = quota.max_cards(w.device_type)
+        if w.num_cards > limit:
+            raise _Blocked(
+                PendingReason.QUOTA_LIMIT,
+                f"{w.num_cards} {w.device_type} cards exceed tenant {w.tenant}'s nominal + "
+                f"borrowing limit of {limit:g}; ask the operator for more quota",
+            )
+        budget = quota.device_seconds_budget.get(w.device_type)
+        if budget is not None:
+            used = self.budget_used.get((w.tenant, w.device_type), 0.0)
+            wanted = w.num_cards * (w.max_duration_s or 0.0)
+            if used >= budget or used + wanted > budget:
+                raise _Blocked(
+                    PendingReason.BUDGET_EXHAUSTED,
+                    f"tenant {w.tenant} has used {used:g} of {budget:g} {w.device_type} "
+                    f"device-seconds; this needs {wanted:g}; wait for the next period or ask "
+                    "for a larger budget",
+                )
+
+    def _quota_problem(self, w: Workload, freed: dict[str, int] | None = None) -> _Blocked | None:
+        """Why the quota or cohort forbids ``w`` now, with ``freed`` cards per tenant given back."""
+        freed = freed or {}
+        tenant, device_type, cards = w.tenant, w.device_type, w.num_cards
+        quota = self.quotas[tenant]
+        used = self.usage.get((tenant, device_type), 0) - freed.get(tenant, 0)
+        if used + cards > quota.max_cards(device_type):
+            return _Blocked(
+                PendingReason.QUOTA_IN_USE,
+                f"tenant {tenant} holds {used} {device_type} cards of its "
+                f"{quota.max_cards(device_type):g}; it starts when the tenant's work ends",
+            )
+        key = self.cohort_key[tenant]
+        pool = (key, device_type)
+        pool_used = self.pool_used.get(pool, 0)
+        for other, cards_back in freed.items():
+            if cards_back and self.cohort_key[other] == key:
+                g = self.quotas[other].guaranteed(device_type)
+                u = self.usage.get((other, device_type), 0)
+                pool_used -= max(0, u - g) - max(0, u - cards_back - g)
+        g = quota.guaranteed(device_type)
+        need = max(0, used + cards - g) - max(0, used - g)
+        if need and pool_used + need > self.pool_cap.get(pool, 0):
+            return _Blocked(
+                PendingReason.COHORT_EXHAUSTED,
+                f"cohort {quota.cohort or '(none)'} has no {device_type} cards left to lend "
+                f"({self.pool_cap.get(pool, 0) - pool_used} free, {need} needed); "
+                "it starts when cohort members release cards",
+            )
+        return None
+
+    def _no_capacity(self, w: Workload) -> _Blocked:
+        types = self.types[w.device_type]
+        return _Blocked(
+            PendingReason.NO_CAPACITY,
+            f"no {w.device_type} server has {w.num_cards} free cards in TP groups of "
+            f"{w.tp_size} ({types.total_free} free in all); it starts when cards free up",
+        )
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def priority_of(self, w: Workload) -> PriorityClass:
+        ceiling = self.quotas[w.tenant].priority_class
+        return ceiling if w.priority_class is None else min(w.priority_class, ceiling)
+
+    def within_nominal(self, w: Workload) -> bool:
+        used = self.usage.get((w.tenant, w.device_type), 0)
+        return used + w.num_cards <= self.quotas[w.tenant].nominal(w.device_type)
+
+    def try_admit(self, w: Workload) -> Admitted:
+        """Admit ``w`` (preempting if allowed and needed) or raise :class:`_Blocked`."""
+        self._static_check(w)
+        types = self.types[w.device_type]
+        blocked = self._quota_problem(w)
+        index = None if blocked else types.find(w.num_cards, w.tp_size)
+        victims: list[Admitted] = []
+        if index is None:
+            reason = blocked or self._no_capacity(w)
+            found = self._choose_victims(w)
+            if found is None:
+                raise reason
+            victims, index = found
+        priority = self.priority_of(w)
+        for victim in victims:
+            self._preempt(victim, w, priority)
+        used = self.usage.get((w.tenant, w.device_type), 0)
+        nominal = self.quotas[w.tenant].nominal(w.device_type)
+        cards = types.servers[index].pick(w.num_cards, w.tp_size)
+        placed = Admitted(
+            workload_id=w.workload_id,
+            tenant=w.tenant,
+            kind=w.kind,
+            device_type=w.device_type,
+            server_id=types.servers[index].server.server_id,
+            card_indices=cards,
+            tp_size=w.tp_size,
+            priority_class=priority,
+            admitted_s=self.now_s,
+            borrowed_cards=max(0, used + w.num_cards - nominal) - max(0, used - nominal),
+            max_duration_s=w.max_duration_s,
+        )
+        types.take(index, cards)
+        self._account(placed, +1)
+        if w.max_duration_s is not None:
+            key = (w.tenant, w.device_type)
+            self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
+        self.admitted.append(placed)
+        self.admitted_now.add(w.workload_id)
+        return placed
+
+    def _preempt(self, victim: Admitted, by: Workload, priority: PriorityClass) -> None:
+        own = victim.tenant == by.tenant
+        reason = PreemptionReason.PRIORITY if own else PreemptionReason.RECLAIM
+        message = (
+            f"preempted for {by.workload_id} ({priority.label}) of the same tenant"
+            if own
+            else f"tenant {by.tenant} reclaimed its nominal {by.device_type} cards for "
+            f"{by.workload_id}; requeue it"
+        )
+        device_type, index = self.server_at[victim.server_id]
+        self.types[device_type].release(index, victim.card_indices)
+        self._account(victim, -1)
+        self.preempted.append(
+            Preemption(
+                workload_id=victim.workload_id,
+                tenant=victim.tenant,
+                reason=reason,
+                by_workload_id=by.workload_id,
+                message=message,
+            )
+        )
+
+    # -- preemption ---------------------------------------------------------------------------
+
+    def _candidates(self, w: Workload) -> list[Admitted]:
+        """Running workloads ``w`` may preempt, in the order they are tried."""
+        priority = self.priority_of(w)
+        out: list[tuple[int, int, float, str, Admitted]] = []
+        reclaim = self.policy.reclaim_within_cohort
+        if reclaim is not PreemptionPolicy.NEVER and self.within_nominal(w):
+            for other in self.members[self.cohort_key[w.tenant]]:
+                if other == w.tenant or not self._borrowing(other, w.device_type, 0):
+                    continue
+                for entry in self.by_tenant_type.get((other, w.device_type), {}).values():
+                    if entry.workload_id in self.admitted_now:
+                        continue
+                    if reclaim is PreemptionPolicy.LOWER_PRIORITY and (
+                        entry.priority_class >= priority
+                    ):
+                        continue
+                    out.append(
+                        (0, entry.priority_class, -entry.admitted_s, entry.workload_id, entry)
+                    )
+        if self.policy.within_tenant is not PreemptionPolicy.NEVER:
+            for entry in self.by_tenant_type.get((w.tenant, w.device_type), {}).values():
+                if entry.workload_id in self.admitted_now or entry.priority_class >= priority:
+                    continue
+                out.append((1, entry.priority_class, -entry.admitted_s, entry.workload_id, entry))
+        out.sort(key=lambda c: c[:4])
+        return [c[4] for c in out]
+
+    def _borrowing(self, tenant: str, device_type: str, freed: int) -> bool:
+        used = self.usage.get((tenant, device_type), 0) - freed
+        return used > self.quotas[tenant].nominal(device_type)
+
+    def _choose_victims(self, w: Workload) -> tuple[list[Admitted], int] | None:
+        """A minimal set of candidates whose removal lets ``w`` fit, and the server it gets."""
+        candidates = self._candidates(w)
+        if not candidates:
+            return None
+        chosen: list[Admitted] = []
+        freed: dict[str, int] = {}
+        index: int | None = None
+        for entry in candidates:
+            if entry.tenant != w.tenant and not self._borrowing(
+                entry.tenant, w.device_type, freed.get(entry.tenant, 0)
+            ):
+                continue  # that member is back within its nominal: leave it alone
+            chosen.append(entry)
+            freed[entry.tenant] = freed.get(entry.tenant, 0) + entry.num_cards
+            index = self._fits_without(w, chosen, freed)
+            if index is not None:
+                break
+        if index is None:
+            return None
+        for entry in list(reversed(chosen)):
+            trial = [c for c in chosen if c is not entry]
+            trial_freed = dict(freed)
+            trial_freed[entry.tenant] -= entry.num_cards
+            trial_index = self._fits_without(w, trial, trial_freed)
+            if trial_index is not None:
+                chosen, freed, index = trial, trial_freed, trial_index
+        return chosen, index
+
+    def _fits_without(
+        self, w: Workload, victims: list[Admitted], freed: dict[str, int]
+    ) -> int | None:
+        """The best-fit server for ``w`` if ``victims`` were stopped, or None."""
+        if self._quota_problem(w, freed) is not None:
+            return None
+        extra: dict[int, list[int]] = {}
+        for victim in victims:
+            extra.setdefault(self.server_at[victim.server_id][1], []).extend(victim.card_indices)
+        types = self.types[w.device_type]
+        best: tuple[int, int] | None = None
+        for i, s in enumerate(types.servers):
+            back = extra.get(i, ())
+            total = s.free_total + len(back)
+            if total < w.num_cards or (best is not None and total >= best[0]):
+                continue
+            if w.tp_size > 1:
+                counts = dict(s.free_in_group)
+                for card in back:
+                    counts[s.group_of[card]] += 1
+                groups = sum(n // w.tp_size for n in counts.values())
+                if groups < w.num_cards // w.tp_size:
+                    continue
+            best = (total, i)
+        return None if best is None else best[1]
+
+    # -- the two phases -----------------------------------------------------------------------
+
+    def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
+        queues: dict[str, list[Workload]] = {}
+        seen: set[str] = set()
+        for w in pending:
+            if w.workload_id in seen:
+                raise InvalidConfigError("pending", w.workload_id, "appears twice in the queue")
+            if w.workload_id in self.running:
+                raise InvalidConfigError("pending", w.workload_id, "is already running")
+            seen.add(w.workload_id)
+            if w.tenant not in self.known_tenants:
+                self._leave_pending(
+                    w,
+                    _Blocked(
+                        PendingReason.UNKNOWN_TENANT,
+                        f"tenant {w.tenant} has no quota; ask the operator to set one",
+                    ),
+                )
+                continue
+            queues.setdefault(w.tenant, []).append(w)
+        for queue in queues.values():
+            queue.sort(key=lambda w: (-self.priority_of(w), w.submitted_s, w.workload_id))
+        deferred = self._phase(queues, within_nominal_only=True)
+        self._phase(deferred, within_nominal_only=False)
+        return self._decision()
+
+    def _phase(
+        self, queues: dict[str, list[Workload]], *, within_nominal_only: bool
+    ) -> dict[str, list[Workload]]:
+        deferred: dict[str, list[Workload]] = {}
+        position = dict.fromkeys(queues, 0)
+        version = dict.fromkeys(queues, 0)
+        heap: list[tuple[int, float, float, str, int, str]] = []
+
+        def push(tenant: str) -> None:
+            queue, at = queues[tenant], position[tenant]
+            if at < len(queue):
+                version[tenant] += 1
+                head = queue[at]
+                entry = (
+                    -self.priority_of(head),
+                    self.share(tenant),
+                    head.submitted_s,
+                    head.workload_id,
+                    version[tenant],
+                    tenant,
+                )
+                heapq.heappush(heap, entry)
+
+        for tenant in sorted(queues):
+            push(tenant)
+        while heap:
+            *_, stamp, tenant = heapq.heappop(heap)
+            if stamp != version[tenant]:
+                continue
+            w = queues[tenant][position[tenant]]
+            position[tenant] += 1
+            if within_nominal_only and not self.within_nominal(w):
+                deferred.setdefault(tenant, []).append(w)
+                push(tenant)
+                continue
+            stopped_before = len(self.preempted)
+            try:
+                self.try_admit(w)
+            except _Blocked as blocked:
+                self._leave_pending(w, blocked)
+            push(tenant)
+            for stop in self.preempted[stopped_before:]:
+                if stop.tenant != tenant and stop.tenant in queues:
+                    push(stop.tenant)  # its share fell: re-rank it
+        return deferred
+
+    def _leave_pending(self, w: Workload, blocked: _Blocked) -> None:
+        self.pending.append(
+            Pending(
+                workload_id=w.workload_id,
+                tenant=w.tenant,
+                reason=blocked.reason,
+                message=blocked.message,
+            )
+        )
+
+    def _decision(self) -> AdmissionDecision:
+        usage: dict[str, TenantUsage] = {}
+        for tenant in sorted(self.quotas):
+            quota = self.quotas[tenant]
+            held = self.used_by_tenant.get(tenant, {})
+            used = {d: held[d] for d in sorted(held) if held[d] > 0}
+            borrowed = {d: n - quota.nominal(d) for d, n in used.items() if n > quota.nominal(d)}
+            usage[tenant] = TenantUsage(
+                tenant=tenant,
+                cohort=quota.cohort,
+                used_cards=used,
+                nominal_cards=dict(quota.nominal_cards),
+                borrowed_cards=borrowed,
+                dominant_share=self.dominant_share(tenant),
+            )
+        return AdmissionDecision(
+            now_s=self.now_s,
+            admitted=tuple(self.admitted),
+            preempted=tuple(self.preempted),
+            pending=tuple(sorted(self.pending, key=lambda p: p.workload_id)),
+            usage=usage,
+        )
+
+
+def run_cycle(
+    snapshot: AdmissionSnapshot,
+    pending: Sequence[Workload],
+    now_s: float,
+    policy: AdmissionPolicy,
+) -> AdmissionDecision:
+    """Run one cycle; see :func:`npucenter.policy.admission.decide_admission`."""
+    return _Cycle(snapshot, now_s, policy).run(pending)

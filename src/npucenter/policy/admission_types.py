@@ -1,0 +1,381 @@
+"""The values of admission: inventory, workloads, placements, snapshot, policy knobs and decision.
+
+Frozen dataclasses validated at construction (``InvalidConfigError``); import them from
+``npucenter.policy.admission``, which re-exports every public name here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from npucenter.errors import InvalidConfigError
+from npucenter.policy.quota import PriorityClass, TenantQuota
+
+__all__ = [
+    "DEFAULT_ADMISSION_POLICY",
+    "AdmissionDecision",
+    "AdmissionPolicy",
+    "AdmissionSnapshot",
+    "Admitted",
+    "Card",
+    "Pending",
+    "PendingReason",
+    "Preemption",
+    "PreemptionPolicy",
+    "PreemptionReason",
+    "Server",
+    "TenantUsage",
+    "Workload",
+    "WorkloadKind",
+    "servers_from_cards",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Inventory
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Card:
+    """One accelerator card as the store lists it; see :func:`servers_from_cards`."""
+
+    server_id: str
+    card_index: int
+    device_type: str
+    interconnect_group: int = 0  # cards of one server sharing a group id share an interconnect
+    healthy: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Server:
+    """A server holding ``num_cards`` cards of one device type.
+
+    ``interconnect_groups`` gives each card's interconnect group id (one entry per card, e.g.
+    ``(0, 0, 0, 0, 1, 1, 1, 1)`` for two 4-card islands); empty means all cards share one
+    interconnect. A tensor-parallel group is placed inside one interconnect group.
+    """
+
+    server_id: str
+    device_type: str
+    num_cards: int
+    interconnect_groups: tuple[int, ...] = ()  # card index -> group id; () = one group
+    healthy: bool = True
+    unhealthy_card_indices: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.server_id, str) or not self.server_id:
+            raise InvalidConfigError("server_id", self.server_id, "must be a non-empty string")
+        if not isinstance(self.device_type, str) or not self.device_type:
+            raise InvalidConfigError("device_type", self.device_type, "must be a non-empty string")
+        if isinstance(self.num_cards, bool) or not isinstance(self.num_cards, int):
+            raise InvalidConfigError("num_cards", self.num_cards, "must be a whole number")
+        if self.num_cards < 0:
+            raise InvalidConfigError("num_cards", self.num_cards, "must be >= 0")
+        groups = tuple(self.interconnect_groups)
+        if groups and len(groups) != self.num_cards:
+            raise InvalidConfigError(
+                "interconnect_groups",
+                groups,
+                f"needs one group id per card ({self.num_cards}), got {len(groups)}",
+            )
+        object.__setattr__(self, "interconnect_groups", groups)
+        bad = frozenset(self.unhealthy_card_indices)
+        for index in bad:
+            if not 0 <= index < self.num_cards:
+                raise InvalidConfigError(
+                    "unhealthy_card_indices", index, f"not a card of {self.server_id}"
+                )
+        object.__setattr__(self, "unhealthy_card_indices", bad)
+
+    def group_of(self, card_index: int) -> int:
+        """The interconnect group of one card."""
+        return self.interconnect_groups[card_index] if self.interconnect_groups else 0
+
+    def usable_card_indices(self) -> tuple[int, ...]:
+        """Cards that may be given to workloads (none when the server is unhealthy)."""
+        if not self.healthy:
+            return ()
+        return tuple(i for i in range(self.num_cards) if i not in self.unhealthy_card_indices)
+
+
+def servers_from_cards(cards: Iterable[Card]) -> tuple[Server, ...]:
+    """Group a store's card rows into :class:`Server` values (sorted by server id).
+
+    A server is healthy when at least one of its cards is; unhealthy cards are listed per server.
+
+    Raises:
+        InvalidConfigError: one server lists two device types, or a card index twice, or has gaps.
+    """
+    by_server: dict[str, list[Card]] = {}
+    for card in cards:
+        by_server.setdefault(card.server_id, []).append(card)
+    servers: list[Server] = []
+    for server_id in sorted(by_server):
+        rows = sorted(by_server[server_id], key=lambda c: c.card_index)
+        types = {c.device_type for c in rows}
+        if len(types) != 1:
+            raise InvalidConfigError("device_type", sorted(types), f"{server_id} mixes types")
+        indices = [c.card_index for c in rows]
+        if indices != list(range(len(rows))):
+            raise InvalidConfigError(
+                "card_index", indices, f"{server_id} must number its cards 0..{len(rows) - 1}"
+            )
+        servers.append(
+            Server(
+                server_id=server_id,
+                device_type=rows[0].device_type,
+                num_cards=len(rows),
+                interconnect_groups=tuple(c.interconnect_group for c in rows),
+                healthy=any(c.healthy for c in rows),
+                unhealthy_card_indices=frozenset(c.card_index for c in rows if not c.healthy),
+            )
+        )
+    return tuple(servers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Workloads and their placements
+# ----------------------------------------------------------------------------------------------
+
+
+class WorkloadKind(enum.StrEnum):
+    """What a workload is; admission treats all kinds alike (the kind is carried for reports)."""
+
+    REPLICA = "replica"
+    FINETUNE = "finetune"
+    PREPROCESS = "preprocess"
+    BENCHMARK = "benchmark"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """A pending inference replica or job: a gang of ``num_cards`` cards on one server.
+
+    The gang is split into ``num_cards // tp_size`` tensor-parallel groups; each group is placed
+    on cards sharing one interconnect. ``priority_class`` None means the tenant's class; a class
+    above the tenant's is capped to it.
+    """
+
+    workload_id: str
+    tenant: str
+    kind: WorkloadKind = WorkloadKind.REPLICA
+    device_type: str
+    num_cards: int = 1  # the gang: all on one server, admitted all or nothing
+    tp_size: int = 1  # cards per tensor-parallel group (divides num_cards)
+    priority_class: PriorityClass | None = None
+    submitted_s: float = 0.0
+    max_duration_s: float | None = None  # if set, charged against the device-seconds budget
+
+    def __post_init__(self) -> None:
+        for name in ("workload_id", "tenant", "device_type"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidConfigError(name, value, "must be a non-empty string")
+        try:
+            object.__setattr__(self, "kind", WorkloadKind(self.kind))
+        except ValueError:
+            raise InvalidConfigError(
+                "kind", self.kind, "use one of: " + ", ".join(k.value for k in WorkloadKind)
+            ) from None
+        if self.priority_class is not None:
+            object.__setattr__(self, "priority_class", PriorityClass.parse(self.priority_class))
+        for name in ("num_cards", "tp_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidConfigError(name, value, "must be a whole number >= 1")
+        if self.num_cards % self.tp_size:
+            raise InvalidConfigError(
+                "tp_size",
+                self.tp_size,
+                f"must divide num_cards={self.num_cards}",
+                hint="ask for a multiple of the tensor-parallel size",
+            )
+        if not math.isfinite(self.submitted_s):
+            raise InvalidConfigError("submitted_s", self.submitted_s, "must be finite")
+        if self.max_duration_s is not None and not (
+            math.isfinite(self.max_duration_s) and self.max_duration_s > 0
+        ):
+            raise InvalidConfigError("max_duration_s", self.max_duration_s, "must be > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admitted:
+    """A workload placed on cards: the output of a decision and, later, a running entry of a snapshot."""
+
+    workload_id: str
+    tenant: str
+    kind: WorkloadKind = WorkloadKind.REPLICA
+    device_type: str
+    server_id: str
+    card_indices: tuple[int, ...]
+    tp_size: int = 1
+    priority_class: PriorityClass = PriorityClass.RESEARCH
+    admitted_s: float = 0.0
+    borrowed_cards: int = 0  # cards above the tenant's nominal at admission (lent by its cohort)
+    max_duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        cards = tuple(self.card_indices)
+        if not cards or len(set(cards)) != len(cards) or min(cards) < 0:
+            raise InvalidConfigError(
+                "card_indices", cards, f"{self.workload_id} needs distinct card indices >= 0"
+            )
+        object.__setattr__(self, "card_indices", cards)
+        object.__setattr__(self, "kind", WorkloadKind(self.kind))
+        object.__setattr__(self, "priority_class", PriorityClass.parse(self.priority_class))
+
+    @property
+    def num_cards(self) -> int:
+        """How many cards this workload holds."""
+        return len(self.card_indices)
+
+
+# ----------------------------------------------------------------------------------------------
+# Snapshot, policy and decision
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionSnapshot:
+    """What a scheduling cycle reads: the fleet, every tenant's quota and what runs now."""
+
+    fleet: tuple[Server, ...]
+    quotas: tuple[TenantQuota, ...]
+    running: tuple[Admitted, ...] = ()
+    now_s: float = 0.0
+    #: tenant -> device_type -> device-seconds used so far in the accounting period
+    device_seconds_used: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fleet", tuple(self.fleet))
+        object.__setattr__(self, "quotas", tuple(self.quotas))
+        object.__setattr__(self, "running", tuple(self.running))
+        _require_unique("server_id", [s.server_id for s in self.fleet])
+        _require_unique("tenant", [q.tenant for q in self.quotas])
+        _require_unique("workload_id", [a.workload_id for a in self.running])
+
+
+class PreemptionPolicy(enum.StrEnum):
+    """Which running workloads a pending one may preempt (Kueue's ``Never``/``LowerPriority``/``Any``)."""
+
+    NEVER = "never"
+    LOWER_PRIORITY = "lower-priority"
+    ANY = "any"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionPolicy:
+    """Knobs of the cycle; the defaults are npucenter's documented behaviour (docs/admission.md)."""
+
+    #: an owner within its nominal quota may preempt cohort members' borrowing workloads
+    reclaim_within_cohort: PreemptionPolicy = PreemptionPolicy.ANY
+    #: a workload may preempt its own tenant's workloads of the same device type
+    within_tenant: PreemptionPolicy = PreemptionPolicy.LOWER_PRIORITY
+    #: order tenants by dominant-resource share (else only priority and submission time)
+    fair_sharing: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "reclaim_within_cohort", PreemptionPolicy(self.reclaim_within_cohort)
+        )
+        object.__setattr__(self, "within_tenant", PreemptionPolicy(self.within_tenant))
+        if self.within_tenant is PreemptionPolicy.ANY:
+            raise InvalidConfigError(
+                "within_tenant",
+                "any",
+                "would let a workload preempt its equals; use lower-priority",
+            )
+
+
+DEFAULT_ADMISSION_POLICY = AdmissionPolicy()
+
+
+class PendingReason(enum.StrEnum):
+    """Why a workload stays pending; the first four clear themselves as the fleet changes."""
+
+    NO_CAPACITY = "no_capacity"  # quota allows it, but no server has the free cards (topology)
+    COHORT_EXHAUSTED = "cohort_exhausted"  # it would borrow, but the cohort has nothing to lend
+    QUOTA_IN_USE = "quota_in_use"  # nominal + borrowing limit is taken by the tenant's own work
+    BUDGET_EXHAUSTED = "budget_exhausted"  # the device-seconds budget would be overspent
+    QUOTA_LIMIT = "quota_limit"  # larger than nominal + borrowing limit: never admissible as is
+    UNSCHEDULABLE = "unschedulable"  # no healthy server of that device type could ever hold it
+    UNKNOWN_TENANT = "unknown_tenant"  # the tenant has no quota
+
+
+class PreemptionReason(enum.StrEnum):
+    """Why a running workload is stopped (and should be requeued by the control plane)."""
+
+    RECLAIM = "reclaim"  # its cohort member took back nominal cards this tenant had borrowed
+    PRIORITY = "priority"  # a higher-priority workload of the same tenant needed the cards
+    UNHEALTHY = "unhealthy"  # its server or one of its cards is unhealthy or gone
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pending:
+    """A workload left pending this cycle, with the reason and one actionable line."""
+
+    workload_id: str
+    tenant: str
+    reason: PendingReason
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preemption:
+    """A running workload to stop, why, and for whom."""
+
+    workload_id: str
+    tenant: str
+    reason: PreemptionReason
+    by_workload_id: str | None  # the workload it makes room for; None for UNHEALTHY
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantUsage:
+    """A tenant's cards after the decision, against its quota."""
+
+    tenant: str
+    cohort: str | None
+    used_cards: Mapping[str, int]  # device_type -> cards held
+    nominal_cards: Mapping[str, int]
+    borrowed_cards: Mapping[str, int]  # device_type -> cards above nominal (0 entries omitted)
+    dominant_share: float  # max over device types of used / fleet cards, divided by the weight
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionDecision:
+    """The record of one cycle: what to start, what to stop, what waits and why."""
+
+    now_s: float
+    admitted: tuple[Admitted, ...]  # in admission order
+    preempted: tuple[Preemption, ...]  # in decision order
+    pending: tuple[Pending, ...]  # sorted by workload id
+    usage: Mapping[str, TenantUsage]  # tenant -> usage after the decision
+
+    def admitted_ids(self) -> frozenset[str]:
+        """Ids of the workloads admitted this cycle."""
+        return frozenset(a.workload_id for a in self.admitted)
+
+    def preempted_ids(self) -> frozenset[str]:
+        """Ids of the running workloads to stop."""
+        return frozenset(p.workload_id for p in self.preempted)
+
+    def pending_reason(self, workload_id: str) -> PendingReason | None:
+        """Why ``workload_id`` waits, or None if it was not left pending."""
+        for entry in self.pending:
+            if entry.workload_id == workload_id:
+                return entry.reason
+        return None
+
+
+def _require_unique(name: str, values: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise InvalidConfigError(name, value, "appears twice in the snapshot")
+        seen.add(value)
