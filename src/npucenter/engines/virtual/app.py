@@ -1,0 +1,363 @@
+"""The virtual engine's HTTP face: a bare ASGI app speaking the OpenAI API (no framework).
+
+Routes: ``GET /health``, ``GET /metrics``, ``GET /v1/models``, ``POST /v1/completions``,
+``POST /v1/chat/completions`` (JSON or SSE with ``stream: true``). Exactly one response or
+stream chunk carries ``usage``: the JSON body, or the last chunk before ``[DONE]`` (a separate
+``choices: []`` chunk when ``stream_options.include_usage`` is set, else the finish chunk). A
+client that disconnects aborts its request in the engine at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from npucenter.engines.virtual.loop import EngineLoop, RequestHandle
+from npucenter.engines.virtual.metrics import EngineMetrics
+from npucenter.engines.virtual.tokens import (
+    count_chat_tokens,
+    count_prompt_tokens,
+    natural_output_tokens,
+    synthetic_text,
+)
+from npucenter.errors import InvalidRequestError, NotFoundError, NpuCenterError, UpstreamError
+
+__all__ = ["VirtualEngineApp"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+]
+_MAX_BODY_BYTES = 32 * 1024 * 1024
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    chat: bool
+    prompt_tokens: int
+    max_tokens: int
+    stream: bool
+    include_usage: bool
+    natural_stop: bool  # the output ends by itself (no max_tokens, no ignore_eos)
+    seed: int
+
+
+class VirtualEngineApp:
+    """An ASGI application serving one model from an :class:`EngineLoop`."""
+
+    def __init__(
+        self,
+        loop: EngineLoop,
+        *,
+        model_name: str,
+        max_model_len: int,
+        metrics: EngineMetrics | None = None,
+        owned_by: str = "npucenter-virtual",
+    ) -> None:
+        self.loop = loop
+        self.model_name = model_name
+        self.max_model_len = max_model_len
+        self.metrics = metrics
+        self._created = int(time.time())
+        self._models_body = _dumps(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": model_name,
+                        "object": "model",
+                        "created": self._created,
+                        "owned_by": owned_by,
+                        "max_model_len": max_model_len,
+                    }
+                ],
+            }
+        ).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.loop.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.loop.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path = scope["method"], scope["path"]
+        try:
+            if path in ("/v1/chat/completions", "/v1/completions"):
+                if method != "POST":
+                    raise _MethodNotAllowed
+                body = await _read_body(receive)
+                await self._generate(path == "/v1/chat/completions", body, receive, send)
+            elif method not in ("GET", "HEAD"):
+                raise _MethodNotAllowed
+            elif path == "/health":
+                status = 200 if self.loop.fatal is None else 503
+                await _respond(send, status, b"", [])
+            elif path == "/v1/models":
+                await _respond(send, 200, self._models_body, _JSON_HEADERS)
+            elif path == "/metrics" and self.metrics is not None:
+                headers = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+                await _respond(send, 200, self.metrics.render(), headers)
+            else:
+                await _error(send, 404, f"no route {path}", "not_found_error", None)
+        except _MethodNotAllowed:
+            await _error(
+                send, 405, f"{method} not allowed on {path}", "invalid_request_error", None
+            )
+        except NpuCenterError as exc:
+            await _error(
+                send,
+                exc.http_status,
+                str(exc),
+                "invalid_request_error" if exc.http_status < 500 else "server_error",
+                exc.details.get("param"),
+                code=exc.code,
+            )
+
+    # --- generation ---------------------------------------------------------------------------
+    def _parse(self, chat: bool, body: dict[str, Any]) -> _Parsed:
+        model = body.get("model")
+        if model is not None and model != self.model_name:
+            raise NotFoundError("model", str(model), valid=[self.model_name])
+        if body.get("n", 1) != 1:
+            raise InvalidRequestError("only n=1 is supported", details={"param": "n"})
+        if chat:
+            prompt_tokens = count_chat_tokens(body.get("messages"))
+            seed_text = json.dumps(body.get("messages"), sort_keys=True)
+            max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        else:
+            if "prompt" not in body:
+                raise InvalidRequestError("prompt is required", details={"param": "prompt"})
+            prompt_tokens = count_prompt_tokens(body["prompt"])
+            seed_text = json.dumps(body["prompt"])
+            max_tokens = body.get("max_tokens", 16)  # the OpenAI completions default
+        ignore_eos = bool(body.get("ignore_eos", False))
+        room = self.max_model_len - prompt_tokens
+        if room < 1:
+            raise InvalidRequestError(
+                f"prompt has {prompt_tokens} tokens; this model's maximum context is "
+                f"{self.max_model_len}",
+                details={"param": "messages" if chat else "prompt"},
+            )
+        natural = max_tokens is None and not ignore_eos
+        if max_tokens is None:
+            max_tokens = natural_output_tokens(seed_text) if natural else room
+        max_tokens = _positive_int(max_tokens, "max_tokens")
+        if prompt_tokens + max_tokens > self.max_model_len:
+            raise InvalidRequestError(
+                f"prompt ({prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds the "
+                f"maximum context of {self.max_model_len} tokens",
+                details={"param": "max_tokens"},
+            )
+        min_tokens = body.get("min_tokens")
+        if min_tokens is not None:
+            min_tokens = _positive_int(min_tokens, "min_tokens", allow_zero=True)
+            if min_tokens > max_tokens:
+                raise InvalidRequestError(
+                    "min_tokens must not exceed max_tokens", details={"param": "min_tokens"}
+                )
+        stream = bool(body.get("stream", False))
+        options = body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage", False)) if stream else False
+        return _Parsed(
+            chat=chat,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            stream=stream,
+            include_usage=include_usage,
+            natural_stop=natural,
+            seed=len(seed_text),
+        )
+
+    async def _generate(self, chat: bool, raw: bytes, receive: Receive, send: Send) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise InvalidRequestError("the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidRequestError("the body must be a JSON object")
+        req = self._parse(chat, body)
+        handle = self.loop.submit(req.prompt_tokens, req.max_tokens, stream=req.stream)
+        watcher = asyncio.get_running_loop().create_task(self._watch_disconnect(receive, handle))
+        try:
+            if req.stream:
+                await self._stream(req, handle, send)
+            else:
+                await self._complete(req, handle, send)
+        finally:
+            watcher.cancel()
+
+    async def _watch_disconnect(self, receive: Receive, handle: RequestHandle) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.loop.abort(handle.request_id)
+                return
+
+    async def _complete(self, req: _Parsed, handle: RequestHandle, send: Send) -> None:
+        try:
+            result = await handle.result
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not handle.result.cancelled() or (task is not None and task.cancelling()):
+                raise
+            if self.loop.fatal is not None:
+                raise UpstreamError("the virtual engine's loop has stopped") from None
+            return  # aborted because the client went away: nobody to answer
+        text = synthetic_text(0, result.completion_tokens, req.seed)
+        reason = "stop" if req.natural_stop else "length"
+        usage = _usage(result.prompt_tokens, result.completion_tokens)
+        rid = _new_id(req.chat)
+        if req.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            obj = "text_completion"
+        body = {
+            "id": rid,
+            "object": obj,
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [choice],
+            "usage": usage,
+        }
+        await _respond(send, 200, _dumps(body).encode(), _JSON_HEADERS)
+
+    async def _stream(self, req: _Parsed, handle: RequestHandle, send: Send) -> None:
+        assert handle.queue is not None
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        rid = _new_id(req.chat)
+        created = int(time.time())
+        obj = "chat.completion.chunk" if req.chat else "text_completion"
+        head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{_dumps(self.model_name)},"choices":['
+        if req.chat:
+            first = '{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}'
+            await _sse(send, head + first + "]}")
+        sent = 0
+        queue = handle.queue
+        while True:
+            n = await queue.get()
+            if n is None:
+                break
+            piece = _dumps(synthetic_text(sent, n, req.seed))
+            sent += n
+            if req.chat:
+                choice = f'{{"index":0,"delta":{{"content":{piece}}},"logprobs":null,"finish_reason":null}}'
+            else:
+                choice = f'{{"index":0,"text":{piece},"logprobs":null,"finish_reason":null}}'
+            await _sse(send, head + choice + "]}")
+        if not handle.result.done() or handle.result.cancelled():
+            return  # aborted: the client is gone
+        result = handle.result.result()
+        reason = "stop" if req.natural_stop else "length"
+        usage = _dumps(_usage(result.prompt_tokens, result.completion_tokens))
+        if req.chat:
+            last = f'{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{reason}"}}'
+        else:
+            last = f'{{"index":0,"text":"","logprobs":null,"finish_reason":"{reason}"}}'
+        if req.include_usage:
+            await _sse(send, head + last + "]}")
+            await _sse(send, head + '],"usage":' + usage + "}")
+        else:
+            await _sse(send, head + last + '],"usage":' + usage + "}")
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+class _MethodNotAllowed(Exception):
+    pass
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _new_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+
+
+def _positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"{name} must be an integer", details={"param": name})
+    if value < (0 if allow_zero else 1):
+        raise InvalidRequestError(
+            f"{name} must be {'>= 0' if allow_zero else '>= 1'}", details={"param": name}
+        )
+    return value
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequestError("the client disconnected before sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            raise InvalidRequestError("the request body is too large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _sse(send: Send, data: str) -> None:
+    await send(
+        {
+            "type": "http.response.body",
+            "body": b"data: " + data.encode() + b"\n\n",
+            "more_body": True,
+        }
+    )
+
+
+async def _error(
+    send: Send, status: int, message: str, kind: str, param: Any, *, code: str | None = None
+) -> None:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    with contextlib.suppress(Exception):
+        await _respond(send, status, _dumps(body).encode(), _JSON_HEADERS)
