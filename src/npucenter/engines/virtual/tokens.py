@@ -33,7 +33,7 @@ TOKENS_REPLY_PRIMING = 3
 
 _PIECES = re.compile(r"\w+|[^\w\s]")
 # Short common words (each at most 4 characters, so each counts as one token).
-_WORDS = [
+_ALL_WORDS = [
     "the",
     "of",
     "and",
