@@ -122,7 +122,7 @@ class Quota(Base):
     nominal_cards: Mapped[int] = mapped_column(Integer)
     borrowing_limit_cards: Mapped[int | None] = mapped_column(Integer, nullable=True)
     lending_limit_cards: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    cohort: Mapped[str] = mapped_column(String(64), default="default")
+    cohort: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: no cohort
     priority_class: Mapped[str] = mapped_column(String(32), default="research")
     tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     updated_at_s: Mapped[float] = mapped_column(Float)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from npucenter.catalog import default_catalog
@@ -103,7 +103,10 @@ class Principal:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuotaView:
-    """A tenant's quota for one device type, as the gateway and the admission snapshot see it."""
+    """A tenant's quota for one device type, as the gateway and the admission snapshot see it.
+
+    ``cohort``, ``priority_class`` and ``tokens_per_s`` are the same on every row of a tenant.
+    """
 
     tenant_id: int
     tenant_name: str
@@ -111,7 +114,7 @@ class QuotaView:
     nominal_cards: int
     borrowing_limit_cards: int | None
     lending_limit_cards: int | None
-    cohort: str
+    cohort: str | None
     priority_class: str
     tokens_per_s: float | None
 
@@ -269,11 +272,9 @@ class Repository:
                 f"server {server.name!r} has allocated cards",
                 hint="drain it first (set its health to down and stop its workloads)",
             )
+        self.session.execute(update(Job).where(Job.server_id == server.id).values(server_id=None))
         self.session.execute(
-            Job.__table__.update().where(Job.server_id == server.id).values(server_id=None)
-        )
-        self.session.execute(
-            Replica.__table__.update().where(Replica.server_id == server.id).values(server_id=None)
+            update(Replica).where(Replica.server_id == server.id).values(server_id=None)
         )
         self.session.delete(server)
 
@@ -290,7 +291,7 @@ class Repository:
         nominal_cards: int,
         borrowing_limit_cards: int | None = None,
         lending_limit_cards: int | None = None,
-        cohort: str = "default",
+        cohort: str | None = None,
         priority_class: str = "research",
         tokens_per_s: float | None = None,
     ) -> Quota:
@@ -308,7 +309,8 @@ class Repository:
             raise InvalidConfigError(
                 "lending_limit_cards", lending_limit_cards, "cannot exceed nominal_cards"
             )
-        _check_name("cohort", cohort)
+        if cohort is not None:
+            _check_name("cohort", cohort)
         _check_choice("priority_class", priority_class, PRIORITY_CLASSES)
         quota = self.session.scalar(
             select(Quota).where(Quota.tenant_id == tenant.id, Quota.device_type == device_id)
@@ -319,10 +321,18 @@ class Repository:
         quota.nominal_cards = nominal_cards
         quota.borrowing_limit_cards = borrowing_limit_cards
         quota.lending_limit_cards = lending_limit_cards
-        quota.cohort = cohort
-        quota.priority_class = priority_class
-        quota.tokens_per_s = tokens_per_s
-        quota.updated_at_s = self.now_s()
+        quota.cohort, quota.priority_class, quota.updated_at_s = (
+            cohort,
+            priority_class,
+            self.now_s(),
+        )
+        # Cohort, priority class and token rate are the tenant's (as in policy.TenantQuota):
+        # setting them on one row sets them on every row of the tenant.
+        for row in [quota, *self.list_quotas(tenant_id=tenant.id)]:
+            row.cohort = cohort
+            row.priority_class = priority_class
+            row.tokens_per_s = tokens_per_s
+            row.updated_at_s = self.now_s()
         self.session.flush()
         return quota
 
@@ -477,7 +487,9 @@ class Repository:
             )
         self.session.flush()
 
-    def release_replica(self, rep: Replica, dep: Deployment, *, reason: str) -> float:
+    def release_replica(
+        self, rep: Replica, dep: Deployment, *, reason: str, kind: str = "replica"
+    ) -> float:
         """Free a replica's cards, bill them to the ledger and mark it pending; device-seconds."""
         allocs = list(
             self.session.scalars(select(Allocation).where(Allocation.replica_id == rep.id))
@@ -486,7 +498,7 @@ class Repository:
             allocs,
             dep.tenant_id,
             dep.device_type,
-            "replica",
+            kind,
             f"deployment:{dep.id}/replica:{rep.index} {reason}",
         )
         rep.state = "pending"

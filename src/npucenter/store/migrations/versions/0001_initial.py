@@ -144,7 +144,7 @@ def upgrade() -> None:
         sa.Column("nominal_cards", sa.Integer(), nullable=False),
         sa.Column("borrowing_limit_cards", sa.Integer(), nullable=True),
         sa.Column("lending_limit_cards", sa.Integer(), nullable=True),
-        sa.Column("cohort", sa.String(length=64), nullable=False),
+        sa.Column("cohort", sa.String(length=64), nullable=True),
         sa.Column("priority_class", sa.String(length=32), nullable=False),
         sa.Column("tokens_per_s", sa.Float(), nullable=True),
         sa.Column("updated_at_s", sa.Float(), nullable=False),

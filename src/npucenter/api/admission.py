@@ -1,0 +1,257 @@
+"""The live admission cycle: snapshot the store, ask the shared policy, apply its decision.
+
+NOTE(control): the policy (``npucenter.policy.admission.decide_admission``) is the same pure
+function the simulator runs; this module only translates. Workload ids are ``job:<id>`` and
+``replica:<id>``; server ids are server names. A decision is applied in one transaction:
+preemptions first (jobs go preempted -> queued, replicas back to pending; each bills its
+device-seconds to the ledger), then admissions (cards allocated; the last
+``borrowed_cards`` cards of a gang are marked borrowed). Cycles are serialised by a process lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from npucenter.api.context import ControlPlane
+from npucenter.api.schemas import AdmissionReport, AllocationOut
+from npucenter.policy.admission import (
+    AdmissionDecision,
+    AdmissionSnapshot,
+    Admitted,
+    Workload,
+    WorkloadKind,
+    decide_admission,
+    servers_from_cards,
+)
+from npucenter.policy.admission import Card as PolicyCard
+from npucenter.policy.quota import PriorityClass, TenantQuota
+from npucenter.store.models import Allocation, Card, Deployment, Job, Replica, Server
+from npucenter.store.repository import QuotaView, Repository
+
+__all__ = ["build_snapshot", "run_admission"]
+
+log = logging.getLogger(__name__)
+
+
+def run_admission(control: ControlPlane) -> AdmissionReport:
+    """Run one admission cycle against the store and apply it; returns what changed."""
+    with control.admission_lock, control.tx() as repo:
+        now_s = repo.now_s()
+        snapshot, pending = build_snapshot(repo, now_s)
+        decision = decide_admission(snapshot, pending, now_s)
+        return _apply(repo, decision, len(pending))
+
+
+def build_snapshot(repo: Repository, now_s: float) -> tuple[AdmissionSnapshot, list[Workload]]:
+    """The policy's view of the store: fleet, quotas, running workloads, and the queue."""
+    servers = repo.list_servers()
+    names = {t.id: t.name for t in repo.list_tenants()}
+    fleet = servers_from_cards(
+        PolicyCard(
+            server_id=s.name,
+            card_index=c.index,
+            device_type=s.device_type,
+            healthy=s.health != "down" and c.health != "down",
+        )
+        for s in servers
+        for c in s.cards
+    )
+    running = _running(repo, servers, names)
+    pending = _pending(repo, names)
+    quotas = _quotas(repo, names, {w.tenant for w in pending} | {a.tenant for a in running})
+    snapshot = AdmissionSnapshot(fleet=fleet, quotas=quotas, running=tuple(running), now_s=now_s)
+    return snapshot, pending
+
+
+def _quotas(
+    repo: Repository, names: dict[int, str], with_work: set[str]
+) -> tuple[TenantQuota, ...]:
+    rows: dict[str, list[QuotaView]] = defaultdict(list)
+    for view in repo.all_quota_views():
+        rows[view.tenant_name].append(view)
+    out = []
+    for tenant in sorted(set(rows) | with_work):
+        views = rows.get(tenant, [])
+        if not views:  # work but no quota: nominal 0, no cohort (nothing admitted)
+            out.append(TenantQuota(tenant=tenant, priority_class=PriorityClass.BEST_EFFORT))
+            continue
+        first = views[0]
+        out.append(
+            TenantQuota(
+                tenant=tenant,
+                cohort=first.cohort,
+                priority_class=PriorityClass.parse(first.priority_class),
+                nominal_cards={v.device_type: v.nominal_cards for v in views},
+                borrowing_limit_cards={
+                    v.device_type: v.borrowing_limit_cards
+                    for v in views
+                    if v.borrowing_limit_cards is not None
+                },
+                lending_limit_cards={
+                    v.device_type: v.lending_limit_cards
+                    for v in views
+                    if v.lending_limit_cards is not None
+                },
+                tokens_per_s=first.tokens_per_s,
+            )
+        )
+    return tuple(out)
+
+
+def _running(repo: Repository, servers: list[Server], names: dict[int, str]) -> list[Admitted]:
+    cards = {c.id: (s, c) for s in servers for c in s.cards}
+    by_job: dict[int, list[Allocation]] = defaultdict(list)
+    by_replica: dict[int, list[Allocation]] = defaultdict(list)
+    for alloc in repo.allocations():
+        if alloc.job_id is not None:
+            by_job[alloc.job_id].append(alloc)
+        elif alloc.replica_id is not None:
+            by_replica[alloc.replica_id].append(alloc)
+    out: list[Admitted] = []
+    for job_id, allocs in sorted(by_job.items()):
+        job = repo.session.get_one(Job, job_id)
+        out.append(
+            _admitted(
+                f"job:{job_id}",
+                names[job.tenant_id],
+                WorkloadKind(job.kind),
+                job.device_type,
+                1,
+                job.priority_class,
+                job.admitted_at_s,
+                allocs,
+                cards,
+            )
+        )
+    for rep_id, allocs in sorted(by_replica.items()):
+        rep = repo.session.get_one(Replica, rep_id)
+        dep = repo.session.get_one(Deployment, rep.deployment_id)
+        out.append(
+            _admitted(
+                f"replica:{rep_id}",
+                names[dep.tenant_id],
+                WorkloadKind.REPLICA,
+                dep.device_type,
+                dep.tp,
+                dep.priority_class,
+                rep.placed_at_s,
+                allocs,
+                cards,
+            )
+        )
+    return out
+
+
+def _admitted(
+    workload_id: str,
+    tenant: str,
+    kind: WorkloadKind,
+    device_type: str,
+    tp: int,
+    priority: str,
+    since_s: float | None,
+    allocs: list[Allocation],
+    cards: dict[int, tuple[Server, Card]],
+) -> Admitted:
+    server = cards[allocs[0].card_id][0]
+    return Admitted(
+        workload_id=workload_id,
+        tenant=tenant,
+        kind=kind,
+        device_type=device_type,
+        server_id=server.name,
+        card_indices=tuple(sorted(cards[a.card_id][1].index for a in allocs)),
+        tp_size=tp,
+        priority_class=PriorityClass.parse(priority),
+        admitted_s=since_s or 0.0,
+        borrowed_cards=sum(1 for a in allocs if a.borrowed),
+    )
+
+
+def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
+    out: list[Workload] = []
+    for job in repo.list_jobs(state="queued"):
+        out.append(
+            Workload(
+                workload_id=f"job:{job.id}",
+                tenant=names[job.tenant_id],
+                kind=WorkloadKind(job.kind),
+                device_type=job.device_type,
+                num_cards=job.num_cards,
+                tp_size=1,
+                priority_class=PriorityClass.parse(job.priority_class),
+                submitted_s=job.created_at_s,
+            )
+        )
+    for dep in repo.list_deployments():
+        for rep in repo.replicas_of(dep):
+            if rep.state != "pending":
+                continue
+            out.append(
+                Workload(
+                    workload_id=f"replica:{rep.id}",
+                    tenant=names[dep.tenant_id],
+                    kind=WorkloadKind.REPLICA,
+                    device_type=dep.device_type,
+                    num_cards=dep.tp,
+                    tp_size=dep.tp,
+                    priority_class=PriorityClass.parse(dep.priority_class),
+                    submitted_s=rep.created_at_s,
+                )
+            )
+    return out
+
+
+def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> AdmissionReport:
+    preempted: list[AllocationOut] = []
+    for stop in decision.preempted:
+        kind, _, raw_id = stop.workload_id.partition(":")
+        reason = f"{stop.reason.value}: {stop.message}"[:500]
+        if kind == "job":
+            repo.preempt_job(repo.session.get_one(Job, int(raw_id)), reason=reason)
+        else:
+            rep = repo.session.get_one(Replica, int(raw_id))
+            dep = repo.session.get_one(Deployment, rep.deployment_id)
+            repo.release_replica(
+                rep, dep, reason=f"preempted ({stop.reason.value})", kind="preemption"
+            )
+        preempted.append(
+            AllocationOut(workload=stop.workload_id, tenant=stop.tenant, reason=reason)
+        )
+        log.info("preempted %s of %s: %s", stop.workload_id, stop.tenant, stop.message)
+    servers = {s.name: s for s in repo.list_servers()}
+    admitted: list[AllocationOut] = []
+    for placed in decision.admitted:
+        server = servers[placed.server_id]
+        by_index = {c.index: c.id for c in server.cards}
+        card_ids = [by_index[i] for i in placed.card_indices]
+        kind, _, raw_id = placed.workload_id.partition(":")
+        if kind == "job":
+            job = repo.session.get_one(Job, int(raw_id))
+            repo.admit_job(
+                job,
+                card_ids,
+                num_borrowed=placed.borrowed_cards,
+                reason=f"admitted on {server.name}"
+                + (f" borrowing {placed.borrowed_cards} cards" if placed.borrowed_cards else ""),
+            )
+        else:
+            rep = repo.session.get_one(Replica, int(raw_id))
+            dep = repo.session.get_one(Deployment, rep.deployment_id)
+            repo.place_replica(rep, dep, card_ids, num_borrowed=placed.borrowed_cards)
+        admitted.append(
+            AllocationOut(
+                workload=placed.workload_id,
+                tenant=placed.tenant,
+                server=server.name,
+                card_indexes=list(placed.card_indices),
+                num_borrowed_cards=placed.borrowed_cards,
+            )
+        )
+    return AdmissionReport(
+        admitted=admitted,
+        preempted=preempted,
+        num_pending=num_pending,
+        num_still_pending=len(decision.pending),
+    )

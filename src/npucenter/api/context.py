@@ -1,0 +1,112 @@
+"""Per-app services (database, clock, admission lock) and the per-request caller context.
+
+``ControlPlane`` is what the app holds in ``app.state.control``; ``RequestContext`` is what a
+route receives: the caller (admin or one tenant) and ``tx()`` for one transaction. A tenant
+caller's reads and writes are scoped to its own tenant id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+
+from fastapi import Depends, Request
+
+from npucenter.errors import AuthenticationError, PermissionDeniedError
+from npucenter.settings import Settings
+from npucenter.store.db import Database
+from npucenter.store.models import Tenant
+from npucenter.store.repository import Principal, Repository
+
+__all__ = ["ControlPlane", "RequestContext", "admin_context", "caller_context"]
+
+
+@dataclass(kw_only=True)
+class ControlPlane:
+    """The services one app holds: settings, the database, the wall clock and the cycle lock.
+
+    ``now_s`` returns epoch seconds; tests inject a fake. ``admission_lock`` serialises
+    admission cycles within the process (one server process per database).
+    """
+
+    settings: Settings
+    db: Database
+    now_s: Callable[[], float] = time.time
+    admission_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def tx(self) -> Iterator[Repository]:
+        """One transaction as a Repository."""
+        with self.db.session() as session:
+            yield Repository(session, self.now_s)
+
+    def authenticate(self, secret: str) -> Principal:
+        """The principal of an API key secret (the gateway calls this too)."""
+        with self.tx() as repo:
+            return repo.lookup_key(secret)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestContext:
+    """The caller of one request and its services."""
+
+    control: ControlPlane
+    principal: Principal
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller is an admin."""
+        return self.principal.is_admin
+
+    @property
+    def scope(self) -> int | None:
+        """The tenant id reads and writes are limited to (None for admins)."""
+        return None if self.principal.is_admin else self.principal.tenant_id
+
+    def tx(self) -> AbstractContextManager[Repository]:
+        """One transaction as a Repository."""
+        return self.control.tx()
+
+    def owner(self, repo: Repository, tenant_ref: str | None) -> Tenant:
+        """The tenant a new object belongs to: the caller's own, or (admins) the one named."""
+        if self.is_admin:
+            if tenant_ref is None:
+                raise PermissionDeniedError(
+                    "an admin must name the tenant", hint="pass tenant (or --tenant NAME)"
+                )
+            return repo.get_tenant(tenant_ref)
+        assert self.principal.tenant_id is not None
+        if tenant_ref is not None:
+            return repo.get_tenant(tenant_ref, tenant_id=self.principal.tenant_id)
+        return repo.get_tenant(self.principal.tenant_id)
+
+
+def _control(request: Request) -> ControlPlane:
+    control: ControlPlane = request.app.state.control
+    return control
+
+
+def caller_context(request: Request, control: ControlPlane = Depends(_control)) -> RequestContext:
+    """Dependency: authenticate ``Authorization: Bearer <key>`` (or ``X-API-Key``)."""
+    header = request.headers.get("authorization", "")
+    secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    secret = secret or request.headers.get("x-api-key", "").strip()
+    if not secret:
+        raise AuthenticationError(
+            "no API key given",
+            hint="send 'Authorization: Bearer <key>' (the CLI reads NPUCENTER_API_KEY)",
+        )
+    return RequestContext(control=control, principal=control.authenticate(secret))
+
+
+def admin_context(ctx: RequestContext = Depends(caller_context)) -> RequestContext:
+    """Dependency: the caller must be an admin."""
+    if not ctx.is_admin:
+        raise PermissionDeniedError(
+            "this needs an admin key",
+            hint="ask the operator; tenants manage only their own objects",
+        )
+    return ctx

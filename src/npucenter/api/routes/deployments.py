@@ -1,0 +1,73 @@
+"""Deployments (inference services): checked against the perf model, replicas placed by admission."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, status
+
+from npucenter.api.admission import run_admission
+from npucenter.api.context import RequestContext, caller_context
+from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
+from npucenter.api.views import deployment_out, tenant_names
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["deployments"])
+
+
+@router.post("/deployments", response_model=DeploymentOut, status_code=status.HTTP_201_CREATED)
+def create_deployment(
+    body: DeploymentIn, ctx: RequestContext = Depends(caller_context)
+) -> DeploymentOut:
+    """Deploy a service; 422 when the model cannot run on the device at this TP/precision."""
+    with ctx.tx() as repo:
+        tenant = ctx.owner(repo, body.tenant)
+        dep_id = repo.create_deployment(
+            tenant,
+            name=body.name,
+            model=body.model,
+            device_type=body.device_type,
+            tp=body.tp,
+            precision=body.precision,
+            replicas=body.replicas,
+            priority_class=body.priority_class,
+        ).id
+    run_admission(ctx.control)
+    with ctx.tx() as repo:
+        return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))
+
+
+@router.get("/deployments", response_model=list[DeploymentOut])
+def list_deployments(ctx: RequestContext = Depends(caller_context)) -> list[DeploymentOut]:
+    """Deployments: all (admin) or the caller's."""
+    with ctx.tx() as repo:
+        names = tenant_names(repo)
+        return [deployment_out(repo, d, names) for d in repo.list_deployments(tenant_id=ctx.scope)]
+
+
+@router.get("/deployments/{dep_id}", response_model=DeploymentOut)
+def get_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)) -> DeploymentOut:
+    """One deployment."""
+    with ctx.tx() as repo:
+        return deployment_out(
+            repo, repo.get_deployment(dep_id, tenant_id=ctx.scope), tenant_names(repo)
+        )
+
+
+@router.patch("/deployments/{dep_id}", response_model=DeploymentOut)
+def scale_deployment(
+    dep_id: int, body: DeploymentPatch, ctx: RequestContext = Depends(caller_context)
+) -> DeploymentOut:
+    """Scale to ``replicas``."""
+    with ctx.tx() as repo:
+        repo.scale_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope), body.replicas)
+    run_admission(ctx.control)
+    with ctx.tx() as repo:
+        return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))
+
+
+@router.delete("/deployments/{dep_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)) -> None:
+    """Stop every replica and remove the deployment (the ledger keeps what it used)."""
+    with ctx.tx() as repo:
+        repo.delete_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope))
+    run_admission(ctx.control)

@@ -1,0 +1,83 @@
+"""Jobs: submit, list, history, cancel; executors (admin keys) report running/succeeded/failed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, status
+
+from npucenter.api.admission import run_admission
+from npucenter.api.context import RequestContext, caller_context
+from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
+from npucenter.api.views import job_out, tenant_names
+from npucenter.errors import PermissionDeniedError
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+
+@router.post("/jobs", response_model=JobOut, status_code=status.HTTP_201_CREATED)
+def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> JobOut:
+    """Queue a job; the admission cycle that follows may admit it at once."""
+    with ctx.tx() as repo:
+        tenant = ctx.owner(repo, body.tenant)
+        job_id = repo.submit_job(
+            tenant,
+            name=body.name,
+            kind=body.kind,
+            device_type=body.device_type,
+            num_cards=body.num_cards,
+            image=body.image,
+            command=body.command,
+            priority_class=body.priority_class,
+        ).id
+    run_admission(ctx.control)
+    with ctx.tx() as repo:
+        return job_out(repo, repo.get_job(job_id), tenant_names(repo))
+
+
+@router.get("/jobs", response_model=list[JobOut])
+def list_jobs(
+    state: str | None = Query(default=None), ctx: RequestContext = Depends(caller_context)
+) -> list[JobOut]:
+    """Jobs: all (admin) or the caller's, optionally in one state."""
+    with ctx.tx() as repo:
+        names = tenant_names(repo)
+        return [job_out(repo, j, names) for j in repo.list_jobs(tenant_id=ctx.scope, state=state)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, ctx: RequestContext = Depends(caller_context)) -> JobOut:
+    """One job."""
+    with ctx.tx() as repo:
+        return job_out(repo, repo.get_job(job_id, tenant_id=ctx.scope), tenant_names(repo))
+
+
+@router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
+def job_events(job_id: int, ctx: RequestContext = Depends(caller_context)) -> list[JobEventOut]:
+    """The job's state history, oldest first."""
+    with ctx.tx() as repo:
+        job = repo.get_job(job_id, tenant_id=ctx.scope)
+        return [JobEventOut.model_validate(e) for e in repo.job_events(job)]
+
+
+@router.post("/jobs/{job_id}/state", response_model=JobOut)
+def set_job_state(
+    job_id: int, body: JobStateIn, ctx: RequestContext = Depends(caller_context)
+) -> JobOut:
+    """Move a job: tenants may only cancel; executors (admin keys) report the rest. 409 if illegal."""
+    if body.state != "cancelled" and not ctx.is_admin:
+        raise PermissionDeniedError(
+            f"only the executor (an admin key) reports {body.state}", hint="tenants may cancel"
+        )
+    with ctx.tx() as repo:
+        job = repo.get_job(job_id, tenant_id=ctx.scope)
+        repo.transition_job(job, body.state, reason=body.reason or f"reported {body.state}")
+    run_admission(ctx.control)
+    with ctx.tx() as repo:
+        return job_out(repo, repo.get_job(job_id), tenant_names(repo))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: int, ctx: RequestContext = Depends(caller_context)) -> JobOut:
+    """Cancel a job (its cards are freed and billed)."""
+    return set_job_state(job_id, JobStateIn(state="cancelled", reason="cancelled"), ctx)

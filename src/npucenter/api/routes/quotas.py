@@ -1,0 +1,50 @@
+"""Quotas: admins set them; a tenant reads its own."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, status
+
+from npucenter.api.admission import run_admission
+from npucenter.api.context import RequestContext, admin_context, caller_context
+from npucenter.api.schemas import QuotaIn, QuotaOut
+from npucenter.api.views import quota_out, tenant_names
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["quotas"])
+
+
+@router.put("/quotas", response_model=QuotaOut)
+def set_quota(body: QuotaIn, ctx: RequestContext = Depends(admin_context)) -> QuotaOut:
+    """Create or replace a tenant's quota for one device type (admin)."""
+    with ctx.tx() as repo:
+        tenant = repo.get_tenant(body.tenant)
+        quota_id = repo.set_quota(
+            tenant,
+            body.device_type,
+            nominal_cards=body.nominal_cards,
+            borrowing_limit_cards=body.borrowing_limit_cards,
+            lending_limit_cards=body.lending_limit_cards,
+            cohort=body.cohort,
+            priority_class=body.priority_class,
+            tokens_per_s=body.tokens_per_s,
+        ).id
+    run_admission(ctx.control)
+    with ctx.tx() as repo:
+        quota = next(q for q in repo.list_quotas() if q.id == quota_id)
+        return quota_out(repo, quota, tenant_names(repo))
+
+
+@router.get("/quotas", response_model=list[QuotaOut])
+def list_quotas(ctx: RequestContext = Depends(caller_context)) -> list[QuotaOut]:
+    """Quotas with current use: all (admin) or the caller's."""
+    with ctx.tx() as repo:
+        names = tenant_names(repo)
+        return [quota_out(repo, q, names) for q in repo.list_quotas(tenant_id=ctx.scope)]
+
+
+@router.delete("/quotas/{quota_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_quota(quota_id: int, ctx: RequestContext = Depends(admin_context)) -> None:
+    """Remove a quota row (admin)."""
+    with ctx.tx() as repo:
+        repo.delete_quota(quota_id)

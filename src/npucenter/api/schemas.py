@@ -1,0 +1,340 @@
+"""Pydantic models of the control-plane API: request bodies (extra fields refused) and responses.
+
+Field names carry units like the core (``_cards``, ``_s``, ``_j``). Range checks that need no
+stored state live here so that malformed bodies are answered 422 before touching the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AdmissionReport",
+    "AllocationOut",
+    "CardOut",
+    "DeploymentIn",
+    "DeploymentOut",
+    "DeploymentPatch",
+    "ErrorBody",
+    "HealthIn",
+    "JobEventOut",
+    "JobIn",
+    "JobOut",
+    "JobStateIn",
+    "KeyCreated",
+    "KeyIn",
+    "KeyOut",
+    "QuotaIn",
+    "QuotaOut",
+    "ReplicaOut",
+    "ServerIn",
+    "ServerOut",
+    "TenantIn",
+    "TenantOut",
+    "UsageIn",
+    "UsageOut",
+    "UsageSummaryRow",
+    "WhoAmI",
+]
+
+TenantKind = Literal["company", "university", "research_institute"]
+PriorityClass = Literal["production", "research", "education", "best-effort"]
+Health = Literal["healthy", "degraded", "down"]
+Name = Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    """The error document: ``{"error": {"code", "message", "details"}}``."""
+
+    error: dict[str, Any]
+
+
+class WhoAmI(_Out):
+    """The caller's identity."""
+
+    scope: str
+    tenant_id: int | None
+    tenant: str | None
+    key_id: int
+
+
+class TenantIn(_In):
+    """Create a tenant."""
+
+    name: str = Name
+    kind: TenantKind
+
+
+class TenantOut(_Out):
+    """A tenant."""
+
+    id: int
+    name: str
+    kind: str
+    created_at_s: float
+
+
+class KeyIn(_In):
+    """Create an API key for a tenant (or, by an admin with ``scope="admin"``, an admin key)."""
+
+    tenant: str | None = None
+    scope: Literal["tenant", "admin"] = "tenant"
+    name: str = Field(default="", max_length=128)
+
+
+class KeyOut(_Out):
+    """An API key without its secret."""
+
+    id: int
+    prefix: str
+    scope: str
+    tenant_id: int | None
+    name: str
+    created_at_s: float
+    revoked_at_s: float | None
+
+
+class KeyCreated(KeyOut):
+    """A new key: ``key`` is the secret, shown this one time only."""
+
+    key: str
+
+
+class ServerIn(_In):
+    """Register a server of ``num_cards`` cards of one catalog device type."""
+
+    name: str = Name
+    device_type: str = Field(min_length=1, max_length=64)
+    num_cards: int = Field(ge=1, le=64)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class CardOut(_Out):
+    """A card and what holds it."""
+
+    index: int
+    health: str
+    held_by: str | None = None  # "job:ID" | "deployment:ID/replica:N" | None
+    tenant: str | None = None
+    borrowed: bool = False
+
+
+class ServerOut(_Out):
+    """A server with its cards."""
+
+    id: int
+    name: str
+    device_type: str
+    device_kind: str
+    health: str
+    labels: dict[str, Any]
+    num_cards: int
+    num_free_cards: int
+    cards: list[CardOut]
+
+
+class HealthIn(_In):
+    """Set the health of a server or one of its cards."""
+
+    health: Health
+    card_index: int | None = Field(default=None, ge=0)
+
+
+class QuotaIn(_In):
+    """Create or replace a tenant's quota for a device type (cards)."""
+
+    tenant: str = Field(min_length=1)
+    device_type: str = Field(min_length=1, max_length=64)
+    nominal_cards: int = Field(ge=0, le=100_000)
+    borrowing_limit_cards: int | None = Field(default=None, ge=0, le=100_000)
+    lending_limit_cards: int | None = Field(default=None, ge=0, le=100_000)
+    cohort: str | None = Field(default=None, min_length=1, max_length=64)  # None: no cohort
+    priority_class: PriorityClass = "research"
+    tokens_per_s: float | None = Field(default=None, ge=0)
+
+
+class QuotaOut(_Out):
+    """A quota row with what the tenant holds now."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    device_type: str
+    nominal_cards: int
+    borrowing_limit_cards: int | None
+    lending_limit_cards: int | None
+    cohort: str | None
+    priority_class: str
+    tokens_per_s: float | None
+    used_cards: int = 0
+    borrowed_cards: int = 0
+
+
+class DeploymentIn(_In):
+    """Deploy an inference service."""
+
+    name: str = Name
+    model: str = Field(min_length=1, max_length=128)
+    device_type: str = Field(min_length=1, max_length=64)
+    tp: int = Field(default=1, ge=1, le=64)
+    precision: str = Field(default="bf16", min_length=1, max_length=16)
+    replicas: int = Field(default=1, ge=0, le=256)
+    priority_class: PriorityClass | None = None
+    tenant: str | None = None  # admins deploy on a tenant's behalf
+
+
+class DeploymentPatch(_In):
+    """Scale a deployment."""
+
+    replicas: int = Field(ge=0, le=256)
+
+
+class ReplicaOut(_Out):
+    """One replica."""
+
+    index: int
+    state: str
+    server: str | None = None
+    card_indexes: list[int] = Field(default_factory=list)
+    num_borrowed_cards: int = 0
+
+
+class DeploymentOut(_Out):
+    """A deployment and its replicas."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    name: str
+    model: str
+    device_type: str
+    tp: int
+    precision: str
+    replicas: int
+    num_placed_replicas: int
+    priority_class: str
+    created_at_s: float
+    replica_states: list[ReplicaOut]
+
+
+class JobIn(_In):
+    """Submit a job: an image or a command, and the cards it needs (one server)."""
+
+    name: str = Name
+    kind: Literal["finetune", "preprocess", "benchmark"]
+    device_type: str = Field(min_length=1, max_length=64)
+    num_cards: int = Field(default=1, ge=1, le=64)
+    image: str | None = Field(default=None, max_length=512)
+    command: list[str] = Field(default_factory=list, max_length=256)
+    priority_class: PriorityClass | None = None
+    tenant: str | None = None  # admins submit on a tenant's behalf
+
+
+class JobStateIn(_In):
+    """Report a job's progress (executors and admins): running, succeeded, failed."""
+
+    state: Literal["running", "succeeded", "failed", "cancelled"]
+    reason: str = Field(default="", max_length=512)
+
+
+class JobOut(_Out):
+    """A job."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    name: str
+    kind: str
+    image: str | None
+    command: list[str]
+    device_type: str
+    num_cards: int
+    priority_class: str
+    state: str
+    server: str | None = None
+    borrowed_cards: int
+    num_preemptions: int
+    created_at_s: float
+    updated_at_s: float
+
+
+class JobEventOut(_Out):
+    """One row of a job's history."""
+
+    from_state: str | None
+    to_state: str
+    reason: str
+    at_s: float
+
+
+class UsageIn(_In):
+    """Append a ledger row (admins, metering)."""
+
+    tenant: str = Field(min_length=1)
+    kind: str = Field(min_length=1, max_length=32)
+    device_type: str | None = None
+    device_seconds: float = Field(default=0.0, ge=0)
+    tokens_in: int = Field(default=0, ge=0)
+    tokens_out: int = Field(default=0, ge=0)
+    energy_j: float = Field(default=0.0, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
+    ref: str = Field(default="", max_length=256)
+
+
+class UsageOut(_Out):
+    """One ledger row."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    kind: str
+    device_type: str | None
+    device_seconds: float
+    tokens_in: int
+    tokens_out: int
+    energy_j: float
+    cost_usd: float | None
+    ref: str
+    at_s: float
+
+
+class UsageSummaryRow(_Out):
+    """Ledger totals of one tenant and kind."""
+
+    tenant: str
+    kind: str
+    device_seconds: float
+    tokens_in: int
+    tokens_out: int
+    energy_j: float
+    num_entries: int
+
+
+class AllocationOut(_Out):
+    """One admission or preemption of a cycle."""
+
+    workload: str
+    tenant: str
+    server: str | None = None
+    card_indexes: list[int] = Field(default_factory=list)
+    num_borrowed_cards: int = 0
+    reason: str = ""
+
+
+class AdmissionReport(_Out):
+    """What one admission cycle did."""
+
+    admitted: list[AllocationOut]
+    preempted: list[AllocationOut]
+    num_pending: int
+    num_still_pending: int
