@@ -36,14 +36,12 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T, *, aliases: tuple[str, ...] = ()) -> None:
         """Register ``obj`` under ``name``; raises ValueError on a duplicate name."""
         key = name.lower()
-        if key in self._entries or key in self._aliases:
-            raise ValueError(f"duplicate {self.kind} name {name!r}")
+        for taken in (key, *(a.lower() for a in aliases)):
+            if taken in self._entries or taken in self._aliases:
+                raise ValueError(f"duplicate {self.kind} name or alias {taken!r}")
         self._entries[key] = obj
         for alias in aliases:
-            akey = alias.lower()
-            if akey in self._entries or akey in self._aliases:
-                raise ValueError(f"duplicate {self.kind} alias {alias!r}")
-            self._aliases[akey] = key
+            self._aliases[alias.lower()] = key
 
     def get(self, name: str) -> T:
         """The entry named ``name`` or one of its aliases (case-insensitive)."""
