@@ -25,8 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q -m "not e2e" tests
-	$(BIN)/pytest -q -m "e2e" tests
+	$(BIN)/pytest -q tests
 
 bench: $(STAMP)
 	@mkdir -p bench/results
