@@ -1,0 +1,13 @@
+"""Fixtures: the stub server on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from npucenter.bench.stub import StubConfig, running_stub
+
+
+@pytest.fixture(scope="module")
+def stub_url():
+    with running_stub(StubConfig(ttft_s=0.02, itl_s=0.002, tokens_per_chunk=2)) as url:
+        yield url
