@@ -1,0 +1,213 @@
+"""Budgets that hold: one counter per tenant serves both enforcement and tracking.
+
+A request *reserves* its estimated tokens (prompt estimate + ``max_tokens``) against the
+tenant's per-minute token bucket, request bucket and total quota before it is admitted; when
+it ends, :meth:`BudgetBook.reconcile` replaces the estimate by the response's real usage. The
+numbers the dashboard shows are these same counters, so what is shown is what is enforced.
+
+NOTE(gateway): per-minute limits are token buckets of capacity ``limit`` refilled at
+``limit / 60`` per second; reconciliation may push a bucket below zero (a request used more than
+it reserved), which then delays the tenant's next requests. One gateway process holds the
+counters; several gateway processes would need a shared counter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from npucenter.clock import Clock
+from npucenter.errors import QuotaExceededError, RateLimitedError
+from npucenter.gateway.auth import Principal
+
+__all__ = ["BudgetBook", "Reservation", "TenantBudgetView", "TokenBucket"]
+
+
+class TokenBucket:
+    """A bucket of ``capacity`` refilled at ``rate_per_s``; its level may go negative (debt)."""
+
+    __slots__ = ("_last_s", "capacity", "level", "rate_per_s")
+
+    def __init__(self, capacity: float, now_s: float) -> None:
+        self.capacity = capacity
+        self.rate_per_s = capacity / 60.0
+        self.level = capacity
+        self._last_s = now_s
+
+    def refill(self, now_s: float) -> None:
+        """Add what accrued since the last call."""
+        if now_s > self._last_s:
+            self.level = min(self.capacity, self.level + (now_s - self._last_s) * self.rate_per_s)
+            self._last_s = now_s
+
+    def wait_s(self, amount: float) -> float:
+        """Seconds until ``amount`` is available (0 when it is now); call after refill."""
+        missing = amount - self.level
+        return 0.0 if missing <= 0 else missing / self.rate_per_s
+
+    def resize(self, capacity: float) -> None:
+        """Apply a changed limit, keeping the level within the new capacity."""
+        if capacity != self.capacity:
+            self.capacity = capacity
+            self.rate_per_s = capacity / 60.0
+            self.level = min(self.level, capacity)
+
+
+@dataclass(slots=True, kw_only=True)
+class Reservation:
+    """Tokens held for one admitted request until it is reconciled."""
+
+    tenant: str
+    estimated_tokens: int
+    settled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantBudgetView:
+    """A tenant's counters now (the dashboard's and the usage API's view)."""
+
+    tenant: str
+    used_tokens: float  # reconciled tokens (since the quota's start)
+    reserved_tokens: float  # held by requests in flight
+    token_quota: float | None
+    requests_per_min: float | None
+    tokens_per_min: float | None
+    request_bucket_level: float | None
+    token_bucket_level: float | None
+
+
+class _TenantState:
+    __slots__ = ("limits", "requests", "reserved", "tokens", "used")
+
+    def __init__(self, principal: Principal, now_s: float) -> None:
+        self.limits = principal.limits
+        self.used = float(principal.tokens_used)
+        self.reserved = 0.0
+        rpm, tpm = principal.limits.requests_per_min, principal.limits.tokens_per_min
+        self.requests = TokenBucket(rpm, now_s) if rpm is not None else None
+        self.tokens = TokenBucket(tpm, now_s) if tpm is not None else None
+
+
+class BudgetBook:
+    """Every tenant's counters (one event loop; not thread-safe)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tenants: dict[str, _TenantState] = {}
+
+    def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
+        """Hold ``estimated_tokens`` and one request for ``principal``'s tenant, or raise.
+
+        Raises:
+            RateLimitedError: a per-minute bucket is short now (retryable; ``retry_after_s``).
+            QuotaExceededError: the total quota, or a per-minute limit smaller than the request.
+        """
+        now_s = self._clock.now_s()
+        state = self._state(principal, now_s)
+        tenant = principal.tenant
+        quota = state.limits.token_quota
+        if quota is not None:
+            available = quota - state.used - state.reserved
+            if estimated_tokens > available:
+                raise QuotaExceededError(
+                    tenant,
+                    "tokens",
+                    estimated_tokens,
+                    max(0.0, available),
+                    hint="lower max_tokens, or ask the operator for more quota",
+                )
+        if state.requests is not None:
+            state.requests.refill(now_s)
+            wait_s = state.requests.wait_s(1.0)
+            if wait_s > 0:
+                raise RateLimitedError(
+                    tenant, "requests/min", 1, max(0.0, state.requests.level), _ceil(wait_s)
+                )
+        if state.tokens is not None:
+            if estimated_tokens > state.tokens.capacity:
+                raise QuotaExceededError(
+                    tenant,
+                    "tokens/min",
+                    estimated_tokens,
+                    state.tokens.capacity,
+                    hint="lower max_tokens below the tenant's tokens-per-minute limit",
+                )
+            state.tokens.refill(now_s)
+            wait_s = state.tokens.wait_s(estimated_tokens)
+            if wait_s > 0:
+                raise RateLimitedError(
+                    tenant,
+                    "tokens/min",
+                    estimated_tokens,
+                    max(0.0, state.tokens.level),
+                    _ceil(wait_s),
+                )
+            state.tokens.level -= estimated_tokens
+        if state.requests is not None:
+            state.requests.level -= 1.0
+        state.reserved += estimated_tokens
+        return Reservation(tenant=tenant, estimated_tokens=estimated_tokens)
+
+    def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+        """Replace the reservation by the request's real usage (0 when it produced nothing)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        state = self._tenants[reservation.tenant]
+        state.reserved -= reservation.estimated_tokens
+        state.used += actual_tokens
+        if state.tokens is not None:
+            state.tokens.refill(self._clock.now_s())
+            state.tokens.level = min(
+                state.tokens.capacity,
+                state.tokens.level + reservation.estimated_tokens - actual_tokens,
+            )
+
+    def view(self, tenant: str) -> TenantBudgetView | None:
+        """The tenant's counters, or None if it has not called yet."""
+        state = self._tenants.get(tenant)
+        if state is None:
+            return None
+        now_s = self._clock.now_s()
+        for bucket in (state.requests, state.tokens):
+            if bucket is not None:
+                bucket.refill(now_s)
+        return TenantBudgetView(
+            tenant=tenant,
+            used_tokens=state.used,
+            reserved_tokens=state.reserved,
+            token_quota=state.limits.token_quota,
+            requests_per_min=state.limits.requests_per_min,
+            tokens_per_min=state.limits.tokens_per_min,
+            request_bucket_level=state.requests.level if state.requests else None,
+            token_bucket_level=state.tokens.level if state.tokens else None,
+        )
+
+    def tenants(self) -> list[str]:
+        """Tenants seen so far, sorted."""
+        return sorted(self._tenants)
+
+    def _state(self, principal: Principal, now_s: float) -> _TenantState:
+        state = self._tenants.get(principal.tenant)
+        if state is None:
+            state = self._tenants[principal.tenant] = _TenantState(principal, now_s)
+        elif state.limits is not principal.limits:
+            self._apply_limits(state, principal, now_s)
+        return state
+
+    @staticmethod
+    def _apply_limits(state: _TenantState, principal: Principal, now_s: float) -> None:
+        limits = principal.limits
+        state.limits = limits
+        for attr, cap in (("requests", limits.requests_per_min), ("tokens", limits.tokens_per_min)):
+            bucket = getattr(state, attr)
+            if cap is None:
+                setattr(state, attr, None)
+            elif bucket is None:
+                setattr(state, attr, TokenBucket(cap, now_s))
+            else:
+                bucket.resize(cap)
+
+
+def _ceil(wait_s: float) -> float:
+    return math.ceil(wait_s * 10) / 10

@@ -1,0 +1,146 @@
+"""Admission to replicas: requests wait here, in the gateway, never inside the engines.
+
+A request takes a slot on a replica chosen by the router when one is free; otherwise it waits in
+its model's :class:`FairQueue` (priority first, then fair across tenants) until a slot frees or
+``max_wait_s`` passes. Releasing a slot hands it straight to the next waiter, so a slot is never
+idle while someone waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from npucenter.clock import Clock
+from npucenter.errors import CapacityUnavailableError, NotFoundError
+from npucenter.gateway.fair_queue import FairQueue
+from npucenter.gateway.pool import Replica, UpstreamPool
+from npucenter.gateway.routing import Router, RouteTicket
+
+__all__ = ["Dispatcher"]
+
+
+class _Waiter:
+    __slots__ = ("future", "ticket")
+
+    def __init__(self, ticket: RouteTicket, future: asyncio.Future[Replica]) -> None:
+        self.ticket = ticket
+        self.future = future
+
+
+class Dispatcher:
+    """Slots on replicas, a fair queue per model, and the router that picks among free slots."""
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        router: Router,
+        clock: Clock,
+        *,
+        max_queued: int = 1024,
+        max_wait_s: float = 30.0,
+    ) -> None:
+        self.pool = pool
+        self.router = router
+        self._clock = clock
+        self.max_queued = max_queued
+        self.max_wait_s = max_wait_s
+        self._queues: dict[str, FairQueue[_Waiter]] = {}
+
+    def queued(self, model_id: str | None = None) -> int:
+        """Requests waiting (for one model)."""
+        if model_id is not None:
+            q = self._queues.get(model_id)
+            return len(q) if q else 0
+        return sum(len(q) for q in self._queues.values())
+
+    async def acquire(self, ticket: RouteTicket, *, weight: float = 1.0) -> Replica:
+        """A replica with a slot taken for ``ticket``; waits in the fair queue when all are busy.
+
+        Raises:
+            NotFoundError: no replica serves the model.
+            CapacityUnavailableError: no replica is up, the queue is full or the wait timed out.
+        """
+        replica = self._try_route(ticket)
+        if replica is not None:
+            return replica
+        self._check_servable(ticket)
+        queue = self._queues.get(ticket.model_id)
+        if queue is None:
+            queue = self._queues[ticket.model_id] = FairQueue(self.max_queued)
+        waiter = _Waiter(ticket, asyncio.get_running_loop().create_future())
+        queue.push(
+            waiter,
+            tenant=ticket.tenant,
+            priority=ticket.priority,
+            cost=ticket.input_tokens + ticket.max_output_tokens,
+            weight=weight,
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), self.max_wait_s)
+        except TimeoutError:
+            queue.remove(waiter)
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release(waiter.future.result(), ticket)
+            raise CapacityUnavailableError(
+                f"no {ticket.model_id} replica freed up within {self.max_wait_s:g} s",
+                hint="retry later; the fleet is saturated",
+                retry_after_s=2.0,
+                model=ticket.model_id,
+            ) from None
+        except asyncio.CancelledError:
+            queue.remove(waiter)
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release(waiter.future.result(), ticket)
+            else:
+                waiter.future.cancel()
+            raise
+
+    def release(self, replica: Replica, ticket: RouteTicket) -> None:
+        """Give back ``ticket``'s slot on ``replica`` and hand free slots to waiters."""
+        replica.inflight -= 1
+        replica.outstanding_tokens -= ticket.input_tokens + ticket.max_output_tokens
+        self.wake(replica.endpoint.model_id)
+
+    def wake(self, model_id: str) -> None:
+        """Give free slots of ``model_id`` to waiters (also after a replica comes back)."""
+        queue = self._queues.get(model_id)
+        while queue:
+            candidates = self.pool.candidates(model_id)
+            if not candidates:
+                return
+            waiter = queue.pop()
+            if waiter is None or waiter.future.done():
+                continue
+            replica = self._take(candidates, waiter.ticket)
+            waiter.future.set_result(replica)
+
+    def _try_route(self, ticket: RouteTicket) -> Replica | None:
+        queue = self._queues.get(ticket.model_id)
+        if queue:  # others wait: no jumping the queue
+            return None
+        candidates = self.pool.candidates(ticket.model_id, ticket.exclude)
+        if not candidates and ticket.exclude:
+            candidates = self.pool.candidates(ticket.model_id)
+        if not candidates:
+            return None
+        return self._take(candidates, ticket)
+
+    def _take(self, candidates: list[Replica], ticket: RouteTicket) -> Replica:
+        preferred = [r for r in candidates if r.replica_id not in ticket.exclude] or candidates
+        replica = self.router.choose(preferred, ticket)
+        replica.inflight += 1
+        replica.outstanding_tokens += ticket.input_tokens + ticket.max_output_tokens
+        self.router.on_routed(replica, ticket)
+        return replica
+
+    def _check_servable(self, ticket: RouteTicket) -> None:
+        replicas = self.pool.replicas(ticket.model_id)
+        if not replicas:
+            raise NotFoundError("model", ticket.model_id, valid=self.pool.models())
+        if self.pool.num_up(ticket.model_id) == 0:
+            raise CapacityUnavailableError(
+                f"every {ticket.model_id} replica is down",
+                hint="retry shortly; replicas are being restarted",
+                retry_after_s=1.0,
+                model=ticket.model_id,
+            )
