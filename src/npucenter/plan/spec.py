@@ -80,11 +80,14 @@ class TrafficSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceSpec:
-    """One inference service to plan for: model, precision, TP degrees to try, traffic, SLO."""
+    """One inference service to plan for: model, precisions and TP degrees to try, traffic, SLO.
+
+    A device that supports none of ``precisions`` is not a candidate for this service.
+    """
 
     name: str
     model: str
-    precision: str = "fp8"
+    precisions: tuple[str, ...] = ("fp8",)
     tp_options: tuple[int, ...] = (1,)
     traffic: TrafficSpec
     slo: SloSpec
@@ -92,6 +95,8 @@ class ServiceSpec:
 
     def __post_init__(self) -> None:
         _name("service.name", self.name)
+        if not self.precisions:
+            raise InvalidConfigError("service.precision", self.precisions, "needs one or more")
         if not self.tp_options or any(tp < 1 for tp in self.tp_options):
             raise InvalidConfigError("service.tp", self.tp_options, "needs TP degrees >= 1")
         if self.headroom_fraction is not None and self.headroom_fraction < 0:
@@ -112,7 +117,7 @@ class DeviceOption:
     server_cost_usd_per_hour: float  # amortised capex (+ hosting) of one server, an assumption
     cards_per_server: int | None = None  # None: the catalog's host_cards_per_server
     server_overhead_w: float = 0.0  # host CPUs, fans, NICs per server (assumption)
-    idle_power_fraction: float = 0.3  # idle card power as a share of TDP (assumption)
+    idle_power_fraction: float | None = None  # None: the perf model's idle power
     min_servers: int = 0  # inventory already bought
     max_servers: int = 1000
     overrides: Mapping[str, float] = field(default_factory=dict)  # catalog field -> value
@@ -129,7 +134,8 @@ class DeviceOption:
             raise InvalidConfigError("device.cards_per_server", self.cards_per_server, "< 1")
         if self.server_overhead_w < 0:
             raise InvalidConfigError("device.server_overhead_w", self.server_overhead_w, "< 0")
-        _fraction("device.idle_power_fraction", self.idle_power_fraction)
+        if self.idle_power_fraction is not None:
+            _fraction("device.idle_power_fraction", self.idle_power_fraction)
         if not 0 <= self.min_servers <= self.max_servers:
             raise InvalidConfigError(
                 "device.min_servers",
@@ -299,10 +305,14 @@ class PlanSpec:
         ]
         for dev in self.devices:
             src = f" (source: {dev.cost_source})" if dev.cost_source else " (no source: assumed)"
+            idle = (
+                "perf-model idle power"
+                if dev.idle_power_fraction is None
+                else f"idle {dev.idle_power_fraction:.0%} of TDP"
+            )
             lines.append(
                 f"{dev.device_id}: server cost {dev.server_cost_usd_per_hour:g} USD/h{src}; "
-                f"idle {dev.idle_power_fraction:.0%} of TDP; "
-                f"server overhead {dev.server_overhead_w:g} W"
+                f"{idle}; server overhead {dev.server_overhead_w:g} W per server"
             )
             if dev.overrides:
                 figures = ", ".join(f"{k}={v:g}" for k, v in sorted(dev.overrides.items()))
@@ -474,7 +484,7 @@ def _parse_service(data: Any) -> ServiceSpec:
     svc = ServiceSpec(
         name=obj.get_str("name"),
         model=obj.get_str("model"),
-        precision=obj.get_str("precision", "fp8"),
+        precisions=obj.get_strs("precision") or ("fp8",),
         tp_options=obj.get_ints("tp", (1,)),
         headroom_fraction=obj.get_opt_float("headroom_fraction"),
         traffic=TrafficSpec(
@@ -504,7 +514,7 @@ def _parse_device(data: Any) -> DeviceOption:
         cost_source=obj.get_str("cost_source", ""),
         cards_per_server=obj.get_opt_int("cards_per_server"),
         server_overhead_w=obj.get_float("server_overhead_w", 0.0),
-        idle_power_fraction=obj.get_float("idle_power_fraction", 0.3),
+        idle_power_fraction=obj.get_opt_float("idle_power_fraction"),
         min_servers=obj.get_int("owned_servers", 0),
         max_servers=obj.get_int("max_servers", 1000),
         overrides=obj.get_numbers("overrides"),

@@ -1,0 +1,539 @@
+"""The capacity planner: spec -> candidates -> profiles -> MILP -> verification -> plan result.
+
+Solves the free plan and three baselines (all-GPU, all-NPU, the fixed 80/20 share), each through
+the same verify-and-re-solve loop, then the cost–power Pareto front and a sensitivity table.
+Pure core: the profile source and the verifier are injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from npucenter.catalog import Catalog
+from npucenter.errors import (
+    InvalidConfigError,
+    MissingFigureError,
+    ModelDoesNotFitError,
+    NotFoundError,
+    NotSupportedError,
+)
+from npucenter.perf import IDLE_POWER_FRACTION, build_perf_model
+from npucenter.plan.milp import (
+    Allocation,
+    CapacityProblem,
+    DeviceType,
+    Kind,
+    ReplicaOption,
+    pareto_front,
+    solve_capacity,
+)
+from npucenter.plan.profile import Candidate, ProfileSource, TrafficStats
+from npucenter.plan.spec import PlanSpec, ServiceSpec
+
+__all__ = [
+    "BASELINES",
+    "CandidateProfile",
+    "PlanOutcome",
+    "PlanResult",
+    "SensitivityCase",
+    "Verification",
+    "Verifier",
+    "build_device_types",
+    "enumerate_candidates",
+    "plan_capacity",
+    "spec_catalog",
+]
+
+BASELINES: tuple[str, ...] = ("all-gpu", "all-npu", "80-20")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    """What simulating a plan on the full traffic showed."""
+
+    slo_attainment: Mapping[str, float]  # service -> share of requests meeting both SLOs
+    energy_j_per_output_token: float | None = None  # simulated (cards only, no PUE)
+    mean_power_w: float | None = None  # simulated average card power
+    simulated_requests: int = 0
+    notes: tuple[str, ...] = ()
+
+
+class Verifier(Protocol):
+    """Simulates an allocation (replicas per candidate) on each service's full traffic."""
+
+    def verify(
+        self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
+    ) -> Verification:
+        """Simulate; ``candidates`` maps the allocation's option labels to candidates."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CandidateProfile:
+    """A candidate and its profiled capacity (the MILP's input)."""
+
+    candidate: Candidate
+    max_rate_rps: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanOutcome:
+    """One solved variant (the plan or a baseline) after verification."""
+
+    name: str
+    allocation: Allocation | None  # None: no fleet meets the demand under the cap
+    verified: bool
+    verification: Verification | None
+    rounds: int  # MILP solves used
+    headroom: Mapping[str, float]  # service -> headroom of the last solve
+    required_rps: Mapping[str, float]  # service -> traffic rate (no headroom)
+    output_tokens_per_s: float  # traffic's generated tokens per second
+    reason: str = ""  # why infeasible or not verified
+
+    @property
+    def feasible(self) -> bool:
+        """Whether a fleet was found."""
+        return self.allocation is not None
+
+    @property
+    def cost_per_million_output_tokens(self) -> float | None:
+        """USD per million generated tokens at the planned cost and the traffic's token rate."""
+        if self.allocation is None or self.output_tokens_per_s <= 0:
+            return None
+        return self.allocation.cost_usd_per_hour / (self.output_tokens_per_s * 3600.0) * 1e6
+
+    @property
+    def energy_j_per_output_token(self) -> float | None:
+        """Planning energy per generated token: planned facility power / token rate (an upper
+        bound: busy cards at TDP)."""
+        if self.allocation is None or self.output_tokens_per_s <= 0:
+            return None
+        return self.allocation.power_w / self.output_tokens_per_s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SensitivityCase:
+    """The plan re-solved under a what-if (MILP only, with the verified headrooms)."""
+
+    name: str
+    demand_factor: float
+    power_cap_factor: float
+    allocation: Allocation | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanResult:
+    """Everything a report shows."""
+
+    spec: PlanSpec
+    plan: PlanOutcome
+    baselines: Mapping[str, PlanOutcome]  # "all-gpu", "all-npu", "80-20"
+    pareto: tuple[Allocation, ...]
+    sensitivity: tuple[SensitivityCase, ...]
+    profiles: tuple[CandidateProfile, ...]
+    skipped: tuple[str, ...]  # candidates left out, with the reason
+    device_types: tuple[DeviceType, ...]
+    traffic: Mapping[str, TrafficStats]
+    assumptions: tuple[str, ...]
+    comparison: tuple[str, ...]  # plain sentences: when 80/20 is and is not the cheapest
+    profile_source: str = ""
+
+
+def spec_catalog(spec: PlanSpec, catalog: Catalog) -> Catalog:
+    """The catalog with the spec's device overrides applied (recorded as assumptions)."""
+    docs = [
+        {"devices": [{"id": d.device_id, **d.overrides, "source": d.override_source}]}
+        for d in spec.devices
+        if d.overrides
+    ]
+    return catalog.with_documents(docs) if docs else catalog
+
+
+def build_device_types(spec: PlanSpec, catalog: Catalog) -> tuple[DeviceType, ...]:
+    """The MILP's device types: server size, price and per-card power of each spec device.
+
+    Raises:
+        MissingFigureError: a device without a TDP (supply ``overrides: {tdp_w: ...}``).
+        InvalidConfigError: no server size in the spec or the catalog.
+    """
+    out: list[DeviceType] = []
+    for opt in spec.devices:
+        dev = catalog.device(opt.device_id)
+        if dev.tdp_w is None:
+            raise MissingFigureError("device", dev.device_id, ["tdp_w"])
+        cards = opt.cards_per_server or dev.cards_per_server
+        if cards is None:
+            raise InvalidConfigError(
+                f"devices[{opt.device_id}].cards_per_server",
+                None,
+                "the catalog gives no server size for this device",
+                hint="state cards_per_server in the spec",
+            )
+        if opt.idle_power_fraction is not None:
+            idle = opt.idle_power_fraction * dev.tdp_w
+        else:
+            idle = dev.idle_w if dev.idle_w is not None else IDLE_POWER_FRACTION * dev.tdp_w
+        kind: Kind = "npu" if dev.kind == "npu" else "gpu"
+        out.append(
+            DeviceType(
+                device_id=dev.device_id,
+                kind=kind,
+                cards_per_server=cards,
+                server_cost_usd_per_hour=opt.server_cost_usd_per_hour,
+                active_power_w=dev.tdp_w,
+                idle_power_w=min(idle, dev.tdp_w),
+                server_overhead_w=opt.server_overhead_w,
+                min_servers=opt.min_servers,
+                max_servers=opt.max_servers,
+            )
+        )
+    return tuple(out)
+
+
+def enumerate_candidates(spec: PlanSpec, catalog: Catalog) -> tuple[list[Candidate], list[str]]:
+    """Every (service, device, TP, precision) and disaggregated unit the perf model can run.
+
+    Returns the candidates and, for those left out, one line each saying why.
+    """
+    out: list[Candidate] = []
+    skipped: list[str] = []
+    ids = {d.device_id: catalog.device(d.device_id).device_id for d in spec.devices}
+    for svc in spec.services:
+        for opt in spec.devices:
+            dev_id = ids[opt.device_id]
+            for tp in svc.tp_options:
+                precision, why = _first_runnable(catalog, svc, dev_id, tp)
+                if precision is None:
+                    skipped.append(f"{svc.name} on {dev_id} tp{tp}: {why}")
+                    continue
+                out.append(
+                    Candidate(service=svc.name, device_id=dev_id, tp=tp, precision=precision)
+                )
+        for dis in spec.disaggregation:
+            if dis.services and svc.name not in dis.services:
+                continue
+            pre_id, dec_id = ids[dis.prefill_device_id], ids[dis.decode_device_id]
+            precision, why = _first_runnable(
+                catalog, svc, dec_id, dis.decode_tp, also=(pre_id, dis.prefill_tp)
+            )
+            if precision is None:
+                skipped.append(f"{svc.name} disaggregated {pre_id}->{dec_id}: {why}")
+                continue
+            for k in dis.decode_per_prefill:
+                out.append(
+                    Candidate(
+                        service=svc.name,
+                        device_id=dec_id,
+                        tp=dis.decode_tp,
+                        precision=precision,
+                        prefill_device_id=pre_id,
+                        prefill_tp=dis.prefill_tp,
+                        decode_per_prefill=k,
+                        kv_link_gbps=dis.kv_link_gbps,
+                    )
+                )
+    return out, skipped
+
+
+def plan_capacity(
+    spec: PlanSpec,
+    *,
+    catalog: Catalog,
+    traffic: Mapping[str, TrafficStats],
+    profile: ProfileSource,
+    verifier: Verifier | None = None,
+    pareto_points: int = 8,
+    profile_source: str = "",
+) -> PlanResult:
+    """Plan the cheapest fleet for ``spec`` and compare it with the baselines.
+
+    Args:
+        catalog: the device/model catalog (spec overrides are applied here).
+        traffic: per-service traffic statistics (rate after scaling, token lengths).
+        profile: per-replica capacities.
+        verifier: simulates each plan; ``None`` leaves every plan unverified.
+
+    Raises:
+        InvalidConfigError: a service has no candidate that can meet its SLO.
+        MissingFigureError: a device lacks a figure the plan needs (e.g. ATOM's TDP).
+    """
+    cat = spec_catalog(spec, catalog)
+    devices = build_device_types(spec, cat)
+    candidates, skipped = enumerate_candidates(spec, cat)
+    profiles: list[CandidateProfile] = []
+    for cand in candidates:
+        rate = profile.max_rate_rps(spec.service(cand.service), cand)
+        if rate <= 0:
+            skipped.append(f"{cand.label}: cannot meet the SLO at any rate")
+            continue
+        profiles.append(CandidateProfile(candidate=cand, max_rate_rps=rate))
+    for svc in spec.services:
+        if not any(p.candidate.service == svc.name for p in profiles):
+            raise InvalidConfigError(
+                f"services[{svc.name}]",
+                svc.model,
+                "no candidate device/TP/precision can meet this service's SLO",
+                hint="; ".join(s for s in skipped if s.startswith(svc.name)) or "relax the SLO",
+            )
+    ctx = _Context(spec, devices, tuple(profiles), traffic, verifier)
+    plan = ctx.solve_verified("plan")
+    baselines = {name: ctx.solve_verified(name) for name in BASELINES}
+    headroom = plan.headroom if plan.feasible else ctx.initial_headroom()
+    base_problem = ctx.problem("plan", headroom)
+    front = tuple(pareto_front(base_problem, pareto_points))
+    sensitivity = tuple(
+        SensitivityCase(
+            name=name,
+            demand_factor=d,
+            power_cap_factor=c,
+            allocation=solve_capacity(base_problem.scaled(demand_factor=d, power_cap_factor=c)),
+        )
+        for name, d, c in (
+            ("as planned", 1.0, 1.0),
+            ("traffic x2", 2.0, 1.0),
+            ("power cap -20%", 1.0, 0.8),
+            ("traffic x2 and cap -20%", 2.0, 0.8),
+        )
+    )
+    assumptions = [*spec.assumption_lines(), *_catalog_assumptions(spec, cat)]
+    return PlanResult(
+        spec=spec,
+        plan=plan,
+        baselines=baselines,
+        pareto=front,
+        sensitivity=sensitivity,
+        profiles=tuple(profiles),
+        skipped=tuple(skipped),
+        device_types=devices,
+        traffic=dict(traffic),
+        assumptions=tuple(assumptions),
+        comparison=tuple(compare_with_rule(spec, plan, baselines)),
+        profile_source=profile_source,
+    )
+
+
+def compare_with_rule(
+    spec: PlanSpec, plan: PlanOutcome, baselines: Mapping[str, PlanOutcome]
+) -> list[str]:
+    """Plain sentences comparing the plan with the 80/20 rule and the single-kind fleets."""
+    rule = baselines.get("80-20")
+    share = f"{spec.rule.npu_share:.0%}"
+    lines: list[str] = []
+    if plan.allocation is None:
+        return [f"no fleet meets the traffic under the power cap: {plan.reason}"]
+    best = plan.allocation.cost_usd_per_hour
+    if rule is None or rule.allocation is None:
+        lines.append(
+            f"The {share} NPU rule cannot meet this traffic under the power cap "
+            f"({rule.reason if rule else 'not solved'}); the optimum has "
+            f"{plan.allocation.npu_share:.0%} NPU cards."
+        )
+    else:
+        extra = rule.allocation.cost_usd_per_hour / best - 1.0 if best > 0 else 0.0
+        if extra <= 1e-3:
+            lines.append(
+                f"The {share} NPU rule IS the cheapest here: it matches the optimum "
+                f"({best:.2f} USD/h, {plan.allocation.npu_share:.0%} NPU cards)."
+            )
+        else:
+            lines.append(
+                f"The {share} NPU rule is NOT the cheapest here: it costs {extra:.1%} more "
+                f"({rule.allocation.cost_usd_per_hour:.2f} vs {best:.2f} USD/h); the optimum "
+                f"has {plan.allocation.npu_share:.0%} NPU cards."
+            )
+        if not rule.verified:
+            lines.append(f"The {share} fleet was not verified by simulation: {rule.reason}")
+    for name in ("all-npu", "all-gpu"):
+        base = baselines.get(name)
+        if base is None or base.allocation is None:
+            lines.append(f"An {name} fleet cannot meet the traffic under the power cap.")
+            continue
+        extra = base.allocation.cost_usd_per_hour / best - 1.0 if best > 0 else 0.0
+        lines.append(f"An {name} fleet costs {extra:+.1%} relative to the optimum.")
+    if not plan.verified:
+        lines.append(f"The optimum was NOT verified by simulation: {plan.reason}")
+    return lines
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Context:
+    spec: PlanSpec
+    devices: tuple[DeviceType, ...]
+    profiles: tuple[CandidateProfile, ...]
+    traffic: Mapping[str, TrafficStats]
+    verifier: Verifier | None
+    labels: dict[str, Candidate] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = {p.candidate.label: p.candidate for p in self.profiles}
+
+    def initial_headroom(self) -> dict[str, float]:
+        return {s.name: self.spec.headroom_for(s.name) for s in self.spec.services}
+
+    def problem(self, variant: str, headroom: Mapping[str, float]) -> CapacityProblem:
+        spec = self.spec
+        kinds: tuple[Kind, ...] = ("npu", "gpu")
+        share: tuple[float, float] | None = None
+        devices = self.devices
+        if variant == "all-gpu":
+            kinds = ("gpu",)
+            devices = tuple(
+                replace(d, min_servers=0, max_servers=0) if d.kind == "npu" else d for d in devices
+            )
+        elif variant == "all-npu":
+            kinds = ("npu",)
+        elif variant == "80-20":
+            tol = spec.rule.tolerance_fraction
+            share = (max(0.0, spec.rule.npu_share - tol), min(1.0, spec.rule.npu_share + tol))
+        job_ids = tuple(sorted({d for j in spec.gpu_jobs for d in j.device_ids}))
+        if job_ids:
+            job_ids = tuple(self._canonical(d) for d in job_ids)
+        return CapacityProblem(
+            devices=devices,
+            options=tuple(
+                ReplicaOption(
+                    service=p.candidate.service,
+                    label=p.candidate.label,
+                    cards=p.candidate.cards,
+                    rate_rps=p.max_rate_rps,
+                )
+                for p in self.profiles
+            ),
+            demand_rps={
+                s.name: self.traffic[s.name].rate_rps * (1.0 + headroom[s.name])
+                for s in spec.services
+            },
+            power_cap_w=spec.power_cap_w,
+            power_price_usd_per_kwh=spec.power_price_usd_per_kwh,
+            pue=spec.pue,
+            gpu_job_cards=sum(j.cards_needed for j in spec.gpu_jobs),
+            gpu_job_device_ids=job_ids,
+            objective=spec.objective,
+            power_weight_usd_per_kw=spec.power_weight_usd_per_kw,
+            npu_share_bounds=share,
+            allowed_inference_kinds=kinds,
+        )
+
+    def _canonical(self, device_id: str) -> str:
+        for opt, dev in zip(self.spec.devices, self.devices, strict=True):
+            if opt.device_id == device_id:
+                return dev.device_id
+        return device_id
+
+    # NOTE(plan): verification loop. Solve, simulate the fleet on the full traffic, and for each
+    # service below its attainment target raise that service's headroom by a fixed step; at most
+    # ``verification.max_rounds`` solves. Headroom only grows, so each re-solve buys capacity.
+    def solve_verified(self, variant: str) -> PlanOutcome:
+        spec = self.spec
+        headroom = self.initial_headroom()
+        required = {s.name: self.traffic[s.name].rate_rps for s in spec.services}
+        tokens = sum(t.output_tokens_per_s for t in self.traffic.values())
+        common = dict(name=variant, required_rps=required, output_tokens_per_s=tokens)
+        last: tuple[Allocation, Verification | None] | None = None
+        for round_no in range(1, spec.verification.max_rounds + 1):
+            alloc = solve_capacity(self.problem(variant, headroom))
+            if alloc is None:
+                reason = "no fleet within the server limits meets the demand under the power cap"
+                if last is not None:
+                    reason += f" once headroom rose to {_fmt_headroom(headroom)}"
+                return PlanOutcome(
+                    allocation=last[0] if last else None,
+                    verified=False,
+                    verification=last[1] if last else None,
+                    rounds=round_no,
+                    headroom=dict(headroom),
+                    reason=reason,
+                    **common,  # type: ignore[arg-type]
+                )
+            if self.verifier is None:
+                return PlanOutcome(
+                    allocation=alloc,
+                    verified=False,
+                    verification=None,
+                    rounds=round_no,
+                    headroom=dict(headroom),
+                    reason="not simulated (verification disabled)",
+                    **common,  # type: ignore[arg-type]
+                )
+            check = self.verifier.verify(spec, alloc, self.labels)
+            missing = [
+                s.name
+                for s in spec.services
+                if check.slo_attainment.get(s.name, 0.0) < s.slo.attainment_fraction
+            ]
+            if not missing:
+                return PlanOutcome(
+                    allocation=alloc,
+                    verified=True,
+                    verification=check,
+                    rounds=round_no,
+                    headroom=dict(headroom),
+                    **common,  # type: ignore[arg-type]
+                )
+            last = (alloc, check)
+            if round_no < spec.verification.max_rounds:
+                for name in missing:
+                    headroom[name] += spec.verification.headroom_step_fraction
+        assert last is not None
+        return PlanOutcome(
+            allocation=last[0],
+            verified=False,
+            verification=last[1],
+            rounds=spec.verification.max_rounds,
+            headroom=dict(headroom),
+            reason=f"SLO still missed after {spec.verification.max_rounds} rounds "
+            f"(headroom {_fmt_headroom(headroom)})",
+            **common,  # type: ignore[arg-type]
+        )
+
+
+def _fmt_headroom(headroom: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in headroom.items())
+
+
+def _first_runnable(
+    catalog: Catalog,
+    svc: ServiceSpec,
+    device_id: str,
+    tp: int,
+    *,
+    also: tuple[str, int] | None = None,
+) -> tuple[str | None, str]:
+    """The first of the service's precisions the perf model can run here, or why none can."""
+    reasons: list[str] = []
+    for precision in svc.precisions:
+        try:
+            build_perf_model(catalog, model=svc.model, device=device_id, precision=precision, tp=tp)
+            if also is not None:
+                build_perf_model(
+                    catalog, model=svc.model, device=also[0], precision=precision, tp=also[1]
+                )
+        except (
+            MissingFigureError,
+            ModelDoesNotFitError,
+            NotSupportedError,
+            InvalidConfigError,
+        ) as exc:
+            reasons.append(f"{precision}: {exc.message}")
+            continue
+        except NotFoundError:
+            raise
+        return precision, ""
+    return None, "; ".join(reasons)
+
+
+def _catalog_assumptions(spec: PlanSpec, catalog: Catalog) -> Sequence[str]:
+    out: list[str] = []
+    for opt in spec.devices:
+        dev = catalog.device(opt.device_id)
+        if dev.idle_w is None and opt.idle_power_fraction is None:
+            out.append(
+                f"{dev.device_id}: idle power {IDLE_POWER_FRACTION:.0%} of TDP "
+                "(perf-model default; no sourced idle figure)"
+            )
+    return out
