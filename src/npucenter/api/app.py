@@ -7,6 +7,7 @@ lifespan hooks (the virtual fleet, executors) through the arguments, or later th
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -17,15 +18,31 @@ from npucenter import __version__
 from npucenter.api.context import ControlPlane
 from npucenter.api.errors import install_error_handlers
 from npucenter.api.routes import ROUTERS
+from npucenter.registry import Registry
 from npucenter.settings import Settings
 from npucenter.store import Database, current_revision, upgrade
 
-__all__ = ["LifespanHook", "add_lifespan_hook", "create_app"]
+__all__ = [
+    "SERVER_EXTENSIONS",
+    "SERVER_EXTENSION_MODULES",
+    "LifespanHook",
+    "ServerExtension",
+    "add_lifespan_hook",
+    "build_server_app",
+    "create_app",
+]
 
 log = logging.getLogger(__name__)
 
 #: ``hook(app)`` returns an async context manager entered at start and exited at shutdown.
 LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+#: ``extension(app, settings)`` adds routers, mounts and lifespan hooks to the server app.
+ServerExtension = Callable[[FastAPI, Settings], None]
+
+#: What `npucenter up` adds to the control plane (gateway at /v1, dashboard, virtual fleet).
+SERVER_EXTENSIONS = Registry[ServerExtension]("server extension")
+#: Modules imported by :func:`build_server_app` so that they register their extensions.
+SERVER_EXTENSION_MODULES: tuple[str, ...] = ()
 
 
 def create_app(
@@ -89,6 +106,20 @@ def create_app(
 
     for router in (*ROUTERS, *routers):
         app.include_router(router)
+    return app
+
+
+def build_server_app(settings: Settings, *, now_s: Callable[[], float] | None = None) -> FastAPI:
+    """The app `npucenter up` serves: the control plane plus every registered extension."""
+    for module in SERVER_EXTENSION_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            log.warning("server extension module %s not loaded: %s", module, exc)
+    app = create_app(settings, now_s=now_s)
+    for name, extension in SERVER_EXTENSIONS.items():
+        log.info("adding server extension %s", name)
+        extension(app, settings)
     return app
 
 

@@ -1,0 +1,588 @@
+"""`npucenter tenant|key|quota|fleet|deploy|job|usage|admission ...`: the control plane over its API.
+
+Every command talks to the server at NPUCENTER_URL with the key in NPUCENTER_API_KEY, prints a
+table (or, with ``--json``, one JSON document on stdout) and exits with the error's code on
+failure. :func:`install` adds every group (and ``up``, ``db``) to the root app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from npucenter.cli._common import console, handle_errors, print_json
+from npucenter.client import Client
+from npucenter.settings import Settings
+
+__all__ = [
+    "admission_app",
+    "deploy_app",
+    "fleet_app",
+    "install",
+    "job_app",
+    "key_app",
+    "quota_app",
+    "tenant_app",
+    "usage_app",
+]
+
+tenant_app = typer.Typer(
+    help="Tenants: companies, universities, research institutes.", no_args_is_help=True
+)
+key_app = typer.Typer(
+    help="API keys (stored hashed; the secret is shown once).", no_args_is_help=True
+)
+quota_app = typer.Typer(
+    help="Quotas per tenant and device type (cards), cohorts, priority.", no_args_is_help=True
+)
+fleet_app = typer.Typer(
+    help="The fleet: servers, cards, device types, health.", no_args_is_help=True
+)
+deploy_app = typer.Typer(
+    help="Inference deployments: model, device type, TP, replicas.", no_args_is_help=True
+)
+job_app = typer.Typer(help="Fine-tune, preprocess and benchmark jobs.", no_args_is_help=True)
+usage_app = typer.Typer(
+    help="The usage ledger: device-seconds, tokens, energy, cost.", no_args_is_help=True
+)
+admission_app = typer.Typer(help="Run the admission cycle by hand.", no_args_is_help=True)
+
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def install(app: typer.Typer) -> None:
+    """Add the control-plane groups and `up`/`db` to the root app."""
+    from npucenter.cli import db as _db
+    from npucenter.cli import up as _up
+
+    for name, sub in (
+        ("tenant", tenant_app),
+        ("key", key_app),
+        ("quota", quota_app),
+        ("fleet", fleet_app),
+        ("deploy", deploy_app),
+        ("job", job_app),
+        ("usage", usage_app),
+        ("admission", admission_app),
+        ("db", _db.app),
+    ):
+        app.add_typer(sub, name=name)
+    app.command("up")(_up.up)
+
+
+def _api() -> Client:
+    return Client.from_settings(Settings.from_env())
+
+
+def _show(
+    doc: Any,
+    json_out: bool,
+    columns: Sequence[str],
+    title: str = "",
+    fmt: dict[str, Callable[[Any], str]] | None = None,
+) -> None:
+    if json_out:
+        print_json(doc)
+        return
+    rows = doc if isinstance(doc, list) else [doc]
+    table = Table(title=title or None, show_lines=False)
+    for col in columns:
+        table.add_column(col)
+    fmt = fmt or {}
+    for row in rows:
+        table.add_row(*(escape(fmt.get(c, _cell)(row.get(c))) for c in columns))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+# --- tenants --------------------------------------------------------------------------------
+@tenant_app.command("create")
+@handle_errors
+def tenant_create(
+    name: str = typer.Argument(..., help="Unique tenant name."),
+    kind: str = typer.Option(..., "--kind", help="company | university | research_institute."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Create a tenant (admin)."""
+    with _api() as api:
+        doc = api.post("/api/tenants", {"name": name, "kind": kind})
+    _show(doc, json_out, ["id", "name", "kind"])
+
+
+@tenant_app.command("list")
+@handle_errors
+def tenant_list(json_out: bool = JSON_OPT) -> None:
+    """List tenants (a tenant key sees only its own)."""
+    with _api() as api:
+        doc = api.get("/api/tenants")
+    _show(doc, json_out, ["id", "name", "kind"], "tenants")
+
+
+@tenant_app.command("show")
+@handle_errors
+def tenant_show(
+    ref: str = typer.Argument(..., help="Id or name."), json_out: bool = JSON_OPT
+) -> None:
+    """Show one tenant."""
+    with _api() as api:
+        doc = api.get(f"/api/tenants/{ref}")
+    _show(doc, json_out, ["id", "name", "kind"])
+
+
+# --- keys -----------------------------------------------------------------------------------
+@key_app.command("create")
+@handle_errors
+def key_create(
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant name (admins must give it)."),
+    name: str = typer.Option("", "--name", help="A label for the key."),
+    admin: bool = typer.Option(False, "--admin", help="Create an admin key (admin only)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Create an API key; the secret is printed this one time only."""
+    body = {"tenant": tenant, "name": name, "scope": "admin" if admin else "tenant"}
+    with _api() as api:
+        doc = api.post("/api/keys", body)
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"key {doc['id']} ({doc['scope']}): {doc['key']}", highlight=False)
+    console.print("store it now: it cannot be shown again", style="yellow")
+
+
+@key_app.command("list")
+@handle_errors
+def key_list(json_out: bool = JSON_OPT) -> None:
+    """List keys (prefixes only, never secrets)."""
+    with _api() as api:
+        doc = api.get("/api/keys")
+    _show(doc, json_out, ["id", "prefix", "scope", "tenant_id", "name", "revoked_at_s"], "keys")
+
+
+@key_app.command("revoke")
+@handle_errors
+def key_revoke(key_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Revoke a key."""
+    with _api() as api:
+        doc = api.delete(f"/api/keys/{key_id}")
+    _show(doc, json_out, ["id", "prefix", "scope", "revoked_at_s"])
+
+
+# --- quotas ---------------------------------------------------------------------------------
+QUOTA_COLUMNS = [
+    "id",
+    "tenant",
+    "device_type",
+    "nominal_cards",
+    "borrowing_limit_cards",
+    "lending_limit_cards",
+    "cohort",
+    "priority_class",
+    "tokens_per_s",
+    "used_cards",
+    "borrowed_cards",
+]
+
+
+@quota_app.command("set")
+@handle_errors
+def quota_set(
+    tenant: str = typer.Option(..., "--tenant"),
+    device: str = typer.Option(..., "--device", help="Device type or alias (rngd, atom, h100)."),
+    nominal: int = typer.Option(..., "--nominal", help="Nominal cards."),
+    borrowing_limit: int | None = typer.Option(
+        None, "--borrowing-limit", help="Cards above nominal; unset: unlimited."
+    ),
+    lending_limit: int | None = typer.Option(
+        None, "--lending-limit", help="Cards lent to the cohort; unset: all idle nominal."
+    ),
+    cohort: str | None = typer.Option(
+        None, "--cohort", help="Cohort name (tenants lend to each other)."
+    ),
+    priority: str = typer.Option(
+        "research", "--priority", help="production | research | education | best-effort."
+    ),
+    tokens_per_s: float | None = typer.Option(
+        None, "--tokens-per-s", help="Token rate on shared services."
+    ),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Create or replace a tenant's quota for one device type (admin)."""
+    body = {
+        "tenant": tenant,
+        "device_type": device,
+        "nominal_cards": nominal,
+        "borrowing_limit_cards": borrowing_limit,
+        "lending_limit_cards": lending_limit,
+        "cohort": cohort,
+        "priority_class": priority,
+        "tokens_per_s": tokens_per_s,
+    }
+    with _api() as api:
+        doc = api.put("/api/quotas", body)
+    _show(doc, json_out, QUOTA_COLUMNS)
+
+
+@quota_app.command("list")
+@handle_errors
+def quota_list(json_out: bool = JSON_OPT) -> None:
+    """List quotas with the cards in use."""
+    with _api() as api:
+        doc = api.get("/api/quotas")
+    _show(doc, json_out, QUOTA_COLUMNS, "quotas")
+
+
+@quota_app.command("delete")
+@handle_errors
+def quota_delete(quota_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Delete a quota row (admin)."""
+    with _api() as api:
+        api.delete(f"/api/quotas/{quota_id}")
+    _show({"deleted": quota_id}, json_out, ["deleted"])
+
+
+# --- fleet ----------------------------------------------------------------------------------
+SERVER_COLUMNS = [
+    "id",
+    "name",
+    "device_type",
+    "device_kind",
+    "health",
+    "num_cards",
+    "num_free_cards",
+]
+
+
+@fleet_app.command("add")
+@handle_errors
+def fleet_add(
+    name: str = typer.Argument(..., help="Unique server name."),
+    device: str = typer.Option(..., "--device", help="Device type or alias (rngd, atom, h100)."),
+    cards: int = typer.Option(..., "--cards", help="Number of cards."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Register a server (admin)."""
+    with _api() as api:
+        doc = api.post("/api/servers", {"name": name, "device_type": device, "num_cards": cards})
+    _show(doc, json_out, SERVER_COLUMNS)
+
+
+@fleet_app.command("list")
+@handle_errors
+def fleet_list(json_out: bool = JSON_OPT) -> None:
+    """List servers with free cards."""
+    with _api() as api:
+        doc = api.get("/api/servers")
+    _show(doc, json_out, SERVER_COLUMNS, "fleet")
+
+
+@fleet_app.command("show")
+@handle_errors
+def fleet_show(
+    ref: str = typer.Argument(..., help="Id or name."), json_out: bool = JSON_OPT
+) -> None:
+    """Show a server card by card."""
+    with _api() as api:
+        doc = api.get(f"/api/servers/{ref}")
+    if json_out:
+        print_json(doc)
+        return
+    _show(
+        doc["cards"],
+        False,
+        ["index", "health", "held_by", "tenant", "borrowed"],
+        f"{doc['name']} ({doc['device_type']})",
+    )
+
+
+@fleet_app.command("health")
+@handle_errors
+def fleet_health(
+    ref: str = typer.Argument(..., help="Server id or name."),
+    health: str = typer.Argument(..., help="healthy | degraded | down."),
+    card: int | None = typer.Option(None, "--card", help="One card's index."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Set the health of a server or one card (admin)."""
+    with _api() as api:
+        doc = api.patch(f"/api/servers/{ref}", {"health": health, "card_index": card})
+    _show(doc, json_out, SERVER_COLUMNS)
+
+
+@fleet_app.command("remove")
+@handle_errors
+def fleet_remove(ref: str = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Remove a server that holds no workload (admin)."""
+    with _api() as api:
+        api.delete(f"/api/servers/{ref}")
+    _show({"removed": ref}, json_out, ["removed"])
+
+
+# --- deployments ----------------------------------------------------------------------------
+DEPLOY_COLUMNS = [
+    "id",
+    "tenant",
+    "name",
+    "model",
+    "device_type",
+    "tp",
+    "precision",
+    "replicas",
+    "num_placed_replicas",
+    "priority_class",
+]
+
+
+@deploy_app.command("create")
+@handle_errors
+def deploy_create(
+    name: str = typer.Argument(...),
+    model: str = typer.Option(..., "--model", "-m"),
+    device: str = typer.Option(..., "--device", "-d"),
+    tp: int = typer.Option(1, "--tp"),
+    precision: str = typer.Option("bf16", "--precision"),
+    replicas: int = typer.Option(1, "--replicas"),
+    priority: str | None = typer.Option(None, "--priority"),
+    tenant: str | None = typer.Option(None, "--tenant", help="Admins deploy for a tenant."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Deploy an inference service (checked against the performance model)."""
+    body = {
+        "name": name,
+        "model": model,
+        "device_type": device,
+        "tp": tp,
+        "precision": precision,
+        "replicas": replicas,
+        "priority_class": priority,
+        "tenant": tenant,
+    }
+    with _api() as api:
+        doc = api.post("/api/deployments", body)
+    _show(doc, json_out, DEPLOY_COLUMNS)
+
+
+@deploy_app.command("list")
+@handle_errors
+def deploy_list(json_out: bool = JSON_OPT) -> None:
+    """List deployments."""
+    with _api() as api:
+        doc = api.get("/api/deployments")
+    _show(doc, json_out, DEPLOY_COLUMNS, "deployments")
+
+
+@deploy_app.command("show")
+@handle_errors
+def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Show a deployment replica by replica."""
+    with _api() as api:
+        doc = api.get(f"/api/deployments/{dep_id}")
+    if json_out:
+        print_json(doc)
+        return
+    _show(
+        doc["replica_states"],
+        False,
+        ["index", "state", "server", "card_indexes", "num_borrowed_cards"],
+        f"{doc['name']}: {doc['model']} on {doc['device_type']} TP={doc['tp']}",
+    )
+
+
+@deploy_app.command("scale")
+@handle_errors
+def deploy_scale(
+    dep_id: int = typer.Argument(...),
+    replicas: int = typer.Argument(...),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Scale a deployment."""
+    with _api() as api:
+        doc = api.patch(f"/api/deployments/{dep_id}", {"replicas": replicas})
+    _show(doc, json_out, DEPLOY_COLUMNS)
+
+
+@deploy_app.command("delete")
+@handle_errors
+def deploy_delete(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Delete a deployment."""
+    with _api() as api:
+        api.delete(f"/api/deployments/{dep_id}")
+    _show({"deleted": dep_id}, json_out, ["deleted"])
+
+
+# --- jobs -----------------------------------------------------------------------------------
+JOB_COLUMNS = [
+    "id",
+    "tenant",
+    "name",
+    "kind",
+    "device_type",
+    "num_cards",
+    "priority_class",
+    "state",
+    "server",
+    "borrowed_cards",
+    "num_preemptions",
+]
+
+
+@job_app.command("submit")
+@handle_errors
+def job_submit(
+    name: str = typer.Argument(...),
+    command: list[str] | None = typer.Argument(None, help="Command (after --)."),
+    kind: str = typer.Option(..., "--kind", help="finetune | preprocess | benchmark."),
+    device: str = typer.Option(..., "--device", "-d"),
+    cards: int = typer.Option(1, "--cards"),
+    image: str | None = typer.Option(None, "--image"),
+    priority: str | None = typer.Option(None, "--priority"),
+    tenant: str | None = typer.Option(None, "--tenant", help="Admins submit for a tenant."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Submit a job: `npucenter job submit ft --kind finetune -d h100 --cards 2 -- python train.py`."""
+    body = {
+        "name": name,
+        "kind": kind,
+        "device_type": device,
+        "num_cards": cards,
+        "image": image,
+        "command": list(command or []),
+        "priority_class": priority,
+        "tenant": tenant,
+    }
+    with _api() as api:
+        doc = api.post("/api/jobs", body)
+    _show(doc, json_out, JOB_COLUMNS)
+
+
+@job_app.command("list")
+@handle_errors
+def job_list(state: str | None = typer.Option(None, "--state"), json_out: bool = JSON_OPT) -> None:
+    """List jobs."""
+    with _api() as api:
+        doc = api.get("/api/jobs", state=state)
+    _show(doc, json_out, JOB_COLUMNS, "jobs")
+
+
+@job_app.command("show")
+@handle_errors
+def job_show(job_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Show a job and its history."""
+    with _api() as api:
+        doc = api.get(f"/api/jobs/{job_id}")
+        doc["events"] = api.get(f"/api/jobs/{job_id}/events")
+    if json_out:
+        print_json(doc)
+        return
+    _show(doc, False, JOB_COLUMNS)
+    _show(doc["events"], False, ["at_s", "from_state", "to_state", "reason"], "history")
+
+
+@job_app.command("cancel")
+@handle_errors
+def job_cancel(job_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Cancel a job."""
+    with _api() as api:
+        doc = api.post(f"/api/jobs/{job_id}/cancel")
+    _show(doc, json_out, JOB_COLUMNS)
+
+
+@job_app.command("set-state")
+@handle_errors
+def job_set_state(
+    job_id: int = typer.Argument(...),
+    state: str = typer.Argument(..., help="running | succeeded | failed | cancelled."),
+    reason: str = typer.Option("", "--reason"),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Report a job's state (executors and admins)."""
+    with _api() as api:
+        doc = api.post(f"/api/jobs/{job_id}/state", {"state": state, "reason": reason})
+    _show(doc, json_out, JOB_COLUMNS)
+
+
+# --- usage ----------------------------------------------------------------------------------
+@usage_app.command("list")
+@handle_errors
+def usage_list(
+    tenant: str | None = typer.Option(None, "--tenant"),
+    kind: str | None = typer.Option(None, "--kind"),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """List ledger rows."""
+    with _api() as api:
+        doc = api.get("/api/usage", tenant=tenant, kind=kind)
+    _show(
+        doc,
+        json_out,
+        [
+            "id",
+            "tenant",
+            "kind",
+            "device_type",
+            "device_seconds",
+            "tokens_in",
+            "tokens_out",
+            "energy_j",
+            "cost_usd",
+            "ref",
+        ],
+        "usage ledger",
+    )
+
+
+@usage_app.command("summary")
+@handle_errors
+def usage_summary(
+    tenant: str | None = typer.Option(None, "--tenant"), json_out: bool = JSON_OPT
+) -> None:
+    """Totals per tenant and kind."""
+    with _api() as api:
+        doc = api.get("/api/usage/summary", tenant=tenant)
+    _show(
+        doc,
+        json_out,
+        ["tenant", "kind", "device_seconds", "tokens_in", "tokens_out", "energy_j", "num_entries"],
+        "usage",
+    )
+
+
+@usage_app.command("checkpoint")
+@handle_errors
+def usage_checkpoint(json_out: bool = JSON_OPT) -> None:
+    """Bill every held card up to now (admin)."""
+    with _api() as api:
+        doc = api.post("/api/usage/checkpoint")
+    _show(doc, json_out, ["id", "tenant", "kind", "device_seconds", "ref"], "billed")
+
+
+# --- admission ------------------------------------------------------------------------------
+@admission_app.command("run")
+@handle_errors
+def admission_run(json_out: bool = JSON_OPT) -> None:
+    """Run one admission cycle now (admin)."""
+    with _api() as api:
+        doc = api.post("/api/admission/cycle")
+    if json_out:
+        print_json(doc)
+        return
+    _show(
+        doc["admitted"],
+        False,
+        ["workload", "tenant", "server", "card_indexes", "num_borrowed_cards"],
+        "admitted",
+    )
+    _show(doc["preempted"], False, ["workload", "tenant", "reason"], "preempted")
+    console.print(f"still pending: {doc['num_still_pending']}")

@@ -1,0 +1,45 @@
+"""`npucenter up`: start the control-plane server (uvicorn) with migrations applied.
+
+The admin key: NPUCENTER_ADMIN_KEY at first start, else a generated one printed once here.
+Server extensions registered in ``npucenter.api.app.SERVER_EXTENSIONS`` (gateway, dashboard,
+virtual fleet) are added to the same app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from npucenter.cli._common import console, err_console, handle_errors
+from npucenter.settings import Settings
+
+__all__ = ["up"]
+
+
+@handle_errors
+def up(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Data directory (SQLite, state)."
+    ),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Start the API server (migrations applied at start)."""
+    import uvicorn
+
+    from npucenter.api.app import build_server_app
+
+    settings = Settings.from_env(data_dir=data_dir)
+    app = build_server_app(settings)
+    generated = app.state.generated_admin_key
+    if generated:
+        console.print(f"admin key (shown once, store it now): {generated}", highlight=False)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"warning: listening on {host}: anyone who can reach it may try keys")
+    console.print(
+        f"npucenter control plane on http://{host}:{port} (data: {settings.data_dir})",
+        highlight=False,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
