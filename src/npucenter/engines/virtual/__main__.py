@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> VirtualEngineConfig:
         help="real seconds per modelled second (1 = real time, 0 = no waiting)",
     )
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--log-level", default="WARNING")
     a = p.parse_args(argv)

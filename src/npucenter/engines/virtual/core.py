@@ -53,7 +53,8 @@ class CoreConfig:
     """Batching limits of one replica (vLLM's ``max_num_seqs`` / ``max_num_batched_tokens``)."""
 
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int = 8192
+    max_model_len_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -64,7 +65,7 @@ class CoreConfig:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SeqRequest:
     """One sequence to serve (the simulator's contract)."""
 
@@ -89,14 +90,11 @@ class StepResult:
 @dataclass(slots=True)
 class _Seq:
     request: SeqRequest
+    prefill_target: int  # tokens to prefill: the prompt, or prompt + output after preemption
     computed_tokens: int = 0  # tokens whose KV is in the cache
     generated_tokens: int = 0
+    prefilled: bool = False
     first_token_sent: bool = False
-
-    @property
-    def prefill_target(self) -> int:
-        # after a preemption the generated tokens are recomputed too (vLLM's recompute)
-        return self.request.prompt_tokens + self.generated_tokens
 
 
 @dataclass(slots=True)
@@ -117,7 +115,7 @@ class LocalReplicaCore:
 
     def add(self, request: SeqRequest) -> None:
         """Queue a request (FCFS)."""
-        seq = _Seq(request)
+        seq = _Seq(request, prefill_target=request.prompt_tokens)
         self._by_id[request.request_id] = seq
         self._waiting.append(seq)
 
@@ -152,7 +150,7 @@ class LocalReplicaCore:
         if not self._running and not self._waiting:
             return None
         preempted = self._make_room_for_decodes()
-        decodes = [s for s in self._running if s.computed_tokens >= s.prefill_target]
+        decodes = [s for s in self._running if s.prefilled]
         budget = self.config.max_num_batched_tokens - len(decodes)
         chunks = self._schedule_prefills(budget)
         if not decodes and not chunks:
@@ -163,14 +161,13 @@ class LocalReplicaCore:
         preempted: list[str] = []
         capacity = self.perf.kv_capacity_tokens
         while self._running:
-            need = sum(
-                s.computed_tokens + (1 if s.computed_tokens >= s.prefill_target else 0)
-                for s in self._running
-            )
+            need = sum(s.computed_tokens + s.prefilled for s in self._running)
             if need <= capacity or len(self._running) == 1:
                 break
             victim = self._running.pop()
             victim.computed_tokens = 0
+            victim.prefilled = False
+            victim.prefill_target = victim.request.prompt_tokens + victim.generated_tokens
             self._waiting.appendleft(victim)
             preempted.append(victim.request.request_id)
         return preempted
@@ -182,7 +179,7 @@ class LocalReplicaCore:
             if budget <= 0:
                 return chunks
             left = seq.prefill_target - seq.computed_tokens
-            if left > 0:
+            if not seq.prefilled and left > 0:
                 n = min(left, budget)
                 chunks.append((seq, n))
                 budget -= n
@@ -217,6 +214,7 @@ class LocalReplicaCore:
         for seq, n in chunks:
             seq.computed_tokens += n
             if seq.computed_tokens >= seq.prefill_target:
+                seq.prefilled = True
                 self._emit(seq, emitted, first, finished)
         return StepResult(
             duration_s=duration_s,
@@ -243,7 +241,8 @@ class LocalReplicaCore:
 def make_replica_core(perf: Any, config: CoreConfig) -> tuple[ReplicaCoreLike, type]:
     """The simulator's ``ReplicaCore`` (if installed) or :class:`LocalReplicaCore`.
 
-    Returns the core and the request class its ``add`` takes.
+    Returns the core and the request class its ``add`` takes (built with keyword arguments
+    ``request_id``, ``prompt_tokens``, ``max_output_tokens``, ``arrival_s``).
     """
     try:
         sim_replica: Any = importlib.import_module("npucenter.sim.replica")
@@ -254,6 +253,7 @@ def make_replica_core(perf: Any, config: CoreConfig) -> tuple[ReplicaCoreLike, t
     wanted = {
         "max_num_seqs": config.max_num_seqs,
         "max_num_batched_tokens": config.max_num_batched_tokens,
+        "max_model_len_tokens": config.max_model_len_tokens,
     }
     names = (
         {f.name for f in dataclasses.fields(cfg_cls)}

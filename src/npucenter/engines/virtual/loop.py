@@ -152,8 +152,15 @@ class EngineLoop:
             )
         rid = f"r{next(self._ids)}"
         handle = RequestHandle(rid, prompt_tokens, max_tokens, self.modelled_now_s(), stream)
+        self._core.add(
+            self._request_cls(
+                request_id=rid,
+                prompt_tokens=prompt_tokens,
+                max_output_tokens=max_tokens,
+                arrival_s=handle.arrival_s,
+            )
+        )
         self._live[rid] = handle
-        self._core.add(self._request_cls(rid, prompt_tokens, max_tokens, handle.arrival_s))
         self.stats.prompt_tokens += prompt_tokens
         self._wake.set()
         return handle
@@ -176,9 +183,13 @@ class EngineLoop:
         return len(self._live)
 
     def counts(self) -> tuple[int, int]:
-        """(running, waiting): requests that have produced a token, and those that have not."""
-        running = sum(1 for h in self._live.values() if h.first_token_s >= 0)
-        return running, len(self._live) - running
+        """(running, waiting): the core's figures (sequences holding KV, and queued ones)."""
+        running = getattr(self._core, "num_running", None)
+        waiting = getattr(self._core, "num_waiting", None)
+        if isinstance(running, int) and isinstance(waiting, int):
+            return running, waiting
+        started = sum(1 for h in self._live.values() if h.first_token_s >= 0)
+        return started, len(self._live) - started
 
     def kv_used_tokens(self) -> int:
         """KV tokens in use: the core's figure, or prompt + output of requests that started."""

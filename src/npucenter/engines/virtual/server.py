@@ -40,7 +40,7 @@ class VirtualEngineConfig:
     port: int = 8000
     time_scale: float = 1.0
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int = 8192
     max_model_len: int | None = None  # default: min(model context, KV capacity)
 
     def __post_init__(self) -> None:
@@ -69,16 +69,17 @@ def build_app(
             precision=config.precision,
             tp=config.tp,
         )
+    kv_capacity = int(perf.kv_capacity_tokens)
+    context = _model_context(perf)
+    max_model_len = min(config.max_model_len or context or kv_capacity, kv_capacity)
     core, request_cls = make_replica_core(
         perf,
         CoreConfig(
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens,
+            max_model_len_tokens=max_model_len,
         ),
     )
-    kv_capacity = int(perf.kv_capacity_tokens)
-    context = _model_context(perf)
-    max_model_len = config.max_model_len or min(context or kv_capacity, kv_capacity)
     name = config.served_model_name or config.model
     metrics = EngineMetrics(
         {
