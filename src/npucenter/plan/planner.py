@@ -531,6 +531,11 @@ def _catalog_assumptions(spec: PlanSpec, catalog: Catalog) -> Sequence[str]:
     out: list[str] = []
     for opt in spec.devices:
         dev = catalog.device(opt.device_id)
+        for name in dev.assumed:
+            out.append(
+                f"{dev.device_id}.{name}={getattr(dev, name)} is user-supplied "
+                f"({'; '.join(dev.assumption_sources)}), not a sourced figure"
+            )
         if dev.idle_w is None and opt.idle_power_fraction is None:
             out.append(
                 f"{dev.device_id}: idle power {IDLE_POWER_FRACTION:.0%} of TDP "
