@@ -84,7 +84,7 @@ class Client:
         """One call; raises the typed error of an error response."""
         if not self._has_key and not path.startswith("/healthz"):
             raise AuthenticationError(
-                "no API key given", hint="set NPUCENTER_API_KEY (or pass --api-key)"
+                "no API key given", hint="set NPUCENTER_API_KEY to a key from `npucenter key create`"
             )
         try:
             resp = self._http.request(method, path, json=json, params=params)
