@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.admission_types import (
@@ -156,13 +157,13 @@ class _TypeState:
         self.no_fit.clear()
 
 
-class _Blocked(Exception):
-    """Internal: a workload cannot be admitted now (carries the reason and message)."""
-
-    def __init__(self, reason: PendingReason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    nominal: int
+    guaranteed: int
+    max_cards: float
+    pool: tuple[str, str]  # (cohort key, device type)
+    budget_s: float | None  # device-seconds budget, None: none
 
 
 class _Cycle:
@@ -185,10 +186,18 @@ class _Cycle:
         self.pool_used: dict[tuple[str, str], int] = {}
         self.pool_cap: dict[tuple[str, str], int] = {}
         self.budget_used: dict[tuple[str, str], float] = {}
+        self.limit_cache: dict[tuple[str, str], _Limits] = {}
+        self.priority: dict[str, PriorityClass] = {}  # pending workload id -> effective class
+        self.static_cache: dict[tuple[str, str, int, int], PendingReason | None] = {}
+        self.may_preempt = (
+            policy.reclaim_within_cohort is not PreemptionPolicy.NEVER
+            or policy.within_tenant is not PreemptionPolicy.NEVER
+        )
+        self.victim_failures: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self.admitted: list[Admitted] = []
         self.admitted_now: set[str] = set()
         self.preempted: list[Preemption] = []
-        self.pending: list[Pending] = []
+        self.pending: list[tuple[Workload, PendingReason]] = []
         self._build_fleet(snapshot.fleet)
         for quota in snapshot.quotas:
             self._add_tenant(quota)
@@ -302,76 +311,114 @@ class _Cycle:
         return value
 
     def share(self, tenant: str) -> float:
+        """The fair-sharing rank of a tenant (0 for all when fair sharing is off)."""
         return self.dominant_share(tenant) if self.policy.fair_sharing else 0.0
 
     # -- checks -------------------------------------------------------------------------------
 
-    def _static_check(self, w: Workload) -> None:
-        quota = self.quotas[w.tenant]
+    def limits(self, tenant: str, device_type: str) -> _Limits:
+        key = (tenant, device_type)
+        found = self.limit_cache.get(key)
+        if found is None:
+            quota = self.quotas[tenant]
+            found = _Limits(
+                nominal=quota.nominal(device_type),
+                guaranteed=quota.guaranteed(device_type),
+                max_cards=quota.max_cards(device_type),
+                pool=(self.cohort_key[tenant], device_type),
+                budget_s=quota.device_seconds_budget.get(device_type),
+            )
+            self.limit_cache[key] = found
+        return found
+
+    def _static_reason(self, w: Workload, lim: _Limits) -> PendingReason | None:
+        """Blockers that hold for the whole cycle: topology of the fleet and quota size."""
+        key = (w.tenant, w.device_type, w.num_cards, w.tp_size)
+        if key in self.static_cache:
+            return self.static_cache[key]
+        reason = None
         types = self.types.get(w.device_type)
         if types is None or not types.could_ever_fit(w.num_cards, w.tp_size):
-            raise _Blocked(
-                PendingReason.UNSCHEDULABLE,
-                f"no healthy {w.device_type} server can hold {w.num_cards} cards in "
-                f"TP groups of {w.tp_size}; ask for fewer cards or another device type",
-            )
-        limit = quota.max_cards(w.device_type)
-        if w.num_cards > limit:
-            raise _Blocked(
-                PendingReason.QUOTA_LIMIT,
-                f"{w.num_cards} {w.device_type} cards exceed tenant {w.tenant}'s nominal + "
-                f"borrowing limit of {limit:g}; ask the operator for more quota",
-            )
-        budget = quota.device_seconds_budget.get(w.device_type)
-        if budget is not None:
-            used = self.budget_used.get((w.tenant, w.device_type), 0.0)
-            wanted = w.num_cards * (w.max_duration_s or 0.0)
-            if used >= budget or used + wanted > budget:
-                raise _Blocked(
-                    PendingReason.BUDGET_EXHAUSTED,
-                    f"tenant {w.tenant} has used {used:g} of {budget:g} {w.device_type} "
-                    f"device-seconds; this needs {wanted:g}; wait for the next period or ask "
-                    "for a larger budget",
-                )
+            reason = PendingReason.UNSCHEDULABLE
+        elif w.num_cards > lim.max_cards:
+            reason = PendingReason.QUOTA_LIMIT
+        self.static_cache[key] = reason
+        return reason
 
-    def _quota_problem(self, w: Workload, freed: dict[str, int] | None = None) -> _Blocked | None:
+    def _over_budget(self, w: Workload, budget_s: float) -> bool:
+        used_s = self.budget_used.get((w.tenant, w.device_type), 0.0)
+        return used_s >= budget_s or used_s + w.num_cards * (w.max_duration_s or 0.0) > budget_s
+
+    def _quota_reason(
+        self, w: Workload, freed: dict[str, int] | None = None
+    ) -> PendingReason | None:
         """Why the quota or cohort forbids ``w`` now, with ``freed`` cards per tenant given back."""
-        freed = freed or {}
-        tenant, device_type, cards = w.tenant, w.device_type, w.num_cards
-        quota = self.quotas[tenant]
-        used = self.usage.get((tenant, device_type), 0) - freed.get(tenant, 0)
-        if used + cards > quota.max_cards(device_type):
-            return _Blocked(
-                PendingReason.QUOTA_IN_USE,
-                f"tenant {tenant} holds {used} {device_type} cards of its "
-                f"{quota.max_cards(device_type):g}; it starts when the tenant's work ends",
-            )
-        key = self.cohort_key[tenant]
-        pool = (key, device_type)
-        pool_used = self.pool_used.get(pool, 0)
-        for other, cards_back in freed.items():
-            if cards_back and self.cohort_key[other] == key:
-                g = self.quotas[other].guaranteed(device_type)
-                u = self.usage.get((other, device_type), 0)
-                pool_used -= max(0, u - g) - max(0, u - cards_back - g)
-        g = quota.guaranteed(device_type)
-        need = max(0, used + cards - g) - max(0, used - g)
-        if need and pool_used + need > self.pool_cap.get(pool, 0):
-            return _Blocked(
-                PendingReason.COHORT_EXHAUSTED,
-                f"cohort {quota.cohort or '(none)'} has no {device_type} cards left to lend "
-                f"({self.pool_cap.get(pool, 0) - pool_used} free, {need} needed); "
-                "it starts when cohort members release cards",
-            )
+        key = (w.tenant, w.device_type)
+        lim = self.limit_cache.get(key) or self.limits(w.tenant, w.device_type)
+        used = self.usage.get(key, 0)
+        if freed:
+            used -= freed.get(w.tenant, 0)
+        if used + w.num_cards > lim.max_cards:
+            return PendingReason.QUOTA_IN_USE
+        need = max(0, used + w.num_cards - lim.guaranteed) - max(0, used - lim.guaranteed)
+        if not need:
+            return None
+        pool_used = self.pool_used.get(lim.pool, 0)
+        if freed:
+            for other, cards_back in freed.items():
+                other_lim = self.limits(other, w.device_type)
+                if cards_back and other_lim.pool == lim.pool:
+                    g = other_lim.guaranteed
+                    u = self.usage.get((other, w.device_type), 0)
+                    pool_used -= max(0, u - g) - max(0, u - cards_back - g)
+        if pool_used + need > self.pool_cap.get(lim.pool, 0):
+            return PendingReason.COHORT_EXHAUSTED
         return None
 
-    def _no_capacity(self, w: Workload) -> _Blocked:
-        types = self.types[w.device_type]
-        return _Blocked(
-            PendingReason.NO_CAPACITY,
-            f"no {w.device_type} server has {w.num_cards} free cards in TP groups of "
-            f"{w.tp_size} ({types.total_free} free in all); it starts when cards free up",
-        )
+    def _message(self, w: Workload, reason: PendingReason) -> str:
+        """One actionable line for a pending record, from the state at the end of the cycle."""
+        quota = self.quotas.get(w.tenant)
+        d = w.device_type
+        used = self.usage.get((w.tenant, d), 0)
+        if reason is PendingReason.UNKNOWN_TENANT:
+            text = f"tenant {w.tenant} has no quota; ask the operator to set one"
+        elif quota is None:  # pragma: no cover - every other reason has a quota
+            text = reason.value
+        elif reason is PendingReason.UNSCHEDULABLE:
+            text = (
+                f"no healthy {d} server can hold {w.num_cards} cards in TP groups of "
+                f"{w.tp_size}; ask for fewer cards or another device type"
+            )
+        elif reason is PendingReason.QUOTA_LIMIT:
+            text = (
+                f"{w.num_cards} {d} cards exceed tenant {w.tenant}'s nominal + borrowing limit "
+                f"of {quota.max_cards(d):g}; ask the operator for more quota"
+            )
+        elif reason is PendingReason.BUDGET_EXHAUSTED:
+            used_s = self.budget_used.get((w.tenant, d), 0.0)
+            text = (
+                f"tenant {w.tenant} has used {used_s:g} of "
+                f"{quota.device_seconds_budget.get(d, 0.0):g} {d} device-seconds; wait for "
+                "the next period or ask for a larger budget"
+            )
+        elif reason is PendingReason.QUOTA_IN_USE:
+            text = (
+                f"tenant {w.tenant} holds {used} of its {quota.max_cards(d):g} {d} cards; "
+                "it starts when the tenant's own work ends"
+            )
+        elif reason is PendingReason.COHORT_EXHAUSTED:
+            pool = self.limits(w.tenant, d).pool
+            left = self.pool_cap.get(pool, 0) - self.pool_used.get(pool, 0)
+            text = (
+                f"cohort {quota.cohort or '(none)'} has {max(0, left)} {d} cards left to lend; "
+                "it starts when cohort members release cards"
+            )
+        else:
+            text = (
+                f"no {d} server has {w.num_cards} free cards in TP groups of {w.tp_size} "
+                f"({self.types[d].total_free} free in all); it starts when cards free up"
+            )
+        return text
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -381,26 +428,41 @@ class _Cycle:
 
     def within_nominal(self, w: Workload) -> bool:
         used = self.usage.get((w.tenant, w.device_type), 0)
-        return used + w.num_cards <= self.quotas[w.tenant].nominal(w.device_type)
+        return used + w.num_cards <= self.limits(w.tenant, w.device_type).nominal
 
-    def try_admit(self, w: Workload) -> Admitted:
-        """Admit ``w`` (preempting if allowed and needed) or raise :class:`_Blocked`."""
-        self._static_check(w)
+    def try_admit(self, w: Workload, priority: PriorityClass) -> Admitted | PendingReason:
+        """Admit ``w`` (preempting if allowed and needed), or say why it must wait."""
+        lim = self.limit_cache.get((w.tenant, w.device_type)) or self.limits(
+            w.tenant, w.device_type
+        )
+        static = self._static_reason(w, lim)
+        if static is not None:
+            return static
+        if lim.budget_s is not None and self._over_budget(w, lim.budget_s):
+            return PendingReason.BUDGET_EXHAUSTED
         types = self.types[w.device_type]
-        blocked = self._quota_problem(w)
-        index = None if blocked else types.find(w.num_cards, w.tp_size)
+        reason = self._quota_reason(w)
+        index = None if reason else types.find(w.num_cards, w.tp_size)
         victims: list[Admitted] = []
         if index is None:
-            reason = blocked or self._no_capacity(w)
-            found = self._choose_victims(w)
+            reason = reason or PendingReason.NO_CAPACITY
+            if not self.may_preempt:
+                return reason
+            # Between preemptions, candidates only shrink and usage only grows, so a failure
+            # for (tenant, type, tp, priority) at c cards stands for any c' >= c until the next.
+            fail_key = (w.tenant, w.device_type, w.tp_size, int(priority))
+            failed = self.victim_failures.get(fail_key)
+            if failed is not None and failed[0] == len(self.preempted) and w.num_cards >= failed[1]:
+                return reason
+            found = self._search_victims(w, priority)
             if found is None:
-                raise reason
+                self.victim_failures[fail_key] = (len(self.preempted), w.num_cards)
+                return reason
             victims, index = found
-        priority = self.priority_of(w)
         for victim in victims:
             self._preempt(victim, w, priority)
         used = self.usage.get((w.tenant, w.device_type), 0)
-        nominal = self.quotas[w.tenant].nominal(w.device_type)
+        nominal = self.limits(w.tenant, w.device_type).nominal
         cards = types.servers[index].pick(w.num_cards, w.tp_size)
         placed = Admitted(
             workload_id=w.workload_id,
@@ -448,9 +510,8 @@ class _Cycle:
 
     # -- preemption ---------------------------------------------------------------------------
 
-    def _candidates(self, w: Workload) -> list[Admitted]:
+    def _candidates(self, w: Workload, priority: PriorityClass) -> list[Admitted]:
         """Running workloads ``w`` may preempt, in the order they are tried."""
-        priority = self.priority_of(w)
         out: list[tuple[int, int, float, str, Admitted]] = []
         reclaim = self.policy.reclaim_within_cohort
         if reclaim is not PreemptionPolicy.NEVER and self.within_nominal(w):
@@ -479,9 +540,11 @@ class _Cycle:
         used = self.usage.get((tenant, device_type), 0) - freed
         return used > self.quotas[tenant].nominal(device_type)
 
-    def _choose_victims(self, w: Workload) -> tuple[list[Admitted], int] | None:
+    def _search_victims(
+        self, w: Workload, priority: PriorityClass
+    ) -> tuple[list[Admitted], int] | None:
         """A minimal set of candidates whose removal lets ``w`` fit, and the server it gets."""
-        candidates = self._candidates(w)
+        candidates = self._candidates(w, priority)
         if not candidates:
             return None
         chosen: list[Admitted] = []
@@ -512,7 +575,7 @@ class _Cycle:
         self, w: Workload, victims: list[Admitted], freed: dict[str, int]
     ) -> int | None:
         """The best-fit server for ``w`` if ``victims`` were stopped, or None."""
-        if self._quota_problem(w, freed) is not None:
+        if self._quota_reason(w, freed) is not None:
             return None
         extra: dict[int, list[int]] = {}
         for victim in victims:
@@ -546,17 +609,12 @@ class _Cycle:
                 raise InvalidConfigError("pending", w.workload_id, "is already running")
             seen.add(w.workload_id)
             if w.tenant not in self.known_tenants:
-                self._leave_pending(
-                    w,
-                    _Blocked(
-                        PendingReason.UNKNOWN_TENANT,
-                        f"tenant {w.tenant} has no quota; ask the operator to set one",
-                    ),
-                )
+                self.pending.append((w, PendingReason.UNKNOWN_TENANT))
                 continue
+            self.priority[w.workload_id] = self.priority_of(w)
             queues.setdefault(w.tenant, []).append(w)
         for queue in queues.values():
-            queue.sort(key=lambda w: (-self.priority_of(w), w.submitted_s, w.workload_id))
+            queue.sort(key=lambda w: (-self.priority[w.workload_id], w.submitted_s, w.workload_id))
         deferred = self._phase(queues, within_nominal_only=True)
         self._phase(deferred, within_nominal_only=False)
         return self._decision()
@@ -569,53 +627,74 @@ class _Cycle:
         version = dict.fromkeys(queues, 0)
         heap: list[tuple[int, float, float, str, int, str]] = []
 
+        priority = self.priority
+        share_cache = self.share_cache
+        usage = self.usage
+        fair = self.policy.fair_sharing
+        limit_cache = self.limit_cache
+
         def push(tenant: str) -> None:
             queue, at = queues[tenant], position[tenant]
+            if within_nominal_only:  # defer heads that would borrow, without a heap round
+                while at < len(queue):
+                    head = queue[at]
+                    key = (tenant, head.device_type)
+                    lim = limit_cache.get(key) or self.limits(tenant, head.device_type)
+                    if usage.get(key, 0) + head.num_cards <= lim.nominal:
+                        break
+                    deferred.setdefault(tenant, []).append(head)
+                    at += 1
+                position[tenant] = at
             if at < len(queue):
                 version[tenant] += 1
                 head = queue[at]
-                entry = (
-                    -self.priority_of(head),
-                    self.share(tenant),
-                    head.submitted_s,
-                    head.workload_id,
-                    version[tenant],
-                    tenant,
+                share = share_cache.get(tenant) if fair else 0.0
+                if share is None:
+                    share = self.dominant_share(tenant)
+                heapq.heappush(
+                    heap,
+                    (
+                        -priority[head.workload_id],
+                        share,
+                        head.submitted_s,
+                        head.workload_id,
+                        version[tenant],
+                        tenant,
+                    ),
                 )
-                heapq.heappush(heap, entry)
 
         for tenant in sorted(queues):
             push(tenant)
+        preempted = self.preempted
         while heap:
             *_, stamp, tenant = heapq.heappop(heap)
             if stamp != version[tenant]:
                 continue
             w = queues[tenant][position[tenant]]
             position[tenant] += 1
-            if within_nominal_only and not self.within_nominal(w):
-                deferred.setdefault(tenant, []).append(w)
-                push(tenant)
-                continue
-            stopped_before = len(self.preempted)
-            try:
-                self.try_admit(w)
-            except _Blocked as blocked:
-                self._leave_pending(w, blocked)
+            stopped_before = len(preempted)
+            outcome = self.try_admit(w, priority[w.workload_id])
+            if isinstance(outcome, PendingReason):
+                self.pending.append((w, outcome))
             push(tenant)
-            for stop in self.preempted[stopped_before:]:
-                if stop.tenant != tenant and stop.tenant in queues:
-                    push(stop.tenant)  # its share fell: re-rank it
+            if len(preempted) > stopped_before:
+                for stop in preempted[stopped_before:]:
+                    if stop.tenant != tenant and stop.tenant in queues:
+                        push(stop.tenant)  # its share fell: re-rank it
         return deferred
 
-    def _leave_pending(self, w: Workload, blocked: _Blocked) -> None:
-        self.pending.append(
-            Pending(
-                workload_id=w.workload_id,
-                tenant=w.tenant,
-                reason=blocked.reason,
-                message=blocked.message,
+    def _pending_records(self) -> tuple[Pending, ...]:
+        texts: dict[tuple[PendingReason, str, str, int, int], str] = {}
+        records = []
+        for w, reason in sorted(self.pending, key=lambda item: item[0].workload_id):
+            key = (reason, w.tenant, w.device_type, w.num_cards, w.tp_size)
+            text = texts.get(key)
+            if text is None:
+                text = texts[key] = self._message(w, reason)
+            records.append(
+                Pending(workload_id=w.workload_id, tenant=w.tenant, reason=reason, message=text)
             )
-        )
+        return tuple(records)
 
     def _decision(self) -> AdmissionDecision:
         usage: dict[str, TenantUsage] = {}
@@ -636,7 +715,7 @@ class _Cycle:
             now_s=self.now_s,
             admitted=tuple(self.admitted),
             preempted=tuple(self.preempted),
-            pending=tuple(sorted(self.pending, key=lambda p: p.workload_id)),
+            pending=self._pending_records(),
             usage=usage,
         )
 
