@@ -94,7 +94,28 @@ class ScriptedUpstream:
         if script.ttft_s:
             await asyncio.sleep(script.ttft_s)
         if request.get("stream"):
-            await self._stream(send, request, chat, n, usage)
+            task = asyncio.current_task()
+            gone = asyncio.Event()
+            state = {"finished": False}
+
+            async def watch() -> None:  # like vLLM: abort the request when the client goes
+                message = await receive()
+                if (
+                    message["type"] == "http.disconnect"
+                    and task is not None
+                    and not state["finished"]
+                ):
+                    gone.set()
+                    task.cancel()
+
+            watcher = asyncio.create_task(watch())
+            try:
+                await self._stream(send, request, chat, n, usage, state)
+            except asyncio.CancelledError:
+                if not gone.is_set():
+                    raise
+            finally:
+                watcher.cancel()
         else:
             if script.token_delay_s:
                 await asyncio.sleep(script.token_delay_s * max(0, n - 1))
@@ -110,6 +131,7 @@ class ScriptedUpstream:
         chat: bool,
         n: int,
         usage: dict[str, int],
+        state: dict[str, bool],
     ) -> None:
         script = self.script
         await send(
