@@ -5,15 +5,43 @@ Pure: the caller hands in the stream's arrays (from :mod:`npucenter.workload` re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from npucenter.errors import InvalidConfigError
 from npucenter.plan.profile import TrafficStats
-from npucenter.plan.spec import TrafficSpec
+from npucenter.plan.spec import PlanSpec, TrafficSpec
+from npucenter.workload.readers import read_azure_trace
+from npucenter.workload.trace import Trace
 
-__all__ = ["stats_from_spec", "stats_from_stream"]
+__all__ = ["resolve_traffic", "service_trace", "stats_from_spec", "stats_from_stream"]
+
+
+def service_trace(
+    traffic: TrafficSpec, load_trace: Callable[[str], Trace] = read_azure_trace
+) -> Trace | None:
+    """The service's trace replayed at its ``rate_scale`` (None for synthetic traffic)."""
+    if traffic.trace is None:
+        return None
+    trace = load_trace(traffic.trace)
+    return trace.scale_rate(traffic.rate_scale) if traffic.rate_scale != 1.0 else trace
+
+
+def resolve_traffic(
+    spec: PlanSpec, load_trace: Callable[[str], Trace] = read_azure_trace
+) -> dict[str, TrafficStats]:
+    """Traffic statistics of every service: measured on its trace, or from its synthetic spec."""
+    out: dict[str, TrafficStats] = {}
+    for svc in spec.services:
+        trace = service_trace(svc.traffic, load_trace)
+        if trace is None:
+            out[svc.name] = stats_from_spec(svc.traffic)
+        else:
+            out[svc.name] = stats_from_stream(
+                trace.arrival_s, trace.prompt_tokens, trace.output_tokens
+            )
+    return out
 
 
 def stats_from_stream(

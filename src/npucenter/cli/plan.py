@@ -1,0 +1,199 @@
+"""`npucenter plan --spec SPEC.yaml [--json out.json] [--report out.html]`: the capacity planner."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.markup import escape
+from rich.table import Table
+
+from npucenter.catalog_files import load_catalog
+from npucenter.cli._common import console, err_console, handle_errors
+from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.plan.planner import (
+    BASELINES,
+    PlanOutcome,
+    PlanResult,
+    plan_capacity,
+    spec_catalog,
+)
+from npucenter.plan.profile import AnalyticProfile, CachedProfile, ProfileSource
+from npucenter.plan.report import render_html, result_to_dict
+from npucenter.plan.spec import PlanSpec, parse_plan_spec
+from npucenter.plan.traffic import resolve_traffic
+
+app = typer.Typer(
+    help="Find the cheapest NPU:GPU fleet that meets every SLO under a power cap.",
+    invoke_without_command=True,
+)
+
+_PROFILES = ("sim", "analytic")
+
+
+@app.callback()
+@handle_errors
+def plan(
+    spec_path: Path = typer.Option(..., "--spec", help="Plan spec (YAML), e.g. examples/plans/"),
+    json_path: str | None = typer.Option(
+        None, "--json", help="Write the JSON result here ('-' for stdout)."
+    ),
+    report_path: Path | None = typer.Option(
+        None, "--report", help="Write a self-contained HTML report here."
+    ),
+    profile: str = typer.Option(
+        "sim", "--profile", help="Replica capacity source: sim (bisection) or analytic."
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Simulate each plan on the full traffic."
+    ),
+    objective: str | None = typer.Option(
+        None, "--objective", help="Override the spec: cost, power or weighted."
+    ),
+    catalog: list[Path] | None = typer.Option(None, "--catalog", help="User catalog file."),
+) -> None:
+    """Plan the fleet, compare it with all-GPU, all-NPU and the 80/20 rule, and report."""
+    started = time.perf_counter()
+    spec = _read_spec(spec_path)
+    if objective is not None:
+        spec = replace(spec, objective=objective)  # type: ignore[arg-type]
+    if profile not in _PROFILES:
+        raise InvalidConfigError("--profile", profile, f"choose one of {', '.join(_PROFILES)}")
+    cat = load_catalog(catalog or [])
+    traffic = resolve_traffic(spec)
+    source, verifier, label = _sources(spec, cat, traffic, profile, verify)
+    result = plan_capacity(
+        spec,
+        catalog=cat,
+        traffic=traffic,
+        profile=source,
+        verifier=verifier,
+        profile_source=label,
+    )
+    elapsed = time.perf_counter() - started
+    doc = result_to_dict(result)
+    doc["wall_s"] = elapsed
+    if json_path == "-":
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        if json_path:
+            Path(json_path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        _print(result, elapsed)
+    if report_path is not None:
+        report_path.write_text(render_html(result), encoding="utf-8")
+        if json_path != "-":
+            console.print(f"report written to {escape(str(report_path))}")
+
+
+def _read_spec(path: Path) -> PlanSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError("plan spec file", str(path)) from None
+    except OSError as exc:
+        raise InvalidConfigError("--spec", str(path), exc.strerror or str(exc)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidConfigError("--spec", str(path), f"not valid YAML: {exc}") from exc
+    return parse_plan_spec(data)
+
+
+def _sources(
+    spec: PlanSpec, cat: Any, traffic: Any, profile: str, verify: bool
+) -> tuple[ProfileSource, Any, str]:
+    """The profile source and verifier; the simulator-backed ones when the simulator exists."""
+    plan_cat = spec_catalog(spec, cat)
+    analytic: ProfileSource = CachedProfile(AnalyticProfile(plan_cat, traffic))
+    verifier = None
+    label = "analytic (perf model, closed form)"
+    try:
+        from npucenter.plan import simulate as simulate_mod
+    except ImportError as exc:  # the simulator has not landed in this build
+        if profile == "sim" or verify:
+            err_console.print(
+                f"[yellow]simulator unavailable ({escape(str(exc))}); "
+                "using the analytic profile without verification[/]"
+            )
+        return analytic, None, label
+    if verify:
+        verifier = simulate_mod.SimVerifier(plan_cat, traffic_spec=spec)
+    if profile == "sim":
+        source: ProfileSource = CachedProfile(simulate_mod.SimProfile(plan_cat, spec))
+        return source, verifier, simulate_mod.SimProfile.describe()
+    return analytic, verifier, label
+
+
+def _print(result: PlanResult, elapsed_s: float) -> None:
+    services = [s.name for s in result.spec.services]
+    table = Table(title=f"capacity plan {result.spec.name!r} (objective: {result.spec.objective})")
+    for col in (
+        "fleet",
+        "servers",
+        "NPU share",
+        "power kW",
+        "USD/h",
+        "USD/M out tok",
+        "J/out tok",
+        "verified",
+        *(f"SLO {s}" for s in services),
+    ):
+        table.add_column(col, justify="left" if col in ("fleet", "servers") else "right")
+    rows: list[tuple[str, PlanOutcome]] = [("plan", result.plan)] + [
+        (n, result.baselines[n]) for n in BASELINES if n in result.baselines
+    ]
+    for name, out in rows:
+        alloc = out.allocation
+        if alloc is None:
+            table.add_row(name, "[red]infeasible[/]", *[""] * (6 + len(services)))
+            continue
+        ver = out.verification
+        table.add_row(
+            name,
+            escape(", ".join(f"{n}x {d}" for d, n in alloc.servers.items() if n)),
+            f"{alloc.npu_share:.0%}",
+            f"{alloc.power_w / 1e3:.1f}",
+            f"{alloc.cost_usd_per_hour:.2f}",
+            _fmt(out.cost_per_million_output_tokens, ".3f"),
+            _fmt(out.energy_j_per_output_token, ".3f"),
+            "[green]yes[/]" if out.verified else "[red]no[/]",
+            *(_fmt(ver.slo_attainment.get(s) if ver else None, ".1%") for s in services),
+        )
+    console.print(table)
+    for line in result.comparison:
+        console.print(f"• {escape(line)}")
+    console.print("[bold]replicas[/]")
+    if result.plan.allocation is not None:
+        for label, count in sorted(result.plan.allocation.replicas.items()):
+            console.print(f"  {count:4d} x {escape(label)}")
+    console.print("[bold]sensitivity[/]")
+    for case in result.sensitivity:
+        a = case.allocation
+        text = (
+            f"{a.cost_usd_per_hour:.2f} USD/h, {a.power_w / 1e3:.1f} kW, NPU {a.npu_share:.0%}"
+            if a
+            else "infeasible"
+        )
+        console.print(f"  {escape(case.name)}: {escape(text)}")
+    console.print(
+        f"[bold]Pareto front[/] ({len(result.pareto)} points): "
+        + escape(
+            "; ".join(
+                f"{a.power_w / 1e3:.1f} kW -> {a.cost_usd_per_hour:.2f} USD/h"
+                for a in result.pareto
+            )
+        )
+    )
+    console.print("[bold]assumptions[/]")
+    for line in result.assumptions:
+        console.print(f"  - {escape(line)}")
+    console.print(f"profile source: {escape(result.profile_source)}; planned in {elapsed_s:.1f} s")
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
