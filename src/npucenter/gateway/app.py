@@ -41,6 +41,7 @@ from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
 from npucenter.gateway.routing import LeastOutstandingRouter, Router, RouteTicket
 from npucenter.metering.ledger import InMemoryLedger, Ledger, PriceBook, UsageRecord
+from npucenter.policy.prefix_affinity import prefix_block_hashes
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -343,7 +344,15 @@ class Gateway:
             priority=principal.priority,
             input_tokens=est_in,
             max_output_tokens=max_out,
-            prefix_hashes=self._prefix_hashes(prompt_text) if self._uses_prefixes else (),
+            prefix_hashes=(
+                prefix_block_hashes(
+                    prompt_text,
+                    block_chars=self.config.prefix_block_chars,
+                    max_blocks=self.config.max_prefix_blocks,
+                )
+                if self._uses_prefixes
+                else ()
+            ),
         )
         want_usage = True
         if stream:
@@ -603,17 +612,6 @@ class Gateway:
         principal = self.keys.resolve(bearer_key(authorization))
         require_inference(principal)
         return principal
-
-    def _prefix_hashes(self, text: str) -> tuple[int, ...]:
-        block = self.config.prefix_block_chars
-        out: list[int] = []
-        h = 0
-        for start in range(
-            0, min(len(text), block * self.config.max_prefix_blocks) - block + 1, block
-        ):
-            h = hash((h, text[start : start + block]))
-            out.append(h)
-        return tuple(out)
 
 
 class _Attempt:

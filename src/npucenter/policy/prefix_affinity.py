@@ -1,0 +1,162 @@
+"""Approximate prefix-affinity routing, scored together with queue depth and KV pressure.
+
+furiosa-llm and vllm-rbln publish no KV-cache events, so the router keeps its own record of which
+prompt prefixes it sent where: chained hashes of the prompt's leading blocks
+(``RouteRequest.prefix_hashes``, made by :func:`prefix_block_hashes` in the gateway, or synthetic
+in the simulator) in a bounded LRU per replica. Its memory depends only on the sequence of
+calls, so the live gateway and the simulator replaying the same requests decide alike.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from npucenter.errors import InvalidConfigError
+from npucenter.policy.routing import (
+    ROUTING_POLICIES,
+    ReplicaState,
+    RouteDecision,
+    RouteRequest,
+    RoutingContext,
+    RoutingSnapshot,
+)
+
+__all__ = [
+    "PrefixAffinity",
+    "PrefixAffinityWeights",
+    "PrefixIndex",
+    "prefix_block_hashes",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefixAffinityWeights:
+    """How the three scores combine, and when affinity yields to load."""
+
+    prefix: float = 2.0  # times the fraction of the prompt's blocks the replica is thought to hold
+    queue: float = 1.0  # times the replica's load relative to the busiest candidate
+    kv: float = 1.0  # times the replica's KV-cache use fraction
+    kv_high_fraction: float = 0.95  # above this, the replica's cached prefixes do not count
+    max_blocks_per_replica: int = 16_384  # remembered block hashes per replica (LRU)
+
+    def __post_init__(self) -> None:
+        for name in ("prefix", "queue", "kv"):
+            if getattr(self, name) < 0:
+                raise InvalidConfigError(name, getattr(self, name), "weights must be >= 0")
+        if not 0.0 < self.kv_high_fraction <= 1.0:
+            raise InvalidConfigError("kv_high_fraction", self.kv_high_fraction, "must be in (0, 1]")
+        if self.max_blocks_per_replica < 1:
+            raise InvalidConfigError(
+                "max_blocks_per_replica", self.max_blocks_per_replica, "must be >= 1"
+            )
+
+
+def prefix_block_hashes(
+    text: str, *, block_chars: int = 256, max_blocks: int = 16
+) -> tuple[int, ...]:
+    """Chained hashes of the full ``block_chars`` blocks at the start of ``text``.
+
+    Block ``i``'s hash covers blocks ``0..i``, so two prompts share hash ``i`` only when they share
+    their first ``i + 1`` blocks. Hashes are stable within one process (Python's ``hash``).
+    """
+    if block_chars < 1:
+        raise InvalidConfigError("block_chars", block_chars, "must be >= 1")
+    out: list[int] = []
+    h = 0
+    limit = min(len(text) // block_chars, max_blocks)
+    for i in range(limit):
+        h = hash((h, text[i * block_chars : (i + 1) * block_chars]))
+        out.append(h)
+    return tuple(out)
+
+
+class PrefixIndex:
+    """Which replica was last sent which prefix blocks (a bounded LRU per replica)."""
+
+    def __init__(self, max_blocks_per_replica: int = 16_384) -> None:
+        self._max = max_blocks_per_replica
+        self._blocks: dict[str, OrderedDict[int, None]] = {}  # replica_id -> block hashes
+
+    def matched_blocks(self, replica_id: str, hashes: Sequence[int]) -> int:
+        """How many leading blocks of ``hashes`` the replica is thought to hold."""
+        blocks = self._blocks.get(replica_id)
+        if not blocks:
+            return 0
+        n = 0
+        for h in hashes:
+            if h not in blocks:
+                break
+            n += 1
+        return n
+
+    def record(self, replica_id: str, hashes: Sequence[int]) -> None:
+        """The replica now holds ``hashes`` (most recently used)."""
+        if not hashes:
+            return
+        blocks = self._blocks.setdefault(replica_id, OrderedDict())
+        for h in hashes:
+            blocks[h] = None
+            blocks.move_to_end(h)
+        while len(blocks) > self._max:
+            blocks.popitem(last=False)
+
+    def forget(self, replica_id: str) -> None:
+        """The replica restarted: its cache is empty."""
+        self._blocks.pop(replica_id, None)
+
+
+@ROUTING_POLICIES.register("prefix-affinity", aliases=("prefix",))
+class PrefixAffinity:
+    """Highest score wins: ``prefix·match − queue·load − kv·kv_used`` (ties: snapshot order).
+
+    ``match`` is the fraction of the prompt's blocks the replica is thought to hold, ``load`` the
+    replica's outstanding tokens (running + waiting requests when no token counts are known)
+    relative to the busiest candidate. A replica above ``kv_high_fraction`` KV use gets no
+    affinity credit: its cache is about to evict, and piling on would only queue.
+    """
+
+    uses_prefix_hashes = True
+
+    def __init__(
+        self, context: RoutingContext | None = None, *, weights: PrefixAffinityWeights | None = None
+    ) -> None:
+        self.weights = weights or PrefixAffinityWeights()
+        self.index = PrefixIndex(self.weights.max_blocks_per_replica)
+
+    def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
+        """Choose the best-scoring healthy replica and remember its prefixes."""
+        cands = [r for r in snapshot.replicas if r.healthy and r.model_id == request.model_id]
+        if not cands:
+            return RouteDecision(
+                replica_id=None, reason=f"no healthy replica serves {request.model_id}"
+            )
+        by_tokens = any(r.outstanding_tokens for r in cands)
+        loads = [_load(r, by_tokens) for r in cands]
+        max_load = max(loads) or 1.0
+        w = self.weights
+        n_blocks = len(request.prefix_hashes)
+        best_i, best_score, best_match = 0, float("-inf"), 0
+        for i, state in enumerate(cands):
+            matched = self.index.matched_blocks(state.replica_id, request.prefix_hashes)
+            if state.kv_used_fraction > w.kv_high_fraction:
+                matched = 0
+            match = matched / n_blocks if n_blocks else 0.0
+            score = w.prefix * match - w.queue * loads[i] / max_load - w.kv * state.kv_used_fraction
+            if score > best_score:
+                best_i, best_score, best_match = i, score, matched
+        chosen = cands[best_i].replica_id
+        self.index.record(chosen, request.prefix_hashes)
+        reason = (
+            f"prefix affinity: {best_match}/{n_blocks} blocks cached"
+            if best_match
+            else "prefix affinity: no cached prefix; least loaded"
+        )
+        return RouteDecision(replica_id=chosen, reason=reason)
+
+
+def _load(state: ReplicaState, by_tokens: bool) -> float:
+    if by_tokens:
+        return float(state.outstanding_tokens)
+    return float(state.num_running + state.num_waiting)
