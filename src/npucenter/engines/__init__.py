@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from npucenter.engines.base import (
     ENGINES,
+    PARENT_PID_ENV,
     Engine,
     LaunchSpec,
     ReplicaSpec,
@@ -22,6 +23,7 @@ from npucenter.engines.vllm import VllmEngine
 
 __all__ = [
     "ENGINES",
+    "PARENT_PID_ENV",
     "Engine",
     "FuriosaLlmEngine",
     "LaunchSpec",

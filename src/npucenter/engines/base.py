@@ -17,6 +17,7 @@ from npucenter.registry import Registry
 
 __all__ = [
     "ENGINES",
+    "PARENT_PID_ENV",
     "Engine",
     "LaunchSpec",
     "ReplicaSpec",
@@ -24,6 +25,9 @@ __all__ = [
     "device_family",
     "require_device_family",
 ]
+
+
+PARENT_PID_ENV = "NPUCENTER_PARENT_PID"  # set by executors; engines exit when that pid is gone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

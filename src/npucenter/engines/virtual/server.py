@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from npucenter.clock import Clock
+from npucenter.engines.base import PARENT_PID_ENV
 from npucenter.engines.virtual.app import VirtualEngineApp
 from npucenter.engines.virtual.core import CoreConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
 from npucenter.engines.virtual.metrics import EngineMetrics
 from npucenter.errors import InvalidConfigError
 
-__all__ = ["PARENT_PID_ENV", "VirtualEngineConfig", "build_app", "serve"]
+__all__ = ["VirtualEngineConfig", "build_app", "serve"]
 
 log = logging.getLogger(__name__)
-
-PARENT_PID_ENV = "NPUCENTER_PARENT_PID"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

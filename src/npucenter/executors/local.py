@@ -1,0 +1,330 @@
+"""Replicas as local subprocesses on free ports, with no orphans left behind.
+
+NOTE(executors): three guards keep children from outliving the executor. (1) ``stop`` and
+``shutdown`` send SIGTERM to the child's process group, then SIGKILL after a grace period.
+(2) An ``atexit`` hook does the same for every live child when the interpreter exits, Ctrl-C
+included. (3) On Linux each child asks the kernel for SIGTERM when its parent dies
+(``PR_SET_PDEATHSIG``), so even a SIGKILLed parent leaves no orphan; the virtual engine also
+watches ``NPUCENTER_PARENT_PID`` itself (macOS has no PDEATHSIG). PDEATHSIG fires when the
+*thread* that spawned the child exits: spawn from a thread that lives as long as the replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+
+from npucenter.engines import ENGINES, PARENT_PID_ENV, LaunchSpec, ReplicaSpec
+from npucenter.errors import NotFoundError, UpstreamError
+from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
+
+__all__ = ["LocalProcessExecutor", "free_port", "healthy"]
+
+log = logging.getLogger(__name__)
+
+_LIVE_EXECUTORS: weakref.WeakSet[LocalProcessExecutor] = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class _Record:
+    replica: Replica
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+
+
+class LocalProcessExecutor:
+    """Runs each replica as a child process of this one (the embedded default).
+
+    Args:
+        host: the interface replicas listen on (loopback by default).
+        log_dir: where each replica's stdout/stderr go (default: a temporary directory).
+        poll_interval_s: how often readiness is polled.
+        ready_timeout_s: overrides the engines' own start-up timeouts when set.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        log_dir: str | Path | None = None,
+        poll_interval_s: float = 0.05,
+        ready_timeout_s: float | None = None,
+    ) -> None:
+        self.host = host
+        self.poll_interval_s = poll_interval_s
+        self.ready_timeout_s = ready_timeout_s
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if log_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="npucenter-replicas-")
+            log_dir = self._tmp.name
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, _Record] = {}
+        self._ids = itertools.count(1)
+        _LIVE_EXECUTORS.add(self)
+
+    # --- the Executor protocol ----------------------------------------------------------------
+    async def start(
+        self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
+    ) -> Replica:
+        """Start ``spec`` on a free port; see :class:`~npucenter.executors.base.Executor`."""
+        rid = replica_id or f"{spec.engine}-{next(self._ids)}"
+        if rid in self._records and self._records[rid].replica.state != ReplicaState.STOPPED:
+            raise UpstreamError(f"replica {rid!r} is already running", hint="stop it first")
+        engine = ENGINES.get(spec.engine)
+        for attempt in range(3):
+            launch = engine.launch_spec(spec, host=self.host, port=free_port(self.host))
+            if self.ready_timeout_s is not None:
+                launch = replace(launch, ready_timeout_s=self.ready_timeout_s)
+            record = self._spawn(rid, spec, launch)
+            if not wait_ready:
+                return record.replica
+            try:
+                return await self._wait_ready(record)
+            except _PortTaken:
+                log.info("port %d was taken before replica %s bound it; retrying", launch.port, rid)
+                if attempt == 2:
+                    raise UpstreamError(f"replica {rid!r} found no free port") from None
+        raise AssertionError("unreachable")
+
+    async def stop(self, replica_id: str, *, grace_s: float = 5.0) -> None:
+        """SIGTERM the replica's process group, SIGKILL after ``grace_s``."""
+        record = self._record(replica_id)
+        if record.proc is not None:
+            await _terminate(record.proc, grace_s)
+        record.replica = replace(record.replica, state=ReplicaState.STOPPED)
+
+    async def restart(self, replica_id: str) -> Replica:
+        """Stop, then start again with the same spec and id (restarts + 1)."""
+        record = self._record(replica_id)
+        restarts = record.replica.restarts + 1
+        await self.stop(replica_id)
+        replica = await self.start(record.replica.spec, replica_id=replica_id)
+        new = self._records[replica_id]
+        new.replica = replace(replica, restarts=restarts)
+        return new.replica
+
+    async def check(self, replica_id: str) -> bool:
+        """Alive and ``GET health`` answers 200; marks the replica FAILED otherwise."""
+        record = self._record(replica_id)
+        if record.replica.state == ReplicaState.STOPPED:
+            return False
+        ok = record.proc is not None and record.proc.poll() is None
+        if ok:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                ok = await healthy(client, record.replica.launch.health_url)
+        state = ReplicaState.READY if ok else ReplicaState.FAILED
+        record.replica = replace(record.replica, state=state)
+        return ok
+
+    def replicas(self) -> list[Replica]:
+        """Snapshots of replicas not stopped."""
+        return [
+            r.replica for r in self._records.values() if r.replica.state != ReplicaState.STOPPED
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop every replica (in parallel) and remove the temporary log directory."""
+        await asyncio.gather(
+            *(self.stop(rid) for rid, r in self._records.items() if r.proc is not None)
+        )
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # --- more than the protocol ---------------------------------------------------------------
+    async def restart_failed(self) -> list[str]:
+        """Restart every replica whose process has exited; returns their ids."""
+        dead = [
+            rid
+            for rid, r in self._records.items()
+            if r.replica.state in (ReplicaState.READY, ReplicaState.FAILED)
+            and r.proc is not None
+            and r.proc.poll() is not None
+        ]
+        for rid in dead:
+            await self.restart(rid)
+        return dead
+
+    def log_tail(self, replica_id: str, num_lines: int = 20) -> str:
+        """The last lines the replica wrote to stdout/stderr."""
+        path = self._record(replica_id).log_path
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-num_lines:])
+
+    def kill_all_now(self) -> None:
+        """Synchronously SIGTERM, then SIGKILL, every live child (the ``atexit`` hook)."""
+        procs = [r.proc for r in self._records.values() if r.proc and r.proc.poll() is None]
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1.0)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _record(self, replica_id: str) -> _Record:
+        try:
+            return self._records[replica_id]
+        except KeyError:
+            raise NotFoundError("replica", replica_id, valid=list(self._records)) from None
+
+    def _spawn(self, rid: str, spec: ReplicaSpec, launch: LaunchSpec) -> _Record:
+        env = {**os.environ, **launch.env_dict(), PARENT_PID_ENV: str(os.getpid())}
+        log_path = self.log_dir / f"{rid}.log"
+        parent = os.getpid()
+        with open(log_path, "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    launch.argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=(lambda: _die_with_parent(parent)) if _HAS_PRCTL else None,
+                )
+            except OSError as exc:
+                raise UpstreamError(
+                    f"cannot start replica {rid!r}: {exc}",
+                    hint=f"is {launch.argv[0]!r} installed and on PATH?",
+                    details={"argv": list(launch.argv)},
+                ) from exc
+        replica = Replica(
+            replica_id=rid, spec=spec, launch=launch, state=ReplicaState.STARTING, pid=proc.pid
+        )
+        record = _Record(replica=replica, proc=proc, log_path=log_path)
+        self._records[rid] = record
+        log.info("started replica %s (pid %d): %s", rid, proc.pid, launch.shell())
+        return record
+
+    async def _wait_ready(self, record: _Record) -> Replica:
+        launch = record.replica.launch
+        assert record.proc is not None
+        deadline = time.monotonic() + launch.ready_timeout_s
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while True:
+                code = record.proc.poll()
+                if code is not None:
+                    record.replica = replace(record.replica, state=ReplicaState.FAILED)
+                    tail = self.log_tail(record.replica.replica_id)
+                    if "address already in use" in tail.lower():
+                        raise _PortTaken
+                    raise UpstreamError(
+                        f"replica {record.replica.replica_id!r} exited with code {code} before "
+                        f"it was ready: {_last_line(tail)}",
+                        hint=f"see {record.log_path}",
+                        details={"exit_code": code, "log_tail": tail},
+                    )
+                if await healthy(client, launch.health_url):
+                    record.replica = replace(record.replica, state=ReplicaState.READY)
+                    return record.replica
+                if time.monotonic() > deadline:
+                    await _terminate(record.proc, 2.0)
+                    record.replica = replace(record.replica, state=ReplicaState.FAILED)
+                    raise UpstreamError(
+                        f"replica {record.replica.replica_id!r} was not ready within "
+                        f"{launch.ready_timeout_s:g} s",
+                        hint=f"see {record.log_path}",
+                        details={"timeout_s": launch.ready_timeout_s},
+                    )
+                await asyncio.sleep(self.poll_interval_s)
+
+
+EXECUTORS.add("local", LocalProcessExecutor)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+async def healthy(client: httpx.AsyncClient, url: str) -> bool:
+    """Whether ``GET url`` answers 200 (connection errors count as no)."""
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+async def _terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    if proc.poll() is not None:
+        return
+    _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGKILL)
+        while proc.poll() is None:
+            await asyncio.sleep(0.02)
+
+
+def _load_prctl() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_HAS_PRCTL = _PRCTL is not None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # runs in the child between fork and exec: ask for SIGTERM when the parent dies, and
+    # exit at once if it died before we asked
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[operator]
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+@atexit.register
+def _kill_children_at_exit() -> None:
+    for executor in list(_LIVE_EXECUTORS):
+        executor.kill_all_now()
