@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 
-from npucenter.errors import AuthenticationError, PermissionDeniedError
+from npucenter.errors import AuthenticationError, InvalidConfigError, PermissionDeniedError
 from npucenter.settings import Settings
 from npucenter.store.db import Database
 from npucenter.store.models import Tenant
@@ -74,8 +74,8 @@ class RequestContext:
         """The tenant a new object belongs to: the caller's own, or (admins) the one named."""
         if self.is_admin:
             if tenant_ref is None:
-                raise PermissionDeniedError(
-                    "an admin must name the tenant", hint="pass tenant (or --tenant NAME)"
+                raise InvalidConfigError(
+                    "tenant", None, "an admin must name the tenant", hint="pass --tenant NAME"
                 )
             return repo.get_tenant(tenant_ref)
         assert self.principal.tenant_id is not None

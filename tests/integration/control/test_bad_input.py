@@ -1,0 +1,243 @@
+"""Bad input is answered with a clear typed error, and nothing stored is lost or changed."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _snapshot(admin):
+    """Everything an admin can read, to compare before and after bad requests."""
+    return {
+        path: admin.get(path).json()
+        for path in (
+            "/api/tenants",
+            "/api/servers",
+            "/api/quotas",
+            "/api/deployments",
+            "/api/jobs",
+            "/api/keys",
+            "/api/usage",
+        )
+    }
+
+
+@pytest.fixture
+def populated(admin, tenant_client):
+    admin.post("/api/servers", json={"name": "rngd-1", "device_type": "rngd", "num_cards": 8})
+    acme = tenant_client("acme", "company")
+    kaist = tenant_client("kaist", "university")
+    for t in ("acme", "kaist"):
+        admin.put(
+            "/api/quotas",
+            json={"tenant": t, "device_type": "rngd", "nominal_cards": 4, "cohort": "c"},
+        )
+    job = kaist.post(
+        "/api/jobs",
+        json={
+            "name": "j",
+            "kind": "benchmark",
+            "device_type": "rngd",
+            "num_cards": 1,
+            "command": ["bench"],
+        },
+    ).json()
+    dep = acme.post(
+        "/api/deployments",
+        json={"name": "chat", "model": "llama-3.1-8b", "device_type": "rngd", "replicas": 1},
+    ).json()
+    return {"acme": acme, "kaist": kaist, "job": job, "dep": dep}
+
+
+def _error(resp, status, code):
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    return body["error"]
+
+
+def test_malformed_bodies_are_422_in_the_error_shape(admin, populated):
+    before = _snapshot(admin)
+    raw = admin.post(
+        "/api/tenants", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    _error(raw, 422, "invalid_request")
+    missing = _error(admin.post("/api/tenants", json={"name": "x"}), 422, "invalid_request")
+    assert missing["details"]["errors"][0]["field"] == "kind"
+    _error(
+        admin.post("/api/tenants", json={"name": "x", "kind": "company", "extra": 1}),
+        422,
+        "invalid_request",
+    )
+    _error(
+        admin.post("/api/servers", json={"name": "s", "device_type": "rngd", "num_cards": "many"}),
+        422,
+        "invalid_request",
+    )
+    _error(admin.post("/api/tenants", json=["a", "list"]), 422, "invalid_request")
+    _error(
+        admin.post(
+            "/api/jobs",
+            json={"tenant": "kaist", "name": "j2", "kind": "benchmark", "device_type": "rngd"},
+        ),
+        422,
+        "invalid_request",
+    )  # no image/command
+    assert _snapshot(admin) == before
+
+
+def test_negative_quotas_and_bad_limits_are_refused(admin, populated):
+    before = _snapshot(admin)
+    err = _error(
+        admin.put(
+            "/api/quotas", json={"tenant": "acme", "device_type": "rngd", "nominal_cards": -1}
+        ),
+        422,
+        "invalid_request",
+    )
+    assert err["details"]["errors"][0]["field"] == "nominal_cards"
+    _error(
+        admin.put(
+            "/api/quotas",
+            json={
+                "tenant": "acme",
+                "device_type": "rngd",
+                "nominal_cards": 2,
+                "borrowing_limit_cards": -3,
+            },
+        ),
+        422,
+        "invalid_request",
+    )
+    lend = _error(
+        admin.put(
+            "/api/quotas",
+            json={
+                "tenant": "acme",
+                "device_type": "rngd",
+                "nominal_cards": 2,
+                "lending_limit_cards": 3,
+            },
+        ),
+        422,
+        "invalid_request",
+    )
+    assert lend["details"]["field"] == "lending_limit_cards"
+    assert _snapshot(admin) == before
+
+
+def test_unknown_ids_are_404(admin, populated):
+    before = _snapshot(admin)
+    for path in (
+        "/api/jobs/999",
+        "/api/deployments/999",
+        "/api/tenants/nobody",
+        "/api/servers/none",
+        "/api/jobs/999/events",
+    ):
+        err = _error(admin.get(path), 404, "not_found")
+        assert err["details"]["kind"] in {"job", "deployment", "tenant", "server"}
+    _error(
+        admin.put(
+            "/api/quotas", json={"tenant": "nobody", "device_type": "rngd", "nominal_cards": 1}
+        ),
+        404,
+        "not_found",
+    )
+    dev = _error(
+        admin.post("/api/servers", json={"name": "x", "device_type": "tpu9", "num_cards": 1}),
+        404,
+        "not_found",
+    )
+    assert "furiosa_rngd" in dev["details"]["valid"]
+    model = _error(
+        populated["acme"].post(
+            "/api/deployments", json={"name": "m", "model": "gpt-17", "device_type": "rngd"}
+        ),
+        404,
+        "not_found",
+    )
+    assert model["details"]["kind"] == "model"
+    _error(admin.delete("/api/keys/999"), 404, "not_found")
+    _error(admin.patch("/api/deployments/999", json={"replicas": 1}), 404, "not_found")
+    assert _snapshot(admin) == before
+
+
+def test_duplicate_names_are_409(admin, populated):
+    before = _snapshot(admin)
+    _error(admin.post("/api/tenants", json={"name": "acme", "kind": "company"}), 409, "conflict")
+    _error(
+        admin.post("/api/servers", json={"name": "rngd-1", "device_type": "atom", "num_cards": 1}),
+        409,
+        "conflict",
+    )
+    _error(
+        populated["acme"].post(
+            "/api/deployments",
+            json={"name": "chat", "model": "llama-3.1-8b", "device_type": "rngd"},
+        ),
+        409,
+        "conflict",
+    )
+    assert _snapshot(admin) == before
+
+
+def test_model_that_does_not_fit_is_422_with_min_tp(admin, populated):
+    before = _snapshot(admin)
+    err = _error(
+        populated["acme"].post(
+            "/api/deployments",
+            json={
+                "name": "big",
+                "model": "llama-3.1-70b",
+                "device_type": "rngd",
+                "tp": 1,
+                "precision": "bf16",
+            },
+        ),
+        422,
+        "does_not_fit",
+    )
+    assert err["details"]["min_tp"] > 1
+    bad_precision = populated["acme"].post(
+        "/api/deployments",
+        json={"name": "p", "model": "llama-3.1-8b", "device_type": "rngd", "precision": "fp64"},
+    )
+    _error(bad_precision, 422, "invalid_request")
+    assert _snapshot(admin) == before
+
+
+def test_illegal_job_transitions_are_409_and_keep_state(admin, populated):
+    job = populated["job"]
+    assert job["state"] == "admitted"
+    err = _error(
+        admin.post(f"/api/jobs/{job['id']}/state", json={"state": "succeeded"}), 409, "conflict"
+    )
+    assert err["details"]["state"] == "admitted"
+    assert admin.get(f"/api/jobs/{job['id']}").json()["state"] == "admitted"
+    assert populated["kaist"].post(f"/api/jobs/{job['id']}/cancel").json()["state"] == "cancelled"
+    _error(admin.post(f"/api/jobs/{job['id']}/state", json={"state": "running"}), 409, "conflict")
+
+
+def test_keys_are_required_and_checked(anonymous, admin, populated):
+    _error(anonymous.get("/api/tenants"), 401, "unauthenticated")
+    bad = anonymous.get("/api/tenants", headers={"Authorization": "Bearer npc_wrong"})
+    _error(bad, 401, "unauthenticated")
+    assert anonymous.get("/healthz").json()["status"] == "ok"
+    _error(
+        populated["kaist"].post("/api/tenants", json={"name": "evil", "kind": "company"}),
+        403,
+        "permission_denied",
+    )
+    _error(populated["kaist"].post("/api/keys", json={"scope": "admin"}), 403, "permission_denied")
+    _error(
+        populated["kaist"].post(
+            f"/api/jobs/{populated['job']['id']}/state", json={"state": "succeeded"}
+        ),
+        403,
+        "permission_denied",
+    )
+    key = admin.post("/api/keys", json={"tenant": "kaist"}).json()
+    assert admin.delete(f"/api/keys/{key['id']}").json()["revoked_at_s"] is not None
+    revoked = anonymous.get("/api/whoami", headers={"Authorization": f"Bearer {key['key']}"})
+    _error(revoked, 401, "unauthenticated")
