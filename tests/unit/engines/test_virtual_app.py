@@ -167,6 +167,6 @@ async def test_metrics_report_tokens_power_and_energy(client: httpx.AsyncClient)
     assert values["vllm:generation_tokens_total"] == 4
     assert values["vllm:prompt_tokens_total"] == 2
     assert values["vllm:request_success_total"] == 1
-    assert values["npucenter:energy_j_total"] > 0
-    assert values["npucenter:power_w"] > 0
+    assert values["npucenter:energy_joules_total"] > 0
+    assert values["npucenter:power_watts"] > 0
     assert values["vllm:num_requests_running"] == 0

@@ -2,7 +2,7 @@
 
 Gauges and counters are read from the engine loop at scrape time (nothing is updated per
 token); latency histograms are observed once per finished request. Modelled power and energy
-are ``npucenter:power_w`` and ``npucenter:energy_j_total``.
+are ``npucenter:power_watts`` and ``npucenter:energy_joules_total`` (Prometheus base units).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from npucenter.engines.virtual.loop import EngineLoop, RequestResult
 
 __all__ = ["METRIC_ENERGY_J", "METRIC_POWER_W", "EngineMetrics"]
 
-METRIC_POWER_W = "npucenter:power_w"
-METRIC_ENERGY_J = "npucenter:energy_j_total"
+METRIC_POWER_W = "npucenter:power_watts"
+METRIC_ENERGY_J = "npucenter:energy_joules_total"
 
 _LATENCY_BUCKETS_S = (
     0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -58,7 +58,7 @@ class _LoopCollector(Collector):
         yield self._counter("npucenter:requests_aborted", "Requests aborted.", stats.aborted)
         yield self._gauge(METRIC_POWER_W, "Modelled power of the replica's cards (W).",
                           loop.power_w_now())  # fmt: skip
-        yield self._gauge("npucenter:idle_power_w", "Modelled idle power (W).", loop.idle_power_w)
+        yield self._gauge("npucenter:idle_power_watts", "Modelled idle power (W).", loop.idle_power_w)
         yield self._counter(
             METRIC_ENERGY_J.removesuffix("_total"),
             "Modelled energy of the replica's cards (J).",
