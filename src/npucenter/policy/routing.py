@@ -311,10 +311,11 @@ class NpuFirst:
 
 @ROUTING_POLICIES.register("slo-aware", aliases=("slo",))
 class SloAware:
-    """The replica predicted to finish the request soonest among those meeting both SLOs.
+    """The replica with the most headroom to the SLO, by the performance model's predictions.
 
-    Predicted end-to-end time = TTFT + TPOT × (max_output_tokens - 1) from the estimator. When
-    no replica is predicted to meet both limits, the one with the lowest predicted TTFT wins.
+    NOTE(routing): pressure = max(predicted TTFT / TTFT limit, predicted TPOT / TPOT limit); the
+    replica with the lowest pressure wins (ties: snapshot order). A pressure below 1 means the
+    request is predicted to meet both limits there. Without a TPOT limit only TTFT counts.
     """
 
     def __init__(self, context: RoutingContext | None = None) -> None:
@@ -324,23 +325,18 @@ class SloAware:
         self._tpot_slo_s = ctx.tpot_slo_s if ctx.tpot_slo_s is not None else math.inf
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
-        """Soonest predicted finish among SLO-feasible replicas, else lowest predicted TTFT."""
+        """Lowest predicted SLO pressure."""
         cands = _candidates(snapshot, request)
         if not cands:
             return _none(request)
-        ranked = _ttft_ranked(cands, request, self._estimator)
-        best: tuple[float, int, ReplicaState] | None = None
-        for ttft, i, state in ranked:
-            if ttft > self._ttft_slo_s:
-                break  # ranked by TTFT: the rest break it too
-            tpot = self._estimator.estimate_tpot_s(state) if self._estimator else 0.0
-            if tpot > self._tpot_slo_s:
-                continue
-            e2e = ttft + tpot * max(0, request.max_output_tokens - 1)
-            if best is None or (e2e, i) < best[:2]:
-                best = (e2e, i, state)
-        if best is not None:
-            return RouteDecision(replica_id=best[2].replica_id, reason="slo-aware: meets SLO")
+        best = (math.inf, 0, cands[0])
+        for ttft, i, state in _ttft_ranked(cands, request, self._estimator):
+            pressure = ttft / self._ttft_slo_s
+            if self._estimator is not None and math.isfinite(self._tpot_slo_s):
+                pressure = max(pressure, self._estimator.estimate_tpot_s(state) / self._tpot_slo_s)
+            if (pressure, i) < best[:2]:
+                best = (pressure, i, state)
+        verdict = "meets SLO" if best[0] <= 1 else "no replica predicted to meet SLO"
         return RouteDecision(
-            replica_id=ranked[0][2].replica_id, reason="slo-aware: no replica meets SLO"
+            replica_id=best[2].replica_id, reason=f"slo-aware: pressure {best[0]:.2f}, {verdict}"
         )

@@ -1,0 +1,420 @@
+"""The whole center on virtual time: replicas of many models and devices, a router per service,
+disaggregated prefill/decode, power and energy of every card (busy or idle).
+
+Event-driven: one heap of replica wake-ups and KV hand-offs, merged with the sorted arrivals;
+no wall clock. The routing policies are the same objects the live gateway calls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from npucenter.catalog import Catalog
+from npucenter.errors import InvalidConfigError, InvalidRequestError
+from npucenter.perf import IDLE_POWER_FRACTION, PerfModel, build_perf_model
+from npucenter.policy.routing import (
+    PerfEstimator,
+    ReplicaState,
+    RouteRequest,
+    RoutingContext,
+    RoutingPolicy,
+    RoutingSnapshot,
+    make_routing_policy,
+)
+from npucenter.sim.fleet import Deployment, FleetSpec
+from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+from npucenter.sim.results import SimResult
+from npucenter.workload.trace import Trace
+
+__all__ = ["Center", "SimReplica", "build_center"]
+
+_WAKE, _HANDOFF = 0, 1  # event kinds; at equal times wake-ups run first
+
+
+@dataclass(slots=True, eq=False)
+class SimReplica:
+    """One replica in the center: its scheduler, identity and cached routing state."""
+
+    index: int
+    replica_id: str
+    service: str
+    model_id: str
+    device_id: str
+    device_kind: str
+    role: str
+    tp: int
+    core: ReplicaCore
+    perf: PerfModel
+    state: ReplicaState
+    version: int = 0
+
+    def refresh_state(self) -> None:
+        """Rebuild the routing snapshot entry from the scheduler."""
+        core = self.core
+        self.state = ReplicaState(
+            replica_id=self.replica_id,
+            model_id=self.model_id,
+            device_id=self.device_id,
+            device_kind=self.device_kind,
+            num_running=core.num_running,
+            num_waiting=core.num_waiting,
+            outstanding_tokens=core.outstanding_tokens,
+            queued_prefill_tokens=core.queued_prefill_tokens,
+            kv_used_fraction=core.kv_used_fraction,
+            max_num_seqs=core.config.max_num_seqs,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class _ServicePools:
+    name: str
+    model_id: str
+    entry: list[SimReplica]  # where requests arrive (all replicas, or the prefill pool)
+    decode: list[SimReplica]  # the decode pool of a disaggregated service, else empty
+    policy: RoutingPolicy
+    decode_policy: RoutingPolicy | None
+
+
+class Center:
+    """A built center, ready to run traces (each :meth:`run` starts from an empty center)."""
+
+    def __init__(
+        self,
+        fleet: FleetSpec,
+        catalog: Catalog,
+        *,
+        policy: str = "least-outstanding-tokens",
+    ) -> None:
+        self.fleet = fleet
+        self.catalog = catalog
+        self.policy_name = policy
+        self._perf: dict[tuple[str, str, str | None, int], PerfModel] = {}
+        self.unused_cards: dict[str, int] = {}
+        self.idle_power_unused_w = 0.0
+        self.assumptions: list[str] = []
+        self._build_layout()
+
+    # --- construction -------------------------------------------------------------------------
+    def _perf_model(self, model: str, device: str, precision: str | None, tp: int) -> PerfModel:
+        key = (model, device, precision, tp)
+        if key not in self._perf:
+            self._perf[key] = build_perf_model(
+                self.catalog, model=model, device=device, precision=precision, tp=tp
+            )
+        return self._perf[key]
+
+    def _build_layout(self) -> None:
+        """Check every deployment can be built (perf models, card counts) once, up front."""
+        self._layout: list[tuple[str, Deployment, PerfModel]] = []
+        used: dict[str, int] = {}
+        for pool in self.fleet.servers:
+            for server in range(pool.num_servers):
+                next_card = 0
+                for dep in self.fleet.deployments:
+                    if dep.device.lower() != pool.device.lower():
+                        continue
+                    pm = self._perf_model(dep.model, dep.device, dep.precision, dep.tp)
+                    for _ in range(dep.replicas_per_server):
+                        rid = f"{pool.device}-{server}-r{next_card}"
+                        self._layout.append((rid, dep, pm))
+                        next_card += dep.tp
+                used[pool.device] = used.get(pool.device, 0) + pool.cards_per_server - next_card
+        for pool in self.fleet.servers:
+            free = used.get(pool.device, 0)
+            self.unused_cards[pool.device] = free
+            if free:
+                dev = self.catalog.device(pool.device)
+                if dev.idle_w is not None:
+                    self.idle_power_unused_w += free * dev.idle_w
+                elif dev.tdp_w is not None:
+                    self.idle_power_unused_w += free * IDLE_POWER_FRACTION * dev.tdp_w
+                else:
+                    self.assumptions.append(
+                        f"{free} unused {pool.device} cards counted at 0 W (no sourced power)"
+                    )
+        for pm in self._perf.values():
+            for line in pm.assumptions():
+                if line not in self.assumptions:
+                    self.assumptions.append(line)
+
+    def _fresh(self, timeline_bin_s: float) -> tuple[list[SimReplica], dict[str, _ServicePools]]:
+        replicas: list[SimReplica] = []
+        for rid, dep, pm in self._layout:
+            model = pm.model
+            core = ReplicaCore(
+                pm,
+                ReplicaConfig(
+                    max_num_seqs=dep.max_num_seqs,
+                    max_num_batched_tokens=dep.max_num_batched_tokens,
+                    block_size_tokens=dep.block_size_tokens,
+                    enable_chunked_prefill=dep.enable_chunked_prefill,
+                    max_model_len_tokens=model.max_context_tokens,
+                ),
+                record_completions=True,
+            )
+            core.timeline_bin_s = timeline_bin_s
+            rep = SimReplica(
+                index=len(replicas),
+                replica_id=rid,
+                service=dep.service,
+                model_id=model.model_id,
+                device_id=pm.device.device_id,
+                device_kind=pm.device.kind,
+                role=dep.role,
+                tp=dep.tp,
+                core=core,
+                perf=pm,
+                state=ReplicaState(
+                    replica_id=rid,
+                    model_id=model.model_id,
+                    device_id=pm.device.device_id,
+                    device_kind=pm.device.kind,
+                ),
+            )
+            rep.refresh_state()
+            replicas.append(rep)
+        pools: dict[str, _ServicePools] = {}
+        for svc in self.fleet.services:
+            mine = [r for r in replicas if r.service == svc.name]
+            prefill = [r for r in mine if r.role == "prefill"]
+            decode = [r for r in mine if r.role == "decode"]
+            entry = prefill or mine
+            context = RoutingContext(
+                estimator=PerfEstimator({r.replica_id: r.perf for r in mine}),
+                ttft_slo_s=svc.slo.ttft_s if math.isfinite(svc.slo.ttft_s) else None,
+                tpot_slo_s=svc.slo.tpot_s if math.isfinite(svc.slo.tpot_s) else None,
+            )
+            name = svc.routing or self.policy_name
+            pools[svc.name] = _ServicePools(
+                name=svc.name,
+                model_id=mine[0].model_id,
+                entry=entry,
+                decode=decode,
+                policy=make_routing_policy(name, context),
+                decode_policy=make_routing_policy(name, context) if decode else None,
+            )
+        return replicas, pools
+
+    # --- running ------------------------------------------------------------------------------
+    def run(
+        self,
+        trace: Trace,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        progress_every: int = 2000,
+        timeline_bin_s: float | None = None,
+    ) -> SimResult:
+        """Serve every request of ``trace``; returns per-request records and fleet totals.
+
+        Requests of a service the fleet lacks raise InvalidConfigError; a request no replica can
+        hold (too long) or no healthy replica serves is recorded as rejected (a miss).
+        """
+        n = len(trace)
+        if timeline_bin_s is None:
+            timeline_bin_s = max(1.0, trace.duration_s / 120.0)
+        replicas, pools = self._fresh(timeline_bin_s)
+        svc_pools = self._pools_for(trace, pools)
+        loop = _Loop(self.fleet, trace, replicas, svc_pools)
+        loop.run(progress, progress_every)
+        horizon = float(np.nanmax(loop.finish_s)) if np.any(np.isfinite(loop.finish_s)) else 0.0
+        horizon = max(horizon, float(trace.arrival_s[-1]) if n else 0.0)
+        return SimResult.build(
+            trace=trace,
+            fleet=self.fleet,
+            policy=self.policy_name,
+            replicas=replicas,
+            replica_index=loop.replica_index,
+            first_token_s=loop.first_token_s,
+            finish_s=loop.finish_s,
+            preemptions=loop.preemptions,
+            rejected=loop.rejected,
+            simulated_s=horizon,
+            timeline_bin_s=timeline_bin_s,
+            idle_power_unused_w=self.idle_power_unused_w,
+            unused_cards=dict(self.unused_cards),
+            assumptions=tuple(self.assumptions),
+            num_events=loop.num_events,
+        )
+
+    def _pools_for(self, trace: Trace, pools: Mapping[str, _ServicePools]) -> list[_ServicePools]:
+        out = []
+        for name in trace.service_names:
+            if name in pools:
+                out.append(pools[name])
+            elif len(pools) == 1 and name == "default":
+                out.append(next(iter(pools.values())))
+            else:
+                raise InvalidConfigError(
+                    "trace service",
+                    name,
+                    f"the fleet serves {sorted(pools)}; split the trace across them",
+                )
+        return out
+
+
+class _Loop:
+    """One run's mutable state and event loop."""
+
+    def __init__(
+        self,
+        fleet: FleetSpec,
+        trace: Trace,
+        replicas: Sequence[SimReplica],
+        svc_pools: Sequence[_ServicePools],
+    ) -> None:
+        n = len(trace)
+        self.fleet = fleet
+        self.trace = trace
+        self.replicas = replicas
+        self.svc_pools = svc_pools
+        self.by_id = {r.replica_id: r for r in replicas}
+        self.replica_index = np.full(n, -1, dtype=np.int64)
+        self.decode_replica_index = np.full(n, -1, dtype=np.int64)
+        self.first_token_s = np.full(n, np.nan)
+        self.finish_s = np.full(n, np.nan)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.rejected = np.zeros(n, dtype=bool)
+        self.heap: list[tuple[float, int, int, int, int]] = []
+        self.seq = 0
+        self.num_events = 0
+
+    def run(self, progress: Callable[[int, int], None] | None, every: int) -> None:
+        trace = self.trace
+        arrivals = trace.arrival_s.tolist()
+        prompts = trace.prompt_tokens.tolist()
+        outputs = trace.output_tokens.tolist()
+        services = trace.service_index.tolist()
+        n = len(arrivals)
+        heap = self.heap
+        i = 0
+        while i < n or heap:
+            if heap and (i >= n or heap[0][0] <= arrivals[i]):
+                t, kind, _, a, b = heapq.heappop(heap)
+                self.num_events += 1
+                if kind == _WAKE:
+                    rep = self.replicas[a]
+                    if rep.version != b:
+                        continue
+                    rep.core.advance_until(t)
+                    self._after_sync(rep)
+                else:
+                    self._handoff(a, t)
+                continue
+            self.num_events += 1
+            self._arrive(i, arrivals[i], prompts[i], outputs[i], self.svc_pools[services[i]])
+            i += 1
+            if progress is not None and i % every == 0:
+                progress(i, n)
+        if progress is not None:
+            progress(n, n)
+
+    def _arrive(self, idx: int, t: float, prompt: int, output: int, pools: _ServicePools) -> None:
+        disagg = bool(pools.decode)
+        decision = pools.policy.route(
+            RoutingSnapshot(now_s=t, replicas=tuple(r.state for r in pools.entry)),
+            RouteRequest(
+                request_id=str(idx),
+                model_id=pools.model_id,
+                prompt_tokens=prompt,
+                max_output_tokens=1 if disagg else output,
+            ),
+        )
+        rep = self.by_id.get(decision.replica_id) if decision.replica_id else None
+        if rep is None:
+            self.rejected[idx] = True
+            return
+        core = rep.core
+        core.advance_until(t)
+        try:
+            core.add(
+                SeqRequest(
+                    request_id=str(idx),
+                    prompt_tokens=prompt,
+                    max_output_tokens=1 if disagg else output,
+                    arrival_s=t,
+                    index=idx,
+                )
+            )
+        except InvalidRequestError:
+            self.rejected[idx] = True
+            self._after_sync(rep)
+            return
+        self.replica_index[idx] = rep.index
+        self._after_sync(rep)
+
+    def _after_sync(self, rep: SimReplica) -> None:
+        core = rep.core
+        if core.completions:
+            prefill_only = rep.role == "prefill"
+            for c in core.completions:
+                idx = c.index
+                self.preemptions[idx] += c.num_preemptions
+                if not math.isnan(c.first_token_s) and math.isnan(self.first_token_s[idx]):
+                    self.first_token_s[idx] = c.first_token_s
+                if prefill_only and self.trace.output_tokens[idx] > 1:
+                    delay = self._transfer_s(rep, int(self.trace.prompt_tokens[idx]))
+                    self.seq += 1
+                    heapq.heappush(self.heap, (c.finish_s + delay, _HANDOFF, self.seq, idx, 0))
+                else:
+                    self.finish_s[idx] = c.finish_s
+            core.completions.clear()
+        rep.refresh_state()
+        when = core.next_event_s()
+        rep.version += 1
+        if when is not None:
+            self.seq += 1
+            heapq.heappush(self.heap, (when, _WAKE, self.seq, rep.index, rep.version))
+
+    def _transfer_s(self, rep: SimReplica, prompt_tokens: int) -> float:
+        kv_bytes = rep.perf.kv_bytes_per_token * prompt_tokens
+        return self.fleet.network_latency_s + kv_bytes / (self.fleet.network_gb_per_s * 1e9)
+
+    def _handoff(self, idx: int, t: float) -> None:
+        pools = self.svc_pools[int(self.trace.service_index[idx])]
+        assert pools.decode_policy is not None
+        prompt = int(self.trace.prompt_tokens[idx])
+        output = int(self.trace.output_tokens[idx])
+        decision = pools.decode_policy.route(
+            RoutingSnapshot(now_s=t, replicas=tuple(r.state for r in pools.decode)),
+            RouteRequest(
+                request_id=str(idx),
+                model_id=pools.model_id,
+                prompt_tokens=prompt,
+                max_output_tokens=output,
+            ),
+        )
+        rep = self.by_id.get(decision.replica_id) if decision.replica_id else None
+        if rep is None:
+            self.rejected[idx] = True
+            return
+        rep.core.advance_until(t)
+        try:
+            rep.core.add(
+                SeqRequest(
+                    request_id=str(idx),
+                    prompt_tokens=prompt,
+                    max_output_tokens=output,
+                    arrival_s=t,
+                    index=idx,
+                    num_computed_tokens=prompt,
+                    num_output_tokens=1,
+                )
+            )
+        except InvalidRequestError:
+            self.rejected[idx] = True
+        else:
+            self.decode_replica_index[idx] = rep.index
+        self._after_sync(rep)
+
+
+def build_center(
+    fleet: FleetSpec, catalog: Catalog, *, policy: str = "least-outstanding-tokens"
+) -> Center:
+    """A center for ``fleet`` (raises the perf model's errors for deployments that cannot run)."""
+    make_routing_policy(policy)  # fail early on an unknown name
+    return Center(fleet, catalog, policy=policy)

@@ -1,0 +1,275 @@
+"""The simulator's fleet description: servers, model deployments, services, SLOs and network.
+
+Parsed from a mapping (the CLI reads the YAML file); a superset of the control plane's fleet
+file (``npucenter.fleet``), so a fleet that ``npucenter up`` runs can be simulated as is. See
+docs/simulator.md for the format. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from npucenter.errors import InvalidConfigError
+from npucenter.workload.slo import Slo, slo_from_spec
+
+__all__ = ["Deployment", "FleetSpec", "ServerPool", "ServiceSpec", "fleet_spec_from_mapping"]
+
+_ROLES = ("both", "prefill", "decode")
+_TOP_KEYS = {
+    "name",
+    "description",
+    "servers",
+    "services",
+    "slo",
+    "slos",
+    "routing",
+    "traffic",
+    "network_gb_per_s",
+    "network_latency_s",
+    "catalog",
+    "tariff_usd_per_device_hour",
+}
+_DEPLOY_KEYS = {
+    "model",
+    "device",
+    "precision",
+    "tp",
+    "replicas_per_server",
+    "service",
+    "role",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size_tokens",
+    "enable_chunked_prefill",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerPool:
+    """``num_servers`` servers of ``cards_per_server`` cards of one device."""
+
+    device: str
+    num_servers: int
+    cards_per_server: int
+
+    def __post_init__(self) -> None:
+        if self.num_servers < 1:
+            raise InvalidConfigError("servers.count", self.num_servers, "must be >= 1")
+        if self.cards_per_server < 1:
+            raise InvalidConfigError("servers.cards_per_server", self.cards_per_server, "< 1")
+
+    @property
+    def num_cards(self) -> int:
+        """Cards in the pool."""
+        return self.num_servers * self.cards_per_server
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment:
+    """Replicas of one model on one server pool, serving one service in one role."""
+
+    service: str
+    model: str
+    device: str
+    precision: str | None = None  # None: the device's default (FP8 where supported)
+    tp: int = 1
+    replicas_per_server: int = 1
+    role: str = "both"  # "both" | "prefill" | "decode" (disaggregated serving)
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    block_size_tokens: int = 16
+    enable_chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tp < 1:
+            raise InvalidConfigError("services.tp", self.tp, "must be >= 1")
+        if self.replicas_per_server < 1:
+            raise InvalidConfigError("services.replicas_per_server", self.replicas_per_server, "<1")
+        if self.role not in _ROLES:
+            raise InvalidConfigError("services.role", self.role, f"must be one of {_ROLES}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSpec:
+    """A named service: its model, SLO, routing policy (None: the run's) and traffic share."""
+
+    name: str
+    model: str
+    slo: Slo
+    routing: str | None = None
+    traffic_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.traffic_share >= 0:
+            raise InvalidConfigError("traffic", self.traffic_share, "shares must be >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetSpec:
+    """Everything the simulator needs to build a center (see docs/simulator.md)."""
+
+    name: str
+    servers: tuple[ServerPool, ...]
+    deployments: tuple[Deployment, ...]
+    services: tuple[ServiceSpec, ...]
+    network_gb_per_s: float = 12.5  # server-to-server KV transfer (GB/s); 100 GbE by default
+    network_latency_s: float = 0.0005
+    catalog_files: tuple[str, ...] = ()  # user catalog files, relative to the fleet file
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            raise InvalidConfigError("servers", [], "a fleet needs at least one server group")
+        if not self.deployments:
+            raise InvalidConfigError("services", [], "a fleet needs at least one deployment")
+        if not self.network_gb_per_s > 0:
+            raise InvalidConfigError("network_gb_per_s", self.network_gb_per_s, "must be > 0")
+        if self.network_latency_s < 0:
+            raise InvalidConfigError("network_latency_s", self.network_latency_s, "must be >= 0")
+        devices = [p.device.lower() for p in self.servers]
+        if len(set(devices)) != len(devices):
+            raise InvalidConfigError("servers.device", devices, "list each device once")
+        used: dict[str, int] = {}
+        for dep in self.deployments:
+            pool = self.pool(dep.device)
+            used[pool.device] = used.get(pool.device, 0) + dep.tp * dep.replicas_per_server
+            if used[pool.device] > pool.cards_per_server:
+                raise InvalidConfigError(
+                    "services",
+                    f"{dep.model} on {dep.device}",
+                    f"deployments need {used[pool.device]} cards per {pool.device} server but "
+                    f"a server has {pool.cards_per_server}",
+                    hint="lower tp or replicas_per_server",
+                )
+        names = [s.name for s in self.services]
+        for dep in self.deployments:
+            if dep.service not in names:
+                raise InvalidConfigError("services.service", dep.service, "has no service entry")
+        for svc in self.services:
+            roles = {d.role for d in self.deployments if d.service == svc.name}
+            if not roles:
+                raise InvalidConfigError("service", svc.name, "has no deployment")
+            if roles != {"both"} and roles != {"prefill", "decode"}:
+                raise InvalidConfigError(
+                    "services.role",
+                    sorted(roles),
+                    f"service {svc.name!r} needs either only 'both' deployments or both "
+                    "'prefill' and 'decode' ones (disaggregated)",
+                )
+
+    def pool(self, device: str) -> ServerPool:
+        """The server pool of ``device`` (case-insensitive)."""
+        for pool in self.servers:
+            if pool.device.lower() == device.lower():
+                return pool
+        raise InvalidConfigError(
+            "services.device", device, f"no server group; have {[p.device for p in self.servers]}"
+        )
+
+    def service(self, name: str) -> ServiceSpec:
+        """The service called ``name``."""
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise InvalidConfigError("service", name, f"not in {[s.name for s in self.services]}")
+
+
+def fleet_spec_from_mapping(data: Mapping[str, Any], *, default_slo: str = "none") -> FleetSpec:
+    """Parse a fleet mapping (see docs/simulator.md); errors name the offending key."""
+    if not isinstance(data, Mapping):
+        raise InvalidConfigError("fleet", type(data).__name__, "must be a mapping")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise InvalidConfigError(
+            "fleet", sorted(unknown), f"unknown keys; known: {sorted(_TOP_KEYS)}"
+        )
+    try:
+        servers = tuple(_server(s) for s in _list(data, "servers"))
+        deployments = tuple(_deployment(d) for d in _list(data, "services"))
+        slos = _mapping(data, "slos")
+        routing = _mapping(data, "routing")
+        traffic = _mapping(data, "traffic")
+        default = data.get("slo", default_slo)
+        services = []
+        for name in dict.fromkeys(d.service for d in deployments):
+            models = {d.model for d in deployments if d.service == name}
+            if len(models) != 1:
+                raise InvalidConfigError("service", name, f"serves several models {sorted(models)}")
+            services.append(
+                ServiceSpec(
+                    name=name,
+                    model=models.pop(),
+                    slo=slo_from_spec(slos.get(name, default)),
+                    routing=str(routing[name]) if name in routing else None,
+                    traffic_share=float(traffic.get(name, 1.0)),
+                )
+            )
+        for key, where in ((slos, "slos"), (routing, "routing"), (traffic, "traffic")):
+            for name in key:
+                if name not in {s.name for s in services}:
+                    raise InvalidConfigError(where, name, "no such service")
+        catalog = data.get("catalog") or ()
+        if isinstance(catalog, str):
+            catalog = (catalog,)
+        return FleetSpec(
+            name=str(data.get("name", "fleet")),
+            servers=servers,
+            deployments=deployments,
+            services=tuple(services),
+            network_gb_per_s=float(data.get("network_gb_per_s", 12.5)),
+            network_latency_s=float(data.get("network_latency_s", 0.0005)),
+            catalog_files=tuple(str(c) for c in catalog),
+        )
+    except KeyError as exc:
+        raise InvalidConfigError("fleet", exc.args[0], "missing required key") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidConfigError("fleet", str(exc), "malformed entry") from exc
+
+
+def _list(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InvalidConfigError(key, type(value).__name__, "must be a list of mappings")
+    return value
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise InvalidConfigError(key, type(value).__name__, "must be a mapping")
+    return value
+
+
+def _server(entry: Mapping[str, Any]) -> ServerPool:
+    unknown = set(entry) - {"device", "count", "cards_per_server"}
+    if unknown:
+        raise InvalidConfigError("servers", sorted(unknown), "unknown keys")
+    return ServerPool(
+        device=str(entry["device"]),
+        num_servers=int(entry.get("count", 1)),
+        cards_per_server=int(entry.get("cards_per_server", 8)),
+    )
+
+
+def _deployment(entry: Mapping[str, Any]) -> Deployment:
+    unknown = set(entry) - _DEPLOY_KEYS
+    if unknown:
+        raise InvalidConfigError(
+            "services", sorted(unknown), f"unknown keys; known: {sorted(_DEPLOY_KEYS)}"
+        )
+    model = str(entry["model"])
+    precision = entry.get("precision")
+    return Deployment(
+        service=str(entry.get("service", model)),
+        model=model,
+        device=str(entry["device"]),
+        precision=str(precision) if precision is not None else None,
+        tp=int(entry.get("tp", 1)),
+        replicas_per_server=int(entry.get("replicas_per_server", 1)),
+        role=str(entry.get("role", "both")),
+        max_num_seqs=int(entry.get("max_num_seqs", 256)),
+        max_num_batched_tokens=int(entry.get("max_num_batched_tokens", 8192)),
+        block_size_tokens=int(entry.get("block_size_tokens", 16)),
+        enable_chunked_prefill=bool(entry.get("enable_chunked_prefill", True)),
+    )
