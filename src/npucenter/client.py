@@ -57,12 +57,13 @@ class Client:
         *,
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout_s, transport=transport
-        )
+        self._owns_http = http is None
+        # ``http``: an existing client (e.g. FastAPI's TestClient) to send through.
+        self._http = http or httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
         self._has_key = bool(api_key)
 
     @classmethod
@@ -77,17 +78,19 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pool (unless the client was given one)."""
+        if self._owns_http:
+            self._http.close()
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Any:
         """One call; raises the typed error of an error response."""
         if not self._has_key and not path.startswith("/healthz"):
             raise AuthenticationError(
-                "no API key given", hint="set NPUCENTER_API_KEY to a key from `npucenter key create`"
+                "no API key given",
+                hint="set NPUCENTER_API_KEY to a key from `npucenter key create`",
             )
         try:
-            resp = self._http.request(method, path, json=json, params=params)
+            resp = self._http.request(method, path, json=json, params=params, headers=self._headers)
         except httpx.TimeoutException as exc:
             raise UpstreamError(
                 f"the server at {self.url} did not answer in time", details={"url": self.url}

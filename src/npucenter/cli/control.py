@@ -91,7 +91,7 @@ def _show(
     rows = doc if isinstance(doc, list) else [doc]
     table = Table(title=title or None, show_lines=False)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     fmt = fmt or {}
     for row in rows:
         table.add_row(*(escape(fmt.get(c, _cell)(row.get(c))) for c in columns))

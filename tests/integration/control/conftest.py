@@ -47,6 +47,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
+def admin_key() -> str:
+    """The admin key the app was created with."""
+    return ADMIN_KEY
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     """Epoch-seconds clock the app reads; tests advance it."""
     return FakeClock(T0_S)

@@ -1,0 +1,117 @@
+"""The CLI over the API (in process): --json documents, tables, exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from npucenter.cli import control
+from npucenter.cli.main import app as cli_app
+from npucenter.client import Client
+
+
+@pytest.fixture
+def cli(anonymous, admin_key, monkeypatch):
+    """``cli(*args, key=admin_key)`` runs the CLI against the in-process app; returns the result."""
+    runner = CliRunner()
+    monkeypatch.setattr(control.console, "width", 200)
+
+    def run(*args: str, key: str | None = None):
+        key = key or admin_key
+        monkeypatch.setattr(
+            control, "_api", lambda: Client("http://testserver", key, http=anonymous)
+        )
+        return runner.invoke(cli_app, list(args))
+
+    return run
+
+
+def _json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_scripted_session(cli):
+    tenant = _json(cli("tenant", "create", "kaist", "--kind", "university", "--json"))
+    assert tenant["name"] == "kaist" and tenant["kind"] == "university"
+    key = _json(cli("key", "create", "--tenant", "kaist", "--json"))["key"]
+    assert key.startswith("npc_")
+    assert (
+        _json(cli("fleet", "add", "rngd-1", "--device", "rngd", "--cards", "4", "--json"))[
+            "num_cards"
+        ]
+        == 4
+    )
+    quota = _json(
+        cli(
+            "quota",
+            "set",
+            "--tenant",
+            "kaist",
+            "--device",
+            "rngd",
+            "--nominal",
+            "2",
+            "--cohort",
+            "center",
+            "--json",
+        )
+    )
+    assert quota["nominal_cards"] == 2 and quota["cohort"] == "center"
+    job = _json(
+        cli(
+            "job",
+            "submit",
+            "ft",
+            "--kind",
+            "finetune",
+            "-d",
+            "rngd",
+            "--cards",
+            "2",
+            "--json",
+            "--",
+            "python",
+            "train.py",
+            key=key,
+        )
+    )
+    assert job["command"] == ["python", "train.py"] and job["state"] == "admitted"
+    shown = _json(cli("job", "show", str(job["id"]), "--json", key=key))
+    assert [e["to_state"] for e in shown["events"]] == ["queued", "admitted"]
+    table = cli("job", "list", key=key)
+    assert table.exit_code == 0 and "ft" in table.stdout and "admitted" in table.stdout
+    whoami = _json(cli("tenant", "list", "--json", key=key))
+    assert [t["name"] for t in whoami] == ["kaist"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "exit_code"),
+    [
+        (("tenant", "create", "x", "--kind", "zoo"), "invalid_request", 2),
+        (("tenant", "show", "nobody"), "not_found", 3),
+        (
+            ("quota", "set", "--tenant", "x", "--device", "rngd", "--nominal", "-1"),
+            "invalid_request",
+            2,
+        ),
+        (("fleet", "add", "s", "--device", "tpu9", "--cards", "1"), "not_found", 3),
+        (("job", "show", "42"), "not_found", 3),
+    ],
+)
+def test_errors_print_one_line_and_exit_with_the_code(cli, args, code, exit_code):
+    result = cli(*args)
+    assert result.exit_code == exit_code
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error[{code}]")
+
+
+def test_duplicate_and_unauthenticated_exit_codes(cli):
+    assert cli("tenant", "create", "a", "--kind", "company").exit_code == 0
+    dup = cli("tenant", "create", "a", "--kind", "company")
+    assert dup.exit_code == 4 and "error[conflict]" in dup.stderr
+    bad = cli("tenant", "list", key="npc_nope")
+    assert bad.exit_code == 9 and "error[unauthenticated]" in bad.stderr

@@ -1,0 +1,81 @@
+"""Settings from the environment, key secrets and the job state machine's shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from npucenter.cli.db import _safe
+from npucenter.errors import InvalidConfigError
+from npucenter.settings import Settings, normalize_database_url
+from npucenter.store import heads
+from npucenter.store.repository import JOB_STATES, JOB_TRANSITIONS, hash_secret, new_secret
+
+
+def test_settings_default_to_sqlite_in_the_data_dir(tmp_path):
+    s = Settings.from_env({}, data_dir=tmp_path)
+    assert s.database_url == f"sqlite:///{tmp_path / 'npucenter.db'}" and s.is_sqlite
+    assert s.admin_key is None and s.url == "http://127.0.0.1:8000"
+
+
+def test_settings_read_the_environment(tmp_path):
+    env = {
+        "NPUCENTER_DATABASE_URL": "postgresql://u:p@127.0.0.1:5432/db",
+        "NPUCENTER_ADMIN_KEY": "a-long-enough-admin-key",
+        "NPUCENTER_URL": "http://127.0.0.1:9000/",
+        "NPUCENTER_API_KEY": "npc_x",
+        "NPUCENTER_DATA_DIR": str(tmp_path),
+    }
+    s = Settings.from_env(env)
+    assert s.database_url == "postgresql+psycopg://u:p@127.0.0.1:5432/db" and not s.is_sqlite
+    assert s.url == "http://127.0.0.1:9000" and s.api_key == "npc_x"
+    assert s.data_dir == Path(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "oracle://a"])
+def test_unsupported_database_urls_are_refused(url):
+    with pytest.raises(InvalidConfigError) as info:
+        normalize_database_url(url)
+    assert info.value.field == "NPUCENTER_DATABASE_URL"
+
+
+def test_a_short_admin_key_is_refused(tmp_path):
+    with pytest.raises(InvalidConfigError) as info:
+        Settings(data_dir=tmp_path, admin_key="short")
+    assert info.value.value == "<hidden>"  # the key itself never appears in errors
+
+
+def test_secrets_are_prefixed_random_and_hashed():
+    secrets = {new_secret() for _ in range(200)}
+    assert len(secrets) == 200 and all(s.startswith("npc_") for s in secrets)
+    s = next(iter(secrets))
+    assert len(hash_secret(s)) == 64 and hash_secret(s) == hash_secret(s)
+    assert hash_secret(s) != hash_secret(s + "x")
+
+
+def test_job_state_machine_shape():
+    assert set(JOB_TRANSITIONS) == set(JOB_STATES)
+    terminal = {s for s, nxt in JOB_TRANSITIONS.items() if not nxt}
+    assert terminal == {"succeeded", "failed", "cancelled"}
+    assert JOB_TRANSITIONS["preempted"] == {"queued", "cancelled"}
+    # every state is reachable from queued
+    seen, todo = {"queued"}, ["queued"]
+    while todo:
+        for nxt in JOB_TRANSITIONS[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    assert seen == set(JOB_STATES)
+
+
+def test_packaged_migrations_have_one_head():
+    assert len(heads()) == 1
+
+
+def test_database_urls_are_shown_without_password():
+    assert (
+        _safe("postgresql+psycopg://user:pw@host:5432/db")
+        == "postgresql+psycopg://user@host:5432/db"
+    )
+    assert _safe("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
