@@ -99,7 +99,7 @@ async def test_cli_readers_with_injected_runner() -> None:
         return _read("furiosa_smi_info_2025.txt")
 
     samples = await FuriosaSmiTelemetry(runner=furiosa).sample()
-    assert [(s.source_id, s.power_w) for s in samples][0] == ("npu0", 41.5)
+    assert (samples[0].source_id, samples[0].power_w) == ("npu0", 41.5)
 
     async def rbln(argv: list[str]) -> str:
         return _read("rbln_smi.txt")
