@@ -20,6 +20,7 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,14 @@ from npucenter.gateway.errors import error_body, error_headers, sse_error_event
 from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
 from npucenter.gateway.routing import LeastOutstandingRouter, Router, RouteTicket
-from npucenter.metering.ledger import InMemoryLedger, Ledger, PriceBook, UsageRecord
+from npucenter.gateway.scrape import scrape_replica
+from npucenter.metering.ledger import (
+    InMemoryLedger,
+    Ledger,
+    PriceBook,
+    UsageRecord,
+    UsageTotals,
+)
 from npucenter.policy.prefix_affinity import prefix_block_hashes
 
 __all__ = ["Gateway", "GatewayConfig"]
@@ -74,6 +82,7 @@ class GatewayConfig:
     prefix_block_chars: int = 256
     max_prefix_blocks: int = 16
     max_connections: int = 2048
+    scrape_interval_s: float = 1.0  # engine /metrics (KV use, power); 0 = never
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -150,6 +159,10 @@ class Gateway:
         self._pending: list[UsageRecord] = []
         self._ticker: asyncio.Task[None] | None = None
         self._uses_prefixes = bool(getattr(self.router, "uses_prefixes", False))
+        self.started_wall_s = time.time()
+        self.usage_totals: dict[tuple[str, str], UsageTotals] = {}  # (tenant, model) -> totals
+        # one sample a second: (Unix time, requests answered, output tokens) for the dashboard
+        self.history: deque[tuple[float, int, int]] = deque(maxlen=600)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -201,11 +214,31 @@ class Gateway:
             self._pending[:0] = rows
 
     async def _tick_forever(self) -> None:
+        last_scrape_s = 0.0
+        energy_marks: dict[str, tuple[float, float]] = {}
         while True:
             await asyncio.sleep(self.config.ledger_flush_interval_s)
             for model_id in self.pool.models():  # replicas back from a cool-down take waiters
                 self.dispatcher.wake(model_id)
             await self.flush()
+            self._sample_history()
+            now_s = self.clock.now_s()
+            interval_s = self.config.scrape_interval_s
+            if interval_s > 0 and now_s - last_scrape_s >= interval_s and self._client is not None:
+                last_scrape_s = now_s
+                client = self._client
+                await asyncio.gather(
+                    *(scrape_replica(client, r, now_s, energy_marks) for r in self.pool.replicas())
+                )
+
+    def _sample_history(self) -> None:
+        wall_s = time.time()
+        if self.history and wall_s - self.history[-1][0] < 1.0:
+            return
+        totals = self.usage_totals.values()
+        self.history.append(
+            (wall_s, sum(t.num_requests for t in totals), sum(t.output_tokens for t in totals))
+        )
 
     # --- ASGI ------------------------------------------------------------------------------
 
@@ -581,25 +614,26 @@ class Gateway:
                     )
         if principal is None:
             return  # unauthenticated: nobody to charge (counted in the metrics above)
-        self._pending.append(
-            UsageRecord(
-                request_id=call.request_id,
-                tenant=principal.tenant,
-                key_id=principal.key_id,
-                service=model,
-                endpoint=call.endpoint,
-                replica_id=call.replica.replica_id if call.replica else "",
-                device_id=call.device_id,
-                status=call.status,
-                input_tokens=billed_in,
-                output_tokens=billed_out,
-                device_s=call.device_s,
-                energy_j=call.energy_j,
-                cost_usd=self.prices.cost_usd(call.device_id, call.device_s),
-                started_at_s=call.started_wall_s,
-                duration_s=max(0.0, end_s - call.started_s),
-            )
+        record = UsageRecord(
+            request_id=call.request_id,
+            tenant=principal.tenant,
+            key_id=principal.key_id,
+            service=model,
+            endpoint=call.endpoint,
+            replica_id=call.replica.replica_id if call.replica else "",
+            device_id=call.device_id,
+            status=call.status,
+            input_tokens=billed_in,
+            output_tokens=billed_out,
+            device_s=call.device_s,
+            energy_j=call.energy_j,
+            cost_usd=self.prices.cost_usd(call.device_id, call.device_s),
+            started_at_s=call.started_wall_s,
+            duration_s=max(0.0, end_s - call.started_s),
         )
+        self._pending.append(record)
+        key = (record.tenant, model)
+        self.usage_totals[key] = self.usage_totals.get(key, _ZERO).plus(record)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -658,6 +692,7 @@ class _Attempt:
         replica.num_served += 1
 
 
+_ZERO = UsageTotals()
 _ENDPOINTS = ["GET /v1/models", "POST /v1/chat/completions", "POST /v1/completions", "GET /metrics"]
 
 

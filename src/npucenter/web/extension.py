@@ -1,0 +1,38 @@
+"""The ``gateway`` server extension: what `npucenter up` adds to the control-plane app.
+
+The gateway at ``/v1`` (same port), its Prometheus ``/metrics``, the dashboard at ``/`` and the
+virtual fleet's replicas (started and stopped with the server).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
+from npucenter.gateway.metrics import CONTENT_TYPE
+from npucenter.gateway.server import build_gateway, launch_enabled, serve_fleet
+from npucenter.settings import Settings
+from npucenter.web.dashboard import install_dashboard
+
+__all__ = ["install_serving"]
+
+
+def install_serving(app: FastAPI, settings: Settings) -> None:
+    """Mount the gateway, ``/metrics`` and the dashboard on ``app``; run the fleet with it."""
+    gateway, fleet = build_gateway(app.state.control)
+    app.state.gateway = gateway
+    app.state.fleet = fleet
+    app.mount("/v1", gateway)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    install_dashboard(app, gateway, fleet)
+    launch = launch_enabled()
+    add_lifespan_hook(app, lambda _app: serve_fleet(gateway, fleet, launch=launch))
+
+
+if "gateway" not in SERVER_EXTENSIONS:
+    SERVER_EXTENSIONS.add("gateway", install_serving)
