@@ -124,7 +124,7 @@ class _PoolCollector(Collector):
             key = [r.replica_id, r.endpoint.device_id, r.endpoint.model_id]
             inflight.add_metric(key, r.inflight)
             util.add_metric(key, r.inflight / r.endpoint.max_inflight)
-            power.add_metric(key, r.meter.power_w if r.inflight else r.endpoint.idle_power_w)
+            power.add_metric(key, r.meter.power_w if r.inflight else r.idle_power_w)
             kv.add_metric(key, r.kv_usage_fraction)
             up.add_metric(key, 1.0 if r.is_up(now_s) else 0.0)
         queue = GaugeMetricFamily(

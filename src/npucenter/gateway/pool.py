@@ -45,6 +45,7 @@ class Replica:
     __slots__ = (
         "down_until_s",
         "endpoint",
+        "idle_power_w",
         "inflight",
         "kv_usage_fraction",
         "meter",
@@ -63,6 +64,7 @@ class Replica:
         self.inflight = 0
         self.outstanding_tokens = 0  # estimated tokens of the requests in flight
         self.kv_usage_fraction = 0.0  # from the engine's metrics when scraped
+        self.idle_power_w = endpoint.idle_power_w  # W, updated from the engine's metrics
         self.down_until_s = 0.0
         self.num_failures = 0
         self.num_served = 0

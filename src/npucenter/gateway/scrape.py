@@ -20,17 +20,19 @@ log = logging.getLogger(__name__)
 _KV = "vllm:kv_cache_usage_perc"
 _ENERGY = "npucenter:energy_joules_total"
 _POWER = "npucenter:power_watts"
+_IDLE_POWER = "npucenter:idle_power_watts"
 
 
 class ReplicaReading:
     """The figures read from one scrape (None: not exported by this engine)."""
 
-    __slots__ = ("energy_j", "kv_usage_fraction", "power_w")
+    __slots__ = ("energy_j", "idle_power_w", "kv_usage_fraction", "power_w")
 
     def __init__(self) -> None:
         self.kv_usage_fraction: float | None = None
         self.energy_j: float | None = None
         self.power_w: float | None = None
+        self.idle_power_w: float | None = None
 
 
 def parse_engine_metrics(text: str) -> ReplicaReading:
@@ -49,6 +51,8 @@ def parse_engine_metrics(text: str) -> ReplicaReading:
             reading.kv_usage_fraction = max(reading.kv_usage_fraction or 0.0, value)
         elif name == _ENERGY:
             reading.energy_j = (reading.energy_j or 0.0) + value
+        elif name == _IDLE_POWER:
+            reading.idle_power_w = (reading.idle_power_w or 0.0) + value
         elif name == _POWER:
             reading.power_w = (reading.power_w or 0.0) + value
     return reading
@@ -70,6 +74,8 @@ async def scrape_replica(
     reading = parse_engine_metrics(resp.text)
     if reading.kv_usage_fraction is not None:
         replica.kv_usage_fraction = reading.kv_usage_fraction
+    if reading.idle_power_w is not None:
+        replica.idle_power_w = reading.idle_power_w
     if reading.energy_j is not None:
         prev = last.get(replica.replica_id)
         last[replica.replica_id] = (now_s, reading.energy_j)

@@ -14,6 +14,8 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
 
 from npucenter.errors import NpuCenterError
 from npucenter.fleet import Fleet
@@ -23,7 +25,7 @@ from npucenter.web.charts import bar_chart, line_chart
 
 __all__ = ["install_dashboard", "render_dashboard"]
 
-_LOOPBACK = ("127.0.0.1", "::1", "localhost", "testclient")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 _template = _env.from_string(
     resources.files("npucenter.web").joinpath("templates/dashboard.html").read_text()
@@ -43,7 +45,7 @@ def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> s
             "inflight": r.inflight,
             "slots": r.endpoint.max_inflight,
             "kv": r.kv_usage_fraction,
-            "power_w": r.meter.power_w if r.inflight else r.endpoint.idle_power_w,
+            "power_w": r.meter.power_w if r.inflight else r.idle_power_w,
             "served": r.num_served,
             "failures": r.num_failures,
         }
@@ -97,9 +99,6 @@ def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> s
 
 def install_dashboard(app: Any, gateway: Gateway, fleet: Fleet) -> None:
     """Add ``GET /`` (the dashboard) to a FastAPI app."""
-    from fastapi import Request
-    from fastapi.responses import HTMLResponse, Response
-
     @app.get("/", include_in_schema=False)
     def dashboard(request: Request) -> Response:
         if not _allowed(request, gateway):

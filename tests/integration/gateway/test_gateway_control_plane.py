@@ -1,0 +1,140 @@
+"""The gateway inside the control-plane app: store keys and token rates, store ledger, dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+import npucenter.web.extension  # noqa: F401  (registers the 'gateway' server extension)
+from npucenter.api.app import build_server_app
+from npucenter.gateway.pool import ReplicaEndpoint
+from npucenter.gateway.testing import ScriptedUpstream, running_server
+from npucenter.settings import Settings
+
+ADMIN = "admin-key-for-tests-0123456789"
+
+
+@pytest.fixture
+def center(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, object, str]]:
+    monkeypatch.setenv("NPUCENTER_VIRTUAL_FLEET", "0")
+    monkeypatch.delenv("NPUCENTER_FLEET", raising=False)
+    settings = Settings.from_env({"NPUCENTER_ADMIN_KEY": ADMIN}, data_dir=tmp_path)
+    app = build_server_app(settings)
+    control = app.state.control
+    with control.tx() as repo:
+        acme = repo.create_tenant("acme", "company")
+        repo.set_quota(acme, "rngd", nominal_cards=1, tokens_per_s=2.0)  # 120 tokens/min
+        _, secret = repo.create_key(tenant_id=acme.id, scope="tenant", name="app")
+    upstream = ScriptedUpstream()
+    with running_server(upstream, lifespan="off") as up_url:
+        app.state.gateway.pool.set(
+            [
+                ReplicaEndpoint(
+                    replica_id="rngd-0-r0",
+                    base_url=up_url,
+                    model_id="llama-3.1-8b",
+                    device_id="rngd",
+                )
+            ]
+        )
+        with running_server(app) as url:
+            yield url, app, secret
+
+
+def _usage(url: str, n: int) -> list[dict[str, object]]:
+    import httpx
+
+    deadline = time.monotonic() + 5
+    rows: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        rows = [
+            r
+            for r in httpx.get(
+                f"{url}/api/usage", headers={"authorization": f"Bearer {ADMIN}"}
+            ).json()
+            if r["kind"] == "tokens"
+        ]
+        if len(rows) >= n:
+            break
+        time.sleep(0.05)
+    return rows
+
+
+def test_tenant_key_is_metered_into_the_store_ledger(center) -> None:  # type: ignore[no-untyped-def]
+    url, _app, secret = center
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
+    out = client.chat.completions.create(
+        model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+    )
+    admin = openai.OpenAI(base_url=f"{url}/v1", api_key=ADMIN, max_retries=0)
+    admin.chat.completions.create(
+        model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+    )
+    rows = _usage(url, 2)
+    by_tenant = {r["tenant"]: r for r in rows}
+    assert by_tenant["acme"]["tokens_out"] == 4
+    assert by_tenant["acme"]["tokens_in"] == out.usage.prompt_tokens  # type: ignore[union-attr]
+    assert by_tenant["operator"]["tokens_out"] == 3  # the admin key is metered too
+    assert by_tenant["acme"]["device_type"] == "rngd" and by_tenant["acme"]["cost_usd"] > 0
+
+
+def test_tenant_token_rate_from_the_quota_is_enforced(center) -> None:  # type: ignore[no-untyped-def]
+    url, _app, secret = center
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as info:  # 500 tokens > 120 tokens/min: never fits
+        client.chat.completions.create(
+            model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=500
+        )
+    assert info.value.body["code"] == "quota_exceeded"  # type: ignore[index]
+    client.chat.completions.create(
+        model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=100
+    )
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(
+            model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=100
+        )
+    assert (
+        info.value.body["code"] == "rate_limited" and "retry-after" in info.value.response.headers
+    )  # type: ignore[index]
+
+
+def test_revoked_and_unknown_keys_are_refused(center) -> None:  # type: ignore[no-untyped-def]
+    url, _app, _secret = center
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{url}/v1", api_key="npc_not_a_key", max_retries=0).models.list()
+
+
+def test_dashboard_and_metrics(center) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    url, app, secret = center
+    openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0).chat.completions.create(
+        model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "<svg" in page.text
+    assert "rngd-0-r0" in page.text and "acme" in page.text
+    assert "cdn" not in page.text.lower() and "<script" not in page.text.lower()
+    assert "npucenter_gateway_requests_total" in httpx.get(f"{url}/metrics").text
+    # a non-loopback client needs the admin key (ASGI transport with a remote client address)
+    basic = base64.b64encode(f":{ADMIN}".encode()).decode()
+    tenant_basic = base64.b64encode(f":{secret}".encode()).decode()
+
+    async def remote() -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
+            return [
+                (await http.get("/")).status_code,
+                (await http.get("/", headers={"authorization": f"Basic {basic}"})).status_code,
+                (
+                    await http.get("/", headers={"authorization": f"Basic {tenant_basic}"})
+                ).status_code,
+            ]
+
+    assert asyncio.run(remote()) == [401, 200, 401]
