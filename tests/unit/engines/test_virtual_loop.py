@@ -116,3 +116,40 @@ async def test_time_scale_zero_does_not_wait_on_the_clock(perf: Any) -> None:
     assert clock.now_s() == 0.0  # nothing slept on the real clock
     assert result.e2e_s > 0  # yet the modelled timeline moved
     await loop.stop()
+
+
+async def test_live_loop_reproduces_the_simulator_core_timeline() -> None:
+    """The virtual engine is the simulator's replica driven in time: same first-token and
+    finish times for the same requests."""
+    from npucenter.catalog import default_catalog
+    from npucenter.perf import build_perf_model
+    from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+
+    pm = build_perf_model(default_catalog(), model="llama-3.1-8b", device="rngd", tp=1)
+    reqs = [(300 + 250 * i, 5 + 3 * i) for i in range(6)]
+
+    core = ReplicaCore(pm, ReplicaConfig(max_num_seqs=8))
+    for i, (p, o) in enumerate(reqs):
+        core.add(
+            SeqRequest(request_id=f"r{i}", prompt_tokens=p, max_output_tokens=o, arrival_s=0.0)
+        )
+    first: dict[str, float] = {}
+    done: dict[str, float] = {}
+    now = 0.0
+    while (step := core.step(now)) is not None:
+        now = step.start_s + step.duration_s
+        for rid in step.first_token_ids:
+            first[rid] = now
+        for rid in step.finished_ids:
+            done[rid] = now
+
+    clock = FakeClock()
+    loop = _make_loop(pm, clock)
+    loop.start()
+    handles = [loop.submit(p, o, stream=False) for p, o in reqs]
+    results = await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 5)
+    for i, r in enumerate(results):
+        assert r.ttft_s == pytest.approx(first[f"r{i}"], rel=1e-9)
+        assert r.e2e_s == pytest.approx(done[f"r{i}"], rel=1e-9)
+        assert r.completion_tokens == reqs[i][1]
+    await loop.stop()

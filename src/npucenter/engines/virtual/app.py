@@ -213,6 +213,7 @@ class VirtualEngineApp:
                 await self._complete(req, handle, send)
         finally:
             watcher.cancel()
+            self.loop.abort(handle.request_id)  # no-op once finished; frees it on any failure
 
     async def _watch_disconnect(self, receive: Receive, handle: RequestHandle) -> None:
         while True:

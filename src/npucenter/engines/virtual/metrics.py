@@ -58,7 +58,9 @@ class _LoopCollector(Collector):
         yield self._counter("npucenter:requests_aborted", "Requests aborted.", stats.aborted)
         yield self._gauge(METRIC_POWER_W, "Modelled power of the replica's cards (W).",
                           loop.power_w_now())  # fmt: skip
-        yield self._gauge("npucenter:idle_power_watts", "Modelled idle power (W).", loop.idle_power_w)
+        yield self._gauge(
+            "npucenter:idle_power_watts", "Modelled idle power (W).", loop.idle_power_w
+        )
         yield self._counter(
             METRIC_ENERGY_J.removesuffix("_total"),
             "Modelled energy of the replica's cards (J).",
