@@ -38,8 +38,8 @@ def test_bad_arguments_exit_with_one_line(args: list[str], code: int, needle: st
 def test_serves_and_is_never_faster_than_modelled() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        CMD + ["--model", "llama-3.1-8b", "--device", "rngd", "--port", str(port)],
-        stderr=subprocess.PIPE,
+        [*CMD, "--model", "llama-3.1-8b", "--device", "rngd", "--port", str(port)],
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
