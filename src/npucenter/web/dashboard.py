@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from npucenter.errors import NpuCenterError
@@ -35,7 +35,7 @@ _template = _env.from_string(
 def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> str:
     """The HTML of the dashboard now."""
     now_s = gateway.pool.now_s()
-    replicas = [
+    replicas: list[dict[str, Any]] = [
         {
             "id": r.replica_id,
             "model": r.endpoint.model_id,
@@ -97,7 +97,7 @@ def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> s
     )
 
 
-def install_dashboard(app: Any, gateway: Gateway, fleet: Fleet) -> None:
+def install_dashboard(app: FastAPI, gateway: Gateway, fleet: Fleet) -> None:
     """Add ``GET /`` (the dashboard) to a FastAPI app."""
     @app.get("/", include_in_schema=False)
     def dashboard(request: Request) -> Response:
