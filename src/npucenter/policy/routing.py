@@ -156,6 +156,8 @@ class PerfEstimator:
         self._models = dict(models)
         self._nominal_context = float(nominal_context_tokens)
         self._per_token: dict[int, float] = {}
+        self._ttft_cache: dict[tuple[int, int], float] = {}  # (model, prompt) -> TTFT alone
+        self._tpot_cache: dict[tuple[int, int], float] = {}  # (model, batch) -> TPOT
 
     def _model(self, state: ReplicaState) -> StepLatencyModel | None:
         return self._models.get(state.replica_id)
@@ -168,26 +170,39 @@ class PerfEstimator:
             self._per_token[key] = rate
         return rate
 
+    def _ttft_alone_s(self, model: StepLatencyModel, prompt_tokens: int) -> float:
+        key = (id(model), prompt_tokens)
+        value = self._ttft_cache.get(key)
+        if value is None:
+            if len(self._ttft_cache) > 65_536:
+                self._ttft_cache.clear()
+            value = model.ttft_s(float(max(1, prompt_tokens)))
+            self._ttft_cache[key] = value
+        return value
+
+    def _tpot_at_s(self, model: StepLatencyModel, batch: int) -> float:
+        key = (id(model), batch)
+        value = self._tpot_cache.get(key)
+        if value is None:
+            value = model.tpot_s(float(batch), batch * self._nominal_context)
+            self._tpot_cache[key] = value
+        return value
+
     def estimate_ttft_s(self, state: ReplicaState, prompt_tokens: int) -> float:
         """Predicted time to first token of a ``prompt_tokens`` prompt routed there now."""
-        model = self._model(state)
+        model = self._models.get(state.replica_id)
         if model is None:
             return state.predicted_ttft_s or 0.0
         queued = state.queued_prefill_tokens * self._prefill_s_per_token(model)
-        in_flight = (
-            model.tpot_s(state.num_running, state.num_running * self._nominal_context)
-            if state.num_running
-            else 0.0
-        )
-        return queued + in_flight + model.ttft_s(float(max(1, prompt_tokens)))
+        in_flight = self._tpot_at_s(model, state.num_running) if state.num_running else 0.0
+        return queued + in_flight + self._ttft_alone_s(model, prompt_tokens)
 
     def estimate_tpot_s(self, state: ReplicaState) -> float:
         """Predicted time per output token once the request joins the running batch."""
-        model = self._model(state)
+        model = self._models.get(state.replica_id)
         if model is None:
             return 0.0
-        batch = float(state.num_running + 1)
-        return model.tpot_s(batch, batch * self._nominal_context)
+        return self._tpot_at_s(model, state.num_running + 1)
 
 
 def _candidates(snapshot: RoutingSnapshot, request: RouteRequest) -> list[ReplicaState]:

@@ -29,9 +29,10 @@ from npucenter.policy.routing import (
 from npucenter.sim.fleet import Deployment, FleetSpec
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.results import SimResult
+from npucenter.workload.slo import distserve_goodput_rps
 from npucenter.workload.trace import Trace
 
-__all__ = ["Center", "SimReplica", "build_center"]
+__all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 
 _WAKE, _HANDOFF = 0, 1  # event kinds; at equal times wake-ups run first
 
@@ -418,3 +419,30 @@ def build_center(
     """A center for ``fleet`` (raises the perf model's errors for deployments that cannot run)."""
     make_routing_policy(policy)  # fail early on an unknown name
     return Center(fleet, catalog, policy=policy)
+
+
+def distserve_goodput(
+    center: Center,
+    trace: Trace,
+    *,
+    target_fraction: float = 0.9,
+    low_scale: float = 0.25,
+    high_scale: float = 16.0,
+    rel_tol: float = 0.05,
+) -> float:
+    """DistServe goodput of ``center`` on ``trace``: the highest request rate (req/s) at which at
+    least ``target_fraction`` of requests meet their SLO, replaying the trace rate-scaled."""
+    base = trace.mean_rate_rps
+    if not base > 0:
+        raise InvalidConfigError("trace", trace.name, "needs at least two requests over time")
+
+    def attainment_at(rate_rps: float) -> float:
+        return float(center.run(trace.scale_rate(rate_rps / base)).summary["slo_attainment"])
+
+    return distserve_goodput_rps(
+        attainment_at,
+        low_rps=base * low_scale,
+        high_rps=base * high_scale,
+        target_fraction=target_fraction,
+        rel_tol=rel_tol,
+    )

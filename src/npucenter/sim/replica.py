@@ -210,7 +210,7 @@ class ReplicaCore:
         self._queued_prefill = 0
         self._remaining_out = 0
         self._free_s = 0.0  # when the current iteration ends (the replica is free)
-        self._plan: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._plan: _DecodeRun | None = None
         self._decode_alloc_step = -1  # iteration whose decode blocks are already allocated
         self.record_completions = record_completions
         self.completions: list[Completion] = []
@@ -360,16 +360,15 @@ class ReplicaCore:
     def advance_until(self, t_s: float) -> None:
         """Run every iteration that starts at or before ``t_s`` (same results as ``step``)."""
         while (self._running or self._waiting) and self._free_s <= t_s:
-            plan = self._current_plan()
-            if plan is None:
+            run = self._current_plan()
+            if run is None:
                 self._single_step(collect=False)
                 continue
-            _, starts, durations, powers = plan
-            k_all = len(durations)
-            k = int(np.searchsorted(starts[:k_all], t_s, side="right"))
-            self._apply_run(k, starts, durations, powers)
-            if k < k_all:  # stopped by t_s: keep the rest of the plan
-                self._plan = (self._d, starts[k:], durations[k:], powers[k:])
+            m = run.count_until(t_s)
+            self._apply_run(run, m)
+            if m < run.k:  # stopped by t_s: keep the rest of the run
+                run.consume(m)
+                run.d = self._d
                 return
             self._plan = None
 
@@ -378,30 +377,21 @@ class ReplicaCore:
         iteration that changes the counts of running or waiting requests (``None``: idle)."""
         if not (self._running or self._waiting):
             return None
-        plan = self._current_plan()
-        if plan is None:
+        run = self._current_plan()
+        if run is None:
             return self._free_s
-        return float(plan[1][len(plan[2]) - 1])
+        return run.start(run.k - 1)
 
     # --- internals: planning ------------------------------------------------------------------
-    def _current_plan(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
-        plan = self._plan
-        if plan is not None and plan[0] == self._d:
-            return plan
+    def _current_plan(self) -> _DecodeRun | None:
+        run = self._plan
+        if run is not None and run.d == self._d:
+            return run
         self._plan = None
         k = self._decode_run_length()
         if k <= 0:
             return None
-        n = self._n_dec
-        ctx = (self._s_dec + n) + n * np.arange(k, dtype=np.float64)
-        durations = np.asarray(self.perf.step_time_s(0.0, 0.0, float(n), ctx), dtype=np.float64)
-        powers = np.asarray(self.perf.step_power_w(0.0, 0.0, float(n), ctx), dtype=np.float64)
-        # sequential sums from the current time, exactly as one step at a time adds them
-        acc = np.empty(k + 1, dtype=np.float64)
-        acc[0] = self._free_s
-        acc[1:] = durations
-        starts = np.cumsum(acc)
-        self._plan = (self._d, starts, durations, powers)
+        self._plan = _DecodeRun.plan(self.perf, self._d, self._free_s, k, self._n_dec, self._s_dec)
         return self._plan
 
     def _decode_run_length(self) -> int:
@@ -454,9 +444,7 @@ class ReplicaCore:
             total += res[(-(d + j)) % bs]
         return total
 
-    def _apply_run(
-        self, k: int, starts: np.ndarray, durations: np.ndarray, powers: np.ndarray
-    ) -> None:
+    def _apply_run(self, run: _DecodeRun, k: int) -> None:
         if k <= 0:
             return
         n = self._n_dec
@@ -466,10 +454,9 @@ class ReplicaCore:
         self._remaining_out -= n * k
         self.num_output_tokens += n * k
         self.num_steps += k
-        start = float(starts[0])
-        end = float(starts[k])
-        energy = float(np.dot(powers[:k], durations[:k]))
-        self._account(start, end, end - start, energy)
+        start = run.start(0)
+        end = run.start(k)
+        self._account(start, end, end - start, run.energy(k))
         self._free_s = end
         self._pop_finished(end)
 
@@ -702,3 +689,112 @@ class ReplicaCore:
             share = (hi - lo) / span
             self.energy_by_bin[b] += energy * share
             self.busy_by_bin[b] += busy * share
+
+
+class _DecodeRun:
+    """``k`` pure-decode iterations starting at ``s0`` when the iteration counter is ``d``.
+
+    NOTE(sim): With ``n`` sequences decoding, iteration ``j`` reads ``C + n·j`` context tokens.
+    A roofline step time is the max of two functions linear in context, so it is linear in ``j``
+    unless the run crosses the compute/memory ridge; the same holds for energy (power × time is
+    idle·time plus a share of busy time). The run checks linearity at its midpoint (a convex
+    piecewise-linear function meets its chord there only if it has no kink inside) and then uses
+    closed forms: start(j) = s0 + j·t0 + dt·j(j-1)/2 and energy(m) = m·e0 + de·m(m-1)/2. A run that
+    crosses the ridge falls back to explicit per-iteration arrays (one vector call).
+    """
+
+    __slots__ = ("d", "de", "dt", "e0", "energies", "k", "s0", "starts", "t0")
+
+    def __init__(self, d: int, k: int, s0: float) -> None:
+        self.d = d
+        self.k = k
+        self.s0 = s0
+        self.t0 = self.dt = self.e0 = self.de = 0.0
+        self.starts: np.ndarray | None = None  # cumulative start times when not linear
+        self.energies: np.ndarray | None = None  # cumulative energies when not linear
+
+    @classmethod
+    def plan(cls, perf: StepCostModel, d: int, s0: float, k: int, n: int, s_dec: int) -> _DecodeRun:
+        run = cls(d, k, s0)
+        ctx0 = float(s_dec + n)
+        nf = float(n)
+
+        def point(j: int) -> tuple[float, float]:
+            ctx = ctx0 + nf * j
+            t = float(perf.step_time_s(0.0, 0.0, nf, ctx))
+            return t, t * float(perf.step_power_w(0.0, 0.0, nf, ctx))
+
+        t_first, e_first = point(0)
+        if k == 1:
+            run.t0, run.e0 = t_first, e_first
+            return run
+        t_last, e_last = point(k - 1)
+        run.t0, run.e0 = t_first, e_first
+        run.dt = (t_last - t_first) / (k - 1)
+        run.de = (e_last - e_first) / (k - 1)
+        if k >= 3:
+            mid = (k - 1) // 2
+            t_mid, e_mid = point(mid)
+            if abs(t_mid - (t_first + run.dt * mid)) > 1e-9 * t_last or abs(
+                e_mid - (e_first + run.de * mid)
+            ) > 1e-9 * max(e_last, 1e-300):
+                run._explicit(perf, ctx0, nf)
+        return run
+
+    def _explicit(self, perf: StepCostModel, ctx0: float, nf: float) -> None:
+        ctx = ctx0 + nf * np.arange(self.k, dtype=np.float64)
+        durations = np.asarray(perf.step_time_s(0.0, 0.0, nf, ctx), dtype=np.float64)
+        powers = np.asarray(perf.step_power_w(0.0, 0.0, nf, ctx), dtype=np.float64)
+        acc = np.empty(self.k + 1, dtype=np.float64)
+        acc[0] = self.s0
+        acc[1:] = durations
+        self.starts = np.cumsum(acc)
+        acc[0] = 0.0
+        acc[1:] = durations * powers
+        self.energies = np.cumsum(acc)
+
+    def start(self, j: int) -> float:
+        """Start time of iteration ``j`` (``j == k``: the end of the run)."""
+        if self.starts is not None:
+            return float(self.starts[j])
+        return self.s0 + j * self.t0 + self.dt * (j * (j - 1) / 2.0)
+
+    def energy(self, m: int) -> float:
+        """Energy of the first ``m`` iterations (J)."""
+        if self.energies is not None:
+            return float(self.energies[m])
+        return m * self.e0 + self.de * (m * (m - 1) / 2.0)
+
+    def count_until(self, t_s: float) -> int:
+        """How many of the run's iterations start at or before ``t_s``."""
+        if self.starts is not None:
+            return int(np.searchsorted(self.starts[: self.k], t_s, side="right"))
+        gap = t_s - self.s0
+        if gap < 0:
+            return 0
+        if gap >= self.start(self.k - 1) - self.s0:
+            return self.k
+        a = self.dt / 2.0
+        b = self.t0 - a
+        if a > 1e-300:
+            j = int((-b + math.sqrt(b * b + 4.0 * a * gap)) / (2.0 * a))
+        else:
+            j = int(gap / self.t0) if self.t0 > 0 else self.k
+        m = min(self.k, max(0, j + 1))
+        while m < self.k and self.start(m) <= t_s:
+            m += 1
+        while m > 0 and self.start(m - 1) > t_s:
+            m -= 1
+        return m
+
+    def consume(self, m: int) -> None:
+        """Drop the first ``m`` iterations (they have been applied)."""
+        if self.starts is not None and self.energies is not None:
+            self.starts = self.starts[m:]
+            self.energies = self.energies[m:] - self.energies[m]
+            self.s0 = float(self.starts[0])
+        else:
+            self.s0 = self.start(m)
+            self.t0 += m * self.dt
+            self.e0 += m * self.de
+        self.k -= m
