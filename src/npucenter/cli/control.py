@@ -158,7 +158,9 @@ def key_create(
     if json_out:
         print_json(doc)
         return
-    console.print(f"key {doc['id']} ({doc['scope']}): {doc['key']}", highlight=False)
+    console.print(
+        f"key {doc['id']} ({doc['scope']}): {doc['key']}", highlight=False, soft_wrap=True
+    )
     console.print("store it now: it cannot be shown again", style="yellow")
 
 

@@ -8,7 +8,6 @@ import typer
 
 from npucenter.cli._common import console, handle_errors, print_json
 from npucenter.settings import Settings
-from npucenter.store import current_revision, heads, upgrade
 
 __all__ = ["app"]
 
@@ -25,6 +24,8 @@ def db_upgrade(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Apply migrations to NPUCENTER_DATABASE_URL (default: SQLite in the data directory)."""
+    from npucenter.store import current_revision, upgrade  # sqlalchemy loads only when needed
+
     settings = Settings.from_env(data_dir=data_dir)
     if settings.is_sqlite:
         settings.ensure_data_dir()
@@ -44,6 +45,8 @@ def db_current(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Show the database's revision and the newest one."""
+    from npucenter.store import current_revision, heads
+
     settings = Settings.from_env(data_dir=data_dir)
     doc = {
         "database": _safe(settings.database_url),

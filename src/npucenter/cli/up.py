@@ -35,7 +35,9 @@ def up(
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:
-        console.print(f"admin key (shown once, store it now): {generated}", highlight=False)
+        console.print(
+            f"admin key (shown once, store it now): {generated}", highlight=False, soft_wrap=True
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: listening on {host}: anyone who can reach it may try keys")
     console.print(
