@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q tests
+	scripts/pg-test-server.sh run -- $(BIN)/pytest -q tests  # PostgreSQL on loopback for the store tests
 
 bench: $(STAMP)
 	@mkdir -p bench/results
