@@ -1,4 +1,5 @@
-"""Executors: run engine replicas as local processes (default), on Ray, or in memory (tests).
+"""Executors: run engine replicas as local processes (default), on Ray, inside this process
+(virtual engines only), or in memory (tests).
 
 ``EXECUTORS.get("local")()`` builds one; every executor satisfies :class:`Executor`.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from npucenter.executors.base import EXECUTORS, Executor, Replica, ReplicaState
 from npucenter.executors.fake import FakeExecutor
+from npucenter.executors.inprocess import InProcessExecutor
 from npucenter.executors.local import LocalProcessExecutor, free_port
 from npucenter.executors.ray import RayExecutor, accelerator_resources, ray_actor_options
 
@@ -14,6 +16,7 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "FakeExecutor",
+    "InProcessExecutor",
     "LocalProcessExecutor",
     "RayExecutor",
     "Replica",
