@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import typer
 import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from npucenter.catalog import Catalog
 from npucenter.catalog_files import load_catalog
-from npucenter.cli._common import console, err_console, handle_errors
+from npucenter.cli._common import console, handle_errors
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.plan.planner import (
     BASELINES,
     PlanOutcome,
     PlanResult,
+    Verifier,
     plan_capacity,
     spec_catalog,
 )
-from npucenter.plan.profile import AnalyticProfile, CachedProfile, ProfileSource
+from npucenter.plan.profile import AnalyticProfile, CachedProfile, ProfileSource, TrafficStats
 from npucenter.plan.report import render_html, result_to_dict
+from npucenter.plan.simulate import SimProfile, SimVerifier
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import resolve_traffic
 
@@ -105,73 +108,55 @@ def _read_spec(path: Path) -> PlanSpec:
 
 
 def _sources(
-    spec: PlanSpec, cat: Any, traffic: Any, profile: str, verify: bool
-) -> tuple[ProfileSource, Any, str]:
-    """The profile source and verifier; the simulator-backed ones when the simulator exists."""
+    spec: PlanSpec, cat: Catalog, traffic: Mapping[str, TrafficStats], profile: str, verify: bool
+) -> tuple[ProfileSource, Verifier | None, str]:
+    """The profile source (simulator bisection or closed form) and the simulator verifier."""
     plan_cat = spec_catalog(spec, cat)
-    analytic: ProfileSource = CachedProfile(AnalyticProfile(plan_cat, traffic))
-    verifier = None
-    label = "analytic (perf model, closed form)"
-    try:
-        from npucenter.plan import simulate as simulate_mod
-    except ImportError as exc:  # the simulator has not landed in this build
-        if profile == "sim" or verify:
-            err_console.print(
-                f"[yellow]simulator unavailable ({escape(str(exc))}); "
-                "using the analytic profile without verification[/]"
-            )
-        return analytic, None, label
-    if verify:
-        verifier = simulate_mod.SimVerifier(plan_cat, traffic_spec=spec)
+    verifier = SimVerifier(plan_cat, spec, traffic=traffic) if verify else None
     if profile == "sim":
-        source: ProfileSource = CachedProfile(simulate_mod.SimProfile(plan_cat, spec))
-        return source, verifier, simulate_mod.SimProfile.describe()
-    return analytic, verifier, label
+        sim = SimProfile(plan_cat, spec, traffic=traffic)
+        return CachedProfile(sim), verifier, sim.describe()
+    analytic = CachedProfile(AnalyticProfile(plan_cat, traffic))
+    return analytic, verifier, "analytic (perf model, closed form)"
 
 
 def _print(result: PlanResult, elapsed_s: float) -> None:
     services = [s.name for s in result.spec.services]
     table = Table(title=f"capacity plan {result.spec.name!r} (objective: {result.spec.objective})")
-    for col in (
-        "fleet",
-        "servers",
-        "NPU share",
-        "power kW",
-        "USD/h",
-        "USD/M out tok",
-        "J/out tok",
-        "verified",
-        *(f"SLO {s}" for s in services),
-    ):
+    for col in ("fleet", "servers", "NPU", "kW", "USD/h", "USD/Mtok", "J/tok", "verified"):
         table.add_column(col, justify="left" if col in ("fleet", "servers") else "right")
+    table.add_column("SLO met (" + " / ".join(services) + ")", justify="right")
     rows: list[tuple[str, PlanOutcome]] = [("plan", result.plan)] + [
         (n, result.baselines[n]) for n in BASELINES if n in result.baselines
     ]
     for name, out in rows:
         alloc = out.allocation
         if alloc is None:
-            table.add_row(name, "[red]infeasible[/]", *[""] * (6 + len(services)))
+            table.add_row(name, "[red]infeasible[/]", *[""] * 7)
             continue
         ver = out.verification
+        attained = " / ".join(
+            _fmt(ver.slo_attainment.get(s) if ver else None, ".1%") for s in services
+        )
         table.add_row(
-            name,
-            escape(", ".join(f"{n}x {d}" for d, n in alloc.servers.items() if n)),
+            name + (f" (via {out.found_by})" if out.found_by else ""),
+            escape(", ".join(f"{n}x {_short(d)}" for d, n in alloc.servers.items() if n)),
             f"{alloc.npu_share:.0%}",
             f"{alloc.power_w / 1e3:.1f}",
             f"{alloc.cost_usd_per_hour:.2f}",
             _fmt(out.cost_per_million_output_tokens, ".3f"),
-            _fmt(out.energy_j_per_output_token, ".3f"),
+            _fmt(out.energy_j_per_output_token, ".2f"),
             "[green]yes[/]" if out.verified else "[red]no[/]",
-            *(_fmt(ver.slo_attainment.get(s) if ver else None, ".1%") for s in services),
+            attained,
         )
     console.print(table)
     for line in result.comparison:
-        console.print(f"• {escape(line)}")
-    console.print("[bold]replicas[/]")
+        console.print(f"- {escape(line)}")
+    console.print("[bold]replicas (plan)[/]")
     if result.plan.allocation is not None:
         for label, count in sorted(result.plan.allocation.replicas.items()):
             console.print(f"  {count:4d} x {escape(label)}")
-    console.print("[bold]sensitivity[/]")
+    console.print("[bold]sensitivity (MILP, verified headroom)[/]")
     for case in result.sensitivity:
         a = case.allocation
         text = (
@@ -180,19 +165,19 @@ def _print(result: PlanResult, elapsed_s: float) -> None:
             else "infeasible"
         )
         console.print(f"  {escape(case.name)}: {escape(text)}")
-    console.print(
-        f"[bold]Pareto front[/] ({len(result.pareto)} points): "
-        + escape(
-            "; ".join(
-                f"{a.power_w / 1e3:.1f} kW -> {a.cost_usd_per_hour:.2f} USD/h"
-                for a in result.pareto
-            )
-        )
+    front = "; ".join(
+        f"{a.power_w / 1e3:.1f} kW -> {a.cost_usd_per_hour:.2f} USD/h" for a in result.pareto
     )
+    console.print(f"[bold]Pareto front[/] ({len(result.pareto)} points): {escape(front)}")
     console.print("[bold]assumptions[/]")
     for line in result.assumptions:
         console.print(f"  - {escape(line)}")
     console.print(f"profile source: {escape(result.profile_source)}; planned in {elapsed_s:.1f} s")
+
+
+def _short(device_id: str) -> str:
+    """``furiosa_rngd`` -> ``rngd``, ``nvidia_h100_sxm`` -> ``h100_sxm`` (table width)."""
+    return device_id.split("_", 1)[1] if "_" in device_id else device_id
 
 
 def _fmt(value: float | None, fmt: str) -> str:

@@ -7,6 +7,7 @@ Pure core: the profile source and the verifier are injected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -43,6 +44,7 @@ __all__ = [
     "build_device_types",
     "enumerate_candidates",
     "plan_capacity",
+    "raised_headroom",
     "spec_catalog",
 ]
 
@@ -91,6 +93,7 @@ class PlanOutcome:
     required_rps: Mapping[str, float]  # service -> traffic rate (no headroom)
     output_tokens_per_s: float  # traffic's generated tokens per second
     reason: str = ""  # why infeasible or not verified
+    found_by: str = ""  # set when the fleet was found (and verified) while solving another variant
 
     @property
     def feasible(self) -> bool:
@@ -278,8 +281,9 @@ def plan_capacity(
                 hint="; ".join(s for s in skipped if s.startswith(svc.name)) or "relax the SLO",
             )
     ctx = _Context(spec, devices, tuple(profiles), traffic, verifier)
-    plan = ctx.solve_verified("plan")
-    baselines = {name: ctx.solve_verified(name) for name in BASELINES}
+    solved = ctx.reconcile({name: ctx.solve_verified(name) for name in ("plan", *BASELINES)})
+    plan = solved["plan"]
+    baselines = {name: solved[name] for name in BASELINES}
     headroom = plan.headroom if plan.feasible else ctx.initial_headroom()
     base_problem = ctx.problem("plan", headroom)
     front = tuple(pareto_front(base_problem, pareto_points))
@@ -419,6 +423,54 @@ class _Context:
             allowed_inference_kinds=kinds,
         )
 
+    def fits(self, alloc: Allocation, variant: str) -> bool:
+        """Whether ``alloc`` obeys the restriction of ``variant``."""
+        kinds = {d.device_id: d.kind for d in self.devices}
+        if variant == "all-gpu":
+            return all(n == 0 for d, n in alloc.servers.items() if kinds[d] == "npu")
+        if variant == "all-npu":
+            return all(
+                kinds[dev] == "npu" for label in alloc.replicas for dev in self.labels[label].cards
+            )
+        if variant == "80-20":
+            tol = self.spec.rule.tolerance_fraction
+            share = self.spec.rule.npu_share
+            return share - tol - 1e-9 <= alloc.npu_share <= share + tol + 1e-9
+        return True
+
+    def objective_value(self, alloc: Allocation) -> float:
+        if self.spec.objective == "power":
+            return alloc.power_w
+        if self.spec.objective == "weighted":
+            return alloc.cost_usd_per_hour + alloc.power_w * self.spec.power_weight_usd_per_kw / 1e3
+        return alloc.cost_usd_per_hour
+
+    # NOTE(plan): the verify loop is path-dependent (headroom rises per variant), so one variant
+    # can end with a dearer fleet than another variant's verified fleet that also obeys its
+    # restriction (e.g. the free plan came out all-GPU and cheaper than the all-GPU baseline).
+    # Every verified fleet is a valid answer for each variant whose restriction it obeys, so each
+    # variant takes the best verified fleet it may use.
+    def reconcile(self, outcomes: Mapping[str, PlanOutcome]) -> dict[str, PlanOutcome]:
+        verified = [o for o in outcomes.values() if o.verified and o.allocation is not None]
+        out: dict[str, PlanOutcome] = {}
+        for name, own in outcomes.items():
+            usable = [o for o in verified if o.allocation and self.fits(o.allocation, name)]
+            if own.verified:
+                usable.append(own)
+            if not usable:
+                out[name] = own
+                continue
+            best = min(usable, key=lambda o: self.objective_value(o.allocation))  # type: ignore[arg-type]
+            if best is own or (
+                own.verified
+                and own.allocation is not None
+                and self.objective_value(own.allocation) <= self.objective_value(best.allocation)  # type: ignore[arg-type]
+            ):
+                out[name] = own
+            else:
+                out[name] = replace(best, name=name, found_by=best.name)
+        return out
+
     def _canonical(self, device_id: str) -> str:
         for opt, dev in zip(self.spec.devices, self.devices, strict=True):
             if opt.device_id == device_id:
@@ -426,8 +478,9 @@ class _Context:
         return device_id
 
     # NOTE(plan): verification loop. Solve, simulate the fleet on the full traffic, and for each
-    # service below its attainment target raise that service's headroom by a fixed step; at most
-    # ``verification.max_rounds`` solves. Headroom only grows, so each re-solve buys capacity.
+    # service below its attainment target raise that service's headroom (see raised_headroom);
+    # at most ``verification.max_rounds`` solves. Headroom only grows, so each re-solve buys
+    # capacity.
     def solve_verified(self, variant: str) -> PlanOutcome:
         spec = self.spec
         headroom = self.initial_headroom()
@@ -478,7 +531,12 @@ class _Context:
             last = (alloc, check)
             if round_no < spec.verification.max_rounds:
                 for name in missing:
-                    headroom[name] += spec.verification.headroom_step_fraction
+                    headroom[name] = raised_headroom(
+                        headroom[name],
+                        check.slo_attainment.get(name, 0.0),
+                        spec.service(name).slo.attainment_fraction,
+                        spec.verification.headroom_step_fraction,
+                    )
         assert last is not None
         return PlanOutcome(
             allocation=last[0],
@@ -490,6 +548,14 @@ class _Context:
             f"(headroom {_fmt_headroom(headroom)})",
             **common,  # type: ignore[arg-type]
         )
+
+
+def raised_headroom(headroom: float, attained: float, target: float, step_fraction: float) -> float:
+    """The headroom for the next round: one step per 5 points of missed attainment (1 to 4
+    steps), applied multiplicatively to the covered rate ``1 + headroom``."""
+    gap = max(0.0, target - attained)
+    steps = min(4, max(1, math.ceil(gap / 0.05 - 1e-9)))
+    return (1.0 + headroom) * (1.0 + step_fraction * steps) - 1.0
 
 
 def _fmt_headroom(headroom: Mapping[str, float]) -> str:

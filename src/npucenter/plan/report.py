@@ -39,6 +39,8 @@ def outcome_to_dict(outcome: PlanOutcome, services: Sequence[str]) -> dict[str, 
         "rounds": outcome.rounds,
         "headroom": dict(outcome.headroom),
         "reason": outcome.reason,
+        "found_by": outcome.found_by or None,
+        "verification_notes": list(ver.notes) if ver else [],
     }
 
 
@@ -219,8 +221,9 @@ def _comparison_table(rows: Sequence[tuple[str, PlanOutcome]], services: Sequenc
             f"<td>{_num(ver.slo_attainment.get(s) if ver else None, '.1%')}</td>" for s in services
         )
         mark = "<span class='ok'>yes</span>" if out.verified else "<span class='bad'>no</span>"
+        shown = f"{name} (fleet found via {out.found_by})" if out.found_by else name
         body.append(
-            f"<tr><td>{_e(name)}</td><td>{servers}</td><td>{alloc.npu_share:.0%}</td>"
+            f"<tr><td>{_e(shown)}</td><td>{servers}</td><td>{alloc.npu_share:.0%}</td>"
             f"<td>{alloc.power_w / 1e3:.1f}</td><td>{alloc.cost_usd_per_hour:.2f}</td>"
             f"<td>{_num(out.cost_per_million_output_tokens, '.3f')}</td>"
             f"<td>{_num(out.energy_j_per_output_token, '.3f')}</td><td>{mark}</td>{cells}</tr>"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from npucenter.errors import InvalidConfigError
+from npucenter.workload.slo import slo_from_spec
 
 __all__ = [
     "DeviceOption",
@@ -42,6 +43,7 @@ class SloSpec:
     ttft_s: float
     tpot_s: float
     attainment_fraction: float = 0.9
+    source: str = ""  # where the limits come from (a preset's citation)
 
     def __post_init__(self) -> None:
         _positive("slo.ttft_s", self.ttft_s)
@@ -320,6 +322,12 @@ class PlanSpec:
                     f"{dev.device_id}: user-supplied figures not in the sourced catalog: "
                     f"{figures} (source: {dev.override_source})"
                 )
+        for svc in self.services:
+            src = f" (limits: {svc.slo.source})" if svc.slo.source else ""
+            lines.append(
+                f"{svc.name}: SLO TTFT <= {svc.slo.ttft_s:g} s and TPOT <= {svc.slo.tpot_s:g} s "
+                f"for {svc.slo.attainment_fraction:.0%} of requests{src}"
+            )
         for dis in self.disaggregation:
             lines.append(
                 f"disaggregated {dis.prefill_device_id} prefill -> {dis.decode_device_id} decode: "
@@ -494,15 +502,29 @@ def _parse_service(data: Any) -> ServiceSpec:
             mean_input_tokens=traffic.get_opt_float("mean_input_tokens"),
             mean_output_tokens=traffic.get_opt_float("mean_output_tokens"),
         ),
-        slo=SloSpec(
-            ttft_s=slo.get_float("ttft_s"),
-            tpot_s=slo.get_float("tpot_s"),
-            attainment_fraction=slo.get_float("attainment_fraction", 0.9),
-        ),
+        slo=_parse_slo(slo),
     )
     for part in (traffic, slo, obj):
         part.done()
     return svc
+
+
+def _parse_slo(obj: _Obj) -> SloSpec:
+    """Limits given directly, or a named preset of :mod:`npucenter.workload.slo` (e.g. MLPerf)."""
+    preset_name = obj.get_opt_str("preset")
+    if preset_name is None:
+        return SloSpec(
+            ttft_s=obj.get_float("ttft_s"),
+            tpot_s=obj.get_float("tpot_s"),
+            attainment_fraction=obj.get_float("attainment_fraction", 0.9),
+        )
+    preset = slo_from_spec(preset_name)
+    return SloSpec(
+        ttft_s=obj.get_float("ttft_s", preset.ttft_s),
+        tpot_s=obj.get_float("tpot_s", preset.tpot_s),
+        attainment_fraction=obj.get_float("attainment_fraction", 0.9),
+        source=preset.source,
+    )
 
 
 def _parse_device(data: Any) -> DeviceOption:
