@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.admission_types import (
@@ -232,6 +232,9 @@ class _Cycle:
         for entry in sorted(running, key=lambda a: a.workload_id):
             if entry.tenant not in self.quotas:  # a tenant deleted while its work runs
                 self._add_tenant(TenantQuota(tenant=entry.tenant))
+            ceiling = self.quotas[entry.tenant].priority_class
+            if entry.priority_class > ceiling:  # ranked as its tenant's class at most
+                entry = replace(entry, priority_class=ceiling)
             for card in entry.card_indices:
                 other = holder.get((entry.server_id, card))
                 if other is not None:

@@ -106,9 +106,10 @@ def servers_from_cards(cards: Iterable[Card]) -> tuple[Server, ...]:
     """Group a store's card rows into :class:`Server` values (sorted by server id).
 
     A server is healthy when at least one of its cards is; unhealthy cards are listed per server.
+    A gap in a server's card indices (a card removed) is treated as an unhealthy card.
 
     Raises:
-        InvalidConfigError: one server lists two device types, or a card index twice, or has gaps.
+        InvalidConfigError: one server lists two device types, or a card index twice or < 0.
     """
     by_server: dict[str, list[Card]] = {}
     for card in cards:
@@ -120,18 +121,25 @@ def servers_from_cards(cards: Iterable[Card]) -> tuple[Server, ...]:
         if len(types) != 1:
             raise InvalidConfigError("device_type", sorted(types), f"{server_id} mixes types")
         indices = [c.card_index for c in rows]
-        if indices != list(range(len(rows))):
+        if len(set(indices)) != len(indices) or indices[0] < 0:
             raise InvalidConfigError(
-                "card_index", indices, f"{server_id} must number its cards 0..{len(rows) - 1}"
+                "card_index", indices, f"{server_id} needs distinct card indices >= 0"
             )
+        num_cards = indices[-1] + 1
+        by_index = {c.card_index: c for c in rows}
         servers.append(
             Server(
                 server_id=server_id,
                 device_type=rows[0].device_type,
-                num_cards=len(rows),
-                interconnect_groups=tuple(c.interconnect_group for c in rows),
+                num_cards=num_cards,
+                interconnect_groups=tuple(
+                    by_index[i].interconnect_group if i in by_index else -1
+                    for i in range(num_cards)
+                ),
                 healthy=any(c.healthy for c in rows),
-                unhealthy_card_indices=frozenset(c.card_index for c in rows if not c.healthy),
+                unhealthy_card_indices=frozenset(
+                    i for i in range(num_cards) if i not in by_index or not by_index[i].healthy
+                ),
             )
         )
     return tuple(servers)

@@ -577,5 +577,29 @@ def test_servers_from_cards_groups_rows() -> None:
     assert s2.interconnect_groups == (0, 0, 1, 1)
     assert s2.unhealthy_card_indices == frozenset({1}) and s2.healthy
     assert s2.usable_card_indices() == (0, 2, 3)
+    (gap,) = servers_from_cards([Card(server_id="s", card_index=2, device_type="rngd")])
+    assert gap.num_cards == 3 and gap.usable_card_indices() == (2,)  # removed cards: unusable
     with pytest.raises(InvalidConfigError):
-        servers_from_cards([Card(server_id="s", card_index=1, device_type="rngd")])
+        servers_from_cards([Card(server_id="s", card_index=0, device_type=d) for d in ("a", "b")])
+    with pytest.raises(InvalidConfigError):
+        servers_from_cards([Card(server_id="s", card_index=0, device_type="rngd")] * 2)
+
+
+def test_running_work_ranks_no_higher_than_its_tenants_class() -> None:
+    quotas = [
+        quota("co", 4, priority_class=P.RESEARCH),
+        quota("uni", 0, priority_class=P.EDUCATION),
+    ]
+    running = [
+        Admitted(
+            workload_id="claims-prod",
+            tenant="uni",
+            device_type="rngd",
+            server_id="s1",
+            card_indices=(0, 1, 2, 3),
+            priority_class=P.PRODUCTION,
+        )
+    ]
+    policy = AdmissionPolicy(reclaim_within_cohort=PreemptionPolicy.LOWER_PRIORITY)
+    d = run(snap([server("s1", 4)], quotas, running), [wl("svc", "co", 4)], policy=policy)
+    assert d.preempted_ids() == {"claims-prod"}
