@@ -170,3 +170,32 @@ async def test_metrics_report_tokens_power_and_energy(client: httpx.AsyncClient)
     assert values["npucenter:energy_joules_total"] > 0
     assert values["npucenter:power_watts"] > 0
     assert values["vllm:num_requests_running"] == 0
+
+
+class _BrokenCore:
+    def add(self, request: Any) -> None:
+        pass
+
+    def abort(self, request_id: str) -> None:
+        pass
+
+    def step(self, now_s: float) -> Any:
+        raise RuntimeError("device fell off the bus")
+
+
+async def test_a_dead_loop_is_reported_by_health_and_requests_fail_fast(perf: Any) -> None:
+    from npucenter.engines.virtual.app import VirtualEngineApp
+    from npucenter.engines.virtual.loop import EngineLoop
+
+    loop = EngineLoop(_BrokenCore(), idle_power_w=1.0, kv_capacity_tokens=1000, time_scale=0.0)
+    app = VirtualEngineApp(loop, model_name="tiny", max_model_len=1000)
+    loop.start()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://engine") as c:
+        first = await c.post("/v1/completions", json={"prompt": "a", "max_tokens": 2})
+        assert first.status_code == 502
+        assert (await c.get("/health")).status_code == 503
+        again = await c.post("/v1/completions", json={"prompt": "a", "max_tokens": 2})
+        assert again.status_code == 502
+    assert isinstance(loop.fatal, RuntimeError)
+    await loop.stop()

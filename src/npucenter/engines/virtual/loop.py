@@ -130,7 +130,7 @@ class EngineLoop:
         self._vnow = 0.0  # modelled time at which the next step starts
         self._energy_mark_v = 0.0  # modelled time up to which energy is accounted
         self._task: asyncio.Task[None] | None = None
-        self.fatal: BaseException | None = None
+        self.fatal: Exception | None = None
 
     # --- time ---------------------------------------------------------------------------------
     def modelled_now_s(self) -> float:
@@ -230,19 +230,16 @@ class EngineLoop:
             self.abort(rid)
 
     async def run(self) -> None:
-        """Step until cancelled; a failing step is fatal (reported by /health)."""
+        """Step until cancelled; a failing step stops the loop and is kept in ``fatal``."""
         try:
             while True:
                 if not await self._step_once():
                     await self._wait_for_work()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # fatal: recorded and reported, never swallowed silently
+        except Exception as exc:  # fatal: logged, kept in .fatal, reported by /health
             log.exception("virtual engine loop failed")
             self.fatal = exc
             for rid in list(self._live):
                 self.abort(rid)
-            raise
 
     async def _wait_for_work(self) -> None:
         self._wake.clear()
