@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from npucenter.bench.corpus import TokenCalibration, make_prompt
 from npucenter.bench.metrics import SLO, summarize
 from npucenter.bench.power import EnergyReport, PowerSampler, PowerSource
 from npucenter.bench.record import RequestRecord
-from npucenter.bench.scenario import PlannedRequest, Scenario, build_plan
+from npucenter.bench.scenario import PlannedRequest, Scenario, build_plan, iter_plan
 
 __all__ = ["RunOutcome", "RunProgress", "make_client", "run_load", "scenario_slo"]
 
@@ -93,9 +94,11 @@ async def run_load(
 ) -> RunOutcome:
     """Run ``scenario`` against ``target`` and summarise it (request failures never raise)."""
     cal = info.calibration if info is not None else TokenCalibration()
-    plan = plan if plan is not None else build_plan(scenario)
     progress = progress or RunProgress()
-    progress.planned, progress.sent, progress.completed, progress.failed = len(plan), 0, 0, 0
+    if plan is None and scenario.open_loop:
+        plan = build_plan(scenario)
+    progress.planned = len(plan) if plan is not None else (scenario.max_requests or 0)
+    progress.sent, progress.completed, progress.failed = 0, 0, 0
     progress.output_tokens = 0
     if scenario.warmup_requests:
         await _warmup(client, target, scenario, cal)
@@ -103,10 +106,10 @@ async def run_load(
     if sampler is not None and not await sampler.start():
         sampler = None
     sender = _Sender(client, target, scenario, cal, progress)
-    if scenario.open_loop:
+    if plan is not None and scenario.open_loop:
         records = await sender.open_loop(plan, step)
     else:
-        records = await sender.closed_loop(plan, step)
+        records = await sender.closed_loop(iter(plan) if plan else iter_plan(scenario), step)
     energy = await sampler.stop() if sampler is not None else None
     summary = summarize(
         records,
@@ -205,7 +208,7 @@ class _Sender:
         await self._drain(tasks, self.scenario.drain_timeout_s)
         return records
 
-    async def closed_loop(self, plan: list[PlannedRequest], step: int) -> list[RequestRecord]:
+    async def closed_loop(self, plan: Iterator[PlannedRequest], step: int) -> list[RequestRecord]:
         n_workers = self.scenario.concurrency or 1
         perf = time.perf_counter
         self.run_start = perf()
@@ -213,7 +216,7 @@ class _Sender:
         duration = self.scenario.duration_s
         deadline = self.run_start + duration if duration is not None else None
         used: list[RequestRecord] = []
-        queue = iter(plan)
+        queue = plan
 
         async def worker() -> None:
             for p in queue:

@@ -102,8 +102,9 @@ class ConstantPower:
 class PrometheusPower:
     """Scrape a Prometheus text page; sum every series of the power gauge / energy counter.
 
-    Without explicit names, the first metric whose name ends in ``power_watts`` (gauge) and
-    ``energy_joules_total`` (counter) is used.
+    Without explicit names, the virtual engine's ``npucenter:power_w`` / ``npucenter:energy_j_total``
+    are used when present, else the first metric whose name ends in a power / energy suffix
+    (``power_w``, ``power_watts`` / ``energy_j_total``, ``energy_joules_total``), idle gauges aside.
     """
 
     url: str
@@ -119,8 +120,8 @@ class PrometheusPower:
         if resp.status_code != 200:
             return None
         samples = parse_prometheus(resp.text)
-        power = _pick(samples, self.power_metric, "power_watts")
-        energy = _pick(samples, self.energy_metric, "energy_joules_total")
+        power = _pick(samples, self.power_metric, _POWER_NAMES, _POWER_SUFFIXES)
+        energy = _pick(samples, self.energy_metric, _ENERGY_NAMES, _ENERGY_SUFFIXES)
         if power is None and energy is None:
             return None
         return PowerReading(power_w=power, energy_j=energy)
@@ -199,11 +200,25 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return out
 
 
-def _pick(samples: dict[str, float], explicit: str | None, suffix: str) -> float | None:
+_POWER_NAMES = ("npucenter:power_w", "npucenter_power_watts")
+_POWER_SUFFIXES = ("power_w", "power_watts")
+_ENERGY_NAMES = ("npucenter:energy_j_total", "npucenter_energy_joules_total")
+_ENERGY_SUFFIXES = ("energy_j_total", "energy_joules_total")
+
+
+def _pick(
+    samples: dict[str, float],
+    explicit: str | None,
+    names: tuple[str, ...],
+    suffixes: tuple[str, ...],
+) -> float | None:
     if explicit:
         return samples.get(explicit)
+    for name in names:
+        if name in samples:
+            return samples[name]
     for name in sorted(samples):
-        if name.endswith(suffix):
+        if name.endswith(suffixes) and "idle" not in name:
             return samples[name]
     return None
 

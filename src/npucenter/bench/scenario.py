@@ -7,9 +7,10 @@ of :class:`PlannedRequest` that the load generator sends, so the same seed gives
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "Scenario",
     "TraceRow",
     "build_plan",
+    "iter_plan",
 ]
 
 #: Arrival processes a scenario may name.
@@ -139,32 +141,32 @@ def build_plan(scenario: Scenario, rng: random.Random | None = None) -> list[Pla
     """Expand ``scenario`` into the requests to send, in order of ``scheduled_s``.
 
     A ``duration_s`` bound keeps only arrivals before it; with ``max_requests`` too, whichever
-    comes first. Closed-loop plans need ``max_requests`` or get as many as a generous bound
-    allows (the generator stops them at ``duration_s``).
+    comes first. A closed-loop plan needs ``max_requests`` here; use :func:`iter_plan` for one
+    bounded only by time.
     """
+    if scenario.arrival == "concurrency" and scenario.max_requests is None:
+        raise InvalidConfigError(
+            "max_requests", None, "a closed-loop plan bounded by time only is endless: iter_plan"
+        )
+    return list(iter_plan(scenario, rng))
+
+
+def iter_plan(scenario: Scenario, rng: random.Random | None = None) -> Iterator[PlannedRequest]:
+    """The requests of ``scenario`` one by one (endless for time-bounded closed loops)."""
     rng = rng or random.Random(scenario.seed)
     if scenario.arrival == "trace":
-        return _trace_plan(scenario)
-    limit = scenario.max_requests
-    if limit is None:
-        assert scenario.duration_s is not None
-        rate = scenario.rate_rps or 0.0
-        # closed loop: unknown rate; cap the plan so memory stays bounded
-        limit = int(rate * scenario.duration_s * 2 + 100) if rate else 1_000_000
-    plan: list[PlannedRequest] = []
+        yield from _trace_plan(scenario)
+        return
+    counter = range(scenario.max_requests) if scenario.max_requests else itertools.count()
     t_s = 0.0
-    for i in range(limit):
-        if scenario.arrival != "concurrency":
+    for i in counter:
+        if scenario.open_loop:
             if i > 0:
                 t_s += _gap_s(scenario, rng)
             if scenario.duration_s is not None and t_s >= scenario.duration_s:
-                break
+                return
         n_in, n_out = _lengths(scenario, rng)
-        sched = t_s if scenario.open_loop else 0.0
-        plan.append(
-            PlannedRequest(index=i, scheduled_s=sched, input_tokens=n_in, output_tokens=n_out)
-        )
-    return plan
+        yield PlannedRequest(index=i, scheduled_s=t_s, input_tokens=n_in, output_tokens=n_out)
 
 
 def _gap_s(scenario: Scenario, rng: random.Random) -> float:

@@ -1,0 +1,179 @@
+"""Sweeps: a rate sweep to saturation and a concurrency sweep, each a series of bounded runs.
+
+NOTE(bench): the saturation point is the endpoint's service rate: the most requests per second it
+completes in steady state. Each step's steady throughput counts completions inside the send
+window after warm-up (see ``metrics._steady_throughput``); once offered load exceeds capacity the
+queue grows and that count is the capacity itself. A rate sweep without explicit rates first
+probes capacity with a short closed-loop run at high concurrency, then offers fixed fractions of
+it (below and above), so the ladder brackets the knee in a bounded number of steps. We report
+``saturation_rps`` (the highest steady throughput seen) and ``max_sustained_rate_rps`` (the
+highest offered rate still served at >= 90 % of what its schedule offered, nothing dropped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from npucenter.bench.client import EndpointInfo, Target
+from npucenter.bench.loadgen import RunOutcome, RunProgress, run_load
+from npucenter.bench.power import PowerSource
+from npucenter.bench.scenario import Scenario
+from npucenter.errors import InvalidConfigError
+
+__all__ = [
+    "DEFAULT_RATE_FRACTIONS",
+    "SweepOutcome",
+    "concurrency_sweep",
+    "rate_sweep",
+    "saturation_of",
+]
+
+#: Offered load as fractions of the probed capacity.
+DEFAULT_RATE_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.05, 1.25, 1.5)
+_SUSTAINED_FRACTION = 0.9
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class SweepOutcome:
+    """The steps of a sweep and what they say about saturation."""
+
+    steps: list[RunOutcome]
+    saturation: dict[str, Any]
+    probe: dict[str, Any] | None = None
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Per-step rows for the result file (``offered`` is rate or concurrency)."""
+        return [{"step": i, **s.extra, "summary": s.summary} for i, s in enumerate(self.steps)]
+
+    def records(self) -> list[Any]:
+        """All request records of every step."""
+        return [r for s in self.steps for r in s.records]
+
+
+def saturation_of(steps: Sequence[RunOutcome]) -> dict[str, Any]:
+    """Saturation figures of a sweep's steps."""
+    best_rps = 0.0
+    best_tok = 0.0
+    best_step = None
+    sustained = None
+    for i, s in enumerate(steps):
+        thr = s.summary.get("steady_request_throughput_rps") or s.summary["request_throughput_rps"]
+        if thr > best_rps:
+            best_rps, best_step = thr, i
+            best_tok = s.summary["output_tokens_per_s"]
+        offered: float | None = s.extra.get("offered_rate_rps")
+        if offered is None:
+            continue
+        # judge against the rate the (random) schedule actually offered in this short step
+        realized: float = s.summary.get("scheduled_rate_rps") or offered
+        if thr >= _SUSTAINED_FRACTION * realized and s.summary["dropped"] == 0:
+            sustained = max(sustained or 0.0, offered)
+    return {
+        "saturation_rps": best_rps,
+        "saturation_output_tokens_per_s": best_tok,
+        "saturation_step": best_step,
+        "max_sustained_rate_rps": sustained,
+        "definition": "highest steady completion rate over the sweep's steps",
+    }
+
+
+async def rate_sweep(
+    client: httpx.AsyncClient,
+    target: Target,
+    base: Scenario,
+    *,
+    info: EndpointInfo | None = None,
+    rates_rps: Sequence[float] | None = None,
+    step_duration_s: float = 10.0,
+    probe_concurrency: int = 256,
+    fractions: Sequence[float] = DEFAULT_RATE_FRACTIONS,
+    progress: RunProgress | None = None,
+    power: PowerSource | None = None,
+) -> SweepOutcome:
+    """Offer increasing open-loop rates for ``step_duration_s`` each; find the saturation point."""
+    if step_duration_s <= 0:
+        raise InvalidConfigError("step_duration_s", step_duration_s, "must be > 0")
+    probe = None
+    if not rates_rps:
+        probe_sc = dataclasses.replace(
+            base,
+            name=f"{base.name}-probe",
+            arrival="concurrency",
+            concurrency=probe_concurrency,
+            duration_s=step_duration_s,
+            max_requests=None,
+            drain_timeout_s=step_duration_s,
+        )
+        if progress is not None:
+            progress.label = f"probe c={probe_concurrency}"
+        probe_run = await run_load(client, target, probe_sc, info=info, progress=progress)
+        cap = (
+            probe_run.summary.get("steady_request_throughput_rps")
+            or probe_run.summary["request_throughput_rps"]
+        )
+        if not cap:
+            raise InvalidConfigError(
+                "endpoint", target.root_url, "the capacity probe completed no request"
+            )
+        probe = {"concurrency": probe_concurrency, "throughput_rps": cap}
+        rates_rps = [cap * f for f in fractions]
+    steps: list[RunOutcome] = []
+    for i, rate in enumerate(rates_rps):
+        sc = dataclasses.replace(
+            base,
+            name=f"{base.name}-r{i}",
+            arrival=base.arrival if base.arrival in ("poisson", "constant", "gamma") else "poisson",
+            rate_rps=rate,
+            duration_s=step_duration_s,
+            max_requests=None,
+            drain_timeout_s=max(step_duration_s, 5.0),
+            seed=base.seed + i,
+        )
+        if progress is not None:
+            progress.label, progress.step, progress.num_steps = (
+                f"{rate:.2f} req/s",
+                i,
+                len(rates_rps),
+            )
+        run = await run_load(client, target, sc, info=info, progress=progress, power=power, step=i)
+        run.extra["offered_rate_rps"] = rate
+        steps.append(run)
+    return SweepOutcome(steps=steps, saturation=saturation_of(steps), probe=probe)
+
+
+async def concurrency_sweep(
+    client: httpx.AsyncClient,
+    target: Target,
+    base: Scenario,
+    levels: Sequence[int],
+    *,
+    info: EndpointInfo | None = None,
+    step_duration_s: float = 10.0,
+    progress: RunProgress | None = None,
+    power: PowerSource | None = None,
+) -> SweepOutcome:
+    """Closed-loop runs at each concurrency level for ``step_duration_s`` each."""
+    if not levels or min(levels) < 1:
+        raise InvalidConfigError("concurrency levels", list(levels), "need levels >= 1")
+    steps: list[RunOutcome] = []
+    for i, level in enumerate(levels):
+        sc = dataclasses.replace(
+            base,
+            name=f"{base.name}-c{level}",
+            arrival="concurrency",
+            concurrency=level,
+            rate_rps=None,
+            duration_s=step_duration_s,
+            max_requests=None,
+            drain_timeout_s=max(step_duration_s, 5.0),
+        )
+        if progress is not None:
+            progress.label, progress.step, progress.num_steps = f"c={level}", i, len(levels)
+        run = await run_load(client, target, sc, info=info, progress=progress, power=power, step=i)
+        run.extra["concurrency"] = level
+        steps.append(run)
+    return SweepOutcome(steps=steps, saturation=saturation_of(steps))
