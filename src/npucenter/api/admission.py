@@ -14,7 +14,8 @@ import logging
 from collections import defaultdict
 
 from npucenter.api.context import ControlPlane
-from npucenter.api.schemas import AdmissionReport, AllocationOut
+from npucenter.api.schemas import AdmissionReport, AllocationOut, PendingOut
+from npucenter.errors import NpuCenterError
 from npucenter.policy.admission import (
     AdmissionDecision,
     AdmissionSnapshot,
@@ -29,7 +30,7 @@ from npucenter.policy.quota import PriorityClass, TenantQuota
 from npucenter.store.models import Allocation, Card, Deployment, Job, Replica, Server
 from npucenter.store.repository import QuotaView, Repository
 
-__all__ = ["build_snapshot", "run_admission"]
+__all__ = ["admit_after_change", "build_snapshot", "run_admission"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,15 @@ def run_admission(control: ControlPlane) -> AdmissionReport:
         snapshot, pending = build_snapshot(repo, now_s)
         decision = decide_admission(snapshot, pending, now_s)
         return _apply(repo, decision, len(pending))
+
+
+def admit_after_change(control: ControlPlane) -> AdmissionReport | None:
+    """Run a cycle after a committed change; a failing cycle is logged, never fails the change."""
+    try:
+        return run_admission(control)
+    except NpuCenterError as exc:
+        log.warning("admission cycle failed after a change: %s", exc)
+        return None
 
 
 def build_snapshot(repo: Repository, now_s: float) -> tuple[AdmissionSnapshot, list[Workload]]:
@@ -252,6 +262,12 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
     return AdmissionReport(
         admitted=admitted,
         preempted=preempted,
+        pending=[
+            PendingOut(
+                workload=p.workload_id, tenant=p.tenant, reason=p.reason.value, message=p.message
+            )
+            for p in decision.pending
+        ],
         num_pending=num_pending,
         num_still_pending=len(decision.pending),
     )

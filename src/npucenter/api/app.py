@@ -20,7 +20,7 @@ from npucenter.api.errors import install_error_handlers
 from npucenter.api.routes import ROUTERS
 from npucenter.registry import Registry
 from npucenter.settings import Settings
-from npucenter.store import Database, current_revision, upgrade
+from npucenter.store import Database, upgrade
 
 __all__ = [
     "SERVER_EXTENSIONS",
@@ -102,7 +102,7 @@ def create_app(
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str | None]:
         """Liveness and the schema revision (no key needed)."""
-        return {"status": "ok", "version": __version__, "schema": current_revision(db.url)}
+        return {"status": "ok", "version": __version__, "schema": db.revision()}
 
     for router in (*ROUTERS, *routers):
         app.include_router(router)

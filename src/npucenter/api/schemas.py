@@ -26,6 +26,7 @@ __all__ = [
     "KeyCreated",
     "KeyIn",
     "KeyOut",
+    "PendingOut",
     "QuotaIn",
     "QuotaOut",
     "ReplicaOut",
@@ -331,10 +332,20 @@ class AllocationOut(_Out):
     reason: str = ""
 
 
+class PendingOut(_Out):
+    """A workload left waiting, with the policy's reason and an actionable line."""
+
+    workload: str
+    tenant: str
+    reason: str
+    message: str
+
+
 class AdmissionReport(_Out):
     """What one admission cycle did."""
 
     admitted: list[AllocationOut]
     preempted: list[AllocationOut]
+    pending: list[PendingOut] = Field(default_factory=list)
     num_pending: int
     num_still_pending: int

@@ -58,6 +58,13 @@ class Database:
                 session.rollback()
                 raise
 
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None before the first migration)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with map_db_errors(), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

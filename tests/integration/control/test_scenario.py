@@ -138,3 +138,35 @@ def test_checkpoint_bills_running_work_without_stopping_it(admin, tenant_client,
     assert done.json()["state"] == "failed"
     billed = [r["device_seconds"] for r in uni.get("/api/usage").json()]
     assert billed == [pytest.approx(20.0), pytest.approx(10.0)]  # no second counted twice
+
+
+def test_a_server_going_down_requeues_its_work_and_pending_reasons_are_reported(
+    admin, tenant_client, clock
+):
+    admin.post("/api/servers", json={"name": "h100-1", "device_type": "h100", "num_cards": 4})
+    uni = tenant_client("kaist", "university")
+    admin.put("/api/quotas", json={"tenant": "kaist", "device_type": "h100", "nominal_cards": 4})
+    job = uni.post(
+        "/api/jobs",
+        json={
+            "name": "ft",
+            "kind": "finetune",
+            "device_type": "h100",
+            "num_cards": 4,
+            "image": "img",
+        },
+    ).json()
+    assert job["state"] == "admitted"
+    clock.advance(7.0)
+    down = admin.patch("/api/servers/h100-1", json={"health": "down"})
+    assert down.status_code == 200 and down.json()["num_free_cards"] == 0
+    job = uni.get(f"/api/jobs/{job['id']}").json()
+    assert job["state"] == "queued" and job["num_preemptions"] == 1
+    [row] = uni.get("/api/usage").json()
+    assert row["kind"] == "preemption" and row["device_seconds"] == pytest.approx(4 * 7.0)
+    report = admin.post("/api/admission/cycle").json()
+    assert report["admitted"] == [] and report["num_still_pending"] == 1
+    assert report["pending"][0]["workload"] == f"job:{job['id']}"
+    # Back up: the job is admitted again.
+    admin.patch("/api/servers/h100-1", json={"health": "healthy"})
+    assert uni.get(f"/api/jobs/{job['id']}").json()["state"] == "admitted"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from npucenter.api.admission import run_admission
+from npucenter.api.admission import admit_after_change
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
 from npucenter.api.views import deployment_out, tenant_names
@@ -31,7 +31,7 @@ def create_deployment(
             replicas=body.replicas,
             priority_class=body.priority_class,
         ).id
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))
 
@@ -60,7 +60,7 @@ def scale_deployment(
     """Scale to ``replicas``."""
     with ctx.tx() as repo:
         repo.scale_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope), body.replicas)
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))
 
@@ -70,4 +70,4 @@ def delete_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)
     """Stop every replica and remove the deployment (the ledger keeps what it used)."""
     with ctx.tx() as repo:
         repo.delete_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope))
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from npucenter.api.admission import run_admission
+from npucenter.api.admission import admit_after_change
 from npucenter.api.context import RequestContext, admin_context, caller_context
 from npucenter.api.schemas import HealthIn, ServerIn, ServerOut
 from npucenter.api.views import server_out, tenant_names
@@ -19,7 +19,7 @@ def create_server(body: ServerIn, ctx: RequestContext = Depends(admin_context)) 
     """Register a server (admin); pending workloads are admitted onto it."""
     with ctx.tx() as repo:
         server_id = repo.create_server(body.name, body.device_type, body.num_cards, body.labels).id
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return server_out(repo, repo.get_server(server_id))
 
@@ -48,7 +48,7 @@ def set_health(ref: str, body: HealthIn, ctx: RequestContext = Depends(admin_con
     with ctx.tx() as repo:
         server = repo.set_health(repo.get_server(ref), body.health, body.card_index)
         server_id = server.id
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return server_out(repo, repo.get_server(server_id))
 

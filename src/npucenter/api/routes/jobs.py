@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, status
 
-from npucenter.api.admission import run_admission
+from npucenter.api.admission import admit_after_change
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
 from npucenter.api.views import job_out, tenant_names
@@ -30,7 +30,7 @@ def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> Jo
             command=body.command,
             priority_class=body.priority_class,
         ).id
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return job_out(repo, repo.get_job(job_id), tenant_names(repo))
 
@@ -72,7 +72,7 @@ def set_job_state(
     with ctx.tx() as repo:
         job = repo.get_job(job_id, tenant_id=ctx.scope)
         repo.transition_job(job, body.state, reason=body.reason or f"reported {body.state}")
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return job_out(repo, repo.get_job(job_id), tenant_names(repo))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from npucenter.api.admission import run_admission
+from npucenter.api.admission import admit_after_change
 from npucenter.api.context import RequestContext, admin_context, caller_context
 from npucenter.api.schemas import QuotaIn, QuotaOut
 from npucenter.api.views import quota_out, tenant_names
@@ -29,7 +29,7 @@ def set_quota(body: QuotaIn, ctx: RequestContext = Depends(admin_context)) -> Qu
             priority_class=body.priority_class,
             tokens_per_s=body.tokens_per_s,
         ).id
-    run_admission(ctx.control)
+    admit_after_change(ctx.control)
     with ctx.tx() as repo:
         quota = next(q for q in repo.list_quotas() if q.id == quota_id)
         return quota_out(repo, quota, tenant_names(repo))
