@@ -464,6 +464,10 @@ class _Cycle:
             victims, index = found
         for victim in victims:
             self._preempt(victim, w, priority)
+        return self._place(w, priority, index)
+
+    def _place(self, w: Workload, priority: PriorityClass, index: int) -> Admitted:
+        types = self.types[w.device_type]
         used = self.usage.get((w.tenant, w.device_type), 0)
         nominal = self.limits(w.tenant, w.device_type).nominal
         cards = types.servers[index].pick(w.num_cards, w.tp_size)
