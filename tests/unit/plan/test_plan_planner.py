@@ -17,6 +17,7 @@ from npucenter.plan.planner import (
     Verification,
     enumerate_candidates,
     plan_capacity,
+    raised_headroom,
     spec_catalog,
 )
 from npucenter.plan.profile import AnalyticProfile, Candidate, TrafficStats
@@ -125,10 +126,33 @@ def test_verification_raises_headroom_until_the_slo_holds() -> None:
     result = _plan(SPEC, TableProfile({"furiosa_rngd": 1.0, "nvidia_h100_sxm": 4.0}), verifier)
     outcome = result.plan
     assert outcome.verified
-    assert outcome.rounds == 3  # headroom 0 -> 0.25 -> 0.5 covers 1.4x
-    assert outcome.headroom["chat"] == pytest.approx(0.5)
+    # attainment 0.5 misses 0.9 by 8 steps of 5 points: capped at 4 steps of 25 % -> headroom 1.0
+    assert outcome.rounds == 2
+    assert outcome.headroom["chat"] == pytest.approx(1.0)
     assert outcome.allocation is not None
     assert outcome.allocation.capacity_rps["chat"] >= 14.0 - 1e-9
+
+
+@pytest.mark.parametrize(
+    ("attained", "steps"), [(0.89, 1), (0.85, 1), (0.84, 2), (0.75, 3), (0.1, 4)]
+)
+def test_headroom_rises_with_the_miss(attained: float, steps: int) -> None:
+    assert raised_headroom(0.1, attained, 0.9, 0.1) == pytest.approx(1.1 * (1 + 0.1 * steps) - 1)
+
+
+def test_a_cheaper_verified_fleet_of_another_variant_is_reused() -> None:
+    # GPUs are the cheapest way to serve, so the free plan is all-GPU; the all-GPU baseline must
+    # never end dearer than that verified fleet, whatever its own verification path did.
+    verifier = CapacityVerifier(factor=1.2)
+    result = _plan(SPEC, TableProfile({"furiosa_rngd": 0.2, "nvidia_h100_sxm": 8.0}), verifier)
+    plan, gpu = result.plan.allocation, result.baselines["all-gpu"].allocation
+    assert plan is not None and gpu is not None
+    assert plan.npu_share == 0.0
+    assert gpu.cost_usd_per_hour <= plan.cost_usd_per_hour + 1e-9
+    for name in ("all-gpu", "all-npu", "80-20"):
+        other = result.baselines[name]
+        if other.verified and other.allocation is not None:
+            assert plan.cost_usd_per_hour <= other.allocation.cost_usd_per_hour + 1e-9
 
 
 def test_verification_gives_up_after_max_rounds() -> None:

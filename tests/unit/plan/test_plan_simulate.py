@@ -1,0 +1,157 @@
+"""Simulator-backed profiles and verification on small synthetic services."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from npucenter.catalog import default_catalog
+from npucenter.plan.milp import Allocation
+from npucenter.plan.profile import AnalyticProfile, Candidate
+from npucenter.plan.simulate import (
+    SimProfile,
+    SimVerifier,
+    _PerfCache,
+    poisson_like,
+    service_stream,
+    simulate_service,
+)
+from npucenter.plan.spec import PlanSpec, parse_plan_spec
+from npucenter.plan.traffic import stats_from_spec
+
+CAT = default_catalog()
+DATA: dict[str, Any] = {
+    "name": "sim",
+    "power": {"cap_w": 1e6, "price_usd_per_kwh": 0.1},
+    "devices": [
+        {"device": "rngd", "server_cost_usd_per_hour": 4.0},
+        {"device": "h100", "server_cost_usd_per_hour": 30.0},
+    ],
+    "services": [
+        {
+            "name": "chat",
+            "model": "llama-3.1-8b",
+            "traffic": {"rate_rps": 20, "mean_input_tokens": 300, "mean_output_tokens": 60},
+            "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
+        }
+    ],
+}
+RNGD = Candidate(service="chat", device_id="furiosa_rngd", tp=1, precision="fp8")
+H100 = Candidate(service="chat", device_id="nvidia_h100_sxm", tp=1, precision="fp8")
+
+
+def _spec(**traffic: Any) -> PlanSpec:
+    data = copy.deepcopy(DATA)
+    data["services"][0]["traffic"].update(traffic)
+    return parse_plan_spec(data)
+
+
+def _alloc(replicas: dict[str, int]) -> Allocation:
+    return Allocation(
+        servers={},
+        replicas=replicas,
+        job_cards={},
+        cards_used={},
+        capacity_rps={},
+        power_w=0.0,
+        cost_usd_per_hour=0.0,
+        npu_share=0.0,
+        spare_cards={},
+    )
+
+
+def test_more_replicas_meet_the_slo_that_one_misses() -> None:
+    spec = _spec(rate_rps=200)  # about 3x what one RNGD replica sustains by the perf model
+    svc = spec.services[0]
+    stream = service_stream(svc, max_requests=3000)
+    perf = _PerfCache(CAT)
+    one = simulate_service(svc, stream, [(RNGD, 1, 1.0)], perf)
+    many = simulate_service(svc, stream, [(RNGD, 6, 1.0)], perf)
+    assert one.requests == many.requests == len(stream)
+    assert one.slo_attainment < 0.5 < 0.9 <= many.slo_attainment
+    assert many.output_tokens == int(stream.output_tokens.sum())
+    assert many.energy_j > 0
+
+
+def test_requests_that_fit_no_replica_are_dropped_and_missed() -> None:
+    spec = _spec(mean_input_tokens=2_000_000)  # far beyond any KV cache
+    svc = spec.services[0]
+    res = simulate_service(
+        svc, service_stream(svc, max_requests=20), [(H100, 1, 1.0)], _PerfCache(CAT)
+    )
+    assert res.dropped == res.requests == 20
+    assert res.slo_attainment == 0.0
+
+
+def test_simulation_is_deterministic_for_a_seed() -> None:
+    svc = _spec().services[0]
+    stream = service_stream(svc, max_requests=500, seed=3)
+    units = [(RNGD, 2, 1.0), (H100, 1, 2.0)]
+    a = simulate_service(svc, stream, units, _PerfCache(CAT), seed=7)
+    b = simulate_service(svc, stream, units, _PerfCache(CAT), seed=7)
+    assert a == b
+
+
+def test_disaggregated_unit_serves_every_request() -> None:
+    svc = replace(_spec().services[0], slo=replace(_spec().services[0].slo, ttft_s=60, tpot_s=5))
+    unit = Candidate(
+        service="chat",
+        device_id="furiosa_rngd",
+        tp=1,
+        precision="fp8",
+        prefill_device_id="nvidia_h100_sxm",
+        decode_per_prefill=2,
+        kv_link_gbps=50.0,
+    )
+    stream = service_stream(svc, max_requests=300)
+    res = simulate_service(svc, stream, [(unit, 1, 1.0)], _PerfCache(CAT))
+    assert res.dropped == 0
+    assert res.slo_attainment == 1.0
+    assert res.output_tokens == int(stream.output_tokens.sum())
+
+
+def test_sim_profile_agrees_with_the_analytic_model_within_a_factor_of_two() -> None:
+    spec = _spec()
+    svc = spec.services[0]
+    traffic = {svc.name: stats_from_spec(svc.traffic)}
+    sim = SimProfile(CAT, spec, traffic=traffic, max_requests=400, iterations=4)
+    analytic = AnalyticProfile(CAT, traffic).max_rate_rps(svc, RNGD)
+    rate = sim.max_rate_rps(svc, RNGD)
+    assert analytic / 2 <= rate <= analytic * 2
+    assert sim.num_simulations >= 4
+
+
+def test_sim_profile_falls_with_a_tighter_slo() -> None:
+    spec = _spec()
+    svc = spec.services[0]
+    traffic = {svc.name: stats_from_spec(svc.traffic)}
+    sim = SimProfile(CAT, spec, traffic=traffic, max_requests=300, iterations=4)
+    loose = sim.max_rate_rps(svc, H100)
+    tight = sim.max_rate_rps(replace(svc, slo=replace(svc.slo, tpot_s=0.012)), H100)
+    assert tight < loose
+
+
+def test_verifier_reuses_results_for_unchanged_replicas() -> None:
+    spec = _spec()
+    traffic = {s.name: stats_from_spec(s.traffic) for s in spec.services}
+    verifier = SimVerifier(CAT, spec, traffic=traffic, max_requests=400)
+    labels = {RNGD.label: RNGD, H100.label: H100}
+    first = verifier.verify(spec, _alloc({RNGD.label: 2, H100.label: 1}), labels)
+    again = verifier.verify(spec, _alloc({H100.label: 1, RNGD.label: 2}), labels)
+    assert verifier.num_simulations == 1
+    assert first.slo_attainment == again.slo_attainment
+    assert 0.0 <= first.slo_attainment["chat"] <= 1.0
+    assert first.energy_j_per_output_token is not None and first.energy_j_per_output_token > 0
+
+
+def test_poisson_like_keeps_the_rate_and_the_length_distribution() -> None:
+    svc = _spec().services[0]
+    base = service_stream(svc, max_requests=2000, seed=1)
+    pois = poisson_like(base, 4000, seed=2)
+    assert len(pois) == 4000
+    assert pois.mean_rate_rps == pytest.approx(base.mean_rate_rps, rel=0.1)
+    assert set(np.unique(pois.prompt_tokens)) <= set(np.unique(base.prompt_tokens))
