@@ -2,7 +2,7 @@
 
 For each request: authenticate the Bearer key, reserve its estimated tokens on the tenant's
 budget, wait (fairly, in the gateway) for a replica slot chosen by the routing policy, forward
-the body to the engine over a pooled keep-alive ``httpx.AsyncClient`` and pass the answer
+the body to the engine over a pooled keep-alive HTTP/1.1 client (``upstream.py``) and pass the answer
 through (streams event by event, never buffered), then reconcile the budget with the real usage
 and write one ledger row. Nothing is sent to the client before the first upstream event, so a
 replica that fails before it is retried on another; one that fails after ends the stream with a
@@ -42,6 +42,7 @@ from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
 from npucenter.gateway.routing import LeastOutstandingRouter, Router, RouteTicket
 from npucenter.gateway.scrape import scrape_replica
+from npucenter.gateway.upstream import FastUpstreamClient, HttpxUpstreamClient, UpstreamClient
 from npucenter.metering.ledger import (
     InMemoryLedger,
     Ledger,
@@ -83,10 +84,13 @@ class GatewayConfig:
     max_prefix_blocks: int = 16
     max_connections: int = 2048
     scrape_interval_s: float = 1.0  # engine /metrics (KV use, power); 0 = never
+    upstream_client: str = "fast"  # "fast" (own keep-alive pool) | "httpx"
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise InvalidRequestError("max_attempts must be >= 1")
+        if self.upstream_client not in ("fast", "httpx"):
+            raise InvalidRequestError("upstream_client must be 'fast' or 'httpx'")
         if self.default_max_tokens < 1:
             raise InvalidRequestError("default_max_tokens must be >= 1")
 
@@ -155,7 +159,8 @@ class Gateway:
         )
         self.metrics = GatewayMetrics(self.pool, self.dispatcher.queued)
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._upstream: UpstreamClient | None = None
+        self._scrape_client: httpx.AsyncClient | None = None
         self._pending: list[UsageRecord] = []
         self._ticker: asyncio.Task[None] | None = None
         self._uses_prefixes = bool(getattr(self.router, "uses_prefixes", False))
@@ -168,37 +173,49 @@ class Gateway:
 
     async def start(self) -> None:
         """Open the upstream client and start the background ticker (idempotent)."""
-        if self._client is None:
+        if self._upstream is None:
             cfg = self.config
-            self._client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=httpx.Timeout(
-                    connect=cfg.connect_timeout_s,
-                    read=cfg.read_timeout_s,
-                    write=cfg.read_timeout_s,
-                    pool=cfg.max_wait_s,
-                ),
-                limits=httpx.Limits(
-                    max_connections=cfg.max_connections,
-                    max_keepalive_connections=cfg.max_connections,
-                    keepalive_expiry=30.0,
-                ),
-                headers={"content-type": "application/json"},
+            self._scrape_client = httpx.AsyncClient(
+                timeout=2.0, limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)
             )
+            if self._transport is not None or cfg.upstream_client == "httpx":
+                self._upstream = HttpxUpstreamClient(
+                    httpx.AsyncClient(
+                        transport=self._transport,
+                        timeout=httpx.Timeout(
+                            connect=cfg.connect_timeout_s,
+                            read=cfg.read_timeout_s,
+                            write=cfg.read_timeout_s,
+                            pool=cfg.max_wait_s,
+                        ),
+                        limits=httpx.Limits(
+                            max_connections=cfg.max_connections,
+                            max_keepalive_connections=cfg.max_connections,
+                            keepalive_expiry=30.0,
+                        ),
+                    )
+                )
+            else:
+                self._upstream = FastUpstreamClient(
+                    connect_timeout_s=cfg.connect_timeout_s, read_timeout_s=cfg.read_timeout_s
+                )
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick_forever(), name="gateway-ticker")
 
     async def aclose(self) -> None:
-        """Stop the ticker, write pending ledger rows and close the upstream client."""
+        """Stop the ticker, write pending ledger rows and close the upstream clients."""
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
         await self.flush()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._upstream is not None:
+            await self._upstream.aclose()
+            self._upstream = None
+        if self._scrape_client is not None:
+            await self._scrape_client.aclose()
+            self._scrape_client = None
 
     async def flush(self) -> None:
         """Write the buffered ledger rows now."""
@@ -224,9 +241,9 @@ class Gateway:
             self._sample_history()
             now_s = self.clock.now_s()
             interval_s = self.config.scrape_interval_s
-            if interval_s > 0 and now_s - last_scrape_s >= interval_s and self._client is not None:
+            client = self._scrape_client
+            if interval_s > 0 and now_s - last_scrape_s >= interval_s and client is not None:
                 last_scrape_s = now_s
-                client = self._client
                 await asyncio.gather(
                     *(scrape_replica(client, r, now_s, energy_marks) for r in self.pool.replicas())
                 )
@@ -250,7 +267,7 @@ class Gateway:
             return
         if kind != "http":
             return
-        if self._client is None or self._ticker is None:
+        if self._upstream is None or self._ticker is None:
             await self.start()
         path: str = scope["path"]
         method: str = scope["method"]
@@ -401,18 +418,20 @@ class Gateway:
     # --- forwarding ------------------------------------------------------------------------
 
     async def _forward_unary(self, call: _Call, body: bytes, send: Send) -> None:
-        assert self._client is not None and call.ticket is not None
+        upstream = self._upstream
+        assert upstream is not None and call.ticket is not None
+        headers = {"content-type": "application/json", "x-request-id": call.request_id}
         for _ in range(self.config.max_attempts):
             attempt = _Attempt(
                 self, call, await self.dispatcher.acquire(call.ticket, weight=_weight(call))
             )
             try:
                 try:
-                    resp = await self._client.post(
-                        _url(attempt.replica, call.endpoint),
-                        content=body,
-                        headers={"x-request-id": call.request_id},
-                    )
+                    resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+                    try:
+                        content = await resp.aread()
+                    finally:
+                        await resp.aclose()
                 except httpx.HTTPError as exc:
                     attempt.fail(repr(exc))
                     continue
@@ -422,7 +441,7 @@ class Gateway:
             finally:
                 attempt.end()
             if resp.status_code == 200:
-                usage = _json_usage(resp.content)
+                usage = _json_usage(content)
                 if usage is not None:
                     self._take_usage(call, usage)
                 self._stamp_tokens(call)
@@ -432,28 +451,24 @@ class Gateway:
             await _respond(
                 send,
                 resp.status_code,
-                resp.content,
-                resp.headers.get("content-type", "application/json").encode(),
+                content,
+                resp.header("content-type", "application/json").encode(),
                 extra=[(b"x-request-id", call.request_id.encode())],
             )
             return
         raise self._exhausted(call)
 
     async def _forward_stream(self, call: _Call, body: bytes, send: Send, want_usage: bool) -> None:
-        assert self._client is not None and call.ticket is not None
+        upstream = self._upstream
+        assert upstream is not None and call.ticket is not None
+        headers = {"content-type": "application/json", "x-request-id": call.request_id}
         for _ in range(self.config.max_attempts):
             attempt = _Attempt(
                 self, call, await self.dispatcher.acquire(call.ticket, weight=_weight(call))
             )
             try:
-                request = self._client.build_request(
-                    "POST",
-                    _url(attempt.replica, call.endpoint),
-                    content=body,
-                    headers={"x-request-id": call.request_id},
-                )
                 try:
-                    resp = await self._client.send(request, stream=True)
+                    resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
                 except httpx.HTTPError as exc:
                     attempt.fail(repr(exc))
                     continue
@@ -735,7 +750,11 @@ async def _respond(
     *,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    headers = [(b"content-type", content_type), *(extra or [])]
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

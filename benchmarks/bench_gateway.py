@@ -1,0 +1,325 @@
+"""Gateway overhead: the same requests sent to an engine directly and through the gateway.
+
+Open-loop arrivals at 200, 500 and 1,000 requests/s on loopback, non-streaming chat completions
+against a scripted OpenAI-compatible engine (``npucenter.gateway.testing``, 16 tokens, no model
+time), so the difference of the two latency distributions is what the gateway adds. The engine,
+the gateway and this load generator run as three processes (uvloop + httptools); the client is a
+minimal keep-alive HTTP/1.1 client so that its own cost stays small and equal on both paths. A
+last run at 500 requests/s profiles the gateway process (cProfile) to show where the time goes.
+
+Writes bench/results/gateway.json and prints a summary. ``--quick`` runs shorter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+KEY = "sk-bench"
+BODY = json.dumps(
+    {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Hello, proving ground."}],
+        "max_tokens": 16,
+    }
+).encode()
+
+
+# --- the processes -------------------------------------------------------------------------------
+
+
+def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
+    """Run the gateway alone (the bench starts this in a child process)."""
+    import uvicorn
+
+    from npucenter.gateway import (
+        Gateway,
+        GatewayConfig,
+        Principal,
+        ReplicaEndpoint,
+        StaticKeyResolver,
+    )
+
+    gateway = Gateway(
+        keys=StaticKeyResolver({KEY: Principal(key_id="bench", tenant="bench")}),
+        endpoints=[
+            ReplicaEndpoint(replica_id="r0", base_url=upstream, model_id="m", max_inflight=4096)
+        ],
+        config=GatewayConfig(scrape_interval_s=0),
+    )
+    profiler = cProfile.Profile() if profile_out else None
+
+    def dump(*_: object) -> None:
+        if profiler is not None and profile_out:
+            profiler.disable()
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime").print_stats(25)
+            Path(profile_out).write_text(out.getvalue())
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    if profiler is not None:
+        profiler.enable()
+    uvicorn.run(
+        gateway,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+
+
+def _wait_up(port: int, path: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+# --- a minimal keep-alive HTTP/1.1 client -----------------------------------------------------------
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def post(self, head: bytes) -> int:
+        self.writer.write(head)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        lower = header.lower()
+        i = lower.find(b"content-length:")
+        if i >= 0:
+            n = int(lower[i + 15 : lower.index(b"\r\n", i)])
+            await self.reader.readexactly(n)
+        else:  # chunked
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        return status
+
+
+async def _run_rate(port: int, path: str, rate_rps: float, duration_s: float) -> dict[str, object]:
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {KEY}\r\ncontent-length: {len(BODY)}\r\n\r\n"
+    ).encode() + BODY
+    idle: list[_Conn] = []
+    for _ in range(64):
+        idle.append(_Conn(*await asyncio.open_connection("127.0.0.1", port)))
+    latencies: list[float] = []
+    lags: list[float] = []
+    errors = 0
+
+    async def one(due: float) -> None:
+        nonlocal errors
+        conn = idle.pop() if idle else _Conn(*await asyncio.open_connection("127.0.0.1", port))
+        start = time.perf_counter()
+        lags.append(start - due)
+        try:
+            status = await conn.post(head)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - start)
+        if status != 200:
+            errors += 1
+        idle.append(conn)
+
+    n = int(rate_rps * duration_s)
+    tasks = []
+    t0 = time.perf_counter() + 0.05
+    for i in range(n):
+        due = t0 + i / rate_rps
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t0
+    for conn in idle:
+        conn.writer.close()
+    latencies.sort()
+    warm = latencies[len(latencies) // 10 :] if len(latencies) > 50 else latencies  # drop warm-up
+    warm.sort()
+    return {
+        "num_requests": n,
+        "num_errors": errors,
+        "achieved_rps": len(latencies) / elapsed,
+        "p50_ms": _pct(warm, 50) * 1e3,
+        "p90_ms": _pct(warm, 90) * 1e3,
+        "p99_ms": _pct(warm, 99) * 1e3,
+        "mean_ms": statistics.fmean(warm) * 1e3 if warm else float("nan"),
+        "p99_send_lag_ms": _pct(sorted(lags), 99) * 1e3,
+    }
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+# --- the benchmark ------------------------------------------------------------------------------------
+
+
+def _start_gateway(
+    upstream_url: str, profile_out: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    argv = [sys.executable, __file__, "--serve-gateway", str(port), "--upstream", upstream_url]
+    if profile_out:
+        argv += ["--profile-out", profile_out]
+    proc = _spawn(argv)
+    _wait_up(port, "/health")
+    return proc, port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run(rates: list[float], duration_s: float) -> dict[str, object]:
+    """Measure direct vs gateway at each rate; profile the gateway at 500 requests/s."""
+    import uvloop
+
+    up_port = _free_port()
+    upstream = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "npucenter.gateway.testing",
+            "--port",
+            str(up_port),
+            "--output-tokens",
+            "16",
+        ]
+    )
+    gw = None
+    try:
+        _wait_up(up_port, "/health")
+        upstream_url = f"http://127.0.0.1:{up_port}"
+        gw, gw_port = _start_gateway(upstream_url)
+        rows = []
+        for rate in rates:
+            direct = uvloop.run(_run_rate(up_port, "/v1/chat/completions", rate, duration_s))
+            via = uvloop.run(_run_rate(gw_port, "/v1/chat/completions", rate, duration_s))
+            rows.append(
+                {
+                    "rate_rps": rate,
+                    "direct": direct,
+                    "gateway": via,
+                    "added_p50_ms": float(via["p50_ms"]) - float(direct["p50_ms"]),  # type: ignore[arg-type]
+                    "added_p99_ms": float(via["p99_ms"]) - float(direct["p99_ms"]),  # type: ignore[arg-type]
+                }
+            )
+        _stop(gw)
+        profile_path = RESULTS / "gateway_profile.txt"
+        gw, gw_port = _start_gateway(upstream_url, str(profile_path))
+        uvloop.run(_run_rate(gw_port, "/v1/chat/completions", 500, duration_s))
+        _stop(gw)
+        gw = None
+        profile = profile_path.read_text() if profile_path.exists() else ""
+    finally:
+        if gw is not None:
+            _stop(gw)
+        _stop(upstream)
+    return {
+        "benchmark": "gateway_overhead",
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "duration_s_per_run": duration_s,
+        "goal": {"added_p50_ms": 1.0, "added_p99_ms": 5.0},
+        "rows": rows,
+        "profile_top": _profile_lines(profile),
+    }
+
+
+def _profile_lines(text: str, num: int = 18) -> list[str]:
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("ncalls"):
+            return [ln.rstrip() for ln in lines[i : i + 1 + num] if ln.strip()]
+    return []
+
+
+def main() -> None:
+    """Run the benchmark (or, with --serve-gateway, be the gateway process)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serve-gateway", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rates", default="200,500,1000")
+    parser.add_argument("--duration-s", type=float, default=6.0)
+    parser.add_argument("--quick", action="store_true", help="2 s per run")
+    args = parser.parse_args()
+    if args.serve_gateway:
+        serve_gateway(args.serve_gateway, args.upstream, args.profile_out)
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rates = [float(r) for r in args.rates.split(",")]
+    result = run(rates, 2.0 if args.quick else args.duration_s)
+    (RESULTS / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"gateway overhead on loopback ({result['machine']['cpus']} CPUs), non-streaming, 16 tokens"
+    )  # type: ignore[index]
+    print(
+        f"{'rate':>6} {'direct p50':>11} {'gw p50':>8} {'+p50':>7} {'direct p99':>11} {'gw p99':>8} {'+p99':>7} {'gw rps':>7} {'errors':>6}"
+    )
+    for row in result["rows"]:  # type: ignore[attr-defined]
+        d, g = row["direct"], row["gateway"]
+        print(
+            f"{row['rate_rps']:>6.0f} {d['p50_ms']:>9.2f}ms {g['p50_ms']:>6.2f}ms {row['added_p50_ms']:>5.2f}ms "
+            f"{d['p99_ms']:>9.2f}ms {g['p99_ms']:>6.2f}ms {row['added_p99_ms']:>5.2f}ms "
+            f"{g['achieved_rps']:>7.0f} {g['num_errors']:>6}"
+        )
+    print("goal: added p50 <= 1 ms, p99 <= 5 ms; profile of the gateway at 500 req/s:")
+    for line in result["profile_top"][:12]:  # type: ignore[index]
+        print("  " + line[:150])
+    print(f"wrote {RESULTS / 'gateway.json'}")
+
+
+if __name__ == "__main__":
+    main()
