@@ -163,6 +163,7 @@ class _Limits:
     guaranteed: int
     max_cards: float
     pool: tuple[str, str]  # (cohort key, device type)
+    pool_cap: int  # cards the cohort lends in all (sum of its members' lending limits)
     budget_s: float | None  # device-seconds budget, None: none
 
 
@@ -197,7 +198,7 @@ class _Cycle:
         self.admitted: list[Admitted] = []
         self.admitted_now: set[str] = set()
         self.preempted: list[Preemption] = []
-        self.pending: list[tuple[Workload, PendingReason]] = []
+        self.pending: list[tuple[str, Workload, PendingReason]] = []  # (id, workload, reason)
         self._build_fleet(snapshot.fleet)
         for quota in snapshot.quotas:
             self._add_tenant(quota)
@@ -329,6 +330,7 @@ class _Cycle:
                 guaranteed=quota.guaranteed(device_type),
                 max_cards=quota.max_cards(device_type),
                 pool=(self.cohort_key[tenant], device_type),
+                pool_cap=self.pool_cap.get((self.cohort_key[tenant], device_type), 0),
                 budget_s=quota.device_seconds_budget.get(device_type),
             )
             self.limit_cache[key] = found
@@ -374,7 +376,7 @@ class _Cycle:
                     g = other_lim.guaranteed
                     u = self.usage.get((other, w.device_type), 0)
                     pool_used -= max(0, u - g) - max(0, u - cards_back - g)
-        if pool_used + need > self.pool_cap.get(lim.pool, 0):
+        if pool_used + need > lim.pool_cap:
             return PendingReason.COHORT_EXHAUSTED
         return None
 
@@ -444,7 +446,17 @@ class _Cycle:
         if lim.budget_s is not None and self._over_budget(w, lim.budget_s):
             return PendingReason.BUDGET_EXHAUSTED
         types = self.types[w.device_type]
-        reason = self._quota_reason(w)
+        # the quota and cohort checks of _quota_reason, inlined: this is the hot path
+        used = self.usage.get((w.tenant, w.device_type), 0)
+        after = used + w.num_cards
+        reason: PendingReason | None = None
+        if after > lim.max_cards:
+            reason = PendingReason.QUOTA_IN_USE
+        elif after > lim.guaranteed:
+            g = lim.guaranteed
+            need = after - g - (used - g if used > g else 0)
+            if self.pool_used.get(lim.pool, 0) + need > lim.pool_cap:
+                reason = PendingReason.COHORT_EXHAUSTED
         index = None if reason else types.find(w.num_cards, w.tp_size)
         victims: list[Admitted] = []
         if index is None:
@@ -616,7 +628,7 @@ class _Cycle:
                 raise InvalidConfigError("pending", w.workload_id, "is already running")
             seen.add(w.workload_id)
             if w.tenant not in self.known_tenants:
-                self.pending.append((w, PendingReason.UNKNOWN_TENANT))
+                self.pending.append((w.workload_id, w, PendingReason.UNKNOWN_TENANT))
                 continue
             self.priority[w.workload_id] = self.priority_of(w)
             queues.setdefault(w.tenant, []).append(w)
@@ -640,7 +652,8 @@ class _Cycle:
         fair = self.policy.fair_sharing
         limit_cache = self.limit_cache
 
-        def push(tenant: str) -> None:
+        def entry_for(tenant: str) -> tuple[int, float, float, str, int, str] | None:
+            """The heap entry of the tenant's next head (a new version), or None when done."""
             queue, at = queues[tenant], position[tenant]
             if within_nominal_only:  # defer heads that would borrow, without a heap round
                 while at < len(queue):
@@ -652,48 +665,53 @@ class _Cycle:
                     deferred.setdefault(tenant, []).append(head)
                     at += 1
                 position[tenant] = at
-            if at < len(queue):
-                version[tenant] += 1
-                head = queue[at]
-                share = share_cache.get(tenant) if fair else 0.0
-                if share is None:
-                    share = self.dominant_share(tenant)
-                heapq.heappush(
-                    heap,
-                    (
-                        -priority[head.workload_id],
-                        share,
-                        head.submitted_s,
-                        head.workload_id,
-                        version[tenant],
-                        tenant,
-                    ),
-                )
+            if at >= len(queue):
+                return None
+            version[tenant] += 1
+            head = queue[at]
+            share = share_cache.get(tenant) if fair else 0.0
+            if share is None:
+                share = self.dominant_share(tenant)
+            wid = head.workload_id
+            return (-priority[wid], share, head.submitted_s, wid, version[tenant], tenant)
 
         for tenant in sorted(queues):
-            push(tenant)
-        preempted = self.preempted
-        while heap:
-            *_, stamp, tenant = heapq.heappop(heap)
+            entry = entry_for(tenant)
+            if entry is not None:
+                heap.append(entry)
+        heapq.heapify(heap)
+        preempted, pending = self.preempted, self.pending
+        following: tuple[int, float, float, str, int, str] | None = None
+        while True:
+            if following is not None:  # one heap operation instead of a push and a pop
+                entry = heapq.heappushpop(heap, following)
+            elif heap:
+                entry = heapq.heappop(heap)
+            else:
+                break
+            *_, stamp, tenant = entry
             if stamp != version[tenant]:
+                following = None
                 continue
             w = queues[tenant][position[tenant]]
             position[tenant] += 1
             stopped_before = len(preempted)
             outcome = self.try_admit(w, priority[w.workload_id])
             if isinstance(outcome, PendingReason):
-                self.pending.append((w, outcome))
-            push(tenant)
+                pending.append((w.workload_id, w, outcome))
+            following = entry_for(tenant)
             if len(preempted) > stopped_before:
                 for stop in preempted[stopped_before:]:
                     if stop.tenant != tenant and stop.tenant in queues:
-                        push(stop.tenant)  # its share fell: re-rank it
+                        rerank = entry_for(stop.tenant)  # its share fell: re-rank it
+                        if rerank is not None:
+                            heapq.heappush(heap, rerank)
         return deferred
 
     def _pending_records(self) -> tuple[Pending, ...]:
         texts: dict[tuple[PendingReason, str, str, int, int], str] = {}
         records = []
-        for w, reason in sorted(self.pending, key=lambda item: item[0].workload_id):
+        for _, w, reason in sorted(self.pending):  # ids are unique: sorts by id
             key = (reason, w.tenant, w.device_type, w.num_cards, w.tp_size)
             text = texts.get(key)
             if text is None:
