@@ -653,7 +653,11 @@ class _Cycle:
         limit_cache = self.limit_cache
 
         def entry_for(tenant: str) -> tuple[int, float, float, str, int, str] | None:
-            """The heap entry of the tenant's next head (a new version), or None when done."""
+            """The heap entry of the tenant's next head, or None when done.
+
+            Either way the tenant's version moves on, so any older entry of it goes stale.
+            """
+            version[tenant] += 1
             queue, at = queues[tenant], position[tenant]
             if within_nominal_only:  # defer heads that would borrow, without a heap round
                 while at < len(queue):
@@ -667,7 +671,6 @@ class _Cycle:
                 position[tenant] = at
             if at >= len(queue):
                 return None
-            version[tenant] += 1
             head = queue[at]
             share = share_cache.get(tenant) if fair else 0.0
             if share is None:
