@@ -42,6 +42,8 @@ __all__ = [
     "Verification",
     "Verifier",
     "build_device_types",
+    "compare_disaggregation",
+    "compare_with_rule",
     "enumerate_candidates",
     "plan_capacity",
     "raised_headroom",
@@ -313,7 +315,10 @@ def plan_capacity(
         device_types=devices,
         traffic=dict(traffic),
         assumptions=tuple(assumptions),
-        comparison=tuple(compare_with_rule(spec, plan, baselines)),
+        comparison=(
+            *compare_with_rule(spec, plan, baselines),
+            *compare_disaggregation(spec, devices, profiles),
+        ),
         profile_source=profile_source,
     )
 
@@ -358,6 +363,54 @@ def compare_with_rule(
         lines.append(f"An {name} fleet costs {extra:+.1%} relative to the optimum.")
     if not plan.verified:
         lines.append(f"The optimum was NOT verified by simulation: {plan.reason}")
+    return lines
+
+
+def compare_disaggregation(
+    spec: PlanSpec, devices: Sequence[DeviceType], profiles: Sequence[CandidateProfile]
+) -> list[str]:
+    """Per service: does GPU-prefill + NPU-decode beat the best single-kind replica per USD?
+
+    Compares the hourly cost of the cards one candidate occupies (server price per card plus the
+    card's power at TDP and its share of server overhead, PUE included) per req/s it sustains.
+    """
+    by_id = {d.device_id: d for d in devices}
+
+    def card_cost(dev: DeviceType) -> float:
+        watts = dev.active_power_w + dev.server_overhead_w / dev.cards_per_server
+        energy = watts * spec.pue * spec.power_price_usd_per_kwh / 1000.0
+        return dev.server_cost_usd_per_hour / dev.cards_per_server + energy
+
+    def usd_per_rps(p: CandidateProfile) -> float:
+        cost = sum(card_cost(by_id[d]) * n for d, n in p.candidate.cards.items())
+        return cost / p.max_rate_rps
+
+    lines: list[str] = []
+    for svc in spec.services:
+        mine = [p for p in profiles if p.candidate.service == svc.name]
+        dis = [p for p in mine if p.candidate.disaggregated]
+        if not dis:
+            continue
+        best_dis = min(dis, key=usd_per_rps)
+        singles: dict[str, CandidateProfile] = {}
+        for p in mine:
+            if p.candidate.disaggregated:
+                continue
+            kind = by_id[p.candidate.device_id].kind
+            if kind not in singles or usd_per_rps(p) < usd_per_rps(singles[kind]):
+                singles[kind] = p
+        if not singles:
+            continue
+        rival = min(singles.values(), key=usd_per_rps)
+        verdict = "beats" if usd_per_rps(best_dis) < usd_per_rps(rival) else "does not beat"
+        parts = ", ".join(
+            f"best {k.upper()}-only {usd_per_rps(p):.3f} ({p.candidate.label})"
+            for k, p in sorted(singles.items())
+        )
+        lines.append(
+            f"{svc.name}: disaggregated {best_dis.candidate.label} {verdict} single-kind "
+            f"serving: {usd_per_rps(best_dis):.3f} USD/h per req/s vs {parts}."
+        )
     return lines
 
 

@@ -121,6 +121,8 @@ def render_html(result: PlanResult) -> str:
         _comparison_table(rows, services),
         "<h2>Cost per hour</h2>",
         _cost_bars(rows),
+        "<h2>Predicted vs required (plan)</h2>",
+        _predicted_table(result),
         "<h2>Replicas per service (plan)</h2>",
         _replica_table(doc["replicas"]),
         "<h2>Cost–power Pareto front</h2>",
@@ -352,4 +354,28 @@ def _traffic_table(traffic: Mapping[str, Mapping[str, Any]]) -> str:
     return (
         "<table><tr><th>service</th><th>rate (req/s)</th><th>mean in</th><th>mean out</th>"
         f"<th>p90 in</th><th>requests</th></tr>{rows}</table>"
+    )
+
+
+def _predicted_table(result: PlanResult) -> str:
+    out = result.plan
+    alloc = out.allocation
+    if alloc is None:
+        return "<p>no fleet</p>"
+    ver = out.verification
+    rows = []
+    for svc in result.spec.services:
+        got = ver.slo_attainment.get(svc.name) if ver else None
+        ok = got is not None and got >= svc.slo.attainment_fraction
+        rows.append(
+            f"<tr><td>{_e(svc.name)}</td><td>{out.required_rps[svc.name]:.1f}</td>"
+            f"<td>{out.headroom[svc.name]:.0%}</td><td>{alloc.capacity_rps[svc.name]:.1f}</td>"
+            f"<td>{svc.slo.attainment_fraction:.0%}</td>"
+            f"<td class='{'ok' if ok else 'bad'}'>{_num(got, '.1%')}</td></tr>"
+        )
+    notes = "".join(f"<li>{_e(n)}</li>" for n in (ver.notes if ver else ()))
+    return (
+        "<table><tr><th>service</th><th>required req/s</th><th>headroom</th>"
+        "<th>planned capacity req/s</th><th>SLO target</th><th>simulated attainment</th></tr>"
+        f"{''.join(rows)}</table><ul>{notes}</ul>"
     )

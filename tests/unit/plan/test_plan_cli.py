@@ -1,0 +1,116 @@
+"""`npucenter plan`: the JSON contract, the HTML report and exit codes on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from npucenter.cli.main import app
+
+runner = CliRunner()
+
+SPEC: dict[str, Any] = {
+    "name": "cli",
+    "power": {"cap_w": 200_000, "price_usd_per_kwh": 0.1},
+    "devices": [
+        {"device": "rngd", "server_cost_usd_per_hour": 10.0},
+        {"device": "h100", "server_cost_usd_per_hour": 40.0},
+    ],
+    "services": [
+        {
+            "name": "chat",
+            "model": "llama-3.1-8b",
+            "traffic": {"rate_rps": 40, "mean_input_tokens": 300, "mean_output_tokens": 60},
+            "slo": {"preset": "mlperf-llama-3.1-8b"},
+        }
+    ],
+    "gpu_jobs": [{"name": "ft", "gpu_hours_per_day": 24}],
+    "verification": {"max_requests": 800, "max_rounds": 3},
+}
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_json_contract_and_report(tmp_path: Path) -> None:
+    spec = _write(tmp_path, SPEC)
+    out, html = tmp_path / "out.json", tmp_path / "out.html"
+    result = runner.invoke(
+        app, ["plan", "--spec", str(spec), "--json", str(out), "--report", str(html)]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    fields = ("servers", "npu_share", "cost_per_hour", "power_w", "verified", "slo_attainment")
+    for key in fields:
+        assert key in doc
+    assert set(doc["baselines"]) == {"all-gpu", "all-npu", "80-20"}
+    for base in doc["baselines"].values():
+        for key in fields:
+            assert key in base
+    assert isinstance(doc["verified"], bool)
+    assert set(doc["slo_attainment"]) == {"chat"}
+    assert doc["servers"]["nvidia_h100_sxm"] >= 1  # the fine-tuning GPU demand
+    assert any("USD/kWh" in a for a in doc["assumptions"])
+    page = html.read_text()
+    assert page.startswith("<!doctype html>") and "<script src" not in page
+    assert "assumed" in result.output or "assumption" in result.output
+
+
+def test_json_to_stdout_with_the_analytic_profile(tmp_path: Path) -> None:
+    spec = _write(tmp_path, SPEC)
+    result = runner.invoke(
+        app, ["plan", "--spec", str(spec), "--json", "-", "--profile", "analytic", "--no-verify"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["verified"] is False
+    assert doc["slo_attainment"] == {"chat": None}
+    assert doc["profile_source"].startswith("analytic")
+
+
+def test_bad_spec_exits_2_with_the_field(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(SPEC))
+    data["services"][0]["slo"]["tpot_ms"] = 5
+    result = runner.invoke(app, ["plan", "--spec", str(_write(tmp_path, data))])
+    assert result.exit_code == 2
+    assert "tpot_ms" in result.output
+
+
+def test_missing_spec_file_exits_3(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["plan", "--spec", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 3
+
+
+def test_unknown_profile_is_rejected(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["plan", "--spec", str(_write(tmp_path, SPEC)), "--profile", "magic"]
+    )
+    assert result.exit_code == 2
+
+
+def test_atom_without_figures_names_them(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(SPEC))
+    data["devices"].append(
+        {"device": "atom", "server_cost_usd_per_hour": 5.0, "cards_per_server": 8}
+    )
+    result = runner.invoke(app, ["plan", "--spec", str(_write(tmp_path, data)), "--no-verify"])
+    assert result.exit_code == 2
+    assert "tdp_w" in result.output
+
+
+def test_shipped_examples_parse() -> None:
+    from npucenter.plan.spec import parse_plan_spec
+
+    root = Path(__file__).resolve().parents[3] / "examples" / "plans"
+    files = sorted(root.glob("*.yaml"))
+    assert files
+    for path in files:
+        spec = parse_plan_spec(yaml.safe_load(path.read_text()))
+        assert spec.services and spec.devices
