@@ -39,6 +39,18 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "llama-3.1-8b"
+_TOP_KEYS = {"name", "servers", "services", "tariff_usd_per_device_hour"}
+# Keys of the simulator's fleet file (npucenter.sim.fleet), a superset of this one: accepted and
+# ignored here, so one file serves `npucenter up` and `npucenter simulate`.
+_SIM_TOP_KEYS = {
+    "description", "slo", "slos", "routing", "traffic", "network_gb_per_s",
+    "network_latency_s", "catalog",
+}  # fmt: skip
+_SERVICE_KEYS = {"model", "device", "precision", "tp", "replicas_per_server", "max_num_seqs"}
+_SIM_SERVICE_KEYS = {
+    "service", "role", "replicas", "max_num_batched_tokens", "block_size_tokens",
+    "enable_chunked_prefill",
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +81,7 @@ class ServiceGroup:
     precision: str = "fp8"
     tp: int = 1  # cards per replica
     replicas_per_server: int = 1
+    max_num_seqs: int = 64  # sequences a replica runs at once; more wait in the gateway
 
     def __post_init__(self) -> None:
         if not self.model_id:
@@ -79,6 +92,8 @@ class ServiceGroup:
             raise InvalidConfigError(
                 "services.replicas_per_server", self.replicas_per_server, "must be >= 1"
             )
+        if self.max_num_seqs < 1:
+            raise InvalidConfigError("services.max_num_seqs", self.max_num_seqs, "must be >= 1")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +107,7 @@ class PlacedReplica:
     tp: int
     server_id: str  # e.g. "rngd-0"
     card_ids: tuple[int, ...]  # card indices on that server
+    max_num_seqs: int = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +188,7 @@ class Fleet:
                                 tp=service.tp,
                                 server_id=server_id,
                                 card_ids=cards,
+                                max_num_seqs=service.max_num_seqs,
                             )
                         )
         return tuple(out)
@@ -205,7 +222,7 @@ def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
     """A fleet from its YAML/JSON mapping (see the module docstring)."""
     if not isinstance(data, Mapping):
         raise InvalidConfigError("fleet", type(data).__name__, "must be a mapping")
-    unknown = set(data) - {"name", "servers", "services", "tariff_usd_per_device_hour"}
+    unknown = set(data) - _TOP_KEYS - _SIM_TOP_KEYS
     if unknown:
         raise InvalidConfigError("fleet", sorted(unknown), "unknown keys")
     try:
@@ -217,16 +234,7 @@ def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
             )
             for s in data.get("servers") or ()
         )
-        services = tuple(
-            ServiceGroup(
-                model_id=str(s["model"]),
-                device_id=str(s["device"]),
-                precision=str(s.get("precision", "fp8")),
-                tp=int(s.get("tp", 1)),
-                replicas_per_server=int(s.get("replicas_per_server", 1)),
-            )
-            for s in data.get("services") or ()
-        )
+        services = tuple(_service(s) for s in data.get("services") or ())
         tariff = {
             str(k): float(v) for k, v in (data.get("tariff_usd_per_device_hour") or {}).items()
         }
@@ -239,6 +247,20 @@ def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
         servers=servers,
         services=services,
         tariff_usd_per_device_hour=tariff,
+    )
+
+
+def _service(entry: Mapping[str, Any]) -> ServiceGroup:
+    unknown = set(entry) - _SERVICE_KEYS - _SIM_SERVICE_KEYS
+    if unknown:
+        raise InvalidConfigError("services", sorted(unknown), "unknown keys")
+    return ServiceGroup(
+        model_id=str(entry["model"]),
+        device_id=str(entry["device"]),
+        precision=str(entry.get("precision") or "fp8"),
+        tp=int(entry.get("tp", 1)),
+        replicas_per_server=int(entry.get("replicas_per_server", 1)),
+        max_num_seqs=int(entry.get("max_num_seqs", 64)),
     )
 
 

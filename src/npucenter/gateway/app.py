@@ -382,8 +382,8 @@ class Gateway:
         if not self.pool.replicas(model_id):
             raise NotFoundError("model", model_id, valid=self.pool.models())
         stream = bool(request.get("stream", False))
-        prompt_text = _prompt_text(request, call.endpoint)
-        est_in = int(len(prompt_text) / self.config.chars_per_token) + 1
+        prompt_text, num_ids = _prompt_text(request, call.endpoint)
+        est_in = num_ids + int(len(prompt_text) / self.config.chars_per_token) + 1
         max_out = _max_tokens(request, self.config.default_max_tokens)
         call.input_tokens = est_in
         call.reservation = self.budgets.reserve(principal, est_in + max_out)
@@ -802,12 +802,31 @@ def _max_tokens(request: dict[str, Any], default: int) -> int:
     return value
 
 
-def _prompt_text(request: dict[str, Any], endpoint: str) -> str:
+def _prompt_text(request: dict[str, Any], endpoint: str) -> tuple[str, int]:
+    """The prompt as text (for the estimate and prefix hashes) and its count of token ids."""
     if endpoint == "/v1/completions":
         prompt = request.get("prompt")
+        if isinstance(prompt, str):
+            return prompt, 0
         if isinstance(prompt, list):
-            return "".join(p if isinstance(p, str) else " " * len(p) * 4 for p in prompt)
-        return prompt if isinstance(prompt, str) else ""
+            if all(isinstance(p, int) for p in prompt):  # one prompt of token ids
+                return "", len(prompt)
+            texts: list[str] = []
+            num_ids = 0
+            for p in prompt:
+                if isinstance(p, str):
+                    texts.append(p)
+                elif isinstance(p, list):
+                    num_ids += len(p)
+                else:
+                    raise InvalidRequestError(
+                        "`prompt` must be a string, token ids, or a list of either",
+                        details={"field": "prompt"},
+                    )
+            return "\n".join(texts), num_ids
+        raise InvalidRequestError(
+            "`prompt` must be a string, token ids, or a list of either", details={"field": "prompt"}
+        )
     parts: list[str] = []
     for message in request.get("messages") or ():
         if not isinstance(message, dict):
@@ -819,7 +838,7 @@ def _prompt_text(request: dict[str, Any], endpoint: str) -> str:
             parts.append(content)
         elif isinstance(content, list):
             parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "\n".join(parts)
+    return "\n".join(parts), 0
 
 
 def _json_usage(body: bytes) -> dict[str, Any] | None:

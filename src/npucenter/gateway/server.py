@@ -59,7 +59,6 @@ ENV_ROUTING_POLICY = "NPUCENTER_ROUTING_POLICY"
 ENV_VIRTUAL_FLEET = "NPUCENTER_VIRTUAL_FLEET"
 #: Admin keys belong to no tenant; their usage is metered to this tenant of the center itself.
 OPERATOR_TENANT = "operator"
-MAX_NUM_SEQS = 64  # per virtual replica; more requests wait in the gateway, not the engine
 _PRIORITY = {"production": 3, "research": 2, "education": 1, "best-effort": 0}
 
 
@@ -138,7 +137,7 @@ def replica_endpoints(fleet: Fleet, urls: dict[str, str]) -> list[ReplicaEndpoin
                 device_id=placed.device_id,
                 device_kind=_device_kind(placed.device_id),
                 tp=placed.tp,
-                max_inflight=MAX_NUM_SEQS,
+                max_inflight=placed.max_num_seqs,
                 busy_power_w=_tdp_w(placed.device_id) * placed.tp,
             )
         )
@@ -200,7 +199,7 @@ async def _launch(executor: Any, gateway: Gateway, fleet: Fleet) -> None:
             tp=placed.tp,
             precision=placed.precision,
             device_indices=placed.card_ids,
-            max_num_seqs=MAX_NUM_SEQS,
+            max_num_seqs=placed.max_num_seqs,
         )
         try:
             replica = await executor.start(spec, replica_id=placed.replica_id)

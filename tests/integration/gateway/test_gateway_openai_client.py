@@ -226,3 +226,23 @@ def test_metrics_expose_ttft_tpot_tokens_and_replicas(make_rig) -> None:  # type
         "npucenter_gateway_queued_requests 0.0",
     ):
         assert name in text
+
+
+def test_the_httpx_upstream_client_behaves_the_same(make_rig) -> None:  # type: ignore[no-untyped-def]
+    rig = make_rig([UpstreamScript(fail="before_first"), UpstreamScript()], upstream_client="httpx")
+    client = rig.client()
+    out = client.chat.completions.create(model="m", messages=MSG, max_tokens=3)
+    assert out.usage is not None and out.usage.completion_tokens == 3
+    chunks = list(client.chat.completions.create(model="m", messages=MSG, max_tokens=4, stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == [f"t{i} " for i in range(4)]
+    assert rig.upstreams[1].num_completed == 2
+
+
+def test_keep_alive_connections_are_reused(make_rig) -> None:  # type: ignore[no-untyped-def]
+    rig = make_rig()
+    client = rig.client()
+    for _ in range(5):
+        client.chat.completions.create(model="m", messages=MSG, max_tokens=2)
+        list(client.chat.completions.create(model="m", messages=MSG, max_tokens=2, stream=True))
+    pool = rig.gateway._upstream._idle  # type: ignore[union-attr]
+    assert sum(len(stack) for stack in pool.values()) == 1

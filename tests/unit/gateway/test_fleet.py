@@ -65,3 +65,34 @@ def test_service_on_a_device_without_servers() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError):
         load_fleet(tmp_path / "none.yaml")
+
+
+def test_a_simulator_fleet_file_is_accepted() -> None:
+    fleet = fleet_from_dict(
+        {
+            "name": "sim",
+            "slo": "interactive",
+            "routing": {"chat": "npu-first"},
+            "servers": [{"device": "rngd", "count": 1, "cards_per_server": 8}],
+            "services": [
+                {
+                    "service": "chat",
+                    "model": "m",
+                    "device": "rngd",
+                    "max_num_seqs": 32,
+                    "role": "both",
+                }
+            ],
+        }
+    )
+    assert fleet.replicas()[0].max_num_seqs == 32
+
+
+def test_unknown_service_keys_are_rejected() -> None:
+    with pytest.raises(InvalidConfigError):
+        fleet_from_dict(
+            {
+                "servers": [{"device": "rngd", "cards_per_server": 8}],
+                "services": [{"model": "m", "device": "rngd", "gpus": 1}],
+            }
+        )
