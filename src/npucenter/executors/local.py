@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from npucenter.engines import ENGINES, PARENT_PID_ENV, LaunchSpec, ReplicaSpec
-from npucenter.errors import NotFoundError, UpstreamError
+from npucenter.errors import NotFoundError, NpuCenterError, UpstreamError
 from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
 
 __all__ = ["LocalProcessExecutor", "free_port", "healthy"]
@@ -54,6 +54,8 @@ class _Record:
     replica: Replica
     proc: subprocess.Popen[bytes] | None
     log_path: Path
+    failed_restarts: int = 0  # consecutive restarts that failed (backoff)
+    retry_at_s: float = 0.0  # monotonic time before which restart_failed leaves it alone
 
 
 class LocalProcessExecutor:
@@ -98,7 +100,7 @@ class LocalProcessExecutor:
         if rid in self._records and self._records[rid].replica.state != ReplicaState.STOPPED:
             raise UpstreamError(f"replica {rid!r} is already running", hint="stop it first")
         engine = ENGINES.get(spec.engine)
-        for attempt in range(3):
+        for _attempt in range(3):
             launch = engine.launch_spec(spec, host=self.host, port=free_port(self.host))
             if self.ready_timeout_s is not None:
                 launch = replace(launch, ready_timeout_s=self.ready_timeout_s)
@@ -109,9 +111,14 @@ class LocalProcessExecutor:
                 return await self._wait_ready(record)
             except _PortTaken:
                 log.info("port %d was taken before replica %s bound it; retrying", launch.port, rid)
-                if attempt == 2:
-                    raise UpstreamError(f"replica {rid!r} found no free port") from None
-        raise AssertionError("unreachable")
+            except BaseException:
+                # a start either returns a replica or raises and leaves nothing behind
+                if record.proc is not None:
+                    await _terminate(record.proc, 1.0)
+                self._records.pop(rid, None)
+                raise
+        self._records.pop(rid, None)
+        raise UpstreamError(f"replica {rid!r} found no free port")
 
     async def stop(self, replica_id: str, *, grace_s: float = 5.0) -> None:
         """SIGTERM the replica's process group, SIGKILL after ``grace_s``."""
@@ -125,7 +132,15 @@ class LocalProcessExecutor:
         record = self._record(replica_id)
         restarts = record.replica.restarts + 1
         await self.stop(replica_id)
-        replica = await self.start(record.replica.spec, replica_id=replica_id)
+        try:
+            replica = await self.start(record.replica.spec, replica_id=replica_id)
+        except NpuCenterError:
+            # keep it as FAILED and back off: 2, 4, 8 ... 60 s before restart_failed retries
+            record.failed_restarts += 1
+            record.retry_at_s = time.monotonic() + min(60.0, 2.0**record.failed_restarts)
+            record.replica = replace(record.replica, state=ReplicaState.FAILED)
+            self._records[replica_id] = record
+            raise
         new = self._records[replica_id]
         new.replica = replace(replica, restarts=restarts)
         return new.replica
@@ -160,17 +175,29 @@ class LocalProcessExecutor:
 
     # --- more than the protocol ---------------------------------------------------------------
     async def restart_failed(self) -> list[str]:
-        """Restart every replica whose process has exited; returns their ids."""
+        """Restart every replica whose process has exited; returns the ids restarted.
+
+        A replica whose restart fails is logged, kept FAILED and retried by later calls after
+        an exponential backoff (2 s doubling to 60 s); the others are restarted regardless.
+        """
+        now = time.monotonic()
         dead = [
             rid
             for rid, r in self._records.items()
             if r.replica.state in (ReplicaState.READY, ReplicaState.FAILED)
             and r.proc is not None
             and r.proc.poll() is not None
+            and r.retry_at_s <= now
         ]
+        restarted = []
         for rid in dead:
-            await self.restart(rid)
-        return dead
+            try:
+                await self.restart(rid)
+            except NpuCenterError as exc:
+                log.warning("replica %s did not restart: %s", rid, exc)
+                continue
+            restarted.append(rid)
+        return restarted
 
     def log_tail(self, replica_id: str, num_lines: int = 20) -> str:
         """The last lines the replica wrote to stdout/stderr."""

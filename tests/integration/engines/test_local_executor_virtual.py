@@ -4,6 +4,7 @@ official openai client, abort on disconnect, restart, stop, and no orphans when 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -41,6 +42,14 @@ def _wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def _wait_exited(executor: LocalProcessExecutor, replica_id: str, timeout_s: float = 10.0) -> None:
+    # a SIGKILLed process can show as a zombie before waitpid may reap it (threads still
+    # exiting); wait until the executor's own Popen sees the exit
+    proc = executor._records[replica_id].proc
+    assert proc is not None
+    proc.wait(timeout=timeout_s)
 
 
 def _metric(text: str, name: str) -> float:
@@ -139,7 +148,7 @@ async def test_stop_and_restart(executor: LocalProcessExecutor, replica: Replica
     assert await executor.check(again.replica_id)
     assert again.pid is not None
     os.kill(again.pid, signal.SIGKILL)
-    assert _wait_gone(again.pid)
+    _wait_exited(executor, again.replica_id)
     assert not await executor.check(again.replica_id)
     assert await executor.restart_failed() == [again.replica_id]
     third = executor.replicas()[0]
@@ -155,6 +164,26 @@ async def test_a_replica_that_cannot_start_reports_why(executor: LocalProcessExe
         await executor.start(spec)
     assert info.value.details["exit_code"] == 3
     assert "not_found" in str(info.value)
+    assert executor.replicas() == []  # a failed start leaves nothing behind
+
+
+async def test_a_replica_that_cannot_restart_backs_off(
+    executor: LocalProcessExecutor, replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rid = replica.replica_id
+    record = executor._records[rid]
+    record.replica = dataclasses.replace(
+        record.replica, spec=dataclasses.replace(replica.spec, model="no-such-model")
+    )
+    assert replica.pid is not None
+    os.kill(replica.pid, signal.SIGKILL)
+    _wait_exited(executor, rid)
+    assert await executor.restart_failed() == []
+    assert [r.state for r in executor.replicas()] == [ReplicaState.FAILED]
+    calls = []
+    monkeypatch.setattr(executor, "restart", lambda rid: calls.append(rid))
+    assert await executor.restart_failed() == []
+    assert calls == []  # backing off: not retried at once
 
 
 _PARENT = textwrap.dedent(
