@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from sqlalchemy import select
+
 from npucenter.api.context import ControlPlane
 from npucenter.api.schemas import AdmissionReport, AllocationOut, PendingOut
 from npucenter.errors import NpuCenterError
@@ -118,6 +120,12 @@ def _running(repo: Repository, servers: list[Server], names: dict[int, str]) -> 
             by_job[alloc.job_id].append(alloc)
         elif alloc.replica_id is not None:
             by_replica[alloc.replica_id].append(alloc)
+    # Load the holders in three queries; get_one below then reads the identity map.
+    session = repo.session
+    list(session.scalars(select(Job).where(Job.id.in_(list(by_job)))))
+    reps = list(session.scalars(select(Replica).where(Replica.id.in_(list(by_replica)))))
+    dep_ids = {r.deployment_id for r in reps}
+    list(session.scalars(select(Deployment).where(Deployment.id.in_(list(dep_ids)))))
     out: list[Admitted] = []
     for job_id, allocs in sorted(by_job.items()):
         job = repo.session.get_one(Job, job_id)
@@ -194,22 +202,22 @@ def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
                 submitted_s=job.created_at_s,
             )
         )
-    for dep in repo.list_deployments():
-        for rep in repo.replicas_of(dep):
-            if rep.state != "pending":
-                continue
-            out.append(
-                Workload(
-                    workload_id=f"replica:{rep.id}",
-                    tenant=names[dep.tenant_id],
-                    kind=WorkloadKind.REPLICA,
-                    device_type=dep.device_type,
-                    num_cards=dep.tp,
-                    tp_size=dep.tp,
-                    priority_class=PriorityClass.parse(dep.priority_class),
-                    submitted_s=rep.created_at_s,
-                )
+    deployments = {d.id: d for d in repo.list_deployments()}
+    waiting = select(Replica).where(Replica.state == "pending").order_by(Replica.id)
+    for rep in repo.session.scalars(waiting):
+        dep = deployments[rep.deployment_id]
+        out.append(
+            Workload(
+                workload_id=f"replica:{rep.id}",
+                tenant=names[dep.tenant_id],
+                kind=WorkloadKind.REPLICA,
+                device_type=dep.device_type,
+                num_cards=dep.tp,
+                tp_size=dep.tp,
+                priority_class=PriorityClass.parse(dep.priority_class),
+                submitted_s=rep.created_at_s,
             )
+        )
     return out
 
 

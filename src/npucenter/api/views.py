@@ -14,7 +14,6 @@ from npucenter.api.schemas import (
 from npucenter.catalog import default_catalog
 from npucenter.store.models import (
     Allocation,
-    Card,
     Deployment,
     Job,
     Quota,
@@ -24,7 +23,15 @@ from npucenter.store.models import (
 )
 from npucenter.store.repository import Repository
 
-__all__ = ["deployment_out", "job_out", "quota_out", "server_out", "tenant_names", "usage_out"]
+__all__ = [
+    "deployment_out",
+    "job_out",
+    "placements",
+    "quota_out",
+    "server_out",
+    "tenant_names",
+    "usage_out",
+]
 
 
 def tenant_names(repo: Repository) -> dict[int, str]:
@@ -73,16 +80,15 @@ def server_out(
     )
 
 
-def quota_out(repo: Repository, quota: Quota, names: dict[int, str]) -> QuotaOut:
+def quota_out(
+    repo: Repository,
+    quota: Quota,
+    names: dict[int, str],
+    in_use: dict[tuple[int, str], tuple[int, int]] | None = None,
+) -> QuotaOut:
     """A quota with the cards its tenant holds of that device type now."""
-    used = borrowed = 0
-    for alloc in repo.allocations():
-        if alloc.tenant_id != quota.tenant_id:
-            continue
-        card = repo.session.get(Card, alloc.card_id)
-        if card is not None and card.device_type == quota.device_type:
-            used += 1
-            borrowed += int(alloc.borrowed)
+    in_use = in_use if in_use is not None else repo.cards_in_use()
+    used, borrowed = in_use.get((quota.tenant_id, quota.device_type), (0, 0))
     return QuotaOut(
         id=quota.id,
         tenant_id=quota.tenant_id,
@@ -99,14 +105,15 @@ def quota_out(repo: Repository, quota: Quota, names: dict[int, str]) -> QuotaOut
     )
 
 
-def deployment_out(repo: Repository, dep: Deployment, names: dict[int, str]) -> DeploymentOut:
-    """A deployment with where each replica runs."""
-    servers = {s.id: s for s in repo.list_servers()}
+def deployment_out(
+    repo: Repository,
+    dep: Deployment,
+    names: dict[int, str],
+    placement: tuple[dict[int, Server], dict[int, list[Allocation]]] | None = None,
+) -> DeploymentOut:
+    """A deployment with where each replica runs (``placement`` from :func:`placements`)."""
+    servers, by_replica = placement or placements(repo)
     card_index = {c.id: c.index for s in servers.values() for c in s.cards}
-    by_replica: dict[int, list[Allocation]] = {}
-    for alloc in repo.allocations():
-        if alloc.replica_id is not None:
-            by_replica.setdefault(alloc.replica_id, []).append(alloc)
     replicas = []
     for rep in repo.replicas_of(dep):
         allocs = by_replica.get(rep.id, [])
@@ -135,6 +142,16 @@ def deployment_out(repo: Repository, dep: Deployment, names: dict[int, str]) -> 
         created_at_s=dep.created_at_s,
         replica_states=replicas,
     )
+
+
+def placements(repo: Repository) -> tuple[dict[int, Server], dict[int, list[Allocation]]]:
+    """Servers by id and replica allocations by replica id, loaded once for many deployments."""
+    servers = {s.id: s for s in repo.list_servers()}
+    by_replica: dict[int, list[Allocation]] = {}
+    for alloc in repo.allocations():
+        if alloc.replica_id is not None:
+            by_replica.setdefault(alloc.replica_id, []).append(alloc)
+    return servers, by_replica
 
 
 def job_out(repo: Repository, job: Job, names: dict[int, str]) -> JobOut:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from npucenter.catalog import default_catalog
 from npucenter.errors import (
@@ -236,7 +236,8 @@ class Repository:
 
     def list_servers(self) -> list[Server]:
         """Every server with its cards."""
-        return list(self.session.scalars(select(Server).order_by(Server.id)))
+        stmt = select(Server).order_by(Server.id).options(selectinload(Server.cards))
+        return list(self.session.scalars(stmt))
 
     def get_server(self, ref: str | int) -> Server:
         """A server by id or name."""
@@ -277,6 +278,19 @@ class Repository:
             update(Replica).where(Replica.server_id == server.id).values(server_id=None)
         )
         self.session.delete(server)
+
+    def cards_in_use(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """(tenant id, device type) -> (cards held, of which borrowed)."""
+        stmt = (
+            select(Allocation.tenant_id, Card.device_type, Allocation.borrowed, func.count())
+            .join(Card, Card.id == Allocation.card_id)
+            .group_by(Allocation.tenant_id, Card.device_type, Allocation.borrowed)
+        )
+        out: dict[tuple[int, str], tuple[int, int]] = {}
+        for tenant_id, device_type, borrowed, count in self.session.execute(stmt):
+            used, lent = out.get((tenant_id, device_type), (0, 0))
+            out[(tenant_id, device_type)] = (used + count, lent + (count if borrowed else 0))
+        return out
 
     def allocations(self) -> list[Allocation]:
         """Every current card allocation."""
@@ -485,7 +499,6 @@ class Repository:
                     since_s=now,
                 )
             )
-        self.session.flush()
 
     def release_replica(
         self, rep: Replica, dep: Deployment, *, reason: str, kind: str = "replica"
@@ -604,7 +617,6 @@ class Repository:
         )
         job.state = to_state
         job.updated_at_s = now
-        self.session.flush()
         return job
 
     def admit_job(
@@ -627,7 +639,6 @@ class Repository:
                     since_s=now,
                 )
             )
-        self.session.flush()
         return job
 
     def preempt_job(self, job: Job, *, reason: str) -> Job:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, status
 from npucenter.api.admission import admit_after_change
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
-from npucenter.api.views import deployment_out, tenant_names
+from npucenter.api.views import deployment_out, placements, tenant_names
 
 __all__ = ["router"]
 
@@ -41,7 +41,9 @@ def list_deployments(ctx: RequestContext = Depends(caller_context)) -> list[Depl
     """Deployments: all (admin) or the caller's."""
     with ctx.tx() as repo:
         names = tenant_names(repo)
-        return [deployment_out(repo, d, names) for d in repo.list_deployments(tenant_id=ctx.scope)]
+        placed = placements(repo)
+        deps = repo.list_deployments(tenant_id=ctx.scope)
+        return [deployment_out(repo, d, names, placed) for d in deps]
 
 
 @router.get("/deployments/{dep_id}", response_model=DeploymentOut)

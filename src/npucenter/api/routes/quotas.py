@@ -39,8 +39,8 @@ def set_quota(body: QuotaIn, ctx: RequestContext = Depends(admin_context)) -> Qu
 def list_quotas(ctx: RequestContext = Depends(caller_context)) -> list[QuotaOut]:
     """Quotas with current use: all (admin) or the caller's."""
     with ctx.tx() as repo:
-        names = tenant_names(repo)
-        return [quota_out(repo, q, names) for q in repo.list_quotas(tenant_id=ctx.scope)]
+        names, in_use = tenant_names(repo), repo.cards_in_use()
+        return [quota_out(repo, q, names, in_use) for q in repo.list_quotas(tenant_id=ctx.scope)]
 
 
 @router.delete("/quotas/{quota_id}", status_code=status.HTTP_204_NO_CONTENT)
