@@ -29,6 +29,7 @@ import httpx
 
 from npucenter.clock import Clock, SystemClock
 from npucenter.errors import (
+    CapacityUnavailableError,
     InvalidRequestError,
     NotFoundError,
     NpuCenterError,
@@ -165,6 +166,7 @@ class Gateway:
         self._ticker: asyncio.Task[None] | None = None
         self._uses_prefixes = bool(getattr(self.router, "uses_prefixes", False))
         self.started_wall_s = time.time()
+        self.expected_models: set[str] = set()  # served once their replicas are up (starting)
         self.usage_totals: dict[tuple[str, str], UsageTotals] = {}  # (tenant, model) -> totals
         # one sample a second: (Unix time, requests answered, output tokens) for the dashboard
         self.history: deque[tuple[float, int, int]] = deque(maxlen=600)
@@ -247,6 +249,10 @@ class Gateway:
                 await asyncio.gather(
                     *(scrape_replica(client, r, now_s, energy_marks) for r in self.pool.replicas())
                 )
+
+    def models(self) -> list[str]:
+        """Models served now or starting, sorted."""
+        return sorted({*self.pool.models(), *self.expected_models})
 
     def _sample_history(self) -> None:
         wall_s = time.time()
@@ -369,7 +375,7 @@ class Gateway:
         created = int(time.time())
         data = [
             {"id": m, "object": "model", "created": created, "owned_by": "npucenter"}
-            for m in self.pool.models()
+            for m in self.models()
         ]
         call.responded = True
         await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
@@ -380,7 +386,14 @@ class Gateway:
         request = _parse_request(raw, call.endpoint)
         call.model_id = model_id = request["model"]
         if not self.pool.replicas(model_id):
-            raise NotFoundError("model", model_id, valid=self.pool.models())
+            if model_id in self.expected_models:
+                raise CapacityUnavailableError(
+                    f"the {model_id} replicas are still starting",
+                    hint="retry in a few seconds",
+                    retry_after_s=2.0,
+                    model=model_id,
+                )
+            raise NotFoundError("model", model_id, valid=self.models())
         stream = bool(request.get("stream", False))
         prompt_text, num_ids = _prompt_text(request, call.endpoint)
         est_in = num_ids + int(len(prompt_text) / self.config.chars_per_token) + 1

@@ -169,23 +169,30 @@ async def serve_fleet(gateway: Gateway, fleet: Fleet, *, launch: bool) -> AsyncI
     """Start the gateway and (``launch``) the fleet's virtual replicas; stop both at exit."""
     await gateway.start()
     executor = None
-    watcher: asyncio.Task[None] | None = None
+    runner: asyncio.Task[None] | None = None
     try:
         if launch:
             from npucenter.executors.local import LocalProcessExecutor
 
             executor = LocalProcessExecutor()
-            await _launch(executor, gateway, fleet)
-            watcher = asyncio.create_task(_keep_healthy(executor, gateway, fleet))
+            gateway.expected_models = set(fleet.models)
+            # Replicas start in the background: the server answers at once (503 + Retry-After
+            # for a model whose replicas are still starting).
+            runner = asyncio.create_task(_run_fleet(executor, gateway, fleet), name="virtual-fleet")
         yield
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        if runner is not None:
+            runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await runner
         await gateway.aclose()
         if executor is not None:
             await executor.shutdown()
+
+
+async def _run_fleet(executor: Any, gateway: Gateway, fleet: Fleet) -> None:
+    await _launch(executor, gateway, fleet)
+    await _keep_healthy(executor, gateway, fleet)
 
 
 async def _launch(executor: Any, gateway: Gateway, fleet: Fleet) -> None:
