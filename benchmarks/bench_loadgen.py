@@ -52,9 +52,9 @@ def start_stub() -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-async def generator_run(url: str, scenario: Scenario) -> dict[str, Any]:
-    target = Target(base_url=url, model="stub-model")
-    async with make_client(None, 30) as client:
+async def generator_run(url: str, scenario: Scenario, transport: str = "fast") -> dict[str, Any]:
+    target = Target(base_url=url, model="stub-model", transport=transport)
+    async with make_client(None, 30, transport) as client:
         info = await preflight(client, target)
         cpu0, wall0 = _cpu_s(), time.perf_counter()
         out = await run_load(client, target, scenario, info=info)
@@ -62,6 +62,7 @@ async def generator_run(url: str, scenario: Scenario) -> dict[str, Any]:
     s = out.summary
     return {
         "scenario": scenario.arrival,
+        "transport": transport,
         "target_rate_rps": scenario.rate_rps,
         "requests": s["requests"],
         "completed": s["completed"],
@@ -79,6 +80,9 @@ async def generator_run(url: str, scenario: Scenario) -> dict[str, Any]:
         "generator_cpu_s": cpu,
         "wall_s": wall,
         "generator_cpu_us_per_request": cpu / max(1, s["requests"]) * 1e6,
+        # share of one core this process got while it ran (low = the machine is contended)
+        "cpu_share_of_wall": cpu / wall if wall > 0 else None,
+        "dropped": s["dropped"],
     }
 
 
@@ -106,31 +110,23 @@ def sequential_baseline(url: str, n: int) -> dict[str, Any]:
     }
 
 
+def _scenario(arrival: str, rate: float, seed: int = 0) -> Scenario:
+    return Scenario(
+        arrival=arrival,
+        rate_rps=rate,
+        duration_s=RUN_S,
+        input_tokens=INPUT_TOKENS,
+        output_tokens=OUTPUT_TOKENS,
+        drain_timeout_s=10,
+        seed=seed,
+    )
+
+
 def main() -> None:
+    load_before = os.getloadavg()
     proc, url = start_stub()
     try:
         seq = sequential_baseline(url, 1000)
-        runs = []
-        for rate in (500.0, 1000.0, GOAL_RPS):
-            sc = Scenario(
-                arrival="constant",
-                rate_rps=rate,
-                duration_s=RUN_S,
-                input_tokens=INPUT_TOKENS,
-                output_tokens=OUTPUT_TOKENS,
-                drain_timeout_s=30,
-            )
-            runs.append(run_async(generator_run(url, sc)))
-        poisson = Scenario(
-            arrival="poisson",
-            rate_rps=GOAL_RPS,
-            duration_s=RUN_S,
-            input_tokens=INPUT_TOKENS,
-            output_tokens=OUTPUT_TOKENS,
-            drain_timeout_s=30,
-            seed=1,
-        )
-        runs.append(run_async(generator_run(url, poisson)))
         closed = Scenario(
             arrival="concurrency",
             concurrency=1,
@@ -139,44 +135,66 @@ def main() -> None:
             output_tokens=OUTPUT_TOKENS,
         )
         seq_ours = run_async(generator_run(url, closed))
+        runs = [
+            run_async(generator_run(url, _scenario("constant", 1000.0))),
+            run_async(generator_run(url, _scenario("constant", GOAL_RPS))),
+            run_async(generator_run(url, _scenario("poisson", GOAL_RPS, seed=1))),
+            run_async(generator_run(url, _scenario("constant", 1000.0), transport="httpx")),
+        ]
     finally:
         proc.terminate()
         proc.wait(10)
+    load_after = os.getloadavg()
     goal = [r for r in runs if r["target_rate_rps"] == GOAL_RPS]
     met = all(
         r["errors"] == 0 and abs((r["achieved_rate_rps"] or 0) / GOAL_RPS - 1) <= 0.02 for r in goal
     )
+    cpu_us = seq_ours["generator_cpu_us_per_request"]
     doc = {
         "benchmark": "loadgen",
         "harness_version": HARNESS_VERSION,
         "machine": machine_info(),
-        "cpu_count": os.cpu_count(),
+        "load_average_before_after": [load_before, load_after],
         "goal": f"{GOAL_RPS:g} req/s with achieved rate within 2 % of target",
         "goal_met": met,
         "runs": runs,
         "sequential_httpx_client": seq,
         "generator_concurrency_1": seq_ours,
-        "overhead_vs_sequential_us_per_request": seq_ours["generator_cpu_us_per_request"]
-        - seq["client_cpu_us_per_request"],
+        "overhead_vs_sequential_us_per_request": cpu_us - seq["client_cpu_us_per_request"],
+        # what one fully available core could sustain at the measured CPU cost per request
+        "generator_rps_per_free_core": 1e6 / cpu_us if cpu_us else None,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"loadgen benchmark ({os.cpu_count()} cores, stub in a separate process)")
-    for r in runs:
-        print(
-            f"  {r['scenario']:>8} target {r['target_rate_rps']:6.0f}/s  achieved "
-            f"{r['achieved_rate_rps']:7.1f}/s ({(r['rate_error_fraction'] or 0) * 100:+.2f} % "
-            f"vs schedule)  completed {r['completed']}/{r['requests']}  lag p50/p99 "
-            f"{r['lag_p50_ms']:.2f}/{r['lag_p99_ms']:.2f} ms  cpu "
-            f"{r['generator_cpu_us_per_request']:.0f} us/req"
-        )
-    print(
-        f"  sequential httpx client: {seq['requests_per_s']:.0f} req/s, "
-        f"{seq['client_cpu_us_per_request']:.0f} us cpu/req; generator at concurrency 1: "
-        f"{seq_ours['completed_per_s']:.0f} req/s, {seq_ours['generator_cpu_us_per_request']:.0f}"
-        " us cpu/req"
+    _print(doc)
+
+
+def _print(doc: dict[str, Any]) -> None:
+    out = print  # benchmarks print their summary
+    seq, ours = doc["sequential_httpx_client"], doc["generator_concurrency_1"]
+    out(
+        f"loadgen benchmark ({os.cpu_count()} cores, stub in its own process, load average "
+        f"{doc['load_average_before_after'][0][0]:.1f} -> {doc['load_average_before_after'][1][0]:.1f})"
     )
-    print(f"  goal {doc['goal']}: {'MET' if met else 'NOT MET'} -> {RESULTS}")
+    for r in doc["runs"]:
+        out(
+            f"  {r['scenario']:>8}/{r['transport']:<5} target {r['target_rate_rps']:6.0f}/s  "
+            f"achieved {r['achieved_rate_rps'] or 0:7.1f}/s "
+            f"({(r['rate_error_fraction'] or 0) * 100:+.2f} % vs schedule)  completed "
+            f"{r['completed']}/{r['requests']}  lag p50/p99 {r['lag_p50_ms']:.2f}/"
+            f"{r['lag_p99_ms']:.2f} ms  cpu {r['generator_cpu_us_per_request']:.0f} us/req, "
+            f"got {(r['cpu_share_of_wall'] or 0) * 100:.0f} % of a core"
+        )
+    out(
+        f"  sequential plain httpx client: {seq['requests_per_s']:.0f} req/s, "
+        f"{seq['client_cpu_us_per_request']:.0f} us cpu/req; generator at concurrency 1: "
+        f"{ours['completed_per_s']:.0f} req/s, {ours['generator_cpu_us_per_request']:.0f} us "
+        f"cpu/req (overhead {doc['overhead_vs_sequential_us_per_request']:+.0f} us/req)"
+    )
+    out(
+        f"  one free core sustains ~{doc['generator_rps_per_free_core']:.0f} req/s at that cost; "
+        f"goal {doc['goal']}: {'MET' if doc['goal_met'] else 'NOT MET'} -> {RESULTS}"
+    )
 
 
 if __name__ == "__main__":

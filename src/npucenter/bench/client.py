@@ -56,6 +56,7 @@ class Target:
     timeout_s: float = 300.0
     ignore_eos: bool = True
     continuous_usage: bool = False  # ask vLLM-style servers for usage on every chunk
+    transport: str = "fast"  # fast (npucenter's lean http:// transport) | httpx
     extra_body: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +66,8 @@ class Target:
             )
         if self.api not in ("chat", "completions"):
             raise InvalidConfigError("api", self.api, "must be chat or completions")
+        if self.transport not in ("fast", "httpx"):
+            raise InvalidConfigError("transport", self.transport, "must be fast or httpx")
 
     @property
     def root_url(self) -> str:

@@ -57,7 +57,7 @@ async def benchmark_run(
 ) -> dict[str, Any]:
     """Preflight and run one scenario; the result document."""
     meta = meta or TargetMeta()
-    async with make_client(pool_size(scenario), target.timeout_s) as client:
+    async with make_client(pool_size(scenario), target.timeout_s, target.transport) as client:
         info = info or await preflight(client, target)
         source = make_power_source(power, target.root_url)
         out = await run_load(client, target, scenario, info=info, progress=progress, power=source)
@@ -93,7 +93,7 @@ async def benchmark_sweep(
     The top-level ``summary`` is the saturated step's.
     """
     meta = meta or TargetMeta()
-    async with make_client(None, target.timeout_s) as client:
+    async with make_client(None, target.timeout_s, target.transport) as client:
         info = info or await preflight(client, target)
         source = make_power_source(power, target.root_url)
         sweep: SweepOutcome

@@ -27,8 +27,13 @@ from npucenter.bench.metrics import SLO, summarize
 from npucenter.bench.power import EnergyReport, PowerSampler, PowerSource
 from npucenter.bench.record import RequestRecord
 from npucenter.bench.scenario import PlannedRequest, Scenario, build_plan, iter_plan
+from npucenter.bench.transport import FastTransport
+from npucenter.errors import InvalidConfigError
 
-__all__ = ["RunOutcome", "RunProgress", "make_client", "run_load", "scenario_slo"]
+__all__ = ["TRANSPORTS", "RunOutcome", "RunProgress", "make_client", "run_load", "scenario_slo"]
+
+#: Client transports: ``fast`` (ours, http:// only, https falls back) and ``httpx`` (default).
+TRANSPORTS = ("fast", "httpx")
 
 
 @dataclass(slots=True)
@@ -70,15 +75,26 @@ def scenario_slo(scenario: Scenario) -> SLO:
     return SLO(ttft_s=scenario.slo_ttft_s, tpot_s=scenario.slo_tpot_s, e2e_s=scenario.slo_e2e_s)
 
 
-def make_client(max_connections: int | None, timeout_s: float) -> httpx.AsyncClient:
-    """An httpx client with a keep-alive pool of ``max_connections`` (None: unbounded)."""
+def make_client(
+    max_connections: int | None, timeout_s: float, transport: str = "fast"
+) -> httpx.AsyncClient:
+    """An httpx client with a keep-alive pool of ``max_connections`` (None: unbounded).
+
+    ``transport="fast"`` mounts :class:`FastTransport` for ``http://`` (``https://`` keeps
+    httpx's default); ``"httpx"`` uses httpx's default transport throughout.
+    """
+    if transport not in TRANSPORTS:
+        raise InvalidConfigError("transport", transport, f"must be one of {TRANSPORTS}")
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections if max_connections else 4096,
         keepalive_expiry=30.0,
     )
     timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
-    return httpx.AsyncClient(limits=limits, timeout=timeout)
+    mounts: dict[str, httpx.AsyncBaseTransport] = {}
+    if transport == "fast":
+        mounts["http://"] = FastTransport(max_keepalive_connections=max_connections or 4096)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, mounts=mounts)
 
 
 async def run_load(

@@ -65,7 +65,10 @@ class _Stub:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
+                try:
+                    body = await reader.readexactly(length) if length else b""
+                except asyncio.IncompleteReadError:
+                    return
                 await self._route(method, path.split("?", 1)[0], headers, body, writer)
                 if headers.get("connection", "").lower() == "close":
                     return

@@ -190,7 +190,7 @@ async def run_suite(
     """Run every entry of suite ``name``; one suite document holding each entry's result."""
     opts = opts or SuiteOptions()
     meta = meta or TargetMeta()
-    async with make_client(8, target.timeout_s) as client:
+    async with make_client(8, target.timeout_s, target.transport) as client:
         info = await preflight(client, target)
     max_len = info.model_card.get("max_model_len")
     entries = suite_plan(name, int(max_len) if max_len else None, opts)
