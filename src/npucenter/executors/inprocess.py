@@ -78,7 +78,7 @@ class InProcessExecutor:
                 port=port,
                 lifespan="on",
                 access_log=False,
-                log_level="warning",
+                log_config=None,  # leave the host's logging configuration alone
                 timeout_graceful_shutdown=1,
             )
         )

@@ -118,13 +118,12 @@ def serve(config: VirtualEngineConfig, *, perf: Any = None) -> None:
         backlog=4096,
     )
     server = uvicorn.Server(uv_config)
-    asyncio.run(_serve_until_orphaned(server)) if _loop_impl() == "asyncio" else _run_uvloop(server)
+    if uv_config.loop == "uvloop":
+        import uvloop
 
-
-def _run_uvloop(server: Any) -> None:
-    import uvloop
-
-    uvloop.run(_serve_until_orphaned(server))
+        uvloop.run(_serve_until_orphaned(server))
+    else:
+        asyncio.run(_serve_until_orphaned(server))
 
 
 async def _serve_until_orphaned(server: Any) -> None:
