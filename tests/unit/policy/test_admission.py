@@ -603,3 +603,29 @@ def test_running_work_ranks_no_higher_than_its_tenants_class() -> None:
     policy = AdmissionPolicy(reclaim_within_cohort=PreemptionPolicy.LOWER_PRIORITY)
     d = run(snap([server("s1", 4)], quotas, running), [wl("svc", "co", 4)], policy=policy)
     assert d.preempted_ids() == {"claims-prod"}
+
+
+def test_reclaim_frees_one_server_for_a_gang() -> None:
+    """Borrowed cards are spread over two servers; the owner's 4-card gang needs one of them."""
+    quotas = [quota("co", 4), quota("uni", 4)]
+    running = [
+        Admitted(
+            workload_id=f"j{server}{card}",
+            tenant="uni",
+            device_type="rngd",
+            server_id=f"s{server}",
+            card_indices=(card,),
+            admitted_s=float(2 * card + (server == 2)),
+        )  # most recent alternate servers
+        for server in (1, 2)
+        for card in range(4)
+    ]
+    d = run(
+        snap([server("s1", 4), server("s2", 4)], quotas, running, now_s=10), [wl("gang", "co", 4)]
+    )
+    assert d.admitted_ids() == {"gang"}
+    (placed,) = d.admitted
+    stopped = {p.workload_id for p in d.preempted}
+    assert len(stopped) == 4  # no more than the gang needs
+    assert {running_id[1] for running_id in stopped} == {placed.server_id[1]}
+    assert held(d, "uni") == 4
