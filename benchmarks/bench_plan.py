@@ -20,7 +20,7 @@ from _common import write_result
 from npucenter.catalog import default_catalog
 from npucenter.plan.planner import plan_capacity, spec_catalog
 from npucenter.plan.profile import CachedProfile
-from npucenter.plan.simulate import SimProfile, SimVerifier
+from npucenter.plan.simulate import CenterVerifier, SimProfile
 from npucenter.plan.spec import parse_plan_spec
 from npucenter.plan.traffic import resolve_traffic
 
@@ -34,7 +34,7 @@ def main() -> int:
     cat = spec_catalog(spec, default_catalog())
     traffic = resolve_traffic(spec)
     sim_profile = SimProfile(cat, spec, traffic=traffic)
-    verifier = SimVerifier(cat, spec, traffic=traffic)
+    verifier = CenterVerifier(cat, spec, traffic=traffic)
     t_plan = time.perf_counter()
     result = plan_capacity(
         spec,
@@ -43,6 +43,7 @@ def main() -> int:
         profile=CachedProfile(sim_profile),
         verifier=verifier,
         profile_source=sim_profile.describe(),
+        verifier_source=verifier.describe(),
     )
     wall_s = time.perf_counter() - started
     plan = result.plan
@@ -58,6 +59,8 @@ def main() -> int:
         "rounds": plan.rounds,
         "profile_simulations": sim_profile.num_simulations,
         "verification_simulations": verifier.num_simulations,
+        "verification_fallbacks": verifier.num_fallbacks,
+        "verifier": verifier.describe(),
         "candidates": len(result.profiles),
         "servers": dict(alloc.servers) if alloc else {},
         "npu_share": alloc.npu_share if alloc else None,

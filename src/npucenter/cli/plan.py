@@ -27,7 +27,7 @@ from npucenter.plan.planner import (
 )
 from npucenter.plan.profile import AnalyticProfile, CachedProfile, ProfileSource, TrafficStats
 from npucenter.plan.report import render_html, result_to_dict
-from npucenter.plan.simulate import SimProfile, SimVerifier
+from npucenter.plan.simulate import CenterVerifier, SimProfile, SimVerifier
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import resolve_traffic
 
@@ -37,6 +37,7 @@ app = typer.Typer(
 )
 
 _PROFILES = ("sim", "analytic")
+_VERIFIERS = ("center", "replica")
 
 
 @app.callback()
@@ -55,6 +56,11 @@ def plan(
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Simulate each plan on the full traffic."
     ),
+    verifier_name: str = typer.Option(
+        "center",
+        "--verifier",
+        help="center: the simulator's whole-center model; replica: per-service replica sim.",
+    ),
     objective: str | None = typer.Option(
         None, "--objective", help="Override the spec: cost, power or weighted."
     ),
@@ -67,9 +73,15 @@ def plan(
         spec = replace(spec, objective=objective)  # type: ignore[arg-type]
     if profile not in _PROFILES:
         raise InvalidConfigError("--profile", profile, f"choose one of {', '.join(_PROFILES)}")
+    if verifier_name not in _VERIFIERS:
+        raise InvalidConfigError(
+            "--verifier", verifier_name, f"choose one of {', '.join(_VERIFIERS)}"
+        )
     cat = load_catalog(catalog or [])
     traffic = resolve_traffic(spec)
-    source, verifier, label = _sources(spec, cat, traffic, profile, verify)
+    source, verifier, label, check_label = _sources(
+        spec, cat, traffic, profile, verifier_name if verify else None
+    )
     result = plan_capacity(
         spec,
         catalog=cat,
@@ -77,6 +89,7 @@ def plan(
         profile=source,
         verifier=verifier,
         profile_source=label,
+        verifier_source=check_label,
     )
     elapsed = time.perf_counter() - started
     doc = result_to_dict(result)
@@ -108,16 +121,27 @@ def _read_spec(path: Path) -> PlanSpec:
 
 
 def _sources(
-    spec: PlanSpec, cat: Catalog, traffic: Mapping[str, TrafficStats], profile: str, verify: bool
-) -> tuple[ProfileSource, Verifier | None, str]:
-    """The profile source (simulator bisection or closed form) and the simulator verifier."""
+    spec: PlanSpec,
+    cat: Catalog,
+    traffic: Mapping[str, TrafficStats],
+    profile: str,
+    verifier_name: str | None,
+) -> tuple[ProfileSource, Verifier | None, str, str]:
+    """The profile source (simulator bisection or closed form), the verifier, their labels."""
     plan_cat = spec_catalog(spec, cat)
-    verifier = SimVerifier(plan_cat, spec, traffic=traffic) if verify else None
+    verifier: Verifier | None = None
+    check_label = "none"
+    if verifier_name == "center":
+        verifier = CenterVerifier(plan_cat, spec, traffic=traffic)
+        check_label = CenterVerifier.describe()
+    elif verifier_name == "replica":
+        verifier = SimVerifier(plan_cat, spec, traffic=traffic)
+        check_label = SimVerifier.describe()
     if profile == "sim":
         sim = SimProfile(plan_cat, spec, traffic=traffic)
-        return CachedProfile(sim), verifier, sim.describe()
+        return CachedProfile(sim), verifier, sim.describe(), check_label
     analytic = CachedProfile(AnalyticProfile(plan_cat, traffic))
-    return analytic, verifier, "analytic (perf model, closed form)"
+    return analytic, verifier, "analytic (perf model, closed form)", check_label
 
 
 def _print(result: PlanResult, elapsed_s: float) -> None:

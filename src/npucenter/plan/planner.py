@@ -144,6 +144,7 @@ class PlanResult:
     assumptions: tuple[str, ...]
     comparison: tuple[str, ...]  # plain sentences: when 80/20 is and is not the cheapest
     profile_source: str = ""
+    verifier_source: str = ""
 
 
 def spec_catalog(spec: PlanSpec, catalog: Catalog) -> Catalog:
@@ -251,6 +252,7 @@ def plan_capacity(
     verifier: Verifier | None = None,
     pareto_points: int = 8,
     profile_source: str = "",
+    verifier_source: str = "",
 ) -> PlanResult:
     """Plan the cheapest fleet for ``spec`` and compare it with the baselines.
 
@@ -320,6 +322,7 @@ def plan_capacity(
             *compare_disaggregation(spec, devices, profiles),
         ),
         profile_source=profile_source,
+        verifier_source=verifier_source if verifier is not None else "none",
     )
 
 

@@ -103,6 +103,7 @@ def result_to_dict(result: PlanResult) -> dict[str, Any]:
         for d in result.device_types
     }
     doc["profile_source"] = result.profile_source
+    doc["verifier"] = result.verifier_source
     doc["assumptions"] = list(result.assumptions)
     return doc
 
@@ -132,6 +133,7 @@ def render_html(result: PlanResult) -> str:
         _sensitivity_table(doc["sensitivity"]),
         "<h2>Candidates and profiled capacity</h2>",
         _candidate_table(doc["candidates"], result.profile_source),
+        f"<p>verification: {_e(result.verifier_source or 'none')}</p>",
         "<h2>Traffic</h2>",
         _traffic_table(doc["traffic"]),
         "<h2>Assumptions</h2><ul>"

@@ -22,9 +22,14 @@ from npucenter.plan.profile import AnalyticProfile, Candidate, TrafficStats
 from npucenter.plan.spec import PlanSpec, ServiceSpec
 from npucenter.plan.traffic import service_trace
 from npucenter.sim import ReplicaConfig, ReplicaCore, SeqRequest
-from npucenter.workload.trace import Trace
+from npucenter.sim.center import Center
+from npucenter.sim.fleet import Deployment, FleetSpec, ServerPool
+from npucenter.sim.fleet import ServiceSpec as FleetService
+from npucenter.workload.slo import Slo
+from npucenter.workload.trace import Trace, merge_traces
 
 __all__ = [
+    "CenterVerifier",
     "ServiceSimResult",
     "SimProfile",
     "SimVerifier",
@@ -271,6 +276,11 @@ class SimVerifier:
         # (service, replicas) -> result: a re-solve that keeps a service's replicas reuses it
         self._cache: dict[tuple[str, tuple[tuple[str, int], ...]], ServiceSimResult] = {}
 
+    @staticmethod
+    def describe() -> str:
+        """How plans are verified (printed in reports)."""
+        return "per-service replica simulation (ReplicaCore, weighted power-of-two routing)"
+
     def verify(
         self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
     ) -> Verification:
@@ -313,6 +323,169 @@ class SimVerifier:
         if self.weights is None:
             return 1.0
         return max(self.weights.max_rate_rps(service, candidate), 1e-6)
+
+
+class CenterVerifier:
+    """Verification on the simulator's whole-center model (:class:`npucenter.sim.center.Center`).
+
+    The plan becomes a fleet: one server pool per device type holding exactly the cards the
+    replicas use (server boundaries do not change the simulation), one deployment per candidate,
+    the services' traces merged, routed by the same policy objects the live gateway uses. A
+    service that mixes colocated and disaggregated replicas cannot be expressed as a fleet (the
+    center runs a service either way, not both); such plans fall back to :class:`SimVerifier`.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        spec: PlanSpec,
+        *,
+        traffic: Mapping[str, TrafficStats] | None = None,
+        routing: str | None = None,
+        max_requests: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.catalog = catalog
+        self.routing = routing or spec.verification.routing
+        self.fallback = SimVerifier(
+            catalog, spec, traffic=traffic, max_requests=max_requests, seed=seed
+        )
+        limit = max_requests if max_requests is not None else spec.verification.max_requests
+        streams = []
+        for svc in spec.services:
+            tr = service_stream(svc, seed=seed, max_requests=limit)
+            streams.append(
+                Trace(
+                    name=svc.name,
+                    arrival_s=tr.arrival_s,
+                    prompt_tokens=tr.prompt_tokens,
+                    output_tokens=tr.output_tokens,
+                    service_names=(svc.name,),
+                    source=tr.source,
+                )
+            )
+        self.trace = merge_traces(streams, name=f"{spec.name}-traffic")
+        link = [d.kv_link_gbps for d in spec.disaggregation]
+        self.network_gb_per_s = min(link) if link else 12.5
+        self.num_simulations = 0
+        self.num_fallbacks = 0
+        self._cache: dict[tuple[tuple[str, int], ...], Verification] = {}
+
+    @staticmethod
+    def describe() -> str:
+        """How plans are verified (printed in reports)."""
+        return "simulator whole-center model (npucenter.sim.center) on the merged traces"
+
+    def verify(
+        self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
+    ) -> Verification:
+        """Run the plan's fleet on every service's traffic; attainment per service."""
+        key = tuple(sorted((k, v) for k, v in allocation.replicas.items() if v > 0))
+        if key in self._cache:
+            return self._cache[key]
+        fleet = self.fleet_for(spec, allocation, candidates)
+        if fleet is None:
+            self.num_fallbacks += 1
+            return self.fallback.verify(spec, allocation, candidates)
+        self.num_simulations += 1
+        result = Center(fleet, self.catalog, policy=self.routing).run(self.trace)
+        summary = result.summary
+        services = summary["services"]
+        attainment = {s.name: float(services[s.name]["slo_attainment"]) for s in spec.services}
+        notes = tuple(
+            f"{name}: {info['completed']}/{info['requests']} completed, "
+            f"p90 TTFT {info['ttft_s']['p90']:.3f} s, p90 TPOT {info['tpot_s']['p90'] * 1e3:.1f} ms"
+            for name, info in services.items()
+        )
+        energy = summary.get("energy_j_per_output_token")
+        check = Verification(
+            slo_attainment=attainment,
+            energy_j_per_output_token=(
+                float(energy) if energy is not None and math.isfinite(energy) else None
+            ),
+            mean_power_w=float(summary["mean_power_w"]),
+            simulated_requests=int(summary["requests"]),
+            notes=(*notes, f"routing {self.routing}; energy includes idle replicas"),
+        )
+        self._cache[key] = check
+        return check
+
+    def fleet_for(
+        self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
+    ) -> FleetSpec | None:
+        """The plan as a simulator fleet, or None when a service mixes serving modes."""
+        deployments: list[Deployment] = []
+        cards: dict[str, int] = {}
+        for svc in spec.services:
+            mine = [
+                (candidates[label], n)
+                for label, n in sorted(allocation.replicas.items())
+                if n > 0 and candidates[label].service == svc.name
+            ]
+            modes = {c.disaggregated for c, _ in mine}
+            if len(modes) > 1:
+                return None
+            for cand, n in mine:
+                for dep in _deployments(svc, cand, n):
+                    deployments.append(dep)
+                    cards[dep.device] = cards.get(dep.device, 0) + dep.tp * dep.replicas_per_server
+        if not deployments:
+            return None
+        services = tuple(
+            FleetService(
+                name=s.name,
+                model=s.model,
+                slo=Slo(name=s.name, ttft_s=s.slo.ttft_s, tpot_s=s.slo.tpot_s),
+            )
+            for s in spec.services
+            if any(d.service == s.name for d in deployments)
+        )
+        if len(services) != len(spec.services):
+            return None
+        return FleetSpec(
+            name=f"{spec.name}-plan",
+            servers=tuple(
+                ServerPool(device=dev, num_servers=1, cards_per_server=n)
+                for dev, n in sorted(cards.items())
+            ),
+            deployments=tuple(deployments),
+            services=services,
+            network_gb_per_s=self.network_gb_per_s,
+        )
+
+
+def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[Deployment]:
+    if cand.prefill_device_id is None:
+        return [
+            Deployment(
+                service=svc.name,
+                model=svc.model,
+                device=cand.device_id,
+                precision=cand.precision,
+                tp=cand.tp,
+                replicas_per_server=count,
+            )
+        ]
+    return [
+        Deployment(
+            service=svc.name,
+            model=svc.model,
+            device=cand.prefill_device_id,
+            precision=cand.precision,
+            tp=cand.prefill_tp,
+            replicas_per_server=count,
+            role="prefill",
+        ),
+        Deployment(
+            service=svc.name,
+            model=svc.model,
+            device=cand.device_id,
+            precision=cand.precision,
+            tp=cand.tp,
+            replicas_per_server=count * cand.decode_per_prefill,
+            role="decode",
+        ),
+    ]
 
 
 # --- internals ----------------------------------------------------------------------------

@@ -216,6 +216,7 @@ class VerificationSpec:
     max_rounds: int = 3
     headroom_step_fraction: float = 0.15  # added to a missing service's headroom per round
     max_requests: int | None = None  # simulate only the first N requests of each stream
+    routing: str = "least-outstanding-tokens"  # the simulator center's routing policy
 
     def __post_init__(self) -> None:
         if self.max_rounds < 1:
@@ -591,6 +592,7 @@ def _parse_verification(obj: _Obj | None) -> VerificationSpec:
         max_rounds=obj.get_int("max_rounds", 3),
         headroom_step_fraction=obj.get_float("headroom_step_fraction", 0.15),
         max_requests=obj.get_opt_int("max_requests"),
+        routing=obj.get_str("routing", "least-outstanding-tokens"),
     )
     obj.done()
     return ver

@@ -13,6 +13,7 @@ from npucenter.catalog import default_catalog
 from npucenter.plan.milp import Allocation
 from npucenter.plan.profile import AnalyticProfile, Candidate
 from npucenter.plan.simulate import (
+    CenterVerifier,
     SimProfile,
     SimVerifier,
     _PerfCache,
@@ -155,3 +156,73 @@ def test_poisson_like_keeps_the_rate_and_the_length_distribution() -> None:
     assert len(pois) == 4000
     assert pois.mean_rate_rps == pytest.approx(base.mean_rate_rps, rel=0.1)
     assert set(np.unique(pois.prompt_tokens)) <= set(np.unique(base.prompt_tokens))
+
+
+# --- the whole-center verifier -----------------------------------------------------------------
+
+
+def _two_service_spec() -> PlanSpec:
+    data = copy.deepcopy(DATA)
+    data["services"].append(
+        {
+            "name": "code",
+            "model": "llama-3.1-8b",
+            "traffic": {"rate_rps": 10, "mean_input_tokens": 1000, "mean_output_tokens": 20},
+            "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
+        }
+    )
+    data["disaggregation"] = [{"prefill": "h100", "decode": "rngd", "decode_per_prefill": [2]}]
+    data["verification"] = {"max_requests": 400}
+    return parse_plan_spec(data)
+
+
+UNIT = Candidate(
+    service="chat",
+    device_id="furiosa_rngd",
+    tp=1,
+    precision="fp8",
+    prefill_device_id="nvidia_h100_sxm",
+    decode_per_prefill=2,
+    kv_link_gbps=50.0,
+)
+CODE = Candidate(service="code", device_id="nvidia_h100_sxm", tp=1, precision="fp8")
+
+
+def test_plan_maps_to_a_center_fleet_with_exact_card_counts() -> None:
+    spec = _two_service_spec()
+    verifier = CenterVerifier(CAT, spec)
+    labels = {c.label: c for c in (UNIT, CODE)}
+    fleet = verifier.fleet_for(spec, _alloc({UNIT.label: 3, CODE.label: 2}), labels)
+    assert fleet is not None
+    cards = {p.device: p.num_cards for p in fleet.servers}
+    assert cards == {"furiosa_rngd": 6, "nvidia_h100_sxm": 5}  # 3 prefill + 2 code on H100
+    roles = sorted((d.service, d.role) for d in fleet.deployments)
+    assert roles == [("chat", "decode"), ("chat", "prefill"), ("code", "both")]
+
+
+def test_mixed_serving_modes_fall_back_to_the_replica_simulation() -> None:
+    spec = _two_service_spec()
+    verifier = CenterVerifier(CAT, spec)
+    labels = {c.label: c for c in (UNIT, RNGD, CODE)}
+    alloc = _alloc({UNIT.label: 1, RNGD.label: 2, CODE.label: 1})
+    assert verifier.fleet_for(spec, alloc, labels) is None
+    check = verifier.verify(spec, alloc, labels)
+    assert verifier.num_fallbacks == 1 and verifier.num_simulations == 0
+    assert set(check.slo_attainment) == {"chat", "code"}
+
+
+def test_center_and_replica_verifiers_agree_on_a_clear_case() -> None:
+    spec = _two_service_spec()
+    labels = {c.label: c for c in (RNGD, CODE)}
+    big = _alloc({RNGD.label: 4, CODE.label: 3})
+    small = _alloc({RNGD.label: 1, CODE.label: 1})
+    center = CenterVerifier(CAT, spec)
+    replica = SimVerifier(CAT, spec)
+    for alloc in (big, small):
+        a = center.verify(spec, alloc, labels).slo_attainment
+        b = replica.verify(spec, alloc, labels).slo_attainment
+        for name in ("chat", "code"):
+            assert abs(a[name] - b[name]) < 0.15
+    ok = center.verify(spec, big, labels)
+    assert min(ok.slo_attainment.values()) >= 0.9
+    assert center.num_simulations == 2  # the repeat came from the cache
