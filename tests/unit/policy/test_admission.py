@@ -629,3 +629,21 @@ def test_reclaim_frees_one_server_for_a_gang() -> None:
     assert len(stopped) == 4  # no more than the gang needs
     assert {running_id[1] for running_id in stopped} == {placed.server_id[1]}
     assert held(d, "uni") == 4
+
+
+def test_lowering_a_quota_does_not_preempt_running_work() -> None:
+    running = [
+        Admitted(
+            workload_id=f"r{i}",
+            tenant="a",
+            device_type="rngd",
+            server_id="s1",
+            card_indices=(i,),
+            priority_class=P.PRODUCTION,
+        )
+        for i in range(4)
+    ]
+    d = run(snap([server("s1")], [quota("a", 1, cohort=None)], running), [wl("w", "a", 1)])
+    assert not d.preempted
+    assert held(d, "a") == 4
+    assert d.pending_reason("w") is PendingReason.QUOTA_IN_USE
