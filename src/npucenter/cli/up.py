@@ -25,13 +25,20 @@ def up(
         None, "--data-dir", help="Data directory (SQLite, state)."
     ),
     log_level: str = typer.Option("info", "--log-level"),
+    fleet: Path | None = typer.Option(
+        None, "--fleet", help="Virtual fleet YAML (default: 2 RNGD + 1 H100 servers)."
+    ),
 ) -> None:
     """Start the API server (migrations applied at start)."""
+    import os
+
     import uvicorn
 
     from npucenter.api.app import build_server_app
 
     settings = Settings.from_env(data_dir=data_dir)
+    if fleet is not None:  # read by npucenter.gateway.server (the gateway extension)
+        os.environ["NPUCENTER_FLEET"] = str(fleet)
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:
