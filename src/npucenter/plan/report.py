@@ -32,6 +32,7 @@ def outcome_to_dict(outcome: PlanOutcome, services: Sequence[str]) -> dict[str, 
         "cost_per_million_output_tokens": outcome.cost_per_million_output_tokens,
         "energy_j_per_output_token": outcome.energy_j_per_output_token,
         "simulated_energy_j_per_output_token": ver.energy_j_per_output_token if ver else None,
+        "simulated_mean_power_w": ver.mean_power_w if ver else None,
         "verified": outcome.verified,
         "slo_attainment": {
             s: (ver.slo_attainment.get(s) if ver is not None else None) for s in services
