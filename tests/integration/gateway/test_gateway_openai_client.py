@@ -233,7 +233,9 @@ def test_the_httpx_upstream_client_behaves_the_same(make_rig) -> None:  # type: 
     client = rig.client()
     out = client.chat.completions.create(model="m", messages=MSG, max_tokens=3)
     assert out.usage is not None and out.usage.completion_tokens == 3
-    chunks = list(client.chat.completions.create(model="m", messages=MSG, max_tokens=4, stream=True))
+    chunks = list(
+        client.chat.completions.create(model="m", messages=MSG, max_tokens=4, stream=True)
+    )
     assert [c.choices[0].delta.content for c in chunks] == [f"t{i} " for i in range(4)]
     assert rig.upstreams[1].num_completed == 2
 
