@@ -40,15 +40,20 @@ class SuiteOptions:
     """Knobs of a suite run (the scenarios themselves are fixed by the suite version)."""
 
     quick: bool = False
+    duration_scale: float = 1.0  # multiplies every duration (tests, or longer runs)
     slo_preset: str = "mlperf-llama-3.1-8b"
     trace_time_scale: float = 1.0
     only: tuple[str, ...] = ()  # run only these entries (names); empty = all
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.duration_scale > 0:
+            raise InvalidConfigError("duration_scale", self.duration_scale, "must be > 0")
+
     @property
     def factor(self) -> float:
-        """Duration multiplier: 1 for the standard run, 1/6 for ``quick``."""
-        return 1 / 6 if self.quick else 1.0
+        """Duration multiplier: ``duration_scale``, divided by 6 for ``quick``."""
+        return self.duration_scale / 6 if self.quick else self.duration_scale
 
 
 def load_trace_rows(name_or_path: str, *, max_rows: int | None = None) -> tuple[TraceRow, ...]:

@@ -106,7 +106,7 @@ async def rate_sweep(
             concurrency=probe_concurrency,
             duration_s=step_duration_s,
             max_requests=None,
-            drain_timeout_s=step_duration_s,
+            drain_timeout_s=max(step_duration_s, 10.0),
         )
         if progress is not None:
             progress.label = f"probe c={probe_concurrency}"

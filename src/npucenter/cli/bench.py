@@ -174,6 +174,7 @@ def run_cmd(
     label: str | None = typer.Option(None, "--label"),
     seed: int = typer.Option(0, "--seed"),
     timeout: float = typer.Option(300.0, "--timeout", help="Per-request timeout (s)."),
+    transport: str = typer.Option("fast", "--transport", help="fast (lean http://) or httpx."),
     json_out: str | None = typer.Option(None, "--json", help="Write the result here (- = stdout)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -191,7 +192,14 @@ def run_cmd(
 
     if scenario not in _SCENARIOS:
         raise InvalidConfigError("scenario", scenario, f"must be one of {', '.join(_SCENARIOS)}")
-    target = Target(base_url=endpoint, model=model, api_key=api_key, api=api, timeout_s=timeout)
+    target = Target(
+        base_url=endpoint,
+        model=model,
+        api_key=api_key,
+        api=api,
+        timeout_s=timeout,
+        transport=transport,
+    )
     meta = TargetMeta(
         device=device,
         catalog_model=catalog_model,
@@ -275,6 +283,7 @@ def suite_cmd(
     api_key: str | None = typer.Option(None, "--api-key", envvar="NPUCENTER_API_KEY"),
     api: str = typer.Option("chat", "--api"),
     quick: bool = typer.Option(False, "--quick", help="Durations / 6 (smoke run, ~2-3 min)."),
+    duration_scale: float = typer.Option(1.0, "--duration-scale", help="Multiply durations."),
     only: str | None = typer.Option(None, "--only", help="Comma-separated entry names."),
     slo: str = typer.Option("mlperf-llama-3.1-8b", "--slo", help="SLO preset for goodput."),
     trace_time_scale: float = typer.Option(1.0, "--trace-speedup"),
@@ -287,6 +296,7 @@ def suite_cmd(
     price: float | None = typer.Option(None, "--price-usd-per-hour"),
     label: str | None = typer.Option(None, "--label"),
     timeout: float = typer.Option(300.0, "--timeout"),
+    transport: str = typer.Option("fast", "--transport", help="fast (lean http://) or httpx."),
     json_out: str | None = typer.Option(None, "--json"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -297,7 +307,14 @@ def suite_cmd(
     from npucenter.bench.runner import run_async
     from npucenter.bench.suite import SuiteOptions, run_suite
 
-    target = Target(base_url=endpoint, model=model, api_key=api_key, api=api, timeout_s=timeout)
+    target = Target(
+        base_url=endpoint,
+        model=model,
+        api_key=api_key,
+        api=api,
+        timeout_s=timeout,
+        transport=transport,
+    )
     meta = TargetMeta(
         device=device,
         catalog_model=catalog_model,
@@ -309,6 +326,7 @@ def suite_cmd(
     )
     opts = SuiteOptions(
         quick=quick,
+        duration_scale=duration_scale,
         slo_preset=slo,
         trace_time_scale=trace_time_scale,
         only=tuple(x.strip() for x in (only or "").split(",") if x.strip()),
