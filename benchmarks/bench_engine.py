@@ -3,8 +3,9 @@
 Starts a virtual engine (RNGD, llama-3.1-8b, real time) with the LocalProcessExecutor and
 drives it open-loop at 200, 500 and 1,000 requests/s (8-token prompts, 4 output tokens,
 non-streaming and streaming) from a raw asyncio HTTP/1.1 keep-alive client, so that the client
-costs little CPU. Reports achieved rate, latency percentiles against the modelled latency, and
-the engine's CPU time per request. Writes bench/results/engine.json.
+costs little CPU. Reports achieved rate, latency percentiles against those of the simulator's
+replica fed the same send times offline (the difference is what HTTP, asyncio and the
+client add), and the engine's CPU time per request. Writes bench/results/engine.json.
 
 Run: ``.venv/bin/python benchmarks/bench_engine.py [--duration 4] [--rates 200,500,1000]``.
 """
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from npucenter.engines import ReplicaSpec
+from npucenter.engines.virtual.tokens import count_chat_tokens
 from npucenter.executors import LocalProcessExecutor
+from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "engine.json"
 
@@ -54,7 +57,7 @@ async def _run_rate(
 ) -> dict[str, Any]:
     payload = {
         "model": "llama-3.1-8b",
-        "messages": [{"role": "user", "content": "say hi to the bench now"}],
+        "messages": _MESSAGES,
         "max_tokens": 4,
         "ignore_eos": True,
         "stream": stream,
@@ -70,6 +73,7 @@ async def _run_rate(
     total = int(rate * duration_s)
     queue: asyncio.Queue[float | None] = asyncio.Queue()
     latencies: list[float] = []
+    sent_at: list[float] = []  # actual send times (s since start), for the offline replay
     errors = 0
     start = time.perf_counter() + 0.05
     for i in range(total):
@@ -88,11 +92,13 @@ async def _run_rate(
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                t_send = time.perf_counter()
+                sent_at.append(t_send - start)
                 writer.write(request)
                 data = await _read_response(reader)
                 if b'"usage"' not in data:
                     errors += 1
-                latencies.append(time.perf_counter() - due)  # from the scheduled send time
+                latencies.append(time.perf_counter() - t_send)
         finally:
             writer.close()
 
@@ -104,8 +110,15 @@ async def _run_rate(
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
+    modelled = _replay_offline(sorted(sent_at), prompt_tokens=_PROMPT_TOKENS, output_tokens=4)
+
+    def mpct(p: float) -> float:
+        return modelled[min(len(modelled) - 1, int(p * len(modelled)))] * 1000
+
     return {
         "target_rps": rate,
+        "modelled_p50_ms": round(mpct(0.50), 2),
+        "modelled_p99_ms": round(mpct(0.99), 2),
         "stream": stream,
         "requests": total,
         "errors": errors,
@@ -114,6 +127,39 @@ async def _run_rate(
         "p99_ms": round(pct(0.99), 2),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
     }
+
+
+_MESSAGES = [{"role": "user", "content": "say hi to the bench now"}]
+_PROMPT_TOKENS = count_chat_tokens(_MESSAGES)
+_PM: Any = None
+
+
+def _replay_offline(
+    arrivals: list[float], *, prompt_tokens: int, output_tokens: int
+) -> list[float]:
+    """The simulator's replica fed the same send times: modelled e2e latency per request."""
+    core = ReplicaCore(_PM, ReplicaConfig(max_num_seqs=256))
+    finish: dict[str, float] = {}
+    now, i = 0.0, 0
+    while i < len(arrivals) or core.has_work:
+        while i < len(arrivals) and arrivals[i] <= now:
+            core.add(
+                SeqRequest(
+                    request_id=str(i),
+                    prompt_tokens=prompt_tokens,
+                    max_output_tokens=output_tokens,
+                    arrival_s=arrivals[i],
+                )
+            )
+            i += 1
+        step = core.step(now)
+        if step is None:
+            now = arrivals[i] if i < len(arrivals) else now
+            continue
+        now = step.start_s + step.duration_s
+        for rid in step.finished_ids:
+            finish[rid] = now
+    return sorted(finish[str(k)] - arrivals[k] for k in range(len(arrivals)))
 
 
 async def main() -> None:
@@ -130,7 +176,8 @@ async def main() -> None:
     from npucenter.catalog import default_catalog
     from npucenter.perf import build_perf_model
 
-    pm = build_perf_model(default_catalog(), model="llama-3.1-8b", device="rngd", tp=1)
+    global _PM
+    pm = _PM = build_perf_model(default_catalog(), model="llama-3.1-8b", device="rngd", tp=1)
     modelled_ms = (pm.ttft_s(21) + 3 * pm.tpot_s(1, 24)) * 1000
     runs = []
     try:
@@ -147,7 +194,8 @@ async def main() -> None:
                 print(
                     f"{'stream' if stream else 'json  '} {rate:6.0f} rps -> "
                     f"{run['achieved_rps']:7.1f} rps, p50 {run['p50_ms']:7.2f} ms, "
-                    f"p99 {run['p99_ms']:7.2f} ms (alone, modelled: {modelled_ms:.2f} ms), "
+                    f"p99 {run['p99_ms']:7.2f} ms (same arrivals simulated: p50 "
+                    f"{run['modelled_p50_ms']:.2f}, p99 {run['modelled_p99_ms']:.2f} ms), "
                     f"engine CPU {run['engine_cpu_ms_per_request']:.3f} ms/req, "
                     f"errors {run['errors']}"
                 )
