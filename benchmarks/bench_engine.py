@@ -178,7 +178,7 @@ async def main() -> None:
 
     global _PM
     pm = _PM = build_perf_model(default_catalog(), model="llama-3.1-8b", device="rngd", tp=1)
-    modelled_ms = (pm.ttft_s(21) + 3 * pm.tpot_s(1, 24)) * 1000
+    modelled_ms = (pm.ttft_s(_PROMPT_TOKENS) + 3 * pm.tpot_s(1, _PROMPT_TOKENS + 2)) * 1000
     runs = []
     try:
         for stream in (False, True):
@@ -207,7 +207,7 @@ async def main() -> None:
             {
                 "benchmark": "engine",
                 "what": "virtual engine (llama-3.1-8b on 1 RNGD, real time) on loopback, "
-                "chat requests of ~21 prompt tokens and 4 output tokens, open loop",
+                f"chat requests of {_PROMPT_TOKENS} prompt tokens and 4 output tokens, open loop",
                 "modelled_alone_ms": round(modelled_ms, 2),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "runs": runs,
