@@ -48,6 +48,11 @@ __all__ = ["run_cycle"]
 # then any victim not needed is given back.  Only workloads running before the cycle are victims.
 
 
+_PER_TENANT_TYPE = frozenset(
+    {PendingReason.QUOTA_IN_USE, PendingReason.COHORT_EXHAUSTED, PendingReason.BUDGET_EXHAUSTED}
+)
+
+
 class _ServerState:
     """Free cards of one server, grouped by interconnect."""
 
@@ -837,7 +842,10 @@ class _Cycle:
         texts: dict[tuple[PendingReason, str, str, int, int], str] = {}
         records = []
         for _, w, reason in sorted(self.pending):  # ids are unique: sorts by id
-            key = (reason, w.tenant, w.device_type, w.num_cards, w.tp_size)
+            if reason in _PER_TENANT_TYPE:  # the text names no size: share it
+                key = (reason, w.tenant, w.device_type, 0, 0)
+            else:
+                key = (reason, w.tenant, w.device_type, w.num_cards, w.tp_size)
             text = texts.get(key)
             if text is None:
                 text = texts[key] = self._message(w, reason)
