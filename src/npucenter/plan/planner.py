@@ -542,33 +542,37 @@ class _Context:
         headroom = self.initial_headroom()
         required = {s.name: self.traffic[s.name].rate_rps for s in spec.services}
         tokens = sum(t.output_tokens_per_s for t in self.traffic.values())
-        common = dict(name=variant, required_rps=required, output_tokens_per_s=tokens)
-        last: tuple[Allocation, Verification | None] | None = None
+
+        def outcome(
+            alloc: Allocation | None,
+            check: Verification | None,
+            rounds: int,
+            used: Mapping[str, float],
+            reason: str = "",
+        ) -> PlanOutcome:
+            return PlanOutcome(
+                name=variant,
+                allocation=alloc,
+                verified=check is not None and not reason,
+                verification=check,
+                rounds=rounds,
+                headroom=dict(used),
+                required_rps=required,
+                output_tokens_per_s=tokens,
+                reason=reason,
+            )
+
+        last: tuple[Allocation, Verification, dict[str, float]] | None = None
         for round_no in range(1, spec.verification.max_rounds + 1):
             alloc = solve_capacity(self.problem(variant, headroom))
             if alloc is None:
                 reason = "no fleet within the server limits meets the demand under the power cap"
-                if last is not None:
-                    reason += f" once headroom rose to {_fmt_headroom(headroom)}"
-                return PlanOutcome(
-                    allocation=last[0] if last else None,
-                    verified=False,
-                    verification=last[1] if last else None,
-                    rounds=round_no,
-                    headroom=dict(headroom),
-                    reason=reason,
-                    **common,  # type: ignore[arg-type]
-                )
+                if last is None:
+                    return outcome(None, None, round_no, headroom, reason)
+                reason += f" once headroom rose to {_fmt_headroom(headroom)}"
+                return outcome(last[0], last[1], round_no, last[2], reason)
             if self.verifier is None:
-                return PlanOutcome(
-                    allocation=alloc,
-                    verified=False,
-                    verification=None,
-                    rounds=round_no,
-                    headroom=dict(headroom),
-                    reason="not simulated (verification disabled)",
-                    **common,  # type: ignore[arg-type]
-                )
+                return outcome(alloc, None, round_no, headroom, "not simulated (verification off)")
             check = self.verifier.verify(spec, alloc, self.labels)
             missing = [
                 s.name
@@ -576,34 +580,19 @@ class _Context:
                 if check.slo_attainment.get(s.name, 0.0) < s.slo.attainment_fraction
             ]
             if not missing:
-                return PlanOutcome(
-                    allocation=alloc,
-                    verified=True,
-                    verification=check,
-                    rounds=round_no,
-                    headroom=dict(headroom),
-                    **common,  # type: ignore[arg-type]
+                return outcome(alloc, check, round_no, headroom)
+            last = (alloc, check, dict(headroom))
+            for name in missing:
+                headroom[name] = raised_headroom(
+                    headroom[name],
+                    check.slo_attainment.get(name, 0.0),
+                    spec.service(name).slo.attainment_fraction,
+                    spec.verification.headroom_step_fraction,
                 )
-            last = (alloc, check)
-            if round_no < spec.verification.max_rounds:
-                for name in missing:
-                    headroom[name] = raised_headroom(
-                        headroom[name],
-                        check.slo_attainment.get(name, 0.0),
-                        spec.service(name).slo.attainment_fraction,
-                        spec.verification.headroom_step_fraction,
-                    )
         assert last is not None
-        return PlanOutcome(
-            allocation=last[0],
-            verified=False,
-            verification=last[1],
-            rounds=spec.verification.max_rounds,
-            headroom=dict(headroom),
-            reason=f"SLO still missed after {spec.verification.max_rounds} rounds "
-            f"(headroom {_fmt_headroom(headroom)})",
-            **common,  # type: ignore[arg-type]
-        )
+        rounds = spec.verification.max_rounds
+        reason = f"SLO still missed after {rounds} rounds (headroom {_fmt_headroom(last[2])})"
+        return outcome(last[0], last[1], rounds, last[2], reason)
 
 
 def raised_headroom(headroom: float, attained: float, target: float, step_fraction: float) -> float:
