@@ -10,6 +10,7 @@ import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.admission_types import (
@@ -195,7 +196,8 @@ class _Cycle:
         self.limit_cache: dict[tuple[str, str], _Limits] = {}
         self.priority: dict[str, PriorityClass] = {}  # pending workload id -> effective class
         self.victim_orders: dict[tuple[str, str], list[Admitted]] = {}
-        self.static_cache: dict[tuple[str, str, int, int], PendingReason | None] = {}
+        # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
+        self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}
         self.may_preempt = (
             policy.reclaim_within_cohort is not PreemptionPolicy.NEVER
             or policy.within_tenant is not PreemptionPolicy.NEVER
@@ -342,18 +344,15 @@ class _Cycle:
             self.limit_cache[key] = found
         return found
 
-    def _static_reason(self, w: Workload, lim: _Limits) -> PendingReason | None:
+    def _static_reason(self, w: Workload, lim: _Limits) -> PendingReason | Literal[False]:
         """Blockers that hold for the whole cycle: topology of the fleet and quota size."""
-        key = (w.tenant, w.device_type, w.num_cards, w.tp_size)
-        if key in self.static_cache:
-            return self.static_cache[key]
-        reason = None
+        reason: PendingReason | Literal[False] = False
         types = self.types.get(w.device_type)
         if types is None or not types.could_ever_fit(w.num_cards, w.tp_size):
             reason = PendingReason.UNSCHEDULABLE
         elif w.num_cards > lim.max_cards:
             reason = PendingReason.QUOTA_LIMIT
-        self.static_cache[key] = reason
+        self.static_cache[(w.tenant, w.device_type, w.num_cards, w.tp_size)] = reason
         return reason
 
     def _over_budget(self, w: Workload, budget_s: float) -> bool:
@@ -446,8 +445,10 @@ class _Cycle:
         lim = self.limit_cache.get((w.tenant, w.device_type)) or self.limits(
             w.tenant, w.device_type
         )
-        static = self._static_reason(w, lim)
-        if static is not None:
+        static = self.static_cache.get((w.tenant, w.device_type, w.num_cards, w.tp_size))
+        if static is None:
+            static = self._static_reason(w, lim)
+        if static:
             return static
         if lim.budget_s is not None and self._over_budget(w, lim.budget_s):
             return PendingReason.BUDGET_EXHAUSTED
