@@ -129,6 +129,7 @@ class EngineLoop:
         self._t0 = self._clock.now_s()
         self._vnow = 0.0  # modelled time at which the next step starts
         self._energy_mark_v = 0.0  # modelled time up to which energy is accounted
+        self._energy_reported_j = 0.0  # the counter as last reported (kept monotone)
         self._task: asyncio.Task[None] | None = None
         self.fatal: Exception | None = None
 
@@ -203,9 +204,12 @@ class EngineLoop:
         )
 
     def energy_j_now(self) -> float:
-        """Energy so far, including idle power up to now."""
+        """Energy so far, including idle power up to now (never decreases between calls)."""
         idle_s = max(0.0, self.modelled_now_s() - self._energy_mark_v)
-        return self.stats.energy_j + self.idle_power_w * idle_s
+        self._energy_reported_j = max(
+            self._energy_reported_j, self.stats.energy_j + self.idle_power_w * idle_s
+        )
+        return self._energy_reported_j
 
     def power_w_now(self) -> float:
         """Power of the last step while busy, idle power otherwise."""
