@@ -7,6 +7,7 @@ scripts/pg-test-server.sh); each test gets its own database, dropped afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -16,34 +17,88 @@ from fastapi.testclient import TestClient
 from npucenter.api import create_app
 from npucenter.clock import FakeClock
 from npucenter.settings import Settings
+from npucenter.store import upgrade
 
 ADMIN_KEY = "npc_test_admin_key_0123456789"
 T0_S = 1_700_000_000.0
 
 
-def _pg_database(base_url: str) -> Iterator[str]:
+def _pg_create(base_url: str, template: str | None = None) -> str:
     import psycopg
 
     name = f"npc_test_{uuid.uuid4().hex[:12]}"
+    suffix = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"{suffix}')
+    return name
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """A fresh, empty database: SQLite in tmp_path, or a new database on the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'npucenter.db'}"
-        return
+def _pg_drop(base_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_url(base_url: str, name: str) -> str:
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _pg_base() -> str:
     base = os.environ.get("NPUCENTER_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("NPUCENTER_TEST_POSTGRES_URL is not set (make test starts a server)")
-    yield from _pg_database(base)
+    return base
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of a test: "sqlite" or "postgresql" (skipped when no server)."""
+    if request.param == "postgresql":
+        _pg_base()
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def _templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Databases migrated once per session and copied per test (migrations are the slow part)."""
+    made: dict[str, str] = {}
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    made["sqlite"] = str(path)
+    base = os.environ.get("NPUCENTER_TEST_POSTGRES_URL")
+    if base:
+        made["postgresql"] = _pg_create(base)
+        upgrade(_pg_url(base, made["postgresql"]))
+    yield made
+    if base:
+        _pg_drop(base, made["postgresql"])
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path) -> Iterator[str]:
+    """A fresh database without any table."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    base = _pg_base()
+    name = _pg_create(base)
+    yield _pg_url(base, name)
+    _pg_drop(base, name)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path, _templates: dict[str, str]) -> Iterator[str]:
+    """A fresh database at the head revision: SQLite in tmp_path or a new PostgreSQL database."""
+    if backend == "sqlite":
+        path = tmp_path / "npucenter.db"
+        shutil.copyfile(_templates["sqlite"], path)
+        yield f"sqlite:///{path}"
+        return
+    base = _pg_base()
+    name = _pg_create(base, template=_templates["postgresql"])
+    yield _pg_url(base, name)
+    _pg_drop(base, name)
 
 
 @pytest.fixture
@@ -62,7 +117,7 @@ def clock() -> FakeClock:
 def app(database_url: str, tmp_path, clock: FakeClock):
     """The control-plane app on the fresh database, admin key ADMIN_KEY."""
     settings = Settings(data_dir=tmp_path, database_url=database_url, admin_key=ADMIN_KEY)
-    app = create_app(settings, now_s=clock.now_s)
+    app = create_app(settings, now_s=clock.now_s, migrate=False)  # copied at head
     yield app
     app.state.control.db.dispose()
 

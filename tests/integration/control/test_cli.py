@@ -13,6 +13,12 @@ from npucenter.client import Client
 
 
 @pytest.fixture
+def backend() -> str:
+    """The CLI talks HTTP; the backend is covered elsewhere, so SQLite only here."""
+    return "sqlite"
+
+
+@pytest.fixture
 def cli(anonymous, admin_key, monkeypatch):
     """``cli(*args, key=admin_key)`` runs the CLI against the in-process app; returns the result."""
     runner = CliRunner()

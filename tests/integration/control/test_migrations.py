@@ -23,7 +23,8 @@ def test_one_head():
     assert len(heads()) == 1
 
 
-def test_upgrade_downgrade_upgrade(database_url):
+def test_upgrade_downgrade_upgrade(empty_database_url):
+    database_url = empty_database_url
     assert current_revision(database_url) is None
     head = heads()[0]
     assert upgrade(database_url) == head
@@ -36,7 +37,7 @@ def test_upgrade_downgrade_upgrade(database_url):
 
 
 def test_migrations_match_the_models(database_url):
-    upgrade(database_url)
+    assert current_revision(database_url) == heads()[0]
     engine = make_engine(normalize_database_url(database_url))
     try:
         with engine.connect() as conn:

@@ -6,14 +6,13 @@ import pytest
 from sqlalchemy import select, text
 
 from npucenter.errors import AuthenticationError, ConflictError, InvalidConfigError, NotFoundError
-from npucenter.store import Database, upgrade
+from npucenter.store import Database
 from npucenter.store.models import ApiKey, UsageEntry
 from npucenter.store.repository import Repository, hash_secret
 
 
 @pytest.fixture
 def db(database_url):
-    upgrade(database_url)
     from npucenter.settings import normalize_database_url
 
     database = Database(normalize_database_url(database_url))
