@@ -329,31 +329,38 @@ def plan_capacity(
 def compare_with_rule(
     spec: PlanSpec, plan: PlanOutcome, baselines: Mapping[str, PlanOutcome]
 ) -> list[str]:
-    """Plain sentences comparing the plan with the 80/20 rule and the single-kind fleets."""
+    """Plain sentences comparing the plan with the 80/20 rule and the single-kind fleets.
+
+    Fleets are compared on the spec's objective (cost, power or the weighted sum); both cost and
+    power are quoted.
+    """
     rule = baselines.get("80-20")
     share = f"{spec.rule.npu_share:.0%}"
+    best_word = {"cost": "cheapest", "power": "least-power", "weighted": "best (weighted)"}[
+        spec.objective
+    ]
     lines: list[str] = []
     if plan.allocation is None:
         return [f"no fleet meets the traffic under the power cap: {plan.reason}"]
-    best = plan.allocation.cost_usd_per_hour
+    best = _objective_value(spec, plan.allocation)
+    mix = f"{plan.allocation.npu_share:.0%} NPU cards"
     if rule is None or rule.allocation is None:
         lines.append(
             f"The {share} NPU rule cannot meet this traffic under the power cap "
-            f"({rule.reason if rule else 'not solved'}); the optimum has "
-            f"{plan.allocation.npu_share:.0%} NPU cards."
+            f"({rule.reason if rule else 'not solved'}); the optimum has {mix}."
         )
     else:
-        extra = rule.allocation.cost_usd_per_hour / best - 1.0 if best > 0 else 0.0
+        extra = _objective_value(spec, rule.allocation) / best - 1.0 if best > 0 else 0.0
         if extra <= 1e-3:
             lines.append(
-                f"The {share} NPU rule IS the cheapest here: it matches the optimum "
-                f"({best:.2f} USD/h, {plan.allocation.npu_share:.0%} NPU cards)."
+                f"The {share} NPU rule IS the {best_word} here: it matches the optimum "
+                f"({_quote(plan.allocation)}, {mix})."
             )
         else:
             lines.append(
-                f"The {share} NPU rule is NOT the cheapest here: it costs {extra:.1%} more "
-                f"({rule.allocation.cost_usd_per_hour:.2f} vs {best:.2f} USD/h); the optimum "
-                f"has {plan.allocation.npu_share:.0%} NPU cards."
+                f"The {share} NPU rule is NOT the {best_word} here: it is {extra:.1%} worse "
+                f"({_quote(rule.allocation)} vs {_quote(plan.allocation)}); the optimum has "
+                f"{mix}."
             )
         if not rule.verified:
             lines.append(f"The {share} fleet was not verified by simulation: {rule.reason}")
@@ -362,11 +369,26 @@ def compare_with_rule(
         if base is None or base.allocation is None:
             lines.append(f"An {name} fleet cannot meet the traffic under the power cap.")
             continue
-        extra = base.allocation.cost_usd_per_hour / best - 1.0 if best > 0 else 0.0
-        lines.append(f"An {name} fleet costs {extra:+.1%} relative to the optimum.")
+        extra = _objective_value(spec, base.allocation) / best - 1.0 if best > 0 else 0.0
+        lines.append(
+            f"An {name} fleet is {extra:+.1%} on the {spec.objective} objective relative to the "
+            f"optimum ({_quote(base.allocation)})."
+        )
     if not plan.verified:
         lines.append(f"The optimum was NOT verified by simulation: {plan.reason}")
     return lines
+
+
+def _objective_value(spec: PlanSpec, alloc: Allocation) -> float:
+    if spec.objective == "power":
+        return alloc.power_w
+    if spec.objective == "weighted":
+        return alloc.cost_usd_per_hour + alloc.power_w * spec.power_weight_usd_per_kw / 1e3
+    return alloc.cost_usd_per_hour
+
+
+def _quote(alloc: Allocation) -> str:
+    return f"{alloc.cost_usd_per_hour:.2f} USD/h, {alloc.power_w / 1e3:.1f} kW"
 
 
 def compare_disaggregation(
@@ -495,11 +517,7 @@ class _Context:
         return True
 
     def objective_value(self, alloc: Allocation) -> float:
-        if self.spec.objective == "power":
-            return alloc.power_w
-        if self.spec.objective == "weighted":
-            return alloc.cost_usd_per_hour + alloc.power_w * self.spec.power_weight_usd_per_kw / 1e3
-        return alloc.cost_usd_per_hour
+        return _objective_value(self.spec, alloc)
 
     # NOTE(plan): the verify loop is path-dependent (headroom rises per variant), so one variant
     # can end with a dearer fleet than another variant's verified fleet that also obeys its
