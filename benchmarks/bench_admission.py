@@ -173,6 +173,9 @@ def main() -> None:
         "num_preempted": len(decision.preempted),
         "pending_by_reason": dict(sorted(reasons.items())),
         "meets_target": median_s < TARGET_S,
+        # wall time includes waiting for a CPU held by other processes on a shared machine;
+        # CPU time is the cycle's own cost
+        "meets_target_cpu": statistics.median(cpu_times_s) < TARGET_S,
         "reclaim_storm_s": storm_s,
         "reclaim_storm_preempted": len(storm.preempted),
     }
@@ -186,7 +189,8 @@ def main() -> None:
         f"median {median_s * 1e3:.1f} ms (min {min(times_s) * 1e3:.1f}, max "
         f"{max(times_s) * 1e3:.1f}) over {len(times_s)} runs (CPU median "
         f"{result['cycle_cpu_median_s'] * 1e3:.1f} ms); target < {TARGET_S * 1e3:.0f} ms: "
-        f"{'met' if result['meets_target'] else 'NOT met'}"
+        f"{'met' if result['meets_target'] else 'NOT met'} (wall), "
+        f"{'met' if result['meets_target_cpu'] else 'NOT met'} (CPU)"
     )
     print(
         f"reclaim storm (stress case, no target): {len(storm.preempted)} preemptions in "

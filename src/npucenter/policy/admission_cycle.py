@@ -442,9 +442,8 @@ class _Cycle:
 
     def try_admit(self, w: Workload, priority: PriorityClass) -> Admitted | PendingReason:
         """Admit ``w`` (preempting if allowed and needed), or say why it must wait."""
-        lim = self.limit_cache.get((w.tenant, w.device_type)) or self.limits(
-            w.tenant, w.device_type
-        )
+        key = (w.tenant, w.device_type)
+        lim = self.limit_cache.get(key) or self.limits(w.tenant, w.device_type)
         static = self.static_cache.get((w.tenant, w.device_type, w.num_cards, w.tp_size))
         if static is None:
             static = self._static_reason(w, lim)
@@ -454,7 +453,7 @@ class _Cycle:
             return PendingReason.BUDGET_EXHAUSTED
         types = self.types[w.device_type]
         # the quota and cohort checks of _quota_reason, inlined: this is the hot path
-        used = self.usage.get((w.tenant, w.device_type), 0)
+        used = self.usage.get(key, 0)
         after = used + w.num_cards
         reason: PendingReason | None = None
         if after > lim.max_cards:
@@ -820,8 +819,8 @@ class _Cycle:
                 entry = heapq.heappop(heap)
             else:
                 break
-            *_, stamp, tenant = entry
-            if stamp != version[tenant]:
+            tenant = entry[5]
+            if entry[4] != version[tenant]:  # stale: the tenant was re-ranked since
                 following = None
                 continue
             w = queues[tenant][position[tenant]]
