@@ -15,7 +15,7 @@ from rich.table import Table
 
 from npucenter.catalog import Catalog
 from npucenter.catalog_files import load_catalog
-from npucenter.cli._common import console, handle_errors
+from npucenter.cli._common import console, err_console, handle_errors
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.plan.planner import (
     BASELINES,
@@ -82,15 +82,17 @@ def plan(
     source, verifier, label, check_label = _sources(
         spec, cat, traffic, profile, verifier_name if verify else None
     )
-    result = plan_capacity(
-        spec,
-        catalog=cat,
-        traffic=traffic,
-        profile=source,
-        verifier=verifier,
-        profile_source=label,
-        verifier_source=check_label,
-    )
+    with err_console.status("planning…") as status:
+        result = plan_capacity(
+            spec,
+            catalog=cat,
+            traffic=traffic,
+            profile=source,
+            verifier=verifier,
+            profile_source=label,
+            verifier_source=check_label,
+            progress=lambda msg: status.update(escape(msg)),
+        )
     elapsed = time.perf_counter() - started
     doc = result_to_dict(result)
     doc["wall_s"] = elapsed

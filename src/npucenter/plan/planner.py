@@ -8,7 +8,7 @@ Pure core: the profile source and the verifier are injected.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -253,6 +253,7 @@ def plan_capacity(
     pareto_points: int = 8,
     profile_source: str = "",
     verifier_source: str = "",
+    progress: Callable[[str], None] | None = None,
 ) -> PlanResult:
     """Plan the cheapest fleet for ``spec`` and compare it with the baselines.
 
@@ -261,6 +262,7 @@ def plan_capacity(
         traffic: per-service traffic statistics (rate after scaling, token lengths).
         profile: per-replica capacities.
         verifier: simulates each plan; ``None`` leaves every plan unverified.
+        progress: called with a short phase description (the CLI shows it).
 
     Raises:
         InvalidConfigError: a service has no candidate that can meet its SLO.
@@ -269,8 +271,10 @@ def plan_capacity(
     cat = spec_catalog(spec, catalog)
     devices = build_device_types(spec, cat)
     candidates, skipped = enumerate_candidates(spec, cat)
+    say = progress or (lambda _msg: None)
     profiles: list[CandidateProfile] = []
-    for cand in candidates:
+    for k, cand in enumerate(candidates, 1):
+        say(f"profiling candidate {k}/{len(candidates)}: {cand.label}")
         rate = profile.max_rate_rps(spec.service(cand.service), cand)
         if rate <= 0:
             skipped.append(f"{cand.label}: cannot meet the SLO at any rate")
@@ -284,8 +288,9 @@ def plan_capacity(
                 "no candidate device/TP/precision can meet this service's SLO",
                 hint="; ".join(s for s in skipped if s.startswith(svc.name)) or "relax the SLO",
             )
-    ctx = _Context(spec, devices, tuple(profiles), traffic, verifier)
+    ctx = _Context(spec, devices, tuple(profiles), traffic, verifier, say)
     solved = ctx.reconcile({name: ctx.solve_verified(name) for name in ("plan", *BASELINES)})
+    say("Pareto front and sensitivity")
     plan = solved["plan"]
     baselines = {name: solved[name] for name in BASELINES}
     headroom = plan.headroom if plan.feasible else ctx.initial_headroom()
@@ -449,6 +454,7 @@ class _Context:
     profiles: tuple[CandidateProfile, ...]
     traffic: Mapping[str, TrafficStats]
     verifier: Verifier | None
+    say: Callable[[str], None] = field(default=lambda _msg: None)
     labels: dict[str, Candidate] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -582,6 +588,7 @@ class _Context:
 
         last: tuple[Allocation, Verification, dict[str, float]] | None = None
         for round_no in range(1, spec.verification.max_rounds + 1):
+            self.say(f"{variant}: solve and verify, round {round_no}")
             alloc = solve_capacity(self.problem(variant, headroom))
             if alloc is None:
                 reason = "no fleet within the server limits meets the demand under the power cap"

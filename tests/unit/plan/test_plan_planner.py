@@ -315,3 +315,21 @@ def test_stream_stats_scale_the_rate() -> None:
     assert one.mean_input_tokens == 10
     with pytest.raises(InvalidConfigError):
         stats_from_stream([0.0], [1], [1])
+
+
+def test_progress_reports_each_phase() -> None:
+    spec = parse_plan_spec(SPEC)
+    traffic = {s.name: stats_from_spec(s.traffic) for s in spec.services}
+    seen: list[str] = []
+    plan_capacity(
+        spec,
+        catalog=CAT,
+        traffic=traffic,
+        profile=TableProfile({"furiosa_rngd": 1.0, "nvidia_h100_sxm": 4.0}),
+        verifier=CapacityVerifier(1.0),
+        progress=seen.append,
+    )
+    assert any(m.startswith("profiling candidate 1/") for m in seen)
+    for variant in ("plan", "all-gpu", "all-npu", "80-20"):
+        assert f"{variant}: solve and verify, round 1" in seen
+    assert seen[-1] == "Pareto front and sensitivity"
