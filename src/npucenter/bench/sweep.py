@@ -7,7 +7,8 @@ queue grows and that count is the capacity itself. A rate sweep without explicit
 probes capacity with a short closed-loop run at high concurrency, then offers fixed fractions of
 it (below and above), so the ladder brackets the knee in a bounded number of steps. We report
 ``saturation_rps`` (the highest steady throughput seen) and ``max_sustained_rate_rps`` (the
-highest offered rate still served at >= 90 % of what its schedule offered, nothing dropped).
+highest offered rate still served at >= 95 % of what its schedule offered, nothing dropped
+and no growing backlog: TTFT of the last third of requests not above twice the first third's + 50 ms).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import httpx
 from npucenter.bench.client import EndpointInfo, Target
 from npucenter.bench.loadgen import RunOutcome, RunProgress, run_load
 from npucenter.bench.power import PowerSource
+from npucenter.bench.record import RequestRecord
 from npucenter.bench.scenario import Scenario
 from npucenter.errors import InvalidConfigError
 
 __all__ = [
     "DEFAULT_RATE_FRACTIONS",
     "SweepOutcome",
+    "backlog_grows",
     "concurrency_sweep",
     "rate_sweep",
     "saturation_of",
@@ -34,7 +37,7 @@ __all__ = [
 
 #: Offered load as fractions of the probed capacity.
 DEFAULT_RATE_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.05, 1.25, 1.5)
-_SUSTAINED_FRACTION = 0.9
+_SUSTAINED_FRACTION = 0.95
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -54,6 +57,17 @@ class SweepOutcome:
         return [r for s in self.steps for r in s.records]
 
 
+def backlog_grows(records: Sequence[RequestRecord]) -> bool:
+    """True when later requests wait clearly longer for their first token (a growing queue)."""
+    ttfts = [r.ttft_s for r in sorted(records, key=lambda r: r.index) if r.ttft_s is not None]
+    if len(ttfts) < 6:
+        return False
+    third = len(ttfts) // 3
+    first = sum(ttfts[:third]) / third
+    last = sum(ttfts[-third:]) / third
+    return last > 2 * first + 0.05
+
+
 def saturation_of(steps: Sequence[RunOutcome]) -> dict[str, Any]:
     """Saturation figures of a sweep's steps."""
     best_rps = 0.0
@@ -70,7 +84,11 @@ def saturation_of(steps: Sequence[RunOutcome]) -> dict[str, Any]:
             continue
         # judge against the rate the (random) schedule actually offered in this short step
         realized: float = s.summary.get("scheduled_rate_rps") or offered
-        if thr >= _SUSTAINED_FRACTION * realized and s.summary["dropped"] == 0:
+        if (
+            thr >= _SUSTAINED_FRACTION * realized
+            and s.summary["dropped"] == 0
+            and not backlog_grows(s.records)
+        ):
             sustained = max(sustained or 0.0, offered)
     return {
         "saturation_rps": best_rps,
