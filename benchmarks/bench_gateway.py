@@ -7,6 +7,10 @@ the gateway and this load generator run as three processes (uvloop + httptools);
 minimal keep-alive HTTP/1.1 client so that its own cost stays small and equal on both paths. A
 last run at 500 requests/s profiles the gateway process (cProfile) to show where the time goes.
 
+Then the live center and the digital twin on one trace: the head of the Azure conversation
+trace replayed through the gateway on two virtual RNGD replicas and simulated with the same
+routing policy, p50/p90 TTFT and TPOT side by side.
+
 Writes bench/results/gateway.json and prints a summary. ``--quick`` runs shorter.
 """
 
@@ -311,6 +315,132 @@ def run(rates: list[float], duration_s: float) -> dict[str, object]:
     }
 
 
+def run_agreement(num_requests: int, rate_scale: float) -> dict[str, object]:
+    """Replay the head of the Azure conversation trace (CC-BY 4.0, Patel et al., ISCA 2024)
+    through the gateway on two virtual RNGD replicas, and simulate it: p50/p90 TTFT and TPOT."""
+    import numpy as np
+
+    from npucenter.catalog import default_catalog
+    from npucenter.clock import SystemClock
+    from npucenter.engines import ReplicaSpec
+    from npucenter.executors.local import LocalProcessExecutor
+    from npucenter.gateway import (
+        Gateway,
+        GatewayConfig,
+        Principal,
+        ReplicaEndpoint,
+        StaticKeyResolver,
+    )
+    from npucenter.gateway.routing import make_router
+    from npucenter.gateway.testing import running_server
+    from npucenter.sim.center import build_center
+    from npucenter.sim.fleet import fleet_spec_from_mapping
+    from npucenter.workload.readers import read_azure_trace
+
+    model = "llama-3.1-8b"
+    fleet = {
+        "name": "agreement",
+        "servers": [{"device": "rngd", "count": 1, "cards_per_server": 8}],
+        "services": [
+            {
+                "model": model,
+                "device": "rngd",
+                "tp": 1,
+                "replicas_per_server": 2,
+                "max_num_seqs": 64,
+            }
+        ],
+    }
+    trace = (
+        read_azure_trace("conv")
+        .head(num_requests)
+        .rebase()
+        .cap_tokens(4096, 256)
+        .scale_rate(rate_scale)
+    )
+    sim = build_center(fleet_spec_from_mapping(fleet), default_catalog(), policy="round-robin").run(
+        trace
+    )
+
+    async def start() -> tuple[LocalProcessExecutor, list[ReplicaEndpoint]]:
+        executor = LocalProcessExecutor()
+        spec = ReplicaSpec(
+            engine="virtual", model=model, device="rngd", tp=1, precision="fp8", max_num_seqs=64
+        )
+        reps = await asyncio.gather(
+            *(executor.start(spec, replica_id=f"rngd-0-r{i}") for i in range(2))
+        )
+        return executor, [
+            ReplicaEndpoint(
+                replica_id=r.replica_id, base_url=r.base_url, model_id=model, device_id="rngd"
+            )
+            for r in reps
+        ]
+
+    async def replay(url: str) -> list[tuple[float, float]]:
+        import httpx
+
+        async with httpx.AsyncClient(
+            base_url=url, headers={"authorization": f"Bearer {KEY}"}, timeout=120
+        ) as c:
+            t0 = time.perf_counter() + 0.3
+
+            async def one(i: int) -> tuple[float, float]:
+                await asyncio.sleep(max(0.0, t0 + float(trace.arrival_s[i]) - time.perf_counter()))
+                body = {
+                    "model": model,
+                    "prompt": list(range(1, int(trace.prompt_tokens[i]) + 1)),
+                    "max_tokens": int(trace.output_tokens[i]),
+                    "ignore_eos": True,
+                    "stream": True,
+                }
+                sent = time.perf_counter()
+                stamps: list[float] = []
+                async with c.stream("POST", "/v1/completions", json=body) as resp:
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data: {"):
+                            choices = json.loads(line[6:]).get("choices") or []
+                            if choices and choices[0].get("text"):
+                                stamps.append(time.perf_counter())
+                tpot = (
+                    (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+                    if len(stamps) > 1
+                    else float("nan")
+                )
+                return stamps[0] - sent, tpot
+
+            return list(await asyncio.gather(*(one(i) for i in range(len(trace)))))
+
+    executor, endpoints = asyncio.run(start())
+    try:
+        gateway = Gateway(
+            keys=StaticKeyResolver({KEY: Principal(key_id="bench", tenant="bench")}),
+            endpoints=endpoints,
+            router=make_router("round-robin", SystemClock()),
+            config=GatewayConfig(scrape_interval_s=0),
+        )
+        with running_server(gateway) as url:
+            live = asyncio.run(replay(url))
+    finally:
+        asyncio.run(executor.shutdown())
+    out: dict[str, object] = {
+        "trace": f"azure-conv head {num_requests}, tokens capped 4096/256, rate x{rate_scale:g}",
+        "num_requests": len(trace),
+        "mean_rate_rps": trace.mean_rate_rps,
+    }
+    for name, live_values, sim_values in (
+        ("ttft", [t for t, _ in live], sim.ttft_s),
+        ("tpot", [p for _, p in live], sim.tpot_s),
+    ):
+        for q in (50, 90):
+            lv = float(np.nanpercentile(live_values, q))
+            sv = float(np.nanpercentile(sim_values, q))
+            out[f"{name}_p{q}_live_ms"] = lv * 1e3
+            out[f"{name}_p{q}_sim_ms"] = sv * 1e3
+            out[f"{name}_p{q}_live_over_sim"] = lv / sv
+    return out
+
+
 def _profile_lines(text: str, num: int = 18) -> list[str]:
     lines = text.splitlines()
     for i, line in enumerate(lines):
@@ -327,7 +457,8 @@ def main() -> None:
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rates", default="200,500,1000")
     parser.add_argument("--duration-s", type=float, default=6.0)
-    parser.add_argument("--quick", action="store_true", help="2 s per run")
+    parser.add_argument("--quick", action="store_true", help="2 s per run, 40-request agreement")
+    parser.add_argument("--no-agreement", action="store_true", help="skip the live-vs-sim replay")
     args = parser.parse_args()
     if args.serve_gateway:
         serve_gateway(args.serve_gateway, args.upstream, args.profile_out)
@@ -335,6 +466,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rates = [float(r) for r in args.rates.split(",")]
     result = run(rates, 2.0 if args.quick else args.duration_s)
+    if not args.no_agreement:
+        result["agreement"] = run_agreement(40 if args.quick else 120, 2.0)
     (RESULTS / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"gateway overhead on loopback ({result['machine']['cpus']} CPUs), non-streaming, 16 tokens"
@@ -354,6 +487,16 @@ def main() -> None:
     print(f"where the gateway's time goes at 500 req/s (cProfile self time, {n} requests):")
     for label, seconds in result["profile_self_time_s_by_category"].items():  # type: ignore[attr-defined]
         print(f"  {label:<50} {seconds:7.3f} s  ({seconds / n * 1e6:6.0f} us/request)")
+    agreement = result.get("agreement")
+    if isinstance(agreement, dict):
+        print(f"live (gateway + virtual engines) vs simulator, {agreement['trace']}:")
+        for name in ("ttft", "tpot"):
+            for q in (50, 90):
+                print(
+                    f"  {name} p{q}: live {agreement[f'{name}_p{q}_live_ms']:.1f} ms, "
+                    f"sim {agreement[f'{name}_p{q}_sim_ms']:.1f} ms "
+                    f"(live/sim {agreement[f'{name}_p{q}_live_over_sim']:.3f})"
+                )
     print(f"wrote {RESULTS / 'gateway.json'}")
 
 
