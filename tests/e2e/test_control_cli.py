@@ -56,6 +56,7 @@ def server(database_url: str | None, tmp_path: Path) -> Iterator[dict[str, str]]
     """A live `npucenter up` on 127.0.0.1; yields {"url", "admin_key", "data_dir"}; stops it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NPUCENTER_")}
+    env["NPUCENTER_VIRTUAL_FLEET"] = "0"  # the control plane's test: launch no engine processes
     if database_url:
         env["NPUCENTER_DATABASE_URL"] = database_url
         env["NPUCENTER_ADMIN_KEY"] = PG_ADMIN_KEY  # the given key becomes the admin key
