@@ -1,0 +1,61 @@
+"""create_app is composable (extra routers, lifespan hooks) and documents itself (OpenAPI)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from npucenter.api import add_lifespan_hook, create_app
+from npucenter.settings import Settings
+
+
+def test_extra_routers_and_lifespan_hooks(tmp_path, database_url):
+    events: list[str] = []
+    extra = APIRouter()
+
+    @extra.get("/v1/ping")
+    def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    def hook(name: str):
+        @asynccontextmanager
+        async def run(app):
+            assert app.state.control is not None
+            events.append(f"start {name}")
+            yield
+            events.append(f"stop {name}")
+
+        return run
+
+    settings = Settings(
+        data_dir=tmp_path, database_url=database_url, admin_key="npc_compose_admin_key_0123"
+    )
+    app = create_app(settings, routers=[extra], lifespan_hooks=[hook("a")], migrate=False)
+    add_lifespan_hook(app, hook("b"))
+    with TestClient(app) as client:
+        assert events == ["start a", "start b"]
+        assert client.get("/v1/ping").json() == {"pong": "yes"}
+        assert client.get("/healthz").json()["schema"] is not None
+    assert events == ["start a", "start b", "stop b", "stop a"]
+    assert app.state.generated_admin_key is None  # the given admin key was used
+
+
+def test_openapi_lists_the_control_plane(admin):
+    spec = admin.get("/openapi.json").json()
+    paths = set(spec["paths"])
+    for path in (
+        "/api/tenants",
+        "/api/keys",
+        "/api/servers",
+        "/api/quotas",
+        "/api/deployments",
+        "/api/jobs",
+        "/api/jobs/{job_id}/events",
+        "/api/usage",
+        "/api/admission/cycle",
+    ):
+        assert path in paths
+    kind = spec["components"]["schemas"]["TenantIn"]["properties"]["kind"]
+    assert set(kind["enum"]) == {"company", "university", "research_institute"}
