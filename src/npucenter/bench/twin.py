@@ -9,6 +9,8 @@ an iteration lasts ``T = step_time(B*I/O, (B/O)*pairs(I), B, B*(I + O/2))`` and 
 completes ``B/(O*T)`` requests per second. ``B`` is the smallest of ``max_num_seqs``, the KV
 capacity in sequences of ``I+O`` tokens and the token budget ``budget/(I/O + 1)``. A virtual
 engine run with ``time_scale`` s (real seconds per modelled second) is ``1/time_scale`` as fast.
+TTFT at a run's load is ``predict(I, O, batch=mean concurrency)`` plus, with probability
+``min(1, mean concurrency)`` that the engine is busy, half an iteration spent waiting for it.
 """
 
 from __future__ import annotations
@@ -153,7 +155,9 @@ def compare_with_twin(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     except NpuCenterError as exc:
         return {"device": target.device, "model": target.model, "error": str(exc)}
     pred["at_load_batch"] = batch
-    pred["ttft_s_at_load"] = at_load.ttft_s * target.time_scale
+    # an arrival waits on average half of the running iteration when the engine is busy
+    busy = min(1.0, float(low.get("mean_concurrency") or 0.0))
+    pred["ttft_s_at_load"] = (at_load.ttft_s + 0.5 * busy * at_load.tpot_s) * target.time_scale
     pred["tpot_s_at_load"] = at_load.tpot_s * target.time_scale
     out: dict[str, Any] = {"prediction": pred, "measured": {}, "error_fraction": {}}
     sat = doc.get("saturation") or {}
