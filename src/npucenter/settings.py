@@ -24,6 +24,7 @@ __all__ = [
     "ENV_URL",
     "Settings",
     "default_data_dir",
+    "normalize_database_url",
 ]
 
 ENV_DATABASE_URL = "NPUCENTER_DATABASE_URL"

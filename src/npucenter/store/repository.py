@@ -52,6 +52,8 @@ __all__ = [
     "Principal",
     "QuotaView",
     "Repository",
+    "canonical_device",
+    "check_runs_on",
     "hash_secret",
     "new_secret",
 ]
