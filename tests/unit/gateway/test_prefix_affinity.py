@@ -154,3 +154,28 @@ def test_gateway_router_adapts_replicas_to_the_policy() -> None:
     replicas = pool.replicas("m")
     replicas[0].outstanding_tokens = 50
     assert lot.choose(replicas, ticket).replica_id == "r1"
+
+
+def test_the_simulator_runs_it_too() -> None:
+    import numpy as np
+
+    from npucenter.catalog import default_catalog
+    from npucenter.sim.center import build_center
+    from npucenter.sim.fleet import fleet_spec_from_mapping
+    from npucenter.workload.trace import Trace
+
+    fleet = fleet_spec_from_mapping(
+        {
+            "servers": [{"device": "rngd", "count": 1, "cards_per_server": 8}],
+            "services": [{"model": "llama-3.1-8b", "device": "rngd", "replicas_per_server": 3}],
+        }
+    )
+    trace = Trace(
+        name="t",
+        arrival_s=np.arange(20) * 0.05,
+        prompt_tokens=np.full(20, 500),
+        output_tokens=np.full(20, 20),
+    )
+    result = build_center(fleet, default_catalog(), policy="prefix-affinity").run(trace)
+    assert bool(result.completed.all())
+    assert len(set(result.replica_index.tolist())) > 1  # load spreads without prefix hashes
