@@ -198,10 +198,11 @@ class _Cycle:
         self.victim_orders: dict[tuple[str, str], list[Admitted]] = {}
         # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
         self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}
-        self.may_preempt = (
-            policy.reclaim_within_cohort is not PreemptionPolicy.NEVER
-            or policy.within_tenant is not PreemptionPolicy.NEVER
-        )
+        self.may_reclaim = policy.reclaim_within_cohort is not PreemptionPolicy.NEVER
+        self.may_preempt_own = policy.within_tenant is not PreemptionPolicy.NEVER
+        self.may_preempt = self.may_reclaim or self.may_preempt_own
+        # (tenant, type) -> lowest priority class of work running before the cycle
+        self.lowest_running: dict[tuple[str, str], int] = {}
         self.victim_failures: dict[tuple[str, str, int, int], tuple[int, int]] = {}
         self.admitted: list[Admitted] = []
         self.admitted_now: set[str] = set()
@@ -268,6 +269,10 @@ class _Cycle:
             device_type, index = self.server_at[entry.server_id]
             self.types[device_type].take(index, entry.card_indices)
             self._account(entry, +1)
+            key = (entry.tenant, entry.device_type)
+            self.lowest_running[key] = min(
+                self.lowest_running.get(key, int(entry.priority_class)), int(entry.priority_class)
+            )
 
     def _placement_problem(self, entry: Admitted) -> str:
         where = self.server_at.get(entry.server_id)
@@ -469,6 +474,11 @@ class _Cycle:
             reason = reason or PendingReason.NO_CAPACITY
             if not self.may_preempt:
                 return reason
+            lowest = self.lowest_running.get(key)  # a lower bound: victims only leave
+            if (after > lim.nominal or not self.may_reclaim) and (
+                lowest is None or lowest >= priority or not self.may_preempt_own
+            ):
+                return reason  # no reclaim (it would borrow) and nothing of its own to displace
             # Between preemptions, candidates only shrink and usage only grows, so a failure
             # for (tenant, type, tp, priority) at c cards stands for any c' >= c until the next.
             fail_key = (w.tenant, w.device_type, w.tp_size, int(priority))
