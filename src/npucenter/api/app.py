@@ -18,6 +18,7 @@ from npucenter import __version__
 from npucenter.api.context import ControlPlane
 from npucenter.api.errors import install_error_handlers
 from npucenter.api.routes import ROUTERS
+from npucenter.errors import NpuCenterError
 from npucenter.registry import Registry
 from npucenter.settings import Settings
 from npucenter.store import Database, upgrade
@@ -74,6 +75,14 @@ def create_app(
         control.now_s = now_s
     with control.tx() as repo:
         generated = repo.ensure_admin_key(settings.admin_key)
+        if settings.admin_key and generated is None:
+            try:
+                repo.lookup_key(settings.admin_key)
+            except NpuCenterError:
+                log.warning(
+                    "NPUCENTER_ADMIN_KEY is ignored: this database has an admin key already "
+                    "(it is only read at first start; create more with `npucenter key create --admin`)"
+                )
 
     hooks: list[LifespanHook] = list(lifespan_hooks)
 

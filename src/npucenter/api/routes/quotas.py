@@ -48,3 +48,4 @@ def delete_quota(quota_id: int, ctx: RequestContext = Depends(admin_context)) ->
     """Remove a quota row (admin)."""
     with ctx.tx() as repo:
         repo.delete_quota(quota_id)
+    admit_after_change(ctx.control)
