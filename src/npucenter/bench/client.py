@@ -7,6 +7,7 @@ arrive, before any SSE or JSON parsing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ class Target:
     api: str = "chat"
     timeout_s: float = 300.0
     ignore_eos: bool = True
+    include_usage: bool = True  # stream_options.include_usage (OpenAI); off for servers refusing it
     continuous_usage: bool = False  # ask vLLM-style servers for usage on every chunk
     transport: str = "fast"  # fast (npucenter's lean http:// transport) | httpx
     extra_body: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +102,17 @@ class EndpointInfo:
     server: str | None = None
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
     usage_in_stream: bool = True
+    ignore_eos: bool = True  # whether the endpoint accepted ignore_eos/min_tokens
+    include_usage: bool = True  # whether it accepted stream_options
     notes: tuple[str, ...] = ()
+
+    def adjust(self, target: Target) -> Target:
+        """``target`` with the request fields this endpoint accepts."""
+        return dataclasses.replace(
+            target,
+            ignore_eos=target.ignore_eos and self.ignore_eos,
+            include_usage=target.include_usage and self.include_usage,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able metadata for the result file."""
@@ -112,6 +124,8 @@ class EndpointInfo:
             "model_card": self.model_card,
             "server": self.server,
             "usage_in_stream": self.usage_in_stream,
+            "accepts_ignore_eos": self.ignore_eos,
+            "accepts_stream_options": self.include_usage,
             "token_calibration": {
                 "tokens_per_word": cal.tokens_per_word,
                 "overhead_tokens": cal.overhead_tokens,
@@ -157,9 +171,10 @@ def build_body(target: Target, prompt: str, max_tokens: int, stream: bool = True
         body["prompt"] = prompt
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-        if target.continuous_usage:
-            body["stream_options"]["continuous_usage_stats"] = True
+        if target.include_usage:
+            body["stream_options"] = {"include_usage": True}
+            if target.continuous_usage:
+                body["stream_options"]["continuous_usage_stats"] = True
     if target.ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = max_tokens
@@ -340,6 +355,7 @@ async def preflight(
     models, card, server = await _list_models(client, target, notes)
     if models and target.model not in models:
         raise NotFoundError("model", target.model, valid=models)
+    target = await _compatible_target(client, target, notes)
     usage_in_stream = True
     cal = TokenCalibration()
     tokens: list[int] = []
@@ -363,8 +379,40 @@ async def preflight(
         server=server,
         calibration=cal,
         usage_in_stream=usage_in_stream,
+        ignore_eos=target.ignore_eos,
+        include_usage=target.include_usage,
         notes=tuple(notes),
     )
+
+
+async def _compatible_target(client: httpx.AsyncClient, target: Target, notes: list[str]) -> Target:
+    """Drop optional request fields (ignore_eos/min_tokens, stream_options) a server refuses.
+
+    Strict OpenAI-compatible servers answer unknown fields with 400/422; the run then goes on
+    without them and the result notes say so (output lengths may then fall short of the target,
+    which ``output_token_error_fraction`` shows).
+    """
+    candidates = [target]
+    if target.ignore_eos:
+        candidates.append(dataclasses.replace(target, ignore_eos=False))
+    if target.include_usage:
+        candidates.append(dataclasses.replace(candidates[-1], include_usage=False))
+    last: UpstreamError | None = None
+    for cand in candidates:
+        try:
+            await _probe(client, cand, 8, seed=-99)
+        except UpstreamError as exc:
+            if exc.details.get("status") not in (400, 422):
+                raise
+            last = exc
+            continue
+        if not cand.ignore_eos and target.ignore_eos:
+            notes.append("the endpoint refused ignore_eos/min_tokens: sent without them")
+        if not cand.include_usage and target.include_usage:
+            notes.append("the endpoint refused stream_options: sent without include_usage")
+        return cand
+    assert last is not None
+    raise last
 
 
 async def _list_models(

@@ -110,6 +110,8 @@ async def run_load(
 ) -> RunOutcome:
     """Run ``scenario`` against ``target`` and summarise it (request failures never raise)."""
     cal = info.calibration if info is not None else TokenCalibration()
+    if info is not None:
+        target = info.adjust(target)
     progress = progress or RunProgress()
     if plan is None and scenario.open_loop:
         plan = build_plan(scenario)

@@ -42,6 +42,7 @@ class StubConfig:
     reasoning_tokens: int = 0  # this many of the output tokens arrive as reasoning_content
     power_w: float = 150.0
     default_max_tokens: int = 16
+    strict_fields: bool = False  # refuse vLLM extensions (ignore_eos, min_tokens) like OpenAI
 
 
 class _Stub:
@@ -106,6 +107,10 @@ class _Stub:
             req = json.loads(body)
         except ValueError:
             return await self._error(writer, 400, "body is not JSON", "invalid_request_error")
+        if cfg.strict_fields and ({"ignore_eos", "min_tokens"} & set(req)):
+            bad = sorted({"ignore_eos", "min_tokens"} & set(req))[0]
+            msg = f"Unrecognized request argument supplied: {bad}"
+            return await self._error(writer, 400, msg, "invalid_request_error")
         if req.get("model") not in cfg.models:
             msg = f"The model `{req.get('model')}` does not exist."
             return await self._error(writer, 404, msg, "NotFoundError")

@@ -138,3 +138,12 @@ async def test_request_errors_are_recorded_by_kind(stub_url):
     assert out.summary["errors"] == 5
     assert out.summary["errors_by_kind"] == {"http_404": 5}
     assert out.summary["goodput_rps"] == 0
+
+
+async def test_strict_server_gets_requests_without_vllm_extensions():
+    with running_stub(StubConfig(strict_fields=True)) as url:
+        sc = Scenario(arrival="constant", rate_rps=50, max_requests=5, output_tokens=4)
+        info, out = await _run(url, sc)
+    assert not info.ignore_eos and info.include_usage
+    assert any("ignore_eos" in n for n in info.notes)
+    assert out.summary["completed"] == 5 and out.summary["total_output_tokens"] == 20
