@@ -138,3 +138,13 @@ def test_dashboard_and_metrics(center) -> None:  # type: ignore[no-untyped-def]
             ]
 
     assert asyncio.run(remote()) == [401, 200, 401]
+
+
+def test_key_maps_to_tenant_priority_and_token_rate(center) -> None:  # type: ignore[no-untyped-def]
+    _url, app, secret = center
+    principal = app.state.gateway.keys.resolve(secret)
+    assert principal.tenant == "acme" and not principal.is_admin
+    assert principal.limits.tokens_per_min == 120.0  # tokens_per_s 2.0 from the quota
+    assert principal.priority == 2  # the quota's default class "research"
+    admin = app.state.gateway.keys.resolve(ADMIN)
+    assert admin.is_admin and admin.tenant == "operator"

@@ -248,3 +248,22 @@ def test_keep_alive_connections_are_reused(make_rig) -> None:  # type: ignore[no
         list(client.chat.completions.create(model="m", messages=MSG, max_tokens=2, stream=True))
     pool = rig.gateway._upstream._idle  # type: ignore[union-attr]
     assert sum(len(stack) for stack in pool.values()) == 1
+
+
+def test_client_disconnect_cancels_a_non_streaming_request(make_rig) -> None:  # type: ignore[no-untyped-def]
+    rig = make_rig([UpstreamScript(token_delay_s=0.05)])
+    body = {"model": "m", "messages": MSG, "max_tokens": 100}  # 5 s of "generation"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{rig.url}/v1/chat/completions",
+            json=body,
+            headers={"authorization": "Bearer sk-acme"},
+            timeout=0.5,
+        )
+    deadline = time.monotonic() + 3.0
+    while rig.upstreams[0].num_cancelled == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rig.upstreams[0].num_cancelled == 1 and rig.upstreams[0].num_completed == 0
+    rows = _rows_when_flushed(rig, 1)
+    assert rows[0].status == "cancelled"
+    assert rig.gateway.pool.replicas("m")[0].inflight == 0  # the slot came back

@@ -109,3 +109,26 @@ async def test_excluded_replica_is_avoided_when_another_is_free() -> None:
     for _ in range(3):
         r = await d.acquire(t)
         assert r.replica_id == "r1"
+
+
+async def test_a_flooding_tenant_does_not_starve_another() -> None:
+    clock = FakeClock()
+    d = Dispatcher(_pool(clock, n=1), LeastOutstandingRouter(), clock, max_wait_s=5)
+    held = await d.acquire(_ticket(0, tenant="flood"))
+    flood = [asyncio.create_task(d.acquire(_ticket(i, tenant="flood"))) for i in range(1, 9)]
+    await asyncio.sleep(0)
+    polite = asyncio.create_task(d.acquire(_ticket(99, tenant="polite")))
+    await asyncio.sleep(0)
+    order: list[str] = []
+    current, current_ticket = held, _ticket(0, tenant="flood")
+    pending = {t: _ticket(i + 1, tenant="flood") for i, t in enumerate(flood)}
+    pending[polite] = _ticket(99, tenant="polite")
+    while pending:
+        d.release(current, current_ticket)
+        await asyncio.wait(list(pending), timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        done = [t for t in pending if t.done()]
+        assert len(done) == 1
+        task = done[0]
+        current, current_ticket = task.result(), pending.pop(task)
+        order.append(current_ticket.tenant)
+    assert order.index("polite") <= 1  # served right after the flood's first waiter at worst
