@@ -25,9 +25,9 @@ from npucenter.plan.planner import (
     plan_capacity,
     spec_catalog,
 )
-from npucenter.plan.profile import AnalyticProfile, CachedProfile, ProfileSource, TrafficStats
+from npucenter.plan.profile import CachedProfile, ProfileSource, TrafficStats
 from npucenter.plan.report import render_html, result_to_dict
-from npucenter.plan.simulate import CenterVerifier, SimProfile, SimVerifier
+from npucenter.plan.sources import PROFILE_SOURCES, VERIFIERS
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import resolve_traffic
 
@@ -35,9 +35,6 @@ app = typer.Typer(
     help="Find the cheapest NPU:GPU fleet that meets every SLO under a power cap.",
     invoke_without_command=True,
 )
-
-_PROFILES = ("sim", "analytic")
-_VERIFIERS = ("center", "replica")
 
 
 @app.callback()
@@ -51,7 +48,9 @@ def plan(
         None, "--report", help="Write a self-contained HTML report here."
     ),
     profile: str = typer.Option(
-        "sim", "--profile", help="Replica capacity source: sim (bisection) or analytic."
+        "sim",
+        "--profile",
+        help=f"Replica capacity source: {', '.join(PROFILE_SOURCES.names())}.",
     ),
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Simulate each plan on the full traffic."
@@ -59,7 +58,8 @@ def plan(
     verifier_name: str = typer.Option(
         "center",
         "--verifier",
-        help="center: the simulator's whole-center model; replica: per-service replica sim.",
+        help=f"Plan verifier: {', '.join(VERIFIERS.names())} (center: the simulator's "
+        "whole-center model; replica: per-service replica simulation).",
     ),
     objective: str | None = typer.Option(
         None, "--objective", help="Override the spec: cost, power or weighted."
@@ -71,12 +71,8 @@ def plan(
     spec = _read_spec(spec_path)
     if objective is not None:
         spec = replace(spec, objective=objective)  # type: ignore[arg-type]
-    if profile not in _PROFILES:
-        raise InvalidConfigError("--profile", profile, f"choose one of {', '.join(_PROFILES)}")
-    if verifier_name not in _VERIFIERS:
-        raise InvalidConfigError(
-            "--verifier", verifier_name, f"choose one of {', '.join(_VERIFIERS)}"
-        )
+    PROFILE_SOURCES.get(profile)  # unknown names fail here, listing the valid ones
+    VERIFIERS.get(verifier_name)
     cat = load_catalog(catalog or [])
     traffic = resolve_traffic(spec)
     source, verifier, label, check_label = _sources(
@@ -129,21 +125,19 @@ def _sources(
     profile: str,
     verifier_name: str | None,
 ) -> tuple[ProfileSource, Verifier | None, str, str]:
-    """The profile source (simulator bisection or closed form), the verifier, their labels."""
+    """The profile source and verifier from their registries, with their report labels."""
     plan_cat = spec_catalog(spec, cat)
-    verifier: Verifier | None = None
-    check_label = "none"
-    if verifier_name == "center":
-        verifier = CenterVerifier(plan_cat, spec, traffic=traffic)
-        check_label = CenterVerifier.describe()
-    elif verifier_name == "replica":
-        verifier = SimVerifier(plan_cat, spec, traffic=traffic)
-        check_label = SimVerifier.describe()
-    if profile == "sim":
-        sim = SimProfile(plan_cat, spec, traffic=traffic)
-        return CachedProfile(sim), verifier, sim.describe(), check_label
-    analytic = CachedProfile(AnalyticProfile(plan_cat, traffic))
-    return analytic, verifier, "analytic (perf model, closed form)", check_label
+    source = PROFILE_SOURCES.get(profile)(plan_cat, spec, traffic)
+    label = _describe(source, profile)
+    if verifier_name is None:
+        return CachedProfile(source), None, label, "none"
+    verifier = VERIFIERS.get(verifier_name)(plan_cat, spec, traffic)
+    return CachedProfile(source), verifier, label, _describe(verifier, verifier_name)
+
+
+def _describe(part: object, name: str) -> str:
+    describe = getattr(part, "describe", None)
+    return str(describe()) if callable(describe) else name
 
 
 def _print(result: PlanResult, elapsed_s: float) -> None:

@@ -142,6 +142,11 @@ class AnalyticProfile:
         self.traffic = dict(traffic)
         self.utilisation_cap_fraction = utilisation_cap_fraction
 
+    @staticmethod
+    def describe() -> str:
+        """How the profiles were made (printed in reports)."""
+        return "analytic (perf model, closed form)"
+
     def max_rate_rps(self, service: ServiceSpec, candidate: Candidate) -> float:
         """Highest rate meeting the SLO by the closed-form model (0 when even 0+ fails)."""
         stats = self._stats(service)

@@ -88,11 +88,27 @@ def test_missing_spec_file_exits_3(tmp_path: Path) -> None:
     assert result.exit_code == 3
 
 
-def test_unknown_profile_is_rejected(tmp_path: Path) -> None:
+def test_unknown_profile_is_rejected_listing_the_valid_names(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["plan", "--spec", str(_write(tmp_path, SPEC)), "--profile", "magic"]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # not_found, from the registry
+    assert "analytic" in result.output and "sim" in result.output
+
+
+def test_every_registered_part_satisfies_its_protocol() -> None:
+    from npucenter.catalog import default_catalog
+    from npucenter.plan.profile import ProfileSource
+    from npucenter.plan.sources import PROFILE_SOURCES, VERIFIERS
+    from npucenter.plan.spec import parse_plan_spec
+    from npucenter.plan.traffic import resolve_traffic
+
+    spec = parse_plan_spec(SPEC)
+    traffic = resolve_traffic(spec)
+    for _, factory in PROFILE_SOURCES.items():
+        assert isinstance(factory(default_catalog(), spec, traffic), ProfileSource)
+    for _, make in VERIFIERS.items():
+        assert callable(getattr(make(default_catalog(), spec, traffic), "verify", None))
 
 
 def test_atom_without_figures_names_them(tmp_path: Path) -> None:
