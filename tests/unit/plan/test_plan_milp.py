@@ -311,3 +311,25 @@ def test_zero_demand_costs_only_inventory() -> None:
     assert alloc is not None
     assert alloc.servers == {"npu": 1, "gpu": 0}
     assert math.isclose(alloc.cost_usd_per_hour, 3.0 + 2 * 40 / 1000 * 0.1)
+
+
+def test_power_and_weighted_objectives_trade_cost_for_power() -> None:
+    p = CapacityProblem(
+        devices=(_npu(server_cost_usd_per_hour=8.0, max_servers=10), _gpu(max_servers=10)),
+        options=(
+            ReplicaOption(service="chat", label="chat@npu", cards={"npu": 1}, rate_rps=2.0),
+            ReplicaOption(service="chat", label="chat@gpu", cards={"gpu": 1}, rate_rps=8.0),
+        ),
+        demand_rps={"chat": 16.0},
+        power_cap_w=1e6,
+        power_price_usd_per_kwh=0.1,
+    )
+    cheapest = solve_capacity(p)
+    frugal = solve_capacity(replace(p, objective="power"))
+    heavy = solve_capacity(replace(p, objective="weighted", power_weight_usd_per_kw=1000.0))
+    none = solve_capacity(replace(p, objective="weighted", power_weight_usd_per_kw=0.0))
+    assert cheapest and frugal and heavy and none
+    assert frugal.power_w < cheapest.power_w
+    assert frugal.cost_usd_per_hour >= cheapest.cost_usd_per_hour
+    assert heavy.power_w == pytest.approx(frugal.power_w)  # a huge weight behaves like "power"
+    assert none.cost_usd_per_hour == pytest.approx(cheapest.cost_usd_per_hour)
