@@ -34,11 +34,12 @@ class TenantLimits:
     """A tenant's gateway limits; ``None`` means unlimited."""
 
     requests_per_min: float | None = None
-    tokens_per_min: float | None = None
+    tokens_per_s: float | None = None  # the tenant quota's token rate (policy.quota.TenantQuota)
+    burst_tokens: float | None = None  # its bucket depth; None: tokens_per_s x 10 s
     token_quota: float | None = None  # tokens the tenant may use in total (its quota)
 
     def __post_init__(self) -> None:
-        for name in ("requests_per_min", "tokens_per_min", "token_quota"):
+        for name in ("requests_per_min", "tokens_per_s", "burst_tokens", "token_quota"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InvalidConfigError(name, value, "must be >= 0 or unset")

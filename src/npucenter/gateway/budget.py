@@ -1,24 +1,27 @@
 """Budgets that hold: one counter per tenant serves both enforcement and tracking.
 
 A request *reserves* its estimated tokens (prompt estimate + ``max_tokens``) against the
-tenant's per-minute token bucket, request bucket and total quota before it is admitted; when
-it ends, :meth:`BudgetBook.reconcile` replaces the estimate by the response's real usage. The
-numbers the dashboard shows are these same counters, so what is shown is what is enforced.
+tenant's token bucket, request bucket and total quota before it is admitted; when it ends,
+:meth:`BudgetBook.reconcile` replaces the estimate by the response's real usage. The numbers the
+dashboard shows are these same counters, so what is shown is what is enforced.
 
-NOTE(gateway): per-minute limits are token buckets of capacity ``limit`` refilled at
-``limit / 60`` per second; reconciliation may push a bucket below zero (a request used more than
-it reserved), which then delays the tenant's next requests. One gateway process holds the
-counters; several gateway processes would need a shared counter.
+NOTE(gateway): the token rate is the admission policy's own :class:`TokenBudget` (the tenant
+quota's ``tokens_per_s`` with its burst), so jobs, replicas and requests are governed by one
+statement of the tenant's share. Requests per minute is a bucket of capacity ``limit`` refilled at
+``limit / 60`` per second. Reconciliation may push the token bucket below zero (a request used
+more than it reserved), which then delays the tenant's next requests. One gateway process holds
+the counters; several gateway processes would need a shared counter.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from npucenter.clock import Clock
 from npucenter.errors import QuotaExceededError, RateLimitedError
 from npucenter.gateway.auth import Principal
+from npucenter.policy.quota import DEFAULT_TOKEN_BURST_S, TokenBudget
 
 __all__ = ["BudgetBook", "Reservation", "TenantBudgetView", "TokenBucket"]
 
@@ -71,7 +74,7 @@ class TenantBudgetView:
     reserved_tokens: float  # held by requests in flight
     token_quota: float | None
     requests_per_min: float | None
-    tokens_per_min: float | None
+    tokens_per_s: float | None
     request_bucket_level: float | None
     token_bucket_level: float | None
 
@@ -83,9 +86,9 @@ class _TenantState:
         self.limits = principal.limits
         self.used = float(principal.tokens_used)
         self.reserved = 0.0
-        rpm, tpm = principal.limits.requests_per_min, principal.limits.tokens_per_min
+        rpm = principal.limits.requests_per_min
         self.requests = TokenBucket(rpm, now_s) if rpm is not None else None
-        self.tokens = TokenBucket(tpm, now_s) if tpm is not None else None
+        self.tokens = _token_budget(principal, now_s)
 
 
 class BudgetBook:
@@ -124,25 +127,7 @@ class BudgetBook:
                     tenant, "requests/min", 1, max(0.0, state.requests.level), _ceil(wait_s)
                 )
         if state.tokens is not None:
-            if estimated_tokens > state.tokens.capacity:
-                raise QuotaExceededError(
-                    tenant,
-                    "tokens/min",
-                    estimated_tokens,
-                    state.tokens.capacity,
-                    hint="lower max_tokens below the tenant's tokens-per-minute limit",
-                )
-            state.tokens.refill(now_s)
-            wait_s = state.tokens.wait_s(estimated_tokens)
-            if wait_s > 0:
-                raise RateLimitedError(
-                    tenant,
-                    "tokens/min",
-                    estimated_tokens,
-                    max(0.0, state.tokens.level),
-                    _ceil(wait_s),
-                )
-            state.tokens.level -= estimated_tokens
+            state.tokens = state.tokens.require(estimated_tokens, now_s=now_s)
         if state.requests is not None:
             state.requests.level -= 1.0
         state.reserved += estimated_tokens
@@ -157,10 +142,10 @@ class BudgetBook:
         state.reserved -= reservation.estimated_tokens
         state.used += actual_tokens
         if state.tokens is not None:
-            state.tokens.refill(self._clock.now_s())
-            state.tokens.level = min(
-                state.tokens.capacity,
-                state.tokens.level + reservation.estimated_tokens - actual_tokens,
+            state.tokens = state.tokens.settle(
+                estimated_tokens=reservation.estimated_tokens,
+                actual_tokens=actual_tokens,
+                now_s=self._clock.now_s(),
             )
 
     def view(self, tenant: str) -> TenantBudgetView | None:
@@ -169,18 +154,18 @@ class BudgetBook:
         if state is None:
             return None
         now_s = self._clock.now_s()
-        for bucket in (state.requests, state.tokens):
-            if bucket is not None:
-                bucket.refill(now_s)
+        if state.requests is not None:
+            state.requests.refill(now_s)
+        tokens = state.tokens.refilled(now_s) if state.tokens is not None else None
         return TenantBudgetView(
             tenant=tenant,
             used_tokens=state.used,
             reserved_tokens=state.reserved,
             token_quota=state.limits.token_quota,
             requests_per_min=state.limits.requests_per_min,
-            tokens_per_min=state.limits.tokens_per_min,
+            tokens_per_s=state.limits.tokens_per_s,
             request_bucket_level=state.requests.level if state.requests else None,
-            token_bucket_level=state.tokens.level if state.tokens else None,
+            token_bucket_level=tokens.level_tokens if tokens is not None else None,
         )
 
     def tenants(self) -> list[str]:
@@ -197,16 +182,37 @@ class BudgetBook:
 
     @staticmethod
     def _apply_limits(state: _TenantState, principal: Principal, now_s: float) -> None:
-        limits = principal.limits
+        old, limits = state.limits, principal.limits
         state.limits = limits
-        for attr, cap in (("requests", limits.requests_per_min), ("tokens", limits.tokens_per_min)):
-            bucket = getattr(state, attr)
-            if cap is None:
-                setattr(state, attr, None)
-            elif bucket is None:
-                setattr(state, attr, TokenBucket(cap, now_s))
-            else:
-                bucket.resize(cap)
+        rpm = limits.requests_per_min
+        if rpm is None:
+            state.requests = None
+        elif state.requests is None:
+            state.requests = TokenBucket(rpm, now_s)
+        else:
+            state.requests.resize(rpm)
+        if (limits.tokens_per_s, limits.burst_tokens) != (old.tokens_per_s, old.burst_tokens):
+            fresh = _token_budget(principal, now_s)
+            if fresh is not None and state.tokens is not None:  # keep the debt, not the credit
+                level = min(fresh.burst_tokens, state.tokens.refilled(now_s).level_tokens)
+                fresh = replace(fresh, level_tokens=level)
+            state.tokens = fresh
+
+
+def _token_budget(principal: Principal, now_s: float) -> TokenBudget | None:
+    limits = principal.limits
+    if limits.tokens_per_s is None:
+        return None
+    burst = limits.burst_tokens
+    if burst is None:
+        burst = limits.tokens_per_s * DEFAULT_TOKEN_BURST_S
+    return TokenBudget(
+        tenant=principal.tenant,
+        rate_tokens_per_s=limits.tokens_per_s,
+        burst_tokens=burst,
+        level_tokens=burst,
+        updated_s=now_s,
+    )
 
 
 def _ceil(wait_s: float) -> float:

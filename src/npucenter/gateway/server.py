@@ -81,7 +81,7 @@ class StoreKeyResolver:
             scopes=frozenset({"inference", found.scope}),
             is_admin=found.is_admin,
             priority=priority,
-            limits=TenantLimits(tokens_per_min=min(rates) * 60.0 if rates else None),
+            limits=TenantLimits(tokens_per_s=min(rates) if rates else None),
         )
 
 

@@ -121,13 +121,13 @@ class ScriptedUpstream:
                 generate = asyncio.ensure_future(
                     asyncio.sleep(script.token_delay_s * max(0, n - 1))
                 )
-                gone = asyncio.ensure_future(receive())
-                await asyncio.wait({generate, gone}, return_when=asyncio.FIRST_COMPLETED)
+                hangup = asyncio.ensure_future(receive())
+                await asyncio.wait([generate, hangup], return_when=asyncio.FIRST_COMPLETED)
                 if not generate.done():  # the client hung up: abort, like an engine
                     generate.cancel()
                     self.num_cancelled += 1
                     return
-                gone.cancel()
+                hangup.cancel()
             await _send_json(
                 send, 200, json.dumps(_full(request, chat, n, usage, self.name)).encode()
             )

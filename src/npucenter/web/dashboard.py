@@ -58,13 +58,13 @@ def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> s
         totals = _add(totals, usage)
         by_tenant[tenant] = by_tenant.get(tenant, 0) + usage.total_tokens
         view = gateway.budgets.view(tenant)
-        limit = view.tokens_per_min if view is not None else None
+        limit = view.tokens_per_s if view is not None else None
         tenants.append(
             {
                 "tenant": tenant,
                 "model": model,
                 "u": usage,
-                "limit": f"{limit:,.0f}" if limit else "—",
+                "limit": f"{limit:,.4g}" if limit else "—",
             }
         )
     history = list(gateway.history)
@@ -99,6 +99,7 @@ def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> s
 
 def install_dashboard(app: FastAPI, gateway: Gateway, fleet: Fleet) -> None:
     """Add ``GET /`` (the dashboard) to a FastAPI app."""
+
     @app.get("/", include_in_schema=False)
     def dashboard(request: Request) -> Response:
         if not _allowed(request, gateway):

@@ -29,7 +29,7 @@ def center(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
     control = app.state.control
     with control.tx() as repo:
         acme = repo.create_tenant("acme", "company")
-        repo.set_quota(acme, "rngd", nominal_cards=1, tokens_per_s=2.0)  # 120 tokens/min
+        repo.set_quota(acme, "rngd", nominal_cards=1, tokens_per_s=20.0)  # burst: 200 tokens
         _, secret = repo.create_key(tenant_id=acme.id, scope="tenant", name="app")
     upstream = ScriptedUpstream()
     with running_server(upstream, lifespan="off") as up_url:
@@ -87,7 +87,7 @@ def test_tenant_key_is_metered_into_the_store_ledger(center) -> None:  # type: i
 def test_tenant_token_rate_from_the_quota_is_enforced(center) -> None:  # type: ignore[no-untyped-def]
     url, _app, secret = center
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
-    with pytest.raises(openai.RateLimitError) as info:  # 500 tokens > 120 tokens/min: never fits
+    with pytest.raises(openai.RateLimitError) as info:  # 500 tokens > the 200-token burst: never
         client.chat.completions.create(
             model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=500
         )
@@ -144,7 +144,7 @@ def test_key_maps_to_tenant_priority_and_token_rate(center) -> None:  # type: ig
     _url, app, secret = center
     principal = app.state.gateway.keys.resolve(secret)
     assert principal.tenant == "acme" and not principal.is_admin
-    assert principal.limits.tokens_per_min == 120.0  # tokens_per_s 2.0 from the quota
+    assert principal.limits.tokens_per_s == 20.0  # from the quota
     assert principal.priority == 2  # the quota's default class "research"
     admin = app.state.gateway.keys.resolve(ADMIN)
     assert admin.is_admin and admin.tenant == "operator"

@@ -59,23 +59,42 @@ def test_requests_per_minute_refill_and_retry_after() -> None:
     book.reserve(p, 0)
 
 
-def test_tokens_per_minute_debt_delays_next_request() -> None:
+def test_token_rate_debt_delays_next_request() -> None:
     clock = FakeClock()
     book = BudgetBook(clock)
-    p = _principal(tokens_per_min=600)  # 10 tokens/s
+    p = _principal(tokens_per_s=10, burst_tokens=600)
     r = book.reserve(p, 100)
     book.reconcile(r, 600)  # used far more than reserved: bucket now at 0
     with pytest.raises(RateLimitedError) as info:
         book.reserve(p, 50)
-    assert info.value.resource == "tokens/min"
+    assert info.value.resource == "tokens"
+    assert info.value.retry_after_s == pytest.approx(5.0)
     clock.advance(5.0)
     book.reserve(p, 50)
+
+
+def test_token_rate_burst_defaults_to_ten_seconds_of_rate() -> None:
+    book = BudgetBook(FakeClock())
+    p = _principal(tokens_per_s=10)
+    book.reserve(p, 100)
+    with pytest.raises(RateLimitedError):
+        book.reserve(p, 1)
+    view = book.view("acme")
+    assert view is not None and view.token_bucket_level == pytest.approx(0.0)
+
+
+def test_refund_when_the_response_is_shorter_than_reserved() -> None:
+    book = BudgetBook(FakeClock())
+    p = _principal(tokens_per_s=1, burst_tokens=100)
+    r = book.reserve(p, 100)
+    book.reconcile(r, 10)
+    book.reserve(p, 90)
 
 
 def test_request_larger_than_the_per_minute_limit_is_not_retryable() -> None:
     book = BudgetBook(FakeClock())
     with pytest.raises(QuotaExceededError) as info:
-        book.reserve(_principal(tokens_per_min=100), 101)
+        book.reserve(_principal(tokens_per_s=1, burst_tokens=100), 101)
     assert not info.value.retryable
 
 
