@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/npucenter perf compare --model llama-3.1-8b --input 1024 --output 256
+	$(BIN)/npucenter up
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
