@@ -34,7 +34,7 @@ from npucenter.workload.trace import Trace
 
 __all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 
-_WAKE, _HANDOFF = 0, 1  # event kinds; at equal times wake-ups run first
+_WAKE, _HANDOFF = 0, 1  # event kinds; at equal times arrivals, then wake-ups, then hand-offs
 
 
 @dataclass(slots=True, eq=False)
@@ -294,14 +294,14 @@ class _Loop:
         heap = self.heap
         i = 0
         while i < n or heap:
-            if heap and (i >= n or heap[0][0] <= arrivals[i]):
+            if heap and (i >= n or heap[0][0] < arrivals[i]):
                 t, kind, _, a, b = heapq.heappop(heap)
                 self.num_events += 1
                 if kind == _WAKE:
                     rep = self.replicas[a]
                     if rep.version != b:
                         continue
-                    rep.core.advance_until(t)
+                    rep.core.advance_until(t, inclusive=True)
                     self._after_sync(rep)
                 else:
                     self._handoff(a, t)

@@ -287,6 +287,14 @@ class ReplicaCore:
                 hint="shorten the prompt or max_tokens, or use a replica with more KV memory",
                 details={"request_id": request.request_id, "context_tokens": need},
             )
+        if not self.config.enable_chunked_prefill and need - 1 > self.config.max_num_batched_tokens:
+            raise InvalidRequestError(
+                f"request {request.request_id!r} needs up to {need - 1} tokens in one iteration "
+                f"(prefill or recompute) but max_num_batched_tokens is "
+                f"{self.config.max_num_batched_tokens} and chunked prefill is off",
+                hint="enable chunked prefill or raise max_num_batched_tokens",
+                details={"request_id": request.request_id, "context_tokens": need},
+            )
         if not (
             0 <= request.num_output_tokens < request.max_output_tokens
             and 0
@@ -357,14 +365,21 @@ class ReplicaCore:
         )
 
     # --- the fast path (the simulator) --------------------------------------------------------
-    def advance_until(self, t_s: float) -> None:
-        """Run every iteration that starts at or before ``t_s`` (same results as ``step``)."""
-        while (self._running or self._waiting) and self._free_s <= t_s:
+    def advance_until(self, t_s: float, *, inclusive: bool = False) -> None:
+        """Run every iteration that starts before ``t_s`` (or at it, if ``inclusive``).
+
+        A request added at ``t_s`` after ``advance_until(t_s)`` joins an iteration starting at
+        ``t_s``, as it would with :meth:`step`. Results equal one-step-at-a-time stepping.
+        """
+        while (self._running or self._waiting) and (
+            self._free_s < t_s or (inclusive and self._free_s == t_s)
+        ):
             run = self._current_plan()
             if run is None:
-                self._single_step(collect=False)
+                if self._single_step(collect=False) is None:
+                    break  # nothing can run (add() refuses requests that could cause this)
                 continue
-            m = run.count_until(t_s)
+            m = run.count_until(t_s, inclusive=inclusive)
             self._apply_run(run, m)
             if m < run.k:  # stopped by t_s: keep the rest of the run
                 run.consume(m)
@@ -373,8 +388,8 @@ class ReplicaCore:
             self._plan = None
 
     def next_event_s(self) -> float | None:
-        """When the simulator should next call :meth:`advance_until`: the start of the next
-        iteration that changes the counts of running or waiting requests (``None``: idle)."""
+        """When the simulator should next call ``advance_until(t, inclusive=True)``: the start
+        of the next iteration that changes the counts of running or waiting requests."""
         if not (self._running or self._waiting):
             return None
         run = self._current_plan()
@@ -765,15 +780,18 @@ class _DecodeRun:
             return float(self.energies[m])
         return m * self.e0 + self.de * (m * (m - 1) / 2.0)
 
-    def count_until(self, t_s: float) -> int:
-        """How many of the run's iterations start at or before ``t_s``."""
+    def count_until(self, t_s: float, *, inclusive: bool) -> int:
+        """How many of the run's iterations start before ``t_s`` (or at it, if ``inclusive``)."""
         if self.starts is not None:
-            return int(np.searchsorted(self.starts[: self.k], t_s, side="right"))
-        gap = t_s - self.s0
-        if gap < 0:
-            return 0
-        if gap >= self.start(self.k - 1) - self.s0:
+            if inclusive:
+                return int(np.searchsorted(self.starts[: self.k], t_s, side="right"))
+            return int(np.searchsorted(self.starts[: self.k], t_s, side="left"))
+        last = self.start(self.k - 1)
+        if last < t_s or (inclusive and last == t_s):
             return self.k
+        gap = t_s - self.s0
+        if gap <= 0:
+            return 1 if inclusive and gap == 0 else 0
         a = self.dt / 2.0
         b = self.t0 - a
         if a > 1e-300:
@@ -781,9 +799,13 @@ class _DecodeRun:
         else:
             j = int(gap / self.t0) if self.t0 > 0 else self.k
         m = min(self.k, max(0, j + 1))
-        while m < self.k and self.start(m) <= t_s:
+
+        def before(start: float) -> bool:
+            return start < t_s or (inclusive and start == t_s)
+
+        while m < self.k and before(self.start(m)):
             m += 1
-        while m > 0 and self.start(m - 1) > t_s:
+        while m > 0 and not before(self.start(m - 1)):
             m -= 1
         return m
 

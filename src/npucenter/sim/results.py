@@ -202,6 +202,8 @@ def _summary(
         "completed": int(completed.sum()),
         "rejected": int(res.rejected.sum()),
         "preemptions": int(res.preemptions.sum()),
+        "output_tokens": out_tokens,
+        "tokens_emitted": sum(r.core.num_output_tokens for r in replicas),
         "ttft_s": latency_summary(res.ttft_s),
         "tpot_s": latency_summary(res.tpot_s),
         "e2e_s": latency_summary(res.e2e_s),

@@ -1,0 +1,203 @@
+"""The whole center: fleets parse, every request ends exactly once, determinism, disaggregation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from npucenter.catalog import default_catalog
+from npucenter.errors import InvalidConfigError, NotFoundError, UnknownPluginError
+from npucenter.sim.center import build_center
+from npucenter.sim.fleet import fleet_spec_from_mapping
+from npucenter.sim.report import render_html_report
+from npucenter.workload import FixedLength, PoissonArrivals, read_azure_trace, synthetic_trace
+
+SMALL = {
+    "name": "small",
+    "servers": [
+        {"device": "rngd", "count": 1, "cards_per_server": 8},
+        {"device": "h100", "count": 1, "cards_per_server": 8},
+    ],
+    "services": [
+        {"model": "llama-3.1-8b", "device": "rngd", "tp": 1, "replicas_per_server": 2},
+        {"model": "llama-3.1-8b", "device": "h100", "tp": 1, "replicas_per_server": 1},
+    ],
+    "slo": "mlperf-llama-3.1-8b",
+}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return default_catalog()
+
+
+@pytest.fixture(scope="module")
+def conv_head():
+    return read_azure_trace("conv").head(1500)
+
+
+@pytest.mark.parametrize(
+    "policy", ["round-robin", "least-outstanding-tokens", "npu-first", "slo-aware"]
+)
+def test_every_request_completes_exactly_once(catalog, conv_head, policy):
+    center = build_center(fleet_spec_from_mapping(SMALL), catalog, policy=policy)
+    res = center.run(conv_head.scale_rate(3.0))
+    assert res.summary["requests"] == len(conv_head)
+    assert res.summary["completed"] + res.summary["rejected"] == len(conv_head)
+    assert res.summary["rejected"] == 0
+    assert np.all(np.isfinite(res.finish_s))
+    assert np.all(res.first_token_s >= res.trace.arrival_s)
+    assert np.all(res.finish_s >= res.first_token_s)
+    assert np.all(res.replica_index >= 0)
+    # the replicas emitted exactly the tokens the trace asked for: none lost, none twice
+    assert res.summary["tokens_emitted"] == int(conv_head.output_tokens.sum())
+    assert res.summary["output_tokens"] == int(conv_head.output_tokens.sum())
+    for key in (
+        "requests",
+        "completed",
+        "goodput_rps",
+        "slo_attainment",
+        "energy_j_per_output_token",
+        "simulated_s",
+        "wall_s",
+    ):
+        assert key in res.summary
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        assert set(res.summary[key]) >= {"p50", "p90", "p99"}
+
+
+def test_runs_are_deterministic(catalog, conv_head):
+    center = build_center(fleet_spec_from_mapping(SMALL), catalog, policy="npu-first")
+    a = center.run(conv_head)
+    b = center.run(conv_head)
+    np.testing.assert_array_equal(a.finish_s, b.finish_s)
+    np.testing.assert_array_equal(a.replica_index, b.replica_index)
+
+
+def test_npu_first_keeps_gpu_idle_at_light_load_and_spills_when_overloaded(catalog):
+    center = build_center(fleet_spec_from_mapping(SMALL), catalog, policy="npu-first")
+    light = synthetic_trace(
+        num_requests=300,
+        arrivals=PoissonArrivals(rate_rps=1.0),
+        prompt=FixedLength(tokens=500),
+        output=FixedLength(tokens=50),
+        rng=np.random.default_rng(0),
+    )
+    res = center.run(light)
+    kinds = np.array(res.replica_kinds)[res.replica_index]
+    assert (kinds == "gpu").sum() == 0
+    heavy = synthetic_trace(
+        num_requests=3000,
+        arrivals=PoissonArrivals(rate_rps=200.0),
+        prompt=FixedLength(tokens=4000),
+        output=FixedLength(tokens=50),
+        rng=np.random.default_rng(0),
+    )
+    res = center.run(heavy)
+    kinds = np.array(res.replica_kinds)[res.replica_index]
+    assert (kinds == "gpu").sum() > 0
+
+
+def test_energy_accounts_for_idle_cards(catalog):
+    spec = fleet_spec_from_mapping(SMALL)
+    center = build_center(spec, catalog)
+    assert center.unused_cards == {"rngd": 6, "h100": 7}
+    trace = synthetic_trace(
+        num_requests=50,
+        arrivals=PoissonArrivals(rate_rps=0.1),
+        prompt=FixedLength(tokens=100),
+        output=FixedLength(tokens=10),
+        rng=np.random.default_rng(1),
+    )
+    res = center.run(trace)
+    s = res.summary
+    # a nearly idle fleet draws about its idle power: 8 RNGD x 30 W + 8 H100 x 140 W
+    assert s["mean_power_w"] == pytest.approx(8 * 30 + 8 * 140, rel=0.05)
+    tl = s["timeline"]
+    assert len(tl["t_s"]) == len(tl["fleet_power_w"])
+    assert np.mean(tl["fleet_power_w"]) == pytest.approx(s["mean_power_w"], rel=0.05)
+
+
+def test_disaggregated_prefill_on_gpu_decode_on_npu(catalog):
+    spec = fleet_spec_from_mapping(
+        {
+            "servers": SMALL["servers"],
+            "services": [
+                {"service": "chat", "model": "llama-3.1-8b", "device": "h100", "role": "prefill"},
+                {
+                    "service": "chat",
+                    "model": "llama-3.1-8b",
+                    "device": "rngd",
+                    "role": "decode",
+                    "replicas_per_server": 2,
+                },
+            ],
+            "network_gb_per_s": 1.0,
+            "network_latency_s": 0.001,
+        }
+    )
+    center = build_center(spec, catalog)
+    trace = synthetic_trace(
+        num_requests=20,
+        arrivals=PoissonArrivals(rate_rps=0.05),  # alone: no queueing
+        prompt=FixedLength(tokens=2000),
+        output=FixedLength(tokens=20),
+        rng=np.random.default_rng(2),
+    )
+    res = center.run(trace)
+    assert res.summary["completed"] == 20
+    h100 = center._perf[("llama-3.1-8b", "h100", None, 1)]
+    rngd = center._perf[("llama-3.1-8b", "rngd", None, 1)]
+    assert np.allclose(res.ttft_s, h100.ttft_s(2000), rtol=1e-9)
+    transfer = 0.001 + rngd.kv_bytes_per_token * 2000 / 1e9
+    # decode side: one token from the transferred KV, then 18 decode steps on RNGD
+    e2e_decode = res.finish_s - res.first_token_s - transfer
+    assert np.all(e2e_decode > 18 * rngd.tpot_s(1, 2000) * 0.99)
+    assert np.all(e2e_decode < 19 * rngd.tpot_s(1, 2020) * 1.01)
+
+
+def test_too_long_requests_are_rejected_not_lost(catalog):
+    center = build_center(fleet_spec_from_mapping(SMALL), catalog)
+    trace = synthetic_trace(
+        num_requests=5,
+        arrivals=PoissonArrivals(rate_rps=1.0),
+        prompt=FixedLength(tokens=200_000),  # longer than Llama-3.1's context
+        output=FixedLength(tokens=10),
+        rng=np.random.default_rng(3),
+    )
+    res = center.run(trace)
+    assert res.summary["rejected"] == 5 and res.summary["completed"] == 0
+    assert res.summary["slo_attainment"] == 0.0
+
+
+def test_fleet_errors_are_typed(catalog):
+    with pytest.raises(InvalidConfigError):
+        fleet_spec_from_mapping({**SMALL, "bogus": 1})
+    with pytest.raises(InvalidConfigError):
+        fleet_spec_from_mapping(
+            {
+                **SMALL,
+                "services": [
+                    {"model": "llama-3.1-8b", "device": "rngd", "tp": 4, "replicas_per_server": 3}
+                ],
+            }
+        )
+    with pytest.raises(NotFoundError):
+        fleet_spec_from_mapping({**SMALL, "slo": "no-such-preset"})
+    with pytest.raises(UnknownPluginError):
+        build_center(fleet_spec_from_mapping(SMALL), catalog, policy="nope")
+    with pytest.raises(InvalidConfigError):
+        fleet_spec_from_mapping(
+            {**SMALL, "services": [{"model": "llama-3.1-8b", "device": "rngd", "role": "prefill"}]}
+        )
+
+
+def test_html_report_is_self_contained(catalog, conv_head):
+    res = build_center(fleet_spec_from_mapping(SMALL), catalog).run(conv_head.head(300))
+    page = render_html_report(res)
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 4
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "<script" not in page
+    assert math.isfinite(res.summary["energy_j_per_output_token"])

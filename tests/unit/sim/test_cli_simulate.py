@@ -1,0 +1,68 @@
+"""`npucenter simulate`: JSON summary keys, HTML report, typed errors as exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from npucenter.cli.main import app
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "fleets" / "gwangju-80-20.yaml"
+
+
+def test_simulate_writes_summary_and_report(tmp_path):
+    out, page, recs = tmp_path / "s.json", tmp_path / "r.html", tmp_path / "r.csv"
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--trace",
+            "conv",
+            "--fleet",
+            str(EXAMPLE),
+            "--policy",
+            "npu-first",
+            "--num-requests",
+            "400",
+            "--rate-scale",
+            "2",
+            "--json",
+            str(out),
+            "--plot",
+            str(page),
+            "--records",
+            str(recs),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    for key in (
+        "requests",
+        "completed",
+        "goodput_rps",
+        "slo_attainment",
+        "energy_j_per_output_token",
+        "simulated_s",
+        "wall_s",
+    ):
+        assert key in summary
+    assert summary["requests"] == 400 and summary["wall_s"] > 0
+    assert set(summary["ttft_s"]) >= {"p50", "p90", "p99"}
+    assert "<svg" in page.read_text()
+    assert len(recs.read_text().splitlines()) == 401
+
+
+def test_bad_inputs_exit_with_typed_codes(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["simulate", "--fleet", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("servers: [{device: rngd}]\nservices: []\n")
+    assert runner.invoke(app, ["simulate", "--fleet", str(bad)]).exit_code == 2
+    policy = runner.invoke(app, ["simulate", "--fleet", str(EXAMPLE), "--policy", "nope"])
+    assert policy.exit_code == 3
+    trace = runner.invoke(app, ["simulate", "--fleet", str(EXAMPLE), "--trace", "nope.csv"])
+    assert trace.exit_code == 3
