@@ -271,20 +271,35 @@ class LeastRequests:
         return RouteDecision(replica_id=cands[best].replica_id, reason="least requests")
 
 
+def _ttft_estimate(state: ReplicaState, prompt: int, estimator: TtftEstimator | None) -> float:
+    if estimator is not None:
+        return estimator.estimate_ttft_s(state, prompt)
+    if state.predicted_ttft_s is not None:
+        return state.predicted_ttft_s
+    return float(state.queued_prefill_tokens + state.outstanding_tokens) * 1e-6  # no model
+
+
 def _ttft_ranked(
     cands: Sequence[ReplicaState], request: RouteRequest, estimator: TtftEstimator | None
 ) -> list[tuple[float, int, ReplicaState]]:
-    out = []
-    for i, state in enumerate(cands):
-        if estimator is not None:
-            est = estimator.estimate_ttft_s(state, request.prompt_tokens)
-        elif state.predicted_ttft_s is not None:
-            est = state.predicted_ttft_s
-        else:  # no model: rank by work queued ahead
-            est = float(state.queued_prefill_tokens + state.outstanding_tokens) * 1e-6
-        out.append((est, i, state))
+    out = [
+        (_ttft_estimate(state, request.prompt_tokens, estimator), i, state)
+        for i, state in enumerate(cands)
+    ]
     out.sort(key=lambda t: (t[0], t[1]))
     return out
+
+
+def _ttft_best(
+    cands: Sequence[ReplicaState], request: RouteRequest, estimator: TtftEstimator | None
+) -> tuple[float, ReplicaState]:
+    """The lowest predicted TTFT and its replica (first in order on ties)."""
+    best_s, best = math.inf, cands[0]
+    for state in cands:
+        est = _ttft_estimate(state, request.prompt_tokens, estimator)
+        if est < best_s:
+            best_s, best = est, state
+    return best_s, best
 
 
 @ROUTING_POLICIES.register("npu-first", aliases=("npu-spillover",))
@@ -310,18 +325,18 @@ class NpuFirst:
         npus = [c for c in cands if c.device_kind == "npu"]
         gpus = [c for c in cands if c.device_kind == "gpu"]
         if not npus:
-            best = _ttft_ranked(gpus, request, self._estimator)[0]
-            return RouteDecision(replica_id=best[2].replica_id, reason="no NPU replica; GPU")
-        npu = _ttft_ranked(npus, request, self._estimator)[0]
-        if npu[0] <= self._ttft_slo_s or not gpus:
-            return RouteDecision(replica_id=npu[2].replica_id, reason="npu-first")
-        gpu = _ttft_ranked(gpus, request, self._estimator)[0]
-        if gpu[0] < npu[0]:
+            _, gpu_only = _ttft_best(gpus, request, self._estimator)
+            return RouteDecision(replica_id=gpu_only.replica_id, reason="no NPU replica; GPU")
+        npu_s, npu = _ttft_best(npus, request, self._estimator)
+        if npu_s <= self._ttft_slo_s or not gpus:
+            return RouteDecision(replica_id=npu.replica_id, reason="npu-first")
+        gpu_s, gpu = _ttft_best(gpus, request, self._estimator)
+        if gpu_s < npu_s:
             return RouteDecision(
-                replica_id=gpu[2].replica_id,
-                reason=f"spill to GPU: NPU TTFT {npu[0]:.3f} s > SLO {self._ttft_slo_s:.3f} s",
+                replica_id=gpu.replica_id,
+                reason=f"spill to GPU: NPU TTFT {npu_s:.3f} s > SLO {self._ttft_slo_s:.3f} s",
             )
-        return RouteDecision(replica_id=npu[2].replica_id, reason="npu-first (GPU no better)")
+        return RouteDecision(replica_id=npu.replica_id, reason="npu-first (GPU no better)")
 
 
 @ROUTING_POLICIES.register("slo-aware", aliases=("slo",))
