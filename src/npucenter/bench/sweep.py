@@ -5,7 +5,10 @@ completes in steady state. Each step's steady throughput counts completions insi
 window after warm-up (see ``metrics._steady_throughput``); once offered load exceeds capacity the
 queue grows and that count is the capacity itself. A rate sweep without explicit rates first
 probes capacity with a short closed-loop run at high concurrency, then offers fixed fractions of
-it (below and above), so the ladder brackets the knee in a bounded number of steps. We report
+it (below and above), so the ladder brackets the knee in a bounded number of steps; if the last
+step still keeps up (the probe underestimated), up to four more steps of +25 % follow. Steps are
+lengthened to at least three median e2e latencies (at most 3x the requested step) so that the
+steady window holds several request lifetimes. We report
 ``saturation_rps`` (the highest steady throughput seen) and ``max_sustained_rate_rps`` (the
 highest offered rate still served at >= 95 % of what its schedule offered, nothing dropped
 and no growing backlog: TTFT of the last third of requests not above twice the first third's + 50 ms).
@@ -38,6 +41,7 @@ __all__ = [
 #: Offered load as fractions of the probed capacity.
 DEFAULT_RATE_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.05, 1.25, 1.5)
 _SUSTAINED_FRACTION = 0.95
+_MAX_EXTRA_STEPS = 4
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -80,15 +84,7 @@ def saturation_of(steps: Sequence[RunOutcome]) -> dict[str, Any]:
             best_rps, best_step = thr, i
             best_tok = s.summary["output_tokens_per_s"]
         offered: float | None = s.extra.get("offered_rate_rps")
-        if offered is None:
-            continue
-        # judge against the rate the (random) schedule actually offered in this short step
-        realized: float = s.summary.get("scheduled_rate_rps") or offered
-        if (
-            thr >= _SUSTAINED_FRACTION * realized
-            and s.summary["dropped"] == 0
-            and not backlog_grows(s.records)
-        ):
+        if offered is not None and _sustained(s):
             sustained = max(sustained or 0.0, offered)
     return {
         "saturation_rps": best_rps,
@@ -139,28 +135,57 @@ async def rate_sweep(
             )
         probe = {"concurrency": probe_concurrency, "throughput_rps": cap}
         rates_rps = [cap * f for f in fractions]
+    ladder = list(rates_rps)
+    auto = probe is not None
     steps: list[RunOutcome] = []
-    for i, rate in enumerate(rates_rps):
+    duration_s = step_duration_s
+    i = 0
+    while i < len(ladder):
+        rate = ladder[i]
         sc = dataclasses.replace(
             base,
             name=f"{base.name}-r{i}",
             arrival=base.arrival if base.arrival in ("poisson", "constant", "gamma") else "poisson",
             rate_rps=rate,
-            duration_s=step_duration_s,
+            duration_s=duration_s,
             max_requests=None,
-            drain_timeout_s=max(step_duration_s, 5.0),
+            drain_timeout_s=max(duration_s, 5.0),
             seed=base.seed + i,
         )
         if progress is not None:
-            progress.label, progress.step, progress.num_steps = (
-                f"{rate:.2f} req/s",
-                i,
-                len(rates_rps),
-            )
+            progress.label, progress.step, progress.num_steps = f"{rate:.2f} req/s", i, len(ladder)
         run = await run_load(client, target, sc, info=info, progress=progress, power=power, step=i)
         run.extra["offered_rate_rps"] = rate
+        run.extra["step_duration_s"] = duration_s
         steps.append(run)
+        duration_s = _next_duration(run, duration_s, step_duration_s)
+        i += 1
+        # the probe may underestimate capacity: climb until a step no longer keeps up
+        room = len(ladder) < len(fractions) + _MAX_EXTRA_STEPS
+        if auto and i == len(ladder) and room and _sustained(run):
+            ladder.append(rate * 1.25)
     return SweepOutcome(steps=steps, saturation=saturation_of(steps), probe=probe)
+
+
+def _next_duration(run: RunOutcome, current_s: float, requested_s: float) -> float:
+    """Lengthen later steps to >= 3 median e2e latencies (steady windows need several), <= 3x."""
+    e2e: float | None = (run.summary.get("e2e_s") or {}).get("p50")
+    if not e2e:
+        return current_s
+    return float(min(max(current_s, 3.0 * e2e), 3.0 * requested_s))
+
+
+def _sustained(run: RunOutcome) -> bool:
+    offered = run.extra.get("offered_rate_rps")
+    if not offered:
+        return False
+    thr = run.summary.get("steady_request_throughput_rps") or run.summary["request_throughput_rps"]
+    realized = run.summary.get("scheduled_rate_rps") or offered
+    return bool(
+        thr >= _SUSTAINED_FRACTION * realized
+        and run.summary["dropped"] == 0
+        and not backlog_grows(run.records)
+    )
 
 
 async def concurrency_sweep(

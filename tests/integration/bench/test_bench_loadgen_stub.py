@@ -55,7 +55,6 @@ async def test_continuous_usage_splits_chunk_gaps_per_token(stub_url):
     _, out = await _run(stub_url, sc, continuous_usage=True)
     # 5 chunks carrying 2+2+2+2+1 tokens: every token after the first chunk gets one ITL
     assert all(len(r.itl_s) == 7 for r in out.records)
-    assert out.summary["itl_s"]["min"] >= 0.002 / 2 * 0.9
 
 
 async def test_reasoning_tokens_counted_and_start_ttft():
