@@ -17,7 +17,12 @@ from sqlalchemy import select
 
 from npucenter.api.context import ControlPlane
 from npucenter.api.schemas import AdmissionReport, AllocationOut, PendingOut
-from npucenter.errors import NpuCenterError
+from npucenter.errors import (
+    CapacityUnavailableError,
+    InvalidConfigError,
+    NpuCenterError,
+    QuotaExceededError,
+)
 from npucenter.policy.admission import (
     AdmissionDecision,
     AdmissionSnapshot,
@@ -29,10 +34,10 @@ from npucenter.policy.admission import (
 )
 from npucenter.policy.admission import Card as PolicyCard
 from npucenter.policy.quota import PriorityClass, TenantQuota
-from npucenter.store.models import Allocation, Card, Deployment, Job, Replica, Server
+from npucenter.store.models import Allocation, Card, Deployment, Job, Replica, Server, Tenant
 from npucenter.store.repository import QuotaView, Repository
 
-__all__ = ["admit_after_change", "build_snapshot", "run_admission"]
+__all__ = ["admit_after_change", "build_snapshot", "check_admissible", "run_admission"]
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +87,62 @@ def _quotas(
     rows: dict[str, list[QuotaView]] = defaultdict(list)
     for view in repo.all_quota_views():
         rows[view.tenant_name].append(view)
-    out = []
-    for tenant in sorted(set(rows) | with_work):
-        views = rows.get(tenant, [])
-        if not views:  # work but no quota: nominal 0, no cohort (nothing admitted)
-            out.append(TenantQuota(tenant=tenant, priority_class=PriorityClass.BEST_EFFORT))
-            continue
-        first = views[0]
-        out.append(
-            TenantQuota(
-                tenant=tenant,
-                cohort=first.cohort,
-                priority_class=PriorityClass.parse(first.priority_class),
-                nominal_cards={v.device_type: v.nominal_cards for v in views},
-                borrowing_limit_cards={
-                    v.device_type: v.borrowing_limit_cards
-                    for v in views
-                    if v.borrowing_limit_cards is not None
-                },
-                lending_limit_cards={
-                    v.device_type: v.lending_limit_cards
-                    for v in views
-                    if v.lending_limit_cards is not None
-                },
-                tokens_per_s=first.tokens_per_s,
-            )
+    return tuple(_tenant_quota(t, rows.get(t, [])) for t in sorted(set(rows) | with_work))
+
+
+def _tenant_quota(tenant: str, views: list[QuotaView]) -> TenantQuota:
+    if not views:  # work but no quota: nominal 0, no cohort (nothing is ever admitted)
+        return TenantQuota(tenant=tenant, priority_class=PriorityClass.BEST_EFFORT)
+    first = views[0]
+    return TenantQuota(
+        tenant=tenant,
+        cohort=first.cohort,
+        priority_class=PriorityClass.parse(first.priority_class),
+        nominal_cards={v.device_type: v.nominal_cards for v in views},
+        borrowing_limit_cards={
+            v.device_type: v.borrowing_limit_cards
+            for v in views
+            if v.borrowing_limit_cards is not None
+        },
+        lending_limit_cards={
+            v.device_type: v.lending_limit_cards for v in views if v.lending_limit_cards is not None
+        },
+        tokens_per_s=first.tokens_per_s,
+    )
+
+
+def check_admissible(repo: Repository, tenant: Tenant, device_type: str, num_cards: int) -> None:
+    """Refuse a gang that no cycle could ever admit, with what to do about it.
+
+    Raises:
+        CapacityUnavailableError: the fleet has no server of ``device_type``.
+        InvalidConfigError: no server of that type has ``num_cards`` cards (a gang is one server).
+        QuotaExceededError: ``num_cards`` exceeds the tenant's nominal + borrowing limit.
+    """
+    sizes = [len(s.cards) for s in repo.list_servers() if s.device_type == device_type]
+    if not sizes:
+        raise CapacityUnavailableError(
+            f"the fleet has no {device_type} server",
+            hint="register one (`npucenter fleet add`) or choose another device type",
+            device_type=device_type,
         )
-    return tuple(out)
+    if num_cards > max(sizes):
+        raise InvalidConfigError(
+            "num_cards",
+            num_cards,
+            f"the largest {device_type} server has {max(sizes)} cards and a gang runs on one server",
+        )
+    quota = _tenant_quota(tenant.name, repo.tenant_quotas(tenant.id))
+    limit = quota.max_cards(device_type)
+    if num_cards > limit:
+        raise QuotaExceededError(
+            tenant.name,
+            f"{device_type} cards",
+            num_cards,
+            limit,
+            hint=f"the quota allows at most {limit:g} {device_type} cards at once "
+            "(nominal + borrowing limit); ask the operator for more",
+        )
 
 
 def _running(repo: Repository, servers: list[Server], names: dict[int, str]) -> list[Admitted]:

@@ -241,3 +241,30 @@ def test_keys_are_required_and_checked(anonymous, admin, populated):
     assert admin.delete(f"/api/keys/{key['id']}").json()["revoked_at_s"] is not None
     revoked = anonymous.get("/api/whoami", headers={"Authorization": f"Bearer {key['key']}"})
     _error(revoked, 401, "unauthenticated")
+
+
+def test_gangs_that_could_never_be_admitted_are_refused(admin, populated):
+    before = _snapshot(admin)
+    kaist = populated["kaist"]
+    # 4 nominal + unlimited borrowing in a cohort: 8 is fine by quota, 16 exceeds every server.
+    body = {"name": "w", "kind": "finetune", "device_type": "rngd", "num_cards": 16, "image": "i"}
+    too_wide = _error(kaist.post("/api/jobs", json=body), 422, "invalid_request")
+    assert too_wide["details"]["field"] == "num_cards"
+    no_servers = kaist.post("/api/jobs", json={**body, "device_type": "h100", "num_cards": 1})
+    _error(no_servers, 503, "capacity_unavailable")
+    assert int(no_servers.headers["retry-after"]) >= 1
+    admin.put(
+        "/api/quotas",
+        json={
+            "tenant": "kaist",
+            "device_type": "rngd",
+            "nominal_cards": 1,
+            "borrowing_limit_cards": 1,
+            "cohort": "c",
+        },
+    )
+    over = _error(kaist.post("/api/jobs", json={**body, "num_cards": 4}), 429, "quota_exceeded")
+    assert (over["details"]["requested"], over["details"]["available"]) == (4, 2)
+    after = _snapshot(admin)
+    assert after["/api/jobs"] == before["/api/jobs"]
+    assert after["/api/deployments"] == before["/api/deployments"]

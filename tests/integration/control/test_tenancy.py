@@ -76,12 +76,20 @@ def test_tenant_creates_its_own_keys_and_objects_without_naming_itself(tenant_cl
     assert new["key"].startswith("npc_") and new["scope"] == "tenant"
     listed = kaist.get("/api/keys").json()
     assert all("key" not in k and "secret_sha256" not in k for k in listed)
-    job = kaist.post(
-        "/api/jobs", json={"name": "b", "kind": "benchmark", "device_type": "atom", "image": "img"}
-    ).json()
-    assert job["tenant"] == "kaist"
-    # No quota for atom: the job waits (best-effort, nominal 0) instead of taking cards.
-    assert job["state"] == "queued"
+    # No quota for atom: refused at once (it could never be admitted), nothing stored.
+    body = {"name": "b", "kind": "benchmark", "device_type": "atom", "image": "img"}
+    refused = kaist.post("/api/jobs", json=body)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["details"] == {
+        "tenant": "kaist",
+        "resource": "rebellions_atom cards",
+        "requested": 1,
+        "available": 0.0,
+    }
+    assert kaist.get("/api/jobs").json() == []
+    admin.put("/api/quotas", json={"tenant": "kaist", "device_type": "atom", "nominal_cards": 1})
+    job = kaist.post("/api/jobs", json=body).json()
+    assert job["tenant"] == "kaist" and job["state"] == "admitted"
     admin_job = admin.post(
         "/api/jobs", json={"name": "c", "kind": "benchmark", "device_type": "atom", "image": "img"}
     )

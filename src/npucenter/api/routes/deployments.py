@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from npucenter.api.admission import admit_after_change
+from npucenter.api.admission import admit_after_change, check_admissible
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
 from npucenter.api.views import deployment_out, placements, tenant_names
@@ -21,7 +21,7 @@ def create_deployment(
     """Deploy a service; 422 when the model cannot run on the device at this TP/precision."""
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
-        dep_id = repo.create_deployment(
+        dep = repo.create_deployment(
             tenant,
             name=body.name,
             model=body.model,
@@ -30,7 +30,10 @@ def create_deployment(
             precision=body.precision,
             replicas=body.replicas,
             priority_class=body.priority_class,
-        ).id
+        )
+        if dep.replicas:
+            check_admissible(repo, tenant, dep.device_type, dep.tp)
+        dep_id = dep.id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, status
 
-from npucenter.api.admission import admit_after_change
+from npucenter.api.admission import admit_after_change, check_admissible
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
 from npucenter.api.views import job_out, tenant_names
 from npucenter.errors import PermissionDeniedError
+from npucenter.store.repository import canonical_device
 
 __all__ = ["router"]
 
@@ -20,6 +21,7 @@ def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> Jo
     """Queue a job; the admission cycle that follows may admit it at once."""
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
+        check_admissible(repo, tenant, canonical_device(body.device_type), body.num_cards)
         job_id = repo.submit_job(
             tenant,
             name=body.name,
