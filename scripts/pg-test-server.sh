@@ -34,8 +34,10 @@ pg_bin() {
 }
 
 as_pg() {  # run a command as the postgres user when we are root (initdb refuses root)
-  if [[ $(id -u) -eq 0 ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v runuser >/dev/null; then
     runuser -u postgres -- "$@"
+  elif [[ $(id -u) -eq 0 ]]; then
+    su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
   else
     "$@"
   fi
