@@ -422,8 +422,7 @@ class Gateway:
             options = request.get("stream_options") or {}
             want_usage = bool(isinstance(options, dict) and options.get("include_usage"))
             if not want_usage:
-                request["stream_options"] = {**options, "include_usage": True}
-                raw = json.dumps(request).encode()
+                raw = _with_include_usage(raw, request, options)
             await self._forward_stream(call, raw, send, want_usage)
         else:
             await self._forward_unary(call, raw, send)
@@ -618,9 +617,14 @@ class Gateway:
         ok = call.status == "ok"
         if call.status == "cancelled" and not call.usage_seen:
             call.output_tokens = call.num_events
-        # A failed request is the center's fault: it is metered (device time, energy) but free.
-        billed_in = 0 if call.status == "error" else call.input_tokens
-        billed_out = 0 if call.status == "error" else call.output_tokens
+        # A failed request is the center's fault: it is metered (device time, energy) but free;
+        # so is one whose client left before its first token. A client that leaves mid-stream
+        # pays for the prompt and the tokens it was sent.
+        free = call.status == "error" or (
+            call.status == "cancelled" and call.first_token_s is None and not call.usage_seen
+        )
+        billed_in = 0 if free else call.input_tokens
+        billed_out = 0 if free else call.output_tokens
         if call.reservation is not None:
             self.budgets.reconcile(call.reservation, billed_in + billed_out)
         principal = call.principal
@@ -852,6 +856,17 @@ def _prompt_text(request: dict[str, Any], endpoint: str) -> tuple[str, int]:
         elif isinstance(content, list):
             parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return "\n".join(parts), 0
+
+
+def _with_include_usage(raw: bytes, request: dict[str, Any], options: Any) -> bytes:
+    """The body with ``stream_options.include_usage`` set (spliced in when the client sent none,
+    to spare re-serialising a long prompt)."""
+    if "stream_options" not in request:
+        end = raw.rstrip()
+        if end.endswith(b"}"):
+            return end[:-1] + b',"stream_options":{"include_usage":true}}'
+    merged = dict(options) if isinstance(options, dict) else {}
+    return json.dumps({**request, "stream_options": {**merged, "include_usage": True}}).encode()
 
 
 def _json_usage(body: bytes) -> dict[str, Any] | None:

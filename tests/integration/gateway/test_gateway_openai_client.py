@@ -211,7 +211,7 @@ def test_client_disconnect_cancels_the_upstream_stream(make_rig) -> None:  # typ
         time.sleep(0.02)
     assert rig.upstreams[0].num_cancelled == 1 and rig.upstreams[0].num_completed == 0
     rows = _rows_when_flushed(rig, 1)
-    assert rows[0].status == "cancelled" and rows[0].output_tokens < 200
+    assert rows[0].status == "cancelled" and 1 <= rows[0].output_tokens < 200  # what it was sent
 
 
 def test_metrics_expose_ttft_tpot_tokens_and_replicas(make_rig) -> None:  # type: ignore[no-untyped-def]
@@ -265,5 +265,5 @@ def test_client_disconnect_cancels_a_non_streaming_request(make_rig) -> None:  #
         time.sleep(0.02)
     assert rig.upstreams[0].num_cancelled == 1 and rig.upstreams[0].num_completed == 0
     rows = _rows_when_flushed(rig, 1)
-    assert rows[0].status == "cancelled"
+    assert rows[0].status == "cancelled" and rows[0].total_tokens == 0  # nothing delivered: free
     assert rig.gateway.pool.replicas("m")[0].inflight == 0  # the slot came back
