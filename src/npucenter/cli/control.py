@@ -351,12 +351,12 @@ DEPLOY_COLUMNS = [
 @handle_errors
 def deploy_create(
     name: str = typer.Argument(...),
-    model: str = typer.Option(..., "--model", "-m"),
-    device: str = typer.Option(..., "--device", "-d"),
-    tp: int = typer.Option(1, "--tp"),
-    precision: str = typer.Option("bf16", "--precision"),
-    replicas: int = typer.Option(1, "--replicas"),
-    priority: str | None = typer.Option(None, "--priority"),
+    model: str = typer.Option(..., "--model", "-m", help="Catalog model id, e.g. llama-3.1-8b."),
+    device: str = typer.Option(..., "--device", "-d", help="Device type or alias (rngd, h100)."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel cards per replica (one server)."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16|fp16|fp8|int8|int4."),
+    replicas: int = typer.Option(1, "--replicas", help="Replica count."),
+    priority: str | None = typer.Option(None, "--priority", help="At most the tenant's class."),
     tenant: str | None = typer.Option(None, "--tenant", help="Admins deploy for a tenant."),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -446,10 +446,14 @@ def job_submit(
     name: str = typer.Argument(...),
     command: list[str] | None = typer.Argument(None, help="Command (after --)."),
     kind: str = typer.Option(..., "--kind", help="finetune | preprocess | benchmark."),
-    device: str = typer.Option(..., "--device", "-d"),
-    cards: int = typer.Option(1, "--cards"),
-    image: str | None = typer.Option(None, "--image"),
-    priority: str | None = typer.Option(None, "--priority"),
+    device: str = typer.Option(..., "--device", "-d", help="Device type or alias (rngd, h100)."),
+    cards: int = typer.Option(1, "--cards", help="Cards, all on one server (a gang)."),
+    image: str | None = typer.Option(None, "--image", help="Container image to run."),
+    priority: str | None = typer.Option(
+        None,
+        "--priority",
+        help="At most the tenant's class: production|research|education|best-effort.",
+    ),
     tenant: str | None = typer.Option(None, "--tenant", help="Admins submit for a tenant."),
     json_out: bool = JSON_OPT,
 ) -> None:
