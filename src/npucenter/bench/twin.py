@@ -3,10 +3,11 @@
 Reads the pure perf model (``npucenter.perf``) for the device and model a result names.
 
 NOTE(bench): the saturation prediction is continuous batching in steady state. With ``B``
-sequences always running, each iteration decodes ``B`` tokens and, on average, prefills
-``B*I/O`` prompt tokens (one new prompt of ``I`` tokens per ``O`` decode iterations per slot), so
-an iteration lasts ``T = step_time(B*I/O, (B/O)*pairs(I), B, B*(I + O/2))`` and the replica
-completes ``B/(O*T)`` requests per second. ``B`` is the smallest of ``max_num_seqs``, the KV
+sequences always running, each slot takes a new prompt of ``I`` tokens once per ``O`` decode
+iterations, so an iteration admits ``j ~ Poisson(B/O)`` whole prompts (one prefill step each, up to
+the token budget) while the other ``B - j`` sequences decode. Step time is a roofline (convex in
+the tokens), so we average ``step_time(j*I, j*pairs(I), B-j, (B-j)*(I + O/2))`` over ``j`` rather
+than plugging in the mean; the replica completes ``B/(O*E[T])`` requests per second. ``B`` is the smallest of ``max_num_seqs``, the KV
 capacity in sequences of ``I+O`` tokens and the token budget ``budget/(I/O + 1)``. A virtual
 engine run with ``time_scale`` s (real seconds per modelled second) is ``1/time_scale`` as fast.
 TTFT at a run's load is ``predict(I, O, batch=mean concurrency)`` plus, with probability
@@ -15,6 +16,7 @@ TTFT at a run's load is ``predict(I, O, batch=mean concurrency)`` plus, with pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,12 +89,7 @@ def predict_saturation(
     kv_fit = pm.max_batch(max(1, round(n_in + n_out)))
     budget_fit = int(target.max_num_batched_tokens / (n_in / n_out + 1.0))
     batch = max(1, min(target.max_num_seqs, kv_fit, budget_fit))
-    pairs = pm.attn_pairs(n_in, 0.0)
-    step_s = float(
-        pm.step_time_s(
-            batch * n_in / n_out, batch / n_out * pairs, batch, batch * (n_in + n_out / 2)
-        )
-    )
+    step_s, energy_j = _mean_iteration(pm, batch, n_in, n_out, target.max_num_batched_tokens)
     rps = batch / (n_out * step_s) / target.time_scale
     low = pm.predict(round(n_in), max(1, round(n_out)), 1)
     return {
@@ -108,7 +105,7 @@ def predict_saturation(
         "low_load_ttft_s": low.ttft_s * target.time_scale,
         "low_load_tpot_s": low.tpot_s * target.time_scale,
         "low_load_e2e_s": low.e2e_s * target.time_scale,
-        "tokens_per_j_at_saturation": _tokens_per_j(pm, batch, n_in, n_out),
+        "tokens_per_j_at_saturation": batch / energy_j if energy_j > 0 else None,
         "assumptions": list(pm.assumptions()),
     }
 
@@ -121,12 +118,26 @@ def _limit_name(batch: int, seqs: int, kv: int, budget: int) -> str:
     return "token_budget"
 
 
-def _tokens_per_j(pm: Any, batch: int, n_in: float, n_out: float) -> float | None:
+def _mean_iteration(
+    pm: Any, batch: int, n_in: float, n_out: float, budget: int
+) -> tuple[float, float]:
+    """Mean duration (s) and energy (J) of an iteration at saturation (see the module note)."""
+    mean_prefills = batch / n_out
     pairs = pm.attn_pairs(n_in, 0.0)
-    args = (batch * n_in / n_out, batch / n_out * pairs, batch, batch * (n_in + n_out / 2))
-    power = float(pm.step_power_w(*args))
-    step = float(pm.step_time_s(*args))
-    return batch / (power * step) if power > 0 else None
+    top = int(mean_prefills + 8 * math.sqrt(mean_prefills) + 8)
+    total_p = time_s = energy_j = 0.0
+    log_p = -mean_prefills  # log Poisson(0)
+    for j in range(top + 1):
+        if j > 0:
+            log_p += math.log(mean_prefills) - math.log(j)
+        p = math.exp(log_p)
+        decode = max(0, batch - j)
+        args = (min(j * n_in, float(budget)), j * pairs, decode, decode * (n_in + n_out / 2))
+        step = float(pm.step_time_s(*args))
+        total_p += p
+        time_s += p * step
+        energy_j += p * step * float(pm.step_power_w(*args))
+    return time_s / total_p, energy_j / total_p
 
 
 def compare_with_twin(doc: Mapping[str, Any]) -> dict[str, Any] | None:
