@@ -59,3 +59,16 @@ def test_openapi_lists_the_control_plane(admin):
         assert path in paths
     kind = spec["components"]["schemas"]["TenantIn"]["properties"]["kind"]
     assert set(kind["enum"]) == {"company", "university", "research_institute"}
+
+
+def test_admin_key_is_generated_at_first_start_only(tmp_path, database_url):
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    first = create_app(settings, migrate=False)
+    key = first.state.generated_admin_key
+    first.state.control.db.dispose()
+    assert key and key.startswith("npc_")
+    again = create_app(settings)  # a restart: migrations are a no-op, no new key
+    assert again.state.generated_admin_key is None
+    with TestClient(again, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert client.get("/api/whoami").json()["scope"] == "admin"
+    again.state.control.db.dispose()
