@@ -198,6 +198,8 @@ def _twin_rows(report: Mapping[str, Any]) -> list[list[str]]:
             "tpot_s_at_load",
             "tokens_per_j_at_saturation",
         ):
+            if meas.get(key) is None:
+                continue
             out.append(
                 [
                     _name(row),

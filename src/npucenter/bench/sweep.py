@@ -157,6 +157,7 @@ async def rate_sweep(
         run = await run_load(client, target, sc, info=info, progress=progress, power=power, step=i)
         run.extra["offered_rate_rps"] = rate
         run.extra["step_duration_s"] = duration_s
+        run.extra["sustained"] = _sustained(run)
         steps.append(run)
         duration_s = _next_duration(run, duration_s, step_duration_s)
         i += 1
