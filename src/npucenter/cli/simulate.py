@@ -123,7 +123,7 @@ def simulate(
 ) -> None:
     """Simulate FLEET serving TRACE with a routing policy; print latency, goodput and energy."""
     spec = load_fleet_spec(fleet)
-    cat = load_catalog([*(catalog or []), *map(Path, spec.catalog_files)])
+    cat = load_catalog([*map(Path, spec.catalog_files), *(catalog or [])])  # --catalog wins
     center = build_center(spec, cat, policy=policy)
     tr = load_trace(trace, num_requests=num_requests, seed=seed)
     if num_requests is not None and not trace.lower().startswith("synthetic"):

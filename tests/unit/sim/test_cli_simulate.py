@@ -66,3 +66,50 @@ def test_bad_inputs_exit_with_typed_codes(tmp_path):
     assert policy.exit_code == 3
     trace = runner.invoke(app, ["simulate", "--fleet", str(EXAMPLE), "--trace", "nope.csv"])
     assert trace.exit_code == 3
+
+
+def test_every_example_fleet_builds_or_asks_for_missing_figures(tmp_path):
+    import yaml
+
+    from npucenter.catalog import default_catalog
+    from npucenter.errors import MissingFigureError
+    from npucenter.sim.center import build_center
+    from npucenter.sim.fleet import fleet_spec_from_mapping
+
+    fleets = sorted(EXAMPLE.parent.glob("*.yaml"))
+    built = 0
+    for path in fleets:
+        data = yaml.safe_load(path.read_text())
+        if "servers" not in data:
+            continue  # a user catalog file, not a fleet
+        spec = fleet_spec_from_mapping(data)
+        if any(p.device == "atom" for p in spec.servers):
+            with __import__("pytest").raises(MissingFigureError) as err:
+                build_center(spec, default_catalog())
+            assert set(err.value.missing_fields) == {"memory_bandwidth_gbps", "tdp_w"}
+            continue
+        build_center(spec, default_catalog())
+        built += 1
+    assert built >= 3
+    # the ATOM fleet runs once a user catalog supplies the two figures (test values only)
+    override = tmp_path / "atom.yaml"
+    override.write_text(
+        "devices:\n  - {id: rebellions_atom, memory_bandwidth_gbps: 100, tdp_w: 100, source: test}\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--fleet",
+            str(EXAMPLE.parent / "gwangju-atom.yaml"),
+            "--catalog",
+            str(override),
+            "--num-requests",
+            "200",
+            "--print-json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["completed"] == 200
+    assert any("rebellions_atom" in a for a in summary["assumptions"])
