@@ -73,8 +73,8 @@ def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
             out = io.StringIO()
             stats = pstats.Stats(profiler, stream=out)
             stats.sort_stats("tottime").print_stats(30)
-            Path(profile_out).write_text(out.getvalue())
-            Path(profile_out).with_suffix(".json").write_text(json.dumps(_where_time_goes(stats)))
+            report = {"text": out.getvalue(), "by_category": _where_time_goes(stats)}
+            Path(profile_out).write_text(json.dumps(report))
         os._exit(0)
 
     signal.signal(signal.SIGTERM, dump)
@@ -291,14 +291,14 @@ def run(rates: list[float], duration_s: float) -> dict[str, object]:
                 }
             )
         _stop(gw)
-        profile_path = RESULTS / "gateway_profile.txt"
+        profile_path = RESULTS / "gateway_profile.json"
         gw, gw_port = _start_gateway(upstream_url, str(profile_path))
         uvloop.run(_run_rate(gw_port, "/v1/chat/completions", 500, duration_s))
         _stop(gw)
         gw = None
-        profile = profile_path.read_text() if profile_path.exists() else ""
-        json_path = profile_path.with_suffix(".json")
-        categories = json.loads(json_path.read_text()) if json_path.exists() else {}
+        report = json.loads(profile_path.read_text()) if profile_path.exists() else {}
+        profile = report.get("text", "")
+        categories = report.get("by_category", {})
     finally:
         if gw is not None:
             _stop(gw)
