@@ -170,3 +170,24 @@ def test_a_server_going_down_requeues_its_work_and_pending_reasons_are_reported(
     # Back up: the job is admitted again.
     admin.patch("/api/servers/h100-1", json={"health": "healthy"})
     assert uni.get(f"/api/jobs/{job['id']}").json()["state"] == "admitted"
+
+
+def test_deleting_a_deployment_frees_and_bills_its_cards(admin, tenant_client, clock):
+    admin.post("/api/servers", json={"name": "rngd-1", "device_type": "rngd", "num_cards": 4})
+    acme = tenant_client("acme", "company")
+    admin.put("/api/quotas", json={"tenant": "acme", "device_type": "rngd", "nominal_cards": 4})
+    dep = acme.post(
+        "/api/deployments",
+        json={"name": "chat", "model": "llama-3.1-8b", "device_type": "rngd", "replicas": 3},
+    ).json()
+    assert dep["num_placed_replicas"] == 3
+    clock.advance(20.0)
+    scaled = acme.patch(f"/api/deployments/{dep['id']}", json={"replicas": 4}).json()
+    assert [r["index"] for r in scaled["replica_states"]] == [0, 1, 2, 3]
+    assert scaled["num_placed_replicas"] == 4
+    clock.advance(10.0)
+    assert acme.delete(f"/api/deployments/{dep['id']}").status_code == 204
+    assert acme.get(f"/api/deployments/{dep['id']}").status_code == 404
+    assert admin.get("/api/servers/rngd-1").json()["num_free_cards"] == 4
+    billed = sum(r["device_seconds"] for r in acme.get("/api/usage").json())
+    assert billed == pytest.approx(3 * 20.0 + 4 * 10.0)
