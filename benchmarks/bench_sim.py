@@ -105,6 +105,85 @@ def run_synthetic(num_requests: int) -> dict[str, object]:
     }
 
 
+FIDELITY_CASES = (
+    ("llama-3.1-8b", "rngd", 1),
+    ("llama-3.1-8b", "h100", 1),
+    ("llama-3.1-70b", "rngd", 4),
+    ("llama-3.1-70b", "h100", 2),
+)
+
+
+def run_fidelity(prompt: int = 1024, output: int = 128, n: int = 20_000) -> list[dict[str, object]]:
+    """One replica at 85 % of its saturated throughput vs the perf model and the estimate."""
+    import math
+
+    import numpy as np
+
+    from npucenter.catalog import default_catalog
+    from npucenter.perf import build_perf_model
+    from npucenter.sim.analytic import steady_state_estimate
+    from npucenter.sim.replica import ReplicaCore, SeqRequest
+    from npucenter.workload import latency_summary
+
+    def serve(pm, arrivals):
+        core = ReplicaCore(pm, record_completions=True)
+        for i, t in enumerate(arrivals.tolist()):
+            core.advance_until(t)
+            core.add(
+                SeqRequest(
+                    request_id=str(i),
+                    prompt_tokens=prompt,
+                    max_output_tokens=output,
+                    arrival_s=t,
+                    index=i,
+                )
+            )
+        core.advance_until(math.inf)
+        first, finish = np.empty(len(arrivals)), np.empty(len(arrivals))
+        for c in core.completions:
+            first[c.index], finish[c.index] = c.first_token_s, c.finish_s
+        return first, finish
+
+    rows = []
+    for model, device, tp in FIDELITY_CASES:
+        pm = build_perf_model(default_catalog(), model=model, device=device, tp=tp)
+        _, finish = serve(pm, np.zeros(3000))
+        capacity = 3000 / finish.max()
+        rate = 0.85 * capacity
+        arrivals = np.cumsum(np.random.default_rng(1).exponential(1 / rate, n))
+        first, finish = serve(pm, arrivals)
+        warm = slice(n // 10, None)
+        ttft = latency_summary((first - arrivals)[warm])
+        tpot = latency_summary(((finish - first) / (output - 1))[warm])
+        est = steady_state_estimate(pm, rate, prompt, output)
+        even = np.arange(n) / rate
+        first_even, finish_even = serve(pm, even)
+        tpot_even = float(((finish_even - first_even) / (output - 1))[warm].mean())
+        rows.append(
+            {
+                "model": model,
+                "device": device,
+                "tp": tp,
+                "prompt": prompt,
+                "output": output,
+                "capacity_rps": capacity,
+                "rate_rps": rate,
+                "sim_ttft_s": ttft,
+                "sim_tpot_s": tpot,
+                "perf_ttft_alone_s": pm.ttft_s(prompt),
+                "perf_tpot_at_est_batch_s": pm.tpot_s(est.batch, prompt + output / 2),
+                "est_batch": est.batch,
+                "est_tpot_s": est.tpot_s,
+                "est_ttft_low_s": est.ttft_low_s,
+                "est_ttft_high_s": est.ttft_high_s,
+                "tpot_mean_error": tpot["mean"] / est.tpot_s - 1,
+                "evenly_spaced_sim_tpot_mean_s": tpot_even,
+                "evenly_spaced_tpot_error": tpot_even / est.tpot_s - 1,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the 1M-request point")
@@ -114,6 +193,7 @@ def main() -> None:
         print(json.dumps(run_synthetic(args.one)))
         return
     conv = [run_conv(p, repeats=3) for p in ("npu-first", "least-outstanding-tokens")]
+    fidelity = run_fidelity()
     points = [n for n in SCALE_POINTS if not (args.quick and n >= 1_000_000)]
     scaling = []
     for n in points:
@@ -133,6 +213,7 @@ def main() -> None:
         "machine_note": "shared 2-core VM; other processes may run at the same time",
         "conv_trace_80_20": conv,
         "conv_target_wall_s": 3.6,
+        "fidelity_85pct": fidelity,
         "scaling": scaling,
         "target_1m_wall_s": 120.0,
         "target_1m_peak_rss_mb": 2048.0,
@@ -150,6 +231,14 @@ def main() -> None:
             f"synthetic {row['requests']:>9,}: wall {row['wall_s']:7.2f} s, "
             f"{row['us_per_request']:6.1f} us/request (x{row['per_request_vs_smallest']:.2f}), "
             f"{row['events_per_s']:,.0f} events/s, peak RSS {row['peak_rss_mb']:.0f} MB"
+        )
+    for row in fidelity:
+        print(
+            f"85% load {row['model']} on {row['tp']}x{row['device']}: TTFT mean "
+            f"{row['sim_ttft_s']['mean']:.3f} s (estimate {row['est_ttft_low_s']:.3f}-"
+            f"{row['est_ttft_high_s']:.3f}), TPOT mean {row['sim_tpot_s']['mean'] * 1e3:.1f} ms "
+            f"(estimate {row['est_tpot_s'] * 1e3:.1f} ms, {row['tpot_mean_error']:+.0%}; evenly "
+            f"spaced arrivals {row['evenly_spaced_tpot_error']:+.1%})"
         )
     print(f"wrote {OUT.relative_to(ROOT)}")
 
