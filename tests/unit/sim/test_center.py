@@ -201,3 +201,25 @@ def test_html_report_is_self_contained(catalog, conv_head):
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "<script" not in page
     assert math.isfinite(res.summary["energy_j_per_output_token"])
+
+
+def test_distserve_goodput_brackets_the_attainment_knee(catalog):
+    from npucenter.sim.center import distserve_goodput
+
+    center = build_center(
+        fleet_spec_from_mapping(SMALL), catalog, policy="least-outstanding-tokens"
+    )
+    trace = read_azure_trace("conv").head(600)
+    best = distserve_goodput(center, trace, rel_tol=0.1)
+    assert best > 0
+    at_best = center.run(trace.scale_rate(best / trace.mean_rate_rps)).summary["slo_attainment"]
+    assert at_best >= 0.9
+
+
+def test_public_names_match_all():
+    import npucenter.sim as sim
+    from npucenter.sim import analytic, center, fakes, fleet, replica, report, results
+
+    for mod in (sim, analytic, center, fakes, fleet, replica, report, results):
+        for name in mod.__all__:
+            assert hasattr(mod, name), (mod.__name__, name)
