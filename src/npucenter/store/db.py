@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import exc as orm_exc
 
 from npucenter.errors import ConflictError, NpuCenterError, UpstreamError
 
@@ -77,6 +78,12 @@ def map_db_errors() -> Iterator[None]:
         yield
     except NpuCenterError:
         raise
+    except orm_exc.StaleDataError as exc:
+        raise ConflictError(
+            "the object changed while this request was being handled",
+            hint="read it again and retry",
+            details={"reason": "concurrent_update"},
+        ) from exc
     except sa_exc.IntegrityError as exc:
         raise ConflictError(
             "the change conflicts with stored data (duplicate name or a reference in use)",

@@ -152,6 +152,8 @@ class Replica(Base):
     __tablename__ = "replicas"
     __table_args__ = (UniqueConstraint("deployment_id", "index", name="uq_replicas_dep_index"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")  # optimistic concurrency
+    __mapper_args__ = {"version_id_col": version}
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -165,6 +167,9 @@ class Job(Base):
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Optimistic concurrency: a write based on a stale read raises (mapped to ConflictError).
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    __mapper_args__ = {"version_id_col": version}
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))  # finetune | preprocess | benchmark

@@ -110,3 +110,23 @@ def test_unique_constraints_map_to_conflict(db):
         s.flush()
     with db.session() as s:
         assert len(_repo(s).list_tenants()) == 1
+
+
+def test_a_write_based_on_a_stale_read_is_a_conflict(db):
+    with db.session() as s:
+        repo = _repo(s)
+        tenant = repo.create_tenant("acme", "company")
+        job_id = repo.submit_job(
+            tenant, name="j", kind="benchmark", device_type="rngd", num_cards=1, image="img"
+        ).id
+    with pytest.raises(ConflictError) as info, db.session() as stale:
+        job = _repo(stale).get_job(job_id)  # read, then someone else cancels it
+        with db.session() as other:
+            _repo(other).transition_job(_repo(other).get_job(job_id), "cancelled")
+        _repo(stale).transition_job(job, "admitted")
+        stale.flush()
+    assert info.value.details["reason"] == "concurrent_update"
+    with db.session() as s:
+        job = _repo(s).get_job(job_id)
+        assert job.state == "cancelled"
+        assert [e.to_state for e in _repo(s).job_events(job)] == ["queued", "cancelled"]
