@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 __all__ = ["StubConfig", "main", "running_stub", "serve_stub"]
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +34,7 @@ class StubConfig:
 
     models: tuple[str, ...] = ("stub-model",)
     api_key: str | None = None
+    forbidden_key: str | None = None  # a known key that may not use the models (HTTP 403)
     streaming: bool = True
     ttft_s: float = 0.0
     itl_s: float = 0.0
@@ -92,7 +93,10 @@ class _Stub:
             return await self._send(writer, 200, self._metrics(), "text/plain; version=0.0.4")
         if path in ("/health", "/healthz"):
             return await self._send(writer, 200, b"ok", "text/plain")
-        if cfg.api_key is not None and headers.get("authorization") != f"Bearer {cfg.api_key}":
+        auth = headers.get("authorization")
+        if cfg.forbidden_key is not None and auth == f"Bearer {cfg.forbidden_key}":
+            return await self._error(writer, 403, "key may not use this model", "permission_error")
+        if cfg.api_key is not None and auth != f"Bearer {cfg.api_key}":
             return await self._error(writer, 401, "invalid API key", "authentication_error")
         if path == "/v1/models" and method == "GET":
             data = [{"id": m, "object": "model", "owned_by": "npucenter-stub"} for m in cfg.models]

@@ -15,6 +15,7 @@ from npucenter.errors import (
     AuthenticationError,
     NotFoundError,
     NotSupportedError,
+    PermissionDeniedError,
     UpstreamError,
 )
 
@@ -104,12 +105,14 @@ async def test_unreachable_endpoint_is_an_upstream_error():
 
 
 async def test_auth_failure_and_success_with_key():
-    with running_stub(StubConfig(api_key="sekrit")) as url:
+    with running_stub(StubConfig(api_key="sekrit", forbidden_key="read-only")) as url:
         sc = Scenario(arrival="constant", rate_rps=20, max_requests=2)
         with pytest.raises(AuthenticationError):
             await _run(url, sc)
         with pytest.raises(AuthenticationError):
             await _run(url, sc, api_key="wrong")
+        with pytest.raises(PermissionDeniedError):
+            await _run(url, sc, api_key="read-only")
         _, out = await _run(url, sc, api_key="sekrit")
         assert out.summary["completed"] == 2
 

@@ -230,3 +230,64 @@ def test_cli_report_rejects_a_non_result_file(tmp_path):
     bad.write_text('{"hello": 1}')
     res = runner.invoke(app, ["bench", "report", str(bad)])
     assert res.exit_code == 2
+
+
+def test_cli_concurrency_sweep_and_typed_exit_codes(stub_url, tmp_path):
+    out = tmp_path / "c.json"
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "--endpoint",
+            stub_url,
+            "--model",
+            "stub-model",
+            "--scenario",
+            "concurrency-sweep",
+            "--levels",
+            "1,4",
+            "--step-duration",
+            "0.5",
+            "--output-tokens",
+            "4",
+            "--no-progress",
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert [r["concurrency"] for r in doc["runs"]] == [1, 4]
+    assert doc["runs"][1]["summary"]["max_concurrent_requests"] <= 4
+    bad = runner.invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "--endpoint",
+            stub_url,
+            "--model",
+            "nope",
+            "--rate",
+            "1",
+            "--max-requests",
+            "1",
+            "--no-progress",
+        ],
+    )
+    assert bad.exit_code == 3
+    bad = runner.invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "--endpoint",
+            stub_url,
+            "--model",
+            "stub-model",
+            "--scenario",
+            "sometimes",
+        ],
+    )
+    assert bad.exit_code == 2
