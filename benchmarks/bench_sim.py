@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = ROOT / "examples" / "fleets" / "gwangju-80-20.yaml"
 OUT = ROOT / "bench" / "results" / "sim.json"
-SCALE_POINTS = (10_000, 30_000, 100_000, 300_000, 1_000_000)
+SCALE_POINTS = (10_000, 30_000, 100_000, 1_000_000)
 
 
 def _center(policy: str):
