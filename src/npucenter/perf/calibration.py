@@ -20,7 +20,6 @@ from functools import cache
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import least_squares
 
 from npucenter.catalog.catalog import Catalog, Measurement, default_catalog
 from npucenter.catalog.precision import Precision
@@ -269,6 +268,8 @@ def _fit_one(
             res.extend(_PRIOR_WEIGHT * scale * (np.log(theta[:3] + 1e-9) - np.log(prior + 1e-9)))
             res.append(_PRIOR_WEIGHT * (theta[2] - prior[2]) / 0.002)
         return np.asarray(res, dtype=np.float64)
+
+    from scipy.optimize import least_squares  # heavy: loaded only when a fit runs
 
     start = np.clip(prior if prior is not None else _START, _LOWER, _UPPER)
     fit = least_squares(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from npucenter.errors import InvalidConfigError
 
@@ -160,6 +159,8 @@ def solve_capacity(problem: CapacityProblem) -> Allocation | None:
         >>> alloc.servers["a"], alloc.replicas["s@a"]
         (2, 10)
     """
+    from scipy.optimize import Bounds, LinearConstraint, milp  # heavy: only when solving
+
     model = _Model.build(problem)
     res = milp(
         c=model.objective,
