@@ -164,10 +164,23 @@ class FastTransport(httpx.AsyncBaseTransport):
             except asyncio.LimitOverrunError as exc:
                 conn.close()
                 raise httpx.RemoteProtocolError("response head too large") from exc
-        status, headers = _parse_head(raw)
+            except BaseException:  # cancelled mid-request: never reuse a half-used connection
+                conn.close()
+                raise
+        try:
+            status, headers = _parse_head(raw)
+        except httpx.RemoteProtocolError:
+            conn.close()
+            raise
         hmap = {k.lower(): v for k, v in headers}
         chunked = b"chunked" in hmap.get(b"transfer-encoding", b"").lower()
-        length = int(hmap[b"content-length"]) if b"content-length" in hmap and not chunked else None
+        try:
+            length = (
+                int(hmap[b"content-length"]) if b"content-length" in hmap and not chunked else None
+            )
+        except ValueError as exc:
+            conn.close()
+            raise httpx.RemoteProtocolError("bad content-length") from exc
         keep = hmap.get(b"connection", b"").lower() != b"close"
         if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             length, chunked = 0, False

@@ -291,3 +291,39 @@ def test_cli_concurrency_sweep_and_typed_exit_codes(stub_url, tmp_path):
         ],
     )
     assert bad.exit_code == 2
+
+
+async def test_cancelled_request_closes_its_connection():
+    closed = asyncio.Event()
+
+    async def handler(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # wait until the client goes away
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(mounts={"http://": FastTransport()}) as client:
+        task = asyncio.create_task(client.get(f"http://127.0.0.1:{port}/slow"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 5)
+    server.close()
+
+
+async def test_garbage_response_is_a_protocol_error():
+    async def handler(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SPDY/9 what\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(mounts={"http://": FastTransport()}) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(f"http://127.0.0.1:{port}/")
+    server.close()
