@@ -129,12 +129,30 @@ class SimResult:
             mask = trace.service_index == s_idx
             if not mask.any():
                 continue
-            slo = fleet.service(name).slo if _has_service(fleet, name) else fleet.services[0].slo
+            svc = fleet.service(name) if _has_service(fleet, name) else fleet.services[0]
+            slo = svc.slo
             met[mask] = meets_slo(ttft[mask], tpot[mask], completed[mask], slo)
-            per_service[name] = {
+            q = 100 * slo.percentile
+            ttft_q = _percentile(ttft[mask], q)
+            tpot_q = _percentile(tpot[mask], q)
+            per_service[svc.name] = {
                 "requests": int(mask.sum()),
                 "completed": int((completed & mask).sum()),
-                "slo": {"name": slo.name, "ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s},
+                "slo": {
+                    "name": slo.name,
+                    "ttft_s": slo.ttft_s,
+                    "tpot_s": slo.tpot_s,
+                    "percentile": slo.percentile,
+                    "source": slo.source,
+                },
+                # MLPerf-style verdict: the SLO percentile of TTFT and of TPOT within the limits
+                "ttft_s_at_slo_percentile": ttft_q,
+                "tpot_s_at_slo_percentile": tpot_q,
+                "meets_slo_at_percentile": bool(
+                    completed[mask].all()
+                    and ttft_q <= slo.ttft_s
+                    and (math.isnan(tpot_q) or tpot_q <= slo.tpot_s)
+                ),
                 "ttft_s": latency_summary(ttft[mask]),
                 "tpot_s": latency_summary(tpot[mask]),
                 "goodput_rps": goodput_rps(met[mask], simulated_s),
@@ -166,6 +184,11 @@ class SimResult:
 
 def _has_service(fleet: FleetSpec, name: str) -> bool:
     return any(s.name == name for s in fleet.services)
+
+
+def _percentile(values: FloatArray, q: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, q)) if finite.size else math.nan
 
 
 def _num(value: float) -> float | None:
@@ -223,6 +246,23 @@ def _summary(
             kind: sum(1 for r in replicas if r.device_kind == kind) for kind in ("npu", "gpu")
         },
         "timeline": _timeline(replicas, simulated_s, bin_s, idle_unused_w),
+        "per_replica": [
+            {
+                "replica_id": r.replica_id,
+                "service": r.service,
+                "role": r.role,
+                "device_id": r.device_id,
+                "device_kind": r.device_kind,
+                "tp": r.tp,
+                "busy_fraction": r.core.busy_s / simulated_s if simulated_s > 0 else 0.0,
+                "energy_j": r.core.energy_j
+                + r.perf.idle_power_w * max(0.0, simulated_s - r.core.busy_s),
+                "output_tokens": r.core.num_output_tokens,
+                "iterations": r.core.num_steps,
+                "preemptions": r.core.num_preemptions,
+            }
+            for r in replicas
+        ],
         "simulated_s": simulated_s,
         "num_events": res.num_events,
         "wall_s": None,
