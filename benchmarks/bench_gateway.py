@@ -91,10 +91,12 @@ def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
     )
 
 
+# cProfile charges the loop's waiting to the coroutine frame that waits longest (the lifespan
+# task, the ticker) or to asyncio's runner: all of it is idle time.
 _CATEGORIES = (
     (
         "event loop idle (waiting for sockets)",
-        ("asyncio/runners.py", "base_events.py:", "selectors.py"),
+        ("asyncio/runners.py", "base_events.py:", "selectors.py", ":_lifespan", ":_tick_forever"),
     ),
     (
         "socket writes/reads (uvicorn, asyncio streams)",
