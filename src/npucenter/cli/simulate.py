@@ -124,6 +124,12 @@ def simulate(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table."),
     print_summary_json: bool = typer.Option(False, "--print-json", help="Summary JSON on stdout."),
+    compare: str | None = typer.Option(
+        None,
+        "--compare",
+        help="Comma-separated policies to run side by side (replaces --policy; JSON maps "
+        "policy -> summary).",
+    ),
 ) -> None:
     """Simulate FLEET serving TRACE with a routing policy; print latency, goodput and energy."""
     spec = load_fleet_spec(fleet)
@@ -139,6 +145,9 @@ def simulate(
         tr = tr.split(shares, np.random.default_rng(seed))
     if not len(tr):
         raise InvalidConfigError("trace", trace, "has no requests")
+    if compare:
+        _compare(spec, cat, tr, [p.strip() for p in compare.split(",") if p.strip()], json_out)
+        return
     show = not (quiet or print_summary_json)
     started = time.perf_counter()
     if show:
@@ -171,6 +180,40 @@ def simulate(
         print_json(_jsonable(summary))
     elif not quiet:
         _print_table(result)
+
+
+def _compare(
+    spec: FleetSpec, cat: Any, tr: Trace, policies: list[str], json_out: Path | None
+) -> None:
+    """Run the same trace under several policies and print one row each."""
+    if not policies:
+        raise InvalidConfigError("compare", "", "name at least one policy")
+    centers = [build_center(spec, cat, policy=p) for p in policies]  # unknown names fail first
+    table = Table(title=f"{spec.name} · {tr.name} · {len(tr)} requests")
+    table.add_column("policy", no_wrap=True)
+    for col in ("TTFT s p50/p99", "TPOT ms p50/p99", "goodput", "SLO met", "J/token", "busy N/G"):
+        table.add_column(col, justify="right")
+    table.add_column("wall s", justify="right")
+    docs: dict[str, Any] = {}
+    for policy, center in zip(policies, centers, strict=True):
+        started = time.perf_counter()
+        s = center.run(tr).summary
+        s["wall_s"] = time.perf_counter() - started
+        docs[policy] = s
+        util = s["utilisation"]
+        table.add_row(
+            policy,
+            f"{s['ttft_s']['p50']:.3f} / {s['ttft_s']['p99']:.3f}",
+            f"{s['tpot_s']['p50'] * 1e3:.1f} / {s['tpot_s']['p99'] * 1e3:.1f}",
+            f"{s['goodput_rps']:.3f}",
+            f"{s['slo_attainment']:.2%}",
+            f"{s['energy_j_per_output_token']:.3f}",
+            f"{util.get('npu', 0.0):.0%} / {util.get('gpu', 0.0):.0%}",
+            f"{s['wall_s']:.2f}",
+        )
+    if json_out is not None:
+        json_out.write_text(json.dumps(_jsonable(docs), indent=2) + "\n", encoding="utf-8")
+    console.print(table)
 
 
 def _print_table(result: SimResult) -> None:

@@ -113,3 +113,29 @@ def test_every_example_fleet_builds_or_asks_for_missing_figures(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["completed"] == 200
     assert any("rebellions_atom" in a for a in summary["assumptions"])
+
+
+def test_compare_runs_each_policy_on_the_same_trace(tmp_path):
+    out = tmp_path / "cmp.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--fleet",
+            str(EXAMPLE),
+            "--num-requests",
+            "300",
+            "--compare",
+            "npu-first,round-robin",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    docs = json.loads(out.read_text())
+    assert list(docs) == ["npu-first", "round-robin"]
+    assert docs["npu-first"]["requests"] == docs["round-robin"]["requests"] == 300
+    bad = CliRunner().invoke(
+        app, ["simulate", "--fleet", str(EXAMPLE), "--compare", "npu-first,nope"]
+    )
+    assert bad.exit_code == 3
