@@ -233,6 +233,10 @@ async def _keep_healthy(
             continue
         if restarted:
             log.warning("restarted replicas %s", ", ".join(restarted))
+            index = getattr(getattr(gateway.router, "policy", None), "index", None)
+            for rid in restarted:  # a restarted engine's KV cache is empty
+                if index is not None and hasattr(index, "forget"):
+                    index.forget(rid)
             urls = {r.replica_id: r.base_url for r in executor.replicas()}
             gateway.pool.set(replica_endpoints(fleet, urls))
 
