@@ -370,3 +370,8 @@ class SloAware:
         return RouteDecision(
             replica_id=best[2].replica_id, reason=f"slo-aware: pressure {best[0]:.2f}, {verdict}"
         )
+
+
+# Policies defined in their own modules register themselves on import; importing them here means
+# every user of ROUTING_POLICIES (gateway, simulator, CLI choices) sees the same set.
+from npucenter.policy import prefix_affinity as _prefix_affinity  # noqa: E402, F401
