@@ -29,7 +29,12 @@ def up(
         None, "--fleet", help="Virtual fleet YAML (default: 2 RNGD + 1 H100 servers)."
     ),
 ) -> None:
-    """Start the API server (migrations applied at start)."""
+    """Start the center: control-plane API, OpenAI gateway, dashboard and a virtual fleet.
+
+    One process on one port: the API at /api, the gateway at /v1, Prometheus metrics at
+    /metrics and the dashboard at /. Migrations are applied at start; with no --fleet the
+    virtual fleet is two RNGD servers and one H100 server serving llama-3.1-8b.
+    """
     import os
 
     import uvicorn
@@ -47,8 +52,14 @@ def up(
         )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: listening on {host}: anyone who can reach it may try keys")
+    base = f"http://{host}:{port}"
     console.print(
-        f"npucenter control plane on http://{host}:{port} (data: {settings.data_dir})",
+        f"npucenter on {base} (data: {settings.data_dir})\n"
+        f"  gateway    {base}/v1   (OpenAI-compatible; Authorization: Bearer <key>)\n"
+        f"  API        {base}/api  (control plane; npucenter tenant|key|quota|fleet|deploy|job|usage)\n"
+        f"  dashboard  {base}/\n"
+        f"  metrics    {base}/metrics\n"
+        "  virtual replicas start in the background; /v1 answers 503 with Retry-After until ready",
         highlight=False,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
