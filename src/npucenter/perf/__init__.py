@@ -22,6 +22,7 @@ __all__ = [
     "CalibrationReport",
     "Efficiency",
     "PerfModel",
+    "PerfModelCache",
     "Prediction",
     "build_perf_model",
     "calibrate",
@@ -72,3 +73,30 @@ def build_perf_model(
         shared, per_device = fitted_efficiencies()
         efficiency = per_device.get(dev.device_id, shared)
     return PerfModel(mod, dev, prec, tp, efficiency)
+
+
+class PerfModelCache:
+    """Performance models of one catalog by (model, device, precision, tp), each built once.
+
+    The simulator, the planner's profiles and its verifiers ask for the same few models many
+    times; building one runs the calibration lookup, so they share this memo.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._models: dict[tuple[str, str, str | None, int], PerfModel] = {}
+
+    def get(self, model: str, device: str, precision: str | None, tp: int) -> PerfModel:
+        """The model for this key (raises what :func:`build_perf_model` raises)."""
+        key = (model, device, precision, tp)
+        pm = self._models.get(key)
+        if pm is None:
+            pm = build_perf_model(
+                self.catalog, model=model, device=device, precision=precision, tp=tp
+            )
+            self._models[key] = pm
+        return pm
+
+    def models(self) -> list[PerfModel]:
+        """Every model built so far, in build order."""
+        return list(self._models.values())

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from npucenter.catalog import Catalog
 from npucenter.errors import InvalidConfigError
-from npucenter.perf import PerfModel, build_perf_model
+from npucenter.perf import PerfModel, PerfModelCache
 from npucenter.plan.spec import ServiceSpec
 
 __all__ = [
@@ -139,6 +139,7 @@ class AnalyticProfile:
         utilisation_cap_fraction: float = 0.95,
     ) -> None:
         self.catalog = catalog
+        self.perf = PerfModelCache(catalog)
         self.traffic = dict(traffic)
         self.utilisation_cap_fraction = utilisation_cap_fraction
 
@@ -150,21 +151,13 @@ class AnalyticProfile:
     def max_rate_rps(self, service: ServiceSpec, candidate: Candidate) -> float:
         """Highest rate meeting the SLO by the closed-form model (0 when even 0+ fails)."""
         stats = self._stats(service)
-        decode = build_perf_model(
-            self.catalog,
-            model=service.model,
-            device=candidate.device_id,
-            precision=candidate.precision,
-            tp=candidate.tp,
+        decode = self.perf.get(
+            service.model, candidate.device_id, candidate.precision, candidate.tp
         )
         if candidate.prefill_device_id is None:
             return _bisect_rate(lambda rate: self._colocated_ok(decode, service, stats, rate))
-        prefill = build_perf_model(
-            self.catalog,
-            model=service.model,
-            device=candidate.prefill_device_id,
-            precision=candidate.precision,
-            tp=candidate.prefill_tp,
+        prefill = self.perf.get(
+            service.model, candidate.prefill_device_id, candidate.precision, candidate.prefill_tp
         )
         return _bisect_rate(
             lambda rate: self._disaggregated_ok(prefill, decode, candidate, service, stats, rate)

@@ -15,7 +15,7 @@ import numpy as np
 
 from npucenter.catalog import Catalog
 from npucenter.errors import InvalidRequestError
-from npucenter.perf import PerfModel, build_perf_model
+from npucenter.perf import PerfModelCache
 from npucenter.plan.milp import Allocation
 from npucenter.plan.planner import Verification
 from npucenter.plan.profile import AnalyticProfile, Candidate, TrafficStats
@@ -25,7 +25,7 @@ from npucenter.sim import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.center import Center
 from npucenter.sim.fleet import Deployment, FleetSpec, ServerPool
 from npucenter.sim.fleet import ServiceSpec as FleetService
-from npucenter.workload.slo import Slo
+from npucenter.workload.slo import Slo, meets_slo
 from npucenter.workload.trace import Trace, merge_traces
 
 __all__ = [
@@ -116,7 +116,7 @@ def simulate_service(
     service: ServiceSpec,
     trace: Trace,
     units: Sequence[tuple[Candidate, int, float]],  # (candidate, count, capacity weight)
-    perf_for: _PerfCache,
+    perf_for: PerfModelCache,
     *,
     seed: int = 0,
 ) -> ServiceSimResult:
@@ -200,7 +200,7 @@ class SimProfile:
         self.max_requests = max_requests
         self.iterations = iterations
         self.seed = seed
-        self.perf = _PerfCache(catalog)
+        self.perf = PerfModelCache(catalog)
         self._streams = {
             s.name: poisson_like(service_stream(s, seed=seed), max_requests, seed=seed)
             for s in spec.services
@@ -264,12 +264,12 @@ class SimVerifier:
         seed: int = 0,
     ) -> None:
         self.catalog = catalog
-        self.perf = _PerfCache(catalog)
+        self.perf = PerfModelCache(catalog)
         # routing weights: each replica's capacity share by the analytic model (1.0 without it)
         self.weights = AnalyticProfile(catalog, traffic) if traffic is not None else None
         self.seed = seed
         limit = max_requests if max_requests is not None else spec.verification.max_requests
-        self._streams = {
+        self.streams = {
             s.name: service_stream(s, seed=seed, max_requests=limit) for s in spec.services
         }
         self.num_simulations = 0
@@ -301,7 +301,7 @@ class SimVerifier:
             if res is None:
                 self.num_simulations += 1
                 res = simulate_service(
-                    svc, self._streams[svc.name], units, self.perf, seed=self.seed
+                    svc, self.streams[svc.name], units, self.perf, seed=self.seed
                 )
                 self._cache[key] = res
             attainment[svc.name] = res.slo_attainment
@@ -350,20 +350,18 @@ class CenterVerifier:
         self.fallback = SimVerifier(
             catalog, spec, traffic=traffic, max_requests=max_requests, seed=seed
         )
-        limit = max_requests if max_requests is not None else spec.verification.max_requests
-        streams = []
-        for svc in spec.services:
-            tr = service_stream(svc, seed=seed, max_requests=limit)
-            streams.append(
-                Trace(
-                    name=svc.name,
-                    arrival_s=tr.arrival_s,
-                    prompt_tokens=tr.prompt_tokens,
-                    output_tokens=tr.output_tokens,
-                    service_names=(svc.name,),
-                    source=tr.source,
-                )
+        # the fallback's per-service streams, labelled with their service and merged
+        streams = [
+            Trace(
+                name=name,
+                arrival_s=tr.arrival_s,
+                prompt_tokens=tr.prompt_tokens,
+                output_tokens=tr.output_tokens,
+                service_names=(name,),
+                source=tr.source,
             )
+            for name, tr in self.fallback.streams.items()
+        ]
         self.trace = merge_traces(streams, name=f"{spec.name}-traffic")
         link = [d.kv_link_gbps for d in spec.disaggregation]
         self.network_gb_per_s = min(link) if link else 12.5
@@ -432,11 +430,7 @@ class CenterVerifier:
         if not deployments:
             return None
         services = tuple(
-            FleetService(
-                name=s.name,
-                model=s.model,
-                slo=Slo(name=s.name, ttft_s=s.slo.ttft_s, tpot_s=s.slo.tpot_s),
-            )
+            FleetService(name=s.name, model=s.model, slo=_slo(s))
             for s in spec.services
             if any(d.service == s.name for d in deployments)
         )
@@ -491,22 +485,6 @@ def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[Deployme
 # --- internals ----------------------------------------------------------------------------
 
 
-class _PerfCache:
-    """Perf models by (model, device, precision, tp), built once."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self._models: dict[tuple[str, str, str, int], PerfModel] = {}
-
-    def get(self, model: str, device: str, precision: str, tp: int) -> PerfModel:
-        key = (model, device, precision, tp)
-        if key not in self._models:
-            self._models[key] = build_perf_model(
-                self.catalog, model=model, device=device, precision=precision, tp=tp
-            )
-        return self._models[key]
-
-
 @dataclass(slots=True)
 class _Entry:
     """One routing target: a colocated replica, or a disaggregated unit (prefill + decoders)."""
@@ -519,33 +497,27 @@ class _Entry:
     cores: list[ReplicaCore] = field(default_factory=list)
 
     @classmethod
-    def build(cls, cand: Candidate, model: str, weight: float, perf: _PerfCache) -> _Entry:
+    def build(cls, cand: Candidate, model: str, weight: float, perf: PerfModelCache) -> _Entry:
         cfg = ReplicaConfig()
+
+        def core(device: str, tp: int) -> ReplicaCore:
+            pm = perf.get(model, device, cand.precision, tp)
+            return ReplicaCore(pm, cfg, record_completions=True)
+
         if not cand.disaggregated:
-            core = ReplicaCore(
-                perf.get(model, cand.device_id, cand.precision, cand.tp),
-                cfg,
-                record_completions=True,
-            )
+            only = core(cand.device_id, cand.tp)
             return cls(
-                front=core,
+                front=only,
                 decoders=[],
                 weight=weight,
                 transfer_s_per_token=0.0,
                 disaggregated=False,
-                cores=[core],
+                cores=[only],
             )
         assert cand.prefill_device_id is not None
+        front = core(cand.prefill_device_id, cand.prefill_tp)
+        decoders = [core(cand.device_id, cand.tp) for _ in range(cand.decode_per_prefill)]
         pre_pm = perf.get(model, cand.prefill_device_id, cand.precision, cand.prefill_tp)
-        front = ReplicaCore(pre_pm, cfg, record_completions=True)
-        decoders = [
-            ReplicaCore(
-                perf.get(model, cand.device_id, cand.precision, cand.tp),
-                cfg,
-                record_completions=True,
-            )
-            for _ in range(cand.decode_per_prefill)
-        ]
         transfer = pre_pm.kv_bytes_per_token / (cand.kv_link_gbps * 1e9)
         return cls(
             front=front,
@@ -618,7 +590,7 @@ def _score(
     ttft = np.where(done, safe_first - trace.arrival_s, math.inf)
     decode_s = (safe_finish - safe_first) / np.maximum(out - 1, 1)
     tpot = np.where(done, np.where(out > 1, decode_s, 0.0), math.inf)
-    met = int(np.count_nonzero(done & (ttft <= service.slo.ttft_s) & (tpot <= service.slo.tpot_s)))
+    met = int(np.count_nonzero(meets_slo(ttft, tpot, done, _slo(service))))
     energy = sum(core.energy_j for e in entries for core in e.cores)
     tokens = int(out[done].sum())
     return ServiceSimResult(
@@ -638,3 +610,8 @@ def _p90(values: np.ndarray) -> float:
         return 0.0
     ordered = np.sort(values)
     return float(ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)])
+
+
+def _slo(service: ServiceSpec) -> Slo:
+    """The service's limits as the simulator's SLO (both verifiers score against this)."""
+    return Slo(name=service.name, ttft_s=service.slo.ttft_s, tpot_s=service.slo.tpot_s)

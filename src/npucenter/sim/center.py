@@ -16,7 +16,7 @@ import numpy as np
 
 from npucenter.catalog import Catalog
 from npucenter.errors import InvalidConfigError, InvalidRequestError
-from npucenter.perf import IDLE_POWER_FRACTION, PerfModel, build_perf_model
+from npucenter.perf import IDLE_POWER_FRACTION, PerfModel, PerfModelCache
 from npucenter.policy.routing import (
     PerfEstimator,
     ReplicaState,
@@ -94,21 +94,13 @@ class Center:
         self.fleet = fleet
         self.catalog = catalog
         self.policy_name = policy
-        self._perf: dict[tuple[str, str, str | None, int], PerfModel] = {}
+        self._perf = PerfModelCache(catalog)
         self.unused_cards: dict[str, int] = {}
         self.idle_power_unused_w = 0.0
         self.assumptions: list[str] = []
         self._build_layout()
 
     # --- construction -------------------------------------------------------------------------
-    def _perf_model(self, model: str, device: str, precision: str | None, tp: int) -> PerfModel:
-        key = (model, device, precision, tp)
-        if key not in self._perf:
-            self._perf[key] = build_perf_model(
-                self.catalog, model=model, device=device, precision=precision, tp=tp
-            )
-        return self._perf[key]
-
     def _build_layout(self) -> None:
         """Check every deployment can be built (perf models, card counts) once, up front."""
         self._layout: list[tuple[str, Deployment, PerfModel]] = []
@@ -119,7 +111,7 @@ class Center:
                 for dep in self.fleet.deployments:
                     if dep.device.lower() != pool.device.lower():
                         continue
-                    pm = self._perf_model(dep.model, dep.device, dep.precision, dep.tp)
+                    pm = self._perf.get(dep.model, dep.device, dep.precision, dep.tp)
                     for _ in range(dep.replicas_per_server):
                         rid = f"{pool.device}-{server}-r{next_card}"
                         self._layout.append((rid, dep, pm))
@@ -138,7 +130,7 @@ class Center:
                     self.assumptions.append(
                         f"{free} unused {pool.device} cards counted at 0 W (no sourced power)"
                     )
-        for pm in self._perf.values():
+        for pm in self._perf.models():
             for line in pm.assumptions():
                 if line not in self.assumptions:
                     self.assumptions.append(line)

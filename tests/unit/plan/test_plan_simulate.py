@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from npucenter.catalog import default_catalog
+from npucenter.perf import PerfModelCache
 from npucenter.plan.milp import Allocation
 from npucenter.plan.profile import AnalyticProfile, Candidate
 from npucenter.plan.simulate import (
     CenterVerifier,
     SimProfile,
     SimVerifier,
-    _PerfCache,
     poisson_like,
     service_stream,
     simulate_service,
@@ -69,7 +69,7 @@ def test_more_replicas_meet_the_slo_that_one_misses() -> None:
     spec = _spec(rate_rps=200)  # about 3x what one RNGD replica sustains by the perf model
     svc = spec.services[0]
     stream = service_stream(svc, max_requests=3000)
-    perf = _PerfCache(CAT)
+    perf = PerfModelCache(CAT)
     one = simulate_service(svc, stream, [(RNGD, 1, 1.0)], perf)
     many = simulate_service(svc, stream, [(RNGD, 6, 1.0)], perf)
     assert one.requests == many.requests == len(stream)
@@ -82,7 +82,7 @@ def test_requests_that_fit_no_replica_are_dropped_and_missed() -> None:
     spec = _spec(mean_input_tokens=2_000_000)  # far beyond any KV cache
     svc = spec.services[0]
     res = simulate_service(
-        svc, service_stream(svc, max_requests=20), [(H100, 1, 1.0)], _PerfCache(CAT)
+        svc, service_stream(svc, max_requests=20), [(H100, 1, 1.0)], PerfModelCache(CAT)
     )
     assert res.dropped == res.requests == 20
     assert res.slo_attainment == 0.0
@@ -92,8 +92,8 @@ def test_simulation_is_deterministic_for_a_seed() -> None:
     svc = _spec().services[0]
     stream = service_stream(svc, max_requests=500, seed=3)
     units = [(RNGD, 2, 1.0), (H100, 1, 2.0)]
-    a = simulate_service(svc, stream, units, _PerfCache(CAT), seed=7)
-    b = simulate_service(svc, stream, units, _PerfCache(CAT), seed=7)
+    a = simulate_service(svc, stream, units, PerfModelCache(CAT), seed=7)
+    b = simulate_service(svc, stream, units, PerfModelCache(CAT), seed=7)
     assert a == b
 
 
@@ -109,7 +109,7 @@ def test_disaggregated_unit_serves_every_request() -> None:
         kv_link_gbps=50.0,
     )
     stream = service_stream(svc, max_requests=300)
-    res = simulate_service(svc, stream, [(unit, 1, 1.0)], _PerfCache(CAT))
+    res = simulate_service(svc, stream, [(unit, 1, 1.0)], PerfModelCache(CAT))
     assert res.dropped == 0
     assert res.slo_attainment == 1.0
     assert res.output_tokens == int(stream.output_tokens.sum())
