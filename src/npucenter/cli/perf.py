@@ -17,6 +17,7 @@ from npucenter.perf.compare import (
     ComparisonRow,
     compare_devices,
     resolve_batch,
+    throughput_latency_curve,
 )
 
 app = typer.Typer(help="Predict, compare and calibrate LLM serving performance per device.")
@@ -89,6 +90,56 @@ def predict(
     console.print(table)
     for line in pred.assumptions:
         console.print(f"[dim]assumption: {line}[/]")
+
+
+@app.command("curve")
+@handle_errors
+def curve(
+    model: str = typer.Option(..., "--model", "-m", help="Model id, e.g. llama-3.1-8b."),
+    device: str = typer.Option(..., "--device", "-d", help="Device id or alias."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+    input_tokens: int = typer.Option(1024, "--input", help="Prompt tokens per request."),
+    output_tokens: int = typer.Option(256, "--output", help="Output tokens per request."),
+    precision: str | None = typer.Option(None, "--precision", help="bf16|fp16|fp8|int8|int4."),
+    max_num_seqs: int = typer.Option(DEFAULT_MAX_NUM_SEQS, "--max-num-seqs"),
+    catalog: list[Path] | None = typer.Option(None, "--catalog", help="User catalog file."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """The throughput–latency curve: batch 1, 2, 4, … up to the largest batch that fits."""
+    cat = load_catalog(catalog or [])
+    pm = build_perf_model(cat, model=model, device=device, precision=precision, tp=tp)
+    points = throughput_latency_curve(pm, input_tokens, output_tokens, max_num_seqs)
+    if json_out:
+        print_json(
+            {
+                "model": pm.model.model_id,
+                "device": pm.device.device_id,
+                "precision": pm.precision.value,
+                "tp": pm.tp,
+                "points": [
+                    {k: v for k, v in asdict(p).items() if k != "assumptions"} for p in points
+                ],
+                "assumptions": list(pm.assumptions()),
+            }
+        )
+        return
+    table = Table(
+        title=f"{pm.model.model_id} on {pm.tp}× {pm.device.device_id} ({pm.precision.value}), "
+        f"{input_tokens} in / {output_tokens} out"
+    )
+    for col in ("batch", "TTFT ms", "TPOT ms", "tok/s", "tok/J", "W", "GB/card"):
+        table.add_column(col, justify="right")
+    for p in points:
+        table.add_row(
+            str(p.batch),
+            f"{p.ttft_s * 1e3:.1f}",
+            f"{p.tpot_s * 1e3:.2f}",
+            f"{p.output_tokens_per_s:,.0f}",
+            f"{p.tokens_per_j:.2f}",
+            f"{p.power_w:.0f}",
+            f"{p.memory_gb:.1f}",
+        )
+    console.print(table)
 
 
 @app.command("compare")

@@ -15,6 +15,7 @@ __all__ = [
     "compare_devices",
     "resolve_batch",
     "smallest_tp_model",
+    "throughput_latency_curve",
 ]
 
 DEFAULT_MAX_NUM_SEQS = 256  # vLLM's default --max-num-seqs
@@ -72,6 +73,25 @@ def best_batch_under_tpot(
         else:
             hi = mid - 1
     return pm.predict(input_tokens, output_tokens, lo)
+
+
+def throughput_latency_curve(
+    pm: PerfModel, input_tokens: int, output_tokens: int, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+) -> list[Prediction]:
+    """Predictions at batch 1, 2, 4, … up to the largest batch that fits (and the cap itself).
+
+    Each point trades latency (TTFT, TPOT) for aggregate throughput; the last point is the
+    replica's saturation throughput for these lengths.
+    """
+    top = min(pm.max_batch(input_tokens + output_tokens), max_num_seqs)
+    batches: list[int] = []
+    b = 1
+    while b < top:
+        batches.append(b)
+        b *= 2
+    if top >= 1:
+        batches.append(top)
+    return [pm.predict(input_tokens, output_tokens, batch) for batch in batches]
 
 
 def compare_devices(

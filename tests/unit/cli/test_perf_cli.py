@@ -108,3 +108,26 @@ def test_catalog_listings() -> None:
     assert any(d["device_id"] == "furiosa_rngd" and d["source_url"] for d in devices)
     models = json.loads(runner.invoke(app, ["catalog", "models", "--json"]).stdout)
     assert any(m["model_id"] == "exaone-3.5-32b" for m in models)
+
+
+def test_curve_json_points_grow_in_batch() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "perf",
+            "curve",
+            "-m",
+            "llama-3.1-8b",
+            "-d",
+            "rngd",
+            "--input",
+            "512",
+            "--output",
+            "128",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    batches = [p["batch"] for p in doc["points"]]
+    assert batches[0] == 1 and len(batches) >= 5 and batches == sorted(batches)

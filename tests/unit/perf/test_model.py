@@ -125,3 +125,17 @@ def test_calibration_meets_its_error_targets() -> None:
         for r in report.rows
         if r.predicted is not None
     )
+
+
+def test_throughput_latency_curve_trades_latency_for_throughput() -> None:
+    from npucenter.perf.compare import throughput_latency_curve
+
+    pm = _pm()
+    points = throughput_latency_curve(pm, 1024, 256, max_num_seqs=512)
+    batches = [p.batch for p in points]
+    assert batches[0] == 1 and batches == sorted(batches)
+    assert batches[-1] == min(pm.max_batch(1280), 512)
+    tpots = [p.tpot_s for p in points]
+    rates = [p.output_tokens_per_s for p in points]
+    assert tpots == sorted(tpots)
+    assert rates == sorted(rates)
