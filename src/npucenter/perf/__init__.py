@@ -96,7 +96,3 @@ class PerfModelCache:
             )
             self._models[key] = pm
         return pm
-
-    def models(self) -> list[PerfModel]:
-        """Every model built so far, in build order."""
-        return list(self._models.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -183,6 +183,8 @@ class SimProfile:
     burstiness is a property of the whole service, which a pooled fleet absorbs better than one
     replica, so it is left to the verification on the real trace. Bisection on the rate
     (geometric), bracketed around the analytic estimate; ``iterations`` halvings of the bracket.
+    Each trial runs the simulator's whole-center model (:class:`npucenter.sim.center.Center`) on
+    a one-unit fleet; a unit's KV hand-off takes ``kv_link_gbps`` and no extra latency.
     """
 
     def __init__(
@@ -202,7 +204,9 @@ class SimProfile:
         self.seed = seed
         self.perf = PerfModelCache(catalog)
         self._streams = {
-            s.name: poisson_like(service_stream(s, seed=seed), max_requests, seed=seed)
+            s.name: _labelled(
+                s.name, poisson_like(service_stream(s, seed=seed), max_requests, seed=seed)
+            )
             for s in spec.services
         }
         self.analytic = AnalyticProfile(catalog, traffic) if traffic is not None else None
@@ -211,7 +215,9 @@ class SimProfile:
     @staticmethod
     def describe() -> str:
         """How the profiles were made (printed in reports)."""
-        return "simulator (ReplicaCore) bisection on replay rate, bracketed by the perf model"
+        return (
+            "simulator (sim.center, one unit) bisection on replay rate, bracketed by the perf model"
+        )
 
     def max_rate_rps(self, service: ServiceSpec, candidate: Candidate) -> float:
         """Highest replay rate at which the candidate meets ``service.slo`` in simulation."""
@@ -224,14 +230,18 @@ class SimProfile:
         )
         if guess <= 0:
             guess = base_rate
+        fleet = _fleet(
+            f"{service.name}-profile",
+            [(service, candidate, 1)],
+            network_gb_per_s=candidate.kv_link_gbps if candidate.disaggregated else None,
+            network_latency_s=0.0,
+        )
+        center = Center(fleet, self.catalog, perf_models=self.perf)
 
         def ok(rate: float) -> bool:
             self.num_simulations += 1
-            scaled = stream.scale_rate(rate / base_rate)
-            res = simulate_service(
-                service, scaled, [(candidate, 1, 1.0)], self.perf, seed=self.seed
-            )
-            return res.slo_attainment >= service.slo.attainment_fraction
+            res = center.run(stream.scale_rate(rate / base_rate))
+            return float(res.summary["slo_attainment"]) >= service.slo.attainment_fraction
 
         low, high = guess * 0.5, guess * 1.5
         while not ok(low):
@@ -351,17 +361,7 @@ class CenterVerifier:
             catalog, spec, traffic=traffic, max_requests=max_requests, seed=seed
         )
         # the fallback's per-service streams, labelled with their service and merged
-        streams = [
-            Trace(
-                name=name,
-                arrival_s=tr.arrival_s,
-                prompt_tokens=tr.prompt_tokens,
-                output_tokens=tr.output_tokens,
-                service_names=(name,),
-                source=tr.source,
-            )
-            for name, tr in self.fallback.streams.items()
-        ]
+        streams = [_labelled(name, tr) for name, tr in self.fallback.streams.items()]
         self.trace = merge_traces(streams, name=f"{spec.name}-traffic")
         link = [d.kv_link_gbps for d in spec.disaggregation]
         self.network_gb_per_s = min(link) if link else 12.5
@@ -386,7 +386,8 @@ class CenterVerifier:
             self.num_fallbacks += 1
             return self.fallback.verify(spec, allocation, candidates)
         self.num_simulations += 1
-        result = Center(fleet, self.catalog, policy=self.routing).run(self.trace)
+        center = Center(fleet, self.catalog, policy=self.routing, perf_models=self.fallback.perf)
+        result = center.run(self.trace)
         summary = result.summary
         services = summary["services"]
         attainment = {s.name: float(services[s.name]["slo_attainment"]) for s in spec.services}
@@ -412,40 +413,48 @@ class CenterVerifier:
         self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
     ) -> FleetSpec | None:
         """The plan as a simulator fleet, or None when a service mixes serving modes."""
-        deployments: list[Deployment] = []
-        cards: dict[str, int] = {}
+        units: list[tuple[ServiceSpec, Candidate, int]] = []
         for svc in spec.services:
             mine = [
-                (candidates[label], n)
+                (svc, candidates[label], n)
                 for label, n in sorted(allocation.replicas.items())
                 if n > 0 and candidates[label].service == svc.name
             ]
-            modes = {c.disaggregated for c, _ in mine}
-            if len(modes) > 1:
+            if not mine or len({c.disaggregated for _, c, _ in mine}) > 1:
                 return None
-            for cand, n in mine:
-                for dep in _deployments(svc, cand, n):
-                    deployments.append(dep)
-                    cards[dep.device] = cards.get(dep.device, 0) + dep.tp * dep.replicas_per_server
-        if not deployments:
-            return None
-        services = tuple(
-            FleetService(name=s.name, model=s.model, slo=_slo(s))
-            for s in spec.services
-            if any(d.service == s.name for d in deployments)
-        )
-        if len(services) != len(spec.services):
-            return None
-        return FleetSpec(
-            name=f"{spec.name}-plan",
-            servers=tuple(
-                ServerPool(device=dev, num_servers=1, cards_per_server=n)
-                for dev, n in sorted(cards.items())
-            ),
-            deployments=tuple(deployments),
-            services=services,
-            network_gb_per_s=self.network_gb_per_s,
-        )
+            units.extend(mine)
+        return _fleet(f"{spec.name}-plan", units, network_gb_per_s=self.network_gb_per_s)
+
+
+def _fleet(
+    name: str,
+    units: Sequence[tuple[ServiceSpec, Candidate, int]],  # (service, candidate, count)
+    *,
+    network_gb_per_s: float | None = None,  # None: the fleet default
+    network_latency_s: float | None = None,  # None: the fleet default
+) -> FleetSpec:
+    """``units`` as a simulator fleet: one pool per device holding exactly the cards they use."""
+    deployments = [dep for svc, cand, n in units for dep in _deployments(svc, cand, n)]
+    cards: dict[str, int] = {}
+    for dep in deployments:
+        cards[dep.device] = cards.get(dep.device, 0) + dep.tp * dep.replicas_per_server
+    services = {
+        svc.name: FleetService(name=svc.name, model=svc.model, slo=_slo(svc)) for svc, _, _ in units
+    }
+    fleet = FleetSpec(
+        name=name,
+        servers=tuple(
+            ServerPool(device=dev, num_servers=1, cards_per_server=n)
+            for dev, n in sorted(cards.items())
+        ),
+        deployments=tuple(deployments),
+        services=tuple(services.values()),
+    )
+    if network_gb_per_s is not None:
+        fleet = replace(fleet, network_gb_per_s=network_gb_per_s)
+    if network_latency_s is not None:
+        fleet = replace(fleet, network_latency_s=network_latency_s)
+    return fleet
 
 
 def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[Deployment]:
@@ -615,3 +624,15 @@ def _p90(values: np.ndarray) -> float:
 def _slo(service: ServiceSpec) -> Slo:
     """The service's limits as the simulator's SLO (both verifiers score against this)."""
     return Slo(name=service.name, ttft_s=service.slo.ttft_s, tpot_s=service.slo.tpot_s)
+
+
+def _labelled(service: str, trace: Trace) -> Trace:
+    """``trace``'s requests, all of ``service`` (what the center routes by)."""
+    return Trace(
+        name=service,
+        arrival_s=trace.arrival_s,
+        prompt_tokens=trace.prompt_tokens,
+        output_tokens=trace.output_tokens,
+        service_names=(service,),
+        source=trace.source,
+    )

@@ -90,11 +90,12 @@ class Center:
         catalog: Catalog,
         *,
         policy: str = "least-outstanding-tokens",
+        perf_models: PerfModelCache | None = None,  # shared with other centers of one catalog
     ) -> None:
         self.fleet = fleet
         self.catalog = catalog
         self.policy_name = policy
-        self._perf = PerfModelCache(catalog)
+        self._perf = perf_models if perf_models is not None else PerfModelCache(catalog)
         self.unused_cards: dict[str, int] = {}
         self.idle_power_unused_w = 0.0
         self.assumptions: list[str] = []
@@ -130,7 +131,7 @@ class Center:
                     self.assumptions.append(
                         f"{free} unused {pool.device} cards counted at 0 W (no sourced power)"
                     )
-        for pm in self._perf.models():
+        for pm in dict.fromkeys(pm for _, _, pm in self._layout):  # this fleet's, in order
             for line in pm.assumptions():
                 if line not in self.assumptions:
                     self.assumptions.append(line)
