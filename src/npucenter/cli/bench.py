@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.live import Live
@@ -13,6 +13,10 @@ from rich.table import Table
 
 from npucenter.cli._common import console, err_console, handle_errors, print_json
 from npucenter.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from npucenter.bench.client import Target
+    from npucenter.bench.execute import TargetMeta
 
 __all__ = ["app"]
 
@@ -39,6 +43,46 @@ def _floats(text: str | None, what: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise InvalidConfigError(what, text, "must be comma-separated numbers") from None
+
+
+def _target(
+    endpoint: str,
+    model: str,
+    *,
+    api_key: str | None,
+    api: str,
+    timeout_s: float,
+    transport: str,
+    device: str | None,
+    catalog_model: str | None,
+    tp: int | None,
+    max_num_seqs: int | None,
+    engine_time_scale: float | None,
+    price: float | None,
+    label: str | None,
+) -> tuple[Target, TargetMeta]:
+    """The endpoint to load and what is known about the hardware behind it (run and suite)."""
+    from npucenter.bench.client import Target
+    from npucenter.bench.execute import TargetMeta
+
+    target = Target(
+        base_url=endpoint,
+        model=model,
+        api_key=api_key,
+        api=api,
+        timeout_s=timeout_s,
+        transport=transport,
+    )
+    meta = TargetMeta(
+        device=device,
+        catalog_model=catalog_model,
+        tp=tp,
+        max_num_seqs=max_num_seqs,
+        time_scale=engine_time_scale,
+        price_usd_per_hour=price,
+        label=label,
+    )
+    return target, meta
 
 
 @contextlib.contextmanager
@@ -183,8 +227,7 @@ def run_cmd(
     Example: ``npucenter bench run --endpoint http://127.0.0.1:8000 --model llama-3.1-8b
     --scenario poisson --rate 10 --max-requests 500 --json out.json``
     """
-    from npucenter.bench.client import Target
-    from npucenter.bench.execute import TargetMeta, benchmark_run, benchmark_sweep
+    from npucenter.bench.execute import benchmark_run, benchmark_sweep
     from npucenter.bench.loadgen import RunProgress
     from npucenter.bench.runner import run_async
     from npucenter.bench.scenario import Scenario
@@ -192,21 +235,19 @@ def run_cmd(
 
     if scenario not in _SCENARIOS:
         raise InvalidConfigError("scenario", scenario, f"must be one of {', '.join(_SCENARIOS)}")
-    target = Target(
-        base_url=endpoint,
-        model=model,
+    target, meta = _target(
+        endpoint,
+        model,
         api_key=api_key,
         api=api,
         timeout_s=timeout,
         transport=transport,
-    )
-    meta = TargetMeta(
         device=device,
         catalog_model=catalog_model,
         tp=tp,
         max_num_seqs=max_num_seqs,
-        time_scale=engine_time_scale,
-        price_usd_per_hour=price,
+        engine_time_scale=engine_time_scale,
+        price=price,
         label=label,
     )
     arrival = {"rate-sweep": "poisson", "concurrency-sweep": "concurrency"}.get(scenario, scenario)
@@ -240,27 +281,19 @@ def run_cmd(
         raise InvalidConfigError("rate", None, f"--scenario {scenario} needs --rate REQ_PER_S")
     prog = RunProgress(label=scenario)
     with _live(prog, progress and json_out != "-"):
-        if scenario == "rate-sweep":
+        if sweep_bound:
+            concurrency_sweep = scenario == "concurrency-sweep"
             doc = run_async(
                 benchmark_sweep(
                     target,
                     sc,
-                    kind="rate",
-                    rates_rps=_floats(rates, "rates") or None,
-                    step_duration_s=step_duration,
-                    meta=meta,
-                    power=power,
-                    progress=prog,
-                )
-            )
-        elif scenario == "concurrency-sweep":
-            lv = [int(x) for x in _floats(levels or "1,2,4,8,16,32", "levels")]
-            doc = run_async(
-                benchmark_sweep(
-                    target,
-                    sc,
-                    kind="concurrency",
-                    concurrency_levels=lv,
+                    kind="concurrency" if concurrency_sweep else "rate",
+                    rates_rps=None if concurrency_sweep else (_floats(rates, "rates") or None),
+                    concurrency_levels=(
+                        [int(x) for x in _floats(levels or "1,2,4,8,16,32", "levels")]
+                        if concurrency_sweep
+                        else ()
+                    ),
                     step_duration_s=step_duration,
                     meta=meta,
                     power=power,
@@ -301,27 +334,23 @@ def suite_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run the standard, versioned suite against an endpoint (see docs/proving-ground.md)."""
-    from npucenter.bench.client import Target
-    from npucenter.bench.execute import TargetMeta
     from npucenter.bench.loadgen import RunProgress
     from npucenter.bench.runner import run_async
     from npucenter.bench.suite import SuiteOptions, run_suite
 
-    target = Target(
-        base_url=endpoint,
-        model=model,
+    target, meta = _target(
+        endpoint,
+        model,
         api_key=api_key,
         api=api,
         timeout_s=timeout,
         transport=transport,
-    )
-    meta = TargetMeta(
         device=device,
         catalog_model=catalog_model,
         tp=tp,
         max_num_seqs=max_num_seqs,
-        time_scale=engine_time_scale,
-        price_usd_per_hour=price,
+        engine_time_scale=engine_time_scale,
+        price=price,
         label=label,
     )
     opts = SuiteOptions(
