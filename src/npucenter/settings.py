@@ -1,7 +1,8 @@
 """Settings of the control plane, read once from the environment (and flags) at the edge.
 
-Owns: the data directory (platformdirs), the database URL, the admin key and the client's URL
-and key. Nothing here does I/O beyond reading ``os.environ`` and creating the data directory.
+Owns: the data directory (platformdirs), the database URL, the admin key, the client's URL
+and key, the center's tariff and the job runner's knobs. Nothing here does I/O beyond reading
+``os.environ`` and creating the data directory.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ from npucenter.errors import InvalidConfigError
 __all__ = [
     "DEFAULT_URL",
     "ENV_ADMIN_KEY",
+    "ENV_ADMISSION_INTERVAL",
     "ENV_API_KEY",
     "ENV_DATABASE_URL",
     "ENV_DATA_DIR",
+    "ENV_FLEET",
+    "ENV_JOB_RUNNER",
+    "ENV_TARIFF",
     "ENV_URL",
     "Settings",
     "default_data_dir",
     "normalize_database_url",
+    "parse_tariff",
 ]
 
 ENV_DATABASE_URL = "NPUCENTER_DATABASE_URL"
@@ -32,6 +38,14 @@ ENV_ADMIN_KEY = "NPUCENTER_ADMIN_KEY"
 ENV_URL = "NPUCENTER_URL"
 ENV_API_KEY = "NPUCENTER_API_KEY"
 ENV_DATA_DIR = "NPUCENTER_DATA_DIR"
+#: The center's own price list, e.g. ``rngd=1.0,h100=2.0,default=0.5`` (USD per device-hour).
+ENV_TARIFF = "NPUCENTER_TARIFF"
+#: A fleet YAML; its ``tariff_usd_per_device_hour`` is the tariff when NPUCENTER_TARIFF is unset.
+ENV_FLEET = "NPUCENTER_FLEET"
+#: ``0`` stops `npucenter up` from running admitted jobs as local processes.
+ENV_JOB_RUNNER = "NPUCENTER_JOB_RUNNER"
+#: Seconds between the job runner's periodic admission ticks.
+ENV_ADMISSION_INTERVAL = "NPUCENTER_ADMISSION_INTERVAL_S"
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -46,6 +60,9 @@ class Settings:
 
     ``database_url`` defaults to SQLite in ``data_dir``; a PostgreSQL URL
     (``postgresql://user@host/db``) is used with the psycopg 3 driver.
+    ``tariff_usd_per_device_hour`` is the center's own price list (device id or alias, or
+    ``"default"`` for every other device, -> USD per device-hour), a business setting of the
+    operator and never a device figure; empty means unpriced unless the fleet file has one.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -53,6 +70,10 @@ class Settings:
     admin_key: str | None = None
     url: str = DEFAULT_URL
     api_key: str | None = None
+    tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
+    fleet_path: Path | None = None
+    run_jobs: bool = True  # `npucenter up` runs admitted jobs as local processes
+    admission_interval_s: float = 2.0  # the job runner's periodic admission tick
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -64,6 +85,13 @@ class Settings:
                 "<hidden>",
                 "an admin key must be at least 16 characters",
                 hint="generate one with `python -c 'import secrets; print(secrets.token_urlsafe())'`",
+            )
+        for device, price in self.tariff_usd_per_device_hour.items():
+            if not price >= 0:
+                raise InvalidConfigError(f"{ENV_TARIFF}.{device}", price, "must be >= 0")
+        if not self.admission_interval_s > 0:
+            raise InvalidConfigError(
+                ENV_ADMISSION_INTERVAL, self.admission_interval_s, "must be > 0 seconds"
             )
 
     @classmethod
@@ -79,6 +107,10 @@ class Settings:
             admin_key=env.get(ENV_ADMIN_KEY) or None,
             url=(env.get(ENV_URL) or DEFAULT_URL).rstrip("/"),
             api_key=env.get(ENV_API_KEY) or None,
+            tariff_usd_per_device_hour=parse_tariff(env.get(ENV_TARIFF, "")),
+            fleet_path=Path(env[ENV_FLEET]).expanduser() if env.get(ENV_FLEET) else None,
+            run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
+            admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
         )
 
     @property
@@ -104,3 +136,35 @@ def normalize_database_url(url: str) -> str:
             "only sqlite:/// and postgresql:// URLs are supported",
         )
     return url
+
+
+def parse_tariff(text: str) -> dict[str, float]:
+    """``"rngd=1.0,h100=2.0,default=0.5"`` -> ``{"rngd": 1.0, "h100": 2.0, "default": 0.5}``."""
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        device, sep, price = item.partition("=")
+        try:
+            if not sep or not device.strip():
+                raise ValueError(item)
+            out[device.strip()] = float(price)
+        except ValueError:
+            raise InvalidConfigError(
+                ENV_TARIFF,
+                item,
+                "expected DEVICE=USD_PER_DEVICE_HOUR",
+                hint="e.g. rngd=1.0,h100=2.0",
+            ) from None
+    return out
+
+
+def _positive_float(text: str | None, default: float) -> float:
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidConfigError(
+            ENV_ADMISSION_INTERVAL, text, "must be a number of seconds"
+        ) from None

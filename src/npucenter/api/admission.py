@@ -52,12 +52,17 @@ def run_admission(control: ControlPlane) -> AdmissionReport:
 
 
 def admit_after_change(control: ControlPlane) -> AdmissionReport | None:
-    """Run a cycle after a committed change; a failing cycle is logged, never fails the change."""
+    """Run a cycle after a committed change; a failing cycle is logged, never fails the change.
+
+    The control plane's change listeners (the job runner) are told afterwards either way.
+    """
     try:
         return run_admission(control)
     except NpuCenterError as exc:
         log.warning("admission cycle failed after a change: %s", exc)
         return None
+    finally:
+        control.notify_change()
 
 
 def build_snapshot(repo: Repository, now_s: float) -> tuple[AdmissionSnapshot, list[Workload]]:

@@ -22,6 +22,7 @@ from npucenter.errors import NpuCenterError
 from npucenter.registry import Registry
 from npucenter.settings import Settings
 from npucenter.store import Database, upgrade
+from npucenter.store.rates import CardRates
 
 __all__ = [
     "SERVER_EXTENSIONS",
@@ -30,6 +31,7 @@ __all__ = [
     "ServerExtension",
     "add_lifespan_hook",
     "build_server_app",
+    "center_rates",
     "create_app",
 ]
 
@@ -43,7 +45,7 @@ ServerExtension = Callable[[FastAPI, Settings], None]
 #: What `npucenter up` adds to the control plane (gateway at /v1, dashboard, virtual fleet).
 SERVER_EXTENSIONS = Registry[ServerExtension]("server extension")
 #: Modules imported by :func:`build_server_app` so that they register their extensions.
-SERVER_EXTENSION_MODULES: tuple[str, ...] = ("npucenter.web.extension",)
+SERVER_EXTENSION_MODULES: tuple[str, ...] = ("npucenter.web.extension", "npucenter.api.runner")
 
 
 def create_app(
@@ -70,7 +72,7 @@ def create_app(
     if migrate:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
-    control = ControlPlane(settings=settings, db=db)
+    control = ControlPlane(settings=settings, db=db, rates=center_rates(settings))
     if now_s is not None:
         control.now_s = now_s
     with control.tx() as repo:
@@ -130,6 +132,20 @@ def build_server_app(settings: Settings, *, now_s: Callable[[], float] | None = 
         log.info("adding server extension %s", name)
         extension(app, settings)
     return app
+
+
+def center_rates(settings: Settings) -> CardRates:
+    """The ledger's rates: the center's tariff from settings, else from the fleet file.
+
+    Prices are the operator's (``NPUCENTER_TARIFF`` or the fleet file's
+    ``tariff_usd_per_device_hour``), never package data; with neither, rows carry no cost.
+    """
+    tariff = dict(settings.tariff_usd_per_device_hour)
+    if not tariff and settings.fleet_path is not None:
+        from npucenter.fleet import load_fleet
+
+        tariff = dict(load_fleet(settings.fleet_path).tariff_usd_per_device_hour)
+    return CardRates.from_tariff(tariff)
 
 
 def add_lifespan_hook(app: FastAPI, hook: LifespanHook) -> None:

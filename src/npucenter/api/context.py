@@ -19,6 +19,7 @@ from npucenter.errors import AuthenticationError, InvalidConfigError, Permission
 from npucenter.settings import Settings
 from npucenter.store.db import Database
 from npucenter.store.models import Tenant
+from npucenter.store.rates import CardRates
 from npucenter.store.repository import Principal, Repository
 
 __all__ = ["ControlPlane", "RequestContext", "admin_context", "caller_context"]
@@ -29,19 +30,29 @@ class ControlPlane:
     """The services one app holds: settings, the database, the wall clock and the cycle lock.
 
     ``now_s`` returns epoch seconds; tests inject a fake. ``admission_lock`` serialises
-    admission cycles within the process (one server process per database).
+    admission cycles within the process (one server process per database). ``rates`` prices
+    held cards on the ledger (modelled power, the center's tariff). ``on_change`` callables
+    run after every admission cycle that follows a change (the job runner wakes up on them);
+    they must be quick and thread-safe.
     """
 
     settings: Settings
     db: Database
     now_s: Callable[[], float] = time.time
     admission_lock: threading.Lock = field(default_factory=threading.Lock)
+    rates: CardRates = field(default_factory=CardRates)
+    on_change: list[Callable[[], None]] = field(default_factory=list)
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:
         """One transaction as a Repository."""
         with self.db.session() as session:
-            yield Repository(session, self.now_s)
+            yield Repository(session, self.now_s, self.rates)
+
+    def notify_change(self) -> None:
+        """Tell the ``on_change`` listeners that jobs or capacity changed."""
+        for listener in list(self.on_change):
+            listener()
 
     def authenticate(self, secret: str) -> Principal:
         """The principal of an API key secret (the gateway calls this too)."""

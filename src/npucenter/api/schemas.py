@@ -267,6 +267,13 @@ class JobOut(_Out):
     num_preemptions: int
     created_at_s: float
     updated_at_s: float
+    started_at_s: float | None = None
+    finished_at_s: float | None = None
+    exit_code: int | None = None  # of the last run (negative: killed by that signal)
+    log_tail: str | None = None  # the end of the last run's output (bounded)
+    failure_code: str | None = None  # why it failed: exit_code, not_supported, cannot_start
+    failure_reason: str | None = None
+    has_result: bool = False  # GET /api/jobs/{id}/result
 
 
 class JobEventOut(_Out):

@@ -154,9 +154,13 @@ def placements(repo: Repository) -> tuple[dict[int, Server], dict[int, list[Allo
     return servers, by_replica
 
 
-def job_out(repo: Repository, job: Job, names: dict[int, str]) -> JobOut:
-    """A job with the name of its server."""
+def job_out(
+    repo: Repository, job: Job, names: dict[int, str], with_results: set[int] | None = None
+) -> JobOut:
+    """A job with the name of its server (``with_results``: ids known to have a result)."""
     server = repo.session.get(Server, job.server_id) if job.server_id is not None else None
+    if with_results is None:
+        with_results = repo.jobs_with_results([job.id])
     return JobOut(
         id=job.id,
         tenant_id=job.tenant_id,
@@ -174,6 +178,13 @@ def job_out(repo: Repository, job: Job, names: dict[int, str]) -> JobOut:
         num_preemptions=job.num_preemptions,
         created_at_s=job.created_at_s,
         updated_at_s=job.updated_at_s,
+        started_at_s=job.started_at_s,
+        finished_at_s=job.finished_at_s,
+        exit_code=job.exit_code,
+        log_tail=job.log_tail,
+        failure_code=job.failure_code,
+        failure_reason=job.failure_reason,
+        has_result=job.id in with_results,
     )
 
 

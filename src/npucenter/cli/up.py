@@ -41,9 +41,9 @@ def up(
 
     from npucenter.api.app import build_server_app
 
-    settings = Settings.from_env(data_dir=data_dir)
-    if fleet is not None:  # read by npucenter.gateway.server (the gateway extension)
+    if fleet is not None:  # read by the gateway extension and by Settings (the fleet's tariff)
         os.environ["NPUCENTER_FLEET"] = str(fleet)
+    settings = Settings.from_env(data_dir=data_dir)
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     event,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Deployment",
     "Job",
     "JobEvent",
+    "JobResult",
     "Quota",
     "Replica",
     "Server",
@@ -185,6 +187,27 @@ class Job(Base):
     created_at_s: Mapped[float] = mapped_column(Float)
     updated_at_s: Mapped[float] = mapped_column(Float)
     admitted_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What the runner saw (migration 0003): the last run's exit code and bounded log tail, and
+    # why the job failed when no exit code says it (e.g. ``not_supported``: an image job).
+    started_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failure_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    runner: Mapped[str | None] = mapped_column(String(32), nullable=True)  # "local" | None
+
+
+class JobResult(Base):
+    """A job's result document (a benchmark's JSON), at most one per job; replaced on upload."""
+
+    __tablename__ = "job_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    num_bytes: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(16))  # "runner" (result file) | "upload"
+    created_at_s: Mapped[float] = mapped_column(Float)
 
 
 class JobEvent(Base):

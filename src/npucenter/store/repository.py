@@ -34,12 +34,14 @@ from npucenter.store.models import (
     Deployment,
     Job,
     JobEvent,
+    JobResult,
     Quota,
     Replica,
     Server,
     Tenant,
     UsageEntry,
 )
+from npucenter.store.rates import CardRates
 
 __all__ = [
     "HEALTH_STATES",
@@ -47,6 +49,8 @@ __all__ = [
     "JOB_STATES",
     "JOB_TRANSITIONS",
     "KEY_PREFIX",
+    "MAX_LOG_TAIL_CHARS",
+    "MAX_RESULT_BYTES",
     "PRIORITY_CLASSES",
     "TENANT_KINDS",
     "Principal",
@@ -76,6 +80,8 @@ JOB_TRANSITIONS: dict[str, frozenset[str]] = {
     "cancelled": frozenset(),
 }
 _HOLDING_STATES = frozenset({"admitted", "running"})
+MAX_LOG_TAIL_CHARS = 8192  # the stored log tail of a job run (its end is kept)
+MAX_RESULT_BYTES = 16 * 1024 * 1024  # a result document, as compact JSON
 
 
 def new_secret() -> str:
@@ -122,11 +128,18 @@ class QuotaView:
 
 
 class Repository:
-    """Reads and writes of one transaction; ``now_s`` gives epoch seconds (injected)."""
+    """Reads and writes of one transaction; ``now_s`` gives epoch seconds (injected).
 
-    def __init__(self, session: Session, now_s: Callable[[], float]) -> None:
+    ``rates`` prices held cards on the ledger (energy from modelled power, cost from the
+    center's tariff); by default energy is modelled and nothing is priced.
+    """
+
+    def __init__(
+        self, session: Session, now_s: Callable[[], float], rates: CardRates | None = None
+    ) -> None:
         self.session = session
         self.now_s = now_s
+        self.rates = rates or CardRates()
 
     # --- tenants ------------------------------------------------------------------------
     def create_tenant(self, name: str, kind: str) -> Tenant:
@@ -591,8 +604,13 @@ class Repository:
         stmt = select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)
         return list(self.session.scalars(stmt))
 
-    def transition_job(self, job: Job, to_state: str, *, reason: str = "") -> Job:
-        """Move a job along the state machine, releasing and billing its cards when it stops."""
+    def transition_job(
+        self, job: Job, to_state: str, *, reason: str = "", energy_j: float | None = None
+    ) -> Job:
+        """Move a job along the state machine, releasing and billing its cards when it stops.
+
+        ``energy_j``: the cards' measured energy since the last billing (else modelled).
+        """
         _check_choice("state", to_state, JOB_STATES)
         if to_state not in JOB_TRANSITIONS[job.state]:
             allowed = ", ".join(sorted(JOB_TRANSITIONS[job.state])) or "none (terminal)"
@@ -606,7 +624,14 @@ class Repository:
                 self.session.scalars(select(Allocation).where(Allocation.job_id == job.id))
             )
             kind = "preemption" if to_state == "preempted" else "job"
-            self._bill(allocs, job.tenant_id, job.device_type, kind, f"job:{job.id} {to_state}")
+            self._bill(
+                allocs,
+                job.tenant_id,
+                job.device_type,
+                kind,
+                f"job:{job.id} {to_state}",
+                energy_j=energy_j,
+            )
             job.server_id = None
             job.borrowed_cards = 0
         if to_state == "preempted":
@@ -643,10 +668,107 @@ class Repository:
             )
         return job
 
-    def preempt_job(self, job: Job, *, reason: str) -> Job:
+    def preempt_job(self, job: Job, *, reason: str, energy_j: float | None = None) -> Job:
         """Preempt a job and put it back in the queue (two history rows, one ledger row)."""
-        self.transition_job(job, "preempted", reason=reason)
+        self.transition_job(job, "preempted", reason=reason, energy_j=energy_j)
         return self.transition_job(job, "queued", reason="requeued after preemption")
+
+    # --- job runs (the job runner) --------------------------------------------------------
+    def start_job_run(self, job: Job, *, runner: str, reason: str) -> Job:
+        """admitted -> running, started by ``runner``; clears what an earlier run left."""
+        self.transition_job(job, "running", reason=reason)
+        job.runner = runner
+        job.started_at_s = self.now_s()
+        job.finished_at_s = None
+        job.exit_code = None
+        job.log_tail = None
+        job.failure_code = None
+        job.failure_reason = None
+        return job
+
+    def finish_job_run(
+        self,
+        job: Job,
+        *,
+        exit_code: int | None,
+        log_tail: str = "",
+        failure_code: str | None = None,
+        failure_reason: str | None = None,
+        energy_j: float | None = None,
+    ) -> Job:
+        """The run ended: succeeded (exit code 0, no failure) or failed; cards billed.
+
+        ``failure_code``/``failure_reason`` say why when no exit code does (an image job the
+        local runner cannot run, a command that would not start).
+        """
+        ok = exit_code == 0 and failure_code is None
+        if failure_code is None and not ok:
+            failure_code = "exit_code"
+            failure_reason = failure_reason or f"the command exited with code {exit_code}"
+        reason = "exited with code 0" if ok else (failure_reason or "failed")
+        self.transition_job(
+            job, "succeeded" if ok else "failed", reason=reason[:512], energy_j=energy_j
+        )
+        job.exit_code = exit_code
+        job.log_tail = log_tail[-MAX_LOG_TAIL_CHARS:] if log_tail else None
+        job.failure_code = failure_code
+        job.failure_reason = failure_reason[:1024] if failure_reason else None
+        job.finished_at_s = self.now_s()
+        return job
+
+    def set_job_result(self, job: Job, document: dict[str, Any], *, source: str) -> JobResult:
+        """Attach (or replace) the job's result document; at most MAX_RESULT_BYTES as JSON."""
+        import json
+
+        if not isinstance(document, dict):
+            raise InvalidConfigError(
+                "result", type(document).__name__, "a result must be a JSON object"
+            )
+        num_bytes = len(json.dumps(document, separators=(",", ":"), allow_nan=False))
+        if num_bytes > MAX_RESULT_BYTES:
+            raise InvalidConfigError(
+                "result",
+                f"{num_bytes} bytes",
+                f"larger than {MAX_RESULT_BYTES} bytes",
+                hint="drop per-request records (keep the summary) before uploading",
+            )
+        row = self.session.scalar(select(JobResult).where(JobResult.job_id == job.id))
+        if row is None:
+            row = JobResult(job_id=job.id)
+            self.session.add(row)
+        row.document = document
+        row.num_bytes = num_bytes
+        row.source = source
+        row.created_at_s = self.now_s()
+        self.session.flush()
+        return row
+
+    def job_result(self, job: Job) -> JobResult:
+        """The job's result document; NotFoundError when it has none."""
+        row = self.session.scalar(select(JobResult).where(JobResult.job_id == job.id))
+        if row is None:
+            raise NotFoundError("job result", str(job.id))
+        return row
+
+    def jobs_with_results(self, job_ids: Iterable[int]) -> set[int]:
+        """Which of ``job_ids`` have a result document."""
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        stmt = select(JobResult.job_id).where(JobResult.job_id.in_(ids))
+        return set(self.session.scalars(stmt))
+
+    def job_cards(self, job: Job) -> tuple[str | None, list[int]]:
+        """The server name and card indexes a job holds now (None, [] when it holds none)."""
+        stmt = (
+            select(Server.name, Card.index)
+            .join(Card, Card.server_id == Server.id)
+            .join(Allocation, Allocation.card_id == Card.id)
+            .where(Allocation.job_id == job.id)
+            .order_by(Card.index)
+        )
+        rows = list(self.session.execute(stmt))
+        return (rows[0][0] if rows else None), [int(r[1]) for r in rows]
 
     # --- usage ledger -------------------------------------------------------------------
     def append_usage(
@@ -762,8 +884,13 @@ class Repository:
         ref: str,
         *,
         release: bool = True,
+        energy_j: float | None = None,
     ) -> tuple[float, list[UsageEntry]]:
-        """Append one ledger row for the cards' device-seconds since their billing cursor."""
+        """Append one ledger row for the cards' device-seconds since their billing cursor.
+
+        Energy is ``energy_j`` when measured, else device-seconds times the modelled power of
+        a card; cost is the tariff's price of the device-seconds (see :mod:`.rates`).
+        """
         now = self.now_s()
         allocs = list(allocs)
         used = sum(max(0.0, now - a.since_s) for a in allocs)
@@ -775,6 +902,10 @@ class Repository:
                     kind=kind,
                     device_type=device_type,
                     device_seconds=used,
+                    energy_j=max(0.0, energy_j)
+                    if energy_j is not None
+                    else used * self.rates.power_w(device_type),
+                    cost_usd=self.rates.cost_usd(device_type, used),
                     ref=ref,
                     at_s=now,
                 )

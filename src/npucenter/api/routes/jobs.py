@@ -1,8 +1,15 @@
-"""Jobs: submit, list, history, cancel; executors (admin keys) report running/succeeded/failed."""
+"""Jobs: submit, list, history, cancel, results; executors (admin keys) report their states.
+
+`npucenter up` runs admitted jobs itself (:mod:`npucenter.api.runner`); an external executor
+reports running/succeeded/failed through ``POST /api/jobs/{id}/state``. A job's result document
+(a benchmark's JSON) is attached by the runner or uploaded with ``PUT /api/jobs/{id}/result``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, status
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, status
 
 from npucenter.api.admission import admit_after_change, check_admissible
 from npucenter.api.context import RequestContext, caller_context
@@ -44,7 +51,9 @@ def list_jobs(
     """Jobs: all (admin) or the caller's, optionally in one state."""
     with ctx.tx() as repo:
         names = tenant_names(repo)
-        return [job_out(repo, j, names) for j in repo.list_jobs(tenant_id=ctx.scope, state=state)]
+        jobs = repo.list_jobs(tenant_id=ctx.scope, state=state)
+        results = repo.jobs_with_results(j.id for j in jobs)
+        return [job_out(repo, j, names, results) for j in jobs]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
@@ -83,3 +92,24 @@ def set_job_state(
 def cancel_job(job_id: int, ctx: RequestContext = Depends(caller_context)) -> JobOut:
     """Cancel a job (its cards are freed and billed)."""
     return set_job_state(job_id, JobStateIn(state="cancelled", reason="cancelled"), ctx)
+
+
+@router.get("/jobs/{job_id}/result", response_model=dict[str, Any])
+def get_job_result(job_id: int, ctx: RequestContext = Depends(caller_context)) -> dict[str, Any]:
+    """The job's result document (a benchmark job's JSON); 404 until it has one."""
+    with ctx.tx() as repo:
+        return dict(repo.job_result(repo.get_job(job_id, tenant_id=ctx.scope)).document)
+
+
+@router.put("/jobs/{job_id}/result", response_model=JobOut)
+def put_job_result(
+    job_id: int,
+    document: dict[str, Any] = Body(..., description="A JSON object, at most 16 MiB."),
+    ctx: RequestContext = Depends(caller_context),
+) -> JobOut:
+    """Attach (or replace) the job's result: its tenant or an admin (`bench run --submit`)."""
+    with ctx.tx() as repo:
+        job = repo.get_job(job_id, tenant_id=ctx.scope)
+        repo.set_job_result(job, document, source="upload")
+    with ctx.tx() as repo:
+        return job_out(repo, repo.get_job(job_id), tenant_names(repo))

@@ -1,0 +1,84 @@
+"""The ``jobs`` server extension: `npucenter up` runs admitted jobs as local processes.
+
+Wires :class:`npucenter.executors.jobs.JobRunner` to the control plane: its ticks run the
+admission cycle (so jobs are admitted when capacity frees) and every committed change wakes it.
+``NPUCENTER_JOB_RUNNER=0`` leaves jobs to an external executor (which reports their states
+through ``POST /api/jobs/{id}/state``); ``NPUCENTER_ADMISSION_INTERVAL_S`` sets the tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from npucenter.api.admission import run_admission
+from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
+from npucenter.api.context import ControlPlane
+from npucenter.executors.jobs import JobRunner
+from npucenter.fleet import default_fleet
+from npucenter.settings import Settings
+from npucenter.store.rates import CardRates
+
+__all__ = ["install_job_runner", "job_runner_hook", "make_job_runner"]
+
+log = logging.getLogger(__name__)
+
+
+def make_job_runner(
+    control: ControlPlane, *, interval_s: float | None = None, **kwargs: Any
+) -> JobRunner:
+    """A runner over ``control``'s store; jobs run in ``<data dir>/jobs/job-<id>``."""
+    settings = control.settings
+    return JobRunner(
+        tx=control.tx,
+        admit=lambda: run_admission(control),
+        work_dir=settings.data_dir / "jobs",
+        interval_s=settings.admission_interval_s if interval_s is None else interval_s,
+        **kwargs,
+    )
+
+
+def job_runner_hook(runner: JobRunner) -> Any:
+    """A lifespan hook that runs ``runner`` with the app and stops it (killing its jobs) after."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        control: ControlPlane = app.state.control
+        task = asyncio.create_task(runner.run_forever(), name="job-runner")
+        control.on_change.append(runner.wake)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                control.on_change.remove(runner.wake)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            requeued = await runner.shutdown()
+            if requeued:
+                log.info("stopped jobs %s with the center; they are queued again", requeued)
+
+    return run
+
+
+def install_job_runner(app: FastAPI, settings: Settings) -> None:
+    """Run admitted jobs as local processes while the app serves (``npucenter up``)."""
+    control: ControlPlane = app.state.control
+    if not control.rates.is_priced and not settings.tariff_usd_per_device_hour:
+        # The embedded default: the same example price list the gateway meters tokens at.
+        control.rates = CardRates.from_tariff(default_fleet().tariff_usd_per_device_hour)
+    if not settings.run_jobs:
+        log.info("job runner off (NPUCENTER_JOB_RUNNER=0): an external executor reports jobs")
+        return
+    runner = make_job_runner(control)
+    app.state.job_runner = runner
+    add_lifespan_hook(app, job_runner_hook(runner))
+
+
+if "jobs" not in SERVER_EXTENSIONS:
+    SERVER_EXTENSIONS.add("jobs", install_job_runner)

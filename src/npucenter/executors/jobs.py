@@ -1,0 +1,514 @@
+"""Jobs as local subprocesses: start what admission admitted, record how it ended, kill what lost its cards.
+
+NOTE(executors): the store owns every job's state; the runner only holds the processes. One
+tick (periodic, and at once after every change the API commits): (1) an admission cycle, so
+queued jobs are admitted when capacity frees; (2) a process whose job no longer runs under this
+run (preempted, cancelled, failed by an admin, re-admitted) is killed: SIGTERM to its process
+group, SIGKILL after ``grace_s``; (3) an exited process is recorded: running -> succeeded |
+failed with its exit code and a bounded log tail, its result file attached, its cards billed
+(with measured energy when a telemetry reader sees the cards); (4) admitted jobs are started:
+admitted -> running is written first, then the command is spawned (argv, no shell) with the
+job's cards in its environment; a command that cannot start fails the job. A job with only a
+container image fails with ``not_supported``: a container executor (Ray) is the way to run
+images. Children never outlive the runner: the guards of :mod:`npucenter.executors.local`
+(process groups, PR_SET_PDEATHSIG, an atexit hook); spawn from a thread that outlives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from npucenter.clock import Clock, SystemClock
+from npucenter.engines.base import device_family
+from npucenter.engines.furiosa import furiosa_devices_arg
+from npucenter.errors import NotSupportedError, NpuCenterError
+from npucenter.executors.local import _HAS_PRCTL, _die_with_parent, _signal_group, _terminate
+from npucenter.store.models import Job
+from npucenter.store.repository import MAX_LOG_TAIL_CHARS, Repository
+
+__all__ = [
+    "ENV_CARDS",
+    "ENV_JOB_ID",
+    "ENV_RESULT_PATH",
+    "RUNNER_NAME",
+    "VISIBLE_DEVICES_ENV",
+    "JobRunner",
+    "TickReport",
+    "job_environment",
+]
+
+log = logging.getLogger(__name__)
+
+RUNNER_NAME = "local"
+ENV_JOB_ID = "NPUCENTER_JOB_ID"
+ENV_CARDS = "NPUCENTER_CARDS"  # the card indexes on the job's server, e.g. "0,1"
+ENV_RESULT_PATH = "NPUCENTER_RESULT_PATH"  # a JSON object written here becomes the job's result
+#: The visible-devices variable of each device family, as the engines launch their servers
+#: (engines/vllm.py: CUDA_VISIBLE_DEVICES, engines/rbln.py: RBLN_DEVICES). furiosa-llm takes
+#: ``--devices npu:0,npu:1`` instead, given as NPUCENTER_FURIOSA_DEVICES.
+VISIBLE_DEVICES_ENV: Mapping[str, str] = {
+    "gpu": "CUDA_VISIBLE_DEVICES",
+    "rbln": "RBLN_DEVICES",
+    "rngd": "NPUCENTER_FURIOSA_DEVICES",
+}
+# The server's own secrets never reach a tenant's job.
+_SECRET_ENV = frozenset({"NPUCENTER_ADMIN_KEY", "NPUCENTER_API_KEY", "NPUCENTER_DATABASE_URL"})
+_NUM_TAIL_LINES = 64
+_LIVE_RUNNERS: weakref.WeakSet[JobRunner] = weakref.WeakSet()
+
+
+@dataclass(slots=True)
+class TickReport:
+    """What one tick did (job ids)."""
+
+    started: list[int] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)  # succeeded or failed after running
+    refused: list[int] = field(default_factory=list)  # failed without running (image, no start)
+    killed: list[int] = field(default_factory=list)  # lost their cards (preempted, cancelled)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _JobView:
+    job_id: int
+    state: str
+    kind: str
+    device_type: str
+    image: str | None
+    command: tuple[str, ...]
+    admitted_at_s: float | None
+    runner: str | None
+    server: str | None
+    cards: tuple[int, ...]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Run:
+    view: _JobView
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    result_path: Path
+    last_sample_s: float
+    last_power_w: float | None = None
+    energy_j: float | None = None  # measured, when telemetry sees the cards
+
+
+def job_environment(
+    view_id: int,
+    *,
+    kind: str,
+    device_type: str,
+    server: str | None,
+    cards: Sequence[int],
+    result_path: Path,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a job's process: the server's, minus its secrets, plus the job's cards."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _SECRET_ENV}
+    indexes = ",".join(str(i) for i in cards)
+    env.update(
+        {
+            ENV_JOB_ID: str(view_id),
+            "NPUCENTER_JOB_KIND": kind,
+            "NPUCENTER_DEVICE_TYPE": device_type,
+            "NPUCENTER_SERVER": server or "",
+            ENV_CARDS: indexes,
+            "NPUCENTER_NUM_CARDS": str(len(cards)),
+            ENV_RESULT_PATH: str(result_path),
+        }
+    )
+    family = device_family(device_type)
+    env[VISIBLE_DEVICES_ENV[family]] = (
+        furiosa_devices_arg(tuple(cards)) if family == "rngd" else indexes
+    )
+    return env
+
+
+class JobRunner:
+    """Runs the center's admitted jobs as local processes (the embedded default).
+
+    Args:
+        tx: opens one store transaction as a Repository (``ControlPlane.tx``).
+        admit: runs one admission cycle (``lambda: run_admission(control)``).
+        work_dir: each job runs in ``work_dir/job-<id>`` (log, result file).
+        interval_s: seconds between periodic ticks (:meth:`wake` ticks at once).
+        grace_s: SIGTERM to SIGKILL.
+        telemetry: an optional reader of this node's cards (``npucenter.telemetry``); when it
+            sees a job's cards, the job's ledger row carries their measured energy.
+        clock: monotonic time for energy integration (injected in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        tx: Callable[[], AbstractContextManager[Repository]],
+        admit: Callable[[], object],
+        work_dir: str | Path,
+        interval_s: float = 2.0,
+        grace_s: float = 5.0,
+        telemetry: Any | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._tx = tx
+        self._admit = admit
+        self.work_dir = Path(work_dir)
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.telemetry = telemetry
+        self.clock = clock or SystemClock()
+        self._runs: dict[int, _Run] = {}
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick_lock: asyncio.Lock | None = None
+        _LIVE_RUNNERS.add(self)
+
+    # --- life cycle ---------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        """Recover, then tick every ``interval_s`` (or at once when woken) until cancelled."""
+        self._bind_loop()
+        assert self._wake is not None
+        await self.recover()
+        while True:
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except NpuCenterError as exc:  # one bad tick never stops the runner
+                log.warning("job runner tick failed: %s", exc)
+            except Exception:
+                log.exception("job runner tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+
+    def wake(self) -> None:
+        """Tick as soon as possible (thread-safe; the API calls it after every change)."""
+        loop, event = self._loop, self._wake
+        if loop is None or event is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between
+            loop.call_soon_threadsafe(event.set)
+
+    async def recover(self) -> list[int]:
+        """Requeue jobs a previous runner left ``running`` (the center stopped under them)."""
+        return await asyncio.to_thread(self._requeue_orphaned)
+
+    async def shutdown(self) -> list[int]:
+        """Kill every process (SIGTERM, then SIGKILL) and requeue its job; returns their ids."""
+        runs = list(self._runs.values())
+        self._runs.clear()
+        await asyncio.gather(*(_terminate(r.proc, self.grace_s) for r in runs))
+        ids = [r.view.job_id for r in runs]
+        if ids:
+            await asyncio.to_thread(self._requeue, ids, "the center stopped while it ran")
+        return ids
+
+    def running_pids(self) -> dict[int, int]:
+        """job id -> pid of the processes this runner holds."""
+        return {job_id: run.proc.pid for job_id, run in self._runs.items()}
+
+    def kill_all_now(self) -> None:
+        """Synchronously SIGTERM, then SIGKILL, every live child (the ``atexit`` hook)."""
+        procs = [r.proc for r in self._runs.values() if r.proc.poll() is None]
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=1.0)
+
+    # --- one tick -----------------------------------------------------------------------
+    async def tick(self) -> TickReport:
+        """Admit, kill what lost its cards, record what exited, start what was admitted."""
+        self._bind_loop()
+        assert self._tick_lock is not None
+        async with self._tick_lock:
+            report = TickReport()
+            await asyncio.to_thread(self._admit)
+            views = await asyncio.to_thread(self._load)
+            await self._kill_moved_on(views, report)
+            await self._sample_power()
+            exited = [r for r in self._runs.values() if r.proc.poll() is not None]
+            for run in exited:
+                del self._runs[run.view.job_id]
+                if await asyncio.to_thread(self._record_exit, run):
+                    report.finished.append(run.view.job_id)
+            if exited:  # their cards are free: admit again before starting
+                await asyncio.to_thread(self._admit)
+                views = await asyncio.to_thread(self._load)
+            for view in views.values():
+                if view.state == "admitted" and view.job_id not in self._runs:
+                    await self._start(view, report)
+            return report
+
+    async def _kill_moved_on(self, views: dict[int, _JobView], report: TickReport) -> None:
+        for job_id, run in list(self._runs.items()):
+            view = views.get(job_id)
+            if (
+                view is not None
+                and view.state == "running"
+                and view.admitted_at_s == run.view.admitted_at_s
+            ):
+                continue
+            del self._runs[job_id]
+            await _terminate(run.proc, self.grace_s)
+            report.killed.append(job_id)
+            log.info("killed job %d (pid %d): it lost its cards", job_id, run.proc.pid)
+
+    async def _start(self, view: _JobView, report: TickReport) -> None:
+        if not view.command:
+            err = NotSupportedError(
+                f"the container image {view.image!r} on the local job runner",
+                "it starts commands as local processes and cannot run images",
+                hint="give the job a command (argv), or run the center with a container "
+                "executor (Ray; see docs/control-plane.md)",
+            )
+            if await asyncio.to_thread(
+                self._fail_unstarted, view, err.code, f"{err.message}; {err.hint}"
+            ):
+                report.refused.append(view.job_id)
+            return
+        if not await asyncio.to_thread(self._mark_running, view):
+            return
+        try:
+            run = self._spawn(view)
+        except OSError as exc:
+            reason = f"the command could not start: {exc}"
+            await asyncio.to_thread(self._fail_running, view, "cannot_start", reason)
+            report.refused.append(view.job_id)
+            return
+        self._runs[view.job_id] = run
+        report.started.append(view.job_id)
+
+    # --- processes (event-loop thread) ----------------------------------------------------
+    def _spawn(self, view: _JobView) -> _Run:
+        run_dir = self.work_dir / f"job-{view.job_id}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path, result_path = run_dir / "output.log", run_dir / "result.json"
+        result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
+        env = job_environment(
+            view.job_id,
+            kind=view.kind,
+            device_type=view.device_type,
+            server=view.server,
+            cards=view.cards,
+            result_path=result_path,
+        )
+        parent = os.getpid()
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                list(view.command),
+                env=env,
+                cwd=run_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=(lambda: _die_with_parent(parent)) if _HAS_PRCTL else None,
+            )
+        log.info("started job %d (pid %d): %s", view.job_id, proc.pid, view.command[0])
+        return _Run(
+            view=view,
+            proc=proc,
+            log_path=log_path,
+            result_path=result_path,
+            last_sample_s=self.clock.now_s(),
+        )
+
+    async def _sample_power(self) -> None:
+        if self.telemetry is None or not self._runs:
+            return
+        try:
+            samples = await self.telemetry.sample()
+        except NpuCenterError as exc:
+            log.warning("job power not measured this tick: %s", exc)
+            return
+        now = self.clock.now_s()
+        for run in self._runs.values():
+            family = device_family(run.view.device_type)
+            seen = [
+                s.power_w
+                for s in samples
+                if device_family(s.device_type) == family and _index(s.source_id) in run.view.cards
+            ]
+            if len(seen) < len(run.view.cards):
+                continue  # the reader does not see every card of the job: stay modelled
+            power_w = float(sum(seen))
+            run.energy_j = (run.energy_j or 0.0) + power_w * max(0.0, now - run.last_sample_s)
+            run.last_sample_s, run.last_power_w = now, power_w
+
+    # --- store (worker threads) -----------------------------------------------------------
+    def _load(self) -> dict[int, _JobView]:
+        with self._tx() as repo:
+            jobs = repo.list_jobs(state="admitted") + repo.list_jobs(state="running")
+            ours = set(self._runs) - {j.id for j in jobs}
+            jobs += [repo.get_job(i) for i in sorted(ours) if _exists(repo, i)]
+            return {j.id: _view(repo, j) for j in jobs}
+
+    def _mark_running(self, view: _JobView) -> bool:
+        with self._guard(view.job_id, "start"), self._tx() as repo:
+            job = repo.get_job(view.job_id)
+            if job.state != "admitted" or job.admitted_at_s != view.admitted_at_s:
+                return False
+            repo.start_job_run(
+                job,
+                runner=RUNNER_NAME,
+                reason=f"started on {view.server} cards {','.join(map(str, view.cards))}",
+            )
+            return True
+        return False
+
+    def _fail_unstarted(self, view: _JobView, code: str, reason: str) -> bool:
+        with self._guard(view.job_id, "refuse"), self._tx() as repo:
+            job = repo.get_job(view.job_id)
+            if job.state != "admitted" or job.admitted_at_s != view.admitted_at_s:
+                return False
+            repo.finish_job_run(job, exit_code=None, failure_code=code, failure_reason=reason)
+            return True
+        return False
+
+    def _fail_running(self, view: _JobView, code: str, reason: str) -> None:
+        with self._guard(view.job_id, "fail"), self._tx() as repo:
+            job = repo.get_job(view.job_id)
+            if job.state == "running":
+                repo.finish_job_run(job, exit_code=None, failure_code=code, failure_reason=reason)
+
+    def _record_exit(self, run: _Run) -> bool:
+        code = run.proc.returncode
+        tail = _read_tail(run.log_path)
+        document, note = _read_result(run.result_path)
+        if note:
+            tail = f"{tail}\n[npucenter] {note}".strip()
+        energy_j = run.energy_j
+        if energy_j is not None and run.last_power_w is not None:
+            energy_j += run.last_power_w * max(0.0, self.clock.now_s() - run.last_sample_s)
+        with self._guard(run.view.job_id, "record"), self._tx() as repo:
+            job = repo.get_job(run.view.job_id)
+            if job.state != "running" or job.admitted_at_s != run.view.admitted_at_s:
+                return False  # it moved on (cancelled, preempted) while it exited
+            if document is not None:
+                try:
+                    repo.set_job_result(job, document, source="runner")
+                except NpuCenterError as exc:  # too large: the run still ends
+                    tail = f"{tail}\n[npucenter] result file ignored: {exc}".strip()
+            reason = f"the command was killed by signal {-code}" if code < 0 else None
+            repo.finish_job_run(
+                job, exit_code=code, log_tail=tail, failure_reason=reason, energy_j=energy_j
+            )
+            log.info("job %d exited with code %d", job.id, code)
+            return True
+        return False
+
+    def _requeue(self, job_ids: Sequence[int], reason: str) -> None:
+        for job_id in job_ids:
+            with self._guard(job_id, "requeue"), self._tx() as repo:
+                job = repo.get_job(job_id)
+                if job.state == "running":
+                    repo.preempt_job(job, reason=reason)
+
+    def _requeue_orphaned(self) -> list[int]:
+        with self._tx() as repo:
+            ids = [
+                j.id
+                for j in repo.list_jobs(state="running")
+                if j.runner == RUNNER_NAME and j.id not in self._runs
+            ]
+        self._requeue(ids, "the center restarted while it ran; requeued")
+        if ids:
+            log.warning("requeued jobs %s left running by a stopped center", ids)
+        return ids
+
+    @contextlib.contextmanager
+    def _guard(self, job_id: int, what: str) -> Iterator[None]:
+        # A write that lost a race (a cancel, a cycle) is logged; the next tick sees the truth.
+        try:
+            yield
+        except NpuCenterError as exc:
+            log.warning("job %d: %s skipped: %s", job_id, what, exc)
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._wake = asyncio.Event()
+            self._tick_lock = asyncio.Lock()
+
+
+def _exists(repo: Repository, job_id: int) -> bool:
+    try:
+        repo.get_job(job_id)
+    except NpuCenterError:
+        return False
+    return True
+
+
+def _view(repo: Repository, job: Job) -> _JobView:
+    server, cards = repo.job_cards(job)
+    return _JobView(
+        job_id=job.id,
+        state=job.state,
+        kind=job.kind,
+        device_type=job.device_type,
+        image=job.image,
+        command=tuple(job.command or ()),
+        admitted_at_s=job.admitted_at_s,
+        runner=job.runner,
+        server=server,
+        cards=tuple(cards),
+    )
+
+
+def _index(source_id: str) -> int | None:
+    match = re.search(r"(\d+)$", source_id)
+    return int(match.group(1)) if match else None
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - MAX_LOG_TAIL_CHARS))
+            data = f.read()
+    except OSError:
+        return ""
+    lines = data.decode(errors="replace").splitlines()
+    if size > MAX_LOG_TAIL_CHARS and lines:
+        lines = lines[1:]  # the first line read is cut
+    return "\n".join(lines[-_NUM_TAIL_LINES:])
+
+
+def _read_result(path: Path) -> tuple[dict[str, Any] | None, str]:
+    if not path.exists():
+        return None, ""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"result file ignored: not valid JSON ({exc})"
+    if not isinstance(document, dict):
+        return None, "result file ignored: it must hold a JSON object"
+    return document, ""
+
+
+@atexit.register
+def _kill_children_at_exit() -> None:
+    for runner in list(_LIVE_RUNNERS):
+        runner.kill_all_now()
