@@ -429,14 +429,19 @@ class Gateway:
 
     # --- forwarding ------------------------------------------------------------------------
 
+    async def _attempt(self, call: _Call) -> _Attempt:
+        """The next try of ``call``: a slot on the replica the dispatcher picks."""
+        assert call.ticket is not None
+        return _Attempt(
+            self, call, await self.dispatcher.acquire(call.ticket, weight=_weight(call))
+        )
+
     async def _forward_unary(self, call: _Call, body: bytes, send: Send) -> None:
         upstream = self._upstream
-        assert upstream is not None and call.ticket is not None
+        assert upstream is not None
         headers = {"content-type": "application/json", "x-request-id": call.request_id}
         for _ in range(self.config.max_attempts):
-            attempt = _Attempt(
-                self, call, await self.dispatcher.acquire(call.ticket, weight=_weight(call))
-            )
+            attempt = await self._attempt(call)
             try:
                 try:
                     resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
@@ -472,12 +477,10 @@ class Gateway:
 
     async def _forward_stream(self, call: _Call, body: bytes, send: Send, want_usage: bool) -> None:
         upstream = self._upstream
-        assert upstream is not None and call.ticket is not None
+        assert upstream is not None
         headers = {"content-type": "application/json", "x-request-id": call.request_id}
         for _ in range(self.config.max_attempts):
-            attempt = _Attempt(
-                self, call, await self.dispatcher.acquire(call.ticket, weight=_weight(call))
-            )
+            attempt = await self._attempt(call)
             try:
                 try:
                     resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
