@@ -21,8 +21,10 @@ __all__ = [
     "Engine",
     "LaunchSpec",
     "ReplicaSpec",
+    "card_list",
     "default_engine_for_device",
     "device_family",
+    "option_args",
     "require_device_family",
 ]
 
@@ -169,6 +171,16 @@ _DEFAULT_ENGINE: Mapping[str, str] = {"rngd": "furiosa-llm", "rbln": "vllm-rbln"
 def default_engine_for_device(device: str) -> str:
     """The real engine that serves LLMs on ``device`` (furiosa-llm, vllm-rbln or vllm)."""
     return _DEFAULT_ENGINE[device_family(device)]
+
+
+def option_args(*options: tuple[str, object | None]) -> list[str]:
+    """``[flag, value, ...]`` for each ``(flag, value)`` whose value is set, in order."""
+    return [arg for flag, value in options if value is not None for arg in (flag, str(value))]
+
+
+def card_list(cards: tuple[int, ...]) -> str:
+    """Card indices as a device-selection variable wants them, e.g. ``0,1``."""
+    return ",".join(str(i) for i in cards)
 
 
 def require_device_family(engine: Engine, spec: ReplicaSpec) -> None:

@@ -7,7 +7,14 @@ sets it to ``max_model_len`` (the plug-in's "naive attention" mode) unless extra
 
 from __future__ import annotations
 
-from npucenter.engines.base import ENGINES, LaunchSpec, ReplicaSpec, require_device_family
+from npucenter.engines.base import (
+    ENGINES,
+    LaunchSpec,
+    ReplicaSpec,
+    card_list,
+    option_args,
+    require_device_family,
+)
 from npucenter.errors import InvalidConfigError
 
 __all__ = ["VllmRblnEngine"]
@@ -37,11 +44,10 @@ class VllmRblnEngine:
         argv += ["--max-model-len", str(spec.max_model_len)]
         if "--block-size" not in spec.extra_args:
             argv += ["--block-size", str(spec.max_model_len)]
-        if spec.max_num_seqs is not None:
-            argv += ["--max-num-seqs", str(spec.max_num_seqs)]
+        argv += option_args(("--max-num-seqs", spec.max_num_seqs))
         argv += spec.extra_args
         env = (
-            ("RBLN_DEVICES", ",".join(str(i) for i in spec.cards)),
+            ("RBLN_DEVICES", card_list(spec.cards)),
             ("VLLM_RBLN_TP_SIZE", str(spec.tp)),
             *spec.env,
         )

@@ -5,7 +5,14 @@ Cards are selected with ``CUDA_VISIBLE_DEVICES``; readiness is ``GET /health`` a
 
 from __future__ import annotations
 
-from npucenter.engines.base import ENGINES, LaunchSpec, ReplicaSpec, require_device_family
+from npucenter.engines.base import (
+    ENGINES,
+    LaunchSpec,
+    ReplicaSpec,
+    card_list,
+    option_args,
+    require_device_family,
+)
 from npucenter.errors import NotSupportedError
 
 __all__ = ["VllmEngine"]
@@ -33,15 +40,15 @@ class VllmEngine:
         argv += ["--host", host, "--port", str(port)]
         argv += ["--tensor-parallel-size", str(spec.tp)]
         argv += ["--served-model-name", spec.name_served]
-        if spec.max_num_seqs is not None:
-            argv += ["--max-num-seqs", str(spec.max_num_seqs)]
-        if spec.max_model_len is not None:
-            argv += ["--max-model-len", str(spec.max_model_len)]
-        if spec.gpu_memory_utilization_fraction is not None:
-            argv += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization_fraction:g}"]
+        mem = spec.gpu_memory_utilization_fraction
+        argv += option_args(
+            ("--max-num-seqs", spec.max_num_seqs),
+            ("--max-model-len", spec.max_model_len),
+            ("--gpu-memory-utilization", None if mem is None else f"{mem:g}"),
+        )
         argv += _precision_args(spec.precision)
         argv += spec.extra_args
-        env = (("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in spec.cards)), *spec.env)
+        env = (("CUDA_VISIBLE_DEVICES", card_list(spec.cards)), *spec.env)
         return LaunchSpec(
             engine=self.name,
             argv=tuple(argv),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from npucenter.engines.base import ENGINES, LaunchSpec, ReplicaSpec
+from npucenter.engines.base import ENGINES, LaunchSpec, ReplicaSpec, option_args
 
 __all__ = ["VirtualEngine"]
 
@@ -24,15 +24,13 @@ class VirtualEngine:
         argv: list[str] = [sys.executable, "-m", "npucenter.engines.virtual"]
         argv += ["--model", spec.model, "--device", spec.device, "--tp", str(spec.tp)]
         argv += ["--host", host, "--port", str(port)]
-        if spec.precision is not None:
-            argv += ["--precision", spec.precision]
-        argv += ["--time-scale", f"{spec.time_scale:g}"]
-        if spec.served_model_name is not None:
-            argv += ["--served-model-name", spec.served_model_name]
-        if spec.max_num_seqs is not None:
-            argv += ["--max-num-seqs", str(spec.max_num_seqs)]
-        if spec.max_model_len is not None:
-            argv += ["--max-model-len", str(spec.max_model_len)]
+        argv += option_args(
+            ("--precision", spec.precision),
+            ("--time-scale", f"{spec.time_scale:g}"),
+            ("--served-model-name", spec.served_model_name),
+            ("--max-num-seqs", spec.max_num_seqs),
+            ("--max-model-len", spec.max_model_len),
+        )
         argv += spec.extra_args
         return LaunchSpec(
             engine=self.name,
