@@ -121,9 +121,14 @@ def _int(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _aliases(value: str) -> tuple[str, ...]:
+    """A ``;``-separated alias cell, lower-cased, blanks dropped."""
+    return tuple(a.strip().lower() for a in value.split(";") if a.strip())
+
+
 def _device_from_row(row: Mapping[str, str], extra: Mapping[str, str]) -> Device:
     precisions = tuple(Precision.parse(p) for p in extra.get("precisions", "").split(";") if p)
-    aliases = tuple(a.strip().lower() for a in extra.get("aliases", "").split(";") if a.strip())
+    aliases = _aliases(extra.get("aliases", ""))
     notes = row["notes"]
     if extra.get("notes"):
         notes = f"{notes} | {extra['notes']}"
@@ -160,7 +165,7 @@ def _model_from_row(row: Mapping[str, str]) -> Model:
         intermediate_size=int(row["intermediate_size"]),
         vocab_size=int(row["vocab_size"]),
         max_context_tokens=int(row["max_context_tokens"]),
-        aliases=tuple(a.strip().lower() for a in row["aliases"].split(";") if a.strip()),
+        aliases=_aliases(row["aliases"]),
         tie_word_embeddings=row["tie_word_embeddings"].strip().lower() == "true",
         source_url=row["source_url"],
     )

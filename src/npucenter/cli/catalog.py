@@ -15,6 +15,7 @@ app = typer.Typer(help="Devices and models known to npucenter, each figure with 
 CatalogOpt = typer.Option(
     None, "--catalog", help="User catalog file (TOML/YAML) adding or overriding entries."
 )
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document.")
 
 
 def _fmt(value: float | None) -> str:
@@ -24,7 +25,7 @@ def _fmt(value: float | None) -> str:
 @app.command("devices")
 @handle_errors
 def devices(
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = JsonOpt,
     catalog: list[Path] | None = CatalogOpt,
 ) -> None:
     """List accelerators: memory, bandwidth, peak rates, TDP; '—' = no sourced figure."""
@@ -72,7 +73,7 @@ def devices(
 @app.command("models")
 @handle_errors
 def models(
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = JsonOpt,
     catalog: list[Path] | None = CatalogOpt,
 ) -> None:
     """List model architectures (from their published config.json)."""
