@@ -7,6 +7,7 @@ failure. :func:`install` adds every group (and ``up``, ``db``) to the root app.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -494,6 +495,63 @@ def job_show(job_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> No
         return
     _show(doc, False, JOB_COLUMNS)
     _show(doc["events"], False, ["at_s", "from_state", "to_state", "reason"], "history")
+    if doc.get("exit_code") is not None or doc.get("failure_reason"):
+        console.print(
+            f"exit code: {_cell(doc.get('exit_code'))}"
+            + (
+                f"  ({doc['failure_code']}: {doc['failure_reason']})"
+                if doc.get("failure_reason")
+                else ""
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+    if doc.get("log_tail"):
+        console.print("log tail:", style="bold")
+        console.print(escape(doc["log_tail"]), highlight=False, soft_wrap=True)
+    if doc.get("has_result"):
+        console.print(f"result: `npucenter job result {job_id}`", highlight=False)
+
+
+@job_app.command("result")
+@handle_errors
+def job_result(
+    job_id: int = typer.Argument(...),
+    json_out: bool = JSON_OPT,
+    output: str | None = typer.Option(None, "--output", "-o", help="Also write the JSON here."),
+) -> None:
+    """Show a job's stored result (a benchmark's JSON): its headline, or all of it with --json."""
+    with _api() as api:
+        doc = api.get(f"/api/jobs/{job_id}/result")
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(json.dumps(doc, indent=2) + "\n")
+    if json_out:
+        print_json(doc)
+        return
+    _show(_result_rows(doc), False, ["part", "metric", "value"], f"job {job_id} result")
+
+
+def _result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Headline numbers of a bench run (``summary``) or suite (``headline``), else top-level scalars."""
+    rows: list[dict[str, Any]] = []
+    parts: list[tuple[str, Any]] = []
+    if isinstance(doc.get("headline"), dict):
+        parts = sorted(doc["headline"].items())
+    elif isinstance(doc.get("summary"), dict):
+        parts = [("summary", doc["summary"])]
+    else:
+        parts = [("", doc)]
+    for part, values in parts:
+        if not isinstance(values, dict):
+            continue
+        for metric, value in values.items():
+            if isinstance(value, dict) and "p50" in value:
+                value = f"p50 {_cell(value.get('p50'))} p99 {_cell(value.get('p99'))}"
+            if value is None or isinstance(value, int | float | str):
+                rows.append({"part": part, "metric": metric, "value": value})
+    return rows
 
 
 @job_app.command("cancel")

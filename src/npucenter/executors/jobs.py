@@ -217,6 +217,16 @@ class JobRunner:
             await asyncio.to_thread(self._requeue, ids, "the center stopped while it ran")
         return ids
 
+    async def wait_exited(self, job_id: int, timeout_s: float = 30.0) -> int | None:
+        """Wait (bounded) until the job's process exits; its exit code, or None if still alive."""
+        run = self._runs.get(job_id)
+        if run is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        while run.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return run.proc.poll()
+
     def running_pids(self) -> dict[int, int]:
         """job id -> pid of the processes this runner holds."""
         return {job_id: run.proc.pid for job_id, run in self._runs.items()}

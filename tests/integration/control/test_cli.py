@@ -121,3 +121,29 @@ def test_duplicate_and_unauthenticated_exit_codes(cli):
     assert dup.exit_code == 4 and "error[conflict]" in dup.stderr
     bad = cli("tenant", "list", key="npc_nope")
     assert bad.exit_code == 9 and "error[unauthenticated]" in bad.stderr
+
+
+def test_job_result_and_show_print_what_the_run_left(cli, tmp_path):
+    cli("tenant", "create", "acme", "--kind", "company")
+    cli("fleet", "add", "gpu-1", "--device", "h100", "--cards", "2")
+    cli("quota", "set", "--tenant", "acme", "--device", "h100", "--nominal", "2")
+    job = _json(
+        cli(
+            "job", "submit", "bench", "--kind", "benchmark", "-d", "h100", "--tenant", "acme",
+            "--json", "--", "npucenter", "bench", "run",
+        )
+    )  # fmt: skip
+    missing = cli("job", "result", str(job["id"]))
+    assert missing.exit_code == 3  # not found: no result yet
+    doc = {
+        "summary": {"completed": 5, "errors": 0, "ttft_s": {"mean": 0.1, "p50": 0.1, "p99": 0.2}}
+    }
+    with control._api() as api:  # the fixture's client of the in-process app
+        api.put(f"/api/jobs/{job['id']}/result", doc)
+    assert _json(cli("job", "result", str(job["id"]), "--json")) == doc
+    out = tmp_path / "r.json"
+    table = cli("job", "result", str(job["id"]), "--output", str(out))
+    assert table.exit_code == 0 and "completed" in table.stdout and "p99 0.2" in table.stdout
+    assert json.loads(out.read_text()) == doc
+    shown = cli("job", "show", str(job["id"]))
+    assert shown.exit_code == 0 and f"npucenter job result {job['id']}" in shown.stdout
