@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -291,8 +291,3 @@ def _fit(
         theta = _fit_one(cat, rows, dev_idx, shared_theta)
         per_device[dev] = _efficiency(theta, f"fitted on {len(dev_idx)} published rows")
     return shared, per_device
-
-
-def with_source(eff: Efficiency, source: str) -> Efficiency:
-    """A copy of ``eff`` labelled with ``source``."""
-    return replace(eff, source=source)

@@ -172,7 +172,7 @@ def simulate_service(
         for c in entry.front.completions:
             first_s[c.index] = c.first_token_s
             finish_s[c.index] = c.finish_s
-    _run_decode_phase(entries, trace, first_s, finish_s, routed_to, rng)
+    _run_decode_phase(entries, trace, first_s, finish_s, routed_to)
     return _score(service, trace, entries, first_s, finish_s)
 
 
@@ -547,8 +547,8 @@ def _run_decode_phase(
     first_s: np.ndarray,
     finish_s: np.ndarray,
     routed_to: np.ndarray,
-    rng: np.random.Generator,
 ) -> None:
+    """Hand each request a unit prefilled to the unit's least-loaded decoder (deterministic)."""
     prompt, output = trace.prompt_tokens, trace.output_tokens
     for k, entry in enumerate(entries):
         if not entry.disaggregated:
@@ -582,7 +582,6 @@ def _run_decode_phase(
             d.advance_until(_DRAIN_S)
             for c in d.completions:
                 finish_s[c.index] = c.finish_s
-    del rng  # routing within a unit is deterministic (least outstanding tokens)
 
 
 def _score(
