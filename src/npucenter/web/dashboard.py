@@ -1,15 +1,19 @@
-"""The dashboard page: fleet, replicas, tenants' usage and two charts, rendered on the server.
+"""The dashboard page: fleet, replicas, tenants' usage and live charts, rendered on the server.
 
-Read-only. Clients on loopback see it directly; others must give the admin key as the HTTP
-Basic password (``curl -u :$KEY``), so a center listening on a public address does not leak
-its tenants' usage.
+Read-only, no script: the page reloads itself every few seconds (``?refresh=N``, 0 pauses), and
+a Content-Security-Policy forbids scripts outright, so a tenant's name can never run as code.
+Clients on loopback see it directly; others (a reverse proxy's ``X-Forwarded-For`` included)
+must give the admin key as the HTTP Basic password (``curl -u :$KEY``), so a center listening
+on a public address does not leak its tenants' usage. Rendering runs on the event loop, the
+thread that changes the gateway's state, so it never reads a half-updated dict.
 """
 
 from __future__ import annotations
 
 import base64
-import itertools
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -21,94 +25,103 @@ from npucenter.errors import NpuCenterError
 from npucenter.fleet import Fleet
 from npucenter.gateway.app import Gateway
 from npucenter.metering.ledger import UsageTotals
-from npucenter.web.charts import bar_chart, line_chart
+from npucenter.web.charts import Line, bar_chart, time_chart
+from npucenter.web.series import LiveSeries, Sample, Window, histogram_quantile
 
-__all__ = ["install_dashboard", "render_dashboard"]
+__all__ = ["DEFAULT_REFRESH_S", "install_dashboard", "render_dashboard"]
 
+DEFAULT_REFRESH_S = 5
+_MAX_REFRESH_S = 3600
+_CHART_S = 600.0  # the charts show the last ten minutes
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 _env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_env.filters["num"] = lambda v: f"{v:,}"
 _template = _env.from_string(
     resources.files("npucenter.web").joinpath("templates/dashboard.html").read_text()
 )
 
 
-def render_dashboard(gateway: Gateway, fleet: Fleet, *, refresh_s: int = 5) -> str:
-    """The HTML of the dashboard now."""
-    now_s = gateway.pool.now_s()
-    replicas: list[dict[str, Any]] = [
-        {
-            "id": r.replica_id,
-            "model": r.endpoint.model_id,
-            "device": r.endpoint.device_id,
-            "tp": r.endpoint.tp,
-            "up": r.is_up(now_s),
-            "inflight": r.inflight,
-            "slots": r.endpoint.max_inflight,
-            "kv": r.kv_usage_fraction,
-            "power_w": r.meter.power_w if r.inflight else r.idle_power_w,
-            "served": r.num_served,
-            "failures": r.num_failures,
-        }
-        for r in sorted(gateway.pool.replicas(), key=lambda r: r.replica_id)
-    ]
-    totals = UsageTotals()
-    by_tenant: dict[str, int] = {}
-    tenants = []
-    for (tenant, model), usage in sorted(gateway.usage_totals.items()):
-        totals = _add(totals, usage)
-        by_tenant[tenant] = by_tenant.get(tenant, 0) + usage.total_tokens
-        view = gateway.budgets.view(tenant)
-        limit = view.tokens_per_s if view is not None else None
-        tenants.append(
-            {
-                "tenant": tenant,
-                "model": model,
-                "u": usage,
-                "limit": f"{limit:,.4g}" if limit else "—",
-            }
-        )
-    history = list(gateway.history)
-    rate = [
-        (b[0], max(0, b[2] - a[2]) / max(1e-9, b[0] - a[0])) for a, b in itertools.pairwise(history)
-    ]
-    tariff = fleet.tariff_usd_per_device_hour
-    servers = [
-        {
-            "device_id": g.device_id,
-            "kind": _kind(fleet, g.device_id, gateway),
-            "num_servers": g.num_servers,
-            "cards_per_server": g.cards_per_server,
-            "tariff": f"{tariff[g.device_id]:g}" if g.device_id in tariff else "—",
-        }
-        for g in fleet.servers
-    ]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Headline:
+    """The last minute in a few figures (None: nothing to say yet)."""
+
+    requests_per_s: float | None
+    output_tokens_per_s: float | None
+    ttft_p95_ms: float | None
+    tpot_p95_ms: float | None
+    error_fraction: float | None
+
+
+def render_dashboard(
+    gateway: Gateway,
+    fleet: Fleet,
+    *,
+    series: LiveSeries | None = None,
+    refresh_s: int = DEFAULT_REFRESH_S,
+    now_wall_s: float | None = None,
+) -> str:
+    """The HTML of the dashboard now.
+
+    ``series`` holds the sampled counters the charts draw (``npucenter up`` samples every
+    second); without it the charts fall back to the gateway's own request/token history.
+    """
+    wall_s = time.time() if now_wall_s is None else now_wall_s
+    series = series if series is not None else _series_from_history(gateway)
+    replicas = _replica_rows(gateway, fleet)
+    totals = _total(gateway.usage_totals.values())
+    tenants = _tenant_rows(gateway)
     return _template.render(
         fleet=fleet,
         refresh_s=refresh_s,
-        uptime=_duration(time.time() - gateway.started_wall_s),
+        uptime=_duration(wall_s - gateway.started_wall_s),
+        updated=time.strftime("%H:%M:%S UTC", time.gmtime(wall_s)),
         totals=totals,
+        power_w=sum(r["power_w"] for r in replicas if r["state"] != "not running"),
+        inflight=sum(r["inflight"] for r in replicas),
         queued=gateway.dispatcher.queued(),
-        servers=servers,
+        num_up=sum(1 for r in replicas if r["state"] == "up"),
+        headline=_headline(series.window(60.0)),
+        servers=_server_rows(fleet, replicas),
         replicas=replicas,
         tenants=tenants,
-        tenant_chart=bar_chart(sorted(by_tenant.items(), key=lambda kv: -kv[1])[:12], unit="tok"),
-        throughput_chart=line_chart(rate[-300:], unit="tok/s"),
-        power_chart=bar_chart([(r["id"], float(r["power_w"])) for r in replicas], unit="W"),
+        max_tenant_tokens=max((t["u"].total_tokens for t in tenants), default=0) or 1,
+        charts=_charts(series),
+        tenant_chart=bar_chart(
+            _tokens_by_tenant(gateway)[:12], unit="tokens", title="Tokens by tenant"
+        ),
     )
 
 
-def install_dashboard(app: FastAPI, gateway: Gateway, fleet: Fleet) -> None:
+def install_dashboard(
+    app: FastAPI, gateway: Gateway, fleet: Fleet, *, series: LiveSeries | None = None
+) -> None:
     """Add ``GET /`` (the dashboard) to a FastAPI app."""
 
     @app.get("/", include_in_schema=False)
-    def dashboard(request: Request) -> Response:
+    async def dashboard(request: Request) -> Response:
         if not _allowed(request, gateway):
             return Response(
-                "the dashboard needs the admin key as the Basic-auth password\n",
+                "the dashboard needs the admin key as the Basic-auth password "
+                "(e.g. curl -u :$NPUCENTER_ADMIN_KEY), or a loopback client\n",
                 status_code=401,
                 headers={"www-authenticate": 'Basic realm="npucenter"'},
             )
-        return HTMLResponse(render_dashboard(gateway, fleet))
+        html = render_dashboard(
+            gateway, fleet, series=series, refresh_s=_refresh_s(request.query_params)
+        )
+        return HTMLResponse(
+            html,
+            headers={
+                "content-security-policy": _CSP,
+                "cache-control": "no-store",
+                "x-content-type-options": "nosniff",
+                "referrer-policy": "no-referrer",
+            },
+        )
 
 
 def _allowed(request: Any, gateway: Gateway) -> bool:
@@ -125,27 +138,251 @@ def _allowed(request: Any, gateway: Gateway) -> bool:
         return False
 
 
-def _kind(fleet: Fleet, device_id: str, gateway: Gateway) -> str:
-    for r in gateway.pool.replicas():
-        if r.endpoint.device_id == device_id:
-            return r.endpoint.device_kind
-    return "—"
+def _refresh_s(query: Any) -> int:
+    try:
+        value = int(query.get("refresh", DEFAULT_REFRESH_S))
+    except ValueError:
+        return DEFAULT_REFRESH_S
+    return 0 if value <= 0 else min(value, _MAX_REFRESH_S)
 
 
-def _add(a: UsageTotals, b: UsageTotals) -> UsageTotals:
-    return UsageTotals(
-        num_requests=a.num_requests + b.num_requests,
-        num_failed=a.num_failed + b.num_failed,
-        input_tokens=a.input_tokens + b.input_tokens,
-        output_tokens=a.output_tokens + b.output_tokens,
-        device_s=a.device_s + b.device_s,
-        energy_j=a.energy_j + b.energy_j,
-        cost_usd=a.cost_usd + b.cost_usd,
+def _replica_rows(gateway: Gateway, fleet: Fleet) -> list[dict[str, Any]]:
+    """One row per running replica, then the fleet's placed replicas no engine answers for."""
+    now_s = gateway.pool.now_s()
+    placed = {p.replica_id: p for p in fleet.replicas()}
+    rows: list[dict[str, Any]] = []
+    for r in sorted(gateway.pool.replicas(), key=lambda r: r.replica_id):
+        up = r.is_up(now_s)
+        where = placed.get(r.replica_id)
+        rows.append(
+            {
+                "id": r.replica_id,
+                "server": where.server_id if where else "—",
+                "model": r.endpoint.model_id,
+                "device": r.endpoint.device_id,
+                "kind": r.endpoint.device_kind.upper(),
+                "tp": r.endpoint.tp,
+                "state": "up" if up else "cooling down",
+                "detail": "" if up else f"{r.down_until_s - now_s:.0f} s left",
+                "inflight": r.inflight,
+                "slots": r.endpoint.max_inflight,
+                "waiting": gateway.dispatcher.queued(r.endpoint.model_id),
+                "kv": r.kv_usage_fraction,
+                "power_w": r.meter.power_w if r.inflight else r.idle_power_w,
+                "served": r.num_served,
+                "failures": r.num_failures,
+            }
+        )
+    if gateway.expected_models:  # the fleet is launched: say which replicas are missing
+        running = {row["id"] for row in rows}
+        for p in fleet.replicas():
+            if p.replica_id not in running:
+                rows.append(
+                    {
+                        "id": p.replica_id,
+                        "server": p.server_id,
+                        "model": p.model_id,
+                        "device": p.device_id,
+                        "kind": "",
+                        "tp": p.tp,
+                        "state": "not running",
+                        "detail": "starting, or failed to start (see the log)",
+                        "inflight": 0,
+                        "slots": p.max_num_seqs,
+                        "waiting": gateway.dispatcher.queued(p.model_id),
+                        "kv": 0.0,
+                        "power_w": 0.0,
+                        "served": 0,
+                        "failures": 0,
+                    }
+                )
+    return rows
+
+
+def _server_rows(fleet: Fleet, replicas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_server: dict[str, list[dict[str, Any]]] = {}
+    for row in replicas:
+        by_server.setdefault(row["server"], []).append(row)
+    kinds = {row["device"].lower(): row["kind"] for row in replicas if row["kind"]}
+    tariff = {k.lower(): v for k, v in fleet.tariff_usd_per_device_hour.items()}
+    out = []
+    for group in fleet.servers:
+        for n in range(group.num_servers):
+            server_id = f"{group.device_id}-{n}"
+            rows = by_server.get(server_id, [])
+            num_up = sum(1 for r in rows if r["state"] == "up")
+            if not rows:
+                health = "idle (no replica placed)"
+            elif num_up == len(rows):
+                health = "healthy"
+            else:
+                health = f"degraded: {len(rows) - num_up} of {len(rows)} replicas not up"
+            out.append(
+                {
+                    "id": server_id,
+                    "device": group.device_id,
+                    "kind": kinds.get(group.device_id.lower()) or _catalog_kind(group.device_id),
+                    "cards": group.cards_per_server,
+                    "cards_used": sum(r["tp"] for r in rows),
+                    "replicas": len(rows),
+                    "up": num_up,
+                    "power_w": sum(r["power_w"] for r in rows),
+                    "health": health,
+                    "ok": bool(rows) and num_up == len(rows),
+                    "tariff": f"{tariff[group.device_id.lower()]:g}"
+                    if group.device_id.lower() in tariff
+                    else "—",
+                }
+            )
+    return out
+
+
+def _catalog_kind(device_id: str) -> str:
+    try:
+        from npucenter.catalog import default_catalog
+
+        return str(default_catalog().device(device_id).kind).upper()
+    except NpuCenterError:
+        return "—"
+
+
+def _tenant_rows(gateway: Gateway) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for (tenant, model), usage in gateway.usage_totals.items():
+        view = gateway.budgets.view(tenant)
+        limit = view.tokens_per_s if view is not None else None
+        rows.append(
+            {
+                "tenant": tenant,
+                "model": model,
+                "u": usage,
+                "limit": f"{limit:,.4g}" if limit else "—",
+            }
+        )
+    rows.sort(key=lambda t: (-int(t["u"].total_tokens), str(t["tenant"]), str(t["model"])))
+    return rows
+
+
+def _tokens_by_tenant(gateway: Gateway) -> list[tuple[str, float]]:
+    by_tenant: dict[str, int] = {}
+    for (tenant, _model), usage in gateway.usage_totals.items():
+        by_tenant[tenant] = by_tenant.get(tenant, 0) + usage.total_tokens
+    return sorted(((t, float(n)) for t, n in by_tenant.items()), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _headline(window: Window | None) -> _Headline:
+    if window is None:
+        return _Headline(
+            requests_per_s=None,
+            output_tokens_per_s=None,
+            ttft_p95_ms=None,
+            tpot_p95_ms=None,
+            error_fraction=None,
+        )
+    return _Headline(
+        requests_per_s=window.requests_per_s,
+        output_tokens_per_s=window.output_tokens_per_s,
+        ttft_p95_ms=_ms(histogram_quantile(0.95, window.ttft)),
+        tpot_p95_ms=_ms(histogram_quantile(0.95, window.tpot)),
+        error_fraction=window.num_failed / window.num_requests if window.num_requests else None,
     )
 
 
+def _charts(series: LiveSeries) -> list[dict[str, str]]:
+    samples = series.samples()
+    span_s = min(_CHART_S, samples[-1].wall_s - samples[0].wall_s) if len(samples) > 1 else 0.0
+    x_label = f"−{span_s:.0f} s" if span_s < 90 else f"−{span_s / 60:.0f} min"
+
+    def latency(pick: str) -> list[Line]:
+        return [
+            Line(f"p{round(q * 100)}", series.curve(_quantile_ms(q, pick), trailing_s=10.0))
+            for q in (0.5, 0.95)
+        ]
+
+    specs = [
+        (
+            "rate",
+            "Request rate",
+            "req/s",
+            [Line("", series.curve(lambda w: w.requests_per_s, trailing_s=5.0))],
+        ),
+        (
+            "throughput",
+            "Output tokens per second",
+            "tok/s",
+            [Line("", series.curve(lambda w: w.output_tokens_per_s, trailing_s=5.0))],
+        ),
+        ("ttft", "Time to first token (streamed)", "ms", latency("ttft")),
+        ("tpot", "Time per output token (streamed)", "ms", latency("tpot")),
+    ]
+    return [
+        {
+            "id": key,
+            "title": title,
+            "svg": time_chart(
+                [Line(line.name, _last(line.points, _CHART_S)) for line in lines],
+                unit=unit,
+                title=title,
+                x_label=x_label,
+            ),
+            "latest": _latest(lines[-1], unit),
+        }
+        for key, title, unit, lines in specs
+    ]
+
+
+def _quantile_ms(q: float, pick: str) -> Callable[[Window], float | None]:
+    def value(window: Window) -> float | None:
+        return _ms(histogram_quantile(q, getattr(window, pick)))
+
+    return value
+
+
+def _series_from_history(gateway: Gateway) -> LiveSeries:
+    series = LiveSeries()
+    for wall_s, num_requests, output_tokens in gateway.history:
+        series.add(Sample(wall_s=wall_s, num_requests=num_requests, output_tokens=output_tokens))
+    return series
+
+
+def _last(
+    points: Sequence[tuple[float, float | None]], span_s: float
+) -> list[tuple[float, float | None]]:
+    if not points:
+        return []
+    end = points[-1][0]
+    return [p for p in points if end - p[0] <= span_s]
+
+
+def _latest(line: Line, unit: str) -> str:
+    for _, y in reversed(line.points):
+        if y is not None:
+            figure = f"{y:,.3g}" if y < 1000 else f"{y:,.0f}"
+            return f"{line.name} {figure} {unit}".strip()
+    return "—"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def _total(usages: Any) -> UsageTotals:
+    out = UsageTotals()
+    for u in usages:
+        out = UsageTotals(
+            num_requests=out.num_requests + u.num_requests,
+            num_failed=out.num_failed + u.num_failed,
+            input_tokens=out.input_tokens + u.input_tokens,
+            output_tokens=out.output_tokens + u.output_tokens,
+            device_s=out.device_s + u.device_s,
+            energy_j=out.energy_j + u.energy_j,
+            cost_usd=out.cost_usd + u.cost_usd,
+        )
+    return out
+
+
 def _duration(seconds: float) -> str:
-    seconds = int(seconds)
+    seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"

@@ -14,6 +14,7 @@ from npucenter.gateway.metrics import CONTENT_TYPE
 from npucenter.gateway.server import build_gateway, launch_enabled, serve_fleet
 from npucenter.settings import Settings
 from npucenter.web.dashboard import install_dashboard
+from npucenter.web.series import LiveSeries, sample_forever
 
 __all__ = ["install_serving"]
 
@@ -29,9 +30,12 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
-    install_dashboard(app, gateway, fleet)
+    series = LiveSeries()  # the dashboard's charts: the gateway's counters, sampled every second
+    app.state.dashboard_series = series
+    install_dashboard(app, gateway, fleet, series=series)
     launch = launch_enabled()
     add_lifespan_hook(app, lambda _app: serve_fleet(gateway, fleet, launch=launch))
+    add_lifespan_hook(app, lambda _app: sample_forever(series, gateway))
 
 
 if "gateway" not in SERVER_EXTENSIONS:
