@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	scripts/ensure-chromium.sh  # chromium for the dashboard's browser tests (apt-get when missing)
 	scripts/pg-test-server.sh run -- $(BIN)/pytest -q tests  # PostgreSQL on loopback for the store tests
 
 bench: $(STAMP)
