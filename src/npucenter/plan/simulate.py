@@ -219,6 +219,16 @@ class SimProfile:
             "simulator (sim.center, one unit) bisection on replay rate, bracketed by the perf model"
         )
 
+    @staticmethod
+    def fleet_for(service: ServiceSpec, candidate: Candidate) -> FleetSpec:
+        """One replica or unit of ``candidate`` as a fleet (hand-off: the unit's link, no latency)."""
+        return _fleet(
+            f"{service.name}-profile",
+            [(service, candidate, 1)],
+            network_gb_per_s=candidate.kv_link_gbps if candidate.disaggregated else None,
+            network_latency_s=0.0,
+        )
+
     def max_rate_rps(self, service: ServiceSpec, candidate: Candidate) -> float:
         """Highest replay rate at which the candidate meets ``service.slo`` in simulation."""
         stream = self._streams[service.name]
@@ -230,13 +240,7 @@ class SimProfile:
         )
         if guess <= 0:
             guess = base_rate
-        fleet = _fleet(
-            f"{service.name}-profile",
-            [(service, candidate, 1)],
-            network_gb_per_s=candidate.kv_link_gbps if candidate.disaggregated else None,
-            network_latency_s=0.0,
-        )
-        center = Center(fleet, self.catalog, perf_models=self.perf)
+        center = Center(self.fleet_for(service, candidate), self.catalog, perf_models=self.perf)
 
         def ok(rate: float) -> bool:
             self.num_simulations += 1

@@ -8,61 +8,41 @@ from typing import Any
 
 import numpy as np
 import pytest
+from plan_factories import CAT, allocation, chat_spec, h100_rngd_unit, replica
 
-from npucenter.catalog import default_catalog
 from npucenter.perf import PerfModelCache
-from npucenter.plan.milp import Allocation
-from npucenter.plan.profile import AnalyticProfile, Candidate
+from npucenter.plan.profile import AnalyticProfile
 from npucenter.plan.simulate import (
     CenterVerifier,
     SimProfile,
     SimVerifier,
+    _labelled,
     poisson_like,
     service_stream,
     simulate_service,
 )
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import stats_from_spec
+from npucenter.sim.center import Center
 
-CAT = default_catalog()
-DATA: dict[str, Any] = {
-    "name": "sim",
-    "power": {"cap_w": 1e6, "price_usd_per_kwh": 0.1},
-    "devices": [
-        {"device": "rngd", "server_cost_usd_per_hour": 4.0},
-        {"device": "h100", "server_cost_usd_per_hour": 30.0},
-    ],
-    "services": [
-        {
-            "name": "chat",
-            "model": "llama-3.1-8b",
-            "traffic": {"rate_rps": 20, "mean_input_tokens": 300, "mean_output_tokens": 60},
-            "slo": {"ttft_s": 1.0, "tpot_s": 0.05},
-        }
-    ],
-}
-RNGD = Candidate(service="chat", device_id="furiosa_rngd", tp=1, precision="fp8")
-H100 = Candidate(service="chat", device_id="nvidia_h100_sxm", tp=1, precision="fp8")
+DATA = chat_spec(
+    "sim",
+    cap_w=1e6,
+    rngd_cost=4.0,
+    h100_cost=30.0,
+    traffic={"rate_rps": 20, "mean_input_tokens": 300, "mean_output_tokens": 60},
+    slo={"ttft_s": 1.0, "tpot_s": 0.05},
+)
+RNGD = replica("furiosa_rngd")
+H100 = replica("nvidia_h100_sxm")
+UNIT = h100_rngd_unit(2)
+CODE = replica("nvidia_h100_sxm", service="code")
 
 
 def _spec(**traffic: Any) -> PlanSpec:
     data = copy.deepcopy(DATA)
     data["services"][0]["traffic"].update(traffic)
     return parse_plan_spec(data)
-
-
-def _alloc(replicas: dict[str, int]) -> Allocation:
-    return Allocation(
-        servers={},
-        replicas=replicas,
-        job_cards={},
-        cards_used={},
-        capacity_rps={},
-        power_w=0.0,
-        cost_usd_per_hour=0.0,
-        npu_share=0.0,
-        spare_cards={},
-    )
 
 
 def test_more_replicas_meet_the_slo_that_one_misses() -> None:
@@ -99,17 +79,8 @@ def test_simulation_is_deterministic_for_a_seed() -> None:
 
 def test_disaggregated_unit_serves_every_request() -> None:
     svc = replace(_spec().services[0], slo=replace(_spec().services[0].slo, ttft_s=60, tpot_s=5))
-    unit = Candidate(
-        service="chat",
-        device_id="furiosa_rngd",
-        tp=1,
-        precision="fp8",
-        prefill_device_id="nvidia_h100_sxm",
-        decode_per_prefill=2,
-        kv_link_gbps=50.0,
-    )
     stream = service_stream(svc, max_requests=300)
-    res = simulate_service(svc, stream, [(unit, 1, 1.0)], PerfModelCache(CAT))
+    res = simulate_service(svc, stream, [(UNIT, 1, 1.0)], PerfModelCache(CAT))
     assert res.dropped == 0
     assert res.slo_attainment == 1.0
     assert res.output_tokens == int(stream.output_tokens.sum())
@@ -141,8 +112,8 @@ def test_verifier_reuses_results_for_unchanged_replicas() -> None:
     traffic = {s.name: stats_from_spec(s.traffic) for s in spec.services}
     verifier = SimVerifier(CAT, spec, traffic=traffic, max_requests=400)
     labels = {RNGD.label: RNGD, H100.label: H100}
-    first = verifier.verify(spec, _alloc({RNGD.label: 2, H100.label: 1}), labels)
-    again = verifier.verify(spec, _alloc({H100.label: 1, RNGD.label: 2}), labels)
+    first = verifier.verify(spec, allocation({RNGD.label: 2, H100.label: 1}), labels)
+    again = verifier.verify(spec, allocation({H100.label: 1, RNGD.label: 2}), labels)
     assert verifier.num_simulations == 1
     assert first.slo_attainment == again.slo_attainment
     assert 0.0 <= first.slo_attainment["chat"] <= 1.0
@@ -176,23 +147,11 @@ def _two_service_spec() -> PlanSpec:
     return parse_plan_spec(data)
 
 
-UNIT = Candidate(
-    service="chat",
-    device_id="furiosa_rngd",
-    tp=1,
-    precision="fp8",
-    prefill_device_id="nvidia_h100_sxm",
-    decode_per_prefill=2,
-    kv_link_gbps=50.0,
-)
-CODE = Candidate(service="code", device_id="nvidia_h100_sxm", tp=1, precision="fp8")
-
-
 def test_plan_maps_to_a_center_fleet_with_exact_card_counts() -> None:
     spec = _two_service_spec()
     verifier = CenterVerifier(CAT, spec)
     labels = {c.label: c for c in (UNIT, CODE)}
-    fleet = verifier.fleet_for(spec, _alloc({UNIT.label: 3, CODE.label: 2}), labels)
+    fleet = verifier.fleet_for(spec, allocation({UNIT.label: 3, CODE.label: 2}), labels)
     assert fleet is not None
     cards = {p.device: p.num_cards for p in fleet.servers}
     assert cards == {"furiosa_rngd": 6, "nvidia_h100_sxm": 5}  # 3 prefill + 2 code on H100
@@ -204,7 +163,7 @@ def test_mixed_serving_modes_fall_back_to_the_replica_simulation() -> None:
     spec = _two_service_spec()
     verifier = CenterVerifier(CAT, spec)
     labels = {c.label: c for c in (UNIT, RNGD, CODE)}
-    alloc = _alloc({UNIT.label: 1, RNGD.label: 2, CODE.label: 1})
+    alloc = allocation({UNIT.label: 1, RNGD.label: 2, CODE.label: 1})
     assert verifier.fleet_for(spec, alloc, labels) is None
     check = verifier.verify(spec, alloc, labels)
     assert verifier.num_fallbacks == 1 and verifier.num_simulations == 0
@@ -214,8 +173,8 @@ def test_mixed_serving_modes_fall_back_to_the_replica_simulation() -> None:
 def test_center_and_replica_verifiers_agree_on_a_clear_case() -> None:
     spec = _two_service_spec()
     labels = {c.label: c for c in (RNGD, CODE)}
-    big = _alloc({RNGD.label: 4, CODE.label: 3})
-    small = _alloc({RNGD.label: 1, CODE.label: 1})
+    big = allocation({RNGD.label: 4, CODE.label: 3})
+    small = allocation({RNGD.label: 1, CODE.label: 1})
     center = CenterVerifier(CAT, spec)
     replica = SimVerifier(CAT, spec)
     for alloc in (big, small):
@@ -226,3 +185,21 @@ def test_center_and_replica_verifiers_agree_on_a_clear_case() -> None:
     ok = center.verify(spec, big, labels)
     assert min(ok.slo_attainment.values()) >= 0.9
     assert center.num_simulations == 2  # the repeat came from the cache
+
+
+# (candidate, load factor over its analytic capacity where some but not all requests miss)
+@pytest.mark.parametrize(
+    ("cand", "factor"), [(RNGD, 1.3), (H100, 3.0), (UNIT, 5.0)], ids=["rngd", "h100", "unit"]
+)
+def test_profile_trials_on_the_center_match_the_replica_loop_for_one_unit(cand, factor) -> None:
+    # SimProfile runs sim.Center on a one-unit fleet; for one unit the replica loop the
+    # SimVerifier uses is the same model, request for request
+    spec = _spec()
+    svc = spec.services[0]
+    near = AnalyticProfile(CAT, {svc.name: stats_from_spec(svc.traffic)}).max_rate_rps(svc, cand)
+    base = service_stream(svc, max_requests=600, seed=1)
+    stream = base.scale_rate(factor * near / base.mean_rate_rps)
+    loop = simulate_service(svc, stream, [(cand, 1, 1.0)], PerfModelCache(CAT))
+    center = Center(SimProfile.fleet_for(svc, cand), CAT).run(_labelled(svc.name, stream))
+    assert 0 < loop.met < loop.requests  # a rate where some requests miss: a real comparison
+    assert int(center.met_slo.sum()) == loop.met
