@@ -57,6 +57,7 @@ def server(database_url: str | None, tmp_path: Path) -> Iterator[dict[str, str]]
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NPUCENTER_")}
     env["NPUCENTER_VIRTUAL_FLEET"] = "0"  # the control plane's test: launch no engine processes
+    env["NPUCENTER_JOB_RUNNER"] = "0"  # an external executor's part: jobs stay admitted
     if database_url:
         env["NPUCENTER_DATABASE_URL"] = database_url
         env["NPUCENTER_ADMIN_KEY"] = PG_ADMIN_KEY  # the given key becomes the admin key

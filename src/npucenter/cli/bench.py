@@ -111,6 +111,36 @@ def _live(progress: Any, enabled: bool) -> Iterator[None]:
         yield
 
 
+_SUBMIT_HELP = "Attach the result to a job in the center (NPUCENTER_URL, NPUCENTER_API_KEY)."
+_JOB_HELP = "The job --submit attaches to (inside a job the center runs: NPUCENTER_JOB_ID)."
+
+
+def _submit_result(doc: dict[str, Any], job_id: int | None) -> None:
+    """PUT the result to ``/api/jobs/{job_id}/result`` of the center named by the environment."""
+    import json
+    import os
+
+    from npucenter.bench.result import _default
+    from npucenter.client import Client
+    from npucenter.settings import ENV_API_KEY, ENV_URL, Settings
+
+    if job_id is None:
+        raise InvalidConfigError(
+            "--job", None, "--submit needs the job the result belongs to", hint="pass --job ID"
+        )
+    settings = Settings.from_env()
+    if not os.environ.get(ENV_URL) or not settings.api_key:
+        raise InvalidConfigError(
+            ENV_URL, os.environ.get(ENV_URL), "--submit needs the center's URL and a key",
+            hint=f"set {ENV_URL} and {ENV_API_KEY} (a key of the job's tenant)",
+        )  # fmt: skip
+    # NaN/Infinity are not JSON: they go up as null
+    body = json.loads(json.dumps(doc, default=_default), parse_constant=lambda _: None)
+    with Client.from_settings(settings) as api:
+        api.put(f"/api/jobs/{job_id}/result", body)
+    err_console.print(f"result attached to job {job_id} at {settings.url}")
+
+
 def _write_json(doc: dict[str, Any], path: str | None) -> None:
     if path is None:
         return
@@ -221,6 +251,8 @@ def run_cmd(
     transport: str = typer.Option("fast", "--transport", help="fast (lean http://) or httpx."),
     json_out: str | None = typer.Option(None, "--json", help="Write the result here (- = stdout)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    submit: bool = typer.Option(False, "--submit", help=_SUBMIT_HELP),
+    job_id: int | None = typer.Option(None, "--job", envvar="NPUCENTER_JOB_ID", help=_JOB_HELP),
 ) -> None:
     """Benchmark one scenario (or a sweep) against an endpoint.
 
@@ -305,6 +337,8 @@ def run_cmd(
     if json_out != "-":
         console.print(_summary_table(doc, f"{scenario} against {target.root_url} ({model})"))
     _write_json(doc, json_out)
+    if submit:
+        _submit_result(doc, job_id)
 
 
 @app.command("suite")
@@ -332,6 +366,8 @@ def suite_cmd(
     transport: str = typer.Option("fast", "--transport", help="fast (lean http://) or httpx."),
     json_out: str | None = typer.Option(None, "--json"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    submit: bool = typer.Option(False, "--submit", help=_SUBMIT_HELP),
+    job_id: int | None = typer.Option(None, "--job", envvar="NPUCENTER_JOB_ID", help=_JOB_HELP),
 ) -> None:
     """Run the standard, versioned suite against an endpoint (see docs/proving-ground.md)."""
     from npucenter.bench.loadgen import RunProgress
@@ -388,6 +424,8 @@ def suite_cmd(
             )
         console.print(t)
     _write_json(doc, json_out)
+    if submit:
+        _submit_result(doc, job_id)
 
 
 @app.command("report")

@@ -49,6 +49,7 @@ __all__ = [
     "VISIBLE_DEVICES_ENV",
     "JobRunner",
     "TickReport",
+    "expand_job_argv",
     "job_environment",
 ]
 
@@ -69,7 +70,22 @@ VISIBLE_DEVICES_ENV: Mapping[str, str] = {
 # The server's own secrets never reach a tenant's job.
 _SECRET_ENV = frozenset({"NPUCENTER_ADMIN_KEY", "NPUCENTER_API_KEY", "NPUCENTER_DATABASE_URL"})
 _NUM_TAIL_LINES = 64
+_VAR = re.compile(r"\$\(([A-Z_][A-Z0-9_]*)\)|\$\{([A-Z_][A-Z0-9_]*)\}|\$([A-Z_][A-Z0-9_]*)")
 _LIVE_RUNNERS: weakref.WeakSet[JobRunner] = weakref.WeakSet()
+
+
+_EXPANDABLE = frozenset(
+    {
+        ENV_JOB_ID,
+        ENV_CARDS,
+        ENV_RESULT_PATH,
+        "NPUCENTER_JOB_KIND",
+        "NPUCENTER_DEVICE_TYPE",
+        "NPUCENTER_SERVER",
+        "NPUCENTER_NUM_CARDS",
+        *VISIBLE_DEVICES_ENV.values(),
+    }
+)
 
 
 @dataclass(slots=True)
@@ -136,6 +152,22 @@ def job_environment(
         furiosa_devices_arg(tuple(cards)) if family == "rngd" else indexes
     )
     return env
+
+
+def expand_job_argv(argv: Sequence[str], job_env: Mapping[str, str]) -> list[str]:
+    """Put the job's own variables into its argv: ``$(NAME)``, ``${NAME}`` or ``$NAME``.
+
+    There is no shell, so this is how a command names its result path or cards, e.g.
+    ``--json $(NPUCENTER_RESULT_PATH)`` (as Kubernetes expands ``$(VAR)`` in a container's
+    args). Only NPUCENTER_* names the runner sets and the visible-devices variable are expanded;
+    anything else is left as written.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2) or match.group(3)
+        return job_env.get(name, match.group(0)) if name in _EXPANDABLE else match.group(0)
+
+    return [_VAR.sub(one, arg) for arg in argv]
 
 
 class JobRunner:
@@ -325,7 +357,7 @@ class JobRunner:
         parent = os.getpid()
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(
-                list(view.command),
+                expand_job_argv(view.command, env),
                 env=env,
                 cwd=run_dir,
                 stdin=subprocess.DEVNULL,
@@ -510,7 +542,8 @@ def _read_result(path: Path) -> tuple[dict[str, Any] | None, str]:
     if not path.exists():
         return None, ""
     try:
-        document = json.loads(path.read_text())
+        # NaN/Infinity (not JSON, though Python writes them) become null
+        document = json.loads(path.read_text(), parse_constant=lambda _: None)
     except (OSError, ValueError) as exc:
         return None, f"result file ignored: not valid JSON ({exc})"
     if not isinstance(document, dict):

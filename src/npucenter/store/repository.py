@@ -724,7 +724,12 @@ class Repository:
             raise InvalidConfigError(
                 "result", type(document).__name__, "a result must be a JSON object"
             )
-        num_bytes = len(json.dumps(document, separators=(",", ":"), allow_nan=False))
+        try:
+            num_bytes = len(json.dumps(document, separators=(",", ":"), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidConfigError(
+                "result", type(document).__name__, f"not storable as JSON: {exc}"
+            ) from exc
         if num_bytes > MAX_RESULT_BYTES:
             raise InvalidConfigError(
                 "result",
