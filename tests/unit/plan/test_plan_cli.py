@@ -7,30 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from plan_factories import chat_spec
 from typer.testing import CliRunner
 
 from npucenter.cli.main import app
 
 runner = CliRunner()
 
-SPEC: dict[str, Any] = {
-    "name": "cli",
-    "power": {"cap_w": 200_000, "price_usd_per_kwh": 0.1},
-    "devices": [
-        {"device": "rngd", "server_cost_usd_per_hour": 10.0},
-        {"device": "h100", "server_cost_usd_per_hour": 40.0},
-    ],
-    "services": [
-        {
-            "name": "chat",
-            "model": "llama-3.1-8b",
-            "traffic": {"rate_rps": 40, "mean_input_tokens": 300, "mean_output_tokens": 60},
-            "slo": {"preset": "mlperf-llama-3.1-8b"},
-        }
-    ],
-    "gpu_jobs": [{"name": "ft", "gpu_hours_per_day": 24}],
-    "verification": {"max_requests": 800, "max_rounds": 3},
-}
+SPEC = chat_spec(
+    "cli",
+    cap_w=200_000,
+    rngd_cost=10.0,
+    h100_cost=40.0,
+    traffic={"rate_rps": 40, "mean_input_tokens": 300, "mean_output_tokens": 60},
+    slo={"preset": "mlperf-llama-3.1-8b"},
+    gpu_jobs=[{"name": "ft", "gpu_hours_per_day": 24}],
+    verification={"max_requests": 800, "max_rounds": 3},
+)
 
 
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:

@@ -19,31 +19,33 @@ from npucenter.plan.milp import (
     solve_capacity,
 )
 
+# kind -> (server cost USD/h, active W, idle W) of the toy devices
+_TOY: dict[str, tuple[float, float, float]] = {
+    "npu": (3.0, 150.0, 40.0),
+    "gpu": (10.0, 700.0, 100.0),
+}
 
-def _npu(**kw: object) -> DeviceType:
+
+def _device(kind: str, **kw: object) -> DeviceType:
+    cost, active, idle = _TOY[kind]
     base: dict[str, object] = dict(
-        device_id="npu",
-        kind="npu",
+        device_id=kind,
+        kind=kind,
         cards_per_server=2,
-        server_cost_usd_per_hour=3.0,
-        active_power_w=150.0,
-        idle_power_w=40.0,
+        server_cost_usd_per_hour=cost,
+        active_power_w=active,
+        idle_power_w=idle,
     )
     base.update(kw)
     return DeviceType(**base)  # type: ignore[arg-type]
+
+
+def _npu(**kw: object) -> DeviceType:
+    return _device("npu", **kw)
 
 
 def _gpu(**kw: object) -> DeviceType:
-    base: dict[str, object] = dict(
-        device_id="gpu",
-        kind="gpu",
-        cards_per_server=2,
-        server_cost_usd_per_hour=10.0,
-        active_power_w=700.0,
-        idle_power_w=100.0,
-    )
-    base.update(kw)
-    return DeviceType(**base)  # type: ignore[arg-type]
+    return _device("gpu", **kw)
 
 
 def _brute_force(p: CapacityProblem, max_replicas: int = 8) -> tuple[float, float] | None:

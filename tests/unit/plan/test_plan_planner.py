@@ -8,8 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from plan_factories import CAT, chat_spec, h100_rngd_unit, replica
 
-from npucenter.catalog import default_catalog
 from npucenter.errors import InvalidConfigError, MissingFigureError
 from npucenter.plan.milp import Allocation
 from npucenter.plan.planner import (
@@ -25,26 +25,17 @@ from npucenter.plan.report import render_html, result_to_dict
 from npucenter.plan.spec import PlanSpec, ServiceSpec, parse_plan_spec
 from npucenter.plan.traffic import stats_from_spec, stats_from_stream
 
-CAT = default_catalog()
-
-SPEC: dict[str, Any] = {
-    "name": "unit",
-    "power": {"cap_w": 500_000, "price_usd_per_kwh": 0.1},
-    "devices": [
-        {"device": "rngd", "server_cost_usd_per_hour": 4.0, "cards_per_server": 2},
-        {"device": "h100", "server_cost_usd_per_hour": 30.0, "cards_per_server": 2},
-    ],
-    "services": [
-        {
-            "name": "chat",
-            "model": "llama-3.1-8b",
-            "traffic": {"rate_rps": 10, "mean_input_tokens": 500, "mean_output_tokens": 100},
-            "slo": {"ttft_s": 2.0, "tpot_s": 0.1},
-        }
-    ],
-    "headroom_fraction": 0.0,
-    "verification": {"max_rounds": 4, "headroom_step_fraction": 0.25},
-}
+SPEC = chat_spec(
+    "unit",
+    cap_w=500_000,
+    rngd_cost=4.0,
+    h100_cost=30.0,
+    cards_per_server=2,
+    traffic={"rate_rps": 10, "mean_input_tokens": 500, "mean_output_tokens": 100},
+    slo={"ttft_s": 2.0, "tpot_s": 0.1},
+    headroom_fraction=0.0,
+    verification={"max_rounds": 4, "headroom_step_fraction": 0.25},
+)
 
 
 class TableProfile:
@@ -271,7 +262,7 @@ STATS = {
 
 def test_analytic_rate_grows_with_a_looser_slo() -> None:
     prof = AnalyticProfile(CAT, STATS)
-    cand = Candidate(service="chat", device_id="furiosa_rngd", tp=1, precision="fp8")
+    cand = replica("furiosa_rngd")
     tight = prof.max_rate_rps(_service(tpot_s=0.03), cand)
     loose = prof.max_rate_rps(_service(tpot_s=0.2), cand)
     assert 0 < tight <= loose
@@ -279,31 +270,14 @@ def test_analytic_rate_grows_with_a_looser_slo() -> None:
 
 def test_analytic_rate_is_zero_when_one_prefill_breaks_the_ttft() -> None:
     prof = AnalyticProfile(CAT, STATS)
-    cand = Candidate(service="chat", device_id="furiosa_rngd", tp=1, precision="fp8")
+    cand = replica("furiosa_rngd")
     assert prof.max_rate_rps(_service(ttft_s=1e-4), cand) == 0.0
 
 
 def test_analytic_disaggregated_unit_is_limited_by_its_parts() -> None:
     prof = AnalyticProfile(CAT, STATS)
     svc = _service()
-    unit = Candidate(
-        service="chat",
-        device_id="furiosa_rngd",
-        tp=1,
-        precision="fp8",
-        prefill_device_id="nvidia_h100_sxm",
-        decode_per_prefill=1,
-        kv_link_gbps=50.0,
-    )
-    bigger = Candidate(
-        service="chat",
-        device_id="furiosa_rngd",
-        tp=1,
-        precision="fp8",
-        prefill_device_id="nvidia_h100_sxm",
-        decode_per_prefill=4,
-        kv_link_gbps=50.0,
-    )
+    unit, bigger = h100_rngd_unit(1), h100_rngd_unit(4)
     assert 0 < prof.max_rate_rps(svc, unit) <= prof.max_rate_rps(svc, bigger)
 
 
