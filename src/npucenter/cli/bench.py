@@ -115,15 +115,14 @@ _SUBMIT_HELP = "Attach the result to a job in the center (NPUCENTER_URL, NPUCENT
 _JOB_HELP = "The job --submit attaches to (inside a job the center runs: NPUCENTER_JOB_ID)."
 
 
-def _submit_result(doc: dict[str, Any], job_id: int | None) -> None:
-    """PUT the result to ``/api/jobs/{job_id}/result`` of the center named by the environment."""
-    import json
+def _check_submit(submit: bool, job_id: int | None) -> None:
+    """Refuse a --submit that could not be sent before the benchmark runs, not after."""
     import os
 
-    from npucenter.bench.result import _default
-    from npucenter.client import Client
     from npucenter.settings import ENV_API_KEY, ENV_URL, Settings
 
+    if not submit:
+        return
     if job_id is None:
         raise InvalidConfigError(
             "--job", None, "--submit needs the job the result belongs to", hint="pass --job ID"
@@ -134,6 +133,17 @@ def _submit_result(doc: dict[str, Any], job_id: int | None) -> None:
             ENV_URL, os.environ.get(ENV_URL), "--submit needs the center's URL and a key",
             hint=f"set {ENV_URL} and {ENV_API_KEY} (a key of the job's tenant)",
         )  # fmt: skip
+
+
+def _submit_result(doc: dict[str, Any], job_id: int | None) -> None:
+    """PUT the result to ``/api/jobs/{job_id}/result`` of the center named by the environment."""
+    import json
+
+    from npucenter.bench.result import _default
+    from npucenter.client import Client
+    from npucenter.settings import Settings
+
+    settings = Settings.from_env()
     # NaN/Infinity are not JSON: they go up as null
     body = json.loads(json.dumps(doc, default=_default), parse_constant=lambda _: None)
     with Client.from_settings(settings) as api:
@@ -259,6 +269,7 @@ def run_cmd(
     Example: ``npucenter bench run --endpoint http://127.0.0.1:8000 --model llama-3.1-8b
     --scenario poisson --rate 10 --max-requests 500 --json out.json``
     """
+    _check_submit(submit, job_id)
     from npucenter.bench.execute import benchmark_run, benchmark_sweep
     from npucenter.bench.loadgen import RunProgress
     from npucenter.bench.runner import run_async
@@ -370,6 +381,7 @@ def suite_cmd(
     job_id: int | None = typer.Option(None, "--job", envvar="NPUCENTER_JOB_ID", help=_JOB_HELP),
 ) -> None:
     """Run the standard, versioned suite against an endpoint (see docs/proving-ground.md)."""
+    _check_submit(submit, job_id)
     from npucenter.bench.loadgen import RunProgress
     from npucenter.bench.runner import run_async
     from npucenter.bench.suite import SuiteOptions, run_suite
