@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from npucenter.bench.client import Target
 from npucenter.bench.loadgen import make_client, run_load
@@ -83,36 +83,29 @@ def _closed_port() -> int:
 runner = CliRunner()
 
 
+def _bench(command: str, url: str, *args: str, model: str = "stub-model", out=None) -> Result:
+    """``npucenter bench COMMAND --endpoint URL --model MODEL ARGS --no-progress [--json OUT]``."""
+    argv = ["bench", *command.split(), "--endpoint", url, "--model", model, *args, "--no-progress"]
+    if out is not None:
+        argv += ["--json", str(out)]
+    return runner.invoke(app, argv)
+
+
+def _doc(res: Result, out) -> dict:
+    assert res.exit_code == 0, res.output
+    return json.loads(out.read_text())
+
+
 def test_cli_run_writes_versioned_json(stub_url, tmp_path):
     out = tmp_path / "r.json"
-    res = runner.invoke(
-        app,
-        [
-            "bench",
-            "run",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "stub-model",
-            "--scenario",
-            "gamma",
-            "--rate",
-            "40",
-            "--burstiness",
-            "0.5",
-            "--max-requests",
-            "20",
-            "--output-tokens",
-            "6",
-            "--slo-ttft-ms",
-            "1000",
-            "--no-progress",
-            "--json",
-            str(out),
-        ],
+    res = _bench(
+        "run",
+        stub_url,
+        *("--scenario", "gamma", "--rate", "40", "--burstiness", "0.5"),
+        *("--max-requests", "20", "--output-tokens", "6", "--slo-ttft-ms", "1000"),
+        out=out,
     )
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    doc = _doc(res, out)
     assert doc["schema"] == "npucenter.bench.result" and doc["schema_version"] == 1
     assert doc["harness_version"] and doc["machine"]["cpu_count"]
     s = doc["summary"]
@@ -133,57 +126,25 @@ def test_cli_run_writes_versioned_json(stub_url, tmp_path):
 
 def test_cli_rate_sweep_with_explicit_rates_and_trace_replay(stub_url, tmp_path):
     out = tmp_path / "sweep.json"
-    res = runner.invoke(
-        app,
-        [
-            "bench",
-            "run",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "stub-model",
-            "--scenario",
-            "rate-sweep",
-            "--rates",
-            "20,40",
-            "--step-duration",
-            "0.5",
-            "--output-tokens",
-            "4",
-            "--no-progress",
-            "--json",
-            str(out),
-        ],
+    res = _bench(
+        "run",
+        stub_url,
+        *("--scenario", "rate-sweep", "--rates", "20,40", "--step-duration", "0.5"),
+        *("--output-tokens", "4"),
+        out=out,
     )
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    doc = _doc(res, out)
     assert [r["offered_rate_rps"] for r in doc["runs"]] == [20.0, 40.0]
     assert doc["saturation"]["saturation_rps"] > 0
     trace_out = tmp_path / "trace.json"
-    res = runner.invoke(
-        app,
-        [
-            "bench",
-            "run",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "stub-model",
-            "--scenario",
-            "trace",
-            "--trace",
-            "azure-conv",
-            "--trace-speedup",
-            "5",
-            "--duration",
-            "2",
-            "--no-progress",
-            "--json",
-            str(trace_out),
-        ],
+    res = _bench(
+        "run",
+        stub_url,
+        *("--scenario", "trace", "--trace", "azure-conv", "--trace-speedup", "5"),
+        *("--duration", "2"),
+        out=trace_out,
     )
-    assert res.exit_code == 0, res.output
-    tdoc = json.loads(trace_out.read_text())
+    tdoc = _doc(res, trace_out)
     assert tdoc["summary"]["requests"] > 5
     # lengths come from the trace, not from --input-tokens
     assert len({r["target_input_tokens"] for r in tdoc["requests"]}) > 1
@@ -191,25 +152,8 @@ def test_cli_rate_sweep_with_explicit_rates_and_trace_replay(stub_url, tmp_path)
 
 def test_cli_suite_runs_every_entry_and_reports(stub_url, tmp_path):
     out = tmp_path / "suite.json"
-    res = runner.invoke(
-        app,
-        [
-            "bench",
-            "suite",
-            "proving-ground",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "stub-model",
-            "--duration-scale",
-            "0.02",
-            "--no-progress",
-            "--json",
-            str(out),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    res = _bench("suite proving-ground", stub_url, "--duration-scale", "0.02", out=out)
+    doc = _doc(res, out)
     assert doc["kind"] == "suite" and doc["suite"]["version"] == "1"
     assert [r["suite_entry"] for r in doc["results"]] == [
         "short-chat",
@@ -234,62 +178,19 @@ def test_cli_report_rejects_a_non_result_file(tmp_path):
 
 def test_cli_concurrency_sweep_and_typed_exit_codes(stub_url, tmp_path):
     out = tmp_path / "c.json"
-    res = runner.invoke(
-        app,
-        [
-            "bench",
-            "run",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "stub-model",
-            "--scenario",
-            "concurrency-sweep",
-            "--levels",
-            "1,4",
-            "--step-duration",
-            "0.5",
-            "--output-tokens",
-            "4",
-            "--no-progress",
-            "--json",
-            str(out),
-        ],
+    res = _bench(
+        "run",
+        stub_url,
+        *("--scenario", "concurrency-sweep", "--levels", "1,4", "--step-duration", "0.5"),
+        *("--output-tokens", "4"),
+        out=out,
     )
-    assert res.exit_code == 0, res.output
-    doc = json.loads(out.read_text())
+    doc = _doc(res, out)
     assert [r["concurrency"] for r in doc["runs"]] == [1, 4]
     assert doc["runs"][1]["summary"]["max_concurrent_requests"] <= 4
-    bad = runner.invoke(
-        app,
-        [
-            "bench",
-            "run",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "nope",
-            "--rate",
-            "1",
-            "--max-requests",
-            "1",
-            "--no-progress",
-        ],
-    )
+    bad = _bench("run", stub_url, "--rate", "1", "--max-requests", "1", model="nope")
     assert bad.exit_code == 3
-    bad = runner.invoke(
-        app,
-        [
-            "bench",
-            "run",
-            "--endpoint",
-            stub_url,
-            "--model",
-            "stub-model",
-            "--scenario",
-            "sometimes",
-        ],
-    )
+    bad = _bench("run", stub_url, "--scenario", "sometimes")
     assert bad.exit_code == 2
 
 
