@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from summary_contract import assert_summary_contract
 
 from npucenter.catalog import default_catalog
 from npucenter.errors import InvalidConfigError, NotFoundError, UnknownPluginError
@@ -26,6 +27,17 @@ SMALL = {
     ],
     "slo": "mlperf-llama-3.1-8b",
 }
+
+
+def _poisson_fixed(n: int, *, rate_rps: float, prompt: int, output: int, seed: int):
+    """``n`` Poisson arrivals, every request ``prompt`` tokens in and ``output`` out."""
+    return synthetic_trace(
+        num_requests=n,
+        arrivals=PoissonArrivals(rate_rps=rate_rps),
+        prompt=FixedLength(tokens=prompt),
+        output=FixedLength(tokens=output),
+        rng=np.random.default_rng(seed),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +66,7 @@ def test_every_request_completes_exactly_once(catalog, conv_head, policy):
     # the replicas emitted exactly the tokens the trace asked for: none lost, none twice
     assert res.summary["tokens_emitted"] == int(conv_head.output_tokens.sum())
     assert res.summary["output_tokens"] == int(conv_head.output_tokens.sum())
-    for key in (
-        "requests",
-        "completed",
-        "goodput_rps",
-        "slo_attainment",
-        "energy_j_per_output_token",
-        "simulated_s",
-        "wall_s",
-    ):
-        assert key in res.summary
-    for key in ("ttft_s", "tpot_s", "e2e_s"):
-        assert set(res.summary[key]) >= {"p50", "p90", "p99"}
+    assert_summary_contract(res.summary)
 
 
 def test_runs_are_deterministic(catalog, conv_head):
@@ -78,23 +79,11 @@ def test_runs_are_deterministic(catalog, conv_head):
 
 def test_npu_first_keeps_gpu_idle_at_light_load_and_spills_when_overloaded(catalog):
     center = build_center(fleet_spec_from_mapping(SMALL), catalog, policy="npu-first")
-    light = synthetic_trace(
-        num_requests=300,
-        arrivals=PoissonArrivals(rate_rps=1.0),
-        prompt=FixedLength(tokens=500),
-        output=FixedLength(tokens=50),
-        rng=np.random.default_rng(0),
-    )
+    light = _poisson_fixed(300, rate_rps=1.0, prompt=500, output=50, seed=0)
     res = center.run(light)
     kinds = np.array(res.replica_kinds)[res.replica_index]
     assert (kinds == "gpu").sum() == 0
-    heavy = synthetic_trace(
-        num_requests=3000,
-        arrivals=PoissonArrivals(rate_rps=200.0),
-        prompt=FixedLength(tokens=4000),
-        output=FixedLength(tokens=50),
-        rng=np.random.default_rng(0),
-    )
+    heavy = _poisson_fixed(3000, rate_rps=200.0, prompt=4000, output=50, seed=0)
     res = center.run(heavy)
     kinds = np.array(res.replica_kinds)[res.replica_index]
     assert (kinds == "gpu").sum() > 0
@@ -104,13 +93,7 @@ def test_energy_accounts_for_idle_cards(catalog):
     spec = fleet_spec_from_mapping(SMALL)
     center = build_center(spec, catalog)
     assert center.unused_cards == {"rngd": 6, "h100": 7}
-    trace = synthetic_trace(
-        num_requests=50,
-        arrivals=PoissonArrivals(rate_rps=0.1),
-        prompt=FixedLength(tokens=100),
-        output=FixedLength(tokens=10),
-        rng=np.random.default_rng(1),
-    )
+    trace = _poisson_fixed(50, rate_rps=0.1, prompt=100, output=10, seed=1)
     res = center.run(trace)
     s = res.summary
     # a nearly idle fleet draws about its idle power: 8 RNGD x 30 W + 8 H100 x 140 W
@@ -139,13 +122,8 @@ def test_disaggregated_prefill_on_gpu_decode_on_npu(catalog):
         }
     )
     center = build_center(spec, catalog)
-    trace = synthetic_trace(
-        num_requests=20,
-        arrivals=PoissonArrivals(rate_rps=0.05),  # alone: no queueing
-        prompt=FixedLength(tokens=2000),
-        output=FixedLength(tokens=20),
-        rng=np.random.default_rng(2),
-    )
+    # alone: no queueing
+    trace = _poisson_fixed(20, rate_rps=0.05, prompt=2000, output=20, seed=2)
     res = center.run(trace)
     assert res.summary["completed"] == 20
     h100 = center._perf.get("llama-3.1-8b", "h100", None, 1)
@@ -160,13 +138,8 @@ def test_disaggregated_prefill_on_gpu_decode_on_npu(catalog):
 
 def test_too_long_requests_are_rejected_not_lost(catalog):
     center = build_center(fleet_spec_from_mapping(SMALL), catalog)
-    trace = synthetic_trace(
-        num_requests=5,
-        arrivals=PoissonArrivals(rate_rps=1.0),
-        prompt=FixedLength(tokens=200_000),  # longer than Llama-3.1's context
-        output=FixedLength(tokens=10),
-        rng=np.random.default_rng(3),
-    )
+    # prompts longer than Llama-3.1's context
+    trace = _poisson_fixed(5, rate_rps=1.0, prompt=200_000, output=10, seed=3)
     res = center.run(trace)
     assert res.summary["rejected"] == 5 and res.summary["completed"] == 0
     assert res.summary["slo_attainment"] == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from summary_contract import assert_summary_contract
 from typer.testing import CliRunner
 
 from npucenter.cli.main import app
@@ -39,18 +40,8 @@ def test_simulate_writes_summary_and_report(tmp_path):
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
-    for key in (
-        "requests",
-        "completed",
-        "goodput_rps",
-        "slo_attainment",
-        "energy_j_per_output_token",
-        "simulated_s",
-        "wall_s",
-    ):
-        assert key in summary
+    assert_summary_contract(summary)
     assert summary["requests"] == 400 and summary["wall_s"] > 0
-    assert set(summary["ttft_s"]) >= {"p50", "p90", "p99"}
     assert "<svg" in page.read_text()
     assert len(recs.read_text().splitlines()) == 401
 
