@@ -25,6 +25,7 @@ __all__ = [
     "ENV_DATA_DIR",
     "ENV_FLEET",
     "ENV_JOB_RUNNER",
+    "ENV_JOB_TELEMETRY",
     "ENV_TARIFF",
     "ENV_URL",
     "Settings",
@@ -44,6 +45,8 @@ ENV_TARIFF = "NPUCENTER_TARIFF"
 ENV_FLEET = "NPUCENTER_FLEET"
 #: ``0`` stops `npucenter up` from running admitted jobs as local processes.
 ENV_JOB_RUNNER = "NPUCENTER_JOB_RUNNER"
+#: A telemetry reader (nvml, furiosa-smi, rbln-smi) that measures the power of jobs' cards.
+ENV_JOB_TELEMETRY = "NPUCENTER_JOB_TELEMETRY"
 #: Seconds between the job runner's periodic admission ticks.
 ENV_ADMISSION_INTERVAL = "NPUCENTER_ADMISSION_INTERVAL_S"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -74,6 +77,7 @@ class Settings:
     fleet_path: Path | None = None
     run_jobs: bool = True  # `npucenter up` runs admitted jobs as local processes
     admission_interval_s: float = 2.0  # the job runner's periodic admission tick
+    job_telemetry: str | None = None  # reader of this node's cards for jobs' measured energy
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -111,6 +115,7 @@ class Settings:
             fleet_path=Path(env[ENV_FLEET]).expanduser() if env.get(ENV_FLEET) else None,
             run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
             admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
+            job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,
         )
 
     @property

@@ -3,7 +3,8 @@
 Wires :class:`npucenter.executors.jobs.JobRunner` to the control plane: its ticks run the
 admission cycle (so jobs are admitted when capacity frees) and every committed change wakes it.
 ``NPUCENTER_JOB_RUNNER=0`` leaves jobs to an external executor (which reports their states
-through ``POST /api/jobs/{id}/state``); ``NPUCENTER_ADMISSION_INTERVAL_S`` sets the tick.
+through ``POST /api/jobs/{id}/state``); ``NPUCENTER_ADMISSION_INTERVAL_S`` sets the tick;
+``NPUCENTER_JOB_TELEMETRY`` names the reader that measures jobs' cards.
 """
 
 from __future__ import annotations
@@ -32,8 +33,16 @@ log = logging.getLogger(__name__)
 def make_job_runner(
     control: ControlPlane, *, interval_s: float | None = None, **kwargs: Any
 ) -> JobRunner:
-    """A runner over ``control``'s store; jobs run in ``<data dir>/jobs/job-<id>``."""
+    """A runner over ``control``'s store; jobs run in ``<data dir>/jobs/job-<id>``.
+
+    ``settings.job_telemetry`` names a telemetry reader (``NPUCENTER_JOB_TELEMETRY``) whose
+    readings of a job's cards replace their modelled power on the ledger.
+    """
     settings = control.settings
+    if settings.job_telemetry and "telemetry" not in kwargs:
+        from npucenter.telemetry import TELEMETRY
+
+        kwargs["telemetry"] = TELEMETRY.get(settings.job_telemetry)()
     return JobRunner(
         tx=control.tx,
         admit=lambda: run_admission(control),

@@ -311,3 +311,44 @@ def test_the_server_hook_runs_jobs_as_they_are_submitted(database_url, tmp_path,
         assert repo.get_job(sleeper).state in ("queued", "admitted")
     app.state.control.db.dispose()
     assert os.environ.get("NPUCENTER_JOB_ID") is None
+
+
+class _FakeTelemetry:
+    """Two H100 cards at 300 W each (what NVML would report on this node)."""
+
+    name = "fake"
+
+    async def discover(self):
+        return ()
+
+    async def sample(self):
+        from npucenter.telemetry import PowerSample
+
+        return tuple(
+            PowerSample(source_id=f"gpu{i}", device_type="h100", power_w=300.0) for i in (0, 1)
+        )
+
+
+def test_measured_power_of_the_jobs_cards_replaces_the_model(admin, center, fleet, tmp_path):
+    from npucenter.clock import FakeClock
+
+    acme = _tenant(admin, center, "acme", nominal=4)
+    go = tmp_path / "go"
+    script = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)"
+    job_id = _submit(acme, [PY, "-c", script], cards=2)
+    monotonic = FakeClock(100.0)
+    runner = make_job_runner(
+        center.state.control, grace_s=1.0, telemetry=_FakeTelemetry(), clock=monotonic
+    )
+    try:
+        assert asyncio.run(runner.tick()).started == [job_id]
+        monotonic.advance(10.0)
+        asyncio.run(runner.tick())  # 2 cards x 300 W x 10 s
+        go.write_text("")
+        monotonic.advance(5.0)
+        _finish(runner, job_id)  # + 2 x 300 W x 5 s, then the exit is recorded
+    finally:
+        asyncio.run(runner.shutdown())
+    rows = [r for r in acme.get("/api/usage").json() if r["ref"].startswith(f"job:{job_id} ")]
+    assert acme.get(f"/api/jobs/{job_id}").json()["state"] == "succeeded"
+    assert len(rows) == 1 and rows[0]["energy_j"] == pytest.approx(600.0 * 15.0)
