@@ -10,6 +10,7 @@ thread that changes the gateway's state, so it never reads a half-updated dict.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Callable, Sequence
@@ -26,13 +27,21 @@ from npucenter.fleet import Fleet
 from npucenter.gateway.app import Gateway
 from npucenter.metering.ledger import UsageTotals
 from npucenter.web.charts import Line, bar_chart, time_chart
-from npucenter.web.series import LiveSeries, Sample, Window, histogram_quantile
+from npucenter.web.series import (
+    LiveSeries,
+    Sample,
+    Window,
+    curve_of,
+    histogram_quantile,
+    window_of,
+)
 
 __all__ = ["DEFAULT_REFRESH_S", "install_dashboard", "render_dashboard"]
 
 DEFAULT_REFRESH_S = 5
 _MAX_REFRESH_S = 3600
 _CHART_S = 600.0  # the charts show the last ten minutes
+_CHART_POINTS = 150  # at most, per line (a chart is a few hundred pixels wide)
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -69,30 +78,8 @@ def render_dashboard(
     ``series`` holds the sampled counters the charts draw (``npucenter up`` samples every
     second); without it the charts fall back to the gateway's own request/token history.
     """
-    wall_s = time.time() if now_wall_s is None else now_wall_s
-    series = series if series is not None else _series_from_history(gateway)
-    replicas = _replica_rows(gateway, fleet)
-    totals = _total(gateway.usage_totals.values())
-    tenants = _tenant_rows(gateway)
-    return _template.render(
-        fleet=fleet,
-        refresh_s=refresh_s,
-        uptime=_duration(wall_s - gateway.started_wall_s),
-        updated=time.strftime("%H:%M:%S UTC", time.gmtime(wall_s)),
-        totals=totals,
-        power_w=sum(r["power_w"] for r in replicas if r["state"] != "not running"),
-        inflight=sum(r["inflight"] for r in replicas),
-        queued=gateway.dispatcher.queued(),
-        num_up=sum(1 for r in replicas if r["state"] == "up"),
-        headline=_headline(series.window(60.0)),
-        servers=_server_rows(fleet, replicas),
-        replicas=replicas,
-        tenants=tenants,
-        max_tenant_tokens=max((t["u"].total_tokens for t in tenants), default=0) or 1,
-        charts=_charts(series),
-        tenant_chart=bar_chart(
-            _tokens_by_tenant(gateway)[:12], unit="tokens", title="Tokens by tenant"
-        ),
+    return _render(
+        _snapshot(gateway, fleet, series=series, refresh_s=refresh_s, now_wall_s=now_wall_s)
     )
 
 
@@ -110,9 +97,8 @@ def install_dashboard(
                 status_code=401,
                 headers={"www-authenticate": 'Basic realm="npucenter"'},
             )
-        html = render_dashboard(
-            gateway, fleet, series=series, refresh_s=_refresh_s(request.query_params)
-        )
+        view = _snapshot(gateway, fleet, series=series, refresh_s=_refresh_s(request.query_params))
+        html = await asyncio.to_thread(_render, view)  # a big page: keep the event loop free
         return HTMLResponse(
             html,
             headers={
@@ -122,6 +108,49 @@ def install_dashboard(
                 "referrer-policy": "no-referrer",
             },
         )
+
+
+def _snapshot(
+    gateway: Gateway,
+    fleet: Fleet,
+    *,
+    series: LiveSeries | None,
+    refresh_s: int,
+    now_wall_s: float | None = None,
+) -> dict[str, Any]:
+    """Copy what the page shows out of the live gateway (on its event loop; cheap)."""
+    wall_s = time.time() if now_wall_s is None else now_wall_s
+    series = series if series is not None else _series_from_history(gateway)
+    replicas = _replica_rows(gateway, fleet)
+    tenants = _tenant_rows(gateway)
+    return {
+        "fleet": fleet,
+        "refresh_s": refresh_s,
+        "uptime": _duration(wall_s - gateway.started_wall_s),
+        "updated": time.strftime("%H:%M:%S UTC", time.gmtime(wall_s)),
+        "totals": _total(gateway.usage_totals.values()),
+        "power_w": sum(r["power_w"] for r in replicas if r["state"] != "not running"),
+        "inflight": sum(r["inflight"] for r in replicas),
+        "queued": gateway.dispatcher.queued(),
+        "num_up": sum(1 for r in replicas if r["state"] == "up"),
+        "servers": _server_rows(fleet, replicas),
+        "replicas": replicas,
+        "tenants": tenants,
+        "max_tenant_tokens": max((t["u"].total_tokens for t in tenants), default=0) or 1,
+        "tokens_by_tenant": _tokens_by_tenant(gateway)[:12],
+        "samples": series.samples(),
+    }
+
+
+def _render(view: dict[str, Any]) -> str:
+    """The page of a snapshot (pure: any thread)."""
+    samples: list[Sample] = view["samples"]
+    return _template.render(
+        **{k: v for k, v in view.items() if k not in ("samples", "tokens_by_tenant")},
+        headline=_headline(window_of(samples, 60.0)),
+        charts=_charts(samples),
+        tenant_chart=bar_chart(view["tokens_by_tenant"], unit="tokens", title="Tokens by tenant"),
+    )
 
 
 def _allowed(request: Any, gateway: Gateway) -> bool:
@@ -288,14 +317,13 @@ def _headline(window: Window | None) -> _Headline:
     )
 
 
-def _charts(series: LiveSeries) -> list[dict[str, str]]:
-    samples = series.samples()
+def _charts(samples: list[Sample]) -> list[dict[str, str]]:
     span_s = min(_CHART_S, samples[-1].wall_s - samples[0].wall_s) if len(samples) > 1 else 0.0
     x_label = f"−{span_s:.0f} s" if span_s < 90 else f"−{span_s / 60:.0f} min"
 
     def latency(pick: str) -> list[Line]:
         return [
-            Line(f"p{round(q * 100)}", series.curve(_quantile_ms(q, pick), trailing_s=10.0))
+            Line(f"p{round(q * 100)}", _curve(samples, _quantile_ms(q, pick), trailing_s=10.0))
             for q in (0.5, 0.95)
         ]
 
@@ -304,13 +332,13 @@ def _charts(series: LiveSeries) -> list[dict[str, str]]:
             "rate",
             "Request rate",
             "req/s",
-            [Line("", series.curve(lambda w: w.requests_per_s, trailing_s=5.0))],
+            [Line("", _curve(samples, lambda w: w.requests_per_s, trailing_s=5.0))],
         ),
         (
             "throughput",
             "Output tokens per second",
             "tok/s",
-            [Line("", series.curve(lambda w: w.output_tokens_per_s, trailing_s=5.0))],
+            [Line("", _curve(samples, lambda w: w.output_tokens_per_s, trailing_s=5.0))],
         ),
         ("ttft", "Time to first token (streamed)", "ms", latency("ttft")),
         ("tpot", "Time per output token (streamed)", "ms", latency("tpot")),
@@ -329,6 +357,15 @@ def _charts(series: LiveSeries) -> list[dict[str, str]]:
         }
         for key, title, unit, lines in specs
     ]
+
+
+def _curve(
+    samples: list[Sample], value: Callable[[Window], float | None], *, trailing_s: float
+) -> list[tuple[float, float | None]]:
+    if not samples:
+        return []
+    recent = [s for s in samples if samples[-1].wall_s - s.wall_s <= _CHART_S + trailing_s]
+    return curve_of(recent, value, trailing_s=trailing_s, max_points=_CHART_POINTS)
 
 
 def _quantile_ms(q: float, pick: str) -> Callable[[Window], float | None]:

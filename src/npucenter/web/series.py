@@ -8,6 +8,7 @@ request. Everything here but :func:`sample_gateway` and :func:`sample_forever` i
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import time
@@ -24,9 +25,11 @@ __all__ = [
     "LiveSeries",
     "Sample",
     "Window",
+    "curve_of",
     "histogram_quantile",
     "sample_forever",
     "sample_gateway",
+    "window_of",
 ]
 
 Point = tuple[float, float | None]  # (Unix time, value or None for "no data in this window")
@@ -72,16 +75,42 @@ class Sample:
     tpot: HistogramState = HistogramState()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class Window:
-    """What happened between two samples."""
+    """What happened between two samples (histogram differences are taken when asked for)."""
 
-    span_s: float
-    num_requests: int
-    num_failed: int
-    output_tokens: int
-    ttft: HistogramState
-    tpot: HistogramState
+    start: Sample
+    end: Sample
+
+    @property
+    def span_s(self) -> float:
+        """Seconds between the two samples."""
+        return self.end.wall_s - self.start.wall_s
+
+    @property
+    def num_requests(self) -> int:
+        """Requests answered in the window."""
+        return max(0, self.end.num_requests - self.start.num_requests)
+
+    @property
+    def num_failed(self) -> int:
+        """Requests that failed in the window."""
+        return max(0, self.end.num_failed - self.start.num_failed)
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens metered in the window."""
+        return max(0, self.end.output_tokens - self.start.output_tokens)
+
+    @property
+    def ttft(self) -> HistogramState:
+        """Times to first token observed in the window."""
+        return self.end.ttft.minus(self.start.ttft)
+
+    @property
+    def tpot(self) -> HistogramState:
+        """Times per output token observed in the window."""
+        return self.end.tpot.minus(self.start.tpot)
 
     @property
     def requests_per_s(self) -> float:
@@ -109,32 +138,50 @@ class LiveSeries:
         self._samples.append(sample)
 
     def samples(self) -> list[Sample]:
-        """The samples kept, oldest first."""
+        """The samples kept, oldest first (a copy: safe to read in another thread)."""
         return list(self._samples)
 
     def window(self, last_s: float) -> Window | None:
-        """The last ``last_s`` seconds (or as much as is kept); None before two samples."""
-        if len(self._samples) < 2:
-            return None
-        end = self._samples[-1]
-        start = next(
-            (s for s in self._samples if end.wall_s - s.wall_s <= last_s), self._samples[-2]
-        )
-        if start is end:
-            start = self._samples[-2]
-        return _between(start, end)
+        """See :func:`window_of`."""
+        return window_of(self.samples(), last_s)
 
-    def curve(self, value: Callable[[Window], float | None], *, trailing_s: float) -> list[Point]:
-        """``value`` of the window ending at each sample and starting ``trailing_s`` before it."""
-        samples = list(self._samples)
-        out: list[Point] = []
-        j = 0
-        for i in range(1, len(samples)):
-            end = samples[i]
-            while end.wall_s - samples[j].wall_s > trailing_s + 1e-9 and j < i - 1:
-                j += 1
-            out.append((end.wall_s, value(_between(samples[j], end))))
-        return out
+    def curve(
+        self, value: Callable[[Window], float | None], *, trailing_s: float, max_points: int = 0
+    ) -> list[Point]:
+        """See :func:`curve_of`."""
+        return curve_of(self.samples(), value, trailing_s=trailing_s, max_points=max_points)
+
+
+def window_of(samples: Sequence[Sample], last_s: float) -> Window | None:
+    """The last ``last_s`` seconds of ``samples`` (or all of them); None before two samples."""
+    if len(samples) < 2:
+        return None
+    end = samples[-1]
+    start = next((s for s in samples if end.wall_s - s.wall_s <= last_s), samples[-2])
+    return Window(samples[-2] if start is end else start, end)
+
+
+def curve_of(
+    samples: Sequence[Sample],
+    value: Callable[[Window], float | None],
+    *,
+    trailing_s: float,
+    max_points: int = 0,
+) -> list[Point]:
+    """``value`` of the window ending at each sample and starting ``trailing_s`` before it.
+
+    ``max_points`` > 0 keeps every k-th sample (the last one always) so that a chart of a few
+    hundred pixels does not compute a thousand windows.
+    """
+    n = len(samples)
+    stride = max(1, -(-(n - 1) // max_points)) if max_points > 0 else 1
+    ends = range(n - 1, 0, -stride)
+    out: list[Point] = []
+    for i in reversed(ends):
+        end = samples[i]
+        j = bisect.bisect_left(samples, end.wall_s - trailing_s - 1e-9, hi=i, key=_wall_s)
+        out.append((end.wall_s, value(Window(samples[min(j, i - 1)], end))))
+    return out
 
 
 def histogram_quantile(q: float, hist: HistogramState) -> float | None:
@@ -158,11 +205,6 @@ def histogram_quantile(q: float, hist: HistogramState) -> float | None:
             )
         lower_bound, lower_count = bound, count
     return lower_bound
-
-
-def mean_s(hist: HistogramState) -> float | None:
-    """The mean observation, or None without any."""
-    return hist.total_s / hist.count if hist.count > 0 else None
 
 
 def sample_gateway(gateway: Gateway, wall_s: float | None = None) -> Sample:
@@ -196,15 +238,8 @@ async def sample_forever(series: LiveSeries, gateway: Gateway) -> AsyncIterator[
             await task
 
 
-def _between(start: Sample, end: Sample) -> Window:
-    return Window(
-        span_s=end.wall_s - start.wall_s,
-        num_requests=max(0, end.num_requests - start.num_requests),
-        num_failed=max(0, end.num_failed - start.num_failed),
-        output_tokens=max(0, end.output_tokens - start.output_tokens),
-        ttft=end.ttft.minus(start.ttft),
-        tpot=end.tpot.minus(start.tpot),
-    )
+def _wall_s(sample: Sample) -> float:
+    return sample.wall_s
 
 
 def _histogram(families: Iterable[Any]) -> HistogramState:

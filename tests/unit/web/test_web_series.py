@@ -13,6 +13,7 @@ from npucenter.web.series import (
     HistogramState,
     LiveSeries,
     Sample,
+    curve_of,
     histogram_quantile,
     sample_gateway,
 )
@@ -86,3 +87,12 @@ def test_sample_gateway_reads_usage_and_latency_histograms() -> None:
     assert s.tpot.count == 1
     q = histogram_quantile(0.5, s.ttft)
     assert q is not None and 0.01 <= q <= 0.025  # the 0.02 observation's bucket
+
+
+def test_curve_thins_to_max_points_and_keeps_the_latest() -> None:
+    samples = [Sample(wall_s=float(t), num_requests=t * t) for t in range(601)]
+    full = curve_of(samples, lambda w: w.requests_per_s, trailing_s=5.0)
+    thin = curve_of(samples, lambda w: w.requests_per_s, trailing_s=5.0, max_points=150)
+    assert len(full) == 600 and 100 <= len(thin) <= 150
+    assert thin[-1] == full[-1] and set(thin) <= set(full)  # same values, fewer of them
+    assert full[-1][1] == pytest.approx((600**2 - 595**2) / 5)  # a 5-second trailing window
