@@ -302,6 +302,7 @@ class JobRunner:
             return report
 
     async def _kill_moved_on(self, views: dict[int, _JobView], report: TickReport) -> None:
+        doomed: list[_Run] = []
         for job_id, run in list(self._runs.items()):
             view = views.get(job_id)
             if (
@@ -311,9 +312,11 @@ class JobRunner:
             ):
                 continue
             del self._runs[job_id]
-            await _terminate(run.proc, self.grace_s)
-            report.killed.append(job_id)
-            log.info("killed job %d (pid %d): it lost its cards", job_id, run.proc.pid)
+            doomed.append(run)
+        await asyncio.gather(*(_terminate(run.proc, self.grace_s) for run in doomed))
+        for run in doomed:
+            report.killed.append(run.view.job_id)
+            log.info("killed job %d (pid %d): it lost its cards", run.view.job_id, run.proc.pid)
 
     async def _start(self, view: _JobView, report: TickReport) -> None:
         if not view.command:
