@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npucenter.errors import InvalidConfigError
+from npucenter.perf.model import PerfModel
 
 __all__ = ["LinearStepCost"]
 
@@ -27,6 +28,8 @@ class LinearStepCost:
     per_context_token_s: float = 0.0
     busy_power_w: float = 100.0
     idle_power_w: float = 20.0
+
+    attn_pairs = staticmethod(PerfModel.attn_pairs)  # the real model's causal pair count
 
     def __post_init__(self) -> None:
         for name in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -39,8 +40,8 @@ def test_one_request_prefill_then_decode(perf: Any) -> None:
     steps = _drain(core)
     assert len(steps) == 4  # prefill step emits token 1, then 3 decode steps
     assert steps[0].first_token_ids == ("a",)
-    assert steps[0].duration_s == pytest.approx(perf.base_s + 100 * perf.per_prefill_s)
-    assert steps[1].duration_s == pytest.approx(perf.base_s + perf.per_decode_s)
+    assert steps[0].duration_s == pytest.approx(perf.fixed_s + 100 * perf.per_prefill_token_s)
+    assert steps[1].duration_s == pytest.approx(perf.fixed_s + perf.per_decode_seq_s)
     assert sum(n for s in steps for _, n in s.emitted) == 4
     assert steps[-1].finished_ids == ("a",)
     assert all(s.energy_j == pytest.approx(s.duration_s * perf.busy_power_w) for s in steps)
@@ -77,7 +78,7 @@ def test_abort_frees_the_request(perf: Any) -> None:
 
 
 def test_kv_pressure_preempts_the_newest(perf: Any) -> None:
-    perf.kv_capacity_tokens = 120
+    perf = replace(perf, kv_capacity_tokens=120)
     core = LocalReplicaCore(perf)
     core.add(SeqRequest(request_id="old", prompt_tokens=50, max_output_tokens=40, arrival_s=0.0))
     core.add(SeqRequest(request_id="new", prompt_tokens=50, max_output_tokens=40, arrival_s=0.0))

@@ -37,8 +37,8 @@ async def test_one_request_has_modelled_ttft_and_e2e(perf: Any) -> None:
     loop.start()
     handle = loop.submit(100, 4, stream=False)
     result = await asyncio.wait_for(handle.result, 5)
-    prefill_s = perf.base_s + 100 * perf.per_prefill_s
-    decode_s = perf.base_s + perf.per_decode_s
+    prefill_s = perf.fixed_s + 100 * perf.per_prefill_token_s
+    decode_s = perf.fixed_s + perf.per_decode_seq_s
     assert result.completion_tokens == 4
     assert result.ttft_s == pytest.approx(prefill_s)
     assert result.e2e_s == pytest.approx(prefill_s + 3 * decode_s)
@@ -88,7 +88,7 @@ async def test_concurrent_requests_are_batched(perf: Any) -> None:
     results = await asyncio.wait_for(asyncio.gather(*(h.result for h in handles)), 5)
     assert all(r.completion_tokens == 20 for r in results)
     # batched: far less than 8 sequential runs of 20 steps each
-    assert clock.now_s() < 8 * 20 * perf.base_s / 2
+    assert clock.now_s() < 8 * 20 * perf.fixed_s / 2
     await loop.stop()
 
 
