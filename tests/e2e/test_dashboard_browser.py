@@ -115,8 +115,11 @@ def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
     try:
         _wait_healthy(url, proc)
         admin = {"authorization": f"Bearer {ADMIN}"}
-        httpx.post(f"{url}/api/tenants", json={"name": "acme", "kind": "company"}, headers=admin)
-        key = httpx.post(f"{url}/api/keys", json={"tenant": "acme"}, headers=admin).json()["key"]
+        httpx.post(
+            f"{url}/api/tenants", json={"name": "acme", "kind": "company"}, headers=admin
+        ).raise_for_status()
+        made = httpx.post(f"{url}/api/keys", json={"tenant": "acme"}, headers=admin)
+        key = made.raise_for_status().json()["key"]
         center = Center(url, key)
         _wait_serving(center)
         yield center
@@ -163,9 +166,7 @@ def test_tables_and_charts_show_the_tenants_usage(
     center.ask("Hello from the browser test.", max_tokens=12, stream=False)
     center.ask("Stream a few tokens, please.", max_tokens=9, stream=True)
     center.ask("And one more stream.", max_tokens=15, stream=True)
-    time.sleep(2.2)  # two sampler ticks after the last request: the charts have a slope
-
-    resp = page.goto(f"{center.url}/?refresh=0")
+    resp = _open_when_charted(page, center.url)  # the sampler ticks every second
     assert resp.status == 200
     assert "script-src" not in resp.headers["content-security-policy"]  # no script may run
     assert page.title() == "npucenter — browser-e2e"
@@ -218,11 +219,16 @@ def test_tables_and_charts_show_the_tenants_usage(
 def test_auto_refresh_updates_the_numbers(center: Center, page: Any) -> None:
     page.goto(f"{center.url}/?refresh=1")
     before = _int(page.locator("#stat-requests").inner_text())
-    tokens_before = _int(_table(page, "Tenants")[0][6])
     center.ask("Refresh, please.", max_tokens=4, stream=False)
+    # the page reloads itself: the locators below wait for a reload that shows the request
     sync_api.expect(page.locator("#stat-requests")).to_have_text(f"{before + 1:,}", timeout=8000)
-    acme = {r[0]: r for r in _table(page, "Tenants")}["acme"]
-    assert _int(acme[6]) == center.usage["prompt"] + center.usage["completion"] > tokens_before
+    acme = (
+        page.get_by_role("table", name="Tenants")
+        .locator("tbody tr")
+        .filter(has=page.get_by_role("rowheader", name="acme", exact=True))
+    )
+    total = center.usage["prompt"] + center.usage["completion"]
+    sync_api.expect(acme.locator("td").nth(5)).to_have_text(f"{total:,}", timeout=8000)
     assert page.url.endswith("?refresh=1")  # the reload keeps the chosen period
 
     page.get_by_role("link", name="pause auto-refresh").click()
@@ -282,6 +288,17 @@ def test_layout_is_accessible(center: Center, page: Any) -> None:
     page.set_viewport_size({"width": 420, "height": 800})  # a phone: nothing wider than the page
     assert page.evaluate("document.documentElement.scrollWidth") <= 420
     assert page.problems == []
+
+
+def _open_when_charted(page: Any, url: str) -> Any:
+    """Open the (paused) page until the sampler has drawn the TTFT and request-rate lines."""
+    deadline = time.monotonic() + 15
+    while True:
+        resp = page.goto(f"{url}/?refresh=0")
+        drawn = [page.locator(f"#chart-{c} svg polyline").count() for c in ("ttft", "rate")]
+        if all(drawn) or time.monotonic() > deadline:
+            return resp
+        time.sleep(0.5)
 
 
 def _table(page: Any, name: str) -> list[list[str]]:
