@@ -223,8 +223,8 @@ def test_power_cap_too_low_is_infeasible() -> None:
     assert _brute_force(p) is None
 
 
-def test_cap_forces_the_low_power_device() -> None:
-    # Uncapped, GPUs are cheapest for chat; a tight cap moves chat onto NPUs.
+def _npu_or_gpu_chat(**kw: object) -> CapacityProblem:
+    """One service, 16 req/s: NPU replicas do 2 req/s on dearer servers, GPU ones 8 req/s."""
     p = CapacityProblem(
         devices=(_npu(server_cost_usd_per_hour=8.0, max_servers=10), _gpu(max_servers=10)),
         options=(
@@ -234,6 +234,12 @@ def test_cap_forces_the_low_power_device() -> None:
         demand_rps={"chat": 16.0},
         power_cap_w=1e6,
     )
+    return replace(p, **kw)  # type: ignore[arg-type]
+
+
+def test_cap_forces_the_low_power_device() -> None:
+    # Uncapped, GPUs are cheapest for chat; a tight cap moves chat onto NPUs.
+    p = _npu_or_gpu_chat()
     free = solve_capacity(p)
     assert free is not None and free.servers["gpu"] >= 1
     capped = solve_capacity(replace(p, power_cap_w=free.power_w - 1.0))
@@ -276,15 +282,7 @@ def test_gpu_jobs_reserve_gpu_cards() -> None:
 
 
 def test_pareto_front_trades_power_for_cost() -> None:
-    p = CapacityProblem(
-        devices=(_npu(server_cost_usd_per_hour=8.0, max_servers=10), _gpu(max_servers=10)),
-        options=(
-            ReplicaOption(service="chat", label="chat@npu", cards={"npu": 1}, rate_rps=2.0),
-            ReplicaOption(service="chat", label="chat@gpu", cards={"gpu": 1}, rate_rps=8.0),
-        ),
-        demand_rps={"chat": 16.0},
-        power_cap_w=1e6,
-    )
+    p = _npu_or_gpu_chat()
     front = pareto_front(p, num_points=6)
     assert len(front) >= 2
     powers = [a.power_w for a in front]
@@ -316,16 +314,7 @@ def test_zero_demand_costs_only_inventory() -> None:
 
 
 def test_power_and_weighted_objectives_trade_cost_for_power() -> None:
-    p = CapacityProblem(
-        devices=(_npu(server_cost_usd_per_hour=8.0, max_servers=10), _gpu(max_servers=10)),
-        options=(
-            ReplicaOption(service="chat", label="chat@npu", cards={"npu": 1}, rate_rps=2.0),
-            ReplicaOption(service="chat", label="chat@gpu", cards={"gpu": 1}, rate_rps=8.0),
-        ),
-        demand_rps={"chat": 16.0},
-        power_cap_w=1e6,
-        power_price_usd_per_kwh=0.1,
-    )
+    p = _npu_or_gpu_chat(power_price_usd_per_kwh=0.1)
     cheapest = solve_capacity(p)
     frugal = solve_capacity(replace(p, objective="power"))
     heavy = solve_capacity(replace(p, objective="weighted", power_weight_usd_per_kw=1000.0))
