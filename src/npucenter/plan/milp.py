@@ -141,11 +141,6 @@ class Allocation:
 
     spare_cards: Mapping[str, int]  # device_id -> cards bought but idle
 
-    @property
-    def total_cards(self) -> int:
-        """Cards bought (all servers times their cards)."""
-        return sum(self.cards_used.values()) + sum(self.spare_cards.values())
-
 
 def solve_capacity(problem: CapacityProblem) -> Allocation | None:
     """Solve the MILP; ``None`` when no fleet within the bounds meets the demand under the cap.

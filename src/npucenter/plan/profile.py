@@ -112,11 +112,6 @@ class CachedProfile:
             self._cache[key] = self.inner.max_rate_rps(service, candidate)
         return self._cache[key]
 
-    @property
-    def num_cached(self) -> int:
-        """How many profiles have been computed."""
-        return len(self._cache)
-
 
 class AnalyticProfile:
     """Closed-form capacity from the performance model (no simulation).

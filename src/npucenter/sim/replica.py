@@ -261,11 +261,6 @@ class ReplicaCore:
         return self._queued_prefill + self._remaining_out
 
     @property
-    def free_at_s(self) -> float:
-        """When the iteration in progress ends (the earliest start of the next one)."""
-        return self._free_s
-
-    @property
     def has_work(self) -> bool:
         """True while any request is running or waiting."""
         return bool(self._running or self._waiting)
