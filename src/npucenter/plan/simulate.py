@@ -462,36 +462,20 @@ def _fleet(
 
 
 def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[Deployment]:
+    """``count`` replicas (or units: one prefill replica and its decoders) of ``cand``."""
+    colocated = Deployment(
+        service=svc.name,
+        model=svc.model,
+        device=cand.device_id,
+        precision=cand.precision,
+        tp=cand.tp,
+        replicas_per_server=count,
+    )
     if cand.prefill_device_id is None:
-        return [
-            Deployment(
-                service=svc.name,
-                model=svc.model,
-                device=cand.device_id,
-                precision=cand.precision,
-                tp=cand.tp,
-                replicas_per_server=count,
-            )
-        ]
+        return [colocated]
     return [
-        Deployment(
-            service=svc.name,
-            model=svc.model,
-            device=cand.prefill_device_id,
-            precision=cand.precision,
-            tp=cand.prefill_tp,
-            replicas_per_server=count,
-            role="prefill",
-        ),
-        Deployment(
-            service=svc.name,
-            model=svc.model,
-            device=cand.device_id,
-            precision=cand.precision,
-            tp=cand.tp,
-            replicas_per_server=count * cand.decode_per_prefill,
-            role="decode",
-        ),
+        replace(colocated, device=cand.prefill_device_id, tp=cand.prefill_tp, role="prefill"),
+        replace(colocated, replicas_per_server=count * cand.decode_per_prefill, role="decode"),
     ]
 
 
