@@ -43,7 +43,12 @@ from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
 from npucenter.gateway.routing import LeastOutstandingRouter, Router, RouteTicket
 from npucenter.gateway.scrape import scrape_replica
-from npucenter.gateway.upstream import FastUpstreamClient, HttpxUpstreamClient, UpstreamClient
+from npucenter.gateway.upstream import (
+    FastUpstreamClient,
+    HttpxUpstreamClient,
+    UpstreamClient,
+    UpstreamResponse,
+)
 from npucenter.metering.ledger import (
     InMemoryLedger,
     Ledger,
@@ -436,15 +441,19 @@ class Gateway:
             self, call, await self.dispatcher.acquire(call.ticket, weight=_weight(call))
         )
 
-    async def _forward_unary(self, call: _Call, body: bytes, send: Send) -> None:
-        upstream = self._upstream
-        assert upstream is not None
+    async def _send(self, attempt: _Attempt, body: bytes) -> UpstreamResponse:
+        """POST ``body`` to the attempt's replica; returns once the response head is in."""
+        assert self._upstream is not None
+        call = attempt.call
         headers = {"content-type": "application/json", "x-request-id": call.request_id}
+        return await self._upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+
+    async def _forward_unary(self, call: _Call, body: bytes, send: Send) -> None:
         for _ in range(self.config.max_attempts):
             attempt = await self._attempt(call)
             try:
                 try:
-                    resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+                    resp = await self._send(attempt, body)
                     try:
                         content = await resp.aread()
                     finally:
@@ -476,14 +485,11 @@ class Gateway:
         raise self._exhausted(call)
 
     async def _forward_stream(self, call: _Call, body: bytes, send: Send, want_usage: bool) -> None:
-        upstream = self._upstream
-        assert upstream is not None
-        headers = {"content-type": "application/json", "x-request-id": call.request_id}
         for _ in range(self.config.max_attempts):
             attempt = await self._attempt(call)
             try:
                 try:
-                    resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+                    resp = await self._send(attempt, body)
                 except httpx.HTTPError as exc:
                     attempt.fail(repr(exc))
                     continue
