@@ -1,4 +1,4 @@
-"""The stand-in replica core: continuous batching with chunked prefill and preemption."""
+"""The virtual engine's replica core (the simulator's ReplicaCore): batching, chunking, preemption."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npucenter.engines.virtual.core import (
-    CoreConfig,
-    LocalReplicaCore,
+    ReplicaConfig,
+    ReplicaCore,
     SeqRequest,
     make_replica_core,
 )
 from npucenter.errors import InvalidConfigError
 
 
-def _drain(core: LocalReplicaCore, limit: int = 10_000) -> list[Any]:
+def _drain(core: ReplicaCore, limit: int = 10_000) -> list[Any]:
     steps = []
     now = 0.0
     for _ in range(limit):
@@ -31,11 +31,11 @@ def _drain(core: LocalReplicaCore, limit: int = 10_000) -> list[Any]:
 
 
 def test_idle_core_returns_none(perf: Any) -> None:
-    assert LocalReplicaCore(perf).step(0.0) is None
+    assert make_replica_core(perf, ReplicaConfig())[0].step(0.0) is None
 
 
 def test_one_request_prefill_then_decode(perf: Any) -> None:
-    core = LocalReplicaCore(perf)
+    core, _ = make_replica_core(perf, ReplicaConfig())
     core.add(SeqRequest(request_id="a", prompt_tokens=100, max_output_tokens=4, arrival_s=0.0))
     steps = _drain(core)
     assert len(steps) == 4  # prefill step emits token 1, then 3 decode steps
@@ -48,7 +48,7 @@ def test_one_request_prefill_then_decode(perf: Any) -> None:
 
 
 def test_long_prompt_is_chunked(perf: Any) -> None:
-    core = LocalReplicaCore(perf, CoreConfig(max_num_batched_tokens=64))
+    core, _ = make_replica_core(perf, ReplicaConfig(max_num_seqs=8, max_num_batched_tokens=64))
     core.add(SeqRequest(request_id="a", prompt_tokens=200, max_output_tokens=1, arrival_s=0.0))
     steps = _drain(core)
     assert len(steps) == 4  # 64 + 64 + 64 + 8
@@ -56,7 +56,7 @@ def test_long_prompt_is_chunked(perf: Any) -> None:
 
 
 def test_max_num_seqs_limits_the_batch(perf: Any) -> None:
-    core = LocalReplicaCore(perf, CoreConfig(max_num_seqs=2))
+    core, _ = make_replica_core(perf, ReplicaConfig(max_num_seqs=2))
     for i in range(3):
         core.add(
             SeqRequest(request_id=f"r{i}", prompt_tokens=10, max_output_tokens=5, arrival_s=0.0)
@@ -67,7 +67,7 @@ def test_max_num_seqs_limits_the_batch(perf: Any) -> None:
 
 
 def test_abort_frees_the_request(perf: Any) -> None:
-    core = LocalReplicaCore(perf)
+    core, _ = make_replica_core(perf, ReplicaConfig())
     core.add(SeqRequest(request_id="a", prompt_tokens=10, max_output_tokens=100, arrival_s=0.0))
     core.add(SeqRequest(request_id="b", prompt_tokens=10, max_output_tokens=3, arrival_s=0.0))
     core.step(0.0)
@@ -78,10 +78,12 @@ def test_abort_frees_the_request(perf: Any) -> None:
 
 
 def test_kv_pressure_preempts_the_newest(perf: Any) -> None:
-    perf = replace(perf, kv_capacity_tokens=120)
-    core = LocalReplicaCore(perf)
-    core.add(SeqRequest(request_id="old", prompt_tokens=50, max_output_tokens=40, arrival_s=0.0))
-    core.add(SeqRequest(request_id="new", prompt_tokens=50, max_output_tokens=40, arrival_s=0.0))
+    # 8 blocks of 16 tokens: both prompts (2 blocks each) are admitted, then their growth to
+    # 90 tokens (6 blocks each) exhausts the cache and the newest is preempted (recomputed later).
+    perf = replace(perf, kv_capacity_tokens=128)
+    core, _ = make_replica_core(perf, ReplicaConfig(block_size_tokens=16))
+    core.add(SeqRequest(request_id="old", prompt_tokens=30, max_output_tokens=60, arrival_s=0.0))
+    core.add(SeqRequest(request_id="new", prompt_tokens=30, max_output_tokens=60, arrival_s=0.0))
     steps = _drain(core)
     preempted = [rid for s in steps for rid in s.preempted_ids]
     assert preempted and set(preempted) == {"new"}
@@ -89,7 +91,7 @@ def test_kv_pressure_preempts_the_newest(perf: Any) -> None:
     for s in steps:
         for rid, n in s.emitted:
             totals[rid] = totals.get(rid, 0) + n
-    assert totals == {"old": 40, "new": 40}
+    assert totals == {"old": 60, "new": 60}
 
 
 @settings(max_examples=40, deadline=None)
@@ -104,7 +106,9 @@ def test_every_request_gets_exactly_its_tokens_and_finishes_once(
     from conftest import LinearPerf
 
     perf = LinearPerf(kv_capacity_tokens=2_000)
-    core = LocalReplicaCore(perf, CoreConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget))
+    core, _ = make_replica_core(
+        perf, ReplicaConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget)
+    )
     for i, (p, o) in enumerate(reqs):
         core.add(
             SeqRequest(request_id=f"r{i}", prompt_tokens=p, max_output_tokens=o, arrival_s=0.0)
@@ -122,12 +126,12 @@ def test_every_request_gets_exactly_its_tokens_and_finishes_once(
 
 def test_config_validation() -> None:
     with pytest.raises(InvalidConfigError):
-        CoreConfig(max_num_seqs=0)
+        ReplicaConfig(max_num_seqs=0)
     with pytest.raises(InvalidConfigError):
-        CoreConfig(max_num_batched_tokens=0)
+        ReplicaConfig(max_num_batched_tokens=0)
 
 
 def test_make_replica_core_returns_a_working_core(perf: Any) -> None:
-    core, request_cls = make_replica_core(perf, CoreConfig())
+    core, request_cls = make_replica_core(perf, ReplicaConfig())
     core.add(request_cls(request_id="a", prompt_tokens=10, max_output_tokens=2, arrival_s=0.0))
     assert core.step(0.0) is not None

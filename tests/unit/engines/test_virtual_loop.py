@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from npucenter.clock import FakeClock
-from npucenter.engines.virtual.core import CoreConfig, make_replica_core
+from npucenter.engines.virtual.core import ReplicaConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
 from npucenter.errors import CapacityUnavailableError
 
 
 def _make_loop(perf: Any, clock: FakeClock, **kwargs: Any) -> EngineLoop:
-    core, request_cls = make_replica_core(perf, CoreConfig(max_num_seqs=8))
+    core, request_cls = make_replica_core(perf, ReplicaConfig(max_num_seqs=8))
 
     async def fake_sleep(delay_s: float) -> None:
         clock.advance(max(0.0, delay_s))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npucenter.clock import FakeClock
-from npucenter.engines.virtual.core import CoreConfig, make_replica_core
+from npucenter.engines.virtual.core import ReplicaConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
 
 _request = st.tuples(
@@ -40,7 +40,7 @@ def test_every_request_finishes_with_its_tokens_or_is_aborted_once(
         perf = LinearPerf(kv_capacity_tokens=1500)
         clock = FakeClock()
         core, request_cls = make_replica_core(
-            perf, CoreConfig(max_num_seqs=max_seqs, max_num_batched_tokens=512)
+            perf, ReplicaConfig(max_num_seqs=max_seqs, max_num_batched_tokens=512)
         )
 
         async def fake_sleep(delay_s: float) -> None:

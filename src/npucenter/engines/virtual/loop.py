@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npucenter.clock import Clock, SystemClock
-from npucenter.engines.virtual.core import ReplicaCoreLike, SeqRequest
+from npucenter.engines.virtual.core import ReplicaCore, SeqRequest
 from npucenter.errors import CapacityUnavailableError, UpstreamError
 
 __all__ = ["EngineLoop", "EngineStats", "RequestHandle", "RequestResult"]
@@ -102,7 +102,7 @@ class EngineLoop:
 
     def __init__(
         self,
-        core: ReplicaCoreLike,
+        core: ReplicaCore,
         *,
         idle_power_w: float,
         kv_capacity_tokens: int,

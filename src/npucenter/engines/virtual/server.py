@@ -16,7 +16,7 @@ from typing import Any
 from npucenter.clock import Clock
 from npucenter.engines.base import PARENT_PID_ENV
 from npucenter.engines.virtual.app import VirtualEngineApp
-from npucenter.engines.virtual.core import CoreConfig, make_replica_core
+from npucenter.engines.virtual.core import ReplicaConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
 from npucenter.engines.virtual.metrics import EngineMetrics
 from npucenter.errors import InvalidConfigError
@@ -73,7 +73,7 @@ def build_app(
     max_model_len = min(config.max_model_len or context or kv_capacity, kv_capacity)
     core, request_cls = make_replica_core(
         perf,
-        CoreConfig(
+        ReplicaConfig(
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_model_len_tokens=max_model_len,
