@@ -27,6 +27,7 @@ from npucenter.policy.routing import (
     make_routing_policy,
 )
 from npucenter.sim.fleet import Deployment, FleetSpec
+from npucenter.sim.placement import place_fleet
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.results import SimResult
 from npucenter.workload.slo import distserve_goodput_rps
@@ -103,21 +104,16 @@ class Center:
 
     # --- construction -------------------------------------------------------------------------
     def _build_layout(self) -> None:
-        """Check every deployment can be built (perf models, card counts) once, up front."""
-        self._layout: list[tuple[str, Deployment, PerfModel]] = []
-        used: dict[str, int] = {}
-        for pool in self.fleet.servers:
-            for server in range(pool.num_servers):
-                next_card = 0
-                for dep in self.fleet.deployments:
-                    if dep.device.lower() != pool.device.lower():
-                        continue
-                    pm = self._perf.get(dep.model, dep.device, dep.precision, dep.tp)
-                    for _ in range(dep.replicas_per_server):
-                        rid = f"{pool.device}-{server}-r{next_card}"
-                        self._layout.append((rid, dep, pm))
-                        next_card += dep.tp
-                used[pool.device] = used.get(pool.device, 0) + pool.cards_per_server - next_card
+        """Place the replicas by the admission policy and build their perf models, once."""
+        perf = [
+            self._perf.get(d.model, d.device, d.precision, d.tp) for d in self.fleet.deployments
+        ]
+        self.placement = place_fleet(self.fleet)
+        self._layout: list[tuple[str, Deployment, PerfModel]] = [
+            (p.replica_id, self.fleet.deployments[p.deployment_index], perf[p.deployment_index])
+            for p in self.placement.replicas
+        ]
+        used = dict(self.placement.unused_cards)
         for pool in self.fleet.servers:
             free = used.get(pool.device, 0)
             self.unused_cards[pool.device] = free

@@ -1,17 +1,21 @@
 """The simulator's fleet description: servers, model deployments, services, SLOs and network.
 
-Parsed from a mapping (the CLI reads the YAML file); a superset of the control plane's fleet
-file (``npucenter.fleet``), so a fleet that ``npucenter up`` runs can be simulated as is. See
+Parsed from a mapping (the CLI reads the YAML file). The one fleet format: ``npucenter simulate
+--fleet`` and ``npucenter up --fleet`` (through ``npucenter.fleet.load_fleet``) both read it with
+:func:`fleet_spec_from_mapping`; what only the live center uses (``tariff_usd_per_device_hour``,
+the center's own price list) is optional here and ignored by the simulator. See
 docs/simulator.md for the format. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from npucenter.errors import InvalidConfigError
+from npucenter.policy.quota import TenantQuota
+from npucenter.sim.tenancy import tenant_quotas_from_mapping
 from npucenter.workload.slo import Slo, slo_from_spec
 
 __all__ = ["Deployment", "FleetSpec", "ServerPool", "ServiceSpec", "fleet_spec_from_mapping"]
@@ -30,6 +34,7 @@ _TOP_KEYS = {
     "network_latency_s",
     "catalog",
     "tariff_usd_per_device_hour",
+    "tenants",
 }
 _DEPLOY_KEYS = {
     "model",
@@ -37,6 +42,8 @@ _DEPLOY_KEYS = {
     "precision",
     "tp",
     "replicas_per_server",
+    "replicas",
+    "tenant",
     "service",
     "role",
     "max_num_seqs",
@@ -76,6 +83,8 @@ class Deployment:
     precision: str | None = None  # None: the device's default (FP8 where supported)
     tp: int = 1
     replicas_per_server: int = 1
+    num_replicas: int | None = None  # total on the pool, placed by admission; None: per server
+    tenant: str | None = None  # the owning tenant; None: a tenant named after the service
     role: str = "both"  # "both" | "prefill" | "decode" (disaggregated serving)
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
@@ -87,6 +96,8 @@ class Deployment:
             raise InvalidConfigError("services.tp", self.tp, "must be >= 1")
         if self.replicas_per_server < 1:
             raise InvalidConfigError("services.replicas_per_server", self.replicas_per_server, "<1")
+        if self.num_replicas is not None and self.num_replicas < 1:
+            raise InvalidConfigError("services.replicas", self.num_replicas, "must be >= 1")
         if self.role not in _ROLES:
             raise InvalidConfigError("services.role", self.role, f"must be one of {_ROLES}")
 
@@ -117,8 +128,17 @@ class FleetSpec:
     network_gb_per_s: float = 12.5  # server-to-server KV transfer (GB/s); 100 GbE by default
     network_latency_s: float = 0.0005
     catalog_files: tuple[str, ...] = ()  # user catalog files, relative to the fleet file
+    tenants: tuple[TenantQuota, ...] = ()  # explicit quotas; others: one per service, covering
+    # The live center's tariff (USD per device-hour, by device as the file spells it): the
+    # operator's price list, never a device figure. The simulator does not read it.
+    tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for device, price in self.tariff_usd_per_device_hour.items():
+            if not price >= 0:
+                raise InvalidConfigError(
+                    f"tariff_usd_per_device_hour.{device}", price, "must be >= 0"
+                )
         if not self.servers:
             raise InvalidConfigError("servers", [], "a fleet needs at least one server group")
         if not self.deployments:
@@ -130,17 +150,36 @@ class FleetSpec:
         devices = [p.device.lower() for p in self.servers]
         if len(set(devices)) != len(devices):
             raise InvalidConfigError("servers.device", devices, "list each device once")
-        used: dict[str, int] = {}
+        used: dict[str, int] = {}  # per server (replicas_per_server deployments)
+        total: dict[str, int] = {}  # on the whole pool
         for dep in self.deployments:
             pool = self.pool(dep.device)
-            used[pool.device] = used.get(pool.device, 0) + dep.tp * dep.replicas_per_server
-            if used[pool.device] > pool.cards_per_server:
+            if dep.num_replicas is None:
+                used[pool.device] = used.get(pool.device, 0) + dep.tp * dep.replicas_per_server
+            total[pool.device] = total.get(pool.device, 0) + dep.tp * self.num_replicas(dep)
+            if used.get(pool.device, 0) > pool.cards_per_server or dep.tp > pool.cards_per_server:
                 raise InvalidConfigError(
                     "services",
                     f"{dep.model} on {dep.device}",
-                    f"deployments need {used[pool.device]} cards per {pool.device} server but "
-                    f"a server has {pool.cards_per_server}",
+                    f"deployments need {max(used.get(pool.device, 0), dep.tp)} cards per "
+                    f"{pool.device} server but a server has {pool.cards_per_server}",
                     hint="lower tp or replicas_per_server",
+                )
+            if total[pool.device] > pool.num_cards:
+                raise InvalidConfigError(
+                    "services",
+                    f"{dep.model} on {dep.device}",
+                    f"deployments need {total[pool.device]} {pool.device} cards but the "
+                    f"{pool.num_servers} servers have {pool.num_cards}",
+                    hint="lower tp or replicas, or add servers",
+                )
+        if len({q.tenant for q in self.tenants}) != len(self.tenants):
+            raise InvalidConfigError("tenants", [q.tenant for q in self.tenants], "listed twice")
+        named = {q.tenant for q in self.tenants}
+        for dep in self.deployments:
+            if dep.tenant is not None and dep.tenant not in named:
+                raise InvalidConfigError(
+                    "services.tenant", dep.tenant, f"not in tenants {sorted(named)}"
                 )
         names = [s.name for s in self.services]
         for dep in self.deployments:
@@ -166,6 +205,12 @@ class FleetSpec:
         raise InvalidConfigError(
             "services.device", device, f"no server group; have {[p.device for p in self.servers]}"
         )
+
+    def num_replicas(self, dep: Deployment) -> int:
+        """How many replicas ``dep`` has on its whole pool."""
+        if dep.num_replicas is not None:
+            return dep.num_replicas
+        return dep.replicas_per_server * self.pool(dep.device).num_servers
 
     def service(self, name: str) -> ServiceSpec:
         """The service called ``name``."""
@@ -220,6 +265,10 @@ def fleet_spec_from_mapping(data: Mapping[str, Any], *, default_slo: str = "none
             network_gb_per_s=float(data.get("network_gb_per_s", 12.5)),
             network_latency_s=float(data.get("network_latency_s", 0.0005)),
             catalog_files=tuple(str(c) for c in catalog),
+            tenants=tenant_quotas_from_mapping(_mapping(data, "tenants")),
+            tariff_usd_per_device_hour={
+                str(k): float(v) for k, v in _mapping(data, "tariff_usd_per_device_hour").items()
+            },
         )
     except KeyError as exc:
         raise InvalidConfigError("fleet", exc.args[0], "missing required key") from exc
@@ -260,6 +309,10 @@ def _deployment(entry: Mapping[str, Any]) -> Deployment:
         )
     model = str(entry["model"])
     precision = entry.get("precision")
+    if "replicas" in entry and "replicas_per_server" in entry:
+        raise InvalidConfigError(
+            "services.replicas", entry["replicas"], "give replicas or replicas_per_server, not both"
+        )
     return Deployment(
         service=str(entry.get("service", model)),
         model=model,
@@ -267,6 +320,8 @@ def _deployment(entry: Mapping[str, Any]) -> Deployment:
         precision=str(precision) if precision is not None else None,
         tp=int(entry.get("tp", 1)),
         replicas_per_server=int(entry.get("replicas_per_server", 1)),
+        num_replicas=int(entry["replicas"]) if "replicas" in entry else None,
+        tenant=str(entry["tenant"]) if entry.get("tenant") is not None else None,
         role=str(entry.get("role", "both")),
         max_num_seqs=int(entry.get("max_num_seqs", 256)),
         max_num_batched_tokens=int(entry.get("max_num_batched_tokens", 8192)),
