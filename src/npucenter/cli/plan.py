@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from npucenter.catalog import Catalog
 from npucenter.catalog_files import load_catalog
 from npucenter.cli._common import console, err_console, handle_errors
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.plan.fleet_file import overrides_catalog, plan_fleet_mapping
 from npucenter.plan.planner import (
     BASELINES,
     PlanOutcome,
@@ -30,6 +31,8 @@ from npucenter.plan.report import render_html, result_to_dict
 from npucenter.plan.sources import PROFILE_SOURCES, VERIFIERS
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import resolve_traffic
+from npucenter.sim.fleet import fleet_spec_from_mapping
+from npucenter.sim.placement import place_fleet
 
 app = typer.Typer(
     help="Find the cheapest NPU:GPU fleet that meets every SLO under a power cap.",
@@ -65,6 +68,12 @@ def plan(
         None, "--objective", help="Override the spec: cost, power or weighted."
     ),
     catalog: list[Path] | None = typer.Option(None, "--catalog", help="User catalog file."),
+    emit_fleet: Path | None = typer.Option(
+        None,
+        "--emit-fleet",
+        help="Write the chosen plan as a fleet file (servers, replicas, TP, precision, SLOs) "
+        "that `npucenter simulate --fleet` and `npucenter up --fleet` read.",
+    ),
 ) -> None:
     """Plan the fleet, compare it with all-GPU, all-NPU and the 80/20 rule, and report."""
     started = time.perf_counter()
@@ -102,6 +111,36 @@ def plan(
         report_path.write_text(render_html(result), encoding="utf-8")
         if json_path != "-":
             console.print(f"report written to {escape(str(report_path))}")
+    if emit_fleet is not None:
+        written = write_fleet_file(result, emit_fleet, catalog or [])
+        if json_path != "-":
+            console.print(f"fleet written to {', '.join(escape(str(p)) for p in written)}")
+
+
+def write_fleet_file(result: PlanResult, path: Path, catalog: Sequence[Path]) -> list[Path]:
+    """Write the plan's fleet file (and, for spec overrides, a user catalog beside it).
+
+    The fleet is parsed and placed by the simulator before anything is written, so a file that
+    is written also simulates. Returns the paths written.
+    """
+    files = [str(Path(c).resolve()) for c in catalog]
+    extra = overrides_catalog(result.spec)
+    side = path.with_name(f"{path.stem}.catalog.yaml")
+    if extra is not None:
+        files.append(side.name)  # relative to the fleet file
+    doc = plan_fleet_mapping(result, catalog_files=files)
+    place_fleet(fleet_spec_from_mapping(doc))  # raises with the pending reasons if it cannot run
+    header = (
+        f"# Fleet of capacity plan {result.spec.name!r}, written by `npucenter plan --emit-fleet`."
+        "\n# Replay it: npucenter simulate --fleet THIS_FILE --trace ...; run it: npucenter up "
+        "--fleet THIS_FILE\n"
+    )
+    written = []
+    if extra is not None:
+        side.write_text(yaml.safe_dump(extra, sort_keys=False), encoding="utf-8")
+        written.append(side)
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return [path, *written]
 
 
 def _read_spec(path: Path) -> PlanSpec:

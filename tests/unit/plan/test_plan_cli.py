@@ -123,3 +123,46 @@ def test_shipped_examples_parse() -> None:
     for path in files:
         spec = parse_plan_spec(yaml.safe_load(path.read_text()))
         assert spec.services and spec.devices
+
+
+def test_emit_fleet_writes_a_fleet_that_parses_and_simulates(tmp_path: Path) -> None:
+    from npucenter.sim.fleet import fleet_spec_from_mapping
+
+    spec, fleet = _write(tmp_path, SPEC), tmp_path / "fleet.yaml"
+    doc_path = tmp_path / "plan.json"
+    result = runner.invoke(
+        app, ["plan", "--spec", str(spec), "--json", str(doc_path), "--emit-fleet", str(fleet)]
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(doc_path.read_text())
+    data = yaml.safe_load(fleet.read_text())
+    parsed = fleet_spec_from_mapping(data)
+    assert {p.device: p.num_servers for p in parsed.servers} == {
+        d: n for d, n in plan["servers"].items() if n
+    }
+    assert [s.name for s in parsed.services] == ["chat"]
+    assert not (tmp_path / "fleet.catalog.yaml").exists()  # the spec overrides nothing
+    out = tmp_path / "sim.json"
+    args = ["simulate", "--fleet", str(fleet), "--trace", "synthetic:5", "-n", "300", "-q"]
+    sim = runner.invoke(app, [*args, "--json", str(out)])
+    assert sim.exit_code == 0, sim.output
+    summary = json.loads(out.read_text())
+    assert summary["completed"] + summary["rejected"] == 300 == summary["requests"]
+
+
+def test_emit_fleet_writes_spec_overrides_as_a_catalog_beside_it(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(SPEC))
+    data["devices"][0]["overrides"] = {"tdp_w": 180.0}
+    data["devices"][0]["override_source"] = "assumption: the product page's 180 W"
+    fleet = tmp_path / "fleet.yaml"
+    result = runner.invoke(
+        app, ["plan", "--spec", str(_write(tmp_path, data)), "--emit-fleet", str(fleet)]
+    )
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(fleet.read_text())["catalog"] == ["fleet.catalog.yaml"]
+    side = yaml.safe_load((tmp_path / "fleet.catalog.yaml").read_text())
+    assert side["devices"][0]["tdp_w"] == 180.0
+    sim = runner.invoke(
+        app, ["simulate", "--fleet", str(fleet), "--trace", "synthetic:2", "-n", "50", "-q"]
+    )
+    assert sim.exit_code == 0, sim.output
