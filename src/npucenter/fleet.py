@@ -1,8 +1,13 @@
-"""The fleet: which servers of which devices the center has, and which model replicas run on them.
+"""The live center's view of a fleet file: servers, the replicas placed on them, the tariff.
 
-``npucenter up`` with no configuration runs :func:`default_fleet` as virtual engines; ``--fleet
-FLEET.yaml`` reads the same shape from a file (:func:`load_fleet`). This module only parses and
-validates (reading the one YAML file it is given); launching replicas is the executor's job.
+There is one fleet format, parsed by the simulator's pure parser
+(:func:`npucenter.sim.fleet.fleet_spec_from_mapping`): ``npucenter simulate --fleet F`` and
+``npucenter up --fleet F`` read the same file. This module reads the YAML file (the edge's I/O)
+and derives what ``npucenter up`` needs from the parsed :class:`~npucenter.sim.fleet.FleetSpec`:
+the server groups it registers in the store, one deployment per fleet service entry (owned by
+the operator tenant), each replica's static place, and the center's tariff
+(``tariff_usd_per_device_hour``, the one field only the live center reads). Launching replicas
+is the deployment reconciler's job (:mod:`npucenter.gateway.reconciler`).
 
 Example ``FLEET.yaml``::
 
@@ -26,6 +31,7 @@ from typing import Any
 import yaml
 
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.sim.fleet import FleetSpec, fleet_spec_from_mapping
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -35,119 +41,75 @@ __all__ = [
     "ServiceGroup",
     "default_fleet",
     "fleet_from_dict",
+    "fleet_from_spec",
     "load_fleet",
 ]
 
 DEFAULT_MODEL = "llama-3.1-8b"
-_TOP_KEYS = {"name", "servers", "services", "tariff_usd_per_device_hour"}
-# Keys of the simulator's fleet file (npucenter.sim.fleet), a superset of this one: accepted and
-# ignored here, so one file serves `npucenter up` and `npucenter simulate`.
-_SIM_TOP_KEYS = {
-    "description", "slo", "slos", "routing", "traffic", "network_gb_per_s",
-    "network_latency_s", "catalog",
-}  # fmt: skip
-_SERVICE_KEYS = {"model", "device", "precision", "tp", "replicas_per_server", "max_num_seqs"}
-_SIM_SERVICE_KEYS = {
-    "service", "role", "replicas", "max_num_batched_tokens", "block_size_tokens",
-    "enable_chunked_prefill",
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerGroup:
     """``num_servers`` identical servers, each with ``cards_per_server`` cards of one device."""
 
-    device_id: str  # catalog id or alias, e.g. "rngd", "h100"
+    device_id: str  # catalog id or alias as the file spells it, e.g. "rngd", "h100"
     num_servers: int
     cards_per_server: int
 
-    def __post_init__(self) -> None:
-        if not self.device_id:
-            raise InvalidConfigError("servers.device", self.device_id, "must name a device")
-        if self.num_servers < 1:
-            raise InvalidConfigError("servers.count", self.num_servers, "must be >= 1")
-        if self.cards_per_server < 1:
-            raise InvalidConfigError(
-                "servers.cards_per_server", self.cards_per_server, "must be >= 1"
-            )
+    def server_names(self) -> tuple[str, ...]:
+        """The servers' names in the store: ``<device>-0``, ``<device>-1``, ..."""
+        return tuple(f"{self.device_id}-{n}" for n in range(self.num_servers))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceGroup:
-    """Replicas of one model on every server of one device group."""
+    """One ``services`` entry: replicas of one model on one server group (one deployment)."""
 
     model_id: str
     device_id: str
-    precision: str = "fp8"
+    precision: str | None = None  # None: the device's default (FP8 where supported)
     tp: int = 1  # cards per replica
     replicas_per_server: int = 1
-    max_num_seqs: int = 64  # sequences a replica runs at once; more wait in the gateway
+    num_replicas: int | None = None  # total, placed by admission; None: replicas_per_server each
+    max_num_seqs: int = 256  # sequences a replica runs at once; more wait in the gateway
+    service: str = ""  # the service name ("" or the model id: none besides the model)
+    role: str = "both"  # the simulator's disaggregation role; live replicas run both phases
 
-    def __post_init__(self) -> None:
-        if not self.model_id:
-            raise InvalidConfigError("services.model", self.model_id, "must name a model")
-        if self.tp < 1:
-            raise InvalidConfigError("services.tp", self.tp, "must be >= 1")
-        if self.replicas_per_server < 1:
-            raise InvalidConfigError(
-                "services.replicas_per_server", self.replicas_per_server, "must be >= 1"
-            )
-        if self.max_num_seqs < 1:
-            raise InvalidConfigError("services.max_num_seqs", self.max_num_seqs, "must be >= 1")
+    @property
+    def deployment_name(self) -> str:
+        """The operator deployment this entry becomes: ``<service>-<device>[-<role>]``."""
+        name = f"{self.service or self.model_id}-{self.device_id}"
+        return name if self.role == "both" else f"{name}-{self.role}"
+
+    @property
+    def alias(self) -> str | None:
+        """The model name tenants may also ask for (the service name, when not the model id)."""
+        return self.service if self.service and self.service != self.model_id else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlacedReplica:
     """One engine replica: a model on ``tp`` cards of one server."""
 
-    replica_id: str  # e.g. "rngd-0-r1"
+    replica_id: str  # e.g. "rngd-0-r1": the server and its first card
     model_id: str
     device_id: str
-    precision: str
+    precision: str | None
     tp: int
     server_id: str  # e.g. "rngd-0"
     card_ids: tuple[int, ...]  # card indices on that server
-    max_num_seqs: int = 64
+    max_num_seqs: int = 256
+    deployment: str = ""  # the operator deployment's name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fleet:
-    """Servers, the services placed on them, and the center's tariff."""
+    """Servers, the services placed on them, and the center's tariff (built from a FleetSpec)."""
 
     name: str
     servers: tuple[ServerGroup, ...]
     services: tuple[ServiceGroup, ...]
     tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.servers:
-            raise InvalidConfigError("servers", [], "a fleet needs at least one server group")
-        seen: set[str] = set()
-        for group in self.servers:
-            if group.device_id.lower() in seen:
-                raise InvalidConfigError(
-                    "servers.device", group.device_id, "listed twice; use one entry with count"
-                )
-            seen.add(group.device_id.lower())
-        for device, price in self.tariff_usd_per_device_hour.items():
-            if price < 0:
-                raise InvalidConfigError(
-                    f"tariff_usd_per_device_hour.{device}", price, "must be >= 0"
-                )
-        used: dict[str, int] = {}
-        for service in self.services:
-            group = self.server_group(service.device_id)
-            used[group.device_id] = (
-                used.get(group.device_id, 0) + service.tp * service.replicas_per_server
-            )
-            if used[group.device_id] > group.cards_per_server:
-                raise InvalidConfigError(
-                    "services",
-                    service.model_id,
-                    f"replicas need {used[group.device_id]} {group.device_id} cards per server "
-                    f"but a server has {group.cards_per_server}",
-                    hint="lower tp or replicas_per_server",
-                )
 
     def server_group(self, device_id: str) -> ServerGroup:
         """The server group of ``device_id`` (case-insensitive)."""
@@ -166,15 +128,25 @@ class Fleet:
         """Cards in the fleet."""
         return sum(g.num_servers * g.cards_per_server for g in self.servers)
 
+    def num_replicas(self, service: ServiceGroup) -> int:
+        """Replicas of one services entry on its whole server group."""
+        if service.num_replicas is not None:
+            return service.num_replicas
+        return service.replicas_per_server * self.server_group(service.device_id).num_servers
+
     def replicas(self) -> tuple[PlacedReplica, ...]:
-        """Every replica, placed on consecutive free cards of each server."""
+        """Every per-server replica, on consecutive cards of each server in services order.
+
+        Entries with a total ``replicas`` count are left to admission and not listed here.
+        """
         out: list[PlacedReplica] = []
         for group in self.servers:
-            for server in range(group.num_servers):
-                server_id = f"{group.device_id}-{server}"
+            for server_id in group.server_names():
                 next_card = 0
                 for service in self.services:
                     if service.device_id.lower() != group.device_id.lower():
+                        continue
+                    if service.num_replicas is not None:
                         continue
                     for _ in range(service.replicas_per_server):
                         cards = tuple(range(next_card, next_card + service.tp))
@@ -189,78 +161,74 @@ class Fleet:
                                 server_id=server_id,
                                 card_ids=cards,
                                 max_num_seqs=service.max_num_seqs,
+                                deployment=service.deployment_name,
                             )
                         )
         return tuple(out)
+
+
+def fleet_from_spec(spec: FleetSpec) -> Fleet:
+    """The live center's view of a parsed fleet file."""
+    services = tuple(
+        ServiceGroup(
+            model_id=d.model,
+            device_id=spec.pool(d.device).device,
+            precision=d.precision,
+            tp=d.tp,
+            replicas_per_server=d.replicas_per_server,
+            num_replicas=d.num_replicas,
+            max_num_seqs=d.max_num_seqs,
+            service=d.service,
+            role=d.role,
+        )
+        for d in spec.deployments
+    )
+    names = [s.deployment_name for s in services]
+    if len(set(names)) != len(names):
+        raise InvalidConfigError(
+            "services",
+            names,
+            "two entries of one service on one device (and role) would be one deployment",
+            hint="merge them (replicas_per_server) or give them different service names",
+        )
+    return Fleet(
+        name=spec.name,
+        servers=tuple(
+            ServerGroup(
+                device_id=p.device, num_servers=p.num_servers, cards_per_server=p.cards_per_server
+            )
+            for p in spec.servers
+        ),
+        services=services,
+        tariff_usd_per_device_hour=dict(spec.tariff_usd_per_device_hour),
+    )
+
+
+def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
+    """A fleet from its YAML/JSON mapping (the one format, see docs/simulator.md)."""
+    return fleet_from_spec(fleet_spec_from_mapping(data))
 
 
 def default_fleet(model_id: str = DEFAULT_MODEL) -> Fleet:
     """Two RNGD servers of 8 cards and one H100 server of 8, two replicas of ``model_id`` each.
 
     Two single-card replicas per server keep a laptop's process count small; the other cards are
-    free for jobs. The tariff is an example price list of the center (not a device figure).
+    free for jobs and deployments. The tariff is an example price list of the center (not a
+    device figure).
     """
-    return Fleet(
-        name="default",
-        servers=(
-            ServerGroup(device_id="rngd", num_servers=2, cards_per_server=8),
-            ServerGroup(device_id="h100", num_servers=1, cards_per_server=8),
-        ),
-        services=(
-            ServiceGroup(
-                model_id=model_id, device_id="rngd", precision="fp8", replicas_per_server=2
-            ),
-            ServiceGroup(
-                model_id=model_id, device_id="h100", precision="fp8", replicas_per_server=2
-            ),
-        ),
-        tariff_usd_per_device_hour={"rngd": 1.0, "h100": 2.0},
-    )
-
-
-def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
-    """A fleet from its YAML/JSON mapping (see the module docstring)."""
-    if not isinstance(data, Mapping):
-        raise InvalidConfigError("fleet", type(data).__name__, "must be a mapping")
-    unknown = set(data) - _TOP_KEYS - _SIM_TOP_KEYS
-    if unknown:
-        raise InvalidConfigError("fleet", sorted(unknown), "unknown keys")
-    try:
-        servers = tuple(
-            ServerGroup(
-                device_id=str(s["device"]),
-                num_servers=int(s.get("count", 1)),
-                cards_per_server=int(s["cards_per_server"]),
-            )
-            for s in data.get("servers") or ()
-        )
-        services = tuple(_service(s) for s in data.get("services") or ())
-        tariff = {
-            str(k): float(v) for k, v in (data.get("tariff_usd_per_device_hour") or {}).items()
+    return fleet_from_dict(
+        {
+            "name": "default",
+            "servers": [
+                {"device": "rngd", "count": 2, "cards_per_server": 8},
+                {"device": "h100", "count": 1, "cards_per_server": 8},
+            ],
+            "services": [
+                {"model": model_id, "device": d, "precision": "fp8", "replicas_per_server": 2}
+                for d in ("rngd", "h100")
+            ],
+            "tariff_usd_per_device_hour": {"rngd": 1.0, "h100": 2.0},
         }
-    except KeyError as exc:
-        raise InvalidConfigError("fleet", exc.args[0], "missing required key") from exc
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise InvalidConfigError("fleet", str(exc), "malformed entry") from exc
-    return Fleet(
-        name=str(data.get("name", "fleet")),
-        servers=servers,
-        services=services,
-        tariff_usd_per_device_hour=tariff,
-    )
-
-
-def _service(entry: Mapping[str, Any]) -> ServiceGroup:
-    unknown = set(entry) - _SERVICE_KEYS - _SIM_SERVICE_KEYS
-    if unknown:
-        raise InvalidConfigError("services", sorted(unknown), "unknown keys")
-    return ServiceGroup(
-        model_id=str(entry["model"]),
-        device_id=str(entry["device"]),
-        precision=str(entry.get("precision") or "fp8"),
-        tp=int(entry.get("tp", 1)),
-        replicas_per_server=int(entry.get("replicas_per_server", 1)),
-        max_num_seqs=int(entry.get("max_num_seqs", 64)),
     )
 
 

@@ -389,7 +389,10 @@ class Gateway:
         call.principal = principal = self._authenticate(scope)
         raw = (await receive())["body"]
         request = _parse_request(raw, call.endpoint)
-        call.model_id = model_id = request["model"]
+        call.model_id = model_id = self.pool.resolve(request["model"])
+        if model_id != request["model"]:  # an alias (a deployment's name): the engine's name
+            request = {**request, "model": model_id}
+            raw = json.dumps(request).encode()
         if not self.pool.replicas(model_id):
             if model_id in self.expected_models:
                 raise CapacityUnavailableError(

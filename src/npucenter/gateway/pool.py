@@ -7,7 +7,7 @@ from it. Replicas come and go as the executor starts and restarts them (:meth:`U
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from npucenter.clock import Clock
@@ -91,6 +91,7 @@ class UpstreamPool:
         self._clock = clock
         self._replicas: dict[str, Replica] = {}
         self._by_model: dict[str, list[Replica]] = {}
+        self._aliases: dict[str, str] = {}  # another name -> model id (a deployment's name)
         self.set(endpoints)
 
     def set(self, endpoints: Iterable[ReplicaEndpoint]) -> None:
@@ -130,9 +131,23 @@ class UpstreamPool:
         """The pool's clock."""
         return self._clock.now_s()
 
+    def set_aliases(self, aliases: Mapping[str, str]) -> None:
+        """Other names tenants may ask for (alias -> model id, e.g. a deployment's name)."""
+        self._aliases = {a: m for a, m in aliases.items() if a != m}
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> model id."""
+        return dict(self._aliases)
+
+    def resolve(self, name: str) -> str:
+        """The model id ``name`` stands for: itself unless it is only an alias."""
+        return name if name in self._by_model else self._aliases.get(name, name)
+
     def models(self) -> list[str]:
-        """Models with at least one replica, sorted."""
-        return sorted(self._by_model)
+        """Models with at least one replica and their aliases, sorted."""
+        return sorted(
+            {*self._by_model, *(a for a, m in self._aliases.items() if m in self._by_model)}
+        )
 
     def replicas(self, model_id: str | None = None) -> list[Replica]:
         """Every replica (of one model)."""

@@ -2,12 +2,17 @@
 
 :mod:`npucenter.web.extension` mounts what this builds into the server app. It wires the
 gateway to the control plane (API keys and tenants' token rates through the store, usage rows
-into the store's ledger), launches the fleet's replicas as virtual engines with the local
-process executor at start, keeps them healthy (restarting dead ones) and stops them at shutdown.
+into the store's ledger). At start it registers the fleet file's servers and services in the
+store (:func:`register_fleet`: the services become the ``operator`` tenant's deployments) and
+runs the deployment reconciler (:mod:`npucenter.gateway.reconciler`): every admitted replica of
+every deployment runs as a virtual engine (local processes), is served by the gateway under its
+model id and its deployment's name, restarted when it dies and stopped when it is scaled down,
+deleted or preempted, and at shutdown.
 
 Environment (set by ``npucenter up`` flags or by hand): ``NPUCENTER_FLEET`` (a fleet YAML; default
 :func:`npucenter.fleet.default_fleet`), ``NPUCENTER_ROUTING_POLICY`` (default
-``prefix-affinity``), ``NPUCENTER_VIRTUAL_FLEET=0`` to launch no replicas.
+``prefix-affinity``), ``NPUCENTER_VIRTUAL_FLEET=0`` to register nothing and launch no replicas
+(an external executor serves the deployments).
 """
 
 from __future__ import annotations
@@ -18,14 +23,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 from npucenter.clock import SystemClock
 from npucenter.errors import NotFoundError, NpuCenterError
-from npucenter.fleet import Fleet, PlacedReplica, default_fleet, load_fleet
+from npucenter.fleet import Fleet, default_fleet, load_fleet
 from npucenter.gateway.app import Gateway, GatewayConfig
 from npucenter.gateway.auth import CachingKeyResolver, Principal, TenantLimits
-from npucenter.gateway.pool import ReplicaEndpoint
 from npucenter.gateway.routing import make_router
 from npucenter.metering.ledger import PriceBook, UsageRecord
 
@@ -44,11 +49,14 @@ __all__ = [
     "ENV_VIRTUAL_FLEET",
     "OPERATOR_TENANT",
     "ControlPlane",
+    "FleetRegistration",
     "StoreKeyResolver",
     "StoreLedger",
     "build_gateway",
+    "deployment_options",
+    "device_names",
     "launch_enabled",
-    "replica_endpoints",
+    "register_fleet",
     "serve_fleet",
 ]
 
@@ -122,28 +130,6 @@ class StoreLedger:
         return tenant_id
 
 
-def replica_endpoints(fleet: Fleet, urls: dict[str, str]) -> list[ReplicaEndpoint]:
-    """Gateway endpoints of the fleet's replicas that have a URL (replica id -> base URL)."""
-    out = []
-    for placed in fleet.replicas():
-        url = urls.get(placed.replica_id)
-        if url is None:
-            continue
-        out.append(
-            ReplicaEndpoint(
-                replica_id=placed.replica_id,
-                base_url=url,
-                model_id=placed.model_id,
-                device_id=placed.device_id,
-                device_kind=_device_kind(placed.device_id),
-                tp=placed.tp,
-                max_inflight=placed.max_num_seqs,
-                busy_power_w=_tdp_w(placed.device_id) * placed.tp,
-            )
-        )
-    return out
-
-
 def build_gateway(control: ControlPlane) -> tuple[Gateway, Fleet]:
     """The gateway of the embedded center, wired to ``control``'s store, and the fleet to run."""
     fleet = load_fleet(os.environ[ENV_FLEET]) if os.environ.get(ENV_FLEET) else default_fleet()
@@ -164,97 +150,232 @@ def launch_enabled() -> bool:
     return os.environ.get(ENV_VIRTUAL_FLEET, "1") != "0"
 
 
-@contextlib.asynccontextmanager
-async def serve_fleet(gateway: Gateway, fleet: Fleet, *, launch: bool) -> AsyncIterator[None]:
-    """Start the gateway and (``launch``) the fleet's virtual replicas; stop both at exit."""
-    await gateway.start()
-    executor = None
-    runner: asyncio.Task[None] | None = None
-    try:
-        if launch:
-            from npucenter.executors.local import LocalProcessExecutor
+@dataclass(slots=True)
+class FleetRegistration:
+    """What :func:`register_fleet` added to the store (names); empty on a second start."""
 
-            executor = LocalProcessExecutor()
+    servers: list[str] = field(default_factory=list)
+    deployments: list[str] = field(default_factory=list)
+    placed: list[str] = field(default_factory=list)  # replicas put on their fleet-file cards
+    skipped: list[str] = field(default_factory=list)  # services that cannot run (with why)
+
+
+def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
+    """Put the fleet file's servers and services in the store, idempotently.
+
+    Servers ``<device>-<n>`` are created when missing (an existing one is left as it is, and
+    nothing an operator added is ever removed). Each ``services`` entry becomes a deployment of
+    the ``operator`` tenant named ``<service>-<device>`` (created when missing, else left alone),
+    priority ``production``; the operator gets a quota covering them on each device type where
+    it has none. Per-server replicas are placed on the cards the fleet file gives them when
+    those are free, so admission accounts for them like any other; then an admission cycle
+    places the rest. A service that cannot run (e.g. a device without a sourced figure) is
+    logged and skipped; the center still starts.
+    """
+    from npucenter.api.admission import admit_after_change
+    from npucenter.store.repository import canonical_device, check_runs_on
+
+    out = FleetRegistration()
+    with control.admission_lock, control.tx() as repo:
+        try:
+            operator = repo.get_tenant(OPERATOR_TENANT)
+        except NotFoundError:
+            operator = repo.create_tenant(OPERATOR_TENANT, "company")
+        servers = {s.name: s for s in repo.list_servers()}
+        for group in fleet.servers:
+            for name in group.server_names():
+                have = servers.get(name)
+                if have is None:
+                    servers[name] = repo.create_server(
+                        name, group.device_id, group.cards_per_server, {"fleet": fleet.name}
+                    )
+                    out.servers.append(name)
+                elif (
+                    have.device_type != canonical_device(group.device_id)
+                    or len(have.cards) != group.cards_per_server
+                ):
+                    log.warning(
+                        "server %s is in the store as %d %s cards, the fleet file says %d %s;"
+                        " left as it is",
+                        name, len(have.cards), have.device_type,
+                        group.cards_per_server, group.device_id,
+                    )  # fmt: skip
+        mine = {d.name: d for d in repo.list_deployments(tenant_id=operator.id)}
+        runnable = []
+        for service in fleet.services:
+            name = service.deployment_name
+            try:
+                device = canonical_device(service.device_id)
+                # precision None: the device's default (the perf model resolves it)
+                model, precision = check_runs_on(
+                    service.model_id, device, cast(str, service.precision), service.tp
+                )
+            except NpuCenterError as exc:
+                log.error("fleet service %s is not deployed: %s", name, exc)
+                out.skipped.append(f"{name}: {exc}")
+                continue
+            runnable.append((service, device, model, precision))
+        _ensure_operator_quota(repo, operator, fleet, runnable)
+        for service, device, model, precision in runnable:
+            name = service.deployment_name
+            dep = mine.get(name)
+            if dep is None:
+                dep = repo.create_deployment(
+                    operator,
+                    name=name,
+                    model=model,
+                    device_type=device,
+                    tp=service.tp,
+                    precision=precision,
+                    replicas=fleet.num_replicas(service),
+                    priority_class="production",
+                )
+                out.deployments.append(name)
+            elif (dep.model, dep.device_type, dep.tp) != (model, device, service.tp):
+                log.warning(
+                    "deployment %s of %s runs %s on %d %s cards, the fleet file says %s on %d %s;"
+                    " left as it is",
+                    name, OPERATOR_TENANT, dep.model, dep.tp, dep.device_type,
+                    model, service.tp, device,
+                )  # fmt: skip
+                continue
+            out.placed += _place_as_in_the_file(repo, dep, fleet, name, servers)
+    if out.servers or out.deployments:
+        log.info(
+            "fleet %s registered: servers %s, deployments %s",
+            fleet.name, out.servers or "-", out.deployments or "-",
+        )  # fmt: skip
+    admit_after_change(control)
+    return out
+
+
+def _ensure_operator_quota(repo: Any, operator: Any, fleet: Fleet, runnable: list[Any]) -> None:
+    """Give the operator a quota for its fleet services on each device type it has none for."""
+    need: dict[str, int] = {}
+    for service, device, _model, _precision in runnable:
+        need[device] = need.get(device, 0) + service.tp * fleet.num_replicas(service)
+    rows = repo.list_quotas(tenant_id=operator.id)
+    have = {q.device_type for q in rows}
+    first = rows[0] if rows else None
+    for device, cards in need.items():
+        if device in have:
+            continue
+        repo.set_quota(
+            operator,
+            device,
+            nominal_cards=cards,
+            cohort=first.cohort if first else None,
+            priority_class=first.priority_class if first else "production",
+            tokens_per_s=first.tokens_per_s if first else None,
+        )
+        rows = repo.list_quotas(tenant_id=operator.id)
+        first = rows[0]
+
+
+def _place_as_in_the_file(
+    repo: Any, dep: Any, fleet: Fleet, name: str, servers: dict[str, Any]
+) -> list[str]:
+    """Place the deployment's pending replicas on the cards the fleet file gives them, if free."""
+    placed = [p for p in fleet.replicas() if p.deployment == name]
+    taken = {a.card_id for a in repo.allocations()}
+    out = []
+    for rep, where in zip(repo.replicas_of(dep), placed, strict=False):
+        server = servers.get(where.server_id)
+        if rep.state != "pending" or server is None or server.health == "down":
+            continue
+        by_index = {c.index: c for c in server.cards}
+        cards = [by_index.get(i) for i in where.card_ids]
+        if any(c is None or c.id in taken or c.health == "down" for c in cards):
+            continue  # admission places it elsewhere
+        repo.place_replica(rep, dep, [c.id for c in cards if c is not None])
+        taken.update(c.id for c in cards if c is not None)
+        out.append(where.replica_id)
+    return out
+
+
+def deployment_options(fleet: Fleet) -> Any:
+    """``options(tenant, deployment)`` for the reconciler: the fleet file's entries' aliases and
+    sequence limits for the operator's fleet deployments; None (the defaults) for the others."""
+    from npucenter.gateway.reconciler import DeploymentOptions
+
+    by_name = {
+        s.deployment_name: DeploymentOptions(alias=s.alias, max_num_seqs=s.max_num_seqs)
+        for s in fleet.services
+    }
+
+    def options(tenant: str, deployment: str) -> DeploymentOptions | None:
+        return by_name.get(deployment) if tenant == OPERATOR_TENANT else None
+
+    return options
+
+
+def device_names(fleet: Fleet) -> dict[str, str]:
+    """Catalog id -> the fleet file's name for it (what the tariff and the dashboard use)."""
+    out = {}
+    for group in fleet.servers:
+        try:
+            from npucenter.store.repository import canonical_device
+
+            out[canonical_device(group.device_id)] = group.device_id
+        except NpuCenterError:
+            continue
+    return out
+
+
+@contextlib.asynccontextmanager
+async def serve_fleet(
+    gateway: Gateway,
+    fleet: Fleet,
+    *,
+    launch: bool,
+    control: Any = None,
+    executor: Any = None,
+    interval_s: float = 2.0,
+) -> AsyncIterator[None]:
+    """Start the gateway and (``launch``) serve the store's deployments; stop both at exit.
+
+    With ``launch`` (and ``control``), the fleet is registered in the store
+    (:func:`register_fleet`) and a :class:`~npucenter.gateway.reconciler.DeploymentReconciler`
+    runs engines (virtual, local processes unless ``executor`` is given) for every admitted
+    replica, woken by every change the API commits. Without it the gateway serves nothing of its
+    own (an external executor's business) and the store is left alone.
+    """
+    from npucenter.gateway.reconciler import DeploymentReconciler, wanted_replicas
+
+    await gateway.start()
+    reconciler: DeploymentReconciler | None = None
+    task: asyncio.Task[None] | None = None
+    try:
+        if launch and control is not None:
+            await asyncio.to_thread(register_fleet, control, fleet)
+            if executor is None:
+                from npucenter.executors.local import LocalProcessExecutor
+
+                executor = LocalProcessExecutor()
+            options, names = deployment_options(fleet), device_names(fleet)
+
+            def read() -> list[Any]:
+                with control.tx() as repo:
+                    return wanted_replicas(repo, options=options, device_names=names)
+
+            reconciler = DeploymentReconciler(
+                read=read, executor=executor, gateway=gateway, interval_s=interval_s
+            )
+            gateway.reconciler = reconciler  # type: ignore[attr-defined]
             gateway.expected_models = set(fleet.models)
+            control.on_change.append(reconciler.wake)
             # Replicas start in the background: the server answers at once (503 + Retry-After
             # for a model whose replicas are still starting).
-            runner = asyncio.create_task(_run_fleet(executor, gateway, fleet), name="virtual-fleet")
+            task = asyncio.create_task(reconciler.run_forever(), name="deployment-reconciler")
         yield
     finally:
-        if runner is not None:
-            runner.cancel()
+        if reconciler is not None:
+            with contextlib.suppress(ValueError):
+                control.on_change.remove(reconciler.wake)
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await runner
+                await task
         await gateway.aclose()
         if executor is not None:
             await executor.shutdown()
-
-
-async def _run_fleet(executor: Any, gateway: Gateway, fleet: Fleet) -> None:
-    await _launch(executor, gateway, fleet)
-    await _keep_healthy(executor, gateway, fleet)
-
-
-async def _launch(executor: Any, gateway: Gateway, fleet: Fleet) -> None:
-    from npucenter.engines import ReplicaSpec
-
-    async def one(placed: PlacedReplica) -> tuple[str, str] | None:
-        spec = ReplicaSpec(
-            engine="virtual",
-            model=placed.model_id,
-            device=placed.device_id,
-            tp=placed.tp,
-            precision=placed.precision,
-            device_indices=placed.card_ids,
-            max_num_seqs=placed.max_num_seqs,
-        )
-        try:
-            replica = await executor.start(spec, replica_id=placed.replica_id)
-        except NpuCenterError as exc:
-            log.error("replica %s did not start: %s", placed.replica_id, exc)
-            return None
-        return placed.replica_id, replica.base_url
-
-    started = await asyncio.gather(*(one(p) for p in fleet.replicas()))
-    urls = dict(s for s in started if s is not None)
-    gateway.pool.set(replica_endpoints(fleet, urls))
-    log.info("virtual fleet %s: %d of %d replicas ready", fleet.name, len(urls), len(started))
-
-
-async def _keep_healthy(
-    executor: Any, gateway: Gateway, fleet: Fleet, interval_s: float = 2.0
-) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            restarted = await executor.restart_failed()
-        except NpuCenterError as exc:
-            log.warning("restarting failed replicas: %s", exc)
-            continue
-        if restarted:
-            log.warning("restarted replicas %s", ", ".join(restarted))
-            index = getattr(getattr(gateway.router, "policy", None), "index", None)
-            for rid in restarted:  # a restarted engine's KV cache is empty
-                if index is not None and hasattr(index, "forget"):
-                    index.forget(rid)
-            urls = {r.replica_id: r.base_url for r in executor.replicas()}
-            gateway.pool.set(replica_endpoints(fleet, urls))
-
-
-def _device_kind(device_id: str) -> str:
-    try:
-        from npucenter.catalog import default_catalog
-
-        return str(default_catalog().device(device_id).kind)
-    except NpuCenterError:
-        return "gpu" if device_id.lower().startswith(("h1", "h2", "a1", "l4", "nvidia")) else "npu"
-
-
-def _tdp_w(device_id: str) -> float:
-    """The card's sourced TDP (busy-power bound until the engine reports power), else 0."""
-    try:
-        from npucenter.catalog import default_catalog
-
-        return float(default_catalog().device(device_id).tdp_w or 0.0)
-    except NpuCenterError:
-        return 0.0

@@ -1,7 +1,7 @@
 """The ``gateway`` server extension: what `npucenter up` adds to the control-plane app.
 
 The gateway at ``/v1`` (same port), its Prometheus ``/metrics``, the dashboard at ``/`` and the
-virtual fleet's replicas (started and stopped with the server).
+engines of the store's deployments (the fleet's and tenants'; started and stopped with the server).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     app.state.dashboard_series = series
     install_dashboard(app, gateway, fleet, series=series)
     launch = launch_enabled()
-    add_lifespan_hook(app, lambda _app: serve_fleet(gateway, fleet, launch=launch))
+    add_lifespan_hook(
+        app, lambda app_: serve_fleet(gateway, fleet, launch=launch, control=app_.state.control)
+    )
     add_lifespan_hook(app, lambda _app: sample_forever(series, gateway))
 
 

@@ -1,13 +1,19 @@
-"""The fleet file: parsing, validation, replica placement."""
+"""The fleet file: one format (the simulator's parser), validation, replica placement."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.fleet import default_fleet, fleet_from_dict, load_fleet
+from npucenter.sim.fleet import fleet_spec_from_mapping
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "fleets"
+# Fleet files (atom-override.yaml beside them is a user catalog file, not a fleet).
+FLEET_FILES = sorted(p for p in EXAMPLES.glob("*.yaml") if "servers:" in p.read_text())
 
 
 def test_default_fleet_has_two_rngd_servers_and_one_h100_server() -> None:
@@ -53,7 +59,8 @@ def test_invalid_fleets_raise_config_errors(data: dict[str, object]) -> None:
 
 
 def test_service_on_a_device_without_servers() -> None:
-    with pytest.raises(NotFoundError):
+    # The one format's parser (npucenter.sim.fleet) names the key (was NotFoundError).
+    with pytest.raises(InvalidConfigError, match="no server group"):
         fleet_from_dict(
             {
                 "servers": [{"device": "rngd", "cards_per_server": 8}],
@@ -71,7 +78,7 @@ def test_a_simulator_fleet_file_is_accepted() -> None:
     fleet = fleet_from_dict(
         {
             "name": "sim",
-            "slo": "interactive",
+            "slo": "mlperf-llama-3.1-8b-interactive",  # validated now (one parser)
             "routing": {"chat": "npu-first"},
             "servers": [{"device": "rngd", "count": 1, "cards_per_server": 8}],
             "services": [
@@ -96,3 +103,63 @@ def test_unknown_service_keys_are_rejected() -> None:
                 "services": [{"model": "m", "device": "rngd", "gpus": 1}],
             }
         )
+
+
+def test_the_examples_are_fleet_files() -> None:
+    assert {p.name for p in FLEET_FILES} >= {
+        "gwangju-80-20.yaml",
+        "gwangju-atom.yaml",
+        "two-services.yaml",
+        "disagg-h100-prefill-rngd-decode.yaml",
+    }
+
+
+@pytest.mark.parametrize("path", FLEET_FILES, ids=lambda p: p.name)
+def test_every_example_is_read_by_the_simulator_and_the_live_center(path: Path) -> None:
+    spec = fleet_spec_from_mapping(yaml.safe_load(path.read_text()))
+    fleet = load_fleet(path)
+    assert fleet.name == spec.name
+    assert [(g.device_id, g.num_servers, g.cards_per_server) for g in fleet.servers] == [
+        (p.device, p.num_servers, p.cards_per_server) for p in spec.servers
+    ]
+    assert len(fleet.services) == len(spec.deployments)
+    assert len({s.deployment_name for s in fleet.services}) == len(fleet.services)
+    placed = fleet.replicas()
+    assert len(placed) == sum(fleet.num_replicas(s) for s in fleet.services)
+    cards = [(r.server_id, c) for r in placed for c in r.card_ids]
+    assert len(cards) == len(set(cards))  # no card twice
+    for r in placed:
+        assert max(r.card_ids) < fleet.server_group(r.device_id).cards_per_server
+
+
+def test_tariff_is_an_optional_field_of_the_one_format() -> None:
+    data = {
+        "servers": [{"device": "rngd", "cards_per_server": 8}],
+        "services": [{"model": "m", "device": "rngd"}],
+        "tariff_usd_per_device_hour": {"rngd": 1.5},
+    }
+    assert fleet_spec_from_mapping(data).tariff_usd_per_device_hour == {"rngd": 1.5}
+    assert fleet_from_dict(data).tariff_usd_per_device_hour == {"rngd": 1.5}
+    with pytest.raises(InvalidConfigError, match="tariff"):
+        fleet_from_dict({**data, "tariff_usd_per_device_hour": {"rngd": -1}})
+
+
+def test_services_become_named_deployments_with_the_service_as_alias() -> None:
+    fleet = fleet_from_dict(
+        {
+            "servers": [{"device": "rngd", "count": 2, "cards_per_server": 8}],
+            "services": [
+                {"service": "chat", "model": "llama-3.1-8b", "device": "rngd", "tp": 2},
+                {"model": "qwen2.5-7b", "device": "rngd"},
+            ],
+        }
+    )
+    chat, qwen = fleet.services
+    assert (chat.deployment_name, chat.alias) == ("chat-rngd", "chat")
+    assert (qwen.deployment_name, qwen.alias) == ("qwen2.5-7b-rngd", None)
+    assert [(r.replica_id, r.deployment) for r in fleet.replicas()] == [
+        ("rngd-0-r0", "chat-rngd"),
+        ("rngd-0-r2", "qwen2.5-7b-rngd"),
+        ("rngd-1-r0", "chat-rngd"),
+        ("rngd-1-r2", "qwen2.5-7b-rngd"),
+    ]
