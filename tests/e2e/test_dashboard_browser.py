@@ -34,9 +34,9 @@ name: browser-e2e
 servers:
   - {device: rngd, count: 1, cards_per_server: 8}
   - {device: h100, count: 1, cards_per_server: 8}
-services:
-  - {model: llama-3.1-8b, device: rngd, tp: 1, replicas_per_server: 1}
-  - {model: llama-3.1-8b, device: h100, tp: 1, replicas_per_server: 1}
+services:  # max_num_seqs: one fleet format, whose default (256) is the simulator's
+  - {model: llama-3.1-8b, device: rngd, tp: 1, replicas_per_server: 1, max_num_seqs: 64}
+  - {model: llama-3.1-8b, device: h100, tp: 1, replicas_per_server: 1, max_num_seqs: 64}
 tariff_usd_per_device_hour: {rngd: 1.0, h100: 2.0}
 """
 MODEL = "llama-3.1-8b"
