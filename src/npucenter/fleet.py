@@ -205,8 +205,11 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
 
 
 def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:
-    """A fleet from its YAML/JSON mapping (the one format, see docs/simulator.md)."""
-    return fleet_from_spec(fleet_spec_from_mapping(data))
+    """A fleet from its YAML/JSON mapping (the one format, see docs/simulator.md).
+
+    Unlike a simulation, the live center accepts a fleet of servers only (no ``services``).
+    """
+    return fleet_from_spec(fleet_spec_from_mapping(data, require_services=False))
 
 
 def default_fleet(model_id: str = DEFAULT_MODEL) -> Fleet:

@@ -15,6 +15,7 @@ from typing import Any
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.quota import TenantQuota
+from npucenter.sim.jobs import JobSpec, jobs_from_list
 from npucenter.sim.tenancy import tenant_quotas_from_mapping
 from npucenter.workload.slo import Slo, slo_from_spec
 
@@ -35,6 +36,7 @@ _TOP_KEYS = {
     "catalog",
     "tariff_usd_per_device_hour",
     "tenants",
+    "jobs",
 }
 _DEPLOY_KEYS = {
     "model",
@@ -129,6 +131,7 @@ class FleetSpec:
     network_latency_s: float = 0.0005
     catalog_files: tuple[str, ...] = ()  # user catalog files, relative to the fleet file
     tenants: tuple[TenantQuota, ...] = ()  # explicit quotas; others: one per service, covering
+    jobs: tuple[JobSpec, ...] = ()  # admitted over time beside the replicas (sim.jobs)
     # The live center's tariff (USD per device-hour, by device as the file spells it): the
     # operator's price list, never a device figure. The simulator does not read it.
     tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
@@ -141,8 +144,6 @@ class FleetSpec:
                 )
         if not self.servers:
             raise InvalidConfigError("servers", [], "a fleet needs at least one server group")
-        if not self.deployments:
-            raise InvalidConfigError("services", [], "a fleet needs at least one deployment")
         if not self.network_gb_per_s > 0:
             raise InvalidConfigError("network_gb_per_s", self.network_gb_per_s, "must be > 0")
         if self.network_latency_s < 0:
@@ -176,6 +177,11 @@ class FleetSpec:
         if len({q.tenant for q in self.tenants}) != len(self.tenants):
             raise InvalidConfigError("tenants", [q.tenant for q in self.tenants], "listed twice")
         named = {q.tenant for q in self.tenants}
+        for job in self.jobs:
+            if self.pool(job.device).cards_per_server < job.num_cards:
+                raise InvalidConfigError(
+                    "jobs.cards", job.num_cards, f"job {job.name!r} is larger than a server"
+                )
         for dep in self.deployments:
             if dep.tenant is not None and dep.tenant not in named:
                 raise InvalidConfigError(
@@ -220,10 +226,18 @@ class FleetSpec:
         raise InvalidConfigError("service", name, f"not in {[s.name for s in self.services]}")
 
 
-def fleet_spec_from_mapping(data: Mapping[str, Any], *, default_slo: str = "none") -> FleetSpec:
-    """Parse a fleet mapping (see docs/simulator.md); errors name the offending key."""
+def fleet_spec_from_mapping(
+    data: Mapping[str, Any], *, default_slo: str = "none", require_services: bool = True
+) -> FleetSpec:
+    """Parse a fleet mapping (see docs/simulator.md); errors name the offending key.
+
+    ``require_services=False`` accepts a fleet of servers only (the live center runs jobs and
+    tenants' deployments on it; a simulation needs services).
+    """
     if not isinstance(data, Mapping):
         raise InvalidConfigError("fleet", type(data).__name__, "must be a mapping")
+    if require_services and not data.get("services"):
+        raise InvalidConfigError("services", [], "a fleet needs at least one deployment")
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise InvalidConfigError(
@@ -266,6 +280,7 @@ def fleet_spec_from_mapping(data: Mapping[str, Any], *, default_slo: str = "none
             network_latency_s=float(data.get("network_latency_s", 0.0005)),
             catalog_files=tuple(str(c) for c in catalog),
             tenants=tenant_quotas_from_mapping(_mapping(data, "tenants")),
+            jobs=jobs_from_list(_list(data, "jobs")),
             tariff_usd_per_device_hour={
                 str(k): float(v) for k, v in _mapping(data, "tariff_usd_per_device_hour").items()
             },

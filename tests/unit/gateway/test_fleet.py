@@ -48,7 +48,7 @@ def test_replicas_take_distinct_cards(tmp_path: Path) -> None:
             "servers": [{"device": "rngd", "cards_per_server": 8}],
             "services": [{"model": "m", "device": "rngd", "tp": 9}],
         },
-        {"servers": [{"device": "rngd"}]},
+        {"servers": [{"device": "rngd", "count": 0}]},  # (cards_per_server defaults to 8)
         {"servers": [{"device": "rngd", "cards_per_server": 8}], "bogus": 1},
         {"servers": [{"device": "rngd", "cards_per_server": "x"}]},
     ],
@@ -163,3 +163,11 @@ def test_services_become_named_deployments_with_the_service_as_alias() -> None:
         ("rngd-1-r0", "chat-rngd"),
         ("rngd-1-r2", "qwen2.5-7b-rngd"),
     ]
+
+
+def test_a_fleet_of_servers_only_runs_live_but_is_not_simulated() -> None:
+    data = {"servers": [{"device": "h100", "cards_per_server": 8}]}
+    fleet = fleet_from_dict(data)
+    assert fleet.services == () and fleet.replicas() == () and fleet.num_cards == 8
+    with pytest.raises(InvalidConfigError, match="at least one deployment"):
+        fleet_spec_from_mapping(data)
