@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +57,7 @@ def load_fleet_spec(path: Path) -> FleetSpec:
         raise InvalidConfigError("fleet file", str(path), f"not valid YAML: {exc}") from exc
     spec = fleet_spec_from_mapping(data)
     resolved = tuple(str((path.parent / c).resolve()) for c in spec.catalog_files)
-    return FleetSpec(
-        name=spec.name,
-        servers=spec.servers,
-        deployments=spec.deployments,
-        services=spec.services,
-        network_gb_per_s=spec.network_gb_per_s,
-        network_latency_s=spec.network_latency_s,
-        catalog_files=resolved,
-    )
+    return replace(spec, catalog_files=resolved)
 
 
 def load_trace(spec: str, *, num_requests: int | None, seed: int) -> Trace:
@@ -245,6 +238,24 @@ def _print_table(result: SimResult) -> None:
     table.add_row("mean fleet power (W)", f"{s['mean_power_w']:.0f}")
     table.add_row("busy fraction", ", ".join(f"{k} {v:.1%}" for k, v in s["utilisation"].items()))
     table.add_row("preemptions", str(s["preemptions"]))
+    jobs = s.get("jobs")
+    if jobs:
+        wait = jobs["mean_wait_s"]
+        table.add_row(
+            "jobs (finished / all, mean wait)",
+            f"{jobs['finished']} / {jobs['num_jobs']}, "
+            + (f"{wait:.1f} s" if wait is not None else "-"),
+        )
+        table.add_row(
+            "cards allocated (replicas + jobs)",
+            ", ".join(
+                f"{dev} {a['replica_fraction']:.0%}+{a['job_fraction']:.0%}"
+                for dev, a in jobs["card_allocation"].items()
+            ),
+        )
+        table.add_row(
+            "preempted (jobs, replicas)", f"{jobs['preemptions']}, {jobs['replica_preemptions']}"
+        )
     table.add_row(
         "simulated / wall (s)",
         f"{s['simulated_s']:.0f} / {s['wall_s']:.2f} ({s['speedup_vs_real_time']:.0f}x real time)",

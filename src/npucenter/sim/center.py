@@ -27,6 +27,7 @@ from npucenter.policy.routing import (
     make_routing_policy,
 )
 from npucenter.sim.fleet import Deployment, FleetSpec
+from npucenter.sim.jobs import JobTimeline, simulate_jobs
 from npucenter.sim.placement import place_fleet
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.results import SimResult
@@ -35,7 +36,8 @@ from npucenter.workload.trace import Trace
 
 __all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 
-_WAKE, _HANDOFF = 0, 1  # event kinds; at equal times arrivals, then wake-ups, then hand-offs
+# event kinds; at equal times arrivals, then wake-ups, hand-offs, replicas stopped or restarted
+_WAKE, _HANDOFF, _CAPACITY = 0, 1, 2
 
 
 @dataclass(slots=True, eq=False)
@@ -80,6 +82,7 @@ class _ServicePools:
     decode: list[SimReplica]  # the decode pool of a disaggregated service, else empty
     policy: RoutingPolicy
     decode_policy: RoutingPolicy | None
+    disaggregated: bool = False  # prefill and decode pools (even while one is empty)
 
 
 class Center:
@@ -113,6 +116,10 @@ class Center:
             (p.replica_id, self.fleet.deployments[p.deployment_index], perf[p.deployment_index])
             for p in self.placement.replicas
         ]
+        self.jobs: JobTimeline | None = None
+        if self.fleet.jobs:
+            self.jobs = simulate_jobs(self.fleet, self.placement)
+            self.assumptions.append("cards running jobs are counted at idle power")
         used = dict(self.placement.unused_cards)
         for pool in self.fleet.servers:
             free = used.get(pool.device, 0)
@@ -187,6 +194,7 @@ class Center:
                 decode=decode,
                 policy=make_routing_policy(name, context),
                 decode_policy=make_routing_policy(name, context) if decode else None,
+                disaggregated=bool(decode),
             )
         return replicas, pools
 
@@ -209,11 +217,11 @@ class Center:
             timeline_bin_s = max(1.0, trace.duration_s / 120.0)
         replicas, pools = self._fresh(timeline_bin_s)
         svc_pools = self._pools_for(trace, pools)
-        loop = _Loop(self.fleet, trace, replicas, svc_pools)
+        loop = _Loop(self.fleet, trace, replicas, svc_pools, self._capacity_events())
         loop.run(progress, progress_every)
         horizon = float(np.nanmax(loop.finish_s)) if np.any(np.isfinite(loop.finish_s)) else 0.0
         horizon = max(horizon, float(trace.arrival_s[-1]) if n else 0.0)
-        return SimResult.build(
+        result = SimResult.build(
             trace=trace,
             fleet=self.fleet,
             policy=self.policy_name,
@@ -230,6 +238,21 @@ class Center:
             assumptions=tuple(self.assumptions),
             num_events=loop.num_events,
         )
+        if self.jobs is not None:
+            result.summary["jobs"] = self.jobs.summary(self.fleet, horizon)
+        return result
+
+    def _capacity_events(self) -> list[tuple[float, int, bool]]:
+        """(time, replica index, up) of replicas preempted and readmitted for jobs."""
+        if self.jobs is None:
+            return []
+        index = {rid: k for k, (rid, _, _) in enumerate(self._layout)}
+        events = []
+        for outage in self.jobs.outages:
+            events.append((outage.down_s, index[outage.replica_id], False))
+            if outage.up_s is not None:
+                events.append((outage.up_s, index[outage.replica_id], True))
+        return events
 
     def _pools_for(self, trace: Trace, pools: Mapping[str, _ServicePools]) -> list[_ServicePools]:
         out = []
@@ -256,6 +279,7 @@ class _Loop:
         trace: Trace,
         replicas: Sequence[SimReplica],
         svc_pools: Sequence[_ServicePools],
+        capacity: Sequence[tuple[float, int, bool]] = (),  # (time, replica index, up)
     ) -> None:
         n = len(trace)
         self.fleet = fleet
@@ -272,6 +296,10 @@ class _Loop:
         self.heap: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
         self.num_events = 0
+        self.pools_of = {p.name: p for p in svc_pools}
+        for t, index, up in capacity:
+            self.seq += 1
+            heapq.heappush(self.heap, (t, _CAPACITY, self.seq, index, int(up)))
 
     def run(self, progress: Callable[[int, int], None] | None, every: int) -> None:
         trace = self.trace
@@ -292,8 +320,10 @@ class _Loop:
                         continue
                     rep.core.advance_until(t, inclusive=True)
                     self._after_sync(rep)
-                else:
+                elif kind == _HANDOFF:
                     self._handoff(a, t)
+                else:
+                    self._set_capacity(self.replicas[a], t, up=bool(b))
                 continue
             self.num_events += 1
             self._arrive(i, arrivals[i], prompts[i], outputs[i], self.svc_pools[services[i]])
@@ -304,7 +334,7 @@ class _Loop:
             progress(n, n)
 
     def _arrive(self, idx: int, t: float, prompt: int, output: int, pools: _ServicePools) -> None:
-        disagg = bool(pools.decode)
+        disagg = pools.disaggregated
         decision = pools.policy.route(
             RoutingSnapshot(now_s=t, replicas=tuple(r.state for r in pools.entry)),
             RouteRequest(
@@ -359,6 +389,35 @@ class _Loop:
         if when is not None:
             self.seq += 1
             heapq.heappush(self.heap, (when, _WAKE, self.seq, rep.index, rep.version))
+
+    def _set_capacity(self, rep: SimReplica, t: float, *, up: bool) -> None:
+        """Take a replica preempted by admission out of routing, or put it back.
+
+        Its requests fail like the live gateway's: one without a first token is routed again
+        (the gateway's retry), one already streaming is lost (a rejection).
+        """
+        pools = self.pools_of.get(rep.service)
+        if pools is None:  # a service without traffic in this trace
+            return
+        group = pools.decode if rep.role == "decode" else pools.entry
+        if up:
+            if rep not in group:
+                group.append(rep)
+                group.sort(key=lambda r: r.index)
+            return
+        if rep in group:
+            group.remove(rep)
+        rep.core.advance_until(t)
+        self._after_sync(rep)
+        for idx, first_token_s in rep.core.evict():
+            self.replica_index[idx] = -1
+            if math.isnan(first_token_s) and rep.role != "decode":
+                trace = self.trace
+                prompt, output = int(trace.prompt_tokens[idx]), int(trace.output_tokens[idx])
+                self._arrive(idx, t, prompt, output, pools)
+            else:
+                self.rejected[idx] = True
+        self._after_sync(rep)
 
     def _transfer_s(self, rep: SimReplica, prompt_tokens: int) -> float:
         kv_bytes = rep.perf.kv_bytes_per_token * prompt_tokens

@@ -15,6 +15,7 @@ from typing import Any
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.quota import TenantQuota
+from npucenter.sim.jobs import JobSpec, jobs_from_list
 from npucenter.sim.tenancy import tenant_quotas_from_mapping
 from npucenter.workload.slo import Slo, slo_from_spec
 
@@ -35,6 +36,7 @@ _TOP_KEYS = {
     "catalog",
     "tariff_usd_per_device_hour",
     "tenants",
+    "jobs",
 }
 _DEPLOY_KEYS = {
     "model",
@@ -129,6 +131,7 @@ class FleetSpec:
     network_latency_s: float = 0.0005
     catalog_files: tuple[str, ...] = ()  # user catalog files, relative to the fleet file
     tenants: tuple[TenantQuota, ...] = ()  # explicit quotas; others: one per service, covering
+    jobs: tuple[JobSpec, ...] = ()  # admitted over time beside the replicas (sim.jobs)
     # The live center's tariff (USD per device-hour, by device as the file spells it): the
     # operator's price list, never a device figure. The simulator does not read it.
     tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
@@ -174,6 +177,11 @@ class FleetSpec:
         if len({q.tenant for q in self.tenants}) != len(self.tenants):
             raise InvalidConfigError("tenants", [q.tenant for q in self.tenants], "listed twice")
         named = {q.tenant for q in self.tenants}
+        for job in self.jobs:
+            if self.pool(job.device).cards_per_server < job.num_cards:
+                raise InvalidConfigError(
+                    "jobs.cards", job.num_cards, f"job {job.name!r} is larger than a server"
+                )
         for dep in self.deployments:
             if dep.tenant is not None and dep.tenant not in named:
                 raise InvalidConfigError(
@@ -272,6 +280,7 @@ def fleet_spec_from_mapping(
             network_latency_s=float(data.get("network_latency_s", 0.0005)),
             catalog_files=tuple(str(c) for c in catalog),
             tenants=tenant_quotas_from_mapping(_mapping(data, "tenants")),
+            jobs=jobs_from_list(_list(data, "jobs")),
             tariff_usd_per_device_hour={
                 str(k): float(v) for k, v in _mapping(data, "tariff_usd_per_device_hour").items()
             },

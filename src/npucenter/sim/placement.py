@@ -43,6 +43,7 @@ class PlacedReplica:
     """One replica of a deployment on the cards admission gave it."""
 
     replica_id: str  # "<server_id>-r<first card>"
+    workload_id: str  # its id in admission
     deployment_index: int  # index into FleetSpec.deployments
     tenant: str
     device_type: str
@@ -86,8 +87,9 @@ def fleet_admission(
     """The snapshot, the pending replicas and ``workload id -> deployment index``.
 
     Each replica is a gang of ``tp`` cards in one tensor-parallel group, submitted in the
-    fleet's deployment order. A tenant the fleet does not list gets a production quota of
-    exactly the cards its deployments need, with no cohort (so it neither borrows nor lends).
+    fleet's deployment order. A tenant the fleet does not list gets a quota of exactly the cards
+    its deployments and jobs need, with no cohort (so it neither borrows nor lends), in the
+    production class if it serves, else its jobs' highest class (default research).
     """
     pending: list[Workload] = []
     owner: dict[str, int] = {}
@@ -112,15 +114,23 @@ def fleet_admission(
                     submitted_s=float(len(pending)),
                 )
             )
+    serving = set(needs)
+    job_class: dict[str, PriorityClass] = {}
+    for job in fleet.jobs:  # the jobs' tenants: quota for all their jobs at once
+        device_type = fleet.pool(job.device).device.lower()
+        per_type = needs.setdefault(job.tenant, {})
+        per_type[device_type] = per_type.get(device_type, 0) + job.num_cards
+        wanted = PriorityClass.RESEARCH if job.priority_class is None else job.priority_class
+        job_class[job.tenant] = max(job_class.get(job.tenant, wanted), wanted)
     quotas = list(fleet.tenants)
     named = {q.tenant for q in quotas}
     for tenant in sorted(set(needs) - named):
         quotas.append(
             TenantQuota(
                 tenant=tenant,
-                priority_class=PriorityClass.PRODUCTION,
+                priority_class=PriorityClass.PRODUCTION if tenant in serving else job_class[tenant],
                 nominal_cards=needs[tenant],
-                borrowing_limit_cards={d: 0 for d in needs[tenant]},
+                borrowing_limit_cards=dict.fromkeys(needs[tenant], 0),
             )
         )
     snapshot = AdmissionSnapshot(fleet=fleet_servers(fleet), quotas=tuple(quotas))
@@ -163,6 +173,7 @@ def place_fleet(fleet: FleetSpec) -> FleetPlacement:
         replicas=tuple(
             PlacedReplica(
                 replica_id=f"{a.server_id}-r{min(a.card_indices)}",
+                workload_id=a.workload_id,
                 deployment_index=owner[a.workload_id],
                 tenant=a.tenant,
                 device_type=a.device_type,

@@ -332,6 +332,14 @@ class ReplicaCore:
         self._plan = None
         return True
 
+    def evict(self) -> list[tuple[int, float]]:
+        """Abort every request here (the replica is stopped); returns each one's caller
+        ``index`` and first-token time (NaN: none yet), in arrival order."""
+        seqs = sorted(self._by_id.values(), key=lambda q: (q.arrival_s, q.index))
+        for seq in seqs:
+            self.abort(seq.request_id)
+        return [(seq.index, seq.first_token_s) for seq in seqs]
+
     # --- one iteration (the virtual engine) ---------------------------------------------------
     def step(self, now_s: float) -> StepResult | None:
         """Run exactly one iteration starting at ``now_s``; ``None`` when there is nothing to do."""

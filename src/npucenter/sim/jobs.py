@@ -1,0 +1,370 @@
+"""Jobs in the twin: the fleet file's ``jobs:`` admitted over time by the live center's policy.
+
+Fine-tune, preprocessing and benchmark jobs arrive at ``arrival_s`` and hold ``cards`` cards for
+``duration_s``. At every arrival and finish an admission cycle
+(:func:`npucenter.policy.admission.decide_admission`) runs on a snapshot of the fleet, the
+tenants' quotas and what runs (the replicas placed at time 0, and jobs), exactly as the control
+plane runs it: owners reclaim lent cards, higher-priority work preempts its tenant's lower
+priority work. A preempted job is requeued and restarts from scratch (the live job runner kills
+and requeues it); a preempted replica leaves its service's routing until it is admitted again.
+Admission reads no load, so the timeline is computed before the requests are served. Pure.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from npucenter.errors import InvalidConfigError
+from npucenter.policy.admission import (
+    AdmissionSnapshot,
+    Admitted,
+    PendingReason,
+    PriorityClass,
+    Workload,
+    WorkloadKind,
+    decide_admission,
+)
+from npucenter.sim.placement import FleetPlacement, fleet_admission
+
+if TYPE_CHECKING:
+    from npucenter.sim.fleet import FleetSpec
+
+__all__ = [
+    "JobRecord",
+    "JobSpec",
+    "JobTimeline",
+    "ReplicaOutage",
+    "jobs_from_list",
+    "simulate_jobs",
+]
+
+_JOB_KEYS = {
+    "name",
+    "kind",
+    "tenant",
+    "device",
+    "cards",
+    "tp",
+    "priority",
+    "arrival_s",
+    "duration_s",
+}
+_MAX_CYCLES_PER_INSTANT = 64  # admission cycles at one time stamp (each admits or preempts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    """A job of the fleet file: ``num_cards`` cards of ``device`` for ``duration_s``."""
+
+    name: str
+    tenant: str
+    device: str
+    duration_s: float
+    arrival_s: float = 0.0
+    num_cards: int = 1
+    tp: int = 1  # cards per tensor-parallel group (divides num_cards)
+    kind: WorkloadKind = WorkloadKind.FINETUNE
+    priority_class: PriorityClass | None = None  # None: the tenant's class
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.arrival_s) or self.arrival_s < 0:
+            raise InvalidConfigError("jobs.arrival_s", self.arrival_s, "must be finite and >= 0")
+        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise InvalidConfigError("jobs.duration_s", self.duration_s, "must be finite and > 0")
+        if self.num_cards < 1 or self.tp < 1 or self.num_cards % self.tp:
+            raise InvalidConfigError(
+                "jobs.cards", self.num_cards, f"must be >= 1 and a multiple of tp={self.tp}"
+            )
+        if self.kind is WorkloadKind.REPLICA:
+            raise InvalidConfigError("jobs.kind", self.kind.value, "replicas are services")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRecord:
+    """What happened to one job."""
+
+    name: str
+    tenant: str
+    device: str
+    num_cards: int
+    arrival_s: float
+    duration_s: float
+    start_s: float | None  # its last start; None: never started
+    finish_s: float | None  # None: never finished
+    wait_s: float  # time queued in all (first wait and every wait after a preemption)
+    num_preemptions: int
+    pending_reason: str | None  # why it waits at the end (None: it finished)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaOutage:
+    """A replica preempted by admission at ``down_s`` and admitted again at ``up_s``."""
+
+    replica_id: str
+    down_s: float
+    up_s: float | None  # None: never admitted again
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobTimeline:
+    """The jobs' admission history: records, replica outages and who held which cards when."""
+
+    jobs: tuple[JobRecord, ...]
+    outages: tuple[ReplicaOutage, ...]
+    end_s: float  # the last admission event
+    #: (device type, "replica" | "job", cards, start_s, end_s or None: still held)
+    holds: tuple[tuple[str, str, int, float, float | None], ...]
+
+    def summary(self, fleet: FleetSpec, horizon_s: float) -> dict[str, Any]:
+        """Jobs' waits and per-device card allocation over ``[0, max(horizon_s, end_s)]``."""
+        horizon = max(horizon_s, self.end_s)
+        waits = sorted(j.wait_s for j in self.jobs if j.finish_s is not None)
+        used: dict[str, dict[str, float]] = {}
+        for device, kind, cards, start, end in self.holds:
+            stop = horizon if end is None else min(end, horizon)
+            per = used.setdefault(device, {"replica": 0.0, "job": 0.0})
+            per[kind] += cards * max(0.0, stop - start)
+        allocation: dict[str, dict[str, float]] = {}
+        for pool in fleet.servers:
+            capacity = pool.num_cards * horizon
+            per = used.get(pool.device.lower(), {"replica": 0.0, "job": 0.0})
+            allocation[pool.device] = {
+                "replica_fraction": per["replica"] / capacity if capacity else 0.0,
+                "job_fraction": per["job"] / capacity if capacity else 0.0,
+                "allocated_fraction": (per["replica"] + per["job"]) / capacity if capacity else 0.0,
+            }
+        return {
+            "num_jobs": len(self.jobs),
+            "finished": sum(j.finish_s is not None for j in self.jobs),
+            "mean_wait_s": sum(waits) / len(waits) if waits else None,
+            "max_wait_s": waits[-1] if waits else None,
+            "preemptions": sum(j.num_preemptions for j in self.jobs),
+            "replica_preemptions": len(self.outages),
+            "horizon_s": horizon,
+            "card_allocation": allocation,
+            "jobs": [
+                {
+                    "name": j.name,
+                    "tenant": j.tenant,
+                    "device": j.device,
+                    "cards": j.num_cards,
+                    "arrival_s": j.arrival_s,
+                    "start_s": j.start_s,
+                    "finish_s": j.finish_s,
+                    "wait_s": j.wait_s,
+                    "preemptions": j.num_preemptions,
+                    "pending_reason": j.pending_reason,
+                }
+                for j in self.jobs
+            ],
+            "replica_outages": [
+                {"replica_id": o.replica_id, "down_s": o.down_s, "up_s": o.up_s}
+                for o in self.outages
+            ],
+        }
+
+
+def jobs_from_list(entries: Sequence[Mapping[str, Any]]) -> tuple[JobSpec, ...]:
+    """Parse the fleet file's ``jobs:`` list; errors name the offending key.
+
+    Example::
+
+        jobs:
+          - {name: lora-1, tenant: kaist, device: h100, cards: 4, arrival_s: 60, duration_s: 1800}
+    """
+    out: list[JobSpec] = []
+    for k, entry in enumerate(entries):
+        unknown = set(entry) - _JOB_KEYS
+        if unknown:
+            raise InvalidConfigError(
+                f"jobs[{k}]", sorted(unknown), f"unknown keys; known: {sorted(_JOB_KEYS)}"
+            )
+        try:
+            kind = WorkloadKind(str(entry.get("kind", "finetune")))
+        except ValueError:
+            raise InvalidConfigError(
+                f"jobs[{k}].kind", entry.get("kind"), "use finetune, preprocess or benchmark"
+            ) from None
+        priority = entry.get("priority")
+        out.append(
+            JobSpec(
+                name=str(entry.get("name", f"job-{k}")),
+                tenant=str(entry["tenant"]),
+                device=str(entry["device"]),
+                duration_s=float(entry["duration_s"]),
+                arrival_s=float(entry.get("arrival_s", 0.0)),
+                num_cards=int(entry.get("cards", 1)),
+                tp=int(entry.get("tp", 1)),
+                kind=kind,
+                priority_class=PriorityClass.parse(priority) if priority is not None else None,
+            )
+        )
+    names = [j.name for j in out]
+    if len(set(names)) != len(names):
+        raise InvalidConfigError("jobs.name", names, "each job needs its own name")
+    return tuple(out)
+
+
+def simulate_jobs(fleet: FleetSpec, placement: FleetPlacement) -> JobTimeline:
+    """Admit the fleet's jobs over time against the replicas placed at time 0."""
+    return _JobLoop(fleet, placement).run()
+
+
+class _JobLoop:
+    """One timeline's mutable state."""
+
+    def __init__(self, fleet: FleetSpec, placement: FleetPlacement) -> None:
+        snapshot, pending, _ = fleet_admission(fleet)
+        self.base = snapshot
+        self.workloads: dict[str, Workload] = {w.workload_id: w for w in pending}
+        self.replica_id = {p.workload_id: p.replica_id for p in placement.replicas}
+        self.running: dict[str, Admitted] = {a.workload_id: a for a in placement.decision.admitted}
+        self.held_since: dict[str, float] = dict.fromkeys(self.running, 0.0)
+        self.jobs: dict[str, JobSpec] = {}
+        for k, job in enumerate(fleet.jobs):
+            workload_id = f"job{k:04d}-{job.name}"
+            self.jobs[workload_id] = job
+            self.workloads[workload_id] = Workload(
+                workload_id=workload_id,
+                tenant=job.tenant,
+                kind=job.kind,
+                device_type=fleet.pool(job.device).device.lower(),
+                num_cards=job.num_cards,
+                tp_size=job.tp,
+                priority_class=job.priority_class,
+                submitted_s=job.arrival_s,
+                max_duration_s=job.duration_s,
+            )
+        self.queue: dict[str, Workload] = {}
+        self.queued_since: dict[str, float] = {}
+        self.wait_s: dict[str, float] = dict.fromkeys(self.jobs, 0.0)
+        self.start_s: dict[str, float] = {}
+        self.finish_s: dict[str, float] = {}
+        self.preemptions: dict[str, int] = dict.fromkeys(self.jobs, 0)
+        self.reason: dict[str, PendingReason] = {}
+        self.version: dict[str, int] = {}
+        self.finishes: list[tuple[float, int, str, int]] = []  # (time, seq, id, version)
+        self.seq = 0
+        self.outages: list[ReplicaOutage] = []
+        self.down_since: dict[str, float] = {}
+        self.holds: list[tuple[str, str, int, float, float | None]] = []
+
+    def run(self) -> JobTimeline:
+        arrivals = sorted(self.jobs, key=lambda w: (self.jobs[w].arrival_s, w))
+        i, t = 0, 0.0
+        while i < len(arrivals) or self.finishes:
+            next_arrival = self.jobs[arrivals[i]].arrival_s if i < len(arrivals) else math.inf
+            t = min(next_arrival, self.finishes[0][0] if self.finishes else math.inf)
+            while i < len(arrivals) and self.jobs[arrivals[i]].arrival_s <= t:
+                self._enqueue(arrivals[i], t)
+                i += 1
+            while self.finishes and self.finishes[0][0] <= t:
+                _, _, workload_id, version = heapq.heappop(self.finishes)
+                if self.version.get(workload_id) == version and workload_id in self.running:
+                    self._stop(workload_id, t)
+                    self.finish_s[workload_id] = t
+            self._cycle(t)
+        return self._timeline(t)
+
+    def _enqueue(self, workload_id: str, t: float) -> None:
+        self.queue[workload_id] = self.workloads[workload_id]
+        self.queued_since[workload_id] = t
+
+    def _stop(self, workload_id: str, t: float) -> None:
+        placed = self.running.pop(workload_id)
+        kind = "job" if workload_id in self.jobs else "replica"
+        start = self.held_since.pop(workload_id)
+        self.holds.append((placed.device_type, kind, placed.num_cards, start, t))
+
+    def _cycle(self, t: float) -> None:
+        for _ in range(_MAX_CYCLES_PER_INSTANT):
+            if not self.queue:
+                return
+            snapshot = AdmissionSnapshot(
+                fleet=self.base.fleet,
+                quotas=self.base.quotas,
+                running=tuple(self.running.values()),
+                now_s=t,
+            )
+            decision = decide_admission(snapshot, tuple(self.queue.values()), t)
+            for entry in decision.pending:
+                self.reason[entry.workload_id] = entry.reason
+            if not decision.admitted and not decision.preempted:
+                return
+            for stop in decision.preempted:
+                self._stop(stop.workload_id, t)
+                self._enqueue(stop.workload_id, t)
+                if stop.workload_id in self.jobs:
+                    self.preemptions[stop.workload_id] += 1
+                else:
+                    self.down_since[stop.workload_id] = t
+            for placed in decision.admitted:
+                workload_id = placed.workload_id
+                del self.queue[workload_id]
+                self.running[workload_id] = placed
+                self.held_since[workload_id] = t
+                self.reason.pop(workload_id, None)
+                if workload_id in self.jobs:
+                    self.wait_s[workload_id] += t - self.queued_since.pop(workload_id)
+                    self.start_s[workload_id] = t
+                    self.version[workload_id] = self.version.get(workload_id, 0) + 1
+                    self.seq += 1
+                    heapq.heappush(
+                        self.finishes,
+                        (t + self.jobs[workload_id].duration_s, self.seq, workload_id,
+                         self.version[workload_id]),
+                    )  # fmt: skip
+                else:
+                    self._replica_up(workload_id, t)
+
+    def _replica_up(self, workload_id: str, t: float) -> None:
+        self.queued_since.pop(workload_id, None)
+        down = self.down_since.pop(workload_id, None)
+        if down is not None:
+            self.outages.append(
+                ReplicaOutage(replica_id=self.replica_id[workload_id], down_s=down, up_s=t)
+            )
+
+    def _timeline(self, end_s: float) -> JobTimeline:
+        for workload_id, down in sorted(self.down_since.items()):
+            self.outages.append(
+                ReplicaOutage(replica_id=self.replica_id[workload_id], down_s=down, up_s=None)
+            )
+        holds = list(self.holds)
+        for workload_id, placed in sorted(self.running.items()):
+            kind = "job" if workload_id in self.jobs else "replica"
+            holds.append(
+                (placed.device_type, kind, placed.num_cards, self.held_since[workload_id], None)
+            )
+        records = []
+        for workload_id, job in self.jobs.items():
+            waiting = workload_id in self.queue
+            wait = self.wait_s[workload_id]
+            if waiting:
+                wait += end_s - self.queued_since[workload_id]
+            reason = self.reason.get(workload_id) if waiting else None
+            records.append(
+                JobRecord(
+                    name=job.name,
+                    tenant=job.tenant,
+                    device=job.device,
+                    num_cards=job.num_cards,
+                    arrival_s=job.arrival_s,
+                    duration_s=job.duration_s,
+                    start_s=self.start_s.get(workload_id),
+                    finish_s=self.finish_s.get(workload_id),
+                    wait_s=wait,
+                    num_preemptions=self.preemptions[workload_id],
+                    pending_reason=reason.value if reason is not None else None,
+                )
+            )
+        return JobTimeline(
+            jobs=tuple(records),
+            outages=tuple(sorted(self.outages, key=lambda o: (o.down_s, o.replica_id))),
+            end_s=end_s,
+            holds=tuple(holds),
+        )
