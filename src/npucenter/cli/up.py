@@ -2,7 +2,7 @@
 
 The admin key: NPUCENTER_ADMIN_KEY at first start, else a generated one printed once here.
 Server extensions registered in ``npucenter.api.app.SERVER_EXTENSIONS`` (gateway, dashboard,
-virtual fleet) are added to the same app.
+fleet registration and deployment reconciler, job runner) are added to the same app.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ def up(
     ),
     log_level: str = typer.Option("info", "--log-level"),
     fleet: Path | None = typer.Option(
-        None, "--fleet", help="Virtual fleet YAML (default: 2 RNGD + 1 H100 servers)."
+        None,
+        "--fleet",
+        help="Fleet YAML, the format `simulate --fleet` reads (default: 2 RNGD + 1 H100 servers).",
     ),
 ) -> None:
     """Start the center: control-plane API, OpenAI gateway, dashboard and a virtual fleet.
 
     One process on one port: the API at /api, the gateway at /v1, Prometheus metrics at
-    /metrics and the dashboard at /. Migrations are applied at start; with no --fleet the
-    virtual fleet is two RNGD servers and one H100 server serving llama-3.1-8b.
+    /metrics and the dashboard at /. Migrations are applied at start; the fleet's servers and
+    services are registered in the store (with no --fleet: two RNGD servers and one H100 server
+    serving llama-3.1-8b), and every admitted deployment replica runs as a virtual engine.
     """
     import os
 
@@ -59,7 +62,8 @@ def up(
         f"  API        {base}/api  (control plane; npucenter tenant|key|quota|fleet|deploy|job|usage)\n"
         f"  dashboard  {base}/\n"
         f"  metrics    {base}/metrics\n"
-        "  virtual replicas start in the background; /v1 answers 503 with Retry-After until ready",
+        "  deployments' replicas start in the background; /v1 answers 503 with Retry-After until"
+        " ready",
         highlight=False,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
