@@ -236,8 +236,6 @@ def fleet_spec_from_mapping(
     """
     if not isinstance(data, Mapping):
         raise InvalidConfigError("fleet", type(data).__name__, "must be a mapping")
-    if require_services and not data.get("services"):
-        raise InvalidConfigError("services", [], "a fleet needs at least one deployment")
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise InvalidConfigError(
@@ -271,7 +269,7 @@ def fleet_spec_from_mapping(
         catalog = data.get("catalog") or ()
         if isinstance(catalog, str):
             catalog = (catalog,)
-        return FleetSpec(
+        spec = FleetSpec(
             name=str(data.get("name", "fleet")),
             servers=servers,
             deployments=deployments,
@@ -285,6 +283,9 @@ def fleet_spec_from_mapping(
                 str(k): float(v) for k, v in _mapping(data, "tariff_usd_per_device_hour").items()
             },
         )
+        if require_services and not spec.deployments:
+            raise InvalidConfigError("services", [], "a fleet needs at least one deployment")
+        return spec
     except KeyError as exc:
         raise InvalidConfigError("fleet", exc.args[0], "missing required key") from exc
     except (TypeError, ValueError, AttributeError) as exc:
