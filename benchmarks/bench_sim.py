@@ -41,7 +41,9 @@ def run_conv(policy: str, repeats: int) -> dict[str, object]:
     from npucenter.workload import read_azure_trace
 
     trace = read_azure_trace("conv")
-    center = _center(policy)
+    built = time.perf_counter()
+    center = _center(policy)  # parse, place the replicas by admission, build the perf models
+    build_s = time.perf_counter() - built
     walls = []
     result = None
     for _ in range(repeats):
@@ -57,6 +59,8 @@ def run_conv(policy: str, repeats: int) -> dict[str, object]:
         "completed": s["completed"],
         "wall_s": best,
         "wall_s_all": walls,
+        "center_build_s": build_s,
+        "num_replicas": len(center.placement.replicas),
         "simulated_s": s["simulated_s"],
         "speedup_vs_real_time": s["simulated_s"] / best,
         "events": result.num_events,
