@@ -129,3 +129,30 @@ def test_job_timeline_never_overbooks_cards_and_jobs_run_their_duration(data) ->
             assert job.finish_s - job.arrival_s >= job.duration_s + job.wait_s - 1e-9
         else:
             assert job.pending_reason is not None
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.sampled_from((4, 6, 8, 16)),
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from((1, 2, 3, 4, 8)), st.integers(1, 4)),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_a_valid_per_server_layout_always_places_as_written(count, cards, entries) -> None:  # type: ignore[no-untyped-def]
+    services = [
+        {"service": f"s{s}", "model": "m", "device": "rngd", "tp": tp, "replicas_per_server": n}
+        for s, tp, n in entries
+    ]
+    spec = _spec({"servers": [{"device": "rngd", "count": count, "cards_per_server": cards}],
+                  "services": services})  # fmt: skip
+    if spec is None:
+        return
+    placement = place_fleet(spec)
+    per_server = sum(tp * n for _, tp, n in entries)
+    assert placement.unused_cards == {"rngd": count * (cards - per_server)}
+    for rep in placement.replicas:
+        dep = spec.deployments[rep.deployment_index]
+        assert rep.card_indices == tuple(range(rep.card_indices[0], rep.card_indices[0] + dep.tp))

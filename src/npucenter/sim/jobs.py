@@ -218,11 +218,11 @@ class _JobLoop:
     """One timeline's mutable state."""
 
     def __init__(self, fleet: FleetSpec, placement: FleetPlacement) -> None:
-        snapshot, pending, _ = fleet_admission(fleet)
-        self.base = snapshot
-        self.workloads: dict[str, Workload] = {w.workload_id: w for w in pending}
+        setup = fleet_admission(fleet)
+        self.base = setup.snapshot
+        self.workloads: dict[str, Workload] = dict(setup.workloads)
         self.replica_id = {p.workload_id: p.replica_id for p in placement.replicas}
-        self.running: dict[str, Admitted] = {a.workload_id: a for a in placement.decision.admitted}
+        self.running: dict[str, Admitted] = {a.workload_id: a for a in placement.running}
         self.held_since: dict[str, float] = dict.fromkeys(self.running, 0.0)
         self.jobs: dict[str, JobSpec] = {}
         for k, job in enumerate(fleet.jobs):

@@ -1,10 +1,12 @@
-"""Where the twin's replicas run: the fleet's deployments placed by the live center's admission.
+"""Where the twin's replicas run: the fleet's deployments placed as the live center places them.
 
-The simulator does not place replicas itself: it snapshots the fleet (servers, cards, one
-tenant per service whose quota covers its deployments, or the fleet file's ``tenants:``) and
-calls :func:`npucenter.policy.admission.decide_admission`, the function the control plane runs,
-so the twin obeys the same gang (one server) and tensor-parallel (one interconnect) rules.
-Pure: no I/O. A fleet that does not fit raises with the policy's pending reasons.
+The simulator does not lay replicas out itself: as ``npucenter up`` does, ``replicas_per_server``
+entries take the cards the file gives them, and ``replicas`` (total) entries are placed by
+:func:`npucenter.policy.admission.decide_admission`, the function the control plane runs, on a
+snapshot of the fleet (servers, cards, what runs, one tenant per service whose quota covers its
+deployments, or the fleet file's ``tenants:``); so the twin obeys the same gang (one server) and
+tensor-parallel (one interconnect) rules. Pure: no I/O. A fleet that does not fit raises with
+the policy's pending reasons.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from npucenter.errors import CapacityUnavailableError
 from npucenter.policy.admission import (
     AdmissionDecision,
     AdmissionSnapshot,
+    Admitted,
     PriorityClass,
     Server,
     TenantQuota,
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from npucenter.sim.fleet import Deployment, FleetSpec
 
 __all__ = [
+    "FleetAdmission",
     "FleetPlacement",
     "PlacedReplica",
     "fleet_admission",
@@ -56,8 +60,9 @@ class FleetPlacement:
     """Every replica of a fleet, placed, and the cards left unused per device."""
 
     replicas: tuple[PlacedReplica, ...]  # by pool, server, first card
+    running: tuple[Admitted, ...]  # the same, as admission's running entries
     unused_cards: Mapping[str, int]  # pool device (as the fleet spells it) -> free cards
-    decision: AdmissionDecision
+    decision: AdmissionDecision  # the cycle that placed the ``replicas:`` (total) entries
 
 
 def tenant_of(dep: Deployment) -> str:
@@ -66,54 +71,154 @@ def tenant_of(dep: Deployment) -> str:
 
 
 def fleet_servers(fleet: FleetSpec) -> tuple[Server, ...]:
-    """The fleet's servers as admission sees them: ``<device>-<n>``, one interconnect each."""
-    servers: list[Server] = []
-    for pool in fleet.servers:
-        width = len(str(pool.num_servers - 1))
-        for n in range(pool.num_servers):
-            servers.append(
-                Server(
-                    server_id=f"{pool.device}-{n:0{width}d}",
-                    device_type=pool.device.lower(),
-                    num_cards=pool.cards_per_server,
-                )
-            )
-    return tuple(servers)
+    """The fleet's servers as admission sees them: ``<device>-<n>`` (the live center's names),
+    one interconnect each."""
+    return tuple(
+        Server(
+            server_id=f"{pool.device}-{n}",
+            device_type=pool.device.lower(),
+            num_cards=pool.cards_per_server,
+        )
+        for pool in fleet.servers
+        for n in range(pool.num_servers)
+    )
 
 
-def fleet_admission(
-    fleet: FleetSpec,
-) -> tuple[AdmissionSnapshot, tuple[Workload, ...], dict[str, int]]:
-    """The snapshot, the pending replicas and ``workload id -> deployment index``.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetAdmission:
+    """The fleet as one admission cycle sees it (see :func:`fleet_admission`)."""
 
-    Each replica is a gang of ``tp`` cards in one tensor-parallel group, submitted in the
-    fleet's deployment order. A tenant the fleet does not list gets a quota of exactly the cards
-    its deployments and jobs need, with no cohort (so it neither borrows nor lends), in the
-    production class if it serves, else its jobs' highest class (default research).
+    snapshot: AdmissionSnapshot  # servers, quotas, and the per-server replicas as running
+    pending: tuple[Workload, ...]  # the replicas of ``replicas:`` (total) entries
+    workloads: Mapping[str, Workload]  # every replica, by workload id (to requeue it)
+    owner: Mapping[str, int]  # workload id -> deployment index
+
+
+def fleet_admission(fleet: FleetSpec) -> FleetAdmission:
+    """The snapshot and queue of the fleet's replicas, as the live center sets them up.
+
+    Like ``npucenter up``, ``replicas_per_server`` entries take the cards the file gives them
+    (consecutive cards of every server, in the file's order) and are running in the snapshot;
+    ``replicas`` (total) entries are pending, one gang of ``tp`` cards in one tensor-parallel
+    group each, submitted in the file's order. A tenant the fleet does not list gets a quota of
+    exactly the cards its deployments and jobs need, with no cohort (so it neither borrows nor
+    lends), in the production class if it serves, else its jobs' highest class (research unless
+    a job says more).
     """
+    quotas = _quotas(fleet)
+    classes = {q.tenant: q.priority_class for q in quotas}
+    servers = fleet_servers(fleet)
+    running: list[Admitted] = []
     pending: list[Workload] = []
+    workloads: dict[str, Workload] = {}
     owner: dict[str, int] = {}
-    needs: dict[str, dict[str, int]] = {}
     for index, dep in enumerate(fleet.deployments):
         device_type = fleet.pool(dep.device).device.lower()
-        tenant = tenant_of(dep)
-        count = fleet.num_replicas(dep)
-        per_type = needs.setdefault(tenant, {})
-        per_type[device_type] = per_type.get(device_type, 0) + dep.tp * count
-        for k in range(count):
+        for k in range(fleet.num_replicas(dep)):
             workload_id = f"d{index:03d}-{dep.service}-{dep.role}-{k:04d}"
             owner[workload_id] = index
-            pending.append(
-                Workload(
-                    workload_id=workload_id,
-                    tenant=tenant,
-                    kind=WorkloadKind.REPLICA,
-                    device_type=device_type,
-                    num_cards=dep.tp,
-                    tp_size=dep.tp,
-                    submitted_s=float(len(pending)),
-                )
+            workloads[workload_id] = Workload(
+                workload_id=workload_id,
+                tenant=tenant_of(dep),
+                kind=WorkloadKind.REPLICA,
+                device_type=device_type,
+                num_cards=dep.tp,
+                tp_size=dep.tp,
+                submitted_s=float(len(workloads)),
             )
+            if dep.num_replicas is not None:
+                pending.append(workloads[workload_id])
+    next_card = {s.server_id: 0 for s in servers}
+    num_pinned = dict.fromkeys(range(len(fleet.deployments)), 0)
+    for server in servers:
+        for index, dep in enumerate(fleet.deployments):
+            if dep.num_replicas is not None or fleet.pool(dep.device).device.lower() != (
+                server.device_type
+            ):
+                continue
+            for _ in range(dep.replicas_per_server):
+                k = num_pinned[index]
+                num_pinned[index] += 1
+                workload = workloads[f"d{index:03d}-{dep.service}-{dep.role}-{k:04d}"]
+                first = next_card[server.server_id]
+                next_card[server.server_id] += dep.tp
+                running.append(
+                    Admitted(
+                        workload_id=workload.workload_id,
+                        tenant=workload.tenant,
+                        device_type=workload.device_type,
+                        server_id=server.server_id,
+                        card_indices=tuple(range(first, first + dep.tp)),
+                        tp_size=dep.tp,
+                        priority_class=classes[workload.tenant],
+                    )
+                )
+    snapshot = AdmissionSnapshot(fleet=servers, quotas=quotas, running=tuple(running))
+    return FleetAdmission(
+        snapshot=snapshot, pending=tuple(pending), workloads=workloads, owner=owner
+    )
+
+
+def place_fleet(fleet: FleetSpec) -> FleetPlacement:
+    """Place every replica of ``fleet``: per-server ones as in the file, the rest by admission.
+
+    Raises:
+        CapacityUnavailableError: some replicas stay pending (topology, quota or cohort);
+            ``attempts`` lists each one's workload id, tenant, reason and message.
+    """
+    setup = fleet_admission(fleet)
+    decision = decide_admission(setup.snapshot, setup.pending, 0.0)
+    if decision.pending:
+        waiting = [
+            {
+                "workload_id": p.workload_id,
+                "tenant": p.tenant,
+                "reason": p.reason.value,
+                "message": p.message,
+            }
+            for p in decision.pending
+        ]
+        first = decision.pending[0]
+        raise CapacityUnavailableError(
+            f"{len(waiting)} of {len(setup.workloads)} replicas of fleet {fleet.name!r} cannot "
+            f"be placed; first: {first.workload_id} ({first.reason.value}: {first.message})",
+            hint="add servers, lower tp or replicas, or raise the tenants' quotas",
+            attempts=waiting,
+            fleet=fleet.name,
+        )
+    order = {s.server_id: i for i, s in enumerate(setup.snapshot.fleet)}
+    running = sorted(
+        (*setup.snapshot.running, *decision.admitted),
+        key=lambda a: (order[a.server_id], min(a.card_indices)),
+    )
+    used: dict[str, int] = {}
+    for a in running:
+        used[a.device_type] = used.get(a.device_type, 0) + a.num_cards
+    return FleetPlacement(
+        replicas=tuple(
+            PlacedReplica(
+                replica_id=f"{a.server_id}-r{min(a.card_indices)}",
+                workload_id=a.workload_id,
+                deployment_index=setup.owner[a.workload_id],
+                tenant=a.tenant,
+                device_type=a.device_type,
+                server_id=a.server_id,
+                card_indices=a.card_indices,
+            )
+            for a in running
+        ),
+        running=tuple(running),
+        unused_cards={p.device: p.num_cards - used.get(p.device.lower(), 0) for p in fleet.servers},
+        decision=decision,
+    )
+
+
+def _quotas(fleet: FleetSpec) -> tuple[TenantQuota, ...]:
+    needs: dict[str, dict[str, int]] = {}
+    for dep in fleet.deployments:
+        device_type = fleet.pool(dep.device).device.lower()
+        per_type = needs.setdefault(tenant_of(dep), {})
+        per_type[device_type] = per_type.get(device_type, 0) + dep.tp * fleet.num_replicas(dep)
     serving = set(needs)
     job_class: dict[str, PriorityClass] = {}
     for job in fleet.jobs:  # the jobs' tenants: quota for all their jobs at once
@@ -133,55 +238,4 @@ def fleet_admission(
                 borrowing_limit_cards=dict.fromkeys(needs[tenant], 0),
             )
         )
-    snapshot = AdmissionSnapshot(fleet=fleet_servers(fleet), quotas=tuple(quotas))
-    return snapshot, tuple(pending), owner
-
-
-def place_fleet(fleet: FleetSpec) -> FleetPlacement:
-    """Place every replica of ``fleet`` with one admission cycle.
-
-    Raises:
-        CapacityUnavailableError: some replicas stay pending (topology, quota or cohort);
-            ``attempts`` lists each one's workload id, tenant, reason and message.
-    """
-    snapshot, pending, owner = fleet_admission(fleet)
-    decision = decide_admission(snapshot, pending, 0.0)
-    if decision.pending:
-        waiting = [
-            {
-                "workload_id": p.workload_id,
-                "tenant": p.tenant,
-                "reason": p.reason.value,
-                "message": p.message,
-            }
-            for p in decision.pending
-        ]
-        first = decision.pending[0]
-        raise CapacityUnavailableError(
-            f"{len(waiting)} of {len(pending)} replicas of fleet {fleet.name!r} cannot be "
-            f"placed; first: {first.workload_id} ({first.reason.value}: {first.message})",
-            hint="add servers, lower tp or replicas, or raise the tenants' quotas",
-            attempts=waiting,
-            fleet=fleet.name,
-        )
-    order = {s.server_id: i for i, s in enumerate(snapshot.fleet)}
-    placed = sorted(decision.admitted, key=lambda a: (order[a.server_id], min(a.card_indices)))
-    used: dict[str, int] = {}
-    for a in placed:
-        used[a.device_type] = used.get(a.device_type, 0) + a.num_cards
-    return FleetPlacement(
-        replicas=tuple(
-            PlacedReplica(
-                replica_id=f"{a.server_id}-r{min(a.card_indices)}",
-                workload_id=a.workload_id,
-                deployment_index=owner[a.workload_id],
-                tenant=a.tenant,
-                device_type=a.device_type,
-                server_id=a.server_id,
-                card_indices=a.card_indices,
-            )
-            for a in placed
-        ),
-        unused_cards={p.device: p.num_cards - used.get(p.device.lower(), 0) for p in fleet.servers},
-        decision=decision,
-    )
+    return tuple(quotas)

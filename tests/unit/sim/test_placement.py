@@ -55,10 +55,40 @@ def test_80_20_fleet_places_every_replica_as_a_gang_on_one_server():
     }
 
 
+def test_per_server_entries_take_the_cards_the_file_gives_them_as_the_live_center_does():
+    # 4 x TP=3 and 2 x TP=2 per 16-card server fill each server exactly; a best-fit packing of
+    # the same gangs could strand cards, but per-server entries are not re-packed
+    spec = _fleet(
+        [
+            {"service": "a", "model": "m", "device": "rngd", "tp": 3, "replicas_per_server": 4},
+            {"service": "b", "model": "m", "device": "rngd", "tp": 2, "replicas_per_server": 2},
+            {"service": "c", "model": "m", "device": "rngd", "tp": 1, "replicas": 1},
+        ],
+        servers=[{"device": "rngd", "count": 2, "cards_per_server": 17}],
+    )
+    placement = place_fleet(spec)
+    on_0 = [
+        (r.deployment_index, r.card_indices) for r in placement.replicas if r.server_id == "rngd-0"
+    ]
+    assert on_0[:6] == [
+        (0, (0, 1, 2)),
+        (0, (3, 4, 5)),
+        (0, (6, 7, 8)),
+        (0, (9, 10, 11)),
+        (1, (12, 13)),
+        (1, (14, 15)),
+    ]
+    # the total-count entry is admitted into what is left: card 16 of one server
+    (extra,) = [r for r in placement.replicas if r.deployment_index == 2]
+    assert extra.card_indices == (16,)
+    assert placement.unused_cards == {"rngd": 1}
+
+
 def test_placement_is_the_live_policys_decision_on_the_fleet_snapshot():
     spec = _fleet([{"model": "llama-3.1-8b", "device": "rngd", "tp": 2, "replicas": 5}])
-    snapshot, pending, _ = fleet_admission(spec)
-    live = decide_admission(snapshot, pending, 0.0)
+    setup = fleet_admission(spec)
+    assert setup.snapshot.running == ()  # a total count: every replica is admitted
+    live = decide_admission(setup.snapshot, setup.pending, 0.0)
     placement = place_fleet(spec)
     assert {(a.server_id, a.card_indices) for a in live.admitted} == {
         (r.server_id, r.card_indices) for r in placement.replicas
