@@ -130,3 +130,28 @@ def test_compare_runs_each_policy_on_the_same_trace(tmp_path):
         app, ["simulate", "--fleet", str(EXAMPLE), "--compare", "npu-first,nope"]
     )
     assert bad.exit_code == 3
+
+
+def test_a_fleet_that_does_not_fit_exits_6_and_jobs_reach_the_json(tmp_path):
+    runner = CliRunner()
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(
+        "servers: [{device: rngd, count: 2, cards_per_server: 6}]\n"
+        "services: [{model: llama-3.1-8b, device: rngd, tp: 4, replicas: 3}]\n"
+    )
+    result = runner.invoke(app, ["simulate", "--fleet", str(tight), "-t", "synthetic:1", "-q"])
+    assert result.exit_code == 6
+    assert "capacity_unavailable" in result.output
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "servers: [{device: h100, count: 1, cards_per_server: 8}]\n"
+        "services: [{model: llama-3.1-8b, device: h100, replicas: 4}]\n"
+        "jobs: [{name: lora, tenant: lab, device: h100, cards: 4, arrival_s: 5, duration_s: 60}]\n"
+    )
+    out = tmp_path / "s.json"
+    args = ["simulate", "--fleet", str(jobs), "-t", "synthetic:2", "-n", "100", "-q"]
+    result = runner.invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    assert summary["jobs"]["finished"] == 1
+    assert summary["jobs"]["jobs"][0]["start_s"] == 5.0
