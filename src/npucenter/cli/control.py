@@ -79,6 +79,34 @@ def _api() -> Client:
     return Client.from_settings(Settings.from_env())
 
 
+def _call(method: str, path: str, body: Any = None, **params: Any) -> Any:
+    """One request on a fresh client: GET takes query parameters, the others a JSON body."""
+    with _api() as api:
+        if method == "GET":
+            return api.get(path, **params)
+        if method == "DELETE":
+            return api.delete(path)
+        if method == "POST":
+            return api.post(path, body)
+        if method == "PUT":
+            return api.put(path, body)
+        return api.patch(path, body)
+
+
+def _table(
+    json_out: bool,
+    columns: Sequence[str],
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    title: str = "",
+    **params: Any,
+) -> None:
+    """The common command: one request, its answer as a table (or ``--json``)."""
+    _show(_call(method, path, body, **params), json_out, columns, title)
+
+
 def _show(
     doc: Any,
     json_out: bool,
@@ -118,18 +146,14 @@ def tenant_create(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Create a tenant (admin)."""
-    with _api() as api:
-        doc = api.post("/api/tenants", {"name": name, "kind": kind})
-    _show(doc, json_out, ["id", "name", "kind"])
+    _table(json_out, ["id", "name", "kind"], "POST", "/api/tenants", {"name": name, "kind": kind})
 
 
 @tenant_app.command("list")
 @handle_errors
 def tenant_list(json_out: bool = JSON_OPT) -> None:
     """List tenants (a tenant key sees only its own)."""
-    with _api() as api:
-        doc = api.get("/api/tenants")
-    _show(doc, json_out, ["id", "name", "kind"], "tenants")
+    _table(json_out, ["id", "name", "kind"], "GET", "/api/tenants", title="tenants")
 
 
 @tenant_app.command("show")
@@ -138,9 +162,7 @@ def tenant_show(
     ref: str = typer.Argument(..., help="Id or name."), json_out: bool = JSON_OPT
 ) -> None:
     """Show one tenant."""
-    with _api() as api:
-        doc = api.get(f"/api/tenants/{ref}")
-    _show(doc, json_out, ["id", "name", "kind"])
+    _table(json_out, ["id", "name", "kind"], "GET", f"/api/tenants/{ref}")
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -154,8 +176,7 @@ def key_create(
 ) -> None:
     """Create an API key; the secret is printed this one time only."""
     body = {"tenant": tenant, "name": name, "scope": "admin" if admin else "tenant"}
-    with _api() as api:
-        doc = api.post("/api/keys", body)
+    doc = _call("POST", "/api/keys", body)
     if json_out:
         print_json(doc)
         return
@@ -169,18 +190,20 @@ def key_create(
 @handle_errors
 def key_list(json_out: bool = JSON_OPT) -> None:
     """List keys (prefixes only, never secrets)."""
-    with _api() as api:
-        doc = api.get("/api/keys")
-    _show(doc, json_out, ["id", "prefix", "scope", "tenant_id", "name", "revoked_at_s"], "keys")
+    _table(
+        json_out,
+        ["id", "prefix", "scope", "tenant_id", "name", "revoked_at_s"],
+        "GET",
+        "/api/keys",
+        title="keys",
+    )
 
 
 @key_app.command("revoke")
 @handle_errors
 def key_revoke(key_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Revoke a key."""
-    with _api() as api:
-        doc = api.delete(f"/api/keys/{key_id}")
-    _show(doc, json_out, ["id", "prefix", "scope", "revoked_at_s"])
+    _table(json_out, ["id", "prefix", "scope", "revoked_at_s"], "DELETE", f"/api/keys/{key_id}")
 
 
 # --- quotas ---------------------------------------------------------------------------------
@@ -233,26 +256,21 @@ def quota_set(
         "priority_class": priority,
         "tokens_per_s": tokens_per_s,
     }
-    with _api() as api:
-        doc = api.put("/api/quotas", body)
-    _show(doc, json_out, QUOTA_COLUMNS)
+    _table(json_out, QUOTA_COLUMNS, "PUT", "/api/quotas", body)
 
 
 @quota_app.command("list")
 @handle_errors
 def quota_list(json_out: bool = JSON_OPT) -> None:
     """List quotas with the cards in use."""
-    with _api() as api:
-        doc = api.get("/api/quotas")
-    _show(doc, json_out, QUOTA_COLUMNS, "quotas")
+    _table(json_out, QUOTA_COLUMNS, "GET", "/api/quotas", title="quotas")
 
 
 @quota_app.command("delete")
 @handle_errors
 def quota_delete(quota_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Delete a quota row (admin)."""
-    with _api() as api:
-        api.delete(f"/api/quotas/{quota_id}")
+    _call("DELETE", f"/api/quotas/{quota_id}")
     _show({"deleted": quota_id}, json_out, ["deleted"])
 
 
@@ -277,18 +295,20 @@ def fleet_add(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Register a server (admin)."""
-    with _api() as api:
-        doc = api.post("/api/servers", {"name": name, "device_type": device, "num_cards": cards})
-    _show(doc, json_out, SERVER_COLUMNS)
+    _table(
+        json_out,
+        SERVER_COLUMNS,
+        "POST",
+        "/api/servers",
+        {"name": name, "device_type": device, "num_cards": cards},
+    )
 
 
 @fleet_app.command("list")
 @handle_errors
 def fleet_list(json_out: bool = JSON_OPT) -> None:
     """List servers with free cards."""
-    with _api() as api:
-        doc = api.get("/api/servers")
-    _show(doc, json_out, SERVER_COLUMNS, "fleet")
+    _table(json_out, SERVER_COLUMNS, "GET", "/api/servers", title="fleet")
 
 
 @fleet_app.command("show")
@@ -297,8 +317,7 @@ def fleet_show(
     ref: str = typer.Argument(..., help="Id or name."), json_out: bool = JSON_OPT
 ) -> None:
     """Show a server card by card."""
-    with _api() as api:
-        doc = api.get(f"/api/servers/{ref}")
+    doc = _call("GET", f"/api/servers/{ref}")
     if json_out:
         print_json(doc)
         return
@@ -319,17 +338,20 @@ def fleet_health(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Set the health of a server or one card (admin)."""
-    with _api() as api:
-        doc = api.patch(f"/api/servers/{ref}", {"health": health, "card_index": card})
-    _show(doc, json_out, SERVER_COLUMNS)
+    _table(
+        json_out,
+        SERVER_COLUMNS,
+        "PATCH",
+        f"/api/servers/{ref}",
+        {"health": health, "card_index": card},
+    )
 
 
 @fleet_app.command("remove")
 @handle_errors
 def fleet_remove(ref: str = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Remove a server that holds no workload (admin)."""
-    with _api() as api:
-        api.delete(f"/api/servers/{ref}")
+    _call("DELETE", f"/api/servers/{ref}")
     _show({"removed": ref}, json_out, ["removed"])
 
 
@@ -372,26 +394,21 @@ def deploy_create(
         "priority_class": priority,
         "tenant": tenant,
     }
-    with _api() as api:
-        doc = api.post("/api/deployments", body)
-    _show(doc, json_out, DEPLOY_COLUMNS)
+    _table(json_out, DEPLOY_COLUMNS, "POST", "/api/deployments", body)
 
 
 @deploy_app.command("list")
 @handle_errors
 def deploy_list(json_out: bool = JSON_OPT) -> None:
     """List deployments."""
-    with _api() as api:
-        doc = api.get("/api/deployments")
-    _show(doc, json_out, DEPLOY_COLUMNS, "deployments")
+    _table(json_out, DEPLOY_COLUMNS, "GET", "/api/deployments", title="deployments")
 
 
 @deploy_app.command("show")
 @handle_errors
 def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Show a deployment replica by replica."""
-    with _api() as api:
-        doc = api.get(f"/api/deployments/{dep_id}")
+    doc = _call("GET", f"/api/deployments/{dep_id}")
     if json_out:
         print_json(doc)
         return
@@ -411,17 +428,14 @@ def deploy_scale(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Scale a deployment."""
-    with _api() as api:
-        doc = api.patch(f"/api/deployments/{dep_id}", {"replicas": replicas})
-    _show(doc, json_out, DEPLOY_COLUMNS)
+    _table(json_out, DEPLOY_COLUMNS, "PATCH", f"/api/deployments/{dep_id}", {"replicas": replicas})
 
 
 @deploy_app.command("delete")
 @handle_errors
 def deploy_delete(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Delete a deployment."""
-    with _api() as api:
-        api.delete(f"/api/deployments/{dep_id}")
+    _call("DELETE", f"/api/deployments/{dep_id}")
     _show({"deleted": dep_id}, json_out, ["deleted"])
 
 
@@ -469,18 +483,14 @@ def job_submit(
         "priority_class": priority,
         "tenant": tenant,
     }
-    with _api() as api:
-        doc = api.post("/api/jobs", body)
-    _show(doc, json_out, JOB_COLUMNS)
+    _table(json_out, JOB_COLUMNS, "POST", "/api/jobs", body)
 
 
 @job_app.command("list")
 @handle_errors
 def job_list(state: str | None = typer.Option(None, "--state"), json_out: bool = JSON_OPT) -> None:
     """List jobs."""
-    with _api() as api:
-        doc = api.get("/api/jobs", state=state)
-    _show(doc, json_out, JOB_COLUMNS, "jobs")
+    _table(json_out, JOB_COLUMNS, "GET", "/api/jobs", title="jobs", state=state)
 
 
 @job_app.command("show")
@@ -521,8 +531,7 @@ def job_result(
     output: str | None = typer.Option(None, "--output", "-o", help="Also write the JSON here."),
 ) -> None:
     """Show a job's stored result (a benchmark's JSON): its headline, or all of it with --json."""
-    with _api() as api:
-        doc = api.get(f"/api/jobs/{job_id}/result")
+    doc = _call("GET", f"/api/jobs/{job_id}/result")
     if output:
         from pathlib import Path
 
@@ -558,9 +567,7 @@ def _result_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 @handle_errors
 def job_cancel(job_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Cancel a job."""
-    with _api() as api:
-        doc = api.post(f"/api/jobs/{job_id}/cancel")
-    _show(doc, json_out, JOB_COLUMNS)
+    _table(json_out, JOB_COLUMNS, "POST", f"/api/jobs/{job_id}/cancel")
 
 
 @job_app.command("set-state")
@@ -572,9 +579,13 @@ def job_set_state(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Report a job's state (executors and admins)."""
-    with _api() as api:
-        doc = api.post(f"/api/jobs/{job_id}/state", {"state": state, "reason": reason})
-    _show(doc, json_out, JOB_COLUMNS)
+    _table(
+        json_out,
+        JOB_COLUMNS,
+        "POST",
+        f"/api/jobs/{job_id}/state",
+        {"state": state, "reason": reason},
+    )
 
 
 # --- usage ----------------------------------------------------------------------------------
@@ -586,10 +597,7 @@ def usage_list(
     json_out: bool = JSON_OPT,
 ) -> None:
     """List ledger rows."""
-    with _api() as api:
-        doc = api.get("/api/usage", tenant=tenant, kind=kind)
-    _show(
-        doc,
+    _table(
         json_out,
         [
             "id",
@@ -603,7 +611,11 @@ def usage_list(
             "cost_usd",
             "ref",
         ],
-        "usage ledger",
+        "GET",
+        "/api/usage",
+        title="usage ledger",
+        tenant=tenant,
+        kind=kind,
     )
 
 
@@ -613,13 +625,13 @@ def usage_summary(
     tenant: str | None = typer.Option(None, "--tenant"), json_out: bool = JSON_OPT
 ) -> None:
     """Totals per tenant and kind."""
-    with _api() as api:
-        doc = api.get("/api/usage/summary", tenant=tenant)
-    _show(
-        doc,
+    _table(
         json_out,
         ["tenant", "kind", "device_seconds", "tokens_in", "tokens_out", "energy_j", "num_entries"],
-        "usage",
+        "GET",
+        "/api/usage/summary",
+        title="usage",
+        tenant=tenant,
     )
 
 
@@ -627,9 +639,13 @@ def usage_summary(
 @handle_errors
 def usage_checkpoint(json_out: bool = JSON_OPT) -> None:
     """Bill every held card up to now (admin)."""
-    with _api() as api:
-        doc = api.post("/api/usage/checkpoint")
-    _show(doc, json_out, ["id", "tenant", "kind", "device_seconds", "ref"], "billed")
+    _table(
+        json_out,
+        ["id", "tenant", "kind", "device_seconds", "ref"],
+        "POST",
+        "/api/usage/checkpoint",
+        title="billed",
+    )
 
 
 # --- admission ------------------------------------------------------------------------------
@@ -637,8 +653,7 @@ def usage_checkpoint(json_out: bool = JSON_OPT) -> None:
 @handle_errors
 def admission_run(json_out: bool = JSON_OPT) -> None:
     """Run one admission cycle now (admin)."""
-    with _api() as api:
-        doc = api.post("/api/admission/cycle")
+    doc = _call("POST", "/api/admission/cycle")
     if json_out:
         print_json(doc)
         return
