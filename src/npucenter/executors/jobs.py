@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import time
 import weakref
@@ -37,7 +36,8 @@ from npucenter.clock import Clock, SystemClock
 from npucenter.engines.base import device_family
 from npucenter.engines.furiosa import furiosa_devices_arg
 from npucenter.errors import NotSupportedError, NpuCenterError
-from npucenter.executors.local import _HAS_PRCTL, _die_with_parent, _signal_group, _terminate
+from npucenter.executors.procs import Ticker, kill_now, spawn_group
+from npucenter.executors.procs import terminate as _terminate
 from npucenter.store.models import Job
 from npucenter.store.repository import MAX_LOG_TAIL_CHARS, Repository
 
@@ -203,37 +203,19 @@ class JobRunner:
         self.telemetry = telemetry
         self.clock = clock or SystemClock()
         self._runs: dict[int, _Run] = {}
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tick_lock: asyncio.Lock | None = None
+        self._ticker = Ticker("job runner", log)
         _LIVE_RUNNERS.add(self)
 
     # --- life cycle ---------------------------------------------------------------------
     async def run_forever(self) -> None:
         """Recover, then tick every ``interval_s`` (or at once when woken) until cancelled."""
-        self._bind_loop()
-        assert self._wake is not None
+        self._ticker.bind()
         await self.recover()
-        while True:
-            self._wake.clear()
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except NpuCenterError as exc:  # one bad tick never stops the runner
-                log.warning("job runner tick failed: %s", exc)
-            except Exception:
-                log.exception("job runner tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+        await self._ticker.run_forever(self.tick, lambda: self.interval_s, quiet=(NpuCenterError,))
 
     def wake(self) -> None:
         """Tick as soon as possible (thread-safe; the API calls it after every change)."""
-        loop, event = self._loop, self._wake
-        if loop is None or event is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed in between
-            loop.call_soon_threadsafe(event.set)
+        self._ticker.wake()
 
     async def recover(self) -> list[int]:
         """Requeue jobs a previous runner left ``running`` (the center stopped under them)."""
@@ -265,24 +247,12 @@ class JobRunner:
 
     def kill_all_now(self) -> None:
         """Synchronously SIGTERM, then SIGKILL, every live child (the ``atexit`` hook)."""
-        procs = [r.proc for r in self._runs.values() if r.proc.poll() is None]
-        for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=1.0)
+        kill_now(r.proc for r in self._runs.values())
 
     # --- one tick -----------------------------------------------------------------------
     async def tick(self) -> TickReport:
         """Admit, kill what lost its cards, record what exited, start what was admitted."""
-        self._bind_loop()
-        assert self._tick_lock is not None
-        async with self._tick_lock:
+        async with self._ticker.bind():
             report = TickReport()
             await asyncio.to_thread(self._admit)
             views = await asyncio.to_thread(self._load)
@@ -357,18 +327,8 @@ class JobRunner:
             cards=view.cards,
             result_path=result_path,
         )
-        parent = os.getpid()
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                expand_job_argv(view.command, env),
-                env=env,
-                cwd=run_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=(lambda: _die_with_parent(parent)) if _HAS_PRCTL else None,
-            )
+            proc = spawn_group(expand_job_argv(view.command, env), env=env, out=out, cwd=run_dir)
         log.info("started job %d (pid %d): %s", view.job_id, proc.pid, view.command[0])
         return _Run(
             view=view,
@@ -488,13 +448,6 @@ class JobRunner:
             yield
         except NpuCenterError as exc:
             log.warning("job %d: %s skipped: %s", job_id, what, exc)
-
-    def _bind_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            self._wake = asyncio.Event()
-            self._tick_lock = asyncio.Lock()
 
 
 def _exists(repo: Repository, job_id: int) -> bool:

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
-import ctypes
 import itertools
 import logging
 import os
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
@@ -33,13 +29,14 @@ import httpx
 from npucenter.engines import ENGINES, PARENT_PID_ENV, LaunchSpec, ReplicaSpec
 from npucenter.errors import NotFoundError, NpuCenterError, UpstreamError
 from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
+from npucenter.executors.procs import kill_now, spawn_group
+from npucenter.executors.procs import terminate as _terminate
 
 __all__ = ["LocalProcessExecutor", "free_port", "healthy"]
 
 log = logging.getLogger(__name__)
 
 _LIVE_EXECUTORS: weakref.WeakSet[LocalProcessExecutor] = weakref.WeakSet()
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -210,17 +207,7 @@ class LocalProcessExecutor:
 
     def kill_all_now(self) -> None:
         """Synchronously SIGTERM, then SIGKILL, every live child (the ``atexit`` hook)."""
-        procs = [r.proc for r in self._records.values() if r.proc and r.proc.poll() is None]
-        for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=1.0)
+        kill_now(r.proc for r in self._records.values() if r.proc is not None)
 
     # --- helpers ------------------------------------------------------------------------------
     def _record(self, replica_id: str) -> _Record:
@@ -232,18 +219,9 @@ class LocalProcessExecutor:
     def _spawn(self, rid: str, spec: ReplicaSpec, launch: LaunchSpec) -> _Record:
         env = {**os.environ, **launch.env_dict(), PARENT_PID_ENV: str(os.getpid())}
         log_path = self.log_dir / f"{rid}.log"
-        parent = os.getpid()
         with open(log_path, "ab") as out:
             try:
-                proc = subprocess.Popen(
-                    launch.argv,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=(lambda: _die_with_parent(parent)) if _HAS_PRCTL else None,
-                )
+                proc = spawn_group(launch.argv, env=env, out=out)
             except OSError as exc:
                 raise UpstreamError(
                     f"cannot start replica {rid!r}: {exc}",
@@ -310,45 +288,6 @@ async def healthy(client: httpx.AsyncClient, url: str) -> bool:
     except httpx.HTTPError:
         return False
     return response.status_code == 200
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-async def _terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    _signal_group(proc, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    if proc.poll() is None:
-        _signal_group(proc, signal.SIGKILL)
-        while proc.poll() is None:
-            await asyncio.sleep(0.02)
-
-
-def _load_prctl() -> object | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-_HAS_PRCTL = _PRCTL is not None
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    # runs in the child between fork and exec: ask for SIGTERM when the parent dies, and
-    # exit at once if it died before we asked
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[operator]
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 @atexit.register

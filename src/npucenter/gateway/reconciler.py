@@ -16,7 +16,6 @@ restarted center finds the same ids. The reconciler never writes the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ from sqlalchemy import select
 from npucenter.engines import ReplicaSpec
 from npucenter.errors import NpuCenterError
 from npucenter.executors.base import Executor, ReplicaState
+from npucenter.executors.procs import Ticker
 from npucenter.gateway.pool import ReplicaEndpoint
 from npucenter.store.models import Replica
 from npucenter.store.repository import Repository
@@ -187,9 +187,7 @@ class DeploymentReconciler:
         self.engine = engine
         self._running: dict[str, WantedReplica] = {}  # engine id -> what it runs
         self._wanted: list[WantedReplica] = []
-        self._lock: asyncio.Lock | None = None
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker = Ticker("deployment reconciler", log)
 
     @property
     def running(self) -> dict[str, WantedReplica]:
@@ -198,32 +196,15 @@ class DeploymentReconciler:
 
     async def run_forever(self) -> None:
         """Tick every ``interval_s`` (or at once when woken) until cancelled."""
-        self._bind_loop()
-        assert self._wake is not None
-        while True:
-            self._wake.clear()
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad tick never stops the loop
-                log.exception("deployment reconciler tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+        await self._ticker.run_forever(self.reconcile, lambda: self.interval_s)
 
     def wake(self) -> None:
         """Reconcile as soon as possible (thread-safe)."""
-        loop, event = self._loop, self._wake
-        if loop is None or event is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed in between
-            loop.call_soon_threadsafe(event.set)
+        self._ticker.wake()
 
     async def reconcile(self) -> ReconcileReport:
         """One tick: read, stop what is no longer wanted, start what is, restart failed ones."""
-        self._bind_loop()
-        assert self._lock is not None
-        async with self._lock:
+        async with self._ticker.bind():
             wanted = await asyncio.to_thread(self.read)
             return await self._apply(wanted)
 
@@ -320,13 +301,6 @@ class DeploymentReconciler:
         if index is not None and hasattr(index, "forget"):
             for rid in replica_ids:
                 index.forget(rid)
-
-    def _bind_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            self._wake = asyncio.Event()
-            self._lock = asyncio.Lock()
 
 
 def _device_kind(device_id: str) -> str:
