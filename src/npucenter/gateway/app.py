@@ -172,6 +172,7 @@ class Gateway:
         self._uses_prefixes = bool(getattr(self.router, "uses_prefixes", False))
         self.started_wall_s = time.time()
         self.expected_models: set[str] = set()  # served once their replicas are up (starting)
+        self.replica_servers: dict[str, str] = {}  # replica id -> server, placed outside the fleet
         self.usage_totals: dict[tuple[str, str], UsageTotals] = {}  # (tenant, model) -> totals
         # one sample a second: (Unix time, requests answered, output tokens) for the dashboard
         self.history: deque[tuple[float, int, int]] = deque(maxlen=600)

@@ -7,7 +7,8 @@ after a change) it reads the placed replicas, stops the engines of replicas that
 executor (virtual engines on the virtual fleet), restarts failed ones (the executor's own
 back-off), and publishes the result to the gateway: each replica in the upstream pool under the
 deployment's model id, the deployment's name as an alias of that model, and the models still
-starting as ``expected_models`` (503 + Retry-After instead of 404 meanwhile).
+starting as ``expected_models`` (503 + Retry-After instead of 404 meanwhile), and the server
+each running replica was placed on as ``replica_servers`` (the dashboard's server column).
 
 An engine's id is ``<server>-r<first card>``: stable while the replica keeps its cards, so a
 restarted center finds the same ids. The reconciler never writes the store.
@@ -286,6 +287,7 @@ class DeploymentReconciler:
         }
         pool = self.gateway.pool
         pool.set(w.endpoint(urls[rid]) for rid, w in sorted(self._running.items()) if rid in urls)
+        self.gateway.replica_servers = {rid: w.server for rid, w in self._running.items()}
         aliases: dict[str, str] = {}
         ambiguous: set[str] = set()
         for w in self._wanted:

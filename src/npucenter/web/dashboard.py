@@ -183,10 +183,11 @@ def _replica_rows(gateway: Gateway, fleet: Fleet) -> list[dict[str, Any]]:
     for r in sorted(gateway.pool.replicas(), key=lambda r: r.replica_id):
         up = r.is_up(now_s)
         where = placed.get(r.replica_id)
+        server = where.server_id if where else gateway.replica_servers.get(r.replica_id, "—")
         rows.append(
             {
                 "id": r.replica_id,
-                "server": where.server_id if where else "—",
+                "server": server,
                 "model": r.endpoint.model_id,
                 "device": r.endpoint.device_id,
                 "kind": r.endpoint.device_kind.upper(),

@@ -4,6 +4,7 @@ admitted replicas (admit, scale, preempt, delete, fail), and the gateway's pool 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from npucenter.api import create_app
 from npucenter.api.admission import run_admission
 from npucenter.executors import FakeExecutor
+from npucenter.fleet import fleet_from_dict
 from npucenter.gateway import Gateway, StaticKeyResolver
 from npucenter.gateway.reconciler import DeploymentReconciler, WantedReplica, wanted_replicas
 from npucenter.settings import Settings
+from npucenter.web.dashboard import render_dashboard
 
 
 class Rig:
@@ -164,3 +167,30 @@ def test_shutdown_stops_every_engine(rig: Rig) -> None:
 
     asyncio.run(run())
     assert rig.engines() == set() and rig.pool() == {}
+
+
+def test_the_dashboard_shows_the_server_each_reconciled_replica_was_placed_on(rig: Rig) -> None:
+    rig.tenant("acme", nominal_cards=2)
+    dep = rig.deploy("acme", "chat2", 2, model="qwen2.5-7b")
+    rig.tick()
+    assert rig.gateway.replica_servers == {"h100-0-r0": "h100-0", "h100-0-r1": "h100-0"}
+    fleet = fleet_from_dict(  # the fleet file places nothing: the store's admission did
+        {"name": "t", "servers": [{"device": "h100", "count": 1, "cards_per_server": 4}]}
+    )
+    html = render_dashboard(rig.gateway, fleet)
+    body = html.split('aria-labelledby="replicas">', 2)[2].split("</tbody>")[0]
+    rows = {
+        cells[0]: cells
+        for cells in (
+            [
+                re.sub(r"<[^>]+>", "", c).strip()
+                for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)
+            ]
+            for r in body.split("</tr>")
+        )
+        if cells
+    }
+    assert rows["h100-0-r0"][1] == "h100-0" and rows["h100-0-r1"][1] == "h100-0"
+    rig.delete(dep)
+    rig.tick()
+    assert rig.gateway.replica_servers == {}
