@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
+from _center import running_engine
 
 from npucenter.bench.client import Target
 from npucenter.bench.execute import TargetMeta, benchmark_run, benchmark_sweep
@@ -29,38 +28,8 @@ MODEL, DEVICE, SEQS = "llama-3.1-8b", "rngd", 16
 
 @pytest.fixture(scope="module")
 def engine_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "npucenter.engines.virtual",
-            "--model",
-            MODEL,
-            "--device",
-            DEVICE,
-            "--port",
-            str(port),
-            "--max-num-seqs",
-            str(SEQS),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "virtual engine did not start"
-            time.sleep(0.05)
+    with running_engine(["--model", MODEL, "--device", DEVICE, "--max-num-seqs", str(SEQS)]) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_rate_sweep_finds_the_predicted_saturation(engine_url: str) -> None:

@@ -7,27 +7,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from _center import CLI, running_up
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "npucenter.cli.main"]
 PG_ADMIN_KEY = "npc_e2e_admin_key_0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -54,58 +45,28 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 @pytest.fixture
 def server(database_url: str | None, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A live `npucenter up` on 127.0.0.1; yields {"url", "admin_key", "data_dir"}; stops it."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NPUCENTER_")}
     env["NPUCENTER_VIRTUAL_FLEET"] = "0"  # the control plane's test: launch no engine processes
     env["NPUCENTER_JOB_RUNNER"] = "0"  # an external executor's part: jobs stay admitted
     if database_url:
         env["NPUCENTER_DATABASE_URL"] = database_url
         env["NPUCENTER_ADMIN_KEY"] = PG_ADMIN_KEY  # the given key becomes the admin key
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                *CLI,
-                "up",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start: " + log_path.read_text()
-            time.sleep(0.2)
-        text = log_path.read_text()
-        printed = re.findall(r"admin key \(shown once, store it now\): (\S+)", text)
+    with running_up(
+        tmp_path / "data",
+        env,
+        "--log-level",
+        "warning",
+        log_path=tmp_path / "server.log",
+        stop_timeout_s=15,
+    ) as up:
+        printed = re.findall(r"admin key \(shown once, store it now\): (\S+)", up.log())
         if database_url:
             assert printed == []  # NPUCENTER_ADMIN_KEY given: nothing generated or printed
             admin_key = PG_ADMIN_KEY
         else:
             assert len(printed) == 1
             admin_key = printed[0]
-        yield {"url": url, "admin_key": admin_key, "data_dir": str(tmp_path / "data")}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        yield {"url": up.url, "admin_key": admin_key, "data_dir": str(tmp_path / "data")}
 
 
 def _cli(

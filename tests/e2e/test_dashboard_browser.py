@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
-import subprocess
-import sys
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from _center import running_up
 
 pytestmark = pytest.mark.e2e
 
@@ -51,12 +50,6 @@ def _chromium() -> str | None:
         shutil.which("google-chrome") or "",
     ]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Center:
@@ -101,19 +94,12 @@ class Center:
 def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
     tmp = tmp_path_factory.mktemp("center")
     (tmp / "fleet.yaml").write_text(FLEET)
-    port = _free_port()
     env = {**os.environ, "NPUCENTER_ADMIN_KEY": ADMIN}
     for name in ("NPUCENTER_VIRTUAL_FLEET", "NPUCENTER_FLEET", "FORWARDED_ALLOW_IPS"):
         env.pop(name, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "npucenter.cli.main", "up", "--port", str(port),
-         "--data-dir", str(tmp / "data"), "--fleet", str(tmp / "fleet.yaml"),
-         "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
+    args = ("--fleet", str(tmp / "fleet.yaml"), "--log-level", "warning")
+    with running_up(tmp / "data", env, *args, sig=signal.SIGKILL) as up:
+        url = up.url
         admin = {"authorization": f"Bearer {ADMIN}"}
         httpx.post(
             f"{url}/api/tenants", json={"name": "acme", "kind": "company"}, headers=admin
@@ -123,9 +109,6 @@ def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
         center = Center(url, key)
         _wait_serving(center)
         yield center
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -312,19 +295,6 @@ def _int(text: str) -> int:
 
 def _float(text: str) -> float:
     return float(text.replace(",", "").strip())
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "npucenter up exited"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "npucenter up did not answer"
-        time.sleep(0.1)
 
 
 def _wait_serving(center: Center) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,9 +15,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
+from _center import start_up
+from _center import stop as stop_process
+
+from npucenter.executors import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +36,10 @@ services:
 DEADLINE_S = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Center:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -51,22 +47,12 @@ class Center:
         env = {**os.environ, "NPUCENTER_ADMIN_KEY": ADMIN}
         for name in ("NPUCENTER_VIRTUAL_FLEET", "NPUCENTER_FLEET", "NPUCENTER_TARIFF"):
             env.pop(name, None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "npucenter.cli.main", "up", "--port", str(self.port),
-             "--data-dir", str(self.tmp / "data"), "--fleet", str(self.tmp / "fleet.yaml"),
-             "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        _until(lambda: _get(f"{self.url}/healthz") == 200, "npucenter up did not answer", self)
+        args = ("--fleet", str(self.tmp / "fleet.yaml"), "--log-level", "warning")
+        self.proc = start_up(self.tmp / "data", env, *args, port=self.port).proc
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, sig=signal.SIGINT, timeout_s=30)
 
     def cli(self, *args: str, key: str = ADMIN) -> Any:
         env = {**os.environ, "NPUCENTER_URL": self.url, "NPUCENTER_API_KEY": key}
@@ -99,13 +85,6 @@ class Center:
                 time.sleep(0.3)
 
 
-def _get(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=1).status_code
-    except httpx.HTTPError:
-        return 0
-
-
 def _until(ok: Callable[[], bool], what: str, center: Center) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not ok():
@@ -122,9 +101,8 @@ def center(tmp_path: Path) -> Iterator[Center]:
     try:
         yield c
     finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.proc.kill()
-            c.proc.wait(timeout=10)
+        if c.proc is not None:
+            stop_process(c.proc, sig=signal.SIGKILL)
 
 
 def test_a_deployment_serves_until_it_is_deleted(center: Center) -> None:

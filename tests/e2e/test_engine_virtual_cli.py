@@ -4,19 +4,18 @@ actionable line; a good one serves the OpenAI API and is no faster than the mode
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
+from _center import ENGINE, running_engine
 
 from npucenter.catalog import default_catalog
-from npucenter.executors import free_port
 from npucenter.perf import build_perf_model
 
 pytestmark = pytest.mark.e2e
 
-CMD = [sys.executable, "-m", "npucenter.engines.virtual"]
+CMD = ENGINE
 
 
 @pytest.mark.parametrize(
@@ -36,22 +35,7 @@ def test_bad_arguments_exit_with_one_line(args: list[str], code: int, needle: st
 
 
 def test_serves_and_is_never_faster_than_modelled() -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*CMD, "--model", "llama-3.1-8b", "--device", "rngd", "--port", str(port)],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "engine did not become ready"
-            time.sleep(0.05)
+    with running_engine(["--model", "llama-3.1-8b", "--device", "rngd"]) as url:
         prompt = list(range(2000))
         t0 = time.perf_counter()
         r = httpx.post(
@@ -67,6 +51,3 @@ def test_serves_and_is_never_faster_than_modelled() -> None:
         pm = build_perf_model(default_catalog(), model="llama-3.1-8b", device="rngd", tp=1)
         modelled = pm.ttft_s(2000) + 19 * pm.tpot_s(1, 2010)
         assert elapsed >= 0.95 * modelled  # one-sided: real time may only add to the model
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,24 +18,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _center import CLI, running_up
 
 from npucenter.bench.stub import running_stub
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "npucenter.cli.main"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[dict[str, str]]:
     """`npucenter up` with its job runner, a 0.5 s admission tick and a tariff; stopped after."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NPUCENTER_")}
     env |= {
         "NPUCENTER_VIRTUAL_FLEET": "0",
@@ -44,34 +35,9 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
         "NPUCENTER_TARIFF": "h100=2.0,default=1.0",
     }
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [*CLI, "up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start: " + log_path.read_text()
-            time.sleep(0.2)
-        key = re.findall(r"admin key \(shown once, store it now\): (\S+)", log_path.read_text())
-        yield {"url": url, "admin_key": key[0], "log": str(log_path)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    with running_up(tmp_path / "data", env, log_path=log_path) as up:
+        key = re.findall(r"admin key \(shown once, store it now\): (\S+)", up.log())
+        yield {"url": up.url, "admin_key": key[0], "log": str(log_path)}
 
 
 def _cli(server: dict[str, str], *args: str, key: str) -> subprocess.CompletedProcess[str]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from _center import running_up
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +28,6 @@ services:
   - {model: llama-3.1-8b, device: h100, tp: 1, replicas_per_server: 1}
 tariff_usd_per_device_hour: {rngd: 1.0, h100: 2.0}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -55,31 +48,11 @@ def _alive(pid: int) -> bool:
 def center(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET)
-    port = _free_port()
     env = {**os.environ, "NPUCENTER_ADMIN_KEY": ADMIN}
     env.pop("NPUCENTER_VIRTUAL_FLEET", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "npucenter.cli.main", "up", "--port", str(port),
-         "--data-dir", str(tmp_path / "data"), "--fleet", str(fleet), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "npucenter up exited"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "npucenter up did not answer"
-        time.sleep(0.1)
-    try:
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    args = ("--fleet", str(fleet), "--log-level", "warning")
+    with running_up(tmp_path / "data", env, *args, sig=signal.SIGKILL) as up:
+        yield up.url, up.proc
 
 
 def test_up_serves_the_openai_api_on_a_virtual_fleet(center) -> None:  # type: ignore[no-untyped-def]
