@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
 from npucenter.api.schemas import (
     CardOut,
     DeploymentOut,
@@ -23,9 +27,13 @@ from npucenter.store.models import (
 )
 from npucenter.store.repository import Repository
 
+_Out = TypeVar("_Out", bound=BaseModel)
+
 __all__ = [
     "deployment_out",
+    "deployment_view",
     "job_out",
+    "job_view",
     "placements",
     "quota_out",
     "server_out",
@@ -89,20 +97,7 @@ def quota_out(
     """A quota with the cards its tenant holds of that device type now."""
     in_use = in_use if in_use is not None else repo.cards_in_use()
     used, borrowed = in_use.get((quota.tenant_id, quota.device_type), (0, 0))
-    return QuotaOut(
-        id=quota.id,
-        tenant_id=quota.tenant_id,
-        tenant=names.get(quota.tenant_id, "?"),
-        device_type=quota.device_type,
-        nominal_cards=quota.nominal_cards,
-        borrowing_limit_cards=quota.borrowing_limit_cards,
-        lending_limit_cards=quota.lending_limit_cards,
-        cohort=quota.cohort,
-        priority_class=quota.priority_class,
-        tokens_per_s=quota.tokens_per_s,
-        used_cards=used,
-        borrowed_cards=borrowed,
-    )
+    return _owned(QuotaOut, quota, names, used_cards=used, borrowed_cards=borrowed)
 
 
 def deployment_out(
@@ -127,20 +122,19 @@ def deployment_out(
                 num_borrowed_cards=sum(1 for a in allocs if a.borrowed),
             )
         )
-    return DeploymentOut(
-        id=dep.id,
-        tenant_id=dep.tenant_id,
-        tenant=names.get(dep.tenant_id, "?"),
-        name=dep.name,
-        model=dep.model,
-        device_type=dep.device_type,
-        tp=dep.tp,
-        precision=dep.precision,
-        replicas=dep.replicas,
+    return _owned(
+        DeploymentOut,
+        dep,
+        names,
         num_placed_replicas=sum(1 for r in replicas if r.state == "placed"),
-        priority_class=dep.priority_class,
-        created_at_s=dep.created_at_s,
         replica_states=replicas,
+    )
+
+
+def deployment_view(repo: Repository, dep_id: int, tenant_id: int | None = None) -> DeploymentOut:
+    """One deployment by id (``tenant_id``: only if it is that tenant's)."""
+    return deployment_out(
+        repo, repo.get_deployment(dep_id, tenant_id=tenant_id), tenant_names(repo)
     )
 
 
@@ -161,46 +155,33 @@ def job_out(
     server = repo.session.get(Server, job.server_id) if job.server_id is not None else None
     if with_results is None:
         with_results = repo.jobs_with_results([job.id])
-    return JobOut(
-        id=job.id,
-        tenant_id=job.tenant_id,
-        tenant=names.get(job.tenant_id, "?"),
-        name=job.name,
-        kind=job.kind,
-        image=job.image,
+    return _owned(
+        JobOut,
+        job,
+        names,
         command=list(job.command or []),
-        device_type=job.device_type,
-        num_cards=job.num_cards,
-        priority_class=job.priority_class,
-        state=job.state,
         server=server.name if server else None,
-        borrowed_cards=job.borrowed_cards,
-        num_preemptions=job.num_preemptions,
-        created_at_s=job.created_at_s,
-        updated_at_s=job.updated_at_s,
-        started_at_s=job.started_at_s,
-        finished_at_s=job.finished_at_s,
-        exit_code=job.exit_code,
-        log_tail=job.log_tail,
-        failure_code=job.failure_code,
-        failure_reason=job.failure_reason,
         has_result=job.id in with_results,
     )
 
 
+def job_view(repo: Repository, job_id: int, tenant_id: int | None = None) -> JobOut:
+    """One job by id (``tenant_id``: only if it is that tenant's)."""
+    return job_out(repo, repo.get_job(job_id, tenant_id=tenant_id), tenant_names(repo))
+
+
 def usage_out(entry: UsageEntry, names: dict[int, str]) -> UsageOut:
     """One ledger row."""
-    return UsageOut(
-        id=entry.id,
-        tenant_id=entry.tenant_id,
-        tenant=names.get(entry.tenant_id, "?"),
-        kind=entry.kind,
-        device_type=entry.device_type,
-        device_seconds=entry.device_seconds,
-        tokens_in=entry.tokens_in,
-        tokens_out=entry.tokens_out,
-        energy_j=entry.energy_j,
-        cost_usd=entry.cost_usd,
-        ref=entry.ref,
-        at_s=entry.at_s,
-    )
+    return _owned(UsageOut, entry, names)
+
+
+def _owned(
+    model: type[_Out],
+    row: Deployment | Job | Quota | UsageEntry,
+    names: dict[int, str],
+    **extra: Any,
+) -> _Out:
+    """``model`` from the row's columns of the same names, its tenant's name and ``extra``."""
+    values = {f: getattr(row, f) for f in model.model_fields if f not in extra and hasattr(row, f)}
+    values["tenant"] = names.get(row.tenant_id, "?")
+    return model(**values, **extra)

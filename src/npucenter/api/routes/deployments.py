@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, status
 from npucenter.api.admission import admit_after_change, check_admissible
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
-from npucenter.api.views import deployment_out, placements, tenant_names
+from npucenter.api.views import deployment_out, deployment_view, placements, tenant_names
 
 __all__ = ["router"]
 
@@ -21,22 +21,13 @@ def create_deployment(
     """Deploy a service; 422 when the model cannot run on the device at this TP/precision."""
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
-        dep = repo.create_deployment(
-            tenant,
-            name=body.name,
-            model=body.model,
-            device_type=body.device_type,
-            tp=body.tp,
-            precision=body.precision,
-            replicas=body.replicas,
-            priority_class=body.priority_class,
-        )
+        dep = repo.create_deployment(tenant, **body.model_dump(exclude={"tenant"}))
         if dep.replicas:
             check_admissible(repo, tenant, dep.device_type, dep.tp)
         dep_id = dep.id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
-        return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))
+        return deployment_view(repo, dep_id)
 
 
 @router.get("/deployments", response_model=list[DeploymentOut])
@@ -53,9 +44,7 @@ def list_deployments(ctx: RequestContext = Depends(caller_context)) -> list[Depl
 def get_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)) -> DeploymentOut:
     """One deployment."""
     with ctx.tx() as repo:
-        return deployment_out(
-            repo, repo.get_deployment(dep_id, tenant_id=ctx.scope), tenant_names(repo)
-        )
+        return deployment_view(repo, dep_id, ctx.scope)
 
 
 @router.patch("/deployments/{dep_id}", response_model=DeploymentOut)
@@ -67,7 +56,7 @@ def scale_deployment(
         repo.scale_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope), body.replicas)
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
-        return deployment_out(repo, repo.get_deployment(dep_id), tenant_names(repo))
+        return deployment_view(repo, dep_id)
 
 
 @router.delete("/deployments/{dep_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Depends, Query, status
 from npucenter.api.admission import admit_after_change, check_admissible
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
-from npucenter.api.views import job_out, tenant_names
+from npucenter.api.views import job_out, job_view, tenant_names
 from npucenter.errors import PermissionDeniedError
 from npucenter.store.repository import canonical_device
 
@@ -29,19 +29,10 @@ def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> Jo
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
         check_admissible(repo, tenant, canonical_device(body.device_type), body.num_cards)
-        job_id = repo.submit_job(
-            tenant,
-            name=body.name,
-            kind=body.kind,
-            device_type=body.device_type,
-            num_cards=body.num_cards,
-            image=body.image,
-            command=body.command,
-            priority_class=body.priority_class,
-        ).id
+        job_id = repo.submit_job(tenant, **body.model_dump(exclude={"tenant"})).id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
-        return job_out(repo, repo.get_job(job_id), tenant_names(repo))
+        return job_view(repo, job_id)
 
 
 @router.get("/jobs", response_model=list[JobOut])
@@ -60,7 +51,7 @@ def list_jobs(
 def get_job(job_id: int, ctx: RequestContext = Depends(caller_context)) -> JobOut:
     """One job."""
     with ctx.tx() as repo:
-        return job_out(repo, repo.get_job(job_id, tenant_id=ctx.scope), tenant_names(repo))
+        return job_view(repo, job_id, ctx.scope)
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[JobEventOut])
@@ -85,7 +76,7 @@ def set_job_state(
         repo.transition_job(job, body.state, reason=body.reason or f"reported {body.state}")
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
-        return job_out(repo, repo.get_job(job_id), tenant_names(repo))
+        return job_view(repo, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
@@ -112,4 +103,4 @@ def put_job_result(
         job = repo.get_job(job_id, tenant_id=ctx.scope)
         repo.set_job_result(job, document, source="upload")
     with ctx.tx() as repo:
-        return job_out(repo, repo.get_job(job_id), tenant_names(repo))
+        return job_view(repo, job_id)

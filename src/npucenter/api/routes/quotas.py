@@ -19,16 +19,8 @@ def set_quota(body: QuotaIn, ctx: RequestContext = Depends(admin_context)) -> Qu
     """Create or replace a tenant's quota for one device type (admin)."""
     with ctx.tx() as repo:
         tenant = repo.get_tenant(body.tenant)
-        quota_id = repo.set_quota(
-            tenant,
-            body.device_type,
-            nominal_cards=body.nominal_cards,
-            borrowing_limit_cards=body.borrowing_limit_cards,
-            lending_limit_cards=body.lending_limit_cards,
-            cohort=body.cohort,
-            priority_class=body.priority_class,
-            tokens_per_s=body.tokens_per_s,
-        ).id
+        fields = body.model_dump(exclude={"tenant", "device_type"})
+        quota_id = repo.set_quota(tenant, body.device_type, **fields).id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
         quota = next(q for q in repo.list_quotas() if q.id == quota_id)
