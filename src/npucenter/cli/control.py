@@ -107,6 +107,12 @@ def _table(
     _show(_call(method, path, body, **params), json_out, columns, title)
 
 
+def _delete(json_out: bool, path: str, verb: str, ref: Any) -> None:
+    """DELETE ``path``, then print ``{verb: ref}`` (the API answers 204 with no body)."""
+    _call("DELETE", path)
+    _show({verb: ref}, json_out, [verb])
+
+
 def _show(
     doc: Any,
     json_out: bool,
@@ -270,8 +276,7 @@ def quota_list(json_out: bool = JSON_OPT) -> None:
 @handle_errors
 def quota_delete(quota_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Delete a quota row (admin)."""
-    _call("DELETE", f"/api/quotas/{quota_id}")
-    _show({"deleted": quota_id}, json_out, ["deleted"])
+    _delete(json_out, f"/api/quotas/{quota_id}", "deleted", quota_id)
 
 
 # --- fleet ----------------------------------------------------------------------------------
@@ -351,8 +356,7 @@ def fleet_health(
 @handle_errors
 def fleet_remove(ref: str = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Remove a server that holds no workload (admin)."""
-    _call("DELETE", f"/api/servers/{ref}")
-    _show({"removed": ref}, json_out, ["removed"])
+    _delete(json_out, f"/api/servers/{ref}", "removed", ref)
 
 
 # --- deployments ----------------------------------------------------------------------------
@@ -435,8 +439,7 @@ def deploy_scale(
 @handle_errors
 def deploy_delete(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Delete a deployment."""
-    _call("DELETE", f"/api/deployments/{dep_id}")
-    _show({"deleted": dep_id}, json_out, ["deleted"])
+    _delete(json_out, f"/api/deployments/{dep_id}", "deleted", dep_id)
 
 
 # --- jobs -----------------------------------------------------------------------------------

@@ -147,3 +147,18 @@ def test_job_result_and_show_print_what_the_run_left(cli, tmp_path):
     assert json.loads(out.read_text()) == doc
     shown = cli("job", "show", str(job["id"]))
     assert shown.exit_code == 0 and f"npucenter job result {job['id']}" in shown.stdout
+
+
+def test_delete_commands_print_what_they_removed(cli):
+    _json(cli("tenant", "create", "acme", "--kind", "company", "--json"))
+    quota = _json(
+        cli("quota", "set", "--tenant", "acme", "--device", "h100", "--nominal", "1", "--json")
+    )
+    assert _json(cli("quota", "delete", str(quota["id"]), "--json")) == {"deleted": quota["id"]}
+    assert _json(cli("quota", "list", "--json")) == []
+    _json(cli("fleet", "add", "h100-9", "--device", "h100", "--cards", "2", "--json"))
+    removed = cli("fleet", "remove", "h100-9")
+    assert removed.exit_code == 0 and "removed" in removed.stdout and "h100-9" in removed.stdout
+    assert _json(cli("fleet", "list", "--json")) == []
+    gone = cli("quota", "delete", str(quota["id"]), "--json")
+    assert gone.exit_code != 0  # a second delete is an error, not a silent success
