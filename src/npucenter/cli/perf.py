@@ -22,6 +22,19 @@ from npucenter.perf.compare import (
 
 app = typer.Typer(help="Predict, compare and calibrate LLM serving performance per device.")
 
+# Options shared by the commands (one definition each).
+ModelOpt = typer.Option(..., "--model", "-m", help="Model id, e.g. llama-3.1-8b.")
+DeviceOpt = typer.Option(..., "--device", "-d", help="Device id or alias, e.g. rngd, h100.")
+TpOpt = typer.Option(1, "--tp", help="Tensor-parallel degree (cards per replica).")
+InputOpt = typer.Option(1024, "--input", help="Prompt tokens per request.")
+OutputOpt = typer.Option(256, "--output", help="Output tokens per request.")
+PrecisionOpt = typer.Option(None, "--precision", help="bf16|fp16|fp8|int8|int4.")
+MaxSeqsOpt = typer.Option(
+    DEFAULT_MAX_NUM_SEQS, "--max-num-seqs", help="Engine batch cap (vLLM's --max-num-seqs)."
+)
+CatalogOpt = typer.Option(None, "--catalog", help="User catalog file.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document.")
+
 _SORT_KEYS = {
     "tokens_per_s": lambda r: -(r.prediction.output_tokens_per_s if r.prediction else -1),
     "tokens_per_s_per_card": lambda r: -(r.tokens_per_s_per_card or -1),
@@ -35,18 +48,16 @@ _SORT_KEYS = {
 @app.command("predict")
 @handle_errors
 def predict(
-    model: str = typer.Option(..., "--model", "-m", help="Model id, e.g. llama-3.1-8b."),
-    device: str = typer.Option(..., "--device", "-d", help="Device id or alias, e.g. rngd, h100."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (cards per replica)."),
-    input_tokens: int = typer.Option(1024, "--input", help="Prompt tokens per request."),
-    output_tokens: int = typer.Option(256, "--output", help="Output tokens per request."),
+    model: str = ModelOpt,
+    device: str = DeviceOpt,
+    tp: int = TpOpt,
+    input_tokens: int = InputOpt,
+    output_tokens: int = OutputOpt,
     batch: str = typer.Option("1", "--batch", help="Concurrent requests, or 'max' (fits KV)."),
-    precision: str | None = typer.Option(None, "--precision", help="bf16|fp16|fp8|int8|int4."),
-    max_num_seqs: int = typer.Option(
-        DEFAULT_MAX_NUM_SEQS, "--max-num-seqs", help="Engine batch cap used by --batch max."
-    ),
-    catalog: list[Path] | None = typer.Option(None, "--catalog", help="User catalog file."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    precision: str | None = PrecisionOpt,
+    max_num_seqs: int = MaxSeqsOpt,
+    catalog: list[Path] | None = CatalogOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Predict TTFT, TPOT, throughput, energy and memory for one configuration."""
     cat = load_catalog(catalog or [])
@@ -95,15 +106,15 @@ def predict(
 @app.command("curve")
 @handle_errors
 def curve(
-    model: str = typer.Option(..., "--model", "-m", help="Model id, e.g. llama-3.1-8b."),
-    device: str = typer.Option(..., "--device", "-d", help="Device id or alias."),
-    tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
-    input_tokens: int = typer.Option(1024, "--input", help="Prompt tokens per request."),
-    output_tokens: int = typer.Option(256, "--output", help="Output tokens per request."),
-    precision: str | None = typer.Option(None, "--precision", help="bf16|fp16|fp8|int8|int4."),
-    max_num_seqs: int = typer.Option(DEFAULT_MAX_NUM_SEQS, "--max-num-seqs"),
-    catalog: list[Path] | None = typer.Option(None, "--catalog", help="User catalog file."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    model: str = ModelOpt,
+    device: str = DeviceOpt,
+    tp: int = TpOpt,
+    input_tokens: int = InputOpt,
+    output_tokens: int = OutputOpt,
+    precision: str | None = PrecisionOpt,
+    max_num_seqs: int = MaxSeqsOpt,
+    catalog: list[Path] | None = CatalogOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """The throughput–latency curve: batch 1, 2, 4, … up to the largest batch that fits."""
     cat = load_catalog(catalog or [])
@@ -146,16 +157,16 @@ def curve(
 @handle_errors
 def compare(
     model: str = typer.Option("llama-3.1-8b", "--model", "-m", help="Model id."),
-    input_tokens: int = typer.Option(1024, "--input", help="Prompt tokens per request."),
-    output_tokens: int = typer.Option(256, "--output", help="Output tokens per request."),
+    input_tokens: int = InputOpt,
+    output_tokens: int = OutputOpt,
     tpot_limit_ms: float = typer.Option(100.0, "--tpot-limit-ms", help="TPOT limit per device."),
     precision: str | None = typer.Option(None, "--precision", help="Force one precision."),
     sort: str = typer.Option(
         "tokens_per_s_per_card", "--sort", help=f"One of: {', '.join(_SORT_KEYS)}."
     ),
-    max_num_seqs: int = typer.Option(DEFAULT_MAX_NUM_SEQS, "--max-num-seqs"),
-    catalog: list[Path] | None = typer.Option(None, "--catalog", help="User catalog file."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    max_num_seqs: int = MaxSeqsOpt,
+    catalog: list[Path] | None = CatalogOpt,
+    json_out: bool = JsonOpt,
 ) -> None:
     """Every device side by side at its best batch under a TPOT limit."""
     if sort not in _SORT_KEYS:
@@ -190,7 +201,7 @@ def compare(
 @app.command("calibrate")
 @handle_errors
 def calibrate_cmd(
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = JsonOpt,
     loo: bool = typer.Option(True, "--loo/--no-loo", help="Also compute leave-one-out errors."),
 ) -> None:
     """Fit efficiency factors to published measurements; show predicted vs published per row."""
