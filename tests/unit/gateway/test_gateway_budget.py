@@ -88,7 +88,11 @@ def test_refund_when_the_response_is_shorter_than_reserved() -> None:
     p = _principal(tokens_per_s=1, burst_tokens=100)
     r = book.reserve(p, 100)
     book.reconcile(r, 10)
-    book.reserve(p, 90)
+    view = book.view("acme")
+    assert view is not None and view.token_bucket_level == pytest.approx(90.0)
+    book.reserve(p, 90)  # the 90 unused tokens were given back
+    with pytest.raises(RateLimitedError):
+        book.reserve(p, 1)
 
 
 def test_request_larger_than_the_per_minute_limit_is_not_retryable() -> None:
