@@ -4,8 +4,9 @@ There is one fleet format, parsed by the simulator's pure parser
 (:func:`npucenter.sim.fleet.fleet_spec_from_mapping`): ``npucenter simulate --fleet F`` and
 ``npucenter up --fleet F`` read the same file. This module reads the YAML file (the edge's I/O)
 and derives what ``npucenter up`` needs from the parsed :class:`~npucenter.sim.fleet.FleetSpec`:
-the server groups it registers in the store, one deployment per fleet service entry (owned by
-the operator tenant), each replica's static place, and the center's tariff
+the server groups it registers in the store, the ``tenants:`` quotas, one deployment per fleet
+service entry (owned by its ``tenant``, else the operator tenant), each replica's static place,
+and the center's tariff
 (``tariff_usd_per_device_hour``, the one field only the live center reads). Launching replicas
 is the deployment reconciler's job (:mod:`npucenter.gateway.reconciler`).
 
@@ -31,6 +32,7 @@ from typing import Any
 import yaml
 
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.policy.quota import TenantQuota
 from npucenter.sim.fleet import FleetSpec, fleet_spec_from_mapping
 
 __all__ = [
@@ -74,10 +76,11 @@ class ServiceGroup:
     max_num_seqs: int = 256  # sequences a replica runs at once; more wait in the gateway
     service: str = ""  # the service name ("" or the model id: none besides the model)
     role: str = "both"  # the simulator's disaggregation role; live replicas run both phases
+    tenant: str | None = None  # the owning tenant; None: the operator
 
     @property
     def deployment_name(self) -> str:
-        """The operator deployment this entry becomes: ``<service>-<device>[-<role>]``."""
+        """The deployment this entry becomes: ``<service>-<device>[-<role>]``."""
         name = f"{self.service or self.model_id}-{self.device_id}"
         return name if self.role == "both" else f"{name}-{self.role}"
 
@@ -99,7 +102,7 @@ class PlacedReplica:
     server_id: str  # e.g. "rngd-0"
     card_ids: tuple[int, ...]  # card indices on that server
     max_num_seqs: int = 256
-    deployment: str = ""  # the operator deployment's name
+    deployment: str = ""  # the deployment's name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +113,7 @@ class Fleet:
     servers: tuple[ServerGroup, ...]
     services: tuple[ServiceGroup, ...]
     tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
+    tenants: tuple[TenantQuota, ...] = ()  # the ``tenants:`` block: quotas registered at start
 
     def server_group(self, device_id: str) -> ServerGroup:
         """The server group of ``device_id`` (case-insensitive)."""
@@ -180,6 +184,7 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
             max_num_seqs=d.max_num_seqs,
             service=d.service,
             role=d.role,
+            tenant=d.tenant,
         )
         for d in spec.deployments
     )
@@ -201,6 +206,7 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
         ),
         services=services,
         tariff_usd_per_device_hour=dict(spec.tariff_usd_per_device_hour),
+        tenants=spec.tenants,
     )
 
 

@@ -3,7 +3,7 @@
 :mod:`npucenter.web.extension` mounts what this builds into the server app. It wires the
 gateway to the control plane (API keys and tenants' token rates through the store, usage rows
 into the store's ledger). At start it registers the fleet file's servers and services in the
-store (:func:`register_fleet`: the services become the ``operator`` tenant's deployments) and
+store (:func:`register_fleet`: the file's tenants and quotas, the services their deployments) and
 runs the deployment reconciler (:mod:`npucenter.gateway.reconciler`): every admitted replica of
 every deployment runs as a virtual engine (local processes), is served by the gateway under its
 model id and its deployment's name, restarted when it dies and stopped when it is scaled down,
@@ -156,6 +156,8 @@ class FleetRegistration:
 
     servers: list[str] = field(default_factory=list)
     deployments: list[str] = field(default_factory=list)
+    tenants: list[str] = field(default_factory=list)  # the file's tenants, created
+    quotas: list[str] = field(default_factory=list)  # "<tenant>/<device>" set from ``tenants:``
     placed: list[str] = field(default_factory=list)  # replicas put on their fleet-file cards
     skipped: list[str] = field(default_factory=list)  # services that cannot run (with why)
 
@@ -164,10 +166,12 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
     """Put the fleet file's servers and services in the store, idempotently.
 
     Servers ``<device>-<n>`` are created when missing (an existing one is left as it is, and
-    nothing an operator added is ever removed). Each ``services`` entry becomes a deployment of
-    the ``operator`` tenant named ``<service>-<device>`` (created when missing, else left alone),
-    priority ``production``; the operator gets a quota covering them on each device type where
-    it has none. Per-server replicas are placed on the cards the fleet file gives them when
+    nothing an operator added is ever removed). The ``tenants:`` block's tenants are created
+    (kind ``company``) with their quotas on each device type where the store has none for them.
+    Each ``services`` entry becomes a deployment of its ``tenant`` (the ``operator`` when none,
+    priority ``production``) named ``<service>-<device>`` (created when missing, else left
+    alone); an owner with no quota on a service's device type gets one covering its services
+    there. Per-server replicas are placed on the cards the fleet file gives them when
     those are free, so admission accounts for them like any other; then an admission cycle
     places the rest. A service that cannot run (e.g. a device without a sourced figure) is
     logged and skipped; the center still starts.
@@ -200,7 +204,12 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
                         name, len(have.cards), have.device_type,
                         group.cards_per_server, group.device_id,
                     )  # fmt: skip
-        mine = {d.name: d for d in repo.list_deployments(tenant_id=operator.id)}
+        owners = _register_tenants(repo, fleet, operator, out)
+        mine = {
+            (t.name, d.name): d
+            for t in owners.values()
+            for d in repo.list_deployments(tenant_id=t.id)
+        }
         runnable = []
         for service in fleet.services:
             name = service.deployment_name
@@ -215,60 +224,110 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
                 out.skipped.append(f"{name}: {exc}")
                 continue
             runnable.append((service, device, model, precision))
-        _ensure_operator_quota(repo, operator, fleet, runnable)
+        for owner in owners.values():
+            own = [r for r in runnable if (r[0].tenant or OPERATOR_TENANT) == owner.name]
+            _ensure_covering_quota(repo, owner, fleet, own)
         for service, device, model, precision in runnable:
             name = service.deployment_name
-            dep = mine.get(name)
+            owner = owners[service.tenant or OPERATOR_TENANT]
+            dep = mine.get((owner.name, name))
             if dep is None:
                 dep = repo.create_deployment(
-                    operator,
+                    owner,
                     name=name,
                     model=model,
                     device_type=device,
                     tp=service.tp,
                     precision=precision,
                     replicas=fleet.num_replicas(service),
-                    priority_class="production",
+                    priority_class=None if service.tenant else "production",
                 )
                 out.deployments.append(name)
             elif (dep.model, dep.device_type, dep.tp) != (model, device, service.tp):
                 log.warning(
                     "deployment %s of %s runs %s on %d %s cards, the fleet file says %s on %d %s;"
                     " left as it is",
-                    name, OPERATOR_TENANT, dep.model, dep.tp, dep.device_type,
+                    name, owner.name, dep.model, dep.tp, dep.device_type,
                     model, service.tp, device,
                 )  # fmt: skip
                 continue
             out.placed += _place_as_in_the_file(repo, dep, fleet, name, servers)
-    if out.servers or out.deployments:
+    if out.servers or out.deployments or out.tenants or out.quotas:
         log.info(
-            "fleet %s registered: servers %s, deployments %s",
-            fleet.name, out.servers or "-", out.deployments or "-",
+            "fleet %s registered: servers %s, tenants %s, quotas %s, deployments %s",
+            fleet.name, out.servers or "-", out.tenants or "-", out.quotas or "-",
+            out.deployments or "-",
         )  # fmt: skip
     admit_after_change(control)
     return out
 
 
-def _ensure_operator_quota(repo: Any, operator: Any, fleet: Fleet, runnable: list[Any]) -> None:
-    """Give the operator a quota for its fleet services on each device type it has none for."""
+def _register_tenants(
+    repo: Any, fleet: Fleet, operator: Any, out: FleetRegistration
+) -> dict[str, Any]:
+    """Create the fleet file's tenants (kind ``company``) and give each the ``tenants:`` quota on
+    every device type where it has none in the store (an operator's later change is kept).
+
+    Returns name -> tenant for the operator and every tenant the file names.
+    """
+    from npucenter.store.repository import canonical_device
+
+    owners: dict[str, Any] = {OPERATOR_TENANT: operator}
+    names = [q.tenant for q in fleet.tenants] + [s.tenant for s in fleet.services if s.tenant]
+    for name in dict.fromkeys(names):
+        if name in owners:
+            continue
+        try:
+            owners[name] = repo.get_tenant(name)
+        except NotFoundError:
+            owners[name] = repo.create_tenant(name, "company")
+            out.tenants.append(name)
+    for quota in fleet.tenants:
+        tenant = owners[quota.tenant]
+        have = {q.device_type for q in repo.list_quotas(tenant_id=tenant.id)}
+        for device, cards in quota.nominal_cards.items():
+            try:
+                device_id = canonical_device(device)
+            except NpuCenterError as exc:
+                log.error("fleet quota of %s on %s is not set: %s", quota.tenant, device, exc)
+                continue
+            if device_id in have:
+                continue
+            repo.set_quota(
+                tenant,
+                device_id,
+                nominal_cards=cards,
+                borrowing_limit_cards=quota.borrowing_limit_cards.get(device),
+                lending_limit_cards=quota.lending_limit_cards.get(device),
+                cohort=quota.cohort,
+                priority_class=quota.priority_class.name.lower().replace("_", "-"),
+                tokens_per_s=quota.tokens_per_s,
+            )
+            have.add(device_id)
+            out.quotas.append(f"{quota.tenant}/{device_id}")
+    return owners
+
+
+def _ensure_covering_quota(repo: Any, owner: Any, fleet: Fleet, runnable: list[Any]) -> None:
+    """Give a tenant a quota for its fleet services on each device type it has none for."""
     need: dict[str, int] = {}
     for service, device, _model, _precision in runnable:
         need[device] = need.get(device, 0) + service.tp * fleet.num_replicas(service)
-    rows = repo.list_quotas(tenant_id=operator.id)
+    rows = repo.list_quotas(tenant_id=owner.id)
     have = {q.device_type for q in rows}
     first = rows[0] if rows else None
     for device, cards in need.items():
         if device in have:
             continue
         repo.set_quota(
-            operator,
+            owner,
             device,
             nominal_cards=cards,
             cohort=first.cohort if first else None,
             priority_class=first.priority_class if first else "production",
             tokens_per_s=first.tokens_per_s if first else None,
         )
-        rows = repo.list_quotas(tenant_id=operator.id)
+        rows = repo.list_quotas(tenant_id=owner.id)
         first = rows[0]
 
 
@@ -295,16 +354,18 @@ def _place_as_in_the_file(
 
 def deployment_options(fleet: Fleet) -> Any:
     """``options(tenant, deployment)`` for the reconciler: the fleet file's entries' aliases and
-    sequence limits for the operator's fleet deployments; None (the defaults) for the others."""
+    sequence limits for the fleet's deployments (by owner); None (the defaults) for the others."""
     from npucenter.gateway.reconciler import DeploymentOptions
 
     by_name = {
-        s.deployment_name: DeploymentOptions(alias=s.alias, max_num_seqs=s.max_num_seqs)
+        (s.tenant or OPERATOR_TENANT, s.deployment_name): DeploymentOptions(
+            alias=s.alias, max_num_seqs=s.max_num_seqs
+        )
         for s in fleet.services
     }
 
     def options(tenant: str, deployment: str) -> DeploymentOptions | None:
-        return by_name.get(deployment) if tenant == OPERATOR_TENANT else None
+        return by_name.get((tenant, deployment))
 
     return options
 

@@ -129,3 +129,64 @@ def test_every_example_fleet_registers(path: Path, tmp_path: Path) -> None:
         assert out.skipped == []
     assert len(out.deployments) == len(fleet.services) - len(out.skipped)
     assert len(out.placed) == len([r for r in fleet.replicas() if r.device_id != "atom"])
+
+
+def _limits(q: Any) -> tuple[Any, ...]:
+    return q.borrowing_limit_cards, q.cohort, q.priority_class
+
+
+def _owners_and_quotas(control: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    with control.tx() as repo:
+        names = {t.id: t.name for t in repo.list_tenants()}
+        tenants = sorted((t.name, t.kind) for t in repo.list_tenants())
+        deps = sorted(
+            (names[d.tenant_id], d.name, d.priority_class) for d in repo.list_deployments()
+        )
+        quotas = sorted(
+            (names[q.tenant_id], q.device_type, q.nominal_cards, *_limits(q))
+            for q in repo.list_quotas()
+        )
+    return tenants, deps, quotas
+
+
+def test_the_fleet_files_tenants_own_their_services_and_get_their_quotas(
+    tmp_path: Path,
+) -> None:
+    fleet = load_fleet(EXAMPLES / "center-with-jobs.yaml")
+    first = register_fleet(_control(tmp_path), fleet)
+    assert first.tenants == ["acme", "kaist"]
+    assert sorted(first.quotas) == [
+        "acme/furiosa_rngd", "acme/nvidia_h100_sxm", "kaist/nvidia_h100_sxm",
+    ]  # fmt: skip
+    tenants, deps, quotas = _owners_and_quotas(_control(tmp_path))
+    assert ("acme", "company") in tenants and ("kaist", "company") in tenants
+    assert deps == [("acme", "chat-h100", "production"), ("acme", "chat-rngd", "production")]
+    assert quotas == [
+        ("acme", "furiosa_rngd", 32, None, "center", "production"),
+        ("acme", "nvidia_h100_sxm", 4, None, "center", "production"),
+        ("kaist", "nvidia_h100_sxm", 4, 2, "center", "research"),
+    ]  # from the file's tenants block; the operator needs none (it owns no service)
+    # the fleet file's alias and limits follow the deployment to its owner
+    options = deployment_options(fleet)
+    assert options("acme", "chat-h100") is not None and options("acme", "chat-h100").alias == "chat"
+    assert options(OPERATOR_TENANT, "chat-h100") is None
+
+
+def test_a_second_start_keeps_an_operators_quota_change(tmp_path: Path) -> None:
+    fleet = load_fleet(EXAMPLES / "center-with-jobs.yaml")
+    register_fleet(_control(tmp_path), fleet)
+    control = _control(tmp_path)
+    with control.tx() as repo:  # the operator halves kaist's H100 quota and drops acme's RNGD one
+        kaist = repo.get_tenant("kaist")
+        repo.set_quota(kaist, "h100", nominal_cards=2, cohort="center")
+        acme = repo.get_tenant("acme")
+        (rngd,) = [q for q in repo.list_quotas(tenant_id=acme.id) if "rngd" in q.device_type]
+        repo.delete_quota(rngd.id)
+    before = _owners_and_quotas(_control(tmp_path))
+    second = register_fleet(_control(tmp_path), fleet)
+    assert (second.tenants, second.deployments) == ([], [])
+    assert second.quotas == ["acme/furiosa_rngd"]  # only where the store has none
+    tenants, deps, quotas = _owners_and_quotas(_control(tmp_path))
+    assert (tenants, deps) == before[:2]
+    assert ("kaist", "nvidia_h100_sxm", 2, None, "center", "research") in quotas
+    assert ("acme", "furiosa_rngd", 32, None, "center", "production") in quotas
