@@ -324,17 +324,14 @@ def run_agreement(num_requests: int, rate_scale: float) -> dict[str, object]:
 
     from npucenter.catalog import default_catalog
     from npucenter.clock import SystemClock
-    from npucenter.engines import ReplicaSpec
-    from npucenter.executors.local import LocalProcessExecutor
     from npucenter.gateway import (
         Gateway,
         GatewayConfig,
         Principal,
-        ReplicaEndpoint,
         StaticKeyResolver,
     )
     from npucenter.gateway.routing import make_router
-    from npucenter.gateway.testing import running_server
+    from npucenter.gateway.testing import running_server, start_virtual_replicas
     from npucenter.sim.center import build_center
     from npucenter.sim.fleet import fleet_spec_from_mapping
     from npucenter.workload.readers import read_azure_trace
@@ -363,21 +360,6 @@ def run_agreement(num_requests: int, rate_scale: float) -> dict[str, object]:
     sim = build_center(fleet_spec_from_mapping(fleet), default_catalog(), policy="round-robin").run(
         trace
     )
-
-    async def start() -> tuple[LocalProcessExecutor, list[ReplicaEndpoint]]:
-        executor = LocalProcessExecutor()
-        spec = ReplicaSpec(
-            engine="virtual", model=model, device="rngd", tp=1, precision="fp8", max_num_seqs=64
-        )
-        reps = await asyncio.gather(
-            *(executor.start(spec, replica_id=f"rngd-0-r{i}") for i in range(2))
-        )
-        return executor, [
-            ReplicaEndpoint(
-                replica_id=r.replica_id, base_url=r.base_url, model_id=model, device_id="rngd"
-            )
-            for r in reps
-        ]
 
     async def replay(urls: list[str]) -> list[tuple[float, float]]:
         """Request ``i`` goes to ``urls[i % len(urls)]`` (one URL: the gateway)."""
@@ -413,7 +395,7 @@ def run_agreement(num_requests: int, rate_scale: float) -> dict[str, object]:
 
             return list(await asyncio.gather(*(one(i) for i in range(len(trace)))))
 
-    executor, endpoints = asyncio.run(start())
+    executor, endpoints = asyncio.run(start_virtual_replicas(model, "rngd", 2))
     try:
         gateway = Gateway(
             keys=StaticKeyResolver({KEY: Principal(key_id="bench", tenant="bench")}),

@@ -14,11 +14,9 @@ import pytest
 
 from npucenter.catalog import default_catalog
 from npucenter.clock import SystemClock
-from npucenter.engines import ReplicaSpec
-from npucenter.executors.local import LocalProcessExecutor
-from npucenter.gateway import Gateway, GatewayConfig, Principal, ReplicaEndpoint, StaticKeyResolver
+from npucenter.gateway import Gateway, GatewayConfig, Principal, StaticKeyResolver
 from npucenter.gateway.routing import make_router
-from npucenter.gateway.testing import running_server
+from npucenter.gateway.testing import running_server, start_virtual_replicas
 from npucenter.sim.center import build_center
 from npucenter.sim.fleet import fleet_spec_from_mapping
 from npucenter.workload.trace import Trace
@@ -84,22 +82,7 @@ def test_live_and_simulated_p50_ttft_and_tpot_agree_within_10_percent() -> None:
         fleet_spec_from_mapping(FLEET), default_catalog(), policy="round-robin"
     ).run(trace)
 
-    async def start() -> tuple[LocalProcessExecutor, list[ReplicaEndpoint]]:
-        executor = LocalProcessExecutor()
-        spec = ReplicaSpec(
-            engine="virtual", model=MODEL, device="rngd", tp=1, precision="fp8", max_num_seqs=64
-        )
-        reps = await asyncio.gather(
-            *(executor.start(spec, replica_id=f"rngd-0-r{i}") for i in range(2))
-        )
-        return executor, [
-            ReplicaEndpoint(
-                replica_id=r.replica_id, base_url=r.base_url, model_id=MODEL, device_id="rngd"
-            )
-            for r in reps
-        ]
-
-    executor, endpoints = asyncio.run(start())
+    executor, endpoints = asyncio.run(start_virtual_replicas(MODEL, "rngd", 2))
     try:
         gateway = Gateway(
             keys=StaticKeyResolver({"k": Principal(key_id="k", tenant="t")}),

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-__all__ = ["ScriptedUpstream", "UpstreamScript", "running_server"]
+__all__ = ["ScriptedUpstream", "UpstreamScript", "running_server", "start_virtual_replicas"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -267,6 +267,39 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         lifespan="off",
     )
+
+
+async def start_virtual_replicas(
+    model: str, device: str, count: int, *, max_num_seqs: int = 64, precision: str = "fp8"
+) -> tuple[Any, list[Any]]:
+    """Start ``count`` virtual engines (one card each) as local processes.
+
+    Returns the executor (stop it with ``await executor.shutdown()``) and the
+    gateway endpoints of the replicas, ids ``<device>-0-r<i>`` as a fleet file would name them.
+    """
+    from npucenter.engines import ReplicaSpec
+    from npucenter.executors.local import LocalProcessExecutor
+    from npucenter.gateway.pool import ReplicaEndpoint
+
+    executor = LocalProcessExecutor()
+    spec = ReplicaSpec(
+        engine="virtual",
+        model=model,
+        device=device,
+        tp=1,
+        precision=precision,
+        max_num_seqs=max_num_seqs,
+    )
+    reps = await asyncio.gather(
+        *(executor.start(spec, replica_id=f"{device}-0-r{i}") for i in range(count))
+    )
+    endpoints = [
+        ReplicaEndpoint(
+            replica_id=r.replica_id, base_url=r.base_url, model_id=model, device_id=device
+        )
+        for r in reps
+    ]
+    return executor, endpoints
 
 
 if __name__ == "__main__":
