@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from sqlalchemy import select
-
 from npucenter.api.context import ControlPlane
 from npucenter.api.schemas import AdmissionReport, AllocationOut, PendingOut
 from npucenter.errors import (
@@ -34,7 +32,7 @@ from npucenter.policy.admission import (
 )
 from npucenter.policy.admission import Card as PolicyCard
 from npucenter.policy.quota import PriorityClass, TenantQuota
-from npucenter.store.models import Allocation, Card, Deployment, Job, Replica, Server, Tenant
+from npucenter.store.models import Allocation, Card, Server, Tenant
 from npucenter.store.repository import QuotaView, Repository
 
 __all__ = ["admit_after_change", "build_snapshot", "check_admissible", "run_admission"]
@@ -159,15 +157,13 @@ def _running(repo: Repository, servers: list[Server], names: dict[int, str]) -> 
             by_job[alloc.job_id].append(alloc)
         elif alloc.replica_id is not None:
             by_replica[alloc.replica_id].append(alloc)
-    # Load the holders in three queries; get_one below then reads the identity map.
-    session = repo.session
-    list(session.scalars(select(Job).where(Job.id.in_(list(by_job)))))
-    reps = list(session.scalars(select(Replica).where(Replica.id.in_(list(by_replica)))))
-    dep_ids = {r.deployment_id for r in reps}
-    list(session.scalars(select(Deployment).where(Deployment.id.in_(list(dep_ids)))))
+    # Load the holders in three queries.
+    jobs = repo.jobs_by_id(by_job)
+    reps = repo.replicas_by_id(by_replica)
+    deps = repo.deployments_by_id({r.deployment_id for r in reps.values()})
     out: list[Admitted] = []
     for job_id, allocs in sorted(by_job.items()):
-        job = repo.session.get_one(Job, job_id)
+        job = jobs[job_id]
         out.append(
             _admitted(
                 f"job:{job_id}",
@@ -182,8 +178,8 @@ def _running(repo: Repository, servers: list[Server], names: dict[int, str]) -> 
             )
         )
     for rep_id, allocs in sorted(by_replica.items()):
-        rep = repo.session.get_one(Replica, rep_id)
-        dep = repo.session.get_one(Deployment, rep.deployment_id)
+        rep = reps[rep_id]
+        dep = deps[rep.deployment_id]
         out.append(
             _admitted(
                 f"replica:{rep_id}",
@@ -242,8 +238,7 @@ def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
             )
         )
     deployments = {d.id: d for d in repo.list_deployments()}
-    waiting = select(Replica).where(Replica.state == "pending").order_by(Replica.id)
-    for rep in repo.session.scalars(waiting):
+    for rep in repo.replicas_in_state("pending"):
         dep = deployments[rep.deployment_id]
         out.append(
             Workload(
@@ -266,10 +261,10 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
         kind, _, raw_id = stop.workload_id.partition(":")
         reason = f"{stop.reason.value}: {stop.message}"[:500]
         if kind == "job":
-            repo.preempt_job(repo.session.get_one(Job, int(raw_id)), reason=reason)
+            repo.preempt_job(repo.get_job(int(raw_id)), reason=reason)
         else:
-            rep = repo.session.get_one(Replica, int(raw_id))
-            dep = repo.session.get_one(Deployment, rep.deployment_id)
+            rep = repo.get_replica(int(raw_id))
+            dep = repo.get_deployment(rep.deployment_id)
             repo.release_replica(
                 rep, dep, reason=f"preempted ({stop.reason.value})", kind="preemption"
             )
@@ -285,7 +280,7 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
         card_ids = [by_index[i] for i in placed.card_indices]
         kind, _, raw_id = placed.workload_id.partition(":")
         if kind == "job":
-            job = repo.session.get_one(Job, int(raw_id))
+            job = repo.get_job(int(raw_id))
             repo.admit_job(
                 job,
                 card_ids,
@@ -294,8 +289,8 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
                 + (f" borrowing {placed.borrowed_cards} cards" if placed.borrowed_cards else ""),
             )
         else:
-            rep = repo.session.get_one(Replica, int(raw_id))
-            dep = repo.session.get_one(Deployment, rep.deployment_id)
+            rep = repo.get_replica(int(raw_id))
+            dep = repo.get_deployment(rep.deployment_id)
             repo.place_replica(rep, dep, card_ids, num_borrowed=placed.borrowed_cards)
         admitted.append(
             AllocationOut(

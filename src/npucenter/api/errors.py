@@ -14,11 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from npucenter.errors import NpuCenterError
-from npucenter.store.db import map_db_errors
+from npucenter.store.db import DatabaseLibraryError, map_db_errors
 
 __all__ = ["error_response", "install_error_handlers"]
 
@@ -73,8 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"code": code, "message": str(exc.detail), "details": {}}
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(sa_exc.SQLAlchemyError)
-    async def _db(_: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+    @app.exception_handler(DatabaseLibraryError)
+    async def _db(_: Request, exc: DatabaseLibraryError) -> JSONResponse:
         try:
             with map_db_errors():
                 raise exc

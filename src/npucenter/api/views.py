@@ -21,7 +21,6 @@ from npucenter.store.models import (
     Deployment,
     Job,
     Quota,
-    Replica,
     Server,
     UsageEntry,
 )
@@ -50,7 +49,7 @@ def tenant_names(repo: Repository) -> dict[int, str]:
 def _holder(alloc: Allocation, repo: Repository) -> str:
     if alloc.job_id is not None:
         return f"job:{alloc.job_id}"
-    rep = repo.session.get_one(Replica, alloc.replica_id)
+    rep = repo.get_replica(alloc.replica_id)
     return f"deployment:{rep.deployment_id}/replica:{rep.index}"
 
 
@@ -152,7 +151,7 @@ def job_out(
     repo: Repository, job: Job, names: dict[int, str], with_results: set[int] | None = None
 ) -> JobOut:
     """A job with the name of its server (``with_results``: ids known to have a result)."""
-    server = repo.session.get(Server, job.server_id) if job.server_id is not None else None
+    server = repo.get_server(job.server_id) if job.server_id is not None else None
     if with_results is None:
         with_results = repo.jobs_with_results([job.id])
     return _owned(

@@ -23,14 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from npucenter.engines import ReplicaSpec
 from npucenter.errors import NpuCenterError
 from npucenter.executors.base import Executor, ReplicaState
 from npucenter.executors.procs import Ticker
 from npucenter.gateway.pool import ReplicaEndpoint
-from npucenter.store.models import Replica
 from npucenter.store.repository import Repository
 
 __all__ = [
@@ -133,9 +130,8 @@ def wanted_replicas(
         if alloc.replica_id is not None and alloc.card_id in card_at:
             cards_of[alloc.replica_id].append(card_at[alloc.card_id])
     deployments = {d.id: d for d in repo.list_deployments()}
-    placed = select(Replica).where(Replica.state == "placed").order_by(Replica.id)
     out: list[WantedReplica] = []
-    for rep in repo.session.scalars(placed):
+    for rep in repo.replicas_in_state("placed"):
         dep = deployments.get(rep.deployment_id)
         cards = sorted(cards_of.get(rep.id, []), key=lambda c: c[1])
         if dep is None or not cards:

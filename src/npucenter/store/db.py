@@ -18,9 +18,13 @@ from sqlalchemy.orm import exc as orm_exc
 
 from npucenter.errors import ConflictError, NpuCenterError, UpstreamError
 
-__all__ = ["Database", "make_engine", "map_db_errors"]
+__all__ = ["Database", "DatabaseLibraryError", "make_engine", "map_db_errors"]
 
 log = logging.getLogger(__name__)
+
+# The database library's base exception, for the HTTP edge's last-resort handler (so that no
+# module outside the store imports sqlalchemy).
+DatabaseLibraryError = sa_exc.SQLAlchemyError
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

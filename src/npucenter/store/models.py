@@ -1,6 +1,7 @@
 """SQLAlchemy 2 models of the control plane: fleet, tenants, keys, quotas, deployments, jobs, ledger.
 
-Owns the schema only; reads and writes go through :mod:`npucenter.store.repository`. Times are
+Owns the schema only; reads and writes go through :mod:`npucenter.store.repository` (the
+facade over one module per aggregate). Times are
 epoch seconds (``*_at_s`` floats) so device-seconds are plain differences on every backend.
 The usage ledger is append-only: an ORM update or delete of a :class:`UsageEntry` raises.
 """

@@ -1,0 +1,180 @@
+"""Deployments (inference services) and their replicas: create, scale, place and release.
+
+A replica is ``pending`` until admission places it on cards; releasing it bills its cards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+
+from npucenter.errors import ConflictError, InvalidConfigError, NotFoundError
+from npucenter.store.base import canonical_device, check_name, check_runs_on
+from npucenter.store.fleet import FleetStore
+from npucenter.store.ledger import LedgerStore
+from npucenter.store.models import Allocation, Deployment, Replica, Tenant
+from npucenter.store.quotas import QuotaStore
+
+__all__ = ["REPLICA_STATES", "DeploymentStore"]
+
+REPLICA_STATES = ("pending", "placed")
+
+
+class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
+    """Deployments and replicas (quotas give the priority; held cards are billed)."""
+
+    def create_deployment(
+        self,
+        tenant: Tenant,
+        *,
+        name: str,
+        model: str,
+        device_type: str,
+        tp: int,
+        precision: str,
+        replicas: int,
+        priority_class: str | None = None,
+    ) -> Deployment:
+        """Create a deployment after checking the model runs on the device (perf model)."""
+        check_name("deployment name", name)
+        device_id = canonical_device(device_type)
+        model_id, precision_id = check_runs_on(model, device_id, precision, tp)
+        if not 0 <= replicas <= 256:
+            raise InvalidConfigError("replicas", replicas, "must be between 0 and 256")
+        exists = self.session.scalar(
+            select(Deployment).where(Deployment.tenant_id == tenant.id, Deployment.name == name)
+        )
+        if exists is not None:
+            raise ConflictError(f"deployment {name!r} exists already", details={"name": name})
+        now = self.now_s()
+        dep = Deployment(
+            tenant_id=tenant.id,
+            name=name,
+            model=model_id,
+            device_type=device_id,
+            tp=tp,
+            precision=precision_id,
+            replicas=replicas,
+            priority_class=self.priority_for(tenant.id, device_id, priority_class),
+            created_at_s=now,
+            updated_at_s=now,
+        )
+        self.session.add(dep)
+        self.session.flush()
+        self.session.add_all(
+            Replica(deployment_id=dep.id, index=i, created_at_s=now) for i in range(replicas)
+        )
+        self.session.flush()
+        return dep
+
+    def list_deployments(self, *, tenant_id: int | None = None) -> list[Deployment]:
+        """Deployments, all or one tenant's."""
+        stmt = select(Deployment).order_by(Deployment.id)
+        if tenant_id is not None:
+            stmt = stmt.where(Deployment.tenant_id == tenant_id)
+        return list(self.session.scalars(stmt))
+
+    def get_deployment(self, dep_id: int, *, tenant_id: int | None = None) -> Deployment:
+        """A deployment by id; outside the caller's scope it is not found."""
+        dep = self.session.get(Deployment, dep_id)
+        if dep is None or (tenant_id is not None and dep.tenant_id != tenant_id):
+            raise NotFoundError("deployment", str(dep_id))
+        return dep
+
+    def replicas_of(self, dep: Deployment) -> list[Replica]:
+        """The deployment's replicas, by index."""
+        stmt = select(Replica).where(Replica.deployment_id == dep.id).order_by(Replica.index)
+        return list(self.session.scalars(stmt))
+
+    def scale_deployment(self, dep: Deployment, replicas: int) -> Deployment:
+        """Set the desired replica count: new replicas wait for admission, extra ones stop."""
+        if not 0 <= replicas <= 256:
+            raise InvalidConfigError("replicas", replicas, "must be between 0 and 256")
+        now = self.now_s()
+        current = self.replicas_of(dep)
+        for rep in current[replicas:]:
+            self.release_replica(rep, dep, reason="scaled down")
+            self.session.delete(rep)
+        next_index = current[-1].index + 1 if current else 0
+        for i in range(len(current), replicas):
+            self.session.add(
+                Replica(deployment_id=dep.id, index=next_index + i - len(current), created_at_s=now)
+            )
+        dep.replicas = replicas
+        dep.updated_at_s = now
+        self.session.flush()
+        return dep
+
+    def delete_deployment(self, dep: Deployment) -> None:
+        """Stop every replica (billing what they used) and remove the deployment."""
+        for rep in self.replicas_of(dep):
+            self.release_replica(rep, dep, reason="deleted")
+        self.session.delete(dep)
+
+    def place_replica(
+        self, rep: Replica, dep: Deployment, card_ids: Sequence[int], *, num_borrowed: int = 0
+    ) -> None:
+        """Record an admitted replica on its cards."""
+        now = self.now_s()
+        cards = self._cards(card_ids)
+        rep.state = "placed"
+        rep.server_id = cards[0].server_id
+        rep.placed_at_s = now
+        for i, card in enumerate(cards):
+            self.session.add(
+                Allocation(
+                    card_id=card.id,
+                    tenant_id=dep.tenant_id,
+                    replica_id=rep.id,
+                    borrowed=i >= len(cards) - num_borrowed,
+                    since_s=now,
+                )
+            )
+
+    def release_replica(
+        self, rep: Replica, dep: Deployment, *, reason: str, kind: str = "replica"
+    ) -> float:
+        """Free a replica's cards, bill them to the ledger and mark it pending; device-seconds."""
+        allocs = list(
+            self.session.scalars(select(Allocation).where(Allocation.replica_id == rep.id))
+        )
+        used, _ = self._bill(
+            allocs,
+            dep.tenant_id,
+            dep.device_type,
+            kind,
+            f"deployment:{dep.id}/replica:{rep.index} {reason}",
+        )
+        rep.state = "pending"
+        rep.server_id = None
+        rep.placed_at_s = None
+        self.session.flush()
+        return used
+
+    def get_replica(self, replica_id: int) -> Replica:
+        """A replica by id."""
+        rep = self.session.get(Replica, replica_id)
+        if rep is None:
+            raise NotFoundError("replica", str(replica_id))
+        return rep
+
+    def replicas_in_state(self, state: str) -> list[Replica]:
+        """Every replica in ``state`` (pending or placed), by id."""
+        stmt = select(Replica).where(Replica.state == state).order_by(Replica.id)
+        return list(self.session.scalars(stmt))
+
+    def replicas_by_id(self, replica_ids: Iterable[int]) -> dict[int, Replica]:
+        """The replicas of ``replica_ids`` in one query (missing ids are left out)."""
+        ids = list(replica_ids)
+        if not ids:
+            return {}
+        return {r.id: r for r in self.session.scalars(select(Replica).where(Replica.id.in_(ids)))}
+
+    def deployments_by_id(self, dep_ids: Iterable[int]) -> dict[int, Deployment]:
+        """The deployments of ``dep_ids`` in one query (missing ids are left out)."""
+        ids = list(dep_ids)
+        if not ids:
+            return {}
+        stmt = select(Deployment).where(Deployment.id.in_(ids))
+        return {d.id: d for d in self.session.scalars(stmt)}

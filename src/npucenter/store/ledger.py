@@ -1,0 +1,161 @@
+"""The usage ledger: append-only rows of device-seconds, tokens, energy and cost per tenant.
+
+Rows are never updated or deleted (the model refuses it). Held cards are billed from their
+allocation's billing cursor, which ``checkpoint_usage`` moves forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+
+from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.store.base import StoreBase, check_name
+from npucenter.store.models import Allocation, Deployment, Job, Replica, Tenant, UsageEntry
+
+__all__ = ["LedgerStore"]
+
+
+class LedgerStore(StoreBase):
+    """Ledger rows and the billing of held cards."""
+
+    def append_usage(
+        self,
+        *,
+        tenant_id: int,
+        kind: str,
+        device_type: str | None = None,
+        device_seconds: float = 0.0,
+        tokens_in: int = 0,
+        tokens_out: int = 0,
+        energy_j: float = 0.0,
+        cost_usd: float | None = None,
+        ref: str = "",
+        at_s: float | None = None,
+    ) -> UsageEntry:
+        """Append one ledger row (the ledger is never updated or deleted)."""
+        check_name("usage kind", kind)
+        for field, value in (
+            ("device_seconds", device_seconds),
+            ("tokens_in", tokens_in),
+            ("tokens_out", tokens_out),
+            ("energy_j", energy_j),
+            ("cost_usd", cost_usd),
+        ):
+            if value is not None and value < 0:
+                raise InvalidConfigError(field, value, "must be >= 0")
+        if self.session.get(Tenant, tenant_id) is None:
+            raise NotFoundError("tenant", str(tenant_id))
+        entry = UsageEntry(
+            tenant_id=tenant_id,
+            kind=kind,
+            device_type=device_type,
+            device_seconds=float(device_seconds),
+            tokens_in=int(tokens_in),
+            tokens_out=int(tokens_out),
+            energy_j=float(energy_j),
+            cost_usd=cost_usd,
+            ref=ref[:256],
+            at_s=self.now_s() if at_s is None else at_s,
+        )
+        self.session.add(entry)
+        self.session.flush()
+        return entry
+
+    def list_usage(
+        self,
+        *,
+        tenant_id: int | None = None,
+        kind: str | None = None,
+        since_s: float | None = None,
+        limit: int = 1000,
+    ) -> list[UsageEntry]:
+        """Ledger rows, oldest first, filtered."""
+        stmt = select(UsageEntry).order_by(UsageEntry.id).limit(max(1, min(limit, 100_000)))
+        if tenant_id is not None:
+            stmt = stmt.where(UsageEntry.tenant_id == tenant_id)
+        if kind is not None:
+            stmt = stmt.where(UsageEntry.kind == kind)
+        if since_s is not None:
+            stmt = stmt.where(UsageEntry.at_s >= since_s)
+        return list(self.session.scalars(stmt))
+
+    def checkpoint_usage(self) -> list[UsageEntry]:
+        """Bill every held card up to now (moves each allocation's billing cursor)."""
+        rows: list[UsageEntry] = []
+        jobs: dict[int, list[Allocation]] = {}
+        reps: dict[int, list[Allocation]] = {}
+        for alloc in self.session.scalars(select(Allocation).order_by(Allocation.id)):
+            if alloc.job_id is not None:
+                jobs.setdefault(alloc.job_id, []).append(alloc)
+            elif alloc.replica_id is not None:
+                reps.setdefault(alloc.replica_id, []).append(alloc)
+        for job_id, allocs in jobs.items():
+            job = self.session.get(Job, job_id)
+            assert job is not None
+            rows += self._bill(
+                allocs,
+                job.tenant_id,
+                job.device_type,
+                "job",
+                f"job:{job.id} checkpoint",
+                release=False,
+            )[1]
+        for rep_id, allocs in reps.items():
+            rep = self.session.get(Replica, rep_id)
+            assert rep is not None
+            dep = self.session.get(Deployment, rep.deployment_id)
+            assert dep is not None
+            rows += self._bill(
+                allocs,
+                dep.tenant_id,
+                dep.device_type,
+                "replica",
+                f"deployment:{dep.id}/replica:{rep.index} checkpoint",
+                release=False,
+            )[1]
+        return rows
+
+    def _bill(
+        self,
+        allocs: Iterable[Allocation],
+        tenant_id: int,
+        device_type: str,
+        kind: str,
+        ref: str,
+        *,
+        release: bool = True,
+        energy_j: float | None = None,
+    ) -> tuple[float, list[UsageEntry]]:
+        """Append one ledger row for the cards' device-seconds since their billing cursor.
+
+        Energy is ``energy_j`` when measured, else device-seconds times the modelled power of
+        a card; cost is the tariff's price of the device-seconds (see :mod:`.rates`).
+        """
+        now = self.now_s()
+        allocs = list(allocs)
+        used = sum(max(0.0, now - a.since_s) for a in allocs)
+        out: list[UsageEntry] = []
+        if allocs:
+            out.append(
+                self.append_usage(
+                    tenant_id=tenant_id,
+                    kind=kind,
+                    device_type=device_type,
+                    device_seconds=used,
+                    energy_j=max(0.0, energy_j)
+                    if energy_j is not None
+                    else used * self.rates.power_w(device_type),
+                    cost_usd=self.rates.cost_usd(device_type, used),
+                    ref=ref,
+                    at_s=now,
+                )
+            )
+        for alloc in allocs:
+            if release:
+                self.session.delete(alloc)
+            else:
+                alloc.since_s = now
+        self.session.flush()
+        return used, out
