@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from npucenter.policy.admission_cycle import run_cycle
-from npucenter.policy.admission_types import (
+from npucenter.policy.admission.cycle import run_cycle
+from npucenter.policy.admission.types import (
     DEFAULT_ADMISSION_POLICY,
     AdmissionDecision,
     AdmissionPolicy,
