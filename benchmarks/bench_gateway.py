@@ -324,6 +324,7 @@ def run_agreement(num_requests: int, rate_scale: float) -> dict[str, object]:
 
     from npucenter.catalog import default_catalog
     from npucenter.clock import SystemClock
+    from npucenter.fleet.spec import fleet_spec_from_mapping
     from npucenter.gateway import (
         Gateway,
         GatewayConfig,
@@ -333,7 +334,6 @@ def run_agreement(num_requests: int, rate_scale: float) -> dict[str, object]:
     from npucenter.gateway.routing import make_router
     from npucenter.gateway.testing import running_server, start_virtual_replicas
     from npucenter.sim.center import build_center
-    from npucenter.sim.fleet import fleet_spec_from_mapping
     from npucenter.workload.readers import read_azure_trace
 
     model = "llama-3.1-8b"

@@ -29,8 +29,8 @@ def _center(policy: str):
     import yaml
 
     from npucenter.catalog import default_catalog
+    from npucenter.fleet.spec import fleet_spec_from_mapping
     from npucenter.sim.center import build_center
-    from npucenter.sim.fleet import fleet_spec_from_mapping
 
     spec = fleet_spec_from_mapping(yaml.safe_load(FLEET.read_text()))
     return build_center(spec, default_catalog(), policy=policy)

@@ -14,11 +14,11 @@ import pytest
 
 from npucenter.catalog import default_catalog
 from npucenter.clock import SystemClock
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.gateway import Gateway, GatewayConfig, Principal, StaticKeyResolver
 from npucenter.gateway.routing import make_router
 from npucenter.gateway.testing import running_server, start_virtual_replicas
 from npucenter.sim.center import build_center
-from npucenter.sim.fleet import fleet_spec_from_mapping
 from npucenter.workload.trace import Trace
 
 pytestmark = pytest.mark.e2e

@@ -142,7 +142,7 @@ def center_rates(settings: Settings) -> CardRates:
     """
     tariff = dict(settings.tariff_usd_per_device_hour)
     if not tariff and settings.fleet_path is not None:
-        from npucenter.fleet import load_fleet
+        from npucenter.files.fleet import load_fleet
 
         tariff = dict(load_fleet(settings.fleet_path).tariff_usd_per_device_hour)
     return CardRates.from_tariff(tariff)

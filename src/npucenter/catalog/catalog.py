@@ -1,7 +1,7 @@
 """The catalog: every device and model npucenter knows, from package data plus user overrides.
 
 Package data is read once (it is part of the program, not I/O of the running center); user
-catalog documents arrive already parsed (``npucenter.catalog_files`` reads them at the edge).
+catalog documents arrive already parsed (``npucenter.files.catalog`` reads them at the edge).
 """
 
 from __future__ import annotations

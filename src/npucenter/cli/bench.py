@@ -140,7 +140,7 @@ def _submit_result(doc: dict[str, Any], job_id: int | None) -> None:
     import json
 
     from npucenter.bench.result import _default
-    from npucenter.client import Client
+    from npucenter.cli.client import Client
     from npucenter.settings import Settings
 
     settings = Settings.from_env()

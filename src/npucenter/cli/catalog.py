@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from npucenter.catalog_files import load_catalog
 from npucenter.cli._common import console, handle_errors, print_json
+from npucenter.files.catalog import load_catalog
 
 app = typer.Typer(help="Devices and models known to npucenter, each figure with its source.")
 

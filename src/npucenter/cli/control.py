@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from npucenter.cli._common import console, handle_errors, print_json
-from npucenter.client import Client
+from npucenter.cli.client import Client
 from npucenter.settings import Settings
 
 __all__ = [

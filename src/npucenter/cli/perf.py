@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from npucenter.catalog_files import load_catalog
 from npucenter.cli._common import console, handle_errors, print_json
+from npucenter.files.catalog import load_catalog
 from npucenter.perf import build_perf_model, calibrate
 from npucenter.perf.compare import (
     DEFAULT_MAX_NUM_SEQS,

@@ -14,9 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from npucenter.catalog import Catalog
-from npucenter.catalog_files import load_catalog
 from npucenter.cli._common import console, err_console, handle_errors
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.files.catalog import load_catalog
+from npucenter.fleet.placement import place_fleet
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.plan.fleet_file import overrides_catalog, plan_fleet_mapping
 from npucenter.plan.planner import (
     BASELINES,
@@ -31,8 +33,6 @@ from npucenter.plan.report import render_html, result_to_dict
 from npucenter.plan.sources import PROFILE_SOURCES, VERIFIERS
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import resolve_traffic
-from npucenter.sim.fleet import fleet_spec_from_mapping
-from npucenter.sim.placement import place_fleet
 
 app = typer.Typer(
     help="Find the cheapest NPU:GPU fleet that meets every SLO under a power cap.",

@@ -11,22 +11,21 @@ import csv
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
-import yaml
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from npucenter.catalog_files import load_catalog
 from npucenter.cli._common import console, err_console, handle_errors, print_json
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.files.catalog import load_catalog
+from npucenter.files.fleet import load_fleet_spec
+from npucenter.fleet.spec import FleetSpec
 from npucenter.policy.routing import ROUTING_POLICIES
 from npucenter.sim.center import build_center, distserve_goodput
-from npucenter.sim.fleet import FleetSpec, fleet_spec_from_mapping
 from npucenter.sim.report import render_html_report
 from npucenter.sim.results import SimResult
 from npucenter.workload import (
@@ -42,22 +41,9 @@ from npucenter.workload import (
 with contextlib.suppress(ImportError):  # policies that register on import (prefix affinity)
     from npucenter.policy import prefix_affinity as _prefix_affinity  # noqa: F401
 
-__all__ = ["app", "load_fleet_spec", "load_trace"]
+__all__ = ["app", "load_trace"]
 
 app = typer.Typer(help="Simulate the center (digital twin) on a trace.")
-
-
-def load_fleet_spec(path: Path) -> FleetSpec:
-    """Read and parse a fleet YAML file (catalog paths resolved next to it)."""
-    if not path.is_file():
-        raise NotFoundError("fleet file", str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InvalidConfigError("fleet file", str(path), f"not valid YAML: {exc}") from exc
-    spec = fleet_spec_from_mapping(data)
-    resolved = tuple(str((path.parent / c).resolve()) for c in spec.catalog_files)
-    return replace(spec, catalog_files=resolved)
 
 
 def load_trace(spec: str, *, num_requests: int | None, seed: int) -> Trace:

@@ -1,14 +1,14 @@
 """The live center's view of a fleet file: servers, the replicas placed on them, the tariff.
 
-There is one fleet format, parsed by the simulator's pure parser
-(:func:`npucenter.sim.fleet.fleet_spec_from_mapping`): ``npucenter simulate --fleet F`` and
-``npucenter up --fleet F`` read the same file. This module reads the YAML file (the edge's I/O)
-and derives what ``npucenter up`` needs from the parsed :class:`~npucenter.sim.fleet.FleetSpec`:
+There is one fleet format, parsed by :func:`npucenter.fleet.spec.fleet_spec_from_mapping`:
+``npucenter simulate --fleet F`` and ``npucenter up --fleet F`` read the same file
+(:mod:`npucenter.files.fleet` opens it). This module derives what ``npucenter up`` needs from
+the parsed :class:`~npucenter.fleet.spec.FleetSpec`:
 the server groups it registers in the store, the ``tenants:`` quotas, one deployment per fleet
 service entry (owned by its ``tenant``, else the operator tenant), each replica's static place,
 and the center's tariff
 (``tariff_usd_per_device_hour``, the one field only the live center reads). Launching replicas
-is the deployment reconciler's job (:mod:`npucenter.gateway.reconciler`).
+is the deployment reconciler's job (:mod:`npucenter.gateway.reconciler`). Pure: no I/O.
 
 Example ``FLEET.yaml``::
 
@@ -26,25 +26,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.fleet.spec import FleetSpec, fleet_spec_from_mapping
 from npucenter.policy.quota import TenantQuota
-from npucenter.sim.fleet import FleetSpec, fleet_spec_from_mapping
 
 __all__ = [
     "DEFAULT_MODEL",
     "Fleet",
-    "PlacedReplica",
+    "PinnedReplica",
     "ServerGroup",
     "ServiceGroup",
     "default_fleet",
     "fleet_from_dict",
     "fleet_from_spec",
-    "load_fleet",
 ]
 
 DEFAULT_MODEL = "llama-3.1-8b"
@@ -91,7 +87,7 @@ class ServiceGroup:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PlacedReplica:
+class PinnedReplica:
     """One engine replica: a model on ``tp`` cards of one server."""
 
     replica_id: str  # e.g. "rngd-0-r1": the server and its first card
@@ -138,12 +134,12 @@ class Fleet:
             return service.num_replicas
         return service.replicas_per_server * self.server_group(service.device_id).num_servers
 
-    def replicas(self) -> tuple[PlacedReplica, ...]:
+    def replicas(self) -> tuple[PinnedReplica, ...]:
         """Every per-server replica, on consecutive cards of each server in services order.
 
         Entries with a total ``replicas`` count are left to admission and not listed here.
         """
-        out: list[PlacedReplica] = []
+        out: list[PinnedReplica] = []
         for group in self.servers:
             for server_id in group.server_names():
                 next_card = 0
@@ -156,7 +152,7 @@ class Fleet:
                         cards = tuple(range(next_card, next_card + service.tp))
                         next_card += service.tp
                         out.append(
-                            PlacedReplica(
+                            PinnedReplica(
                                 replica_id=f"{server_id}-r{cards[0]}",
                                 model_id=service.model_id,
                                 device_id=group.device_id,
@@ -239,15 +235,3 @@ def default_fleet(model_id: str = DEFAULT_MODEL) -> Fleet:
             "tariff_usd_per_device_hour": {"rngd": 1.0, "h100": 2.0},
         }
     )
-
-
-def load_fleet(path: str | Path) -> Fleet:
-    """Read a fleet YAML file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise NotFoundError("fleet file", str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise InvalidConfigError("fleet file", str(path), f"not valid YAML: {exc}") from exc
-    return fleet_from_dict(data or {})

@@ -29,7 +29,7 @@ from npucenter.policy.admission import (
 )
 
 if TYPE_CHECKING:
-    from npucenter.sim.fleet import Deployment, FleetSpec
+    from npucenter.fleet.spec import Deployment, FleetSpec
 
 __all__ = [
     "FleetAdmission",

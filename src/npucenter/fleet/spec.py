@@ -1,7 +1,7 @@
-"""The simulator's fleet description: servers, model deployments, services, SLOs and network.
+"""The fleet file's one format: servers, model deployments, services, SLOs and network.
 
-Parsed from a mapping (the CLI reads the YAML file). The one fleet format: ``npucenter simulate
---fleet`` and ``npucenter up --fleet`` (through ``npucenter.fleet.load_fleet``) both read it with
+Parsed from a mapping (:mod:`npucenter.files.fleet` reads the YAML file). The one fleet format: ``npucenter simulate
+--fleet`` and ``npucenter up --fleet`` (through ``npucenter.files.fleet``) both read it with
 :func:`fleet_spec_from_mapping`; what only the live center uses (``tariff_usd_per_device_hour``,
 the center's own price list) is optional here and ignored by the simulator. See
 docs/simulator.md for the format. Pure: no I/O.
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from npucenter.errors import InvalidConfigError
+from npucenter.fleet.jobs import JobSpec, jobs_from_list
+from npucenter.fleet.tenants import tenant_quotas_from_mapping
 from npucenter.policy.quota import TenantQuota
-from npucenter.sim.jobs import JobSpec, jobs_from_list
-from npucenter.sim.tenancy import tenant_quotas_from_mapping
 from npucenter.workload.slo import Slo, slo_from_spec
 
 __all__ = ["Deployment", "FleetSpec", "ServerPool", "ServiceSpec", "fleet_spec_from_mapping"]

@@ -28,7 +28,8 @@ from typing import Any, Protocol, cast
 
 from npucenter.clock import SystemClock
 from npucenter.errors import NotFoundError, NpuCenterError
-from npucenter.fleet import Fleet, default_fleet, load_fleet
+from npucenter.files.fleet import load_fleet
+from npucenter.fleet import Fleet, default_fleet
 from npucenter.gateway.app import Gateway, GatewayConfig
 from npucenter.gateway.auth import CachingKeyResolver, Principal, TenantLimits
 from npucenter.gateway.routing import make_router

@@ -1,6 +1,6 @@
 """A chosen plan as a fleet file: what ``npucenter plan --emit-fleet`` writes.
 
-The mapping is in the simulator's fleet format (:mod:`npucenter.sim.fleet`, docs/simulator.md),
+The mapping is in the simulator's fleet format (:mod:`npucenter.fleet.spec`, docs/simulator.md),
 so ``npucenter simulate --fleet`` replays the plan and ``npucenter up --fleet`` runs it: servers
 per device type, each candidate's replicas (``replicas``: a total, placed by admission) with TP
 and precision, each service's SLO, routing and planned rate (as its traffic share), and the

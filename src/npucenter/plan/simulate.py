@@ -15,6 +15,8 @@ import numpy as np
 
 from npucenter.catalog import Catalog
 from npucenter.errors import InvalidRequestError
+from npucenter.fleet.spec import Deployment, FleetSpec, ServerPool
+from npucenter.fleet.spec import ServiceSpec as FleetService
 from npucenter.perf import PerfModelCache
 from npucenter.plan.milp import Allocation
 from npucenter.plan.planner import Verification
@@ -23,8 +25,6 @@ from npucenter.plan.spec import PlanSpec, ServiceSpec
 from npucenter.plan.traffic import service_trace
 from npucenter.sim import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.center import Center
-from npucenter.sim.fleet import Deployment, FleetSpec, ServerPool
-from npucenter.sim.fleet import ServiceSpec as FleetService
 from npucenter.workload.slo import Slo, meets_slo
 from npucenter.workload.trace import Trace, merge_traces
 

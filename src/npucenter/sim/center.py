@@ -16,6 +16,8 @@ import numpy as np
 
 from npucenter.catalog import Catalog
 from npucenter.errors import InvalidConfigError, InvalidRequestError
+from npucenter.fleet.placement import place_fleet
+from npucenter.fleet.spec import Deployment, FleetSpec
 from npucenter.perf import IDLE_POWER_FRACTION, PerfModel, PerfModelCache
 from npucenter.policy.routing import (
     PerfEstimator,
@@ -26,9 +28,7 @@ from npucenter.policy.routing import (
     RoutingSnapshot,
     make_routing_policy,
 )
-from npucenter.sim.fleet import Deployment, FleetSpec
 from npucenter.sim.jobs import JobTimeline, simulate_jobs
-from npucenter.sim.placement import place_fleet
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.results import SimResult
 from npucenter.workload.slo import distserve_goodput_rps

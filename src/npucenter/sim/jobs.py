@@ -14,73 +14,30 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from npucenter.errors import InvalidConfigError
+from npucenter.fleet.jobs import JobSpec
+from npucenter.fleet.placement import FleetPlacement, fleet_admission
 from npucenter.policy.admission import (
     AdmissionSnapshot,
     Admitted,
     PendingReason,
-    PriorityClass,
     Workload,
-    WorkloadKind,
     decide_admission,
 )
-from npucenter.sim.placement import FleetPlacement, fleet_admission
 
 if TYPE_CHECKING:
-    from npucenter.sim.fleet import FleetSpec
+    from npucenter.fleet.spec import FleetSpec
 
 __all__ = [
     "JobRecord",
-    "JobSpec",
     "JobTimeline",
     "ReplicaOutage",
-    "jobs_from_list",
     "simulate_jobs",
 ]
 
-_JOB_KEYS = {
-    "name",
-    "kind",
-    "tenant",
-    "device",
-    "cards",
-    "tp",
-    "priority",
-    "arrival_s",
-    "duration_s",
-}
 _MAX_CYCLES_PER_INSTANT = 64  # admission cycles at one time stamp (each admits or preempts)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobSpec:
-    """A job of the fleet file: ``num_cards`` cards of ``device`` for ``duration_s``."""
-
-    name: str
-    tenant: str
-    device: str
-    duration_s: float
-    arrival_s: float = 0.0
-    num_cards: int = 1
-    tp: int = 1  # cards per tensor-parallel group (divides num_cards)
-    kind: WorkloadKind = WorkloadKind.FINETUNE
-    priority_class: PriorityClass | None = None  # None: the tenant's class
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.arrival_s) or self.arrival_s < 0:
-            raise InvalidConfigError("jobs.arrival_s", self.arrival_s, "must be finite and >= 0")
-        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise InvalidConfigError("jobs.duration_s", self.duration_s, "must be finite and > 0")
-        if self.num_cards < 1 or self.tp < 1 or self.num_cards % self.tp:
-            raise InvalidConfigError(
-                "jobs.cards", self.num_cards, f"must be >= 1 and a multiple of tp={self.tp}"
-            )
-        if self.kind is WorkloadKind.REPLICA:
-            raise InvalidConfigError("jobs.kind", self.kind.value, "replicas are services")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,47 +123,6 @@ class JobTimeline:
                 for o in self.outages
             ],
         }
-
-
-def jobs_from_list(entries: Sequence[Mapping[str, Any]]) -> tuple[JobSpec, ...]:
-    """Parse the fleet file's ``jobs:`` list; errors name the offending key.
-
-    Example::
-
-        jobs:
-          - {name: lora-1, tenant: kaist, device: h100, cards: 4, arrival_s: 60, duration_s: 1800}
-    """
-    out: list[JobSpec] = []
-    for k, entry in enumerate(entries):
-        unknown = set(entry) - _JOB_KEYS
-        if unknown:
-            raise InvalidConfigError(
-                f"jobs[{k}]", sorted(unknown), f"unknown keys; known: {sorted(_JOB_KEYS)}"
-            )
-        try:
-            kind = WorkloadKind(str(entry.get("kind", "finetune")))
-        except ValueError:
-            raise InvalidConfigError(
-                f"jobs[{k}].kind", entry.get("kind"), "use finetune, preprocess or benchmark"
-            ) from None
-        priority = entry.get("priority")
-        out.append(
-            JobSpec(
-                name=str(entry.get("name", f"job-{k}")),
-                tenant=str(entry["tenant"]),
-                device=str(entry["device"]),
-                duration_s=float(entry["duration_s"]),
-                arrival_s=float(entry.get("arrival_s", 0.0)),
-                num_cards=int(entry.get("cards", 1)),
-                tp=int(entry.get("tp", 1)),
-                kind=kind,
-                priority_class=PriorityClass.parse(priority) if priority is not None else None,
-            )
-        )
-    names = [j.name for j in out]
-    if len(set(names)) != len(names):
-        raise InvalidConfigError("jobs.name", names, "each job needs its own name")
-    return tuple(out)
 
 
 def simulate_jobs(fleet: FleetSpec, placement: FleetPlacement) -> JobTimeline:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from npucenter.sim.fleet import FleetSpec
+from npucenter.fleet.spec import FleetSpec
 from npucenter.workload.slo import goodput_rps, latency_summary, meets_slo, slo_attainment
 from npucenter.workload.trace import Trace
 

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from npucenter.cli import control
+from npucenter.cli.client import Client
 from npucenter.cli.main import app as cli_app
-from npucenter.client import Client
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from npucenter.api import create_app
-from npucenter.fleet import fleet_from_dict, load_fleet
+from npucenter.files.fleet import load_fleet
+from npucenter.fleet import fleet_from_dict
 from npucenter.gateway.reconciler import wanted_replicas
 from npucenter.gateway.server import (
     OPERATOR_TENANT,

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from npucenter.api.errors import install_error_handlers
-from npucenter.client import error_from_body
+from npucenter.cli.client import error_from_body
 from npucenter.errors import NpuCenterError, RateLimitedError, all_error_classes
 
 

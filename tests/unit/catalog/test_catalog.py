@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from npucenter.catalog import Precision, default_catalog
-from npucenter.catalog_files import load_catalog
 from npucenter.errors import InvalidConfigError, MissingFigureError, NotFoundError
+from npucenter.files.catalog import load_catalog
 from npucenter.perf import build_perf_model
 
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "devices.csv"

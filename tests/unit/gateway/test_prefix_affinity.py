@@ -160,8 +160,8 @@ def test_the_simulator_runs_it_too() -> None:
     import numpy as np
 
     from npucenter.catalog import default_catalog
+    from npucenter.fleet.spec import fleet_spec_from_mapping
     from npucenter.sim.center import build_center
-    from npucenter.sim.fleet import fleet_spec_from_mapping
     from npucenter.workload.trace import Trace
 
     fleet = fleet_spec_from_mapping(

@@ -126,7 +126,7 @@ def test_shipped_examples_parse() -> None:
 
 
 def test_emit_fleet_writes_a_fleet_that_parses_and_simulates(tmp_path: Path) -> None:
-    from npucenter.sim.fleet import fleet_spec_from_mapping
+    from npucenter.fleet.spec import fleet_spec_from_mapping
 
     spec, fleet = _write(tmp_path, SPEC), tmp_path / "fleet.yaml"
     doc_path = tmp_path / "plan.json"

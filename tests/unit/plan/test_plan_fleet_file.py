@@ -13,14 +13,14 @@ import yaml
 from plan_factories import CAT, chat_spec
 
 from npucenter.errors import CapacityUnavailableError, NotSupportedError
+from npucenter.fleet.placement import place_fleet
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.plan.fleet_file import overrides_catalog, plan_fleet_mapping
 from npucenter.plan.planner import PlanResult, plan_capacity
 from npucenter.plan.profile import Candidate
 from npucenter.plan.spec import ServiceSpec, parse_plan_spec
 from npucenter.plan.traffic import stats_from_spec
 from npucenter.sim.center import build_center
-from npucenter.sim.fleet import fleet_spec_from_mapping
-from npucenter.sim.placement import place_fleet
 from npucenter.workload import FixedLength, PoissonArrivals, synthetic_trace
 
 SPEC = chat_spec(

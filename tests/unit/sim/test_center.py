@@ -10,8 +10,8 @@ from summary_contract import assert_summary_contract
 
 from npucenter.catalog import default_catalog
 from npucenter.errors import InvalidConfigError, NotFoundError, UnknownPluginError
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.sim.center import build_center
-from npucenter.sim.fleet import fleet_spec_from_mapping
 from npucenter.sim.report import render_html_report
 from npucenter.workload import FixedLength, PoissonArrivals, read_azure_trace, synthetic_trace
 
@@ -191,8 +191,8 @@ def test_distserve_goodput_brackets_the_attainment_knee(catalog):
 
 def test_public_names_match_all():
     import npucenter.sim as sim
-    from npucenter.sim import analytic, center, fakes, fleet, replica, report, results
+    from npucenter.sim import analytic, center, fakes, replica, report, results
 
-    for mod in (sim, analytic, center, fakes, fleet, replica, report, results):
+    for mod in (sim, analytic, center, fakes, replica, report, results):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)

@@ -64,8 +64,8 @@ def test_every_example_fleet_builds_or_asks_for_missing_figures(tmp_path):
 
     from npucenter.catalog import default_catalog
     from npucenter.errors import MissingFigureError
+    from npucenter.fleet.spec import fleet_spec_from_mapping
     from npucenter.sim.center import build_center
-    from npucenter.sim.fleet import fleet_spec_from_mapping
 
     fleets = sorted(EXAMPLE.parent.glob("*.yaml"))
     built = 0

@@ -7,10 +7,10 @@ import pytest
 
 from npucenter.catalog import default_catalog
 from npucenter.errors import InvalidConfigError
+from npucenter.fleet.placement import place_fleet
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.sim.center import build_center
-from npucenter.sim.fleet import fleet_spec_from_mapping
 from npucenter.sim.jobs import simulate_jobs
-from npucenter.sim.placement import place_fleet
 from npucenter.workload import FixedLength, PoissonArrivals, synthetic_trace
 
 H100 = [{"device": "h100", "count": 1, "cards_per_server": 8}]

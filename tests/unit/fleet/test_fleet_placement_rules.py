@@ -10,10 +10,10 @@ import yaml
 
 from npucenter.catalog import default_catalog
 from npucenter.errors import CapacityUnavailableError, InvalidConfigError
+from npucenter.fleet.placement import fleet_admission, place_fleet
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.policy.admission import PendingReason, decide_admission
 from npucenter.sim.center import build_center
-from npucenter.sim.fleet import fleet_spec_from_mapping
-from npucenter.sim.placement import fleet_admission, place_fleet
 from npucenter.workload import FixedLength, PoissonArrivals, synthetic_trace
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from npucenter.errors import InvalidConfigError, NotFoundError
-from npucenter.fleet import default_fleet, fleet_from_dict, load_fleet
-from npucenter.sim.fleet import fleet_spec_from_mapping
+from npucenter.files.fleet import load_fleet
+from npucenter.fleet import default_fleet, fleet_from_dict
+from npucenter.fleet.spec import fleet_spec_from_mapping
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "fleets"
 # Fleet files (atom-override.yaml beside them is a user catalog file, not a fleet).
@@ -59,7 +60,7 @@ def test_invalid_fleets_raise_config_errors(data: dict[str, object]) -> None:
 
 
 def test_service_on_a_device_without_servers() -> None:
-    # The one format's parser (npucenter.sim.fleet) names the key (was NotFoundError).
+    # The one format's parser (npucenter.fleet.spec) names the key (was NotFoundError).
     with pytest.raises(InvalidConfigError, match="no server group"):
         fleet_from_dict(
             {
@@ -172,3 +173,13 @@ def test_a_fleet_of_servers_only_runs_live_but_is_not_simulated() -> None:
     assert fleet.services == () and fleet.replicas() == () and fleet.num_cards == 8
     with pytest.raises(InvalidConfigError, match="at least one deployment"):
         fleet_spec_from_mapping(data)
+
+
+def test_public_names_match_all() -> None:
+    import npucenter.fleet as fleet
+    from npucenter.fleet import jobs, model, placement, spec, tenants
+
+    for mod in (fleet, jobs, model, placement, spec, tenants):
+        for name in mod.__all__:
+            assert hasattr(mod, name), (mod.__name__, name)
+    assert not {"load_fleet", "yaml"} & set(vars(model)), "the fleet model does no I/O"

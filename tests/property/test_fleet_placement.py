@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npucenter.errors import CapacityUnavailableError, InvalidConfigError
-from npucenter.sim.fleet import fleet_spec_from_mapping
+from npucenter.fleet.placement import place_fleet
+from npucenter.fleet.spec import fleet_spec_from_mapping
 from npucenter.sim.jobs import simulate_jobs
-from npucenter.sim.placement import place_fleet
 
 DEVICES = ("rngd", "h100")
 
