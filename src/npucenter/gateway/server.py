@@ -1,13 +1,10 @@
-"""`npucenter up`'s serving half: the gateway wired to the control plane, and the virtual fleet.
+"""`npucenter up`'s serving half: the gateway wired to the control plane, and the fleet it serves.
 
 :mod:`npucenter.web.extension` mounts what this builds into the server app. It wires the
 gateway to the control plane (API keys and tenants' token rates through the store, usage rows
-into the store's ledger). At start it registers the fleet file's servers and services in the
-store (:func:`register_fleet`: the file's tenants and quotas, the services their deployments) and
-runs the deployment reconciler (:mod:`npucenter.gateway.reconciler`): every admitted replica of
-every deployment runs as a virtual engine (local processes), is served by the gateway under its
-model id and its deployment's name, restarted when it dies and stopped when it is scaled down,
-deleted or preempted, and at shutdown.
+into the store's ledger) and picks the fleet (the fleet file, else the default virtual fleet);
+:mod:`npucenter.live.fleet` registers that fleet in the store at start and serves its
+deployments.
 
 Environment (set by ``npucenter up`` flags or by hand): ``NPUCENTER_FLEET`` (a fleet YAML; default
 :func:`npucenter.fleet.default_fleet`), ``NPUCENTER_ROUTING_POLICY`` (default
@@ -17,17 +14,14 @@ Environment (set by ``npucenter up`` flags or by hand): ``NPUCENTER_FLEET`` (a f
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from npucenter.clock import SystemClock
-from npucenter.errors import NotFoundError, NpuCenterError
+from npucenter.errors import NotFoundError
 from npucenter.files.fleet import load_fleet
 from npucenter.fleet import Fleet, default_fleet
 from npucenter.gateway.app import Gateway, GatewayConfig
@@ -50,15 +44,10 @@ __all__ = [
     "ENV_VIRTUAL_FLEET",
     "OPERATOR_TENANT",
     "ControlPlane",
-    "FleetRegistration",
     "StoreKeyResolver",
     "StoreLedger",
     "build_gateway",
-    "deployment_options",
-    "device_names",
     "launch_enabled",
-    "register_fleet",
-    "serve_fleet",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,295 +138,3 @@ def build_gateway(control: ControlPlane) -> tuple[Gateway, Fleet]:
 def launch_enabled() -> bool:
     """Whether ``npucenter up`` launches the virtual fleet (``NPUCENTER_VIRTUAL_FLEET`` != 0)."""
     return os.environ.get(ENV_VIRTUAL_FLEET, "1") != "0"
-
-
-@dataclass(slots=True)
-class FleetRegistration:
-    """What :func:`register_fleet` added to the store (names); empty on a second start."""
-
-    servers: list[str] = field(default_factory=list)
-    deployments: list[str] = field(default_factory=list)
-    tenants: list[str] = field(default_factory=list)  # the file's tenants, created
-    quotas: list[str] = field(default_factory=list)  # "<tenant>/<device>" set from ``tenants:``
-    placed: list[str] = field(default_factory=list)  # replicas put on their fleet-file cards
-    skipped: list[str] = field(default_factory=list)  # services that cannot run (with why)
-
-
-def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
-    """Put the fleet file's servers and services in the store, idempotently.
-
-    Servers ``<device>-<n>`` are created when missing (an existing one is left as it is, and
-    nothing an operator added is ever removed). The ``tenants:`` block's tenants are created
-    (kind ``company``) with their quotas on each device type where the store has none for them.
-    Each ``services`` entry becomes a deployment of its ``tenant`` (the ``operator`` when none,
-    priority ``production``) named ``<service>-<device>`` (created when missing, else left
-    alone); an owner with no quota on a service's device type gets one covering its services
-    there. Per-server replicas are placed on the cards the fleet file gives them when
-    those are free, so admission accounts for them like any other; then an admission cycle
-    places the rest. A service that cannot run (e.g. a device without a sourced figure) is
-    logged and skipped; the center still starts.
-    """
-    from npucenter.api.admission import admit_after_change
-    from npucenter.store.repository import canonical_device, check_runs_on
-
-    out = FleetRegistration()
-    with control.admission_lock, control.tx() as repo:
-        try:
-            operator = repo.get_tenant(OPERATOR_TENANT)
-        except NotFoundError:
-            operator = repo.create_tenant(OPERATOR_TENANT, "company")
-        servers = {s.name: s for s in repo.list_servers()}
-        for group in fleet.servers:
-            for name in group.server_names():
-                have = servers.get(name)
-                if have is None:
-                    servers[name] = repo.create_server(
-                        name, group.device_id, group.cards_per_server, {"fleet": fleet.name}
-                    )
-                    out.servers.append(name)
-                elif (
-                    have.device_type != canonical_device(group.device_id)
-                    or len(have.cards) != group.cards_per_server
-                ):
-                    log.warning(
-                        "server %s is in the store as %d %s cards, the fleet file says %d %s;"
-                        " left as it is",
-                        name, len(have.cards), have.device_type,
-                        group.cards_per_server, group.device_id,
-                    )  # fmt: skip
-        owners = _register_tenants(repo, fleet, operator, out)
-        mine = {
-            (t.name, d.name): d
-            for t in owners.values()
-            for d in repo.list_deployments(tenant_id=t.id)
-        }
-        runnable = []
-        for service in fleet.services:
-            name = service.deployment_name
-            try:
-                device = canonical_device(service.device_id)
-                # precision None: the device's default (the perf model resolves it)
-                model, precision = check_runs_on(
-                    service.model_id, device, cast(str, service.precision), service.tp
-                )
-            except NpuCenterError as exc:
-                log.error("fleet service %s is not deployed: %s", name, exc)
-                out.skipped.append(f"{name}: {exc}")
-                continue
-            runnable.append((service, device, model, precision))
-        for owner in owners.values():
-            own = [r for r in runnable if (r[0].tenant or OPERATOR_TENANT) == owner.name]
-            _ensure_covering_quota(repo, owner, fleet, own)
-        for service, device, model, precision in runnable:
-            name = service.deployment_name
-            owner = owners[service.tenant or OPERATOR_TENANT]
-            dep = mine.get((owner.name, name))
-            if dep is None:
-                dep = repo.create_deployment(
-                    owner,
-                    name=name,
-                    model=model,
-                    device_type=device,
-                    tp=service.tp,
-                    precision=precision,
-                    replicas=fleet.num_replicas(service),
-                    priority_class=None if service.tenant else "production",
-                )
-                out.deployments.append(name)
-            elif (dep.model, dep.device_type, dep.tp) != (model, device, service.tp):
-                log.warning(
-                    "deployment %s of %s runs %s on %d %s cards, the fleet file says %s on %d %s;"
-                    " left as it is",
-                    name, owner.name, dep.model, dep.tp, dep.device_type,
-                    model, service.tp, device,
-                )  # fmt: skip
-                continue
-            out.placed += _place_as_in_the_file(repo, dep, fleet, name, servers)
-    if out.servers or out.deployments or out.tenants or out.quotas:
-        log.info(
-            "fleet %s registered: servers %s, tenants %s, quotas %s, deployments %s",
-            fleet.name, out.servers or "-", out.tenants or "-", out.quotas or "-",
-            out.deployments or "-",
-        )  # fmt: skip
-    admit_after_change(control)
-    return out
-
-
-def _register_tenants(
-    repo: Any, fleet: Fleet, operator: Any, out: FleetRegistration
-) -> dict[str, Any]:
-    """Create the fleet file's tenants (kind ``company``) and give each the ``tenants:`` quota on
-    every device type where it has none in the store (an operator's later change is kept).
-
-    Returns name -> tenant for the operator and every tenant the file names.
-    """
-    from npucenter.store.repository import canonical_device
-
-    owners: dict[str, Any] = {OPERATOR_TENANT: operator}
-    names = [q.tenant for q in fleet.tenants] + [s.tenant for s in fleet.services if s.tenant]
-    for name in dict.fromkeys(names):
-        if name in owners:
-            continue
-        try:
-            owners[name] = repo.get_tenant(name)
-        except NotFoundError:
-            owners[name] = repo.create_tenant(name, "company")
-            out.tenants.append(name)
-    for quota in fleet.tenants:
-        tenant = owners[quota.tenant]
-        have = {q.device_type for q in repo.list_quotas(tenant_id=tenant.id)}
-        for device, cards in quota.nominal_cards.items():
-            try:
-                device_id = canonical_device(device)
-            except NpuCenterError as exc:
-                log.error("fleet quota of %s on %s is not set: %s", quota.tenant, device, exc)
-                continue
-            if device_id in have:
-                continue
-            repo.set_quota(
-                tenant,
-                device_id,
-                nominal_cards=cards,
-                borrowing_limit_cards=quota.borrowing_limit_cards.get(device),
-                lending_limit_cards=quota.lending_limit_cards.get(device),
-                cohort=quota.cohort,
-                priority_class=quota.priority_class.name.lower().replace("_", "-"),
-                tokens_per_s=quota.tokens_per_s,
-            )
-            have.add(device_id)
-            out.quotas.append(f"{quota.tenant}/{device_id}")
-    return owners
-
-
-def _ensure_covering_quota(repo: Any, owner: Any, fleet: Fleet, runnable: list[Any]) -> None:
-    """Give a tenant a quota for its fleet services on each device type it has none for."""
-    need: dict[str, int] = {}
-    for service, device, _model, _precision in runnable:
-        need[device] = need.get(device, 0) + service.tp * fleet.num_replicas(service)
-    rows = repo.list_quotas(tenant_id=owner.id)
-    have = {q.device_type for q in rows}
-    first = rows[0] if rows else None
-    for device, cards in need.items():
-        if device in have:
-            continue
-        repo.set_quota(
-            owner,
-            device,
-            nominal_cards=cards,
-            cohort=first.cohort if first else None,
-            priority_class=first.priority_class if first else "production",
-            tokens_per_s=first.tokens_per_s if first else None,
-        )
-        rows = repo.list_quotas(tenant_id=owner.id)
-        first = rows[0]
-
-
-def _place_as_in_the_file(
-    repo: Any, dep: Any, fleet: Fleet, name: str, servers: dict[str, Any]
-) -> list[str]:
-    """Place the deployment's pending replicas on the cards the fleet file gives them, if free."""
-    placed = [p for p in fleet.replicas() if p.deployment == name]
-    taken = {a.card_id for a in repo.allocations()}
-    out = []
-    for rep, where in zip(repo.replicas_of(dep), placed, strict=False):
-        server = servers.get(where.server_id)
-        if rep.state != "pending" or server is None or server.health == "down":
-            continue
-        by_index = {c.index: c for c in server.cards}
-        cards = [by_index.get(i) for i in where.card_ids]
-        if any(c is None or c.id in taken or c.health == "down" for c in cards):
-            continue  # admission places it elsewhere
-        repo.place_replica(rep, dep, [c.id for c in cards if c is not None])
-        taken.update(c.id for c in cards if c is not None)
-        out.append(where.replica_id)
-    return out
-
-
-def deployment_options(fleet: Fleet) -> Any:
-    """``options(tenant, deployment)`` for the reconciler: the fleet file's entries' aliases and
-    sequence limits for the fleet's deployments (by owner); None (the defaults) for the others."""
-    from npucenter.gateway.reconciler import DeploymentOptions
-
-    by_name = {
-        (s.tenant or OPERATOR_TENANT, s.deployment_name): DeploymentOptions(
-            alias=s.alias, max_num_seqs=s.max_num_seqs
-        )
-        for s in fleet.services
-    }
-
-    def options(tenant: str, deployment: str) -> DeploymentOptions | None:
-        return by_name.get((tenant, deployment))
-
-    return options
-
-
-def device_names(fleet: Fleet) -> dict[str, str]:
-    """Catalog id -> the fleet file's name for it (what the tariff and the dashboard use)."""
-    out = {}
-    for group in fleet.servers:
-        try:
-            from npucenter.store.repository import canonical_device
-
-            out[canonical_device(group.device_id)] = group.device_id
-        except NpuCenterError:
-            continue
-    return out
-
-
-@contextlib.asynccontextmanager
-async def serve_fleet(
-    gateway: Gateway,
-    fleet: Fleet,
-    *,
-    launch: bool,
-    control: Any = None,
-    executor: Any = None,
-    interval_s: float = 2.0,
-) -> AsyncIterator[None]:
-    """Start the gateway and (``launch``) serve the store's deployments; stop both at exit.
-
-    With ``launch`` (and ``control``), the fleet is registered in the store
-    (:func:`register_fleet`) and a :class:`~npucenter.gateway.reconciler.DeploymentReconciler`
-    runs engines (virtual, local processes unless ``executor`` is given) for every admitted
-    replica, woken by every change the API commits. Without it the gateway serves nothing of its
-    own (an external executor's business) and the store is left alone.
-    """
-    from npucenter.gateway.reconciler import DeploymentReconciler, wanted_replicas
-
-    await gateway.start()
-    reconciler: DeploymentReconciler | None = None
-    task: asyncio.Task[None] | None = None
-    try:
-        if launch and control is not None:
-            await asyncio.to_thread(register_fleet, control, fleet)
-            if executor is None:
-                from npucenter.executors.local import LocalProcessExecutor
-
-                executor = LocalProcessExecutor()
-            options, names = deployment_options(fleet), device_names(fleet)
-
-            def read() -> list[Any]:
-                with control.tx() as repo:
-                    return wanted_replicas(repo, options=options, device_names=names)
-
-            reconciler = DeploymentReconciler(
-                read=read, executor=executor, gateway=gateway, interval_s=interval_s
-            )
-            gateway.reconciler = reconciler  # type: ignore[attr-defined]
-            gateway.expected_models = set(fleet.models)
-            control.on_change.append(reconciler.wake)
-            # Replicas start in the background: the server answers at once (503 + Retry-After
-            # for a model whose replicas are still starting).
-            task = asyncio.create_task(reconciler.run_forever(), name="deployment-reconciler")
-        yield
-    finally:
-        if reconciler is not None:
-            with contextlib.suppress(ValueError):
-                control.on_change.remove(reconciler.wake)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await gateway.aclose()
-        if executor is not None:
-            await executor.shutdown()

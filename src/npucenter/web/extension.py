@@ -11,7 +11,8 @@ from fastapi.responses import Response
 
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.gateway.metrics import CONTENT_TYPE
-from npucenter.gateway.server import build_gateway, launch_enabled, serve_fleet
+from npucenter.gateway.server import build_gateway, launch_enabled
+from npucenter.live.fleet import serve_fleet
 from npucenter.settings import Settings
 from npucenter.web.dashboard import install_dashboard
 from npucenter.web.series import LiveSeries, sample_forever
