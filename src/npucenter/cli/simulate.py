@@ -6,7 +6,6 @@ progress bar, prints the summary and writes JSON/CSV/HTML. The simulation itself
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -37,9 +36,6 @@ from npucenter.workload import (
     read_azure_trace,
     synthetic_trace,
 )
-
-with contextlib.suppress(ImportError):  # policies that register on import (prefix affinity)
-    from npucenter.policy import prefix_affinity as _prefix_affinity  # noqa: F401
 
 __all__ = ["app", "load_trace"]
 

@@ -16,7 +16,7 @@ from npucenter.gateway.budget import BudgetBook, Reservation
 from npucenter.gateway.dispatch import Dispatcher
 from npucenter.gateway.fair_queue import FairQueue
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
-from npucenter.gateway.routing import LeastOutstandingRouter, Router, RouteTicket
+from npucenter.gateway.routing import PolicyRouter, make_router
 
 __all__ = [
     "BudgetBook",
@@ -26,14 +26,13 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "KeyResolver",
-    "LeastOutstandingRouter",
+    "PolicyRouter",
     "Principal",
     "Replica",
     "ReplicaEndpoint",
     "Reservation",
-    "RouteTicket",
-    "Router",
     "StaticKeyResolver",
     "TenantLimits",
     "UpstreamPool",
+    "make_router",
 ]

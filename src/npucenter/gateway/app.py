@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -41,7 +41,7 @@ from npucenter.gateway.dispatch import Dispatcher
 from npucenter.gateway.errors import error_body, error_headers, sse_error_event
 from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
-from npucenter.gateway.routing import LeastOutstandingRouter, Router, RouteTicket
+from npucenter.gateway.routing import DEFAULT_GATEWAY_POLICY, PolicyRouter, make_router
 from npucenter.gateway.scrape import scrape_replica
 from npucenter.gateway.upstream import (
     FastUpstreamClient,
@@ -56,7 +56,7 @@ from npucenter.metering.ledger import (
     UsageRecord,
     UsageTotals,
 )
-from npucenter.policy.prefix_affinity import prefix_block_hashes
+from npucenter.policy.routing import RouteRequest, prefix_block_hashes
 
 __all__ = ["Gateway", "GatewayConfig"]
 
@@ -115,7 +115,7 @@ class _Call:
     started_wall_s: float
     principal: Principal | None = None
     model_id: str = ""
-    ticket: RouteTicket | None = None
+    ticket: RouteRequest | None = None
     reservation: Reservation | None = None
     replica: Replica | None = None  # the replica that served (last tried)
     status: str = "ok"
@@ -142,7 +142,7 @@ class Gateway:
         endpoints: list[ReplicaEndpoint] | None = None,
         pool: UpstreamPool | None = None,
         ledger: Ledger | None = None,
-        router: Router | None = None,
+        router: PolicyRouter | None = None,
         prices: PriceBook | None = None,
         config: GatewayConfig | None = None,
         clock: Clock | None = None,
@@ -153,7 +153,7 @@ class Gateway:
         self.keys = keys
         self.pool = pool or UpstreamPool(self.clock, endpoints or [])
         self.ledger: Ledger = ledger if ledger is not None else InMemoryLedger()
-        self.router: Router = router or LeastOutstandingRouter()
+        self.router = router or make_router(DEFAULT_GATEWAY_POLICY, self.clock)
         self.prices = prices or PriceBook()
         self.budgets = BudgetBook(self.clock)
         self.dispatcher = Dispatcher(
@@ -409,12 +409,12 @@ class Gateway:
         max_out = _max_tokens(request, self.config.default_max_tokens)
         call.input_tokens = est_in
         call.reservation = self.budgets.reserve(principal, est_in + max_out)
-        call.ticket = RouteTicket(
+        call.ticket = RouteRequest(
             request_id=call.request_id,
             tenant=principal.tenant,
             model_id=model_id,
             priority=principal.priority,
-            input_tokens=est_in,
+            prompt_tokens=est_in,
             max_output_tokens=max_out,
             prefix_hashes=(
                 prefix_block_hashes(
@@ -713,7 +713,7 @@ class _Attempt:
         call.attempts.append({"replica": replica.replica_id, "error": why})
         gw.pool.mark_failed(replica, gw.config.failure_cooldown_s)
         if call.ticket is not None:
-            call.ticket.exclude = call.ticket.exclude | {replica.replica_id}
+            call.ticket = replace(call.ticket, exclude=call.ticket.exclude | {replica.replica_id})
         gw.metrics.retries.labels(call.model_id).inc()
         log.warning(
             "request %s failed on replica %s before its first token: %s",

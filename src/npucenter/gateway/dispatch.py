@@ -14,7 +14,8 @@ from npucenter.clock import Clock
 from npucenter.errors import CapacityUnavailableError, NotFoundError
 from npucenter.gateway.fair_queue import FairQueue
 from npucenter.gateway.pool import Replica, UpstreamPool
-from npucenter.gateway.routing import Router, RouteTicket
+from npucenter.gateway.routing import PolicyRouter
+from npucenter.policy.routing import RouteRequest
 
 __all__ = ["Dispatcher"]
 
@@ -22,7 +23,7 @@ __all__ = ["Dispatcher"]
 class _Waiter:
     __slots__ = ("future", "ticket")
 
-    def __init__(self, ticket: RouteTicket, future: asyncio.Future[Replica]) -> None:
+    def __init__(self, ticket: RouteRequest, future: asyncio.Future[Replica]) -> None:
         self.ticket = ticket
         self.future = future
 
@@ -33,7 +34,7 @@ class Dispatcher:
     def __init__(
         self,
         pool: UpstreamPool,
-        router: Router,
+        router: PolicyRouter,
         clock: Clock,
         *,
         max_queued: int = 1024,
@@ -53,7 +54,7 @@ class Dispatcher:
             return len(q) if q else 0
         return sum(len(q) for q in self._queues.values())
 
-    async def acquire(self, ticket: RouteTicket, *, weight: float = 1.0) -> Replica:
+    async def acquire(self, ticket: RouteRequest, *, weight: float = 1.0) -> Replica:
         """A replica with a slot taken for ``ticket``; waits in the fair queue when all are busy.
 
         Raises:
@@ -72,7 +73,7 @@ class Dispatcher:
             waiter,
             tenant=ticket.tenant,
             priority=ticket.priority,
-            cost=ticket.input_tokens + ticket.max_output_tokens,
+            cost=ticket.prompt_tokens + ticket.max_output_tokens,
             weight=weight,
         )
         try:
@@ -95,10 +96,10 @@ class Dispatcher:
                 waiter.future.cancel()
             raise
 
-    def release(self, replica: Replica, ticket: RouteTicket) -> None:
+    def release(self, replica: Replica, ticket: RouteRequest) -> None:
         """Give back ``ticket``'s slot on ``replica`` and hand free slots to waiters."""
         replica.inflight -= 1
-        replica.outstanding_tokens -= ticket.input_tokens + ticket.max_output_tokens
+        replica.outstanding_tokens -= ticket.prompt_tokens + ticket.max_output_tokens
         self.wake(replica.endpoint.model_id)
 
     def wake(self, model_id: str) -> None:
@@ -114,7 +115,7 @@ class Dispatcher:
             replica = self._take(candidates, waiter.ticket)
             waiter.future.set_result(replica)
 
-    def _try_route(self, ticket: RouteTicket) -> Replica | None:
+    def _try_route(self, ticket: RouteRequest) -> Replica | None:
         queue = self._queues.get(ticket.model_id)
         if queue:  # others wait: no jumping the queue
             return None
@@ -125,15 +126,14 @@ class Dispatcher:
             return None
         return self._take(candidates, ticket)
 
-    def _take(self, candidates: list[Replica], ticket: RouteTicket) -> Replica:
+    def _take(self, candidates: list[Replica], ticket: RouteRequest) -> Replica:
         preferred = [r for r in candidates if r.replica_id not in ticket.exclude] or candidates
         replica = self.router.choose(preferred, ticket)
         replica.inflight += 1
-        replica.outstanding_tokens += ticket.input_tokens + ticket.max_output_tokens
-        self.router.on_routed(replica, ticket)
+        replica.outstanding_tokens += ticket.prompt_tokens + ticket.max_output_tokens
         return replica
 
-    def _check_servable(self, ticket: RouteTicket) -> None:
+    def _check_servable(self, ticket: RouteRequest) -> None:
         replicas = self.pool.replicas(ticket.model_id)
         if not replicas:
             raise NotFoundError("model", ticket.model_id, valid=self.pool.models())

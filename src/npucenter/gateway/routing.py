@@ -1,19 +1,16 @@
-"""The gateway's routing seam: choose one replica among the candidates for a request.
+"""The gateway's routing seam: the live replicas as a snapshot for a policy of ``policy.routing``.
 
-The gateway builds a snapshot of its replicas and asks a routing policy object from
-``npucenter.policy`` (the same objects the simulator runs) through :class:`PolicyRouter`.
-:class:`LeastOutstandingRouter` is the built-in fallback used when no policy is named.
+There is no gateway router of its own: :class:`PolicyRouter` turns the candidate replicas into a
+:class:`~npucenter.policy.routing.RoutingSnapshot` and asks the very policy object the simulator
+runs, with the same :class:`~npucenter.policy.routing.RouteRequest`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from npucenter.clock import Clock
 from npucenter.gateway.pool import Replica
-from npucenter.policy import prefix_affinity as _prefix_affinity  # registers "prefix-affinity"
 from npucenter.policy.routing import (
     ReplicaState,
     RouteRequest,
@@ -23,48 +20,14 @@ from npucenter.policy.routing import (
     make_routing_policy,
 )
 
-__all__ = ["LeastOutstandingRouter", "PolicyRouter", "RouteTicket", "Router", "make_router"]
+__all__ = ["DEFAULT_GATEWAY_POLICY", "PolicyRouter", "make_router"]
 
-
-@dataclass(slots=True, kw_only=True)
-class RouteTicket:
-    """What routing knows of a request."""
-
-    request_id: str
-    tenant: str
-    model_id: str
-    priority: int
-    input_tokens: int  # estimated
-    max_output_tokens: int
-    prefix_hashes: tuple[int, ...] = ()  # chained hashes of the prompt's leading blocks
-    exclude: frozenset[str] = field(default_factory=frozenset)  # replicas that failed it
-
-
-class Router(Protocol):
-    """Chooses one of ``candidates`` (non-empty, all with a free slot)."""
-
-    def choose(self, candidates: Sequence[Replica], ticket: RouteTicket) -> Replica:
-        """The replica to send ``ticket`` to."""
-        ...
-
-    def on_routed(self, replica: Replica, ticket: RouteTicket) -> None:
-        """Called once the request is sent to ``replica`` (policies that learn, e.g. prefixes)."""
-        ...
-
-
-class LeastOutstandingRouter:
-    """The replica with the fewest outstanding tokens (ties: fewest in flight, then id)."""
-
-    def choose(self, candidates: Sequence[Replica], ticket: RouteTicket) -> Replica:
-        """The least loaded candidate."""
-        return min(candidates, key=lambda r: (r.outstanding_tokens, r.inflight, r.replica_id))
-
-    def on_routed(self, replica: Replica, ticket: RouteTicket) -> None:
-        """Nothing to learn."""
+#: The policy a gateway built without a router uses.
+DEFAULT_GATEWAY_POLICY = "least-outstanding-tokens"
 
 
 class PolicyRouter:
-    """Asks a routing policy of ``npucenter.policy`` (the simulator's too) to choose.
+    """Asks a routing policy of ``npucenter.policy.routing`` (the simulator's too) to choose.
 
     The snapshot holds the candidates only (replicas with a free slot and up): requests that find
     none wait in the gateway's queue, so policies see ``num_waiting = 0``.
@@ -75,8 +38,8 @@ class PolicyRouter:
         self._clock = clock
         self.uses_prefixes = bool(getattr(policy, "uses_prefix_hashes", False))
 
-    def choose(self, candidates: Sequence[Replica], ticket: RouteTicket) -> Replica:
-        """The policy's choice among ``candidates`` (the least loaded if it declines)."""
+    def choose(self, candidates: Sequence[Replica], request: RouteRequest) -> Replica:
+        """The policy's choice among ``candidates`` (non-empty; the first if it declines)."""
         states = tuple(
             ReplicaState(
                 replica_id=r.replica_id,
@@ -91,27 +54,14 @@ class PolicyRouter:
             for r in candidates
         )
         decision = self.policy.route(
-            RoutingSnapshot(now_s=self._clock.now_s(), replicas=states),
-            RouteRequest(
-                request_id=ticket.request_id,
-                model_id=ticket.model_id,
-                prompt_tokens=ticket.input_tokens,
-                max_output_tokens=ticket.max_output_tokens,
-                tenant=ticket.tenant,
-                priority=ticket.priority,
-                prefix_hashes=ticket.prefix_hashes,
-            ),
+            RoutingSnapshot(now_s=self._clock.now_s(), replicas=states), request
         )
         for r in candidates:
             if r.replica_id == decision.replica_id:
                 return r
-        return LeastOutstandingRouter().choose(candidates, ticket)
-
-    def on_routed(self, replica: Replica, ticket: RouteTicket) -> None:
-        """Policies keep their own memory inside ``route``."""
+        return candidates[0]  # a registered policy never declines a non-empty healthy snapshot
 
 
 def make_router(name: str, clock: Clock, context: RoutingContext | None = None) -> PolicyRouter:
     """A router over the routing policy registered as ``name`` (e.g. ``prefix-affinity``)."""
-    assert _prefix_affinity.PrefixAffinity is not None
     return PolicyRouter(make_routing_policy(name, context), clock)

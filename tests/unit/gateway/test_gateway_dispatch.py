@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -10,7 +11,8 @@ from npucenter.clock import FakeClock
 from npucenter.errors import CapacityUnavailableError, NotFoundError
 from npucenter.gateway.dispatch import Dispatcher
 from npucenter.gateway.pool import ReplicaEndpoint, UpstreamPool
-from npucenter.gateway.routing import LeastOutstandingRouter, RouteTicket
+from npucenter.gateway.routing import make_router
+from npucenter.policy.routing import RouteRequest
 
 
 def _pool(clock: FakeClock, n: int = 2, slots: int = 1) -> UpstreamPool:
@@ -28,20 +30,20 @@ def _pool(clock: FakeClock, n: int = 2, slots: int = 1) -> UpstreamPool:
     )
 
 
-def _ticket(i: int, tenant: str = "a", priority: int = 0, model: str = "m") -> RouteTicket:
-    return RouteTicket(
+def _ticket(i: int, tenant: str = "a", priority: int = 0, model: str = "m") -> RouteRequest:
+    return RouteRequest(
         request_id=f"q{i}",
         tenant=tenant,
         model_id=model,
         priority=priority,
-        input_tokens=10,
+        prompt_tokens=10,
         max_output_tokens=10,
     )
 
 
 async def test_free_slots_are_taken_immediately_and_spread() -> None:
     clock = FakeClock()
-    d = Dispatcher(_pool(clock), LeastOutstandingRouter(), clock)
+    d = Dispatcher(_pool(clock), make_router("least-outstanding-tokens", clock), clock)
     a = await d.acquire(_ticket(0))
     b = await d.acquire(_ticket(1))
     assert {a.replica_id, b.replica_id} == {"r0", "r1"}
@@ -50,7 +52,9 @@ async def test_free_slots_are_taken_immediately_and_spread() -> None:
 
 async def test_waiters_get_released_slots_by_priority() -> None:
     clock = FakeClock()
-    d = Dispatcher(_pool(clock, n=1), LeastOutstandingRouter(), clock, max_wait_s=5)
+    d = Dispatcher(
+        _pool(clock, n=1), make_router("least-outstanding-tokens", clock), clock, max_wait_s=5
+    )
     held = await d.acquire(_ticket(0))
     low = asyncio.create_task(d.acquire(_ticket(1, priority=0)))
     high = asyncio.create_task(d.acquire(_ticket(2, priority=9)))
@@ -66,7 +70,9 @@ async def test_waiters_get_released_slots_by_priority() -> None:
 
 async def test_wait_times_out_with_a_retryable_error() -> None:
     clock = FakeClock()
-    d = Dispatcher(_pool(clock, n=1), LeastOutstandingRouter(), clock, max_wait_s=0.01)
+    d = Dispatcher(
+        _pool(clock, n=1), make_router("least-outstanding-tokens", clock), clock, max_wait_s=0.01
+    )
     await d.acquire(_ticket(0))
     with pytest.raises(CapacityUnavailableError) as info:
         await d.acquire(_ticket(1))
@@ -75,7 +81,9 @@ async def test_wait_times_out_with_a_retryable_error() -> None:
 
 async def test_cancelled_waiter_leaves_the_queue_and_holds_no_slot() -> None:
     clock = FakeClock()
-    d = Dispatcher(_pool(clock, n=1), LeastOutstandingRouter(), clock, max_wait_s=5)
+    d = Dispatcher(
+        _pool(clock, n=1), make_router("least-outstanding-tokens", clock), clock, max_wait_s=5
+    )
     held = await d.acquire(_ticket(0))
     waiter = asyncio.create_task(d.acquire(_ticket(1)))
     await asyncio.sleep(0)
@@ -90,7 +98,7 @@ async def test_cancelled_waiter_leaves_the_queue_and_holds_no_slot() -> None:
 async def test_unknown_model_and_all_down() -> None:
     clock = FakeClock()
     pool = _pool(clock, n=1)
-    d = Dispatcher(pool, LeastOutstandingRouter(), clock)
+    d = Dispatcher(pool, make_router("least-outstanding-tokens", clock), clock)
     with pytest.raises(NotFoundError):
         await d.acquire(_ticket(0, model="nope"))
     replica = pool.replicas("m")[0]
@@ -103,9 +111,10 @@ async def test_unknown_model_and_all_down() -> None:
 
 async def test_excluded_replica_is_avoided_when_another_is_free() -> None:
     clock = FakeClock()
-    d = Dispatcher(_pool(clock, n=2, slots=4), LeastOutstandingRouter(), clock)
-    t = _ticket(0)
-    t.exclude = frozenset({"r0"})
+    d = Dispatcher(
+        _pool(clock, n=2, slots=4), make_router("least-outstanding-tokens", clock), clock
+    )
+    t = dataclasses.replace(_ticket(0), exclude=frozenset({"r0"}))
     for _ in range(3):
         r = await d.acquire(t)
         assert r.replica_id == "r1"
@@ -113,7 +122,9 @@ async def test_excluded_replica_is_avoided_when_another_is_free() -> None:
 
 async def test_a_flooding_tenant_does_not_starve_another() -> None:
     clock = FakeClock()
-    d = Dispatcher(_pool(clock, n=1), LeastOutstandingRouter(), clock, max_wait_s=5)
+    d = Dispatcher(
+        _pool(clock, n=1), make_router("least-outstanding-tokens", clock), clock, max_wait_s=5
+    )
     held = await d.acquire(_ticket(0, tenant="flood"))
     flood = [asyncio.create_task(d.acquire(_ticket(i, tenant="flood"))) for i in range(1, 9)]
     await asyncio.sleep(0)

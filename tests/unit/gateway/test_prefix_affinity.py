@@ -9,20 +9,18 @@ from hypothesis import strategies as st
 from npucenter.clock import FakeClock
 from npucenter.errors import InvalidConfigError
 from npucenter.gateway.pool import ReplicaEndpoint, UpstreamPool
-from npucenter.gateway.routing import RouteTicket, make_router
-from npucenter.policy.prefix_affinity import (
+from npucenter.gateway.routing import make_router
+from npucenter.policy.routing import (
+    ROUTING_POLICIES,
     PrefixAffinity,
     PrefixAffinityWeights,
     PrefixIndex,
-    prefix_block_hashes,
-)
-from npucenter.policy.routing import (
-    ROUTING_POLICIES,
     ReplicaState,
     RouteRequest,
     RoutingPolicy,
     RoutingSnapshot,
     make_routing_policy,
+    prefix_block_hashes,
 )
 
 
@@ -139,12 +137,12 @@ def test_gateway_router_adapts_replicas_to_the_policy() -> None:
     router = make_router("prefix-affinity", clock)
     assert router.uses_prefixes
     hashes = prefix_block_hashes(SYSTEM, block_chars=64)
-    ticket = RouteTicket(
+    ticket = RouteRequest(
         request_id="q",
         tenant="t",
         model_id="m",
         priority=0,
-        input_tokens=10,
+        prompt_tokens=10,
         max_output_tokens=5,
         prefix_hashes=hashes,
     )

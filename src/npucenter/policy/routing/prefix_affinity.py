@@ -14,13 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.routing import (
-    ROUTING_POLICIES,
+from npucenter.policy.routing.registry import ROUTING_POLICIES
+from npucenter.policy.routing.types import (
     ReplicaState,
     RouteDecision,
     RouteRequest,
     RoutingContext,
     RoutingSnapshot,
+    candidates,
+    no_replica,
 )
 
 __all__ = [
@@ -127,11 +129,9 @@ class PrefixAffinity:
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """Choose the best-scoring healthy replica and remember its prefixes."""
-        cands = [r for r in snapshot.replicas if r.healthy and r.model_id == request.model_id]
+        cands = candidates(snapshot, request)
         if not cands:
-            return RouteDecision(
-                replica_id=None, reason=f"no healthy replica serves {request.model_id}"
-            )
+            return no_replica(request)
         by_tokens = any(r.outstanding_tokens for r in cands)
         loads = [_load(r, by_tokens) for r in cands]
         max_load = max(loads) or 1.0

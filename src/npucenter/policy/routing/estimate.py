@@ -1,0 +1,121 @@
+"""Latency estimates the SLO-minded policies (npu-first, slo-aware) rank replicas by.
+
+:class:`PerfEstimator` predicts TTFT/TPOT from each replica's performance model; without one,
+a replica's own ``predicted_ttft_s`` or its queued tokens stand in. Pure arithmetic, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from npucenter.policy.routing.types import (
+    ReplicaState,
+    RouteRequest,
+    StepLatencyModel,
+    TtftEstimator,
+)
+
+__all__ = ["PerfEstimator", "ttft_best", "ttft_estimate_s", "ttft_ranked"]
+
+
+class PerfEstimator:
+    """TTFT/TPOT estimates from each replica's performance model.
+
+    NOTE(routing): TTFT on a replica = the time to prefill the prompt tokens queued ahead (at the
+    replica's marginal prefill rate) + this prompt's own prefill + one decode step of the batch
+    already running (the step in flight). Decode time uses the running batch plus this request at
+    ``nominal_context_tokens``. Estimates are cheap (a few perf calls); they need not be exact,
+    only ordered right.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, StepLatencyModel],
+        *,
+        nominal_context_tokens: int = 1024,
+    ) -> None:
+        """``models`` maps a replica id to the performance model of that replica."""
+        self._models = dict(models)
+        self._nominal_context = float(nominal_context_tokens)
+        self._per_token: dict[int, float] = {}
+        self._ttft_cache: dict[tuple[int, int], float] = {}  # (model, prompt) -> TTFT alone
+        self._tpot_cache: dict[tuple[int, int], float] = {}  # (model, batch) -> TPOT
+
+    def _model(self, state: ReplicaState) -> StepLatencyModel | None:
+        return self._models.get(state.replica_id)
+
+    def _prefill_s_per_token(self, model: StepLatencyModel) -> float:
+        key = id(model)
+        rate = self._per_token.get(key)
+        if rate is None:
+            rate = (model.ttft_s(2048.0) - model.ttft_s(1.0)) / 2047.0
+            self._per_token[key] = rate
+        return rate
+
+    def _ttft_alone_s(self, model: StepLatencyModel, prompt_tokens: int) -> float:
+        key = (id(model), prompt_tokens)
+        value = self._ttft_cache.get(key)
+        if value is None:
+            if len(self._ttft_cache) > 65_536:
+                self._ttft_cache.clear()
+            value = model.ttft_s(float(max(1, prompt_tokens)))
+            self._ttft_cache[key] = value
+        return value
+
+    def _tpot_at_s(self, model: StepLatencyModel, batch: int) -> float:
+        key = (id(model), batch)
+        value = self._tpot_cache.get(key)
+        if value is None:
+            value = model.tpot_s(float(batch), batch * self._nominal_context)
+            self._tpot_cache[key] = value
+        return value
+
+    def estimate_ttft_s(self, state: ReplicaState, prompt_tokens: int) -> float:
+        """Predicted time to first token of a ``prompt_tokens`` prompt routed there now."""
+        model = self._models.get(state.replica_id)
+        if model is None:
+            return state.predicted_ttft_s or 0.0
+        queued = state.queued_prefill_tokens * self._prefill_s_per_token(model)
+        in_flight = self._tpot_at_s(model, state.num_running) if state.num_running else 0.0
+        return queued + in_flight + self._ttft_alone_s(model, prompt_tokens)
+
+    def estimate_tpot_s(self, state: ReplicaState) -> float:
+        """Predicted time per output token once the request joins the running batch."""
+        model = self._models.get(state.replica_id)
+        if model is None:
+            return 0.0
+        return self._tpot_at_s(model, state.num_running + 1)
+
+
+def ttft_estimate_s(state: ReplicaState, prompt: int, estimator: TtftEstimator | None) -> float:
+    """The estimator's TTFT, else the replica's own prediction, else its queued tokens × 1 µs."""
+    if estimator is not None:
+        return estimator.estimate_ttft_s(state, prompt)
+    if state.predicted_ttft_s is not None:
+        return state.predicted_ttft_s
+    return float(state.queued_prefill_tokens + state.outstanding_tokens) * 1e-6  # no model
+
+
+def ttft_ranked(
+    cands: Sequence[ReplicaState], request: RouteRequest, estimator: TtftEstimator | None
+) -> list[tuple[float, int, ReplicaState]]:
+    """(TTFT estimate, position, replica) for each candidate, fastest first (ties: position)."""
+    out = [
+        (ttft_estimate_s(state, request.prompt_tokens, estimator), i, state)
+        for i, state in enumerate(cands)
+    ]
+    out.sort(key=lambda t: (t[0], t[1]))
+    return out
+
+
+def ttft_best(
+    cands: Sequence[ReplicaState], request: RouteRequest, estimator: TtftEstimator | None
+) -> tuple[float, ReplicaState]:
+    """The lowest predicted TTFT and its replica (first in order on ties)."""
+    best_s, best = math.inf, cands[0]
+    for state in cands:
+        est = ttft_estimate_s(state, request.prompt_tokens, estimator)
+        if est < best_s:
+            best_s, best = est, state
+    return best_s, best

@@ -1,0 +1,41 @@
+"""Least outstanding tokens: the replica with the least prompt + output work still to do.
+
+The gateway's default (it knows the tokens it sent and has not seen finish) and the simulator's.
+"""
+
+from __future__ import annotations
+
+from npucenter.policy.routing.registry import ROUTING_POLICIES
+from npucenter.policy.routing.types import (
+    RouteDecision,
+    RouteRequest,
+    RoutingContext,
+    RoutingSnapshot,
+    candidates,
+    no_replica,
+)
+
+__all__ = ["LeastOutstandingTokens"]
+
+
+@ROUTING_POLICIES.register("least-outstanding-tokens", aliases=("lot", "least-tokens"))
+class LeastOutstandingTokens:
+    """The replica with the fewest tokens still to process (ties: fewer requests, then order)."""
+
+    def __init__(self, context: RoutingContext | None = None) -> None:
+        pass
+
+    def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
+        """Least outstanding prompt + output tokens."""
+        cands = candidates(snapshot, request)
+        if not cands:
+            return no_replica(request)
+        best = min(
+            range(len(cands)),
+            key=lambda i: (
+                cands[i].outstanding_tokens,
+                cands[i].num_running + cands[i].num_waiting,
+                i,
+            ),
+        )
+        return RouteDecision(replica_id=cands[best].replica_id, reason="least outstanding tokens")

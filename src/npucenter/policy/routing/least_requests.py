@@ -1,0 +1,33 @@
+"""Least requests: the replica with the fewest running plus waiting requests."""
+
+from __future__ import annotations
+
+from npucenter.policy.routing.registry import ROUTING_POLICIES
+from npucenter.policy.routing.types import (
+    RouteDecision,
+    RouteRequest,
+    RoutingContext,
+    RoutingSnapshot,
+    candidates,
+    no_replica,
+)
+
+__all__ = ["LeastRequests"]
+
+
+@ROUTING_POLICIES.register("least-requests", aliases=("least-loaded",))
+class LeastRequests:
+    """The replica with the fewest running plus waiting requests."""
+
+    def __init__(self, context: RoutingContext | None = None) -> None:
+        pass
+
+    def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
+        """Least running + waiting requests (ties: snapshot order)."""
+        cands = candidates(snapshot, request)
+        if not cands:
+            return no_replica(request)
+        best = min(
+            range(len(cands)), key=lambda i: (cands[i].num_running + cands[i].num_waiting, i)
+        )
+        return RouteDecision(replica_id=cands[best].replica_id, reason="least requests")
