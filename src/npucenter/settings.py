@@ -1,8 +1,11 @@
-"""Settings of the control plane, read once from the environment (and flags) at the edge.
+"""Settings of the center, read once from the environment (and flags) at the edge.
 
 Owns: the data directory (platformdirs), the database URL, the admin key, the client's URL
-and key, the center's tariff and the job runner's knobs. Nothing here does I/O beyond reading
-``os.environ`` and creating the data directory.
+and key, the center's tariff, the fleet file and how `up` serves it (routing policy, virtual
+fleet), the job runner's knobs, the user catalog paths, and what a child process inherits. The
+one module that reads ``os.environ`` (the others call :meth:`Settings.from_env`,
+:func:`catalog_paths_from_env`, :func:`environ` or :func:`parent_pid`). Nothing here does I/O
+beyond reading ``os.environ`` and creating the data directory.
 """
 
 from __future__ import annotations
@@ -17,20 +20,28 @@ import platformdirs
 from npucenter.errors import InvalidConfigError
 
 __all__ = [
+    "DEFAULT_ROUTING_POLICY",
     "DEFAULT_URL",
     "ENV_ADMIN_KEY",
     "ENV_ADMISSION_INTERVAL",
     "ENV_API_KEY",
+    "ENV_CATALOG",
     "ENV_DATABASE_URL",
     "ENV_DATA_DIR",
     "ENV_FLEET",
     "ENV_JOB_RUNNER",
     "ENV_JOB_TELEMETRY",
+    "ENV_PARENT_PID",
+    "ENV_ROUTING_POLICY",
     "ENV_TARIFF",
     "ENV_URL",
+    "ENV_VIRTUAL_FLEET",
     "Settings",
+    "catalog_paths_from_env",
     "default_data_dir",
+    "environ",
     "normalize_database_url",
+    "parent_pid",
     "parse_tariff",
 ]
 
@@ -49,7 +60,16 @@ ENV_JOB_RUNNER = "NPUCENTER_JOB_RUNNER"
 ENV_JOB_TELEMETRY = "NPUCENTER_JOB_TELEMETRY"
 #: Seconds between the job runner's periodic admission ticks.
 ENV_ADMISSION_INTERVAL = "NPUCENTER_ADMISSION_INTERVAL_S"
+#: The gateway's routing policy in `npucenter up` (default ``prefix-affinity``).
+ENV_ROUTING_POLICY = "NPUCENTER_ROUTING_POLICY"
+#: ``0``: `npucenter up` registers no fleet and launches no replicas (an external executor).
+ENV_VIRTUAL_FLEET = "NPUCENTER_VIRTUAL_FLEET"
+#: User catalog files, separated by ``os.pathsep`` (applied after the user catalog directory).
+ENV_CATALOG = "NPUCENTER_CATALOG"
+#: Set by executors for the engines they start: an engine exits when that pid is gone.
+ENV_PARENT_PID = "NPUCENTER_PARENT_PID"
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_ROUTING_POLICY = "prefix-affinity"
 
 
 def default_data_dir() -> Path:
@@ -72,12 +92,15 @@ class Settings:
     database_url: str = ""
     admin_key: str | None = None
     url: str = DEFAULT_URL
+    url_given: bool = False  # NPUCENTER_URL was set (else ``url`` is the local default)
     api_key: str | None = None
     tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
     fleet_path: Path | None = None
     run_jobs: bool = True  # `npucenter up` runs admitted jobs as local processes
     admission_interval_s: float = 2.0  # the job runner's periodic admission tick
     job_telemetry: str | None = None  # reader of this node's cards for jobs' measured energy
+    routing_policy: str = DEFAULT_ROUTING_POLICY  # the gateway's, in `npucenter up`
+    launch_fleet: bool = True  # `npucenter up` registers the fleet and launches its replicas
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -110,12 +133,15 @@ class Settings:
             database_url=env.get(ENV_DATABASE_URL, ""),
             admin_key=env.get(ENV_ADMIN_KEY) or None,
             url=(env.get(ENV_URL) or DEFAULT_URL).rstrip("/"),
+            url_given=bool(env.get(ENV_URL)),
             api_key=env.get(ENV_API_KEY) or None,
             tariff_usd_per_device_hour=parse_tariff(env.get(ENV_TARIFF, "")),
             fleet_path=Path(env[ENV_FLEET]).expanduser() if env.get(ENV_FLEET) else None,
             run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
             admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
             job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,
+            routing_policy=env.get(ENV_ROUTING_POLICY, DEFAULT_ROUTING_POLICY),
+            launch_fleet=env.get(ENV_VIRTUAL_FLEET, "1") != "0",
         )
 
     @property
@@ -127,6 +153,27 @@ class Settings:
         """Create the data directory when the database lives in it; return it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return self.data_dir
+
+
+def catalog_paths_from_env(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The user catalog files named by ``NPUCENTER_CATALOG`` (``env`` default ``os.environ``).
+
+    Read alone (not through :class:`Settings`) so that catalog commands do not depend on the
+    server's settings being valid.
+    """
+    text = (os.environ if env is None else env).get(ENV_CATALOG, "")
+    return tuple(Path(p) for p in text.split(os.pathsep) if p)
+
+
+def environ() -> dict[str, str]:
+    """A copy of this process's environment: what a child process (engine, job) inherits."""
+    return dict(os.environ)
+
+
+def parent_pid() -> int | None:
+    """The pid of the executor that started this engine (``NPUCENTER_PARENT_PID``), if any."""
+    text = os.environ.get(ENV_PARENT_PID)
+    return int(text) if text else None
 
 
 def normalize_database_url(url: str) -> str:

@@ -117,8 +117,6 @@ _JOB_HELP = "The job --submit attaches to (inside a job the center runs: NPUCENT
 
 def _check_submit(submit: bool, job_id: int | None) -> None:
     """Refuse a --submit that could not be sent before the benchmark runs, not after."""
-    import os
-
     from npucenter.settings import ENV_API_KEY, ENV_URL, Settings
 
     if not submit:
@@ -128,9 +126,10 @@ def _check_submit(submit: bool, job_id: int | None) -> None:
             "--job", None, "--submit needs the job the result belongs to", hint="pass --job ID"
         )
     settings = Settings.from_env()
-    if not os.environ.get(ENV_URL) or not settings.api_key:
+    if not settings.url_given or not settings.api_key:
         raise InvalidConfigError(
-            ENV_URL, os.environ.get(ENV_URL), "--submit needs the center's URL and a key",
+            ENV_URL, settings.url if settings.url_given else None,
+            "--submit needs the center's URL and a key",
             hint=f"set {ENV_URL} and {ENV_API_KEY} (a key of the job's tenant)",
         )  # fmt: skip
 

@@ -7,6 +7,7 @@ fleet registration and deployment reconciler, job runner) are added to the same 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -38,15 +39,13 @@ def up(
     services are registered in the store (with no --fleet: two RNGD servers and one H100 server
     serving llama-3.1-8b), and every admitted deployment replica runs as a virtual engine.
     """
-    import os
-
     import uvicorn
 
     from npucenter.api.app import build_server_app
 
-    if fleet is not None:  # read by the gateway extension and by Settings (the fleet's tariff)
-        os.environ["NPUCENTER_FLEET"] = str(fleet)
     settings = Settings.from_env(data_dir=data_dir)
+    if fleet is not None:  # the gateway extension's fleet, and the tariff when none is set
+        settings = replace(settings, fleet_path=fleet)
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:

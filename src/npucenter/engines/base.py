@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from npucenter.errors import InvalidConfigError, NotSupportedError
 from npucenter.registry import Registry
+from npucenter.settings import ENV_PARENT_PID
 
 __all__ = [
     "ENGINES",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-PARENT_PID_ENV = "NPUCENTER_PARENT_PID"  # set by executors; engines exit when that pid is gone
+PARENT_PID_ENV = ENV_PARENT_PID  # set by executors; engines exit when that pid is gone
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

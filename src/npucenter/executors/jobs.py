@@ -38,6 +38,7 @@ from npucenter.engines.furiosa import furiosa_devices_arg
 from npucenter.errors import NotSupportedError, NpuCenterError
 from npucenter.executors.procs import Ticker, kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
+from npucenter.settings import environ
 from npucenter.store.models import Job
 from npucenter.store.repository import MAX_LOG_TAIL_CHARS, Repository
 
@@ -134,7 +135,7 @@ def job_environment(
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a job's process: the server's, minus its secrets, plus the job's cards."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _SECRET_ENV}
+    env = {k: v for k, v in (environ() if base is None else base).items() if k not in _SECRET_ENV}
     indexes = ",".join(str(i) for i in cards)
     env.update(
         {

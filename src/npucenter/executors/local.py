@@ -31,6 +31,7 @@ from npucenter.errors import NotFoundError, NpuCenterError, UpstreamError
 from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
 from npucenter.executors.procs import kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
+from npucenter.settings import environ
 
 __all__ = ["LocalProcessExecutor", "free_port", "healthy"]
 
@@ -217,7 +218,7 @@ class LocalProcessExecutor:
             raise NotFoundError("replica", replica_id, valid=list(self._records)) from None
 
     def _spawn(self, rid: str, spec: ReplicaSpec, launch: LaunchSpec) -> _Record:
-        env = {**os.environ, **launch.env_dict(), PARENT_PID_ENV: str(os.getpid())}
+        env = {**environ(), **launch.env_dict(), PARENT_PID_ENV: str(os.getpid())}
         log_path = self.log_dir / f"{rid}.log"
         with open(log_path, "ab") as out:
             try:

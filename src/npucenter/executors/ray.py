@@ -23,6 +23,7 @@ from npucenter.engines import ENGINES, ReplicaSpec, device_family
 from npucenter.errors import NotFoundError, NotSupportedError, UpstreamError
 from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
 from npucenter.executors.local import healthy
+from npucenter.settings import environ
 
 __all__ = ["RAY_INSTALL_HINT", "RayExecutor", "accelerator_resources", "ray_actor_options"]
 
@@ -85,7 +86,6 @@ class _ReplicaProcess:
         self.proc: Any = None
 
     def start(self) -> tuple[str, int, tuple[str, ...]]:
-        import os
         import socket
         import subprocess
 
@@ -95,7 +95,7 @@ class _ReplicaProcess:
         launch = ENGINES.get(self.spec.engine).launch_spec(
             self.spec, host="0.0.0.0", port=free_port("0.0.0.0")
         )
-        env = {**os.environ, **launch.env_dict()}
+        env = {**environ(), **launch.env_dict()}
         self.proc = subprocess.Popen(launch.argv, env=env, start_new_session=True)
         return host, launch.port, launch.argv
 

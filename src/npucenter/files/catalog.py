@@ -16,7 +16,6 @@ Example (``atom.toml``)::
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from platformdirs import user_config_dir
 
 from npucenter.catalog import Catalog, default_catalog
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.settings import catalog_paths_from_env
 
 __all__ = ["load_catalog", "read_catalog_file", "user_catalog_dir"]
 
@@ -62,8 +62,7 @@ def load_catalog(paths: Sequence[str | Path] = (), *, include_user_dir: bool = T
         files += sorted(
             p for p in user_catalog_dir().iterdir() if p.suffix in (".toml", ".yaml", ".yml")
         )
-    env = os.environ.get("NPUCENTER_CATALOG", "")
-    files += [Path(p) for p in env.split(os.pathsep) if p]
+    files += catalog_paths_from_env()
     files += [Path(p) for p in paths]
     if not files:
         return default_catalog()

@@ -6,16 +6,16 @@ into the store's ledger) and picks the fleet (the fleet file, else the default v
 :mod:`npucenter.live.fleet` registers that fleet in the store at start and serves its
 deployments.
 
-Environment (set by ``npucenter up`` flags or by hand): ``NPUCENTER_FLEET`` (a fleet YAML; default
-:func:`npucenter.fleet.default_fleet`), ``NPUCENTER_ROUTING_POLICY`` (default
-``prefix-affinity``), ``NPUCENTER_VIRTUAL_FLEET=0`` to register nothing and launch no replicas
-(an external executor serves the deployments).
+Settings (:mod:`npucenter.settings`; ``npucenter up`` flags or the environment): ``fleet_path``
+(``NPUCENTER_FLEET``, a fleet YAML; default :func:`npucenter.fleet.default_fleet`),
+``routing_policy`` (``NPUCENTER_ROUTING_POLICY``, default ``prefix-affinity``), ``launch_fleet``
+(``NPUCENTER_VIRTUAL_FLEET=0`` registers nothing and launches no replicas: an external executor
+serves the deployments).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from npucenter.gateway.app import Gateway, GatewayConfig
 from npucenter.gateway.auth import CachingKeyResolver, Principal, TenantLimits
 from npucenter.gateway.routing import make_router
 from npucenter.metering.ledger import PriceBook, UsageRecord
+from npucenter.settings import ENV_FLEET, ENV_ROUTING_POLICY, ENV_VIRTUAL_FLEET, Settings
 
 
 class ControlPlane(Protocol):
@@ -47,14 +48,10 @@ __all__ = [
     "StoreKeyResolver",
     "StoreLedger",
     "build_gateway",
-    "launch_enabled",
 ]
 
 log = logging.getLogger(__name__)
 
-ENV_FLEET = "NPUCENTER_FLEET"
-ENV_ROUTING_POLICY = "NPUCENTER_ROUTING_POLICY"
-ENV_VIRTUAL_FLEET = "NPUCENTER_VIRTUAL_FLEET"
 #: Admin keys belong to no tenant; their usage is metered to this tenant of the center itself.
 OPERATOR_TENANT = "operator"
 _PRIORITY = {"production": 3, "research": 2, "education": 1, "best-effort": 0}
@@ -120,21 +117,20 @@ class StoreLedger:
         return tenant_id
 
 
-def build_gateway(control: ControlPlane) -> tuple[Gateway, Fleet]:
-    """The gateway of the embedded center, wired to ``control``'s store, and the fleet to run."""
-    fleet = load_fleet(os.environ[ENV_FLEET]) if os.environ.get(ENV_FLEET) else default_fleet()
+def build_gateway(control: ControlPlane, settings: Settings | None = None) -> tuple[Gateway, Fleet]:
+    """The gateway of the embedded center, wired to ``control``'s store, and the fleet to run.
+
+    ``settings`` (default: from the environment) name the fleet file and the routing policy.
+    """
+    settings = Settings.from_env() if settings is None else settings
+    fleet = load_fleet(settings.fleet_path) if settings.fleet_path else default_fleet()
     clock = SystemClock()
     gateway = Gateway(
         keys=CachingKeyResolver(StoreKeyResolver(control), clock=clock),
         ledger=StoreLedger(control),
-        router=make_router(os.environ.get(ENV_ROUTING_POLICY, "prefix-affinity"), clock),
+        router=make_router(settings.routing_policy, clock),
         prices=PriceBook(usd_per_device_hour=dict(fleet.tariff_usd_per_device_hour)),
         config=GatewayConfig(),
         clock=clock,
     )
     return gateway, fleet
-
-
-def launch_enabled() -> bool:
-    """Whether ``npucenter up`` launches the virtual fleet (``NPUCENTER_VIRTUAL_FLEET`` != 0)."""
-    return os.environ.get(ENV_VIRTUAL_FLEET, "1") != "0"

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.gateway.metrics import CONTENT_TYPE
-from npucenter.gateway.server import build_gateway, launch_enabled
+from npucenter.gateway.server import build_gateway
 from npucenter.live.fleet import serve_fleet
 from npucenter.settings import Settings
 from npucenter.web.dashboard import install_dashboard
@@ -22,7 +22,7 @@ __all__ = ["install_serving"]
 
 def install_serving(app: FastAPI, settings: Settings) -> None:
     """Mount the gateway, ``/metrics`` and the dashboard on ``app``; run the fleet with it."""
-    gateway, fleet = build_gateway(app.state.control)
+    gateway, fleet = build_gateway(app.state.control, settings)
     app.state.gateway = gateway
     app.state.fleet = fleet
     app.mount("/v1", gateway)
@@ -34,7 +34,7 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     series = LiveSeries()  # the dashboard's charts: the gateway's counters, sampled every second
     app.state.dashboard_series = series
     install_dashboard(app, gateway, fleet, series=series)
-    launch = launch_enabled()
+    launch = settings.launch_fleet
     add_lifespan_hook(
         app, lambda app_: serve_fleet(gateway, fleet, launch=launch, control=app_.state.control)
     )

@@ -22,9 +22,9 @@ ADMIN = "admin-key-for-tests-0123456789"
 
 @pytest.fixture
 def center(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, object, str]]:
-    monkeypatch.setenv("NPUCENTER_VIRTUAL_FLEET", "0")
-    monkeypatch.delenv("NPUCENTER_FLEET", raising=False)
-    settings = Settings.from_env({"NPUCENTER_ADMIN_KEY": ADMIN}, data_dir=tmp_path)
+    settings = Settings.from_env(
+        {"NPUCENTER_ADMIN_KEY": ADMIN, "NPUCENTER_VIRTUAL_FLEET": "0"}, data_dir=tmp_path
+    )
     app = build_server_app(settings)
     control = app.state.control
     with control.tx() as repo:

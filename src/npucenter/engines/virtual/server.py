@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from npucenter.clock import Clock
-from npucenter.engines.base import PARENT_PID_ENV
 from npucenter.engines.virtual.app import VirtualEngineApp
 from npucenter.engines.virtual.core import ReplicaConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
 from npucenter.engines.virtual.metrics import EngineMetrics
 from npucenter.errors import InvalidConfigError
+from npucenter.settings import parent_pid
 
 __all__ = ["VirtualEngineConfig", "build_app", "serve"]
 
@@ -135,10 +135,9 @@ async def _serve_until_orphaned(server: Any) -> None:
 
 
 async def _exit_when_parent_dies(server: Any) -> None:
-    parent = os.environ.get(PARENT_PID_ENV)
-    if not parent:
+    expected = parent_pid()
+    if expected is None:
         return
-    expected = int(parent)
     while True:
         await asyncio.sleep(0.5)
         if os.getppid() != expected:
