@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from _center import running_engine
 
+from factories import make_endpoint
 from npucenter.bench.client import Target
 from npucenter.bench.execute import TargetMeta, benchmark_run, benchmark_sweep
 from npucenter.bench.scenario import Scenario
@@ -140,7 +141,6 @@ async def test_through_the_gateway(engine_url: str) -> None:
         Gateway,
         GatewayConfig,
         Principal,
-        ReplicaEndpoint,
         StaticKeyResolver,
     )
     from npucenter.gateway.testing import running_server
@@ -149,7 +149,7 @@ async def test_through_the_gateway(engine_url: str) -> None:
     gw = Gateway(
         keys=StaticKeyResolver({"sk-bench": Principal(key_id="k", tenant="bench")}),
         endpoints=[
-            ReplicaEndpoint(
+            make_endpoint(
                 replica_id="r0",
                 base_url=engine_url,
                 model_id=MODEL,

@@ -8,8 +8,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import make_seq_request
 from npucenter.sim.fakes import LinearStepCost
-from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+from npucenter.sim.replica import ReplicaConfig, ReplicaCore
 
 requests_st = st.lists(
     st.tuples(
@@ -38,7 +39,7 @@ def to_requests(raw):
     for i, (gap, p, o) in enumerate(raw):
         t += gap
         out.append(
-            SeqRequest(
+            make_seq_request(
                 request_id=str(i), prompt_tokens=p, max_output_tokens=o, arrival_s=t, index=i
             )
         )

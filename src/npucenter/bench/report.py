@@ -14,8 +14,8 @@ from html import escape
 from typing import Any
 
 from npucenter.bench.result import HARNESS_VERSION, iter_runs
-from npucenter.bench.svg import bar_chart, line_chart
 from npucenter.bench.twin import compare_with_twin
+from npucenter.render.svg import Series, bar_chart, line_chart
 
 __all__ = ["build_report", "cost_per_million_tokens", "render_html", "render_markdown"]
 
@@ -271,25 +271,32 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 
 def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
-    curves_ttft, curves_tpot, cdf_e2e, cdf_ttft = [], [], [], []
+    curves_ttft: list[Series] = []
+    curves_tpot: list[Series] = []
+    cdf_e2e: list[Series] = []
+    cdf_ttft: list[Series] = []
     for row in rows:
         name = _name(row)
         pts = row["curve"]
         if pts:
             curves_ttft.append(
-                (name, [(p["request_throughput_rps"], _ms(p["p99_ttft_s"])) for p in pts])
+                Series(name, [(p["request_throughput_rps"], _ms(p["p99_ttft_s"])) for p in pts])
             )
             curves_tpot.append(
-                (name, [(p["output_tokens_per_s"], _ms(p["p50_tpot_s"])) for p in pts])
+                Series(name, [(p["output_tokens_per_s"], _ms(p["p50_tpot_s"])) for p in pts])
             )
         if row["cdf_e2e_s"]:
-            cdf_e2e.append((name, row["cdf_e2e_s"]))
+            cdf_e2e.append(Series(name, row["cdf_e2e_s"]))
         if row["cdf_ttft_s"]:
-            cdf_ttft.append((name, [(x * 1000, y) for x, y in row["cdf_ttft_s"]]))
+            cdf_ttft.append(Series(name, [(x * 1000, y) for x, y in row["cdf_ttft_s"]]))
     parts = ["<h2>Throughput and latency</h2><div class='grid'>"]
     parts.append(
         line_chart(
-            curves_ttft, title="p99 TTFT vs throughput", x_label="req/s", y_label="p99 TTFT (ms)"
+            curves_ttft,
+            title="p99 TTFT vs throughput",
+            x_label="req/s",
+            y_label="p99 TTFT (ms)",
+            markers=True,
         )
     )
     parts.append(
@@ -298,6 +305,7 @@ def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
             title="p50 TPOT vs output throughput",
             x_label="output tokens/s",
             y_label="p50 TPOT (ms)",
+            markers=True,
         )
     )
     parts.append("</div><h2>Latency CDFs</h2><div class='grid'>")
@@ -307,7 +315,6 @@ def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
             title="TTFT CDF",
             x_label="TTFT (ms)",
             y_label="fraction of requests",
-            markers=False,
             step=True,
         )
     )
@@ -317,7 +324,6 @@ def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
             title="End-to-end latency CDF",
             x_label="e2e (s)",
             y_label="fraction of requests",
-            markers=False,
             step=True,
         )
     )
@@ -328,6 +334,8 @@ def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
             list(zip(names, [r["summary"].get("goodput_rps") for r in rows], strict=True)),
             title="Goodput at the SLO",
             unit="req/s",
+            width=640,
+            label_w=220,
         )
     )
     parts.append(
@@ -335,6 +343,8 @@ def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
             list(zip(names, [r["summary"].get("output_tokens_per_j") for r in rows], strict=True)),
             title="Output tokens per joule",
             unit="tok/J",
+            width=640,
+            label_w=220,
         )
     )
     parts.append(
@@ -342,6 +352,8 @@ def _charts(rows: Sequence[Mapping[str, Any]]) -> str:
             list(zip(names, [r["cost_usd_per_million_output_tokens"] for r in rows], strict=True)),
             title="Cost per million output tokens",
             unit="USD",
+            width=640,
+            label_w=220,
         )
     )
     parts.append("</div>")

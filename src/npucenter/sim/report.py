@@ -12,97 +12,23 @@ from typing import Any
 
 import numpy as np
 
+from npucenter.render.svg import Series, line_chart
 from npucenter.sim.results import SimResult
 
-__all__ = ["render_html_report", "svg_line_chart"]
-
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
+__all__ = ["render_html_report"]
 
 
-def svg_line_chart(
-    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
-    *,
-    title: str,
-    x_label: str,
-    y_label: str,
-    width: int = 640,
-    height: int = 300,
-    log_x: bool = False,
-) -> str:
-    """One SVG chart of named (x, y) polylines with axes and a legend."""
-    pad_l, pad_r, pad_t, pad_b = 60, 20, 30, 45
-    xs_all = [x for _, xs, _ in series for x in xs if _finite(x, log_x)]
-    ys_all = [y for _, _, ys in series for y in ys if math.isfinite(y)]
-    if not xs_all or not ys_all:
-        return f"<p>{html.escape(title)}: no data</p>"
-    fx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
-    x0, x1 = fx(min(xs_all)), fx(max(xs_all))
-    y0, y1 = min(0.0, min(ys_all)), max(ys_all)
-    x1 = x1 if x1 > x0 else x0 + 1
-    y1 = y1 if y1 > y0 else y0 + 1
-    iw, ih = width - pad_l - pad_r, height - pad_t - pad_b
-
-    def px(v: float) -> float:
-        return pad_l + (fx(v) - x0) / (x1 - x0) * iw
-
-    def py(v: float) -> float:
-        return pad_t + ih - (v - y0) / (y1 - y0) * ih
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">'
-        f"{html.escape(title)}</text>",
-        f'<line x1="{pad_l}" y1="{pad_t + ih}" x2="{pad_l + iw}" y2="{pad_t + ih}" stroke="#333"/>',
-        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + ih}" stroke="#333"/>',
-    ]
-    for k in range(5):
-        yv = y0 + (y1 - y0) * k / 4
-        xv_lin = x0 + (x1 - x0) * k / 4
-        xv = 10**xv_lin if log_x else xv_lin
-        parts.append(
-            f'<text x="{pad_l - 5}" y="{py(yv) + 4:.1f}" text-anchor="end" font-size="10">'
-            f"{yv:.3g}</text>"
-        )
-        parts.append(
-            f'<text x="{px(xv):.1f}" y="{pad_t + ih + 14}" text-anchor="middle" font-size="10">'
-            f"{xv:.3g}</text>"
-        )
-    parts.append(
-        f'<text x="{pad_l + iw / 2}" y="{height - 8}" text-anchor="middle" font-size="11">'
-        f"{html.escape(x_label)}</text>"
-    )
-    parts.append(
-        f'<text x="14" y="{pad_t + ih / 2}" text-anchor="middle" font-size="11" '
-        f'transform="rotate(-90 14 {pad_t + ih / 2})">{html.escape(y_label)}</text>'
-    )
-    for n, (name, xs, ys) in enumerate(series):
-        pts = " ".join(
-            f"{px(x):.1f},{py(y):.1f}"
-            for x, y in zip(xs, ys, strict=False)
-            if _finite(x, log_x) and math.isfinite(y)
-        )
-        color = _COLORS[n % len(_COLORS)]
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>')
-        parts.append(
-            f'<text x="{pad_l + 10}" y="{pad_t + 14 + 14 * n}" font-size="11" fill="{color}">'
-            f"{html.escape(name)}</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _finite(x: float, log_x: bool) -> bool:
-    return math.isfinite(x) and (x > 0 or not log_x)
-
-
-def _cdf(values: np.ndarray, points: int = 200) -> tuple[list[float], list[float]]:
+def _cdf(name: str, values: np.ndarray, points: int = 200) -> Series:
     arr = np.sort(values[np.isfinite(values)])
     if not arr.size:
-        return [], []
+        return Series(name, [])
     q = np.linspace(0, 1, min(points, arr.size))
     xs = np.quantile(arr, q)
-    return xs.tolist(), q.tolist()
+    return Series(name, list(zip(xs.tolist(), q.tolist(), strict=True)))
+
+
+def _timeline(name: str, t_s: Sequence[float], values: Sequence[float]) -> Series:
+    return Series(name, list(zip(t_s, values, strict=False)))
 
 
 def render_html_report(result: SimResult, *, title: str = "npucenter simulation") -> str:
@@ -131,15 +57,15 @@ def render_html_report(result: SimResult, *, title: str = "npucenter simulation"
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
     )
     charts = [
-        svg_line_chart(
-            [("TTFT", *_cdf(result.ttft_s)), ("end-to-end", *_cdf(result.e2e_s))],
+        line_chart(
+            [_cdf("TTFT", result.ttft_s), _cdf("end-to-end", result.e2e_s)],
             title="Latency CDF",
             x_label="seconds (log)",
             y_label="fraction of requests",
             log_x=True,
         ),
-        svg_line_chart(
-            [("TPOT", *_cdf(result.tpot_s))],
+        line_chart(
+            [_cdf("TPOT", result.tpot_s)],
             title="Time per output token CDF",
             x_label="seconds",
             y_label="fraction of requests",
@@ -147,20 +73,24 @@ def render_html_report(result: SimResult, *, title: str = "npucenter simulation"
     ]
     tl: dict[str, Any] = s["timeline"]
     charts.append(
-        svg_line_chart(
+        line_chart(
             [
-                ("fleet", tl["t_s"], tl["fleet_power_w"]),
-                ("NPU replicas", tl["t_s"], tl["npu_power_w"]),
-                ("GPU replicas", tl["t_s"], tl["gpu_power_w"]),
+                _timeline("fleet", tl["t_s"], tl["fleet_power_w"]),
+                _timeline("NPU replicas", tl["t_s"], tl["npu_power_w"]),
+                _timeline("GPU replicas", tl["t_s"], tl["gpu_power_w"]),
             ],
             title="Power over time",
             x_label="simulated time (s)",
             y_label="W",
         )
     )
-    util = [(k.split("_")[0].upper(), tl["t_s"], tl[k]) for k in tl if k.endswith("_utilisation")]
+    util = [
+        _timeline(k.split("_")[0].upper(), tl["t_s"], tl[k])
+        for k in tl
+        if k.endswith("_utilisation")
+    ]
     charts.append(
-        svg_line_chart(
+        line_chart(
             util, title="Busy fraction over time", x_label="simulated time (s)", y_label="busy"
         )
     )

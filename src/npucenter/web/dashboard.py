@@ -26,7 +26,7 @@ from npucenter.errors import NpuCenterError
 from npucenter.fleet import Fleet
 from npucenter.gateway.app import Gateway
 from npucenter.metering.ledger import UsageTotals
-from npucenter.web.charts import Line, bar_chart, time_chart
+from npucenter.render.svg import Series, bar_chart, line_chart
 from npucenter.web.series import (
     LiveSeries,
     Sample,
@@ -322,9 +322,9 @@ def _charts(samples: list[Sample]) -> list[dict[str, str]]:
     span_s = min(_CHART_S, samples[-1].wall_s - samples[0].wall_s) if len(samples) > 1 else 0.0
     x_label = f"−{span_s:.0f} s" if span_s < 90 else f"−{span_s / 60:.0f} min"
 
-    def latency(pick: str) -> list[Line]:
+    def latency(pick: str) -> list[Series]:
         return [
-            Line(f"p{round(q * 100)}", _curve(samples, _quantile_ms(q, pick), trailing_s=10.0))
+            Series(f"p{round(q * 100)}", _curve(samples, _quantile_ms(q, pick), trailing_s=10.0))
             for q in (0.5, 0.95)
         ]
 
@@ -333,13 +333,13 @@ def _charts(samples: list[Sample]) -> list[dict[str, str]]:
             "rate",
             "Request rate",
             "req/s",
-            [Line("", _curve(samples, lambda w: w.requests_per_s, trailing_s=5.0))],
+            [Series("", _curve(samples, lambda w: w.requests_per_s, trailing_s=5.0))],
         ),
         (
             "throughput",
             "Output tokens per second",
             "tok/s",
-            [Line("", _curve(samples, lambda w: w.output_tokens_per_s, trailing_s=5.0))],
+            [Series("", _curve(samples, lambda w: w.output_tokens_per_s, trailing_s=5.0))],
         ),
         ("ttft", "Time to first token (streamed)", "ms", latency("ttft")),
         ("tpot", "Time per output token (streamed)", "ms", latency("tpot")),
@@ -348,11 +348,17 @@ def _charts(samples: list[Sample]) -> list[dict[str, str]]:
         {
             "id": key,
             "title": title,
-            "svg": time_chart(
-                [Line(line.name, _last(line.points, _CHART_S)) for line in lines],
+            "svg": line_chart(
+                [Series(line.name, _last(line.points, _CHART_S)) for line in lines],
                 unit=unit,
                 title=title,
                 x_label=x_label,
+                width=460,
+                height=150,
+                x_ticks=False,
+                x_end_label="now",
+                min_distinct_x=2,
+                empty_text="collecting samples…",
             ),
             "latest": _latest(lines[-1], unit),
         }
@@ -392,7 +398,7 @@ def _last(
     return [p for p in points if end - p[0] <= span_s]
 
 
-def _latest(line: Line, unit: str) -> str:
+def _latest(line: Series, unit: str) -> str:
     for _, y in reversed(line.points):
         if y is not None:
             figure = f"{y:,.3g}" if y < 1000 else f"{y:,.0f}"

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import openai
 import pytest
 
+from factories import make_endpoint
 from npucenter.gateway import (
     Gateway,
     GatewayConfig,
     Principal,
-    ReplicaEndpoint,
     StaticKeyResolver,
     TenantLimits,
 )
@@ -60,10 +60,9 @@ def make_rig() -> Iterator[RigFactory]:
             for i, up in enumerate(ups):
                 url = stack.enter_context(running_server(up, lifespan="off"))
                 endpoints.append(
-                    ReplicaEndpoint(
+                    make_endpoint(
                         replica_id=f"r{i}",
                         base_url=url,
-                        model_id="m",
                         device_id="rngd",
                         max_inflight=max_inflight,
                         busy_power_w=100.0,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from factories import make_tenant
 from npucenter.api import create_app
 from npucenter.api.admission import run_admission
 from npucenter.executors import FakeExecutor
@@ -40,7 +41,7 @@ class Rig:
 
     def tenant(self, name: str, **quota: Any) -> None:
         with self.control.tx() as repo:
-            repo.set_quota(repo.create_tenant(name, "company"), "h100", **quota)
+            make_tenant(repo, name, device_type="h100", **quota)
 
     def deploy(self, tenant: str, name: str, replicas: int, **kw: Any) -> int:
         with self.control.tx() as repo:
@@ -122,9 +123,11 @@ def test_scale_down_and_delete_stop_engines_and_unregister_them(rig: Rig) -> Non
 def test_a_preempted_replica_stops_and_the_owners_starts(rig: Rig) -> None:
     rig.tenant("lender", nominal_cards=4, cohort="center", priority_class="production")
     with rig.control.tx() as repo:
-        repo.set_quota(
-            repo.create_tenant("borrower", "university"),
-            "h100",
+        make_tenant(
+            repo,
+            "borrower",
+            kind="university",
+            device_type="h100",
             nominal_cards=0,
             borrowing_limit_cards=4,
             cohort="center",

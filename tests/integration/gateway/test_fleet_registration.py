@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from factories import make_tenant
 from npucenter.api import create_app
 from npucenter.files.fleet import load_fleet
 from npucenter.fleet import fleet_from_dict
@@ -95,8 +96,7 @@ def test_a_taken_card_sends_the_fleet_replica_to_admission(tmp_path: Path) -> No
     control = _control(tmp_path)
     with control.tx() as repo:  # a tenant's replica holds h100-0's cards 0-1 before the fleet
         repo.create_server("h100-0", "h100", 8)
-        acme = repo.create_tenant("acme", "company")
-        repo.set_quota(acme, "h100", nominal_cards=2)
+        acme = make_tenant(repo, device_type="h100", nominal_cards=2)
         repo.create_deployment(
             acme, name="mine", model="llama-3.1-8b", device_type="h100", tp=2,
             precision="fp8", replicas=1,

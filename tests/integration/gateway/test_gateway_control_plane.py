@@ -12,8 +12,8 @@ import openai
 import pytest
 
 import npucenter.web.extension  # noqa: F401  (registers the 'gateway' server extension)
+from factories import make_endpoint, make_tenant
 from npucenter.api.app import build_server_app
-from npucenter.gateway.pool import ReplicaEndpoint
 from npucenter.gateway.testing import ScriptedUpstream, running_server
 from npucenter.settings import Settings
 
@@ -28,14 +28,13 @@ def center(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
     app = build_server_app(settings)
     control = app.state.control
     with control.tx() as repo:
-        acme = repo.create_tenant("acme", "company")
-        repo.set_quota(acme, "rngd", nominal_cards=1, tokens_per_s=20.0)  # burst: 200 tokens
-        _, secret = repo.create_key(tenant_id=acme.id, scope="tenant", name="app")
+        # 1 rngd card, 20 tokens/s (burst: 200 tokens)
+        _, secret = make_tenant(repo, device_type="rngd", tokens_per_s=20.0, key=True)
     upstream = ScriptedUpstream()
     with running_server(upstream, lifespan="off") as up_url:
         app.state.gateway.pool.set(
             [
-                ReplicaEndpoint(
+                make_endpoint(
                     replica_id="rngd-0-r0",
                     base_url=up_url,
                     model_id="llama-3.1-8b",

@@ -14,7 +14,8 @@ import httpx
 import openai
 import pytest
 
-from npucenter.gateway import Gateway, GatewayConfig, Principal, ReplicaEndpoint, StaticKeyResolver
+from factories import make_endpoint
+from npucenter.gateway import Gateway, GatewayConfig, Principal, StaticKeyResolver
 from npucenter.gateway.testing import running_server
 from npucenter.metering import InMemoryLedger
 
@@ -67,9 +68,7 @@ def upstream_procs() -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
 
 def test_kill_a_replica_under_load(upstream_procs) -> None:  # type: ignore[no-untyped-def]
     endpoints = [
-        ReplicaEndpoint(
-            replica_id=f"r{i}", base_url=url, model_id="m", device_id="rngd", busy_power_w=100.0
-        )
+        make_endpoint(replica_id=f"r{i}", base_url=url, device_id="rngd", busy_power_w=100.0)
         for i, (_p, url) in enumerate(upstream_procs)
     ]
     ledger = InMemoryLedger()

@@ -13,7 +13,6 @@ from npucenter.bench.report import (
     render_markdown,
 )
 from npucenter.bench.result import build_result, iter_runs
-from npucenter.bench.svg import _ticks, bar_chart, line_chart
 from npucenter.bench.twin import TwinTarget, compare_with_twin, predict_saturation
 from npucenter.errors import InvalidConfigError
 
@@ -176,12 +175,3 @@ def test_suite_documents_expand_to_their_entries():
     assert [r["suite_entry"] for r in runs] == ["short-chat", "x"]
     rep = build_report([suite], names=["s.json"])
     assert {r["scenario"] for r in rep["rows"]} == {"short-chat", "x"}
-
-
-def test_svg_helpers():
-    assert _ticks(0, 10)[0] == 0 and _ticks(0, 10)[-1] == 10
-    svg = line_chart([("s", [(0, 0), (1, 2)])], title="t", x_label="x", y_label="y")
-    assert svg.startswith("<svg") and "polyline" in svg
-    assert "no data" in line_chart([], title="t", x_label="x", y_label="y")
-    bars = bar_chart([("a", 1.0), ("b", None)], title="t", unit="u")
-    assert "n/a" in bars and "<rect" in bars

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import make_seq_request
 from npucenter.engines.virtual.core import (
     ReplicaConfig,
     ReplicaCore,
-    SeqRequest,
     make_replica_core,
 )
 from npucenter.errors import InvalidConfigError
@@ -36,7 +36,7 @@ def test_idle_core_returns_none(perf: Any) -> None:
 
 def test_one_request_prefill_then_decode(perf: Any) -> None:
     core, _ = make_replica_core(perf, ReplicaConfig())
-    core.add(SeqRequest(request_id="a", prompt_tokens=100, max_output_tokens=4, arrival_s=0.0))
+    core.add(make_seq_request(request_id="a", prompt_tokens=100, max_output_tokens=4))
     steps = _drain(core)
     assert len(steps) == 4  # prefill step emits token 1, then 3 decode steps
     assert steps[0].first_token_ids == ("a",)
@@ -49,7 +49,7 @@ def test_one_request_prefill_then_decode(perf: Any) -> None:
 
 def test_long_prompt_is_chunked(perf: Any) -> None:
     core, _ = make_replica_core(perf, ReplicaConfig(max_num_seqs=8, max_num_batched_tokens=64))
-    core.add(SeqRequest(request_id="a", prompt_tokens=200, max_output_tokens=1, arrival_s=0.0))
+    core.add(make_seq_request(request_id="a", prompt_tokens=200, max_output_tokens=1))
     steps = _drain(core)
     assert len(steps) == 4  # 64 + 64 + 64 + 8
     assert steps[-1].first_token_ids == ("a",)
@@ -58,9 +58,7 @@ def test_long_prompt_is_chunked(perf: Any) -> None:
 def test_max_num_seqs_limits_the_batch(perf: Any) -> None:
     core, _ = make_replica_core(perf, ReplicaConfig(max_num_seqs=2))
     for i in range(3):
-        core.add(
-            SeqRequest(request_id=f"r{i}", prompt_tokens=10, max_output_tokens=5, arrival_s=0.0)
-        )
+        core.add(make_seq_request(request_id=f"r{i}", prompt_tokens=10, max_output_tokens=5))
     first = core.step(0.0)
     assert set(first.first_token_ids) == {"r0", "r1"}
     assert core.num_waiting == 1
@@ -68,8 +66,8 @@ def test_max_num_seqs_limits_the_batch(perf: Any) -> None:
 
 def test_abort_frees_the_request(perf: Any) -> None:
     core, _ = make_replica_core(perf, ReplicaConfig())
-    core.add(SeqRequest(request_id="a", prompt_tokens=10, max_output_tokens=100, arrival_s=0.0))
-    core.add(SeqRequest(request_id="b", prompt_tokens=10, max_output_tokens=3, arrival_s=0.0))
+    core.add(make_seq_request(request_id="a", prompt_tokens=10, max_output_tokens=100))
+    core.add(make_seq_request(request_id="b", prompt_tokens=10, max_output_tokens=3))
     core.step(0.0)
     core.abort("a")
     core.abort("missing")  # ignored
@@ -82,8 +80,8 @@ def test_kv_pressure_preempts_the_newest(perf: Any) -> None:
     # 90 tokens (6 blocks each) exhausts the cache and the newest is preempted (recomputed later).
     perf = replace(perf, kv_capacity_tokens=128)
     core, _ = make_replica_core(perf, ReplicaConfig(block_size_tokens=16))
-    core.add(SeqRequest(request_id="old", prompt_tokens=30, max_output_tokens=60, arrival_s=0.0))
-    core.add(SeqRequest(request_id="new", prompt_tokens=30, max_output_tokens=60, arrival_s=0.0))
+    core.add(make_seq_request(request_id="old", prompt_tokens=30, max_output_tokens=60))
+    core.add(make_seq_request(request_id="new", prompt_tokens=30, max_output_tokens=60))
     steps = _drain(core)
     preempted = [rid for s in steps for rid in s.preempted_ids]
     assert preempted and set(preempted) == {"new"}
@@ -110,9 +108,7 @@ def test_every_request_gets_exactly_its_tokens_and_finishes_once(
         perf, ReplicaConfig(max_num_seqs=max_seqs, max_num_batched_tokens=budget)
     )
     for i, (p, o) in enumerate(reqs):
-        core.add(
-            SeqRequest(request_id=f"r{i}", prompt_tokens=p, max_output_tokens=o, arrival_s=0.0)
-        )
+        core.add(make_seq_request(request_id=f"r{i}", prompt_tokens=p, max_output_tokens=o))
     steps = _drain(core)
     emitted: dict[str, int] = {}
     finished: list[str] = []

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from factories import make_seq_request
 from npucenter.clock import FakeClock
 from npucenter.engines.virtual.core import ReplicaConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
@@ -123,16 +124,14 @@ async def test_live_loop_reproduces_the_simulator_core_timeline() -> None:
     finish times for the same requests."""
     from npucenter.catalog import default_catalog
     from npucenter.perf import build_perf_model
-    from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+    from npucenter.sim.replica import ReplicaConfig, ReplicaCore
 
     pm = build_perf_model(default_catalog(), model="llama-3.1-8b", device="rngd", tp=1)
     reqs = [(300 + 250 * i, 5 + 3 * i) for i in range(6)]
 
     core = ReplicaCore(pm, ReplicaConfig(max_num_seqs=8))
     for i, (p, o) in enumerate(reqs):
-        core.add(
-            SeqRequest(request_id=f"r{i}", prompt_tokens=p, max_output_tokens=o, arrival_s=0.0)
-        )
+        core.add(make_seq_request(request_id=f"r{i}", prompt_tokens=p, max_output_tokens=o))
     first: dict[str, float] = {}
     done: dict[str, float] = {}
     now = 0.0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+from factories import make_endpoint
 from npucenter.clock import FakeClock
 from npucenter.fleet import default_fleet
-from npucenter.gateway import Gateway, ReplicaEndpoint, StaticKeyResolver
+from npucenter.gateway import Gateway, StaticKeyResolver
 from npucenter.metering import UsageRecord, UsageTotals
-from npucenter.web.charts import bar_chart, line_chart
+from npucenter.render.svg import Series, bar_chart, line_chart
 from npucenter.web.dashboard import render_dashboard
 
 _VOID = {"meta", "br", "img", "input", "link", "hr", "rect", "polyline"}
@@ -39,16 +40,14 @@ def _gateway() -> Gateway:
     gw = Gateway(
         keys=StaticKeyResolver({}),
         endpoints=[
-            ReplicaEndpoint(
+            make_endpoint(
                 replica_id="rngd-0-r0",
                 base_url="http://127.0.0.1:1",
-                model_id="m",
                 device_id="rngd",
             ),
-            ReplicaEndpoint(
+            make_endpoint(
                 replica_id="h100-0-r0",
                 base_url="http://127.0.0.1:2",
-                model_id="m",
                 device_id="h100",
             ),
         ],
@@ -83,5 +82,5 @@ def test_charts_scale_and_handle_no_data() -> None:
     widths = [float(part.split('"')[0]) for part in bars.split('width="')[2:]]
     assert widths[0] > widths[1] > 0
     assert "no data" in bar_chart([])
-    assert "collecting" in line_chart([(0.0, 1.0)])
-    assert "<polyline" in line_chart([(0.0, 1.0), (1.0, 2.0)])
+    assert "no data" in line_chart([Series("", [(0.0, None)])])
+    assert "<polyline" in line_chart([Series("", [(0.0, 1.0), (1.0, 2.0)])])

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from factories import make_seq_request
 from npucenter.catalog import default_catalog
 from npucenter.perf import build_perf_model
 from npucenter.sim.analytic import steady_state_estimate
-from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+from npucenter.sim.replica import ReplicaConfig, ReplicaCore
 
 PROMPT, OUT = 1024, 128
 
@@ -28,7 +29,7 @@ def serve(pm, rate_rps: float, n: int, seed: int, *, evenly: bool = False):
     for i, t in enumerate(arrivals.tolist()):
         core.advance_until(t)
         core.add(
-            SeqRequest(
+            make_seq_request(
                 request_id=str(i), prompt_tokens=PROMPT, max_output_tokens=OUT, arrival_s=t, index=i
             )
         )

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from factories import make_seq_request
 from npucenter.sim.fakes import LinearStepCost
-from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+from npucenter.sim.replica import ReplicaConfig, ReplicaCore
 
 ONE_AT_A_TIME = ReplicaConfig(
     max_num_seqs=1,
@@ -23,7 +24,7 @@ def run_single_server(cost, arrivals, prompts, outputs):
     for i, (t, p, o) in enumerate(zip(arrivals, prompts, outputs, strict=True)):
         core.advance_until(t)
         core.add(
-            SeqRequest(
+            make_seq_request(
                 request_id=str(i), prompt_tokens=p, max_output_tokens=o, arrival_s=t, index=i
             )
         )
@@ -81,7 +82,7 @@ def test_littles_law_on_a_batching_replica():
             now = max(now, arrivals[i])
         while i < n and arrivals[i] <= now:
             core.add(
-                SeqRequest(
+                make_seq_request(
                     request_id=str(i),
                     prompt_tokens=100,
                     max_output_tokens=int(outputs[i]),

@@ -7,11 +7,12 @@ import random
 
 import pytest
 
+from factories import make_seq_request
 from npucenter.catalog import default_catalog
 from npucenter.errors import InvalidConfigError, InvalidRequestError
 from npucenter.perf import build_perf_model
 from npucenter.sim.fakes import LinearStepCost
-from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+from npucenter.sim.replica import ReplicaConfig, ReplicaCore
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def make_requests(seed: int, n: int, rate_rps: float, max_prompt: int = 3000, ma
     for i in range(n):
         t += rng.expovariate(rate_rps)
         out.append(
-            SeqRequest(
+            make_seq_request(
                 request_id=f"r{i}",
                 prompt_tokens=rng.randint(1, max_prompt),
                 max_output_tokens=rng.randint(1, max_out),
@@ -126,7 +127,7 @@ def test_tokens_emitted_equal_requested_outputs(rngd_8b):
 def test_light_load_reproduces_perf_model_ttft_and_tpot(rngd_8b):
     rng = random.Random(5)
     reqs = [
-        SeqRequest(
+        make_seq_request(
             request_id=str(i),
             prompt_tokens=rng.randint(16, 4000),
             max_output_tokens=rng.randint(2, 300),
@@ -148,7 +149,7 @@ def test_light_load_reproduces_perf_model_ttft_and_tpot(rngd_8b):
 def test_chunked_prefill_splits_long_prompts_over_steps():
     cost = LinearStepCost(fixed_s=0.01, per_prefill_token_s=1e-5)
     core = ReplicaCore(cost, ReplicaConfig(max_num_seqs=4, max_num_batched_tokens=1000))
-    core.add(SeqRequest(request_id="a", prompt_tokens=2500, max_output_tokens=2, arrival_s=0.0))
+    core.add(make_seq_request(request_id="a", prompt_tokens=2500, max_output_tokens=2))
     steps = []
     now = 0.0
     while (res := core.step(now)) is not None:
@@ -161,8 +162,8 @@ def test_chunked_prefill_splits_long_prompts_over_steps():
 def test_abort_frees_everything():
     cost = LinearStepCost()
     core = ReplicaCore(cost, ReplicaConfig(kv_capacity_tokens=10_000))
-    core.add(SeqRequest(request_id="a", prompt_tokens=100, max_output_tokens=50, arrival_s=0.0))
-    core.add(SeqRequest(request_id="b", prompt_tokens=100, max_output_tokens=50, arrival_s=0.0))
+    core.add(make_seq_request(request_id="a", prompt_tokens=100, max_output_tokens=50))
+    core.add(make_seq_request(request_id="b", prompt_tokens=100, max_output_tokens=50))
     core.step(0.0)
     core.step(0.01)
     assert core.abort("a") and core.abort("b") and not core.abort("a")
@@ -173,9 +174,9 @@ def test_abort_frees_everything():
 def test_request_that_can_never_fit_is_refused():
     core = ReplicaCore(LinearStepCost(kv_capacity_tokens=1000))
     with pytest.raises(InvalidRequestError):
-        core.add(SeqRequest(request_id="x", prompt_tokens=900, max_output_tokens=200, arrival_s=0))
+        core.add(make_seq_request(request_id="x", prompt_tokens=900, max_output_tokens=200))
     with pytest.raises(InvalidRequestError):
-        core.add(SeqRequest(request_id="y", prompt_tokens=0, max_output_tokens=2, arrival_s=0))
+        core.add(make_seq_request(request_id="y", prompt_tokens=0, max_output_tokens=2))
 
 
 def test_config_validation():
@@ -190,11 +191,10 @@ def test_disaggregated_request_skips_prefill():
     cost = LinearStepCost(fixed_s=0.01, per_prefill_token_s=1e-3)
     core = ReplicaCore(cost, record_completions=True)
     core.add(
-        SeqRequest(
+        make_seq_request(
             request_id="d",
             prompt_tokens=1000,
             max_output_tokens=5,
-            arrival_s=0.0,
             num_computed_tokens=1000,
             num_output_tokens=1,
         )
@@ -209,7 +209,7 @@ def test_disaggregated_request_skips_prefill():
 def test_routing_properties_track_queue():
     core = ReplicaCore(LinearStepCost(), ReplicaConfig(max_num_seqs=1))
     for i in range(3):
-        core.add(SeqRequest(request_id=str(i), prompt_tokens=10, max_output_tokens=5, arrival_s=0))
+        core.add(make_seq_request(request_id=str(i), prompt_tokens=10, max_output_tokens=5))
     assert core.num_waiting == 3 and core.queued_prefill_tokens == 30
     assert core.outstanding_tokens == 30 + 15
     core.step(0.0)

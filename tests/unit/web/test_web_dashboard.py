@@ -8,9 +8,10 @@ import re
 import httpx
 from fastapi import FastAPI
 
+from factories import make_endpoint
 from npucenter.clock import FakeClock
 from npucenter.fleet import fleet_from_dict
-from npucenter.gateway import Gateway, ReplicaEndpoint, StaticKeyResolver
+from npucenter.gateway import Gateway, StaticKeyResolver
 from npucenter.metering import UsageRecord, UsageTotals
 from npucenter.web.dashboard import install_dashboard, render_dashboard
 from npucenter.web.series import HistogramState, LiveSeries, Sample
@@ -36,10 +37,9 @@ def _gateway(replica_ids: tuple[str, ...] = ("rngd-0-r0", "rngd-0-r1", "h100-0-r
     return Gateway(
         keys=StaticKeyResolver({}),
         endpoints=[
-            ReplicaEndpoint(
+            make_endpoint(
                 replica_id=rid,
                 base_url=f"http://127.0.0.1:{9000 + i}",
-                model_id="m",
                 device_id=placed[rid].device_id,
                 device_kind="gpu" if rid.startswith("h100") else "npu",
                 tp=placed[rid].tp,
