@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench install clean
+.PHONY: run test lint typecheck bench install install-sandbox clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 2; }
@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+install-sandbox:  # bubblewrap: the job sandbox (apt-get when missing; docs/security.md)
+	scripts/ensure-bwrap.sh
+
+run: $(STAMP) install-sandbox
 	$(BIN)/npucenter up
 
 lint: $(STAMP)
@@ -25,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	scripts/ensure-bwrap.sh     # bubblewrap for the job sandbox's tests (apt-get when missing)
 	scripts/ensure-chromium.sh  # chromium for the dashboard's browser tests (apt-get when missing)
 	scripts/pg-test-server.sh run -- $(BIN)/pytest -q tests  # PostgreSQL on loopback for the store tests
 

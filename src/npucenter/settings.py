@@ -28,11 +28,18 @@ __all__ = [
     "ENV_CATALOG",
     "ENV_DATABASE_URL",
     "ENV_DATA_DIR",
+    "ENV_EXECUTOR",
     "ENV_FLEET",
+    "ENV_JOB_ENV_ALLOW",
+    "ENV_JOB_ISOLATION",
+    "ENV_JOB_LIMITS",
+    "ENV_JOB_NETWORK",
+    "ENV_JOB_RO_PATHS",
     "ENV_JOB_RUNNER",
     "ENV_JOB_TELEMETRY",
     "ENV_PARENT_PID",
     "ENV_ROUTING_POLICY",
+    "ENV_RAY_ADDRESS",
     "ENV_TARIFF",
     "ENV_URL",
     "ENV_VIRTUAL_FLEET",
@@ -68,6 +75,20 @@ ENV_VIRTUAL_FLEET = "NPUCENTER_VIRTUAL_FLEET"
 ENV_CATALOG = "NPUCENTER_CATALOG"
 #: Set by executors for the engines they start: an engine exits when that pid is gone.
 ENV_PARENT_PID = "NPUCENTER_PARENT_PID"
+#: Job sandbox (docs/security.md): ``auto`` (bubblewrap, else refuse jobs) | ``bwrap`` | ``none``.
+ENV_JOB_ISOLATION = "NPUCENTER_JOB_ISOLATION"
+#: A sandboxed job's network: ``none`` (default) | ``host``.
+ENV_JOB_NETWORK = "NPUCENTER_JOB_NETWORK"
+#: Per-job limits, e.g. ``cpu_s=3600,memory_gb=16,max_num_processes=256,disk_gb=50`` (``off``).
+ENV_JOB_LIMITS = "NPUCENTER_JOB_LIMITS"
+#: More names of the server's environment jobs inherit (comma-separated; never NPUCENTER_*).
+ENV_JOB_ENV_ALLOW = "NPUCENTER_JOB_ENV_ALLOW"
+#: More host paths jobs see read-only (``os.pathsep``-separated: models, data sets).
+ENV_JOB_RO_PATHS = "NPUCENTER_JOB_RO_PATHS"
+#: Where deployment replicas run: ``local`` (default) | ``ray``.
+ENV_EXECUTOR = "NPUCENTER_EXECUTOR"
+#: The Ray cluster for ``NPUCENTER_EXECUTOR=ray`` (``auto``, ``127.0.0.1:6379``, ``ray://...``).
+ENV_RAY_ADDRESS = "NPUCENTER_RAY_ADDRESS"
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_ROUTING_POLICY = "prefix-affinity"
 
@@ -101,6 +122,13 @@ class Settings:
     job_telemetry: str | None = None  # reader of this node's cards for jobs' measured energy
     routing_policy: str = DEFAULT_ROUTING_POLICY  # the gateway's, in `npucenter up`
     launch_fleet: bool = True  # `npucenter up` registers the fleet and launches its replicas
+    job_isolation: str = "auto"  # auto | bwrap | none (executors/sandbox.py)
+    job_network: str = "none"  # none | host
+    job_limits: str = ""  # NAME=VALUE,... (executors/sandbox.py JobLimits); "" = defaults
+    job_env_allow: tuple[str, ...] = ()
+    job_ro_paths: tuple[Path, ...] = ()
+    executor: str = "local"  # local | ray: where deployment replicas (and jobs) run
+    ray_address: str | None = None  # the Ray cluster when executor == "ray"
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -120,6 +148,13 @@ class Settings:
             raise InvalidConfigError(
                 ENV_ADMISSION_INTERVAL, self.admission_interval_s, "must be > 0 seconds"
             )
+        for name, value, valid in (
+            (ENV_JOB_ISOLATION, self.job_isolation, ("auto", "bwrap", "none")),
+            (ENV_JOB_NETWORK, self.job_network, ("none", "host")),
+            (ENV_EXECUTOR, self.executor, ("local", "ray")),
+        ):
+            if value not in valid:
+                raise InvalidConfigError(name, value, f"must be one of {', '.join(valid)}")
 
     @classmethod
     def from_env(
@@ -142,6 +177,17 @@ class Settings:
             job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,
             routing_policy=env.get(ENV_ROUTING_POLICY, DEFAULT_ROUTING_POLICY),
             launch_fleet=env.get(ENV_VIRTUAL_FLEET, "1") != "0",
+            job_isolation=(env.get(ENV_JOB_ISOLATION) or "auto").lower(),
+            job_network=(env.get(ENV_JOB_NETWORK) or "none").lower(),
+            job_limits=env.get(ENV_JOB_LIMITS, ""),
+            job_env_allow=tuple(
+                n.strip() for n in env.get(ENV_JOB_ENV_ALLOW, "").split(",") if n.strip()
+            ),
+            job_ro_paths=tuple(
+                Path(p).expanduser() for p in env.get(ENV_JOB_RO_PATHS, "").split(os.pathsep) if p
+            ),
+            executor=(env.get(ENV_EXECUTOR) or "local").lower(),
+            ray_address=env.get(ENV_RAY_ADDRESS) or None,
         )
 
     @property

@@ -33,6 +33,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
         "NPUCENTER_VIRTUAL_FLEET": "0",
         "NPUCENTER_ADMISSION_INTERVAL_S": "0.5",
         "NPUCENTER_TARIFF": "h100=2.0,default=1.0",
+        "NPUCENTER_JOB_NETWORK": "host",  # the benchmark job calls the stub endpoint
     }
     log_path = tmp_path / "server.log"
     with running_up(tmp_path / "data", env, log_path=log_path) as up:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,11 +22,18 @@ from npucenter.api.admission import run_admission
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.api.context import ControlPlane
 from npucenter.executors.jobs import JobRunner
+from npucenter.executors.sandbox import (
+    JobIsolation,
+    JobNetwork,
+    Sandbox,
+    SandboxPolicy,
+    parse_job_limits,
+)
 from npucenter.fleet import default_fleet
 from npucenter.settings import Settings
 from npucenter.store.rates import CardRates
 
-__all__ = ["install_job_runner", "job_runner_hook", "make_job_runner"]
+__all__ = ["install_job_runner", "job_runner_hook", "job_sandbox", "make_job_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,8 @@ def make_job_runner(
     readings of a job's cards replace their modelled power on the ledger.
     """
     settings = control.settings
+    if "sandbox" not in kwargs:
+        kwargs["sandbox"] = job_sandbox(settings)
     if settings.job_telemetry and "telemetry" not in kwargs:
         from npucenter.telemetry import TELEMETRY
 
@@ -50,6 +60,21 @@ def make_job_runner(
         interval_s=settings.admission_interval_s if interval_s is None else interval_s,
         **kwargs,
     )
+
+
+def job_sandbox(settings: Settings) -> Sandbox:
+    """The sandbox of every job (settings' ``job_*``): the data dir and the store hidden."""
+    policy = SandboxPolicy(
+        isolation=JobIsolation(settings.job_isolation),
+        network=JobNetwork(settings.job_network),
+        limits=parse_job_limits(settings.job_limits),
+        env_allow=settings.job_env_allow,
+        ro_paths=settings.job_ro_paths,
+    )
+    hidden = [settings.data_dir]
+    if settings.is_sqlite:
+        hidden.append(Path(settings.database_url.split(":///", 1)[-1]).parent)
+    return Sandbox(policy, hidden=hidden)
 
 
 def job_runner_hook(runner: JobRunner) -> Any:
@@ -85,6 +110,14 @@ def install_job_runner(app: FastAPI, settings: Settings) -> None:
         log.info("job runner off (NPUCENTER_JOB_RUNNER=0): an external executor reports jobs")
         return
     runner = make_job_runner(control)
+    if runner.sandbox.enabled:
+        reason = runner.sandbox.unavailable_reason()
+        if reason is not None and settings.job_isolation == "bwrap":
+            runner.sandbox.check()  # required and missing: the center does not start
+        if reason is not None:
+            log.warning("jobs cannot be isolated here (%s): they will be refused", reason)
+    else:
+        log.warning("NPUCENTER_JOB_ISOLATION=none: jobs run unisolated, as the server's user")
     app.state.job_runner = runner
     add_lifespan_hook(app, job_runner_hook(runner))
 

@@ -8,7 +8,11 @@ group, SIGKILL after ``grace_s``; (3) an exited process is recorded: running -> 
 failed with its exit code and a bounded log tail, its result file attached, its cards billed
 (with measured energy when a telemetry reader sees the cards); (4) admitted jobs are started:
 admitted -> running is written first, then the command is spawned (argv, no shell) with the
-job's cards in its environment; a command that cannot start fails the job. A job with only a
+job's cards in its environment, inside the job's sandbox (:mod:`npucenter.executors.sandbox`:
+its own uid, filesystem view, namespaces, allow-listed environment and limits; where jobs
+cannot be isolated they are refused with ``not_supported`` unless the operator opted out); a
+command that cannot start fails the job. A job whose work dir outgrows ``disk_gb`` is killed
+and failed with ``limit_exceeded``. A job with only a
 container image fails with ``not_supported``: a container executor (Ray) is the way to run
 images. Children never outlive the runner: the guards of :mod:`npucenter.executors.local`
 (process groups, PR_SET_PDEATHSIG, an atexit hook); spawn from a thread that outlives them.
@@ -19,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import shutil
+import stat
 import subprocess
 import time
 import weakref
@@ -39,8 +46,9 @@ from npucenter.errors import NotSupportedError, NpuCenterError
 from npucenter.executors.procs import Ticker, kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
 from npucenter.settings import environ
+from npucenter.executors.sandbox import ENV_ALLOW, JobBox, Sandbox, directory_bytes
 from npucenter.store.models import Job
-from npucenter.store.repository import MAX_LOG_TAIL_CHARS, Repository
+from npucenter.store.repository import MAX_LOG_TAIL_CHARS, MAX_RESULT_BYTES, Repository
 
 __all__ = [
     "ENV_CARDS",
@@ -68,8 +76,6 @@ VISIBLE_DEVICES_ENV: Mapping[str, str] = {
     "rbln": "RBLN_DEVICES",
     "rngd": "NPUCENTER_FURIOSA_DEVICES",
 }
-# The server's own secrets never reach a tenant's job.
-_SECRET_ENV = frozenset({"NPUCENTER_ADMIN_KEY", "NPUCENTER_API_KEY", "NPUCENTER_DATABASE_URL"})
 _NUM_TAIL_LINES = 64
 _VAR = re.compile(r"\$\(([A-Z_][A-Z0-9_]*)\)|\$\{([A-Z_][A-Z0-9_]*)\}|\$([A-Z_][A-Z0-9_]*)")
 _LIVE_RUNNERS: weakref.WeakSet[JobRunner] = weakref.WeakSet()
@@ -117,9 +123,11 @@ class _JobView:
 class _Run:
     view: _JobView
     proc: subprocess.Popen[bytes]
+    box: JobBox
     log_path: Path
-    result_path: Path
+    result_path: Path  # on the host (in the job's work dir)
     last_sample_s: float
+    over_limit: str | None = None  # why the runner killed it (a limit), if it did
     last_power_w: float | None = None
     energy_j: float | None = None  # measured, when telemetry sees the cards
 
@@ -131,11 +139,22 @@ def job_environment(
     device_type: str,
     server: str | None,
     cards: Sequence[int],
-    result_path: Path,
+    result_path: Path | str,
     base: Mapping[str, str] | None = None,
+    allow: Sequence[str] = (),
 ) -> dict[str, str]:
-    """The environment of a job's process: the server's, minus its secrets, plus the job's cards."""
-    env = {k: v for k, v in (environ() if base is None else base).items() if k not in _SECRET_ENV}
+    """The environment of a job's process: an allow-list of the server's, plus the job's cards.
+
+    Only the names in :data:`~npucenter.executors.sandbox.ENV_ALLOW` and ``allow`` are taken
+    from ``base`` (default: this process's environment), and never an ``NPUCENTER_*`` one: no secret, no
+    database URL, no setting of the server reaches a tenant's job.
+    """
+    names = set(ENV_ALLOW) | set(allow)
+    env = {
+        k: v
+        for k, v in (environ() if base is None else base).items()
+        if k in names and not k.startswith("NPUCENTER_")
+    }
     indexes = ",".join(str(i) for i in cards)
     env.update(
         {
@@ -183,6 +202,8 @@ class JobRunner:
         telemetry: an optional reader of this node's cards (``npucenter.telemetry``); when it
             sees a job's cards, the job's ledger row carries their measured energy.
         clock: monotonic time for energy integration (injected in tests).
+        sandbox: isolates each job (default: bubblewrap with the default policy, the work
+            dir's parent hidden); jobs are refused when it cannot isolate them.
     """
 
     def __init__(
@@ -195,6 +216,7 @@ class JobRunner:
         grace_s: float = 5.0,
         telemetry: Any | None = None,
         clock: Clock | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self._tx = tx
         self._admit = admit
@@ -203,6 +225,9 @@ class JobRunner:
         self.grace_s = grace_s
         self.telemetry = telemetry
         self.clock = clock or SystemClock()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.work_dir, 0o700)  # jobs' dirs: nobody but the runner walks in
+        self.sandbox = sandbox or Sandbox(hidden=(self.work_dir.parent,))
         self._runs: dict[int, _Run] = {}
         self._ticker = Ticker("job runner", log)
         _LIVE_RUNNERS.add(self)
@@ -258,6 +283,7 @@ class JobRunner:
             await asyncio.to_thread(self._admit)
             views = await asyncio.to_thread(self._load)
             await self._kill_moved_on(views, report)
+            await self._enforce_disk()
             await self._sample_power()
             exited = [r for r in self._runs.values() if r.proc.poll() is not None]
             for run in exited:
@@ -289,7 +315,31 @@ class JobRunner:
             report.killed.append(run.view.job_id)
             log.info("killed job %d (pid %d): it lost its cards", run.view.job_id, run.proc.pid)
 
+    async def _enforce_disk(self) -> None:
+        limit_gb = self.sandbox.policy.limits.disk_gb
+        if limit_gb is None or not self._runs:
+            return
+        for run in list(self._runs.values()):
+            if run.over_limit is not None or run.proc.poll() is not None:
+                continue
+            used = await asyncio.to_thread(directory_bytes, run.box.work_dir)
+            if used > limit_gb * 1024**3:
+                run.over_limit = (
+                    f"its work dir grew to {used / 1024**3:.2f} GB, over the {limit_gb:g} GB limit"
+                )
+                log.warning("job %d killed: %s", run.view.job_id, run.over_limit)
+                await _terminate(run.proc, self.grace_s)
+
     async def _start(self, view: _JobView, report: TickReport) -> None:
+        if view.command and self.sandbox.enabled:
+            try:
+                await asyncio.to_thread(self.sandbox.check)
+            except NotSupportedError as exc:
+                if await asyncio.to_thread(
+                    self._fail_unstarted, view, exc.code, f"{exc.message}; {exc.hint}"
+                ):
+                    report.refused.append(view.job_id)
+                return
         if not view.command:
             err = NotSupportedError(
                 f"the container image {view.image!r} on the local job runner",
@@ -316,9 +366,13 @@ class JobRunner:
 
     # --- processes (event-loop thread) ----------------------------------------------------
     def _spawn(self, view: _JobView) -> _Run:
+        # job-<id>/ is the runner's (the log); job-<id>/work/ is the job's own, its only
+        # writable place; the runner never follows a link the job may have left there
         run_dir = self.work_dir / f"job-{view.job_id}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_path, result_path = run_dir / "output.log", run_dir / "result.json"
+        os.chmod(run_dir, 0o700)
+        box = self.sandbox.prepare(view.job_id, run_dir / "work")
+        log_path, result_path = run_dir / "output.log", box.work_dir / "result.json"
         result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
         env = job_environment(
             view.job_id,
@@ -326,14 +380,32 @@ class JobRunner:
             device_type=view.device_type,
             server=view.server,
             cards=view.cards,
-            result_path=result_path,
+            result_path=box.inside("result.json"),
+            allow=self.sandbox.policy.env_allow,
         )
-        with open(log_path, "wb") as out:
-            proc = spawn_group(expand_job_argv(view.command, env), env=env, out=out, cwd=run_dir)
-        log.info("started job %d (pid %d): %s", view.job_id, proc.pid, view.command[0])
+        env["HOME"] = box.inside_work_dir
+        if box.isolated:
+            env["TMPDIR"] = "/tmp"  # its own, size-bounded
+        command = expand_job_argv(view.command, env)
+        if box.isolated:
+            _must_exist(command[0], env.get("PATH", ""), box)
+        argv = self.sandbox.command(command, box)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(fd, "wb") as out:
+            proc = spawn_group(
+                argv, env=env, out=out, cwd=box.work_dir, preexec=self.sandbox.preexec(box)
+            )
+        log.info(
+            "started job %d (pid %d, %s): %s",
+            view.job_id,
+            proc.pid,
+            f"sandboxed, uid {box.uid}" if box.isolated else "NOT isolated",
+            view.command[0],
+        )
         return _Run(
             view=view,
             proc=proc,
+            box=box,
             log_path=log_path,
             result_path=result_path,
             last_sample_s=self.clock.now_s(),
@@ -416,8 +488,16 @@ class JobRunner:
                 except NpuCenterError as exc:  # too large: the run still ends
                     tail = f"{tail}\n[npucenter] result file ignored: {exc}".strip()
             reason = f"the command was killed by signal {-code}" if code < 0 else None
+            failure_code = None
+            if run.over_limit is not None:
+                reason, failure_code = f"killed by the runner: {run.over_limit}", "limit_exceeded"
             repo.finish_job_run(
-                job, exit_code=code, log_tail=tail, failure_reason=reason, energy_j=energy_j
+                job,
+                exit_code=code,
+                log_tail=tail,
+                failure_code=failure_code,
+                failure_reason=reason,
+                energy_j=energy_j,
             )
             log.info("job %d exited with code %d", job.id, code)
             return True
@@ -449,6 +529,16 @@ class JobRunner:
             yield
         except NpuCenterError as exc:
             log.warning("job %d: %s skipped: %s", job_id, what, exc)
+
+
+def _must_exist(program: str, path: str, box: JobBox) -> None:
+    # In the sandbox a missing program is `env`'s exit 127; say it as an unstartable command.
+    if "/" in program and not program.startswith("/"):
+        found = (box.work_dir / program).exists()
+    else:
+        found = shutil.which(program, path=path) is not None
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def _exists(repo: Repository, job_id: int) -> bool:
@@ -496,11 +586,23 @@ def _read_tail(path: Path) -> str:
 
 
 def _read_result(path: Path) -> tuple[dict[str, Any] | None, str]:
-    if not path.exists():
-        return None, ""
+    # The job owns the directory: a link there (to the store, to /etc/shadow) is not followed,
+    # only a regular file is read, and no more than a result may hold.
     try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"result file ignored: {exc.strerror or exc}"
+    try:
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None, "result file ignored: not a regular file"
+            data = f.read(MAX_RESULT_BYTES * 4 + 1)
+        if len(data) > MAX_RESULT_BYTES * 4:
+            return None, "result file ignored: too large"
         # NaN/Infinity (not JSON, though Python writes them) become null
-        document = json.loads(path.read_text(), parse_constant=lambda _: None)
+        document = json.loads(data, parse_constant=lambda _: None)
     except (OSError, ValueError) as exc:
         return None, f"result file ignored: not valid JSON ({exc})"
     if not isinstance(document, dict):

@@ -34,12 +34,21 @@ def spawn_group(
     env: Mapping[str, str],
     out: IO[Any],
     cwd: str | Path | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new process group that dies with this process; output to ``out``.
 
-    Raises ``OSError`` when the program cannot be started (the caller says what it was).
+    ``preexec`` runs in the child before exec (a sandbox's rlimits). Raises ``OSError`` when
+    the program cannot be started (the caller says what it was).
     """
     parent = os.getpid()
+
+    def before_exec() -> None:
+        if preexec is not None:
+            preexec()
+        if _HAS_PRCTL:
+            _die_with_parent(parent)
+
     return subprocess.Popen(
         list(argv),
         env=dict(env),
@@ -48,7 +57,7 @@ def spawn_group(
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=(lambda: _die_with_parent(parent)) if _HAS_PRCTL else None,
+        preexec_fn=before_exec if (_HAS_PRCTL or preexec is not None) else None,
     )
 
 

@@ -25,6 +25,23 @@ PY = sys.executable
 TARIFF = {"h100": 2.0, "rngd": 1.0}
 
 
+def _descendants(pid: int) -> set[int]:
+    """Host pids of every process under ``pid`` (a sandboxed job's pids are its namespace's)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.add(child)
+            stack.append(child)
+    return out
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie counts as dead)."""
     try:
@@ -163,23 +180,23 @@ def test_preemption_kills_the_process_group_and_requeues(admin, center, runner, 
     # kaist borrows acme's idle cards; acme's production job reclaims them.
     kaist = _tenant(admin, center, "kaist", nominal=2, cohort="center")
     acme = _tenant(admin, center, "acme", nominal=6, priority="production", cohort="center")
-    pid_file = tmp_path / "grandchild.pid"
     stubborn = (
         "import signal, subprocess, sys, time; "
         "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
-        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); "
+        "open('grandchild.pid', 'w').write(str(p.pid)); "
         "time.sleep(120)"
     )
     borrowed = _submit(kaist, [PY, "-c", stubborn], cards=6, kind="finetune")
     assert asyncio.run(runner.tick()).started == [borrowed]
     pid = runner.running_pids()[borrowed]
-    for _ in range(500):  # bounded: the child writes its grandchild's pid
+    pid_file = tmp_path / "jobs" / f"job-{borrowed}" / "work" / "grandchild.pid"
+    for _ in range(500):  # bounded: the child writes its grandchild's pid (in its work dir)
         if pid_file.exists() and pid_file.read_text():
             break
         time.sleep(0.01)
-    grandchild = int(pid_file.read_text())
-    assert _alive(pid) and _alive(grandchild)
+    family = _descendants(pid)  # the sandbox, the job and its grandchild, as the host sees them
+    assert _alive(pid) and len(family) >= 2 and all(_alive(p) for p in family)
 
     reclaim = _submit(acme, [PY, "-c", "print('mine')"], cards=4)
     assert acme.get(f"/api/jobs/{reclaim}").json()["state"] == "admitted"
@@ -189,10 +206,10 @@ def test_preemption_kills_the_process_group_and_requeues(admin, center, runner, 
     assert report.killed == [borrowed] and reclaim in report.started
     assert not _alive(pid)
     for _ in range(200):  # the orphaned grandchild is reaped by init, bounded
-        if not _alive(grandchild):
+        if not any(_alive(p) for p in family):
             break
         time.sleep(0.01)
-    assert not _alive(grandchild)
+    assert not any(_alive(p) for p in family)
     job = kaist.get(f"/api/jobs/{borrowed}").json()
     assert job["num_preemptions"] == 1 and job["state"] in ("queued", "admitted")
     rows = [r for r in kaist.get("/api/usage").json() if r["kind"] == "preemption"]
@@ -291,9 +308,9 @@ def test_the_server_hook_runs_jobs_as_they_are_submitted(database_url, tmp_path,
     with TestClient(app, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
         admin.post("/api/servers", json={"name": "gpu-1", "device_type": "h100", "num_cards": 8})
         acme = _tenant(admin, app, "acme", nominal=4)
-        out = tmp_path / "out.json"
-        script = f"import json; json.dump({{'ok': True}}, open({str(out)!r}, 'w'))"
+        script = "import json; json.dump({'ok': True}, open('out.json', 'w'))"  # in its work dir
         job_id = _submit(acme, [PY, "-c", script])
+        out = tmp_path / "jobs" / f"job-{job_id}" / "work" / "out.json"
         sleeper = _submit(acme, [PY, "-c", "import time; time.sleep(120)"])
         state = None
         for _ in range(300):  # bounded: about 30 s
@@ -333,9 +350,9 @@ def test_measured_power_of_the_jobs_cards_replaces_the_model(admin, center, flee
     from npucenter.clock import FakeClock
 
     acme = _tenant(admin, center, "acme", nominal=4)
-    go = tmp_path / "go"
-    script = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)"
+    script = "import os, time\nwhile not os.path.exists('go'): time.sleep(0.01)"
     job_id = _submit(acme, [PY, "-c", script], cards=2)
+    go = tmp_path / "jobs" / f"job-{job_id}" / "work" / "go"  # the job's work dir, from outside
     monotonic = FakeClock(100.0)
     runner = make_job_runner(
         center.state.control, grace_s=1.0, telemetry=_FakeTelemetry(), clock=monotonic
