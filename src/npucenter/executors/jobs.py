@@ -45,8 +45,8 @@ from npucenter.engines.furiosa import furiosa_devices_arg
 from npucenter.errors import NotSupportedError, NpuCenterError
 from npucenter.executors.procs import Ticker, kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
-from npucenter.settings import environ
 from npucenter.executors.sandbox import ENV_ALLOW, JobBox, Sandbox, directory_bytes
+from npucenter.settings import environ
 from npucenter.store.models import Job
 from npucenter.store.repository import MAX_LOG_TAIL_CHARS, MAX_RESULT_BYTES, Repository
 
