@@ -34,7 +34,7 @@ def main() -> int:
     cat = spec_catalog(spec, default_catalog())
     traffic = resolve_traffic(spec)
     sim_profile = SimProfile(cat, spec, traffic=traffic)
-    verifier = CenterVerifier(cat, spec, traffic=traffic)
+    verifier = CenterVerifier(cat, spec)
     t_plan = time.perf_counter()
     result = plan_capacity(
         spec,
@@ -59,7 +59,6 @@ def main() -> int:
         "rounds": plan.rounds,
         "profile_simulations": sim_profile.num_simulations,
         "verification_simulations": verifier.num_simulations,
-        "verification_fallbacks": verifier.num_fallbacks,
         "verifier": verifier.describe(),
         "candidates": len(result.profiles),
         "servers": dict(alloc.servers) if alloc else {},

@@ -62,7 +62,7 @@ def plan(
         "center",
         "--verifier",
         help=f"Plan verifier: {', '.join(VERIFIERS.names())} (center: the simulator's "
-        "whole-center model; replica: per-service replica simulation).",
+        "whole-center model).",
     ),
     objective: str | None = typer.Option(
         None, "--objective", help="Override the spec: cost, power or weighted."

@@ -195,12 +195,12 @@ class FleetSpec:
             roles = {d.role for d in self.deployments if d.service == svc.name}
             if not roles:
                 raise InvalidConfigError("service", svc.name, "has no deployment")
-            if roles != {"both"} and roles != {"prefill", "decode"}:
+            if ("prefill" in roles) != ("decode" in roles):
                 raise InvalidConfigError(
                     "services.role",
                     sorted(roles),
-                    f"service {svc.name!r} needs either only 'both' deployments or both "
-                    "'prefill' and 'decode' ones (disaggregated)",
+                    f"service {svc.name!r} has 'prefill' deployments only with 'decode' ones "
+                    "(disaggregated; 'both' ones may serve beside them)",
                 )
 
     def pool(self, device: str) -> ServerPool:

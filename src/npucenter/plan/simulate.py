@@ -1,20 +1,21 @@
 """Simulator-backed planning: per-replica profiles by bisection on rate, and plan verification.
 
-Both drive the simulator's replica model (:class:`npucenter.sim.ReplicaCore`: continuous
-batching, chunked prefill, paged KV, preemption) with step times from the performance model, on
-each service's own trace (or synthetic Poisson stream). Deterministic for a seed; no I/O.
+Both run the simulator's whole-center model (:class:`npucenter.sim.center.Center`: continuous
+batching, chunked prefill, paged KV, preemption, disaggregated prefill/decode, the live routing
+policies) with step times from the performance model, on each service's own trace (or a
+synthetic Poisson stream). Deterministic for a seed; no I/O.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from npucenter.catalog import Catalog
-from npucenter.errors import InvalidRequestError
 from npucenter.fleet.spec import Deployment, FleetSpec, ServerPool
 from npucenter.fleet.spec import ServiceSpec as FleetService
 from npucenter.perf import PerfModelCache
@@ -23,40 +24,16 @@ from npucenter.plan.planner import Verification
 from npucenter.plan.profile import AnalyticProfile, Candidate, TrafficStats
 from npucenter.plan.spec import PlanSpec, ServiceSpec
 from npucenter.plan.traffic import service_trace
-from npucenter.sim import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.center import Center
-from npucenter.workload.slo import Slo, meets_slo
+from npucenter.workload.slo import Slo
 from npucenter.workload.trace import Trace, merge_traces
 
 __all__ = [
     "CenterVerifier",
-    "ServiceSimResult",
     "SimProfile",
-    "SimVerifier",
     "poisson_like",
     "service_stream",
-    "simulate_service",
 ]
-
-_DRAIN_S = 1e12  # "run until idle": a finite horizon far beyond any trace
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceSimResult:
-    """One service simulated on a set of replicas."""
-
-    requests: int
-    met: int  # requests meeting both TTFT and TPOT limits
-    dropped: int  # requests no replica could hold
-    energy_j: float  # card energy of the busy iterations
-    output_tokens: int
-    ttft_p90_s: float
-    tpot_p90_s: float
-
-    @property
-    def slo_attainment(self) -> float:
-        """Share of requests that met both limits (dropped ones count as misses)."""
-        return self.met / self.requests if self.requests else 1.0
 
 
 def service_stream(
@@ -103,77 +80,6 @@ def poisson_like(trace: Trace, num_requests: int, *, seed: int = 0) -> Trace:
         output_tokens=trace.output_tokens[rows],
         source=f"Poisson arrivals with lengths resampled from {trace.name}",
     )
-
-
-# NOTE(plan): a service's fleet is simulated on its own (replicas serve one service). Requests
-# are routed by weighted power-of-two-choices: two entry replicas are drawn with probability
-# proportional to their profiled capacity, both are advanced to the arrival, and the one with
-# fewer outstanding tokens per unit of capacity gets the request. A disaggregated unit's prefill
-# replica is an entry; prefill runs as a one-token request, and the request then joins a decode
-# replica of its unit type after the KV transfer. Decode never pushes back on prefill, so the two
-# phases are simulated one after the other, which is exact for this model.
-def simulate_service(
-    service: ServiceSpec,
-    trace: Trace,
-    units: Sequence[tuple[Candidate, int, float]],  # (candidate, count, capacity weight)
-    perf_for: PerfModelCache,
-    *,
-    seed: int = 0,
-) -> ServiceSimResult:
-    """Simulate ``trace`` on ``units`` and score it against the service's SLO."""
-    rng = np.random.default_rng(seed)
-    entries: list[_Entry] = []
-    for cand, count, weight in units:
-        for _ in range(count):
-            entries.append(_Entry.build(cand, service.model, weight, perf_for))
-    n = len(trace)
-    if not entries or n == 0:
-        return ServiceSimResult(
-            requests=n,
-            met=0,
-            dropped=n,
-            energy_j=0.0,
-            output_tokens=0,
-            ttft_p90_s=math.inf,
-            tpot_p90_s=math.inf,
-        )
-    arrival = trace.arrival_s
-    prompt = trace.prompt_tokens
-    output = trace.output_tokens
-    weights = np.array([e.weight for e in entries], dtype=float)
-    picks = rng.choice(len(entries), size=(n, 2), p=weights / weights.sum())
-    first_s = np.full(n, math.inf)
-    finish_s = np.full(n, math.inf)
-    routed_to = np.full(n, -1, dtype=np.int64)
-    for i in range(n):
-        t = float(arrival[i])
-        ia, ib = int(picks[i, 0]), int(picks[i, 1])
-        a, b = entries[ia], entries[ib]
-        a.front.advance_until(t)
-        b.front.advance_until(t)
-        k = ia if a.load() <= b.load() else ib
-        chosen = entries[k]
-        out_tokens = 1 if chosen.disaggregated else int(output[i])
-        try:
-            chosen.front.add(
-                SeqRequest(
-                    request_id=str(i),
-                    prompt_tokens=int(prompt[i]),
-                    max_output_tokens=out_tokens,
-                    arrival_s=t,
-                    index=i,
-                )
-            )
-        except InvalidRequestError:
-            continue
-        routed_to[i] = k
-    for entry in entries:
-        entry.front.advance_until(_DRAIN_S)
-        for c in entry.front.completions:
-            first_s[c.index] = c.first_token_s
-            finish_s[c.index] = c.finish_s
-    _run_decode_phase(entries, trace, first_s, finish_s, routed_to)
-    return _score(service, trace, entries, first_s, finish_s)
 
 
 class SimProfile:
@@ -265,88 +171,14 @@ class SimProfile:
         return low
 
 
-class SimVerifier:
-    """Simulates a plan's replicas of every service on the service's full traffic."""
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        spec: PlanSpec,
-        *,
-        traffic: Mapping[str, TrafficStats] | None = None,
-        max_requests: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.catalog = catalog
-        self.perf = PerfModelCache(catalog)
-        # routing weights: each replica's capacity share by the analytic model (1.0 without it)
-        self.weights = AnalyticProfile(catalog, traffic) if traffic is not None else None
-        self.seed = seed
-        limit = max_requests if max_requests is not None else spec.verification.max_requests
-        self.streams = {
-            s.name: service_stream(s, seed=seed, max_requests=limit) for s in spec.services
-        }
-        self.num_simulations = 0
-        # (service, replicas) -> result: a re-solve that keeps a service's replicas reuses it
-        self._cache: dict[tuple[str, tuple[tuple[str, int], ...]], ServiceSimResult] = {}
-
-    @staticmethod
-    def describe() -> str:
-        """How plans are verified (printed in reports)."""
-        return "per-service replica simulation (ReplicaCore, weighted power-of-two routing)"
-
-    def verify(
-        self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
-    ) -> Verification:
-        """Attainment per service, and card energy per output token over all services."""
-        attainment: dict[str, float] = {}
-        energy = 0.0
-        tokens = 0
-        requests = 0
-        notes: list[str] = []
-        for svc in spec.services:
-            units = [
-                (candidates[label], count, self._weight(svc, candidates[label]))
-                for label, count in sorted(allocation.replicas.items())
-                if candidates[label].service == svc.name and count > 0
-            ]
-            key = (svc.name, tuple((u[0].label, u[1]) for u in units))
-            res = self._cache.get(key)
-            if res is None:
-                self.num_simulations += 1
-                res = simulate_service(
-                    svc, self.streams[svc.name], units, self.perf, seed=self.seed
-                )
-                self._cache[key] = res
-            attainment[svc.name] = res.slo_attainment
-            energy += res.energy_j
-            tokens += res.output_tokens
-            requests += res.requests
-            notes.append(
-                f"{svc.name}: {res.met}/{res.requests} met, p90 TTFT {res.ttft_p90_s:.3f} s, "
-                f"p90 TPOT {res.tpot_p90_s * 1e3:.1f} ms, dropped {res.dropped}"
-            )
-        return Verification(
-            slo_attainment=attainment,
-            energy_j_per_output_token=energy / tokens if tokens else None,
-            simulated_requests=requests,
-            notes=tuple(notes),
-        )
-
-    def _weight(self, service: ServiceSpec, candidate: Candidate) -> float:
-        if self.weights is None:
-            return 1.0
-        return max(self.weights.max_rate_rps(service, candidate), 1e-6)
-
-
 class CenterVerifier:
     """Verification on the simulator's whole-center model (:class:`npucenter.sim.center.Center`).
 
     The plan becomes a fleet: one server pool per device type holding exactly the cards the
-    replicas use (server boundaries do not change the simulation), one deployment per candidate,
-    the services' traces merged, routed by the same policy objects the live gateway uses. A
-    service that mixes colocated and disaggregated replicas cannot be expressed as a fleet (the
-    center runs a service either way, not both); such plans fall back to :class:`SimVerifier`.
+    replicas use (server boundaries do not change the simulation), one deployment per candidate
+    (a disaggregated unit: a prefill and a decode deployment; a service may mix colocated
+    replicas and units), the services' traces merged, routed by the same policy objects the live
+    gateway uses. A service the allocation gives no replica misses every request.
     """
 
     def __init__(
@@ -354,29 +186,39 @@ class CenterVerifier:
         catalog: Catalog,
         spec: PlanSpec,
         *,
-        traffic: Mapping[str, TrafficStats] | None = None,
         routing: str | None = None,
         max_requests: int | None = None,
         seed: int = 0,
     ) -> None:
         self.catalog = catalog
         self.routing = routing or spec.verification.routing
-        self.fallback = SimVerifier(
-            catalog, spec, traffic=traffic, max_requests=max_requests, seed=seed
-        )
-        # the fallback's per-service streams, labelled with their service and merged
-        streams = [_labelled(name, tr) for name, tr in self.fallback.streams.items()]
-        self.trace = merge_traces(streams, name=f"{spec.name}-traffic")
+        self.perf = PerfModelCache(catalog)
+        limit = max_requests if max_requests is not None else spec.verification.max_requests
+        #: each service's requests (its trace or a seeded Poisson stream), labelled with its name
+        self.streams = {
+            s.name: _labelled(s.name, service_stream(s, seed=seed, max_requests=limit))
+            for s in spec.services
+        }
+        self._name = f"{spec.name}-traffic"
+        self._traces: dict[tuple[str, ...], Trace] = {}  # served services -> merged trace
         link = [d.kv_link_gbps for d in spec.disaggregation]
         self.network_gb_per_s = min(link) if link else 12.5
         self.num_simulations = 0
-        self.num_fallbacks = 0
         self._cache: dict[tuple[tuple[str, int], ...], Verification] = {}
 
     @staticmethod
     def describe() -> str:
         """How plans are verified (printed in reports)."""
         return "simulator whole-center model (npucenter.sim.center) on the merged traces"
+
+    def trace_for(self, services: Sequence[str]) -> Trace:
+        """The merged requests of ``services`` (in the spec's order), made once per set."""
+        key = tuple(services)
+        trace = self._traces.get(key)
+        if trace is None:
+            trace = merge_traces([self.streams[name] for name in key], name=self._name)
+            self._traces[key] = trace
+        return trace
 
     def verify(
         self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
@@ -386,20 +228,31 @@ class CenterVerifier:
         if key in self._cache:
             return self._cache[key]
         fleet = self.fleet_for(spec, allocation, candidates)
+        summary: Mapping[str, Any] = {}
+        if fleet is not None:
+            self.num_simulations += 1
+            served = [s.name for s in fleet.services]
+            center = Center(fleet, self.catalog, policy=self.routing, perf_models=self.perf)
+            summary = center.run(self.trace_for(served)).summary
+        services = summary.get("services", {})
+        attainment: dict[str, float] = {}
+        notes: list[str] = []
+        for svc in spec.services:
+            info = services.get(svc.name)
+            if info is None:
+                attainment[svc.name] = 0.0
+                notes.append(f"{svc.name}: no replica, every request missed")
+                continue
+            attainment[svc.name] = float(info["slo_attainment"])
+            notes.append(
+                f"{svc.name}: {info['completed']}/{info['requests']} completed, "
+                f"p90 TTFT {info['ttft_s']['p90']:.3f} s, "
+                f"p90 TPOT {info['tpot_s']['p90'] * 1e3:.1f} ms"
+            )
         if fleet is None:
-            self.num_fallbacks += 1
-            return self.fallback.verify(spec, allocation, candidates)
-        self.num_simulations += 1
-        center = Center(fleet, self.catalog, policy=self.routing, perf_models=self.fallback.perf)
-        result = center.run(self.trace)
-        summary = result.summary
-        services = summary["services"]
-        attainment = {s.name: float(services[s.name]["slo_attainment"]) for s in spec.services}
-        notes = tuple(
-            f"{name}: {info['completed']}/{info['requests']} completed, "
-            f"p90 TTFT {info['ttft_s']['p90']:.3f} s, p90 TPOT {info['tpot_s']['p90'] * 1e3:.1f} ms"
-            for name, info in services.items()
-        )
+            check = Verification(slo_attainment=attainment, notes=tuple(notes))
+            self._cache[key] = check
+            return check
         energy = summary.get("energy_j_per_output_token")
         check = Verification(
             slo_attainment=attainment,
@@ -416,17 +269,15 @@ class CenterVerifier:
     def fleet_for(
         self, spec: PlanSpec, allocation: Allocation, candidates: Mapping[str, Candidate]
     ) -> FleetSpec | None:
-        """The plan as a simulator fleet, or None when a service mixes serving modes."""
-        units: list[tuple[ServiceSpec, Candidate, int]] = []
-        for svc in spec.services:
-            mine = [
-                (svc, candidates[label], n)
-                for label, n in sorted(allocation.replicas.items())
-                if n > 0 and candidates[label].service == svc.name
-            ]
-            if not mine or len({c.disaggregated for _, c, _ in mine}) > 1:
-                return None
-            units.extend(mine)
+        """The plan as a simulator fleet (services without replicas left out; None: no replica)."""
+        units = [
+            (svc, candidates[label], n)
+            for svc in spec.services
+            for label, n in sorted(allocation.replicas.items())
+            if n > 0 and candidates[label].service == svc.name
+        ]
+        if not units:
+            return None
         return _fleet(f"{spec.name}-plan", units, network_gb_per_s=self.network_gb_per_s)
 
 
@@ -477,135 +328,6 @@ def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[Deployme
         replace(colocated, device=cand.prefill_device_id, tp=cand.prefill_tp, role="prefill"),
         replace(colocated, replicas_per_server=count * cand.decode_per_prefill, role="decode"),
     ]
-
-
-# --- internals ----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Entry:
-    """One routing target: a colocated replica, or a disaggregated unit (prefill + decoders)."""
-
-    front: ReplicaCore  # where requests arrive (the replica, or the unit's prefill replica)
-    decoders: list[ReplicaCore]
-    weight: float
-    transfer_s_per_token: float
-    disaggregated: bool
-    cores: list[ReplicaCore] = field(default_factory=list)
-
-    @classmethod
-    def build(cls, cand: Candidate, model: str, weight: float, perf: PerfModelCache) -> _Entry:
-        cfg = ReplicaConfig()
-
-        def core(device: str, tp: int) -> ReplicaCore:
-            pm = perf.get(model, device, cand.precision, tp)
-            return ReplicaCore(pm, cfg, record_completions=True)
-
-        if not cand.disaggregated:
-            only = core(cand.device_id, cand.tp)
-            return cls(
-                front=only,
-                decoders=[],
-                weight=weight,
-                transfer_s_per_token=0.0,
-                disaggregated=False,
-                cores=[only],
-            )
-        assert cand.prefill_device_id is not None
-        front = core(cand.prefill_device_id, cand.prefill_tp)
-        decoders = [core(cand.device_id, cand.tp) for _ in range(cand.decode_per_prefill)]
-        pre_pm = perf.get(model, cand.prefill_device_id, cand.precision, cand.prefill_tp)
-        transfer = pre_pm.kv_bytes_per_token / (cand.kv_link_gbps * 1e9)
-        return cls(
-            front=front,
-            decoders=decoders,
-            weight=weight,
-            transfer_s_per_token=transfer,
-            disaggregated=True,
-            cores=[front, *decoders],
-        )
-
-    def load(self) -> float:
-        return self.front.outstanding_tokens / self.weight
-
-
-def _run_decode_phase(
-    entries: list[_Entry],
-    trace: Trace,
-    first_s: np.ndarray,
-    finish_s: np.ndarray,
-    routed_to: np.ndarray,
-) -> None:
-    """Hand each request a unit prefilled to the unit's least-loaded decoder (deterministic)."""
-    prompt, output = trace.prompt_tokens, trace.output_tokens
-    for k, entry in enumerate(entries):
-        if not entry.disaggregated:
-            continue
-        idx = np.flatnonzero((routed_to == k) & np.isfinite(first_s) & (output > 1))
-        ready = first_s[idx] + prompt[idx] * entry.transfer_s_per_token
-        order = np.argsort(ready, kind="stable")
-        decs = entry.decoders
-        for j in order:
-            i = int(idx[j])
-            t = float(ready[j])
-            for d in decs:
-                d.advance_until(t)
-            target = min(decs, key=lambda d: d.outstanding_tokens)
-            finish_s[i] = math.inf
-            try:
-                target.add(
-                    SeqRequest(
-                        request_id=str(i),
-                        prompt_tokens=int(prompt[i]),
-                        max_output_tokens=int(output[i]),
-                        arrival_s=t,
-                        index=i,
-                        num_computed_tokens=int(prompt[i]),
-                        num_output_tokens=1,
-                    )
-                )
-            except InvalidRequestError:
-                continue
-        for d in decs:
-            d.advance_until(_DRAIN_S)
-            for c in d.completions:
-                finish_s[c.index] = c.finish_s
-
-
-def _score(
-    service: ServiceSpec,
-    trace: Trace,
-    entries: list[_Entry],
-    first_s: np.ndarray,
-    finish_s: np.ndarray,
-) -> ServiceSimResult:
-    out = trace.output_tokens.astype(float)
-    done = np.isfinite(first_s) & np.isfinite(finish_s)
-    safe_first = np.where(done, first_s, 0.0)
-    safe_finish = np.where(done, finish_s, 0.0)
-    ttft = np.where(done, safe_first - trace.arrival_s, math.inf)
-    decode_s = (safe_finish - safe_first) / np.maximum(out - 1, 1)
-    tpot = np.where(done, np.where(out > 1, decode_s, 0.0), math.inf)
-    met = int(np.count_nonzero(meets_slo(ttft, tpot, done, _slo(service))))
-    energy = sum(core.energy_j for e in entries for core in e.cores)
-    tokens = int(out[done].sum())
-    return ServiceSimResult(
-        requests=len(trace),
-        met=met,
-        dropped=int(np.count_nonzero(~done)),
-        energy_j=energy,
-        output_tokens=tokens,
-        ttft_p90_s=_p90(ttft),
-        tpot_p90_s=_p90(tpot),
-    )
-
-
-def _p90(values: np.ndarray) -> float:
-    """The 90th percentile without interpolation (values may be inf: missed requests)."""
-    if len(values) == 0:
-        return 0.0
-    ordered = np.sort(values)
-    return float(ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)])
 
 
 def _slo(service: ServiceSpec) -> Slo:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from npucenter.catalog import Catalog
 from npucenter.plan.planner import Verifier
 from npucenter.plan.profile import AnalyticProfile, ProfileSource, TrafficStats
-from npucenter.plan.simulate import CenterVerifier, SimProfile, SimVerifier
+from npucenter.plan.simulate import CenterVerifier, SimProfile
 from npucenter.plan.spec import PlanSpec
 from npucenter.registry import Registry
 
@@ -34,14 +34,10 @@ def _analytic(cat: Catalog, spec: PlanSpec, traffic: Mapping[str, TrafficStats])
 
 
 def _center(cat: Catalog, spec: PlanSpec, traffic: Mapping[str, TrafficStats]) -> CenterVerifier:
-    return CenterVerifier(cat, spec, traffic=traffic)
-
-
-def _replica(cat: Catalog, spec: PlanSpec, traffic: Mapping[str, TrafficStats]) -> SimVerifier:
-    return SimVerifier(cat, spec, traffic=traffic)
+    del traffic  # the center replays each service's own requests
+    return CenterVerifier(cat, spec)
 
 
 PROFILE_SOURCES.add("sim", _sim_profile, aliases=("simulator",))
 PROFILE_SOURCES.add("analytic", _analytic, aliases=("perf",))
 VERIFIERS.add("center", _center, aliases=("sim",))
-VERIFIERS.add("replica", _replica)

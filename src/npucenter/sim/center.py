@@ -78,11 +78,11 @@ class SimReplica:
 class _ServicePools:
     name: str
     model_id: str
-    entry: list[SimReplica]  # where requests arrive (all replicas, or the prefill pool)
-    decode: list[SimReplica]  # the decode pool of a disaggregated service, else empty
+    entry: list[SimReplica]  # where requests arrive: colocated and prefill replicas
+    decode: list[SimReplica]  # the decode pool (replicas of role 'decode'), else empty
     policy: RoutingPolicy
     decode_policy: RoutingPolicy | None
-    disaggregated: bool = False  # prefill and decode pools (even while one is empty)
+    prefill_only: bool = False  # every entry replica prefills only (routed as 1-token requests)
 
 
 class Center:
@@ -178,9 +178,8 @@ class Center:
         pools: dict[str, _ServicePools] = {}
         for svc in self.fleet.services:
             mine = [r for r in replicas if r.service == svc.name]
-            prefill = [r for r in mine if r.role == "prefill"]
+            entry = [r for r in mine if r.role != "decode"]
             decode = [r for r in mine if r.role == "decode"]
-            entry = prefill or mine
             context = RoutingContext(
                 estimator=PerfEstimator({r.replica_id: r.perf for r in mine}),
                 ttft_slo_s=svc.slo.ttft_s if math.isfinite(svc.slo.ttft_s) else None,
@@ -194,7 +193,7 @@ class Center:
                 decode=decode,
                 policy=make_routing_policy(name, context),
                 decode_policy=make_routing_policy(name, context) if decode else None,
-                disaggregated=bool(decode),
+                prefill_only=all(r.role == "prefill" for r in entry),
             )
         return replicas, pools
 
@@ -334,14 +333,13 @@ class _Loop:
             progress(n, n)
 
     def _arrive(self, idx: int, t: float, prompt: int, output: int, pools: _ServicePools) -> None:
-        disagg = pools.disaggregated
         decision = pools.policy.route(
             RoutingSnapshot(now_s=t, replicas=tuple(r.state for r in pools.entry)),
             RouteRequest(
                 request_id=str(idx),
                 model_id=pools.model_id,
                 prompt_tokens=prompt,
-                max_output_tokens=1 if disagg else output,
+                max_output_tokens=1 if pools.prefill_only else output,
             ),
         )
         rep = self.by_id.get(decision.replica_id) if decision.replica_id else None
@@ -355,7 +353,7 @@ class _Loop:
                 SeqRequest(
                     request_id=str(idx),
                     prompt_tokens=prompt,
-                    max_output_tokens=1 if disagg else output,
+                    max_output_tokens=1 if rep.role == "prefill" else output,
                     arrival_s=t,
                     index=idx,
                 )

@@ -1,4 +1,4 @@
-"""Simulator-backed profiles and verification on small synthetic services."""
+"""Simulator-backed profiles and verification (the whole-center model) on small services."""
 
 from __future__ import annotations
 
@@ -10,16 +10,13 @@ import numpy as np
 import pytest
 from plan_factories import CAT, allocation, chat_spec, h100_rngd_unit, replica
 
-from npucenter.perf import PerfModelCache
 from npucenter.plan.profile import AnalyticProfile
 from npucenter.plan.simulate import (
     CenterVerifier,
     SimProfile,
-    SimVerifier,
     _labelled,
     poisson_like,
     service_stream,
-    simulate_service,
 )
 from npucenter.plan.spec import PlanSpec, parse_plan_spec
 from npucenter.plan.traffic import stats_from_spec
@@ -42,48 +39,55 @@ CODE = replica("nvidia_h100_sxm", service="code")
 def _spec(**traffic: Any) -> PlanSpec:
     data = copy.deepcopy(DATA)
     data["services"][0]["traffic"].update(traffic)
+    data["verification"] = {"max_requests": 3000}
     return parse_plan_spec(data)
+
+
+def _labels(*cands: Any) -> dict[str, Any]:
+    return {c.label: c for c in cands}
 
 
 def test_more_replicas_meet_the_slo_that_one_misses() -> None:
     spec = _spec(rate_rps=200)  # about 3x what one RNGD replica sustains by the perf model
-    svc = spec.services[0]
-    stream = service_stream(svc, max_requests=3000)
-    perf = PerfModelCache(CAT)
-    one = simulate_service(svc, stream, [(RNGD, 1, 1.0)], perf)
-    many = simulate_service(svc, stream, [(RNGD, 6, 1.0)], perf)
-    assert one.requests == many.requests == len(stream)
-    assert one.slo_attainment < 0.5 < 0.9 <= many.slo_attainment
-    assert many.output_tokens == int(stream.output_tokens.sum())
-    assert many.energy_j > 0
+    verifier = CenterVerifier(CAT, spec)
+    one = verifier.verify(spec, allocation({RNGD.label: 1}), _labels(RNGD))
+    many = verifier.verify(spec, allocation({RNGD.label: 6}), _labels(RNGD))
+    assert one.simulated_requests == many.simulated_requests == len(verifier.streams["chat"])
+    assert one.slo_attainment["chat"] < 0.5 < 0.9 <= many.slo_attainment["chat"]
+    assert many.energy_j_per_output_token is not None and many.energy_j_per_output_token > 0
 
 
-def test_requests_that_fit_no_replica_are_dropped_and_missed() -> None:
+def test_requests_that_fit_no_replica_are_missed() -> None:
     spec = _spec(mean_input_tokens=2_000_000)  # far beyond any KV cache
-    svc = spec.services[0]
-    res = simulate_service(
-        svc, service_stream(svc, max_requests=20), [(H100, 1, 1.0)], PerfModelCache(CAT)
+    check = CenterVerifier(CAT, spec, max_requests=20).verify(
+        spec, allocation({H100.label: 1}), _labels(H100)
     )
-    assert res.dropped == res.requests == 20
-    assert res.slo_attainment == 0.0
+    assert check.slo_attainment["chat"] == 0.0
+    assert check.simulated_requests == 20
 
 
-def test_simulation_is_deterministic_for_a_seed() -> None:
-    svc = _spec().services[0]
-    stream = service_stream(svc, max_requests=500, seed=3)
-    units = [(RNGD, 2, 1.0), (H100, 1, 2.0)]
-    a = simulate_service(svc, stream, units, PerfModelCache(CAT), seed=7)
-    b = simulate_service(svc, stream, units, PerfModelCache(CAT), seed=7)
+def test_a_service_without_replicas_misses_every_request() -> None:
+    spec = _two_service_spec()
+    verifier = CenterVerifier(CAT, spec)
+    check = verifier.verify(spec, allocation({CODE.label: 2}), _labels(RNGD, CODE))
+    assert check.slo_attainment["chat"] == 0.0 and check.slo_attainment["code"] > 0.5
+    assert check.simulated_requests == len(verifier.streams["code"])  # chat's were not routed
+
+
+def test_verification_is_deterministic_for_a_seed() -> None:
+    spec = _spec()
+    alloc = allocation({RNGD.label: 2, H100.label: 1})
+    a = CenterVerifier(CAT, spec, max_requests=500, seed=3).verify(spec, alloc, _labels(RNGD, H100))
+    b = CenterVerifier(CAT, spec, max_requests=500, seed=3).verify(spec, alloc, _labels(RNGD, H100))
     assert a == b
 
 
 def test_disaggregated_unit_serves_every_request() -> None:
     svc = replace(_spec().services[0], slo=replace(_spec().services[0].slo, ttft_s=60, tpot_s=5))
     stream = service_stream(svc, max_requests=300)
-    res = simulate_service(svc, stream, [(UNIT, 1, 1.0)], PerfModelCache(CAT))
-    assert res.dropped == 0
-    assert res.slo_attainment == 1.0
-    assert res.output_tokens == int(stream.output_tokens.sum())
+    res = Center(SimProfile.fleet_for(svc, UNIT), CAT).run(_labelled(svc.name, stream))
+    assert res.summary["completed"] == len(stream)
+    assert res.summary["slo_attainment"] == 1.0
 
 
 def test_sim_profile_agrees_with_the_analytic_model_within_a_factor_of_two() -> None:
@@ -107,19 +111,6 @@ def test_sim_profile_falls_with_a_tighter_slo() -> None:
     assert tight < loose
 
 
-def test_verifier_reuses_results_for_unchanged_replicas() -> None:
-    spec = _spec()
-    traffic = {s.name: stats_from_spec(s.traffic) for s in spec.services}
-    verifier = SimVerifier(CAT, spec, traffic=traffic, max_requests=400)
-    labels = {RNGD.label: RNGD, H100.label: H100}
-    first = verifier.verify(spec, allocation({RNGD.label: 2, H100.label: 1}), labels)
-    again = verifier.verify(spec, allocation({H100.label: 1, RNGD.label: 2}), labels)
-    assert verifier.num_simulations == 1
-    assert first.slo_attainment == again.slo_attainment
-    assert 0.0 <= first.slo_attainment["chat"] <= 1.0
-    assert first.energy_j_per_output_token is not None and first.energy_j_per_output_token > 0
-
-
 def test_poisson_like_keeps_the_rate_and_the_length_distribution() -> None:
     svc = _spec().services[0]
     base = service_stream(svc, max_requests=2000, seed=1)
@@ -129,7 +120,7 @@ def test_poisson_like_keeps_the_rate_and_the_length_distribution() -> None:
     assert set(np.unique(pois.prompt_tokens)) <= set(np.unique(base.prompt_tokens))
 
 
-# --- the whole-center verifier -----------------------------------------------------------------
+# --- plans of several services ------------------------------------------------------------------
 
 
 def _two_service_spec() -> PlanSpec:
@@ -150,8 +141,9 @@ def _two_service_spec() -> PlanSpec:
 def test_plan_maps_to_a_center_fleet_with_exact_card_counts() -> None:
     spec = _two_service_spec()
     verifier = CenterVerifier(CAT, spec)
-    labels = {c.label: c for c in (UNIT, CODE)}
-    fleet = verifier.fleet_for(spec, allocation({UNIT.label: 3, CODE.label: 2}), labels)
+    fleet = verifier.fleet_for(
+        spec, allocation({UNIT.label: 3, CODE.label: 2}), _labels(UNIT, CODE)
+    )
     assert fleet is not None
     cards = {p.device: p.num_cards for p in fleet.servers}
     assert cards == {"furiosa_rngd": 6, "nvidia_h100_sxm": 5}  # 3 prefill + 2 code on H100
@@ -159,47 +151,30 @@ def test_plan_maps_to_a_center_fleet_with_exact_card_counts() -> None:
     assert roles == [("chat", "decode"), ("chat", "prefill"), ("code", "both")]
 
 
-def test_mixed_serving_modes_fall_back_to_the_replica_simulation() -> None:
+def test_a_service_mixing_serving_modes_runs_on_the_center() -> None:
     spec = _two_service_spec()
     verifier = CenterVerifier(CAT, spec)
-    labels = {c.label: c for c in (UNIT, RNGD, CODE)}
+    labels = _labels(UNIT, RNGD, CODE)
     alloc = allocation({UNIT.label: 1, RNGD.label: 2, CODE.label: 1})
-    assert verifier.fleet_for(spec, alloc, labels) is None
+    fleet = verifier.fleet_for(spec, alloc, labels)
+    assert fleet is not None
+    chat_roles = sorted(d.role for d in fleet.deployments if d.service == "chat")
+    assert chat_roles == ["both", "decode", "prefill"]
     check = verifier.verify(spec, alloc, labels)
-    assert verifier.num_fallbacks == 1 and verifier.num_simulations == 0
+    assert verifier.num_simulations == 1
     assert set(check.slo_attainment) == {"chat", "code"}
+    assert check.simulated_requests == sum(len(s) for s in verifier.streams.values())
 
 
-def test_center_and_replica_verifiers_agree_on_a_clear_case() -> None:
+def test_verifier_reuses_results_for_unchanged_replicas() -> None:
     spec = _two_service_spec()
-    labels = {c.label: c for c in (RNGD, CODE)}
+    labels = _labels(RNGD, CODE)
     big = allocation({RNGD.label: 4, CODE.label: 3})
-    small = allocation({RNGD.label: 1, CODE.label: 1})
     center = CenterVerifier(CAT, spec)
-    replica = SimVerifier(CAT, spec)
-    for alloc in (big, small):
-        a = center.verify(spec, alloc, labels).slo_attainment
-        b = replica.verify(spec, alloc, labels).slo_attainment
-        for name in ("chat", "code"):
-            assert abs(a[name] - b[name]) < 0.15
     ok = center.verify(spec, big, labels)
+    again = center.verify(spec, allocation({CODE.label: 3, RNGD.label: 4}), labels)
+    assert again is ok and center.num_simulations == 1
     assert min(ok.slo_attainment.values()) >= 0.9
-    assert center.num_simulations == 2  # the repeat came from the cache
-
-
-# (candidate, load factor over its analytic capacity where some but not all requests miss)
-@pytest.mark.parametrize(
-    ("cand", "factor"), [(RNGD, 1.3), (H100, 3.0), (UNIT, 5.0)], ids=["rngd", "h100", "unit"]
-)
-def test_profile_trials_on_the_center_match_the_replica_loop_for_one_unit(cand, factor) -> None:
-    # SimProfile runs sim.Center on a one-unit fleet; for one unit the replica loop the
-    # SimVerifier uses is the same model, request for request
-    spec = _spec()
-    svc = spec.services[0]
-    near = AnalyticProfile(CAT, {svc.name: stats_from_spec(svc.traffic)}).max_rate_rps(svc, cand)
-    base = service_stream(svc, max_requests=600, seed=1)
-    stream = base.scale_rate(factor * near / base.mean_rate_rps)
-    loop = simulate_service(svc, stream, [(cand, 1, 1.0)], PerfModelCache(CAT))
-    center = Center(SimProfile.fleet_for(svc, cand), CAT).run(_labelled(svc.name, stream))
-    assert 0 < loop.met < loop.requests  # a rate where some requests miss: a real comparison
-    assert int(center.met_slo.sum()) == loop.met
+    small = center.verify(spec, allocation({RNGD.label: 1, CODE.label: 1}), labels)
+    assert center.num_simulations == 2
+    assert small.slo_attainment["code"] <= ok.slo_attainment["code"]

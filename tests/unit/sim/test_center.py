@@ -136,6 +136,33 @@ def test_disaggregated_prefill_on_gpu_decode_on_npu(catalog):
     assert np.all(e2e_decode < 19 * rngd.tpot_s(1, 2020) * 1.01)
 
 
+def test_one_service_mixes_colocated_and_disaggregated_replicas(catalog):
+    latency_s = 0.5  # a slow hand-off, so disaggregated requests are told apart by their TPOT
+    spec = fleet_spec_from_mapping(
+        {
+            "servers": SMALL["servers"],
+            "services": [
+                {"service": "chat", "model": "llama-3.1-8b", "device": "rngd", "role": "both"},
+                {"service": "chat", "model": "llama-3.1-8b", "device": "h100", "role": "prefill"},
+                {"service": "chat", "model": "llama-3.1-8b", "device": "rngd", "role": "decode"},
+            ],
+            "network_latency_s": latency_s,
+        }
+    )
+    center = build_center(spec, catalog, policy="round-robin")
+    trace = _poisson_fixed(40, rate_rps=0.2, prompt=500, output=20, seed=4)
+    res = center.run(trace)
+    assert res.summary["completed"] == len(trace)
+    deps = center.fleet.deployments
+    roles = {p.replica_id: deps[p.deployment_index].role for p in center.placement.replicas}
+    entry = [roles[res.replica_ids[k]] for k in res.replica_index]
+    assert set(entry) == {"both", "prefill"}  # round-robin over both kinds of entry replica
+    split = np.array([role == "prefill" for role in entry])
+    decode_s = res.finish_s - res.first_token_s
+    assert np.all(decode_s[split] > latency_s)  # the KV hand-off lies between first and second
+    assert np.all(decode_s[~split] < latency_s)
+
+
 def test_too_long_requests_are_rejected_not_lost(catalog):
     center = build_center(fleet_spec_from_mapping(SMALL), catalog)
     # prompts longer than Llama-3.1's context
