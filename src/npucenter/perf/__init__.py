@@ -9,12 +9,12 @@ from npucenter.catalog.catalog import Catalog, default_catalog
 from npucenter.catalog.precision import Precision
 from npucenter.perf.calibration import CalibrationReport, calibrate, fitted_efficiencies
 from npucenter.perf.model import (
-    IDLE_POWER_FRACTION,
     MEMORY_UTILIZATION,
     Efficiency,
     PerfModel,
     Prediction,
 )
+from npucenter.perf.power import IDLE_POWER_FRACTION, card_power_w, idle_power_w
 
 __all__ = [
     "IDLE_POWER_FRACTION",
@@ -26,8 +26,10 @@ __all__ = [
     "Prediction",
     "build_perf_model",
     "calibrate",
+    "card_power_w",
     "default_precision",
     "fitted_efficiencies",
+    "idle_power_w",
 ]
 
 

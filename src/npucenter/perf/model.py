@@ -17,6 +17,7 @@ from npucenter.catalog.device import Device
 from npucenter.catalog.model import Model
 from npucenter.catalog.precision import Precision
 from npucenter.errors import InvalidConfigError, ModelDoesNotFitError
+from npucenter.perf.power import IDLE_POWER_FRACTION, idle_power_w
 
 __all__ = [
     "IDLE_POWER_FRACTION",
@@ -28,10 +29,9 @@ __all__ = [
 
 # NOTE(perf): These two are model assumptions, not device figures, and every prediction lists
 # them. MEMORY_UTILIZATION mirrors vLLM's default gpu_memory_utilization (0.9): the rest is left
-# for activations, workspace and the runtime. No source gives idle power for most cards, so idle
-# power is IDLE_POWER_FRACTION of TDP unless a (user) catalog supplies ``idle_w``.
+# for activations, workspace and the runtime. Idle power follows the one rule of
+# :mod:`npucenter.perf.power` (IDLE_POWER_FRACTION of TDP unless a catalog supplies ``idle_w``).
 MEMORY_UTILIZATION = 0.90
-IDLE_POWER_FRACTION = 0.20
 _MIN_KV_TOKENS = 2048  # a replica that cannot hold one 2k-token sequence does not "fit"
 
 Num = TypeVar("Num", float, npt.NDArray[np.float64])
@@ -167,8 +167,7 @@ class PerfModel:
             self._comm_token = 0.0
         self._overhead = eff.step_overhead_s
         tdp = float(device.tdp_w) if device.tdp_w is not None else 0.0
-        idle = device.idle_w if device.idle_w is not None else IDLE_POWER_FRACTION * tdp
-        self.idle_power_w = tp * idle
+        self.idle_power_w = tp * (idle_power_w(device) or 0.0)
         self.max_power_w = tp * tdp
 
     # --- static helpers ---------------------------------------------------------------------

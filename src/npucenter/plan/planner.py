@@ -20,7 +20,7 @@ from npucenter.errors import (
     NotFoundError,
     NotSupportedError,
 )
-from npucenter.perf import IDLE_POWER_FRACTION, build_perf_model
+from npucenter.perf import IDLE_POWER_FRACTION, build_perf_model, idle_power_w
 from npucenter.plan.milp import (
     Allocation,
     CapacityProblem,
@@ -177,10 +177,8 @@ def build_device_types(spec: PlanSpec, catalog: Catalog) -> tuple[DeviceType, ..
                 "the catalog gives no server size for this device",
                 hint="state cards_per_server in the spec",
             )
-        if opt.idle_power_fraction is not None:
-            idle = opt.idle_power_fraction * dev.tdp_w
-        else:
-            idle = dev.idle_w if dev.idle_w is not None else IDLE_POWER_FRACTION * dev.tdp_w
+        idle = idle_power_w(dev, assumed_fraction=opt.idle_power_fraction)
+        assert idle is not None  # the device has a TDP (checked above)
         kind: Kind = "npu" if dev.kind == "npu" else "gpu"
         out.append(
             DeviceType(

@@ -18,7 +18,7 @@ from npucenter.catalog import Catalog
 from npucenter.errors import InvalidConfigError, InvalidRequestError
 from npucenter.fleet.placement import place_fleet
 from npucenter.fleet.spec import Deployment, FleetSpec
-from npucenter.perf import IDLE_POWER_FRACTION, PerfModel, PerfModelCache
+from npucenter.perf import PerfModel, PerfModelCache, idle_power_w
 from npucenter.policy.routing import (
     PerfEstimator,
     ReplicaState,
@@ -125,11 +125,9 @@ class Center:
             free = used.get(pool.device, 0)
             self.unused_cards[pool.device] = free
             if free:
-                dev = self.catalog.device(pool.device)
-                if dev.idle_w is not None:
-                    self.idle_power_unused_w += free * dev.idle_w
-                elif dev.tdp_w is not None:
-                    self.idle_power_unused_w += free * IDLE_POWER_FRACTION * dev.tdp_w
+                idle_w = idle_power_w(self.catalog.device(pool.device))
+                if idle_w is not None:
+                    self.idle_power_unused_w += free * idle_w
                 else:
                     self.assumptions.append(
                         f"{free} unused {pool.device} cards counted at 0 W (no sourced power)"

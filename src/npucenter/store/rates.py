@@ -3,9 +3,9 @@
 NOTE(control): a ledger row for held cards (``job``, ``replica``, ``preemption``) carries
 ``energy_j = device_s * power_w(card)`` and ``cost_usd = device_s / 3600 * tariff(card)``.
 Power is measured where the runner could read it (telemetry of the job's cards, passed in as
-``energy_j``), else modelled as the perf model does: ``idle + (TDP - idle) * busy_fraction``
-with idle the catalog's ``idle_w`` or ``IDLE_POWER_FRACTION`` of TDP; a held card is taken as
-fully busy by default (a tenant holds the whole card). A device with no sourced TDP (ATOM) has
+``energy_j``), else modelled by the perf model's one rule (:func:`npucenter.perf.card_power_w`:
+``idle + (TDP - idle) * busy_fraction``, idle the catalog's ``idle_w`` or a fraction of TDP);
+a held card is taken as fully busy by default (a tenant holds the whole card). A device with no sourced TDP (ATOM) has
 no modelled power: its rows carry 0 J. The tariff is the operator's price list (settings or the
 fleet file), never package data; a device it does not price leaves ``cost_usd`` empty.
 """
@@ -65,8 +65,7 @@ class CardRates:
 
     def power_w(self, device_type: str) -> float:
         """Modelled power of one held card (W); 0 when the catalog has no sourced TDP."""
-        tdp_w, idle_w = _tdp_and_idle_w(device_type)
-        return idle_w + (tdp_w - idle_w) * self.busy_fraction
+        return _card_power_w(device_type, self.busy_fraction)
 
     def cost_usd(self, device_type: str, device_s: float) -> float | None:
         """The price of ``device_s`` device-seconds of ``device_type`` (None: not priced)."""
@@ -79,17 +78,16 @@ class CardRates:
         return bool(self.usd_per_device_hour) or self.default_usd_per_device_hour is not None
 
 
-@lru_cache(maxsize=64)
-def _tdp_and_idle_w(device_type: str) -> tuple[float, float]:
-    from npucenter.perf import IDLE_POWER_FRACTION
+@lru_cache(maxsize=256)
+def _card_power_w(device_type: str, busy_fraction: float) -> float:
+    from npucenter.perf import card_power_w
 
     try:
         device = default_catalog().device(device_type)
     except NpuCenterError:
-        return 0.0, 0.0
-    if device.tdp_w is None:
+        return 0.0
+    power = card_power_w(device, busy_fraction)
+    if power is None:
         log.warning("%s has no sourced TDP: its held-card ledger rows carry 0 J", device_type)
-        return 0.0, 0.0
-    tdp = float(device.tdp_w)
-    idle = float(device.idle_w) if device.idle_w is not None else IDLE_POWER_FRACTION * tdp
-    return tdp, idle
+        return 0.0
+    return power
