@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from npucenter.clock import Clock, SystemClock
-from npucenter.errors import AuthenticationError, InvalidConfigError, PermissionDeniedError
+from npucenter.errors import AuthenticationError, PermissionDeniedError
+from npucenter.policy.principal import Principal, TenantLimits
 
 __all__ = [
     "INFERENCE_SCOPES",
@@ -27,36 +27,6 @@ __all__ = [
 ]
 
 INFERENCE_SCOPES = frozenset({"inference", "gateway", "*", "admin"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TenantLimits:
-    """A tenant's gateway limits; ``None`` means unlimited."""
-
-    requests_per_min: float | None = None
-    tokens_per_s: float | None = None  # the tenant quota's token rate (policy.quota.TenantQuota)
-    burst_tokens: float | None = None  # its bucket depth; None: tokens_per_s x 10 s
-    token_quota: float | None = None  # tokens the tenant may use in total (its quota)
-
-    def __post_init__(self) -> None:
-        for name in ("requests_per_min", "tokens_per_s", "burst_tokens", "token_quota"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InvalidConfigError(name, value, "must be >= 0 or unset")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Principal:
-    """The caller behind one API key."""
-
-    key_id: str  # a non-secret id of the key (never the key)
-    tenant: str
-    scopes: frozenset[str] = field(default_factory=lambda: frozenset({"inference"}))
-    is_admin: bool = False
-    priority: int = 0  # higher is served first when requests wait
-    weight: float = 1.0  # fair-share weight among tenants of one priority
-    limits: TenantLimits = field(default_factory=TenantLimits)
-    tokens_used: float = 0.0  # tokens counted against token_quota before this process started
 
 
 class KeyResolver(Protocol):

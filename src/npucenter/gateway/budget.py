@@ -5,10 +5,11 @@ tenant's token bucket, request bucket and total quota before it is admitted; whe
 :meth:`BudgetBook.reconcile` replaces the estimate by the response's real usage. The numbers the
 dashboard shows are these same counters, so what is shown is what is enforced.
 
-NOTE(gateway): the token rate is the admission policy's own :class:`TokenBudget` (the tenant
-quota's ``tokens_per_s`` with its burst), so jobs, replicas and requests are governed by one
-statement of the tenant's share. Requests per minute is a bucket of capacity ``limit`` refilled at
-``limit / 60`` per second. Reconciliation may push the token bucket below zero (a request used
+NOTE(gateway): both buckets are the policy core's pure :class:`TokenBudget` (this module only
+keeps them per tenant and reads the clock): the token rate is the tenant quota's ``tokens_per_s``
+with its burst, so jobs, replicas and requests are governed by one statement of the tenant's
+share; requests per minute is a bucket of ``limit`` refilled at ``limit / 60`` per second, one
+token a request. Reconciliation may push the token bucket below zero (a request used
 more than it reserved), which then delays the tenant's next requests. One gateway process holds
 the counters; several gateway processes would need a shared counter.
 """
@@ -16,44 +17,14 @@ the counters; several gateway processes would need a shared counter.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from npucenter.clock import Clock
 from npucenter.errors import QuotaExceededError, RateLimitedError
 from npucenter.gateway.auth import Principal
 from npucenter.policy.quota import DEFAULT_TOKEN_BURST_S, TokenBudget
 
-__all__ = ["BudgetBook", "Reservation", "TenantBudgetView", "TokenBucket"]
-
-
-class TokenBucket:
-    """A bucket of ``capacity`` refilled at ``rate_per_s``; its level may go negative (debt)."""
-
-    __slots__ = ("_last_s", "capacity", "level", "rate_per_s")
-
-    def __init__(self, capacity: float, now_s: float) -> None:
-        self.capacity = capacity
-        self.rate_per_s = capacity / 60.0
-        self.level = capacity
-        self._last_s = now_s
-
-    def refill(self, now_s: float) -> None:
-        """Add what accrued since the last call."""
-        if now_s > self._last_s:
-            self.level = min(self.capacity, self.level + (now_s - self._last_s) * self.rate_per_s)
-            self._last_s = now_s
-
-    def wait_s(self, amount: float) -> float:
-        """Seconds until ``amount`` is available (0 when it is now); call after refill."""
-        missing = amount - self.level
-        return 0.0 if missing <= 0 else missing / self.rate_per_s
-
-    def resize(self, capacity: float) -> None:
-        """Apply a changed limit, keeping the level within the new capacity."""
-        if capacity != self.capacity:
-            self.capacity = capacity
-            self.rate_per_s = capacity / 60.0
-            self.level = min(self.level, capacity)
+__all__ = ["BudgetBook", "Reservation", "TenantBudgetView"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -87,7 +58,9 @@ class _TenantState:
         self.used = float(principal.tokens_used)
         self.reserved = 0.0
         rpm = principal.limits.requests_per_min
-        self.requests = TokenBucket(rpm, now_s) if rpm is not None else None
+        self.requests = (
+            TokenBudget.per_minute(principal.tenant, rpm, now_s=now_s) if rpm is not None else None
+        )
         self.tokens = _token_budget(principal, now_s)
 
 
@@ -119,17 +92,11 @@ class BudgetBook:
                     max(0.0, available),
                     hint="lower max_tokens, or ask the operator for more quota",
                 )
-        if state.requests is not None:
-            state.requests.refill(now_s)
-            wait_s = state.requests.wait_s(1.0)
-            if wait_s > 0:
-                raise RateLimitedError(
-                    tenant, "requests/min", 1, max(0.0, state.requests.level), _ceil(wait_s)
-                )
+        requests = self._take_request(state, tenant, now_s)
         if state.tokens is not None:
             state.tokens = state.tokens.require(estimated_tokens, now_s=now_s)
-        if state.requests is not None:
-            state.requests.level -= 1.0
+        if requests is not None:
+            state.requests = requests
         state.reserved += estimated_tokens
         return Reservation(tenant=tenant, estimated_tokens=estimated_tokens)
 
@@ -154,8 +121,7 @@ class BudgetBook:
         if state is None:
             return None
         now_s = self._clock.now_s()
-        if state.requests is not None:
-            state.requests.refill(now_s)
+        requests = state.requests.refilled(now_s) if state.requests is not None else None
         tokens = state.tokens.refilled(now_s) if state.tokens is not None else None
         return TenantBudgetView(
             tenant=tenant,
@@ -164,13 +130,33 @@ class BudgetBook:
             token_quota=state.limits.token_quota,
             requests_per_min=state.limits.requests_per_min,
             tokens_per_s=state.limits.tokens_per_s,
-            request_bucket_level=state.requests.level if state.requests else None,
+            request_bucket_level=requests.level_tokens if requests is not None else None,
             token_bucket_level=tokens.level_tokens if tokens is not None else None,
         )
 
     def tenants(self) -> list[str]:
         """Tenants seen so far, sorted."""
         return sorted(self._tenants)
+
+    @staticmethod
+    def _take_request(state: _TenantState, tenant: str, now_s: float) -> TokenBudget | None:
+        """The request bucket less one request, or raise; ``None`` when requests are unlimited."""
+        if state.requests is None:
+            return None
+        verdict = state.requests.admit(1.0, now_s=now_s)
+        if verdict.admitted:
+            return verdict.budget
+        state.requests = verdict.budget
+        if math.isinf(verdict.retry_after_s):
+            raise QuotaExceededError(
+                tenant,
+                "requests/min",
+                1,
+                verdict.budget.burst_tokens,
+                hint="ask the operator for a requests-per-minute limit of at least 1",
+            )
+        available = max(0.0, verdict.available_tokens)
+        raise RateLimitedError(tenant, "requests/min", 1, available, _ceil(verdict.retry_after_s))
 
     def _state(self, principal: Principal, now_s: float) -> _TenantState:
         state = self._tenants.get(principal.tenant)
@@ -188,14 +174,19 @@ class BudgetBook:
         if rpm is None:
             state.requests = None
         elif state.requests is None:
-            state.requests = TokenBucket(rpm, now_s)
-        else:
-            state.requests.resize(rpm)
+            state.requests = TokenBudget.per_minute(principal.tenant, rpm, now_s=now_s)
+        elif rpm != state.requests.burst_tokens:  # keep the debt, not the credit
+            state.requests = state.requests.relimited(
+                rate_tokens_per_s=rpm / 60.0, burst_tokens=rpm, now_s=now_s
+            )
         if (limits.tokens_per_s, limits.burst_tokens) != (old.tokens_per_s, old.burst_tokens):
             fresh = _token_budget(principal, now_s)
             if fresh is not None and state.tokens is not None:  # keep the debt, not the credit
-                level = min(fresh.burst_tokens, state.tokens.refilled(now_s).level_tokens)
-                fresh = replace(fresh, level_tokens=level)
+                fresh = state.tokens.relimited(
+                    rate_tokens_per_s=fresh.rate_tokens_per_s,
+                    burst_tokens=fresh.burst_tokens,
+                    now_s=now_s,
+                )
             state.tokens = fresh
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any, Protocol
 
 from npucenter.clock import SystemClock
@@ -66,15 +67,14 @@ class StoreKeyResolver:
     def resolve(self, api_key: str) -> Principal:
         """The gateway principal of ``api_key`` (raises AuthenticationError)."""
         with self._control.tx() as repo:
-            found = repo.lookup_key(api_key)
+            found: Principal = repo.lookup_key(api_key)
             quotas = repo.tenant_quotas(found.tenant_id) if found.tenant_id is not None else []
         rates = [q.tokens_per_s for q in quotas if q.tokens_per_s is not None]
         priority = max((_PRIORITY.get(q.priority_class, 0) for q in quotas), default=0)
-        return Principal(
-            key_id=f"key-{found.key_id}",
-            tenant=found.tenant_name or OPERATOR_TENANT,
-            scopes=frozenset({"inference", found.scope}),
-            is_admin=found.is_admin,
+        return replace(
+            found,
+            tenant=found.tenant or OPERATOR_TENANT,
+            scopes=found.scopes | {"inference"},
             priority=priority,
             limits=TenantLimits(tokens_per_s=min(rates) if rates else None),
         )

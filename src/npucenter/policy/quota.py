@@ -2,7 +2,8 @@
 device-seconds per device type, and tokens per second for shared services.
 
 The same :class:`TenantQuota` governs job/replica admission (``policy.admission``) and request
-admission in the gateway (:class:`TokenBudget`). Pure values and functions: no I/O, no clock reads.
+admission in the gateway (:class:`TokenBudget`, the one token bucket: the gateway's token rate and
+requests-per-minute limits are both kept in it). Pure values and functions: no I/O, no clock reads.
 """
 
 from __future__ import annotations
@@ -250,6 +251,33 @@ class TokenBudget:
             burst_tokens=burst,
             level_tokens=burst,
             updated_s=now_s,
+        )
+
+    @classmethod
+    def per_minute(cls, tenant: str, limit: float, *, now_s: float) -> TokenBudget:
+        """A full bucket of ``limit`` refilled at ``limit / 60`` per second.
+
+        The gateway's requests-per-minute limit is such a bucket, one token a request.
+        """
+        return cls(
+            tenant=tenant,
+            rate_tokens_per_s=limit / 60.0,
+            burst_tokens=limit,
+            level_tokens=limit,
+            updated_s=now_s,
+        )
+
+    def relimited(
+        self, *, rate_tokens_per_s: float, burst_tokens: float, now_s: float
+    ) -> TokenBudget:
+        """The bucket under changed limits: refilled to ``now_s`` at the old rate, then capped at
+        the new burst (a debt is kept, no credit is granted)."""
+        current = self.refilled(now_s)
+        return replace(
+            current,
+            rate_tokens_per_s=rate_tokens_per_s,
+            burst_tokens=burst_tokens,
+            level_tokens=min(burst_tokens, current.level_tokens),
         )
 
     @property

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from npucenter.errors import AuthenticationError, ConflictError, InvalidConfigError, NotFoundError
+from npucenter.policy.principal import Principal
 from npucenter.store.base import StoreBase, check_choice, check_name
 from npucenter.store.models import ApiKey, Tenant
 
@@ -29,21 +29,6 @@ def new_secret() -> str:
 def hash_secret(secret: str) -> str:
     """The sha256 hex digest stored for a secret (keys are high-entropy, so no salt is needed)."""
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Principal:
-    """Who is calling: an admin (``tenant_id`` None) or one tenant."""
-
-    key_id: int
-    scope: str  # "admin" | "tenant"
-    tenant_id: int | None
-    tenant_name: str | None
-
-    @property
-    def is_admin(self) -> bool:
-        """Whether the key has the admin scope."""
-        return self.scope == "admin"
 
 
 class TenantStore(StoreBase):
@@ -131,8 +116,15 @@ class TenantStore(StoreBase):
             raise AuthenticationError(
                 "the API key is not valid", hint="check NPUCENTER_API_KEY or ask for a new key"
             )
-        name = None
+        name = ""
         if key.tenant_id is not None:
             tenant = self.session.get(Tenant, key.tenant_id)
-            name = tenant.name if tenant else None
-        return Principal(key_id=key.id, scope=key.scope, tenant_id=key.tenant_id, tenant_name=name)
+            name = tenant.name if tenant else ""
+        return Principal(
+            key_id=f"key-{key.id}",
+            key_row_id=key.id,
+            tenant=name,
+            tenant_id=key.tenant_id,
+            scopes=frozenset({key.scope}),
+            is_admin=key.scope == "admin",
+        )

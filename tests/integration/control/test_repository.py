@@ -28,18 +28,21 @@ def test_keys_are_stored_hashed_and_looked_up_by_secret(db):
     with db.session() as s:
         repo = _repo(s)
         tenant = repo.create_tenant("kaist", "university")
-        _, secret = repo.create_key(tenant_id=tenant.id, scope="tenant", name="ci")
+        tenant_id = tenant.id
+        key, secret = repo.create_key(tenant_id=tenant.id, scope="tenant", name="ci")
+        key_row_id = key.id
     assert secret.startswith("npc_") and len(secret) > 40
     with db.session() as s:
         stored = s.scalars(select(ApiKey)).one()
         assert stored.secret_sha256 == hash_secret(secret) and secret not in stored.prefix + "x"
         assert secret not in str(s.execute(text("SELECT * FROM api_keys")).all())
         principal = _repo(s).lookup_key(secret)
-    assert principal.tenant_name == "kaist" and not principal.is_admin
+    assert principal.tenant == "kaist" and principal.tenant_id == tenant_id
+    assert principal.key_row_id == key_row_id and not principal.is_admin
     with db.session() as s, pytest.raises(AuthenticationError):
         _repo(s).lookup_key(secret + "x")
     with db.session() as s:
-        _repo(s).revoke_key(principal.key_id)
+        _repo(s).revoke_key(key_row_id)
     with db.session() as s, pytest.raises(AuthenticationError):
         _repo(s).lookup_key(secret)
 

@@ -8,6 +8,7 @@ from npucenter.clock import FakeClock
 from npucenter.errors import QuotaExceededError, RateLimitedError
 from npucenter.gateway.auth import Principal, TenantLimits
 from npucenter.gateway.budget import BudgetBook
+from npucenter.policy.quota import TokenBudget
 
 
 def _principal(**limits: float) -> Principal:
@@ -114,3 +115,42 @@ def test_changed_limits_apply_to_the_same_counter() -> None:
     book.reserve(_principal(token_quota=100), 50)
     with pytest.raises(QuotaExceededError):
         book.reserve(_principal(token_quota=60), 20)
+
+
+def test_request_bucket_is_the_policy_token_budget() -> None:
+    """Requests per minute and the token rate are one bucket type, the policy core's."""
+    clock = FakeClock()
+    book = BudgetBook(clock)
+    book.reserve(_principal(requests_per_min=6, tokens_per_s=10), 1)
+    state = book._tenants["acme"]
+    assert isinstance(state.requests, TokenBudget) and isinstance(state.tokens, TokenBudget)
+    assert state.requests.rate_tokens_per_s == pytest.approx(0.1)
+    assert state.requests.level_tokens == pytest.approx(5.0)
+
+
+def test_a_lower_request_limit_keeps_the_debt_and_grants_no_credit() -> None:
+    clock = FakeClock()
+    book = BudgetBook(clock)
+    book.reserve(_principal(requests_per_min=60), 0)  # 59 left
+    lower = _principal(requests_per_min=10)
+    book.reserve(lower, 0)  # capped at 10, then one taken
+    view = book.view("acme")
+    assert view is not None and view.request_bucket_level == pytest.approx(9.0)
+    assert view.requests_per_min == 10
+
+
+def test_a_request_limit_below_one_a_minute_is_not_retryable() -> None:
+    book = BudgetBook(FakeClock())
+    with pytest.raises(QuotaExceededError) as info:
+        book.reserve(_principal(requests_per_min=0), 0)
+    assert info.value.resource == "requests/min" and not info.value.retryable
+
+
+def test_the_store_principal_is_the_gateway_principal() -> None:
+    """One Principal type: the store's key lookup and the gateway's auth share it."""
+    from npucenter.policy.principal import Principal as CorePrincipal
+    from npucenter.store.tenants import Principal as StorePrincipal
+
+    assert Principal is CorePrincipal is StorePrincipal
+    admin = Principal(key_id="key-1", tenant="", is_admin=True, scopes=frozenset({"admin"}))
+    assert admin.scope == "admin" and _principal().scope == "tenant"

@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api", tags=["tenants"])
 def whoami(ctx: RequestContext = Depends(caller_context)) -> WhoAmI:
     """The caller's scope and tenant."""
     p = ctx.principal
-    return WhoAmI(scope=p.scope, tenant_id=p.tenant_id, tenant=p.tenant_name, key_id=p.key_id)
+    return WhoAmI(
+        scope=p.scope, tenant_id=p.tenant_id, tenant=p.tenant or None, key_id=p.key_row_id
+    )
 
 
 @router.post("/tenants", response_model=TenantOut, status_code=status.HTTP_201_CREATED)
