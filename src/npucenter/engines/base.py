@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from npucenter.catalog import Catalog, default_catalog
 from npucenter.errors import InvalidConfigError, NotSupportedError
 from npucenter.registry import Registry
 from npucenter.settings import ENV_PARENT_PID
@@ -152,18 +153,32 @@ class Engine(Protocol):
 ENGINES: Registry[Engine] = Registry("engine")
 
 
-def device_family(device: str) -> str:
-    """The launch family of a device id or alias: ``"rngd"``, ``"rbln"`` or ``"gpu"``.
+#: The launch family of an NPU vendor (catalog ``vendor``, lower case): which engine, which
+#: visible-devices variable and which Ray resource its cards take. GPUs are ``"gpu"``.
+_FAMILY_BY_VENDOR: Mapping[str, str] = {"furiosaai": "rngd", "rebellions": "rbln"}
 
-    Matches FuriosaAI RNGD (``rngd``, ``furiosa_rngd``), Rebellions ATOM/REBEL (``atom``,
-    ``rebel``, ``rbln``) and treats everything else as a CUDA GPU.
+
+def device_family(device: str, catalog: Catalog | None = None) -> str:
+    """The launch family of a catalog device (id or alias): ``"rngd"``, ``"rbln"`` or ``"gpu"``.
+
+    Read from the catalog's ``vendor`` and ``kind`` (FuriosaAI NPUs ``rngd``, Rebellions NPUs
+    ``rbln``, every GPU ``gpu``), not from the id's spelling.
+
+    Raises:
+        NotFoundError: ``device`` is not in the catalog (default: the shipped one).
+        NotSupportedError: an NPU of a vendor no engine launches on.
     """
-    key = device.lower()
-    if "rngd" in key or "furiosa" in key:
-        return "rngd"
-    if "atom" in key or "rebel" in key or "rbln" in key:
-        return "rbln"
-    return "gpu"
+    dev = (catalog or default_catalog()).device(device)
+    family = _FAMILY_BY_VENDOR.get(dev.vendor.lower())
+    if family is not None:
+        return family
+    if dev.kind == "gpu":
+        return "gpu"
+    raise NotSupportedError(
+        f"launching an engine on {dev.device_id}",
+        f"no engine launches on {dev.vendor} {dev.kind.upper()}s",
+        hint=f"engines run on {', '.join(sorted({*_FAMILY_BY_VENDOR.values(), 'gpu'}))} devices",
+    )
 
 
 _DEFAULT_ENGINE: Mapping[str, str] = {"rngd": "furiosa-llm", "rbln": "vllm-rbln", "gpu": "vllm"}

@@ -37,7 +37,7 @@ def test_the_server_secrets_never_reach_a_job():
 
 
 def test_each_device_family_gets_its_visible_devices_variable():
-    gpu, rbln, rngd = _env("nvidia_h100"), _env("rebellions_atom"), _env("furiosa_rngd")
+    gpu, rbln, rngd = _env("nvidia_h100_sxm"), _env("rebellions_atom"), _env("furiosa_rngd")
     assert gpu["CUDA_VISIBLE_DEVICES"] == "2,3" and gpu["NPUCENTER_CARDS"] == "2,3"
     assert rbln["RBLN_DEVICES"] == "2,3" and "CUDA_VISIBLE_DEVICES" not in rbln
     assert rngd[VISIBLE_DEVICES_ENV["rngd"]] == "npu:2,npu:3"  # furiosa-llm's --devices value

@@ -70,11 +70,15 @@ async def test_fake_executor_failures() -> None:
         ("rebellions_atom", 4, {"resources": {"RBLN": 4.0}}),
         ("nvidia_h100_sxm", 4, {"num_gpus": 4.0, "accelerator_type": "H100"}),
         ("nvidia_h200_sxm", 1, {"num_gpus": 1.0, "accelerator_type": "H200"}),
-        ("some-gpu", 1, {"num_gpus": 1.0}),
     ],
 )
 def test_accelerator_resources(device: str, tp: int, expected: dict[str, object]) -> None:
     assert accelerator_resources(_spec(device=device, tp=tp)) == expected
+
+
+def test_a_device_outside_the_catalog_gets_no_guessed_resources() -> None:
+    with pytest.raises(NotFoundError):  # was launched as a GPU because of its spelling
+        accelerator_resources(_spec(device="some-gpu"))
 
 
 def test_ray_actor_options_carry_env_and_name() -> None:
