@@ -17,7 +17,9 @@ from npucenter.errors import InvalidConfigError, QuotaExceededError, RateLimited
 
 __all__ = [
     "DEFAULT_TOKEN_BURST_S",
+    "CohortQuota",
     "PriorityClass",
+    "StopPolicy",
     "TenantQuota",
     "TokenAdmission",
     "TokenBudget",
@@ -66,6 +68,15 @@ class PriorityClass(enum.IntEnum):
         )
 
 
+class StopPolicy(enum.StrEnum):
+    """Holding a tenant (Kueue's ``stopPolicy``): ``hold`` admits nothing new, ``hold-and-drain``
+    also preempts what runs (requeued, as any preemption)."""
+
+    NONE = "none"
+    HOLD = "hold"
+    HOLD_AND_DRAIN = "hold-and-drain"
+
+
 def _card_map(name: str, value: Mapping[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for device_type in sorted(value):
@@ -96,10 +107,13 @@ def _seconds_map(name: str, value: Mapping[str, float]) -> dict[str, float]:
 class TenantQuota:
     """What one tenant may use, stated once for jobs, replicas and tokens.
 
-    Card limits are per device type (``"rngd"``, ``"atom"``, ``"h100"``...). A device type missing
-    from ``borrowing_limit_cards`` may borrow without limit (as in Kueue); one missing from
-    ``lending_limit_cards`` lends all of its unused nominal cards; one missing from
-    ``device_seconds_budget`` has no device-seconds budget.
+    Card limits are per device type (``"rngd"``, ``"atom"``, ``"h100"``...). The quota *names* a
+    device type when any of the three card maps lists it (``nominal_cards={"h100": 0}`` names
+    h100). A named type missing from ``borrowing_limit_cards`` may borrow without limit (as in
+    Kueue); a type the quota does not name may not be borrowed at all (limit 0, as Kueue lets a
+    ClusterQueue use only the flavors it lists) unless ``borrow_unnamed_device_types`` opts in.
+    A type missing from ``lending_limit_cards`` lends all of its unused nominal cards; one missing
+    from ``device_seconds_budget`` has no device-seconds budget.
 
     Mappings are copied (keys sorted) at construction; the value is therefore not hashable.
     """
@@ -120,6 +134,10 @@ class TenantQuota:
     burst_tokens: float | None = None
     #: weight in dominant-resource fair sharing (2.0 gets twice the share of 1.0); 0: always last
     fair_share_weight: float = 1.0
+    #: hold: admit nothing new; hold-and-drain: also preempt what runs (Kueue's stopPolicy)
+    stop_policy: StopPolicy = StopPolicy.NONE
+    #: opt-in: borrow device types the quota does not name (without limit); default: never
+    borrow_unnamed_device_types: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.tenant, str) or not self.tenant.strip():
@@ -155,11 +173,27 @@ class TenantQuota:
                 or value < 0
             ):
                 raise InvalidConfigError(name, value, "must be a finite number >= 0 or None")
-        weight = self.fair_share_weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise InvalidConfigError("fair_share_weight", weight, "must be a number")
-        if not math.isfinite(weight) or weight < 0:
-            raise InvalidConfigError("fair_share_weight", weight, "must be finite and >= 0")
+        _check_weight(self.fair_share_weight)
+        try:
+            object.__setattr__(self, "stop_policy", StopPolicy(self.stop_policy))
+        except ValueError:
+            raise InvalidConfigError(
+                "stop_policy",
+                self.stop_policy,
+                "use one of: " + ", ".join(p.value for p in StopPolicy),
+            ) from None
+        if not isinstance(self.borrow_unnamed_device_types, bool):
+            raise InvalidConfigError(
+                "borrow_unnamed_device_types", self.borrow_unnamed_device_types, "must be a bool"
+            )
+
+    def names(self, device_type: str) -> bool:
+        """Whether the quota names ``device_type`` (in any of its three card maps)."""
+        return (
+            device_type in self.nominal_cards
+            or device_type in self.borrowing_limit_cards
+            or device_type in self.lending_limit_cards
+        )
 
     def nominal(self, device_type: str) -> int:
         """Nominal cards of ``device_type`` (0 when not stated)."""
@@ -168,10 +202,13 @@ class TenantQuota:
     def borrowing_limit(self, device_type: str) -> int | None:
         """Cards of ``device_type`` that may be borrowed beyond nominal; None: no limit.
 
-        A tenant without a cohort has nobody to borrow from: its limit is 0.
+        A tenant without a cohort has nobody to borrow from: its limit is 0. A device type the
+        quota does not name has limit 0 unless ``borrow_unnamed_device_types`` is set.
         """
         if self.cohort is None:
             return 0
+        if not self.names(device_type):
+            return None if self.borrow_unnamed_device_types else 0
         return self.borrowing_limit_cards.get(device_type)
 
     def lending_limit(self, device_type: str) -> int:
@@ -196,6 +233,51 @@ class TenantQuota:
         if self.burst_tokens is not None:
             return float(self.burst_tokens)
         return float(self.tokens_per_s) * DEFAULT_TOKEN_BURST_S
+
+
+def _check_weight(weight: float) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise InvalidConfigError("fair_share_weight", weight, "must be a number")
+    if not math.isfinite(weight) or weight < 0:
+        raise InvalidConfigError("fair_share_weight", weight, "must be finite and >= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CohortQuota:
+    """A cohort of tenants with a parent and quotas of its own (Kueue's hierarchical Cohort).
+
+    Cohorts nest (center -> companies and universities -> departments): a tenant names its
+    cohort, a cohort names its ``parent``. A cohort's quota is its own ``nominal_cards`` plus
+    what its members and child cohorts lend; it lends up to ``lending_limit_cards`` of that to
+    its parent (missing: all) and borrows from its parent up to ``borrowing_limit_cards``
+    (missing: no limit). A cohort that tenants name but no ``CohortQuota`` describes is a flat
+    cohort: no parent, no quota of its own.
+    """
+
+    name: str
+    parent: str | None = None
+    nominal_cards: Mapping[str, int] = field(default_factory=dict)  # device_type -> cards
+    borrowing_limit_cards: Mapping[str, int] = field(default_factory=dict)  # missing: unlimited
+    lending_limit_cards: Mapping[str, int] = field(default_factory=dict)  # missing: lend all
+    fair_share_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidConfigError("cohort", self.name, "must be a non-empty name")
+        if self.parent is not None and (not isinstance(self.parent, str) or not self.parent):
+            raise InvalidConfigError("parent", self.parent, "must be a non-empty name or None")
+        if self.parent == self.name:
+            raise InvalidConfigError("parent", self.parent, "a cohort cannot be its own parent")
+        object.__setattr__(self, "nominal_cards", _card_map("nominal_cards", self.nominal_cards))
+        object.__setattr__(
+            self,
+            "borrowing_limit_cards",
+            _card_map("borrowing_limit_cards", self.borrowing_limit_cards),
+        )
+        object.__setattr__(
+            self, "lending_limit_cards", _card_map("lending_limit_cards", self.lending_limit_cards)
+        )
+        _check_weight(self.fair_share_weight)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

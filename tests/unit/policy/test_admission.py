@@ -70,7 +70,8 @@ def test_all_matches_the_public_names() -> None:
     from npucenter.policy import quota
     from npucenter.policy.admission import types
 
-    assert set(adm.__all__) == {*types.__all__, *quota.__all__, "decide_admission"}
+    extra = {"decide_admission", "decayed_usage_card_s"}
+    assert set(adm.__all__) == {*types.__all__, *quota.__all__, *extra}
     for module in (adm, types, quota):
         for name in module.__all__:
             assert getattr(module, name).__doc__, name
@@ -228,13 +229,15 @@ def test_lending_limit_keeps_part_of_the_lenders_quota() -> None:
     quotas = [quota("a", 0), quota("b", 8, lending_limit_cards={"rngd": 3})]
     d = run(snap([server("s1")], quotas), [wl(f"w{i}", "a", 1, submitted_s=i) for i in range(8)])
     assert held(d, "a") == 3
-    assert {p.reason for p in d.pending} == {PendingReason.COHORT_EXHAUSTED}
+    # the cohort can never lend a more than 3: the rest waits for a's own work to end
+    assert {p.reason for p in d.pending} == {PendingReason.QUOTA_IN_USE}
 
 
 def test_tenants_in_other_cohorts_do_not_lend() -> None:
     quotas = [quota("a", 0, cohort="x"), quota("b", 8, cohort="y")]
     d = run(snap([server("s1")], quotas), [wl("w", "a", 1)])
-    assert d.pending_reason("w") is PendingReason.COHORT_EXHAUSTED
+    # nobody in a's cohort could ever lend it a card: an operator must act
+    assert d.pending_reason("w") is PendingReason.QUOTA_LIMIT
     assert not d.admitted
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from npucenter.policy.admission.cycle import run_cycle
+from npucenter.policy.admission.fair_sharing import decayed_usage_card_s
 from npucenter.policy.admission.types import (
     DEFAULT_ADMISSION_POLICY,
     AdmissionDecision,
@@ -19,6 +20,7 @@ from npucenter.policy.admission.types import (
     AdmissionSnapshot,
     Admitted,
     Card,
+    FairSharingBasis,
     Pending,
     PendingReason,
     Preemption,
@@ -32,7 +34,9 @@ from npucenter.policy.admission.types import (
 )
 from npucenter.policy.quota import (
     DEFAULT_TOKEN_BURST_S,
+    CohortQuota,
     PriorityClass,
+    StopPolicy,
     TenantQuota,
     TokenAdmission,
     TokenBudget,
@@ -46,6 +50,8 @@ __all__ = [
     "AdmissionSnapshot",
     "Admitted",
     "Card",
+    "CohortQuota",
+    "FairSharingBasis",
     "Pending",
     "PendingReason",
     "Preemption",
@@ -53,12 +59,14 @@ __all__ = [
     "PreemptionReason",
     "PriorityClass",
     "Server",
+    "StopPolicy",
     "TenantQuota",
     "TenantUsage",
     "TokenAdmission",
     "TokenBudget",
     "Workload",
     "WorkloadKind",
+    "decayed_usage_card_s",
     "decide_admission",
     "servers_from_cards",
 ]

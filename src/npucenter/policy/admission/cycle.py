@@ -10,7 +10,8 @@ import heapq
 from collections.abc import Sequence
 
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.admission.preemption import VictimSearch
+from npucenter.policy.admission.ledger import available
+from npucenter.policy.admission.preemption import Candidate, VictimSearch
 from npucenter.policy.admission.types import (
     AdmissionDecision,
     AdmissionPolicy,
@@ -23,182 +24,50 @@ from npucenter.policy.admission.types import (
     TenantUsage,
     Workload,
 )
-from npucenter.policy.quota import PriorityClass
+from npucenter.policy.quota import PriorityClass, StopPolicy
 
 __all__ = ["run_cycle"]
 
-# NOTE(admission): the model, after Kueue's ClusterQueue/cohort, with cards per device type as
-# the resources.  For tenant t and device type d let N = nominal, B = borrowing limit (None:
-# unlimited), L = lending limit (default N), G = N - L (guaranteed, never lent) and U = cards in
-# use.  A tenant may hold U <= N + B.  A cohort's lendable pool for d is the sum of its members'
-# L; a member's use above its own G draws on that pool, so sum(max(0, U - G)) <= sum(L).  (A
-# tenant without a cohort is a cohort of one with L = 0 and B = 0: U <= N.)  The cycle runs two
-# phases over per-tenant queues (priority, then submission time).  Phase 1 admits only workloads
-# that stay within their tenant's nominal quota, so an owner is served before any borrower; if
-# one does not fit, it may reclaim by preempting cohort members' workloads while those members
-# are above their nominal (lowest priority first, most recently admitted first).  Phase 2 admits
-# borrowing workloads.  In each phase the next tenant served is the one whose head workload has
-# the highest priority class, then the lowest dominant-resource share (max over d of U / fleet
-# cards, divided by its weight), then the earliest submission; so capacity left over is shared
-# out by DRF.  A workload may also preempt its own tenant's lower-priority workloads.  Victims are
-# chosen greedily in candidate order until the workload fits (quota, cohort pool and topology),
-# then any victim not needed is given back.  Only workloads running before the cycle are victims.
-
+# NOTE(admission): the cycle runs two phases over per-tenant queues (priority, then submission
+# time).  Phase 1 admits only workloads that stay within their tenant's nominal quota on one of
+# their device types, so an owner is served before any borrower; if one does not fit, it may
+# preempt (see preemption.py).  A tenant that loses work to reclaim in phase 1 has its deferred
+# workloads tried again as owners before phase 2, so a workload set aside as "would borrow" is
+# never served after the borrowers.  Phase 2 admits the rest, borrowing.  In each phase the next
+# tenant served is the one whose head has the highest priority class, then the lowest fair
+# share with the head admitted (fair_sharing.py), then the earliest submission.  A fungible
+# workload tries its device types in order: the first that fits without preemption wins, else
+# the first where preemption makes room (Kueue's whenCanPreempt: TryNextFlavor).
 
 _PER_TENANT_TYPE = frozenset(
-    {PendingReason.QUOTA_IN_USE, PendingReason.COHORT_EXHAUSTED, PendingReason.BUDGET_EXHAUSTED}
+    {
+        PendingReason.QUOTA_IN_USE,
+        PendingReason.COHORT_EXHAUSTED,
+        PendingReason.BUDGET_EXHAUSTED,
+        PendingReason.HELD,
+        PendingReason.NO_QUOTA_FOR_DEVICE,
+    }
 )
+_LASTING = frozenset(
+    {
+        PendingReason.QUOTA_LIMIT,
+        PendingReason.NO_QUOTA_FOR_DEVICE,
+        PendingReason.UNSCHEDULABLE,
+    }
+)
+
+_HeapEntry = tuple[int, float, float, str, int, str]
 
 
 class _Cycle(VictimSearch):
     """One cycle: the ledger, fair sharing and victim search, run in two phases."""
 
-    def _message(self, w: Workload, reason: PendingReason) -> str:
-        """One actionable line for a pending record, from the state at the end of the cycle."""
-        quota = self.quotas.get(w.tenant)
-        d = w.device_type
-        used = self.usage.get((w.tenant, d), 0)
-        if reason is PendingReason.UNKNOWN_TENANT:
-            text = f"tenant {w.tenant} has no quota; ask the operator to set one"
-        elif quota is None:  # pragma: no cover - every other reason has a quota
-            text = reason.value
-        elif reason is PendingReason.UNSCHEDULABLE:
-            text = (
-                f"no healthy {d} server can hold {w.num_cards} cards in TP groups of "
-                f"{w.tp_size}; ask for fewer cards or another device type"
-            )
-        elif reason is PendingReason.QUOTA_LIMIT:
-            text = (
-                f"{w.num_cards} {d} cards exceed tenant {w.tenant}'s nominal + borrowing limit "
-                f"of {quota.max_cards(d):g}; ask the operator for more quota"
-            )
-        elif reason is PendingReason.BUDGET_EXHAUSTED:
-            used_s = self.budget_used.get((w.tenant, d), 0.0)
-            text = (
-                f"tenant {w.tenant} has used {used_s:g} of "
-                f"{quota.device_seconds_budget.get(d, 0.0):g} {d} device-seconds; wait for "
-                "the next period or ask for a larger budget"
-            )
-        elif reason is PendingReason.QUOTA_IN_USE:
-            text = (
-                f"tenant {w.tenant} holds {used} of its {quota.max_cards(d):g} {d} cards; "
-                "it starts when the tenant's own work ends"
-            )
-        elif reason is PendingReason.COHORT_EXHAUSTED:
-            pool = self.limits(w.tenant, d).pool
-            left = self.pool_cap.get(pool, 0) - self.pool_used.get(pool, 0)
-            text = (
-                f"cohort {quota.cohort or '(none)'} has {max(0, left)} {d} cards left to lend; "
-                "it starts when cohort members release cards"
-            )
-        else:
-            text = (
-                f"no {d} server has {w.num_cards} free cards in TP groups of {w.tp_size} "
-                f"({self.types[d].total_free} free in all); it starts when cards free up"
-            )
-        return text
+    def __init__(self, snapshot: AdmissionSnapshot, now_s: float, policy: AdmissionPolicy) -> None:
+        super().__init__(snapshot, now_s, policy)
+        self.reclaimed: set[str] = set()  # tenants that lost work to another tenant
+        self.pending_on: dict[str, str] = {}  # workload id -> device type its reason is about
 
-    # -- admission ----------------------------------------------------------------------------
-
-    def try_admit(self, w: Workload, priority: PriorityClass) -> Admitted | PendingReason:
-        """Admit ``w`` (preempting if allowed and needed), or say why it must wait."""
-        key = (w.tenant, w.device_type)
-        lim = self.limit_cache.get(key) or self.limits(w.tenant, w.device_type)
-        static = self.static_cache.get((w.tenant, w.device_type, w.num_cards, w.tp_size))
-        if static is None:
-            static = self._static_reason(w, lim)
-        if static:
-            return static
-        if lim.budget_s is not None and self._over_budget(w, lim.budget_s):
-            return PendingReason.BUDGET_EXHAUSTED
-        types = self.types[w.device_type]
-        # the quota and cohort checks of _quota_reason, inlined: this is the hot path
-        used = self.usage.get(key, 0)
-        after = used + w.num_cards
-        reason: PendingReason | None = None
-        if after > lim.max_cards:
-            reason = PendingReason.QUOTA_IN_USE
-        elif after > lim.guaranteed:
-            g = lim.guaranteed
-            need = after - g - (used - g if used > g else 0)
-            if self.pool_used.get(lim.pool, 0) + need > lim.pool_cap:
-                reason = PendingReason.COHORT_EXHAUSTED
-        index = None if reason else types.find(w.num_cards, w.tp_size)
-        victims: list[Admitted] = []
-        if index is None:
-            reason = reason or PendingReason.NO_CAPACITY
-            if not self.may_preempt:
-                return reason
-            lowest = self.lowest_running.get(key)  # a lower bound: victims only leave
-            if (after > lim.nominal or not self.may_reclaim) and (
-                lowest is None or lowest >= priority or not self.may_preempt_own
-            ):
-                return reason  # no reclaim (it would borrow) and nothing of its own to displace
-            # Between preemptions, candidates only shrink and usage only grows, so a failure
-            # for (tenant, type, tp, priority) at c cards stands for any c' >= c until the next.
-            fail_key = (w.tenant, w.device_type, w.tp_size, int(priority))
-            failed = self.victim_failures.get(fail_key)
-            if failed is not None and failed[0] == len(self.preempted) and w.num_cards >= failed[1]:
-                return reason
-            found = self._search_victims(w, priority)
-            if found is None:
-                self.victim_failures[fail_key] = (len(self.preempted), w.num_cards)
-                return reason
-            victims, index = found
-        for victim in victims:
-            self._preempt(victim, w, priority)
-        return self._place(w, priority, index)
-
-    def _place(self, w: Workload, priority: PriorityClass, index: int) -> Admitted:
-        types = self.types[w.device_type]
-        used = self.usage.get((w.tenant, w.device_type), 0)
-        nominal = self.limits(w.tenant, w.device_type).nominal
-        cards = types.servers[index].pick(w.num_cards, w.tp_size)
-        placed = Admitted(
-            workload_id=w.workload_id,
-            tenant=w.tenant,
-            kind=w.kind,
-            device_type=w.device_type,
-            server_id=types.servers[index].server.server_id,
-            card_indices=cards,
-            tp_size=w.tp_size,
-            priority_class=priority,
-            admitted_s=self.now_s,
-            borrowed_cards=max(0, used + w.num_cards - nominal) - max(0, used - nominal),
-            max_duration_s=w.max_duration_s,
-        )
-        types.take(index, cards)
-        self._account(placed, +1)
-        if w.max_duration_s is not None:
-            key = (w.tenant, w.device_type)
-            self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
-        self.admitted.append(placed)
-        self.admitted_now.add(w.workload_id)
-        return placed
-
-    def _preempt(self, victim: Admitted, by: Workload, priority: PriorityClass) -> None:
-        own = victim.tenant == by.tenant
-        reason = PreemptionReason.PRIORITY if own else PreemptionReason.RECLAIM
-        message = (
-            f"preempted for {by.workload_id} ({priority.label}) of the same tenant"
-            if own
-            else f"tenant {by.tenant} reclaimed its nominal {by.device_type} cards for "
-            f"{by.workload_id}; requeue it"
-        )
-        device_type, index = self.server_at[victim.server_id]
-        self.types[device_type].release(index, victim.card_indices)
-        self._account(victim, -1)
-        self.preempted.append(
-            Preemption(
-                workload_id=victim.workload_id,
-                tenant=victim.tenant,
-                reason=reason,
-                by_workload_id=by.workload_id,
-                message=message,
-            )
-        )
-
-    # -- the two phases -----------------------------------------------------------------------
+    # -- the phases ---------------------------------------------------------------------------
 
     def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
         queues: dict[str, list[Workload]] = {}
@@ -209,44 +78,60 @@ class _Cycle(VictimSearch):
             if w.workload_id in self.running:
                 raise InvalidConfigError("pending", w.workload_id, "is already running")
             seen.add(w.workload_id)
-            if w.tenant not in self.known_tenants:
+            quota = self.quotas.get(w.tenant)
+            if w.tenant not in self.known_tenants or quota is None:
                 self.pending.append((w.workload_id, w, PendingReason.UNKNOWN_TENANT))
+                continue
+            if quota.stop_policy is not StopPolicy.NONE:
+                self.pending.append((w.workload_id, w, PendingReason.HELD))
                 continue
             self.priority[w.workload_id] = self.priority_of(w)
             queues.setdefault(w.tenant, []).append(w)
         for queue in queues.values():
             queue.sort(key=lambda w: (-self.priority[w.workload_id], w.submitted_s, w.workload_id))
-        deferred = self._phase(queues, within_nominal_only=True)
-        self._phase(deferred, within_nominal_only=False)
+        deferred = self._phase(queues, owners=True)
+        while True:  # owners reclaimed from in phase 1 are owners again for what they deferred
+            again = {t: deferred.pop(t) for t in sorted(self.reclaimed) if t in deferred}
+            self.reclaimed.clear()
+            if not again:
+                break
+            deferred.update(self._phase(again, owners=True))
+        self._phase(deferred, owners=False)
         return self._decision()
 
+    def _owner_types(self, w: Workload) -> tuple[str, ...]:
+        """The workload's device types on which it stays within its tenant's nominal quota."""
+        node = self.nodes[w.tenant]
+        usage, quota = node.usage, node.subtree_quota
+        return tuple(d for d in w.device_types if usage.get(d, 0) + w.num_cards <= quota.get(d, 0))
+
     def _phase(
-        self, queues: dict[str, list[Workload]], *, within_nominal_only: bool
+        self, queues: dict[str, list[Workload]], *, owners: bool
     ) -> dict[str, list[Workload]]:
         deferred: dict[str, list[Workload]] = {}
         position = dict.fromkeys(queues, 0)
         version = dict.fromkeys(queues, 0)
-        heap: list[tuple[int, float, float, str, int, str]] = []
-
+        heap: list[_HeapEntry] = []
         priority = self.priority
-        share_cache = self.share_cache
-        usage = self.usage
         fair = self.policy.fair_sharing
-        limit_cache = self.limit_cache
+        nodes = self.nodes
 
-        def entry_for(tenant: str) -> tuple[int, float, float, str, int, str] | None:
+        def entry_for(tenant: str) -> _HeapEntry | None:
             """The heap entry of the tenant's next head, or None when done.
 
             Either way the tenant's version moves on, so any older entry of it goes stale.
             """
             version[tenant] += 1
             queue, at = queues[tenant], position[tenant]
-            if within_nominal_only:  # defer heads that would borrow, without a heap round
+            if owners:  # defer heads that would borrow, without a heap round
+                node = nodes[tenant]
+                usage, quota = node.usage, node.subtree_quota
                 while at < len(queue):
                     head = queue[at]
-                    key = (tenant, head.device_type)
-                    lim = limit_cache.get(key) or self.limits(tenant, head.device_type)
-                    if usage.get(key, 0) + head.num_cards <= lim.nominal:
+                    d = head.device_type
+                    if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
+                        break
+                    if head.fallback_device_types and self._owner_types(head):
                         break
                     deferred.setdefault(tenant, []).append(head)
                     at += 1
@@ -254,9 +139,7 @@ class _Cycle(VictimSearch):
             if at >= len(queue):
                 return None
             head = queue[at]
-            share = share_cache.get(tenant) if fair else 0.0
-            if share is None:
-                share = self.dominant_share(tenant)
+            share = self.share_with(tenant, head.device_type, head.num_cards) if fair else 0.0
             wid = head.workload_id
             return (-priority[wid], share, head.submitted_s, wid, version[tenant], tenant)
 
@@ -266,7 +149,7 @@ class _Cycle(VictimSearch):
                 heap.append(entry)
         heapq.heapify(heap)
         preempted, pending = self.preempted, self.pending
-        following: tuple[int, float, float, str, int, str] | None = None
+        following: _HeapEntry | None = None
         while True:
             if following is not None:  # one heap operation instead of a push and a pop
                 entry = heapq.heappushpop(heap, following)
@@ -281,7 +164,7 @@ class _Cycle(VictimSearch):
             w = queues[tenant][position[tenant]]
             position[tenant] += 1
             stopped_before = len(preempted)
-            outcome = self.try_admit(w, priority[w.workload_id])
+            outcome = self.try_admit(w, priority[w.workload_id], owners=owners)
             if isinstance(outcome, PendingReason):
                 pending.append((w.workload_id, w, outcome))
             following = entry_for(tenant)
@@ -293,17 +176,244 @@ class _Cycle(VictimSearch):
                             heapq.heappush(heap, rerank)
         return deferred
 
+    # -- admission ----------------------------------------------------------------------------
+
+    def try_admit(
+        self, w: Workload, priority: PriorityClass, *, owners: bool
+    ) -> Admitted | PendingReason:
+        """Admit ``w`` (preempting if allowed and needed), or say why it must wait.
+
+        ``owners``: phase 1, where only device types within the tenant's nominal are tried.
+        """
+        if w.fallback_device_types:
+            device_types = (owners and self._owner_types(w)) or w.device_types
+        else:
+            device_types = (w.device_type,)
+        reasons: list[tuple[PendingReason, str]] = []
+        searchable: list[tuple[str, PendingReason]] = []
+        for d in device_types:
+            outcome = self._admit_on(w, d, priority, reasons, searchable)
+            if outcome is not None:
+                return outcome
+        for d, reason in searchable:  # nothing fits as is: preempt on the first type that can
+            found = self._search_for(w, d, priority, reason)
+            if found is not None:
+                victims, index = found
+                for victim in victims:
+                    self._preempt(victim, w, priority)
+                return self._place(w, d, priority, index)
+        lasting = None
+        for reason, d in reasons:
+            if reason not in _LASTING:
+                self.pending_on[w.workload_id] = d
+                return reason
+            lasting = lasting or (reason, d)
+        assert lasting is not None
+        self.pending_on[w.workload_id] = lasting[1]
+        return lasting[0]
+
+    def _admit_on(
+        self,
+        w: Workload,
+        d: str,
+        priority: PriorityClass,
+        reasons: list[tuple[PendingReason, str]],
+        searchable: list[tuple[str, PendingReason]],
+    ) -> Admitted | None:
+        """Place ``w`` on ``d`` without preemption, or note why not (and if a search may help)."""
+        key = (w.tenant, d)
+        lim = self.limit_cache.get(key) or self.limits(w.tenant, d)
+        static = self.static_cache.get((w.tenant, d, w.num_cards, w.tp_size))
+        if static is None:
+            static = self._static_reason(w, d, lim)
+        if static:
+            reasons.append((static, d))
+            return None
+        if lim.budget_s is not None and self._over_budget(w, d, lim.budget_s):
+            reasons.append((PendingReason.BUDGET_EXHAUSTED, d))
+            return None
+        node = lim.node
+        used = node.usage.get(d, 0)
+        reason: PendingReason | None = None
+        if used + w.num_cards > lim.max_cards:
+            reason = PendingReason.QUOTA_IN_USE
+        elif w.num_cards > available(node, d):
+            reason = PendingReason.COHORT_EXHAUSTED
+        index = None if reason else self.types[d].find(w.num_cards, w.tp_size)
+        if index is not None:
+            return self._place(w, d, priority, index)
+        reason = reason or PendingReason.NO_CAPACITY
+        reasons.append((reason, d))
+        if self.may_preempt:
+            searchable.append((d, reason))
+        return None
+
+    def _search_for(
+        self, w: Workload, d: str, priority: PriorityClass, reason: PendingReason
+    ) -> tuple[list[Candidate], int] | None:
+        """Run the victim search unless it cannot succeed (or failed for the same ask)."""
+        node = self.nodes[w.tenant]
+        used = node.usage.get(d, 0)
+        lowest = self.lowest_running.get((w.tenant, d))  # a lower bound: victims only leave
+        if self.may_preempt_own and lowest is not None and lowest < priority:
+            pass  # its own lower-priority work may make room (and bring it within nominal)
+        elif node.parent is None:
+            return None
+        elif self.may_reclaim and used + w.num_cards <= node.subtree_quota.get(d, 0):
+            pass  # an owner within nominal reclaims
+        elif self.may_borrow_preempt:
+            pass
+        elif not (self.may_reclaim and node.depth > 1 and any(self._advantages(w, d).values())):
+            return None  # it would borrow, and no cohort below the root has room for it
+        # Between preemptions, candidates only shrink and usage only grows, so a failure for
+        # (tenant, type, tp, priority) at c cards stands for any c' >= c until the next one.
+        stamp = (
+            len(self.preempted),
+            len(self.admitted) if self.policy.fair_sharing_preemption else 0,
+        )
+        fail_key = (w.tenant, d, w.tp_size, int(priority))
+        failed = self.victim_failures.get(fail_key)
+        if failed is not None and failed[0] == stamp and w.num_cards >= failed[1]:
+            return None
+        found = self.find_victims(w, d, priority)
+        if found is None:
+            self.victim_failures[fail_key] = (stamp, w.num_cards)
+        return found
+
+    def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
+        types = self.types[d]
+        node = self.nodes[w.tenant]
+        used = node.usage.get(d, 0)
+        nominal = node.subtree_quota.get(d, 0)
+        cards = types.servers[index].pick(w.num_cards, w.tp_size)
+        placed = Admitted(
+            workload_id=w.workload_id,
+            tenant=w.tenant,
+            kind=w.kind,
+            device_type=d,
+            server_id=types.servers[index].server.server_id,
+            card_indices=cards,
+            tp_size=w.tp_size,
+            priority_class=priority,
+            admitted_s=self.now_s,
+            borrowed_cards=max(0, used + w.num_cards - nominal) - max(0, used - nominal),
+            max_duration_s=w.max_duration_s,
+        )
+        types.take(index, cards)
+        self._account(placed, +1, old=False)
+        if w.max_duration_s is not None:
+            key = (w.tenant, d)
+            self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
+        self.admitted.append(placed)
+        self.admitted_now.add(w.workload_id)
+        return placed
+
+    def _preempt(self, victim: Candidate, by: Workload, priority: PriorityClass) -> None:
+        entry = victim.entry
+        reason = victim.reason
+        if entry.tenant == by.tenant:
+            message = f"preempted for {by.workload_id} ({priority.label}) of the same tenant"
+        elif reason is PreemptionReason.RECLAIM:
+            message = (
+                f"tenant {by.tenant} reclaimed its nominal {entry.device_type} cards for "
+                f"{by.workload_id}; requeue it"
+            )
+        elif reason is PreemptionReason.FAIR_SHARING:
+            message = (
+                f"tenant {by.tenant} has a lower fair share of borrowed {entry.device_type} "
+                f"cards; preempted for {by.workload_id}; requeue it"
+            )
+        else:
+            message = (
+                f"preempted for the higher-priority borrower {by.workload_id} of tenant "
+                f"{by.tenant} (borrow within cohort); requeue it"
+            )
+        device_type, index = self.server_at[entry.server_id]
+        self.types[device_type].release(index, entry.card_indices)
+        self._account(entry, -1, old=True)
+        if entry.tenant != by.tenant:
+            self.reclaimed.add(entry.tenant)
+        self.preempted.append(
+            Preemption(
+                workload_id=entry.workload_id,
+                tenant=entry.tenant,
+                reason=reason,
+                by_workload_id=by.workload_id,
+                message=message,
+            )
+        )
+
+    # -- the record ---------------------------------------------------------------------------
+
+    def _message(self, w: Workload, d: str, reason: PendingReason) -> str:
+        """One actionable line for a pending record, from the state at the end of the cycle."""
+        quota = self.quotas.get(w.tenant)
+        if reason is PendingReason.UNKNOWN_TENANT:
+            return f"tenant {w.tenant} has no quota; ask the operator to set one"
+        if quota is None:  # pragma: no cover - every other reason has a quota
+            return reason.value
+        if reason is PendingReason.HELD:
+            return (
+                f"tenant {w.tenant} is held (stop policy {quota.stop_policy.value}); "
+                "it starts when the operator releases the tenant"
+            )
+        used = self.used(w.tenant, d)
+        also = ""
+        if w.fallback_device_types:
+            also = f" (accepts {', '.join(w.device_types)}; none admits it now)"
+        if reason is PendingReason.UNSCHEDULABLE:
+            text = (
+                f"no healthy {d} server can hold {w.num_cards} cards in TP groups of "
+                f"{w.tp_size}; ask for fewer cards or another device type"
+            )
+        elif reason is PendingReason.NO_QUOTA_FOR_DEVICE:
+            text = (
+                f"tenant {w.tenant}'s quota names no {d} cards, so it may not borrow them; "
+                "ask the operator for a nominal quota on it or to allow borrowing unnamed types"
+            )
+        elif reason is PendingReason.QUOTA_LIMIT:
+            text = (
+                f"{w.num_cards} {d} cards exceed what tenant {w.tenant}'s quota and cohort could "
+                f"ever give ({self.limits(w.tenant, d).max_cards:g}); ask the operator for more"
+            )
+        elif reason is PendingReason.BUDGET_EXHAUSTED:
+            used_s = self.budget_used.get((w.tenant, d), 0.0)
+            text = (
+                f"tenant {w.tenant} has used {used_s:g} of "
+                f"{quota.device_seconds_budget.get(d, 0.0):g} {d} device-seconds; wait for "
+                "the next period or ask for a larger budget"
+            )
+        elif reason is PendingReason.QUOTA_IN_USE:
+            text = (
+                f"tenant {w.tenant} holds {used} of its {self.limits(w.tenant, d).max_cards:g} "
+                f"{d} cards; it starts when the tenant's own work ends"
+            )
+        elif reason is PendingReason.COHORT_EXHAUSTED:
+            left = available(self.nodes[w.tenant], d)
+            text = (
+                f"cohort {quota.cohort or '(none)'} can lend {max(0, left)} more {d} cards to "
+                f"tenant {w.tenant}; it starts when cohort members release cards"
+            )
+        else:
+            text = (
+                f"no {d} server has {w.num_cards} free cards in TP groups of {w.tp_size} "
+                f"({self.types[d].total_free} free in all); it starts when cards free up"
+            )
+        return text + also
+
     def _pending_records(self) -> tuple[Pending, ...]:
-        texts: dict[tuple[PendingReason, str, str, int, int], str] = {}
+        texts: dict[tuple[PendingReason, str, str, int, int, tuple[str, ...]], str] = {}
         records = []
+        pending_on = self.pending_on
         for _, w, reason in sorted(self.pending):  # ids are unique: sorts by id
+            d = pending_on.get(w.workload_id, w.device_type)
             if reason in _PER_TENANT_TYPE:  # the text names no size: share it
-                key = (reason, w.tenant, w.device_type, 0, 0)
+                key = (reason, w.tenant, d, 0, 0, w.fallback_device_types)
             else:
-                key = (reason, w.tenant, w.device_type, w.num_cards, w.tp_size)
+                key = (reason, w.tenant, d, w.num_cards, w.tp_size, w.fallback_device_types)
             text = texts.get(key)
             if text is None:
-                text = texts[key] = self._message(w, reason)
+                text = texts[key] = self._message(w, d, reason)
             records.append(
                 Pending(workload_id=w.workload_id, tenant=w.tenant, reason=reason, message=text)
             )
@@ -313,7 +423,8 @@ class _Cycle(VictimSearch):
         usage: dict[str, TenantUsage] = {}
         for tenant in sorted(self.quotas):
             quota = self.quotas[tenant]
-            held = self.used_by_tenant.get(tenant, {})
+            node = self.nodes[tenant]
+            held = node.usage
             used = {d: held[d] for d in sorted(held) if held[d] > 0}
             borrowed = {d: n - quota.nominal(d) for d, n in used.items() if n > quota.nominal(d)}
             usage[tenant] = TenantUsage(

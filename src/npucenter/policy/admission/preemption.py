@@ -1,60 +1,126 @@
 """Preemption: which running workloads a pending one may stop, and a minimal set that lets it fit.
 
-Victims are work running before the cycle: cohort members' borrowed work (reclaim) and the
-tenant's own lower-priority work; the set must free cards on one server in the gang's TP shape.
+Kueue's classical preemption on the quota tree, plus topology: victims must free cards on one
+server in the gang's TP shape. Only work running before the cycle is ever a victim.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from npucenter.policy.admission.fair_sharing import FairSharing
-from npucenter.policy.admission.types import Admitted, PreemptionPolicy, Workload
+from npucenter.policy.admission.ledger import Node, add_usage, remove_usage
+from npucenter.policy.admission.types import (
+    Admitted,
+    PreemptionPolicy,
+    PreemptionReason,
+    Workload,
+)
 from npucenter.policy.quota import PriorityClass
 
-__all__ = ["VictimSearch"]
+__all__ = ["Candidate", "CandidateKind", "VictimSearch"]
+
+# NOTE(admission): after Kueue's classical preemption (pkg/scheduler/preemption/classical).
+# Candidates are, in this order: other tenants' work in the preemptor's cohort tree (those over
+# which it has a hierarchical advantage first), then its own lower-priority work; each group by
+# lowest priority, then most recently admitted.  Another tenant's workload is a candidate under
+# reclaim_within_cohort; it stays one only while that tenant (and each cohort between it and the
+# common ancestor) uses more than its quota with the work it ran before the cycle.  The
+# preemptor has a hierarchical advantage over a tenant when the request fits the quota of the
+# preemptor or of one of its cohorts below their common ancestor: such work may be taken even if
+# the preemptor ends up borrowing.  Any other tenant's work may be taken only if the preemptor
+# ends within its nominal quota ("reclaim without borrowing"), unless borrow_within_cohort lets a
+# borrower take strictly lower-priority work ("reclaim while borrowing").  Two attempts, with
+# and without borrowing, in Kueue's order; in each, candidates are taken in order until the
+# workload fits (quota tree, then topology), then every victim not needed is given back.  With
+# fair_sharing_preemption a borrower that found no victims may take borrowed work of tenants
+# whose fair share stays strictly above its own after the preemption (strict, so two tenants
+# can never take cards back and forth).
+
+
+class CandidateKind(enum.IntEnum):
+    """Why a running workload may be preempted (Kueue's preemption variants)."""
+
+    OWN = 0  # the preemptor's own tenant, lower priority
+    HIERARCHY = 1  # the preemptor has a hierarchical advantage over its tenant
+    WITHOUT_BORROWING = 2  # only if the preemptor ends within its nominal quota
+    WHILE_BORROWING = 3  # borrow_within_cohort: even if the preemptor borrows
+    FAIR = 4  # fair-sharing preemption between borrowers
+
+
+_REASON = {
+    CandidateKind.OWN: PreemptionReason.PRIORITY,
+    CandidateKind.HIERARCHY: PreemptionReason.RECLAIM,
+    CandidateKind.WITHOUT_BORROWING: PreemptionReason.RECLAIM,
+    CandidateKind.WHILE_BORROWING: PreemptionReason.RECLAIM_WHILE_BORROWING,
+    CandidateKind.FAIR: PreemptionReason.FAIR_SHARING,
+}
+
+
+@dataclass(slots=True, eq=False)
+class Candidate:
+    """A running workload that may be preempted, and on what grounds."""
+
+    entry: Admitted
+    kind: CandidateKind
+    upto: Node | None  # the common ancestor with the preemptor (None: own tenant)
+    index: int  # its server's index among the servers of its device type
+
+    @property
+    def reason(self) -> PreemptionReason:
+        """The reason recorded when it is preempted."""
+        return _REASON[self.kind]
 
 
 class VictimSearch(FairSharing):
     """Fair-sharing state plus the victim search of one cycle."""
 
-    def _candidates(self, w: Workload, priority: PriorityClass) -> list[Admitted]:
-        """Running workloads ``w`` may preempt, in the order they are tried."""
-        out: list[Admitted] = []
-        running = self.running
-        reclaim = self.policy.reclaim_within_cohort
-        if reclaim is not PreemptionPolicy.NEVER and self.within_nominal(w):
-            cohort = self.cohort_key[w.tenant]
-            borrowing = {
-                m: self._borrowing(m, w.device_type, 0)
-                for m in self.members[cohort]
-                if m != w.tenant
-            }
-            lower_only = reclaim is PreemptionPolicy.LOWER_PRIORITY
-            for entry in self._victim_order(cohort, w.device_type, self.members[cohort]):
-                if (
-                    borrowing.get(entry.tenant)
-                    and entry.workload_id in running
-                    and not (lower_only and entry.priority_class >= priority)
-                ):
-                    out.append(entry)
-        if self.policy.within_tenant is not PreemptionPolicy.NEVER:
-            for entry in self._victim_order("\0own", w.device_type, [w.tenant]):
-                if entry.priority_class >= priority:
-                    break  # sorted by priority: the rest rank at least as high
-                if entry.workload_id in running:
-                    out.append(entry)
-        return out
+    def find_victims(
+        self, w: Workload, device_type: str, priority: PriorityClass
+    ) -> tuple[list[Candidate], int] | None:
+        """A minimal set of victims that lets ``w`` run on ``device_type``, and its server."""
+        own = self._own_candidates(w, device_type, priority)
+        others, advantage = self._cohort_candidates(w, device_type, priority)
+        node = self.nodes[w.tenant]
+        used = node.usage.get(device_type, 0)
+        under_nominal = used < node.subtree_quota.get(device_type, 0)
+        forbidden = self.policy.borrow_within_cohort is PreemptionPolicy.NEVER
+        attempts: tuple[bool, ...]
+        if not others or (forbidden and not under_nominal):
+            attempts = (True,)
+        elif forbidden and not advantage:
+            attempts = (False, True)
+        else:
+            attempts = (True, False)
+        candidates = others + own
+        for borrow in attempts:
+            usable = [
+                c for c in candidates if not (borrow and c.kind is CandidateKind.WITHOUT_BORROWING)
+            ]
+            if usable:
+                found = self._search(w, device_type, usable, borrow)
+                if found is not None:
+                    return found
+        if self.policy.fair_sharing_preemption and self.policy.fair_sharing:
+            fair = self._fair_candidates(w, device_type, priority)
+            if fair:
+                return self._search(w, device_type, fair + own, True)
+        return None
 
-    def _victim_order(self, group: str, device_type: str, tenants: list[str]) -> list[Admitted]:
-        """Work running before the cycle on ``device_type`` of ``tenants``, in victim order:
+    # -- candidates ---------------------------------------------------------------------------
+
+    def _victim_order(self, root: Node, device_type: str) -> list[Admitted]:
+        """Work running before the cycle on ``device_type`` under ``root``, in victim order:
         lowest priority, then most recently admitted, then id. Built once per cycle; entries
         preempted since are filtered by the caller."""
-        key = (group if group != "\0own" else "\0own\0" + tenants[0], device_type)
+        key = (id(root), device_type)
         order = self.victim_orders.get(key)
         if order is None:
             order = sorted(
                 (
                     entry
-                    for tenant in tenants
+                    for tenant in self.root_members.get(id(root), ())
                     for entry in self.by_tenant_type.get((tenant, device_type), {}).values()
                     if entry.workload_id not in self.admitted_now
                 ),
@@ -63,132 +129,291 @@ class VictimSearch(FairSharing):
             self.victim_orders[key] = order
         return order
 
-    def _borrowing(self, tenant: str, device_type: str, freed: int) -> bool:
-        used = self.usage.get((tenant, device_type), 0) - freed
-        return used > self.quotas[tenant].nominal(device_type)
+    def _own_candidates(
+        self, w: Workload, device_type: str, priority: PriorityClass
+    ) -> list[Candidate]:
+        if not self.may_preempt_own:
+            return []
+        out: list[Candidate] = []
+        server_at = self.server_at
+        held = self.by_tenant_type.get((w.tenant, device_type), {})
+        for entry in sorted(
+            held.values(), key=lambda e: (e.priority_class, -e.admitted_s, e.workload_id)
+        ):
+            if entry.priority_class >= priority:
+                break  # sorted by priority: the rest rank at least as high
+            if entry.workload_id not in self.admitted_now:
+                out.append(Candidate(entry, CandidateKind.OWN, None, server_at[entry.server_id][1]))
+        return out
 
-    def _search_victims(
-        self, w: Workload, priority: PriorityClass
-    ) -> tuple[list[Admitted], int] | None:
-        """A minimal set of candidates whose removal lets ``w`` fit, and the server it gets.
+    def _advantages(self, w: Workload, device_type: str) -> dict[int, bool]:
+        """id(ancestor) -> whether the preemptor has a hierarchical advantage over the tenants
+        whose common ancestor with it is that ancestor (Kueue's QuantitiesFitInQuota walk)."""
+        node = self.nodes[w.tenant]
+        used = node.usage.get(device_type, 0)
+        advantage = used + w.num_cards <= node.subtree_quota.get(device_type, 0)
+        local = node.local_quota.get(device_type, 0)
+        remaining = max(0, w.num_cards - max(0, local - used))
+        out: dict[int, bool] = {}
+        at = node.parent
+        while at is not None:
+            out[id(at)] = advantage
+            used = at.usage.get(device_type, 0)
+            if used + remaining <= at.subtree_quota.get(device_type, 0):
+                advantage = True
+            local = at.local_quota.get(device_type, 0)
+            remaining = max(0, remaining - max(0, local - used))
+            at = at.parent
+        return out
+
+    def _cohort_candidates(
+        self, w: Workload, device_type: str, priority: PriorityClass
+    ) -> tuple[list[Candidate], bool]:
+        """Other tenants' candidates (advantaged first) and whether any is advantaged."""
+        node = self.nodes[w.tenant]
+        if node.parent is None or not self.may_reclaim:
+            return [], False
+        advantages = self._advantages(w, device_type)
+        lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
+        forbidden = self.policy.borrow_within_cohort is PreemptionPolicy.NEVER
+        threshold = self.policy.borrow_within_cohort_max_priority
+        ancestors = {id(n): n for n in node.path()[1:]}
+        common: dict[str, Node] = {}
+        advantaged: list[Candidate] = []
+        rest: list[Candidate] = []
+        running = self.running
+        server_at = self.server_at
+        for entry in self._victim_order(node.path()[-1], device_type):
+            if entry.tenant == w.tenant or entry.workload_id not in running:
+                continue
+            if lower_only and entry.priority_class >= priority:
+                continue
+            upto = common.get(entry.tenant)
+            if upto is None:
+                at: Node | None = self.nodes[entry.tenant].parent
+                while at is not None and id(at) not in ancestors:
+                    at = at.parent
+                assert at is not None  # same root
+                upto = common[entry.tenant] = at
+            if advantages[id(upto)]:
+                kind = CandidateKind.HIERARCHY
+            elif (
+                forbidden
+                or entry.priority_class >= priority
+                or (threshold is not None and entry.priority_class > threshold)
+            ):
+                kind = CandidateKind.WITHOUT_BORROWING
+            else:
+                kind = CandidateKind.WHILE_BORROWING
+            candidate = Candidate(entry, kind, upto, server_at[entry.server_id][1])
+            (advantaged if kind is CandidateKind.HIERARCHY else rest).append(candidate)
+        return advantaged + rest, bool(advantaged)
+
+    def _fair_candidates(
+        self, w: Workload, device_type: str, priority: PriorityClass
+    ) -> list[Candidate]:
+        """Borrowed work of tenants whose fair share is above the preemptor's after admission."""
+        node = self.nodes[w.tenant]
+        if node.parent is None or not self.may_reclaim:
+            return []
+        mine = self.share_with(w.tenant, device_type, w.num_cards)
+        lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
+        ancestors = {id(n): n for n in node.path()[1:]}
+        out: list[tuple[float, Candidate]] = []
+        for entry in self._victim_order(node.path()[-1], device_type):
+            if entry.tenant == w.tenant or entry.workload_id not in self.running:
+                continue
+            if lower_only and entry.priority_class >= priority:
+                continue
+            share = self.dominant_share(entry.tenant)
+            if share <= mine:
+                continue
+            at: Node | None = self.nodes[entry.tenant].parent
+            while at is not None and id(at) not in ancestors:
+                at = at.parent
+            candidate = Candidate(entry, CandidateKind.FAIR, at, self.server_at[entry.server_id][1])
+            out.append((-share, candidate))
+        out.sort(key=lambda pair: pair[0])  # stable: victim order within a share
+        return [c for _, c in out]
+
+    def _valid(
+        self, w: Workload, device_type: str, c: Candidate, borrow: bool, mine: float
+    ) -> bool:
+        """Whether ``c`` may still be taken, with the victims chosen so far lifted."""
+        if c.kind is CandidateKind.OWN:
+            return True
+        if borrow and c.kind is CandidateKind.WITHOUT_BORROWING:
+            return False
+        if not self.borrowing_before(c.entry.tenant, device_type, c.upto):
+            return False
+        if c.kind is CandidateKind.FAIR:
+            node = self.nodes[c.entry.tenant]
+            lifted = self._lifted_share(node, c.entry)
+            return lifted > mine
+        return True
+
+    def _lifted_share(self, node: Node, entry: Admitted) -> float:
+        remove_usage(node, entry.device_type, entry.num_cards, False)
+        try:
+            return self.share_with(node.name, None, 0)
+        finally:
+            add_usage(node, entry.device_type, entry.num_cards, False)
+
+    # -- search -------------------------------------------------------------------------------
+
+    def _lift(self, victims: list[Candidate]) -> None:
+        for c in victims:
+            node = self.nodes[c.entry.tenant]
+            remove_usage(node, c.entry.device_type, c.entry.num_cards, False)
+            remove_usage(node, c.entry.device_type, c.entry.num_cards, True)
+
+    def _drop(self, victims: list[Candidate]) -> None:
+        for c in victims:
+            node = self.nodes[c.entry.tenant]
+            add_usage(node, c.entry.device_type, c.entry.num_cards, False)
+            add_usage(node, c.entry.device_type, c.entry.num_cards, True)
+
+    def _search(
+        self, w: Workload, device_type: str, candidates: list[Candidate], borrow: bool
+    ) -> tuple[list[Candidate], int] | None:
+        """Victims among ``candidates`` that let ``w`` fit, and the server it then gets.
 
         If some server could hold ``w`` already, only quota blocks it: victims are taken in
         candidate order. Otherwise victims must free one server: each server holding candidates
-        is tried, and the set whose worst victim has the lowest priority (then the fewest
-        victims, then the fewest cards) wins.
+        is tried, and the set with the fewest of the preemptor's own workloads (other tenants'
+        borrowed work goes first, as in Kueue), then whose worst victim has the lowest priority,
+        then the fewest victims, then the fewest cards wins.
         """
-        candidates = self._candidates(w, priority)
-        if not candidates:
-            return None
-        if self.types[w.device_type].find(w.num_cards, w.tp_size) is not None:
-            chosen = self._greedy(w, candidates, [])
-            return None if chosen is None else self._pruned(w, chosen)
-        on_server: dict[int, list[Admitted]] = {}  # servers in order of their first candidate
+        mine = self.share_with(w.tenant, device_type, w.num_cards)
+        if self.types[device_type].find(w.num_cards, w.tp_size) is not None:
+            chosen = self._greedy(w, device_type, candidates, [], borrow, mine)
+            return None if chosen is None else self._pruned(w, device_type, chosen, borrow)
+        on_server: dict[int, list[Candidate]] = {}  # servers in order of their first candidate
         lowest: dict[int, int] = {}  # server index -> lowest priority among its candidates
-        server_at = self.server_at
         fewest_cards = w.num_cards
-        for entry in candidates:
-            index = server_at[entry.server_id][1]
-            rank = int(entry.priority_class)
-            local = on_server.get(index)
+        for c in candidates:
+            rank = int(c.entry.priority_class)
+            local = on_server.get(c.index)
             if local is None:
-                on_server[index] = [entry]
-                lowest[index] = rank
+                on_server[c.index] = [c]
+                lowest[c.index] = rank
             else:
-                local.append(entry)
-                if rank < lowest[index]:
-                    lowest[index] = rank
-            if len(entry.card_indices) < fewest_cards:
-                fewest_cards = len(entry.card_indices)
-        floor = (min(lowest.values()), 1, fewest_cards)
-        best: list[Admitted] | None = None
-        best_cost: tuple[int, int, int, int] | None = None
+                local.append(c)
+                if rank < lowest[c.index]:
+                    lowest[c.index] = rank
+            if c.entry.num_cards < fewest_cards:
+                fewest_cards = c.entry.num_cards
+        floor = (0, min(lowest.values()), 1, fewest_cards)
+        best: list[Candidate] | None = None
+        best_cost: tuple[int, int, int, int, int] | None = None
         for index, local in on_server.items():
             if best_cost is not None:
-                if best_cost[:3] <= floor:
+                if best_cost[:4] <= floor:
                     break  # nothing beats one smallest victim of the lowest priority
-                if lowest[index] > best_cost[0]:
+                if best_cost[0] == 0 and lowest[index] > best_cost[1]:
                     continue
-            chosen = self._clear_server(w, index, local, candidates)
+            chosen = self._clear_server(w, device_type, index, local, candidates, borrow, mine)
             if chosen is None:
                 continue
             cost = (
-                max(int(c.priority_class) for c in chosen),
+                # as Kueue: other tenants' work before the preemptor's own
+                sum(1 for c in chosen if c.kind is CandidateKind.OWN),
+                max(int(c.entry.priority_class) for c in chosen),
                 len(chosen),
-                sum(c.num_cards for c in chosen),
+                sum(c.entry.num_cards for c in chosen),
                 index,
             )
             if best_cost is None or cost < best_cost:
                 best, best_cost = chosen, cost
-        return None if best is None else self._pruned(w, best)
+        return None if best is None else self._pruned(w, device_type, best, borrow)
 
-    def _may_take(self, w: Workload, entry: Admitted, freed: dict[str, int]) -> bool:
-        # a cohort member stops being a victim once it is back within its nominal quota
-        return entry.tenant == w.tenant or self._borrowing(
-            entry.tenant, w.device_type, freed.get(entry.tenant, 0)
-        )
+    def _fits(
+        self, w: Workload, device_type: str, lifted: list[Candidate], borrow: bool
+    ) -> int | None:
+        """The server for ``w`` with ``lifted`` (already lifted from the tree) stopped, or None."""
+        if self.quota_reason(w.tenant, device_type, w.num_cards, borrow=borrow) is not None:
+            return None
+        return self._fits_without(w, device_type, lifted)
 
     def _greedy(
-        self, w: Workload, candidates: list[Admitted], chosen: list[Admitted]
-    ) -> list[Admitted] | None:
-        """Extend ``chosen`` in candidate order until ``w`` fits anywhere; None if it never does."""
+        self,
+        w: Workload,
+        device_type: str,
+        candidates: list[Candidate],
+        chosen: list[Candidate],
+        borrow: bool,
+        mine: float,
+    ) -> list[Candidate] | None:
+        """Extend ``chosen`` in candidate order until ``w`` fits; None if it never does."""
         chosen = list(chosen)
-        freed = self._freed(chosen)
         taken = {id(c) for c in chosen}
-        for entry in candidates:
-            if id(entry) in taken or not self._may_take(w, entry, freed):
-                continue
-            chosen.append(entry)
-            freed[entry.tenant] = freed.get(entry.tenant, 0) + entry.num_cards
-            if self._fits_without(w, chosen, freed) is not None:
-                return chosen
-        return None
+        self._lift(chosen)
+        try:
+            for c in candidates:
+                if id(c) in taken or not self._valid(w, device_type, c, borrow, mine):
+                    continue
+                self._lift([c])
+                chosen.append(c)
+                if self._fits(w, device_type, chosen, borrow) is not None:
+                    return chosen
+            return None
+        finally:
+            self._drop(chosen)
 
     def _clear_server(
-        self, w: Workload, index: int, local: list[Admitted], candidates: list[Admitted]
-    ) -> list[Admitted] | None:
+        self,
+        w: Workload,
+        device_type: str,
+        index: int,
+        local: list[Candidate],
+        candidates: list[Candidate],
+        borrow: bool,
+        mine: float,
+    ) -> list[Candidate] | None:
         """Victims on server ``index`` until ``w`` fits there, then any needed for quota."""
-        chosen: list[Admitted] = []
-        freed: dict[str, int] = {}
-        for entry in local:
-            if not self._may_take(w, entry, freed):
-                continue
-            chosen.append(entry)
-            freed[entry.tenant] = freed.get(entry.tenant, 0) + entry.num_cards
-            if self._server_fits(w, index, chosen):
-                break
-        else:
-            return None
-        if self._quota_reason(w, freed) is None:
-            return chosen
-        return self._greedy(w, candidates, chosen)
+        chosen: list[Candidate] = []
+        try:
+            for c in local:
+                if not self._valid(w, device_type, c, borrow, mine):
+                    continue
+                self._lift([c])
+                chosen.append(c)
+                if self._server_fits(w, device_type, index, chosen):
+                    break
+            else:
+                return None
+            if self.quota_reason(w.tenant, device_type, w.num_cards, borrow=borrow) is None:
+                return list(chosen)
+        finally:
+            self._drop(chosen)
+        return self._greedy(w, device_type, candidates, chosen, borrow, mine)
 
-    def _pruned(self, w: Workload, chosen: list[Admitted]) -> tuple[list[Admitted], int]:
+    def _pruned(
+        self, w: Workload, device_type: str, chosen: list[Candidate], borrow: bool
+    ) -> tuple[list[Candidate], int]:
         """Give back every victim not needed (last chosen first); the server ``w`` then gets."""
-        freed = self._freed(chosen)
-        index = self._fits_without(w, chosen, freed)
-        assert index is not None  # chosen was built to fit
-        for entry in list(reversed(chosen)):
-            trial = [c for c in chosen if c is not entry]
-            trial_freed = dict(freed)
-            trial_freed[entry.tenant] -= entry.num_cards
-            trial_index = self._fits_without(w, trial, trial_freed)
-            if trial_index is not None:
-                chosen, freed, index = trial, trial_freed, trial_index
-        return chosen, index
+        chosen = list(chosen)
+        self._lift(chosen)
+        try:
+            index = self._fits(w, device_type, chosen, borrow)
+            assert index is not None  # chosen was built to fit
+            for c in list(reversed(chosen)):
+                self._drop([c])
+                trial = [x for x in chosen if x is not c]
+                trial_index = self._fits(w, device_type, trial, borrow)
+                if trial_index is not None:
+                    chosen, index = trial, trial_index
+                else:
+                    self._lift([c])
+            return chosen, index
+        finally:
+            self._drop(chosen)
 
-    @staticmethod
-    def _freed(victims: list[Admitted]) -> dict[str, int]:
-        freed: dict[str, int] = {}
-        for entry in victims:
-            freed[entry.tenant] = freed.get(entry.tenant, 0) + entry.num_cards
-        return freed
-
-    def _server_fits(self, w: Workload, index: int, victims: list[Admitted]) -> bool:
-        s = self.types[w.device_type].servers[index]
-        back = [
-            c for v in victims if self.server_at[v.server_id][1] == index for c in v.card_indices
-        ]
+    def _server_fits(
+        self, w: Workload, device_type: str, index: int, victims: list[Candidate]
+    ) -> bool:
+        s = self.types[device_type].servers[index]
+        back = [card for v in victims if v.index == index for card in v.entry.card_indices]
         if s.free_total + len(back) < w.num_cards:
             return False
         if w.tp_size == 1:
@@ -198,16 +423,13 @@ class VictimSearch(FairSharing):
             counts[s.group_of[card]] += 1
         return sum(n // w.tp_size for n in counts.values()) >= w.num_cards // w.tp_size
 
-    def _fits_without(
-        self, w: Workload, victims: list[Admitted], freed: dict[str, int]
-    ) -> int | None:
-        """The best-fit server for ``w`` if ``victims`` were stopped, or None."""
-        if self._quota_reason(w, freed) is not None:
-            return None
+    def _fits_without(self, w: Workload, device_type: str, victims: list[Candidate]) -> int | None:
+        """The best-fit server for ``w`` if ``victims`` were stopped (topology only), or None."""
         extra: dict[int, list[int]] = {}
         for victim in victims:
-            extra.setdefault(self.server_at[victim.server_id][1], []).extend(victim.card_indices)
-        types = self.types[w.device_type]
+            if victim.entry.device_type == device_type:
+                extra.setdefault(victim.index, []).extend(victim.entry.card_indices)
+        types = self.types[device_type]
         best: tuple[int, int] | None = None
         for i, s in enumerate(types.servers):
             back = extra.get(i, ())

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.quota import PriorityClass, TenantQuota
+from npucenter.policy.quota import CohortQuota, PriorityClass, TenantQuota
 
 __all__ = [
     "DEFAULT_ADMISSION_POLICY",
@@ -21,6 +21,7 @@ __all__ = [
     "AdmissionSnapshot",
     "Admitted",
     "Card",
+    "FairSharingBasis",
     "Pending",
     "PendingReason",
     "Preemption",
@@ -165,7 +166,9 @@ class Workload:
 
     The gang is split into ``num_cards // tp_size`` tensor-parallel groups; each group is placed
     on cards sharing one interconnect. ``priority_class`` None means the tenant's class; a class
-    above the tenant's is capped to it.
+    above the tenant's is capped to it. ``fallback_device_types`` makes the workload fungible
+    (Kueue's flavor fungibility): ``device_type`` first, then each fallback in order; it is
+    placed on the first with quota and room (see :attr:`device_types`).
     """
 
     workload_id: str
@@ -177,8 +180,20 @@ class Workload:
     priority_class: PriorityClass | None = None
     submitted_s: float = 0.0
     max_duration_s: float | None = None  # if set, charged against the device-seconds budget
+    fallback_device_types: tuple[str, ...] = ()  # tried in order after device_type
 
     def __post_init__(self) -> None:
+        fallbacks = tuple(self.fallback_device_types)
+        for device_type in fallbacks:
+            if not isinstance(device_type, str) or not device_type:
+                raise InvalidConfigError(
+                    "fallback_device_types", device_type, "must be non-empty strings"
+                )
+        if len(set((self.device_type, *fallbacks))) != len(fallbacks) + 1:
+            raise InvalidConfigError(
+                "fallback_device_types", fallbacks, "names a device type twice"
+            )
+        object.__setattr__(self, "fallback_device_types", fallbacks)
         for name in ("workload_id", "tenant", "device_type"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
@@ -208,6 +223,11 @@ class Workload:
             math.isfinite(self.max_duration_s) and self.max_duration_s > 0
         ):
             raise InvalidConfigError("max_duration_s", self.max_duration_s, "must be > 0")
+
+    @property
+    def device_types(self) -> tuple[str, ...]:
+        """The device types this workload accepts, in order of preference."""
+        return (self.device_type, *self.fallback_device_types)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,7 +269,13 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdmissionSnapshot:
-    """What a scheduling cycle reads: the fleet, every tenant's quota and what runs now."""
+    """What a scheduling cycle reads: the fleet, every tenant's quota and what runs now.
+
+    ``cohorts`` describes nested cohorts (a parent and quotas of their own); a cohort a tenant
+    names but ``cohorts`` does not describe is flat. ``usage_history_card_s`` is each tenant's
+    decayed card-seconds (see :func:`npucenter.policy.admission.decayed_usage_card_s`), read
+    only when fair sharing is by usage.
+    """
 
     fleet: tuple[Server, ...]
     quotas: tuple[TenantQuota, ...]
@@ -257,14 +283,37 @@ class AdmissionSnapshot:
     now_s: float = 0.0
     #: tenant -> device_type -> device-seconds used so far in the accounting period
     device_seconds_used: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    cohorts: tuple[CohortQuota, ...] = ()
+    #: tenant -> decayed card-seconds of recent use (fair sharing by usage)
+    usage_history_card_s: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fleet", tuple(self.fleet))
         object.__setattr__(self, "quotas", tuple(self.quotas))
         object.__setattr__(self, "running", tuple(self.running))
+        object.__setattr__(self, "cohorts", tuple(self.cohorts))
         _require_unique("server_id", [s.server_id for s in self.fleet])
         _require_unique("tenant", [q.tenant for q in self.quotas])
         _require_unique("workload_id", [a.workload_id for a in self.running])
+        _require_unique("cohort", [c.name for c in self.cohorts])
+        _check_cohort_tree(self.cohorts)
+        for tenant, card_s in self.usage_history_card_s.items():
+            if not (math.isfinite(card_s) and card_s >= 0):
+                raise InvalidConfigError(
+                    f"usage_history_card_s[{tenant}]", card_s, "must be finite and >= 0"
+                )
+
+
+class FairSharingBasis(enum.StrEnum):
+    """What fair sharing compares between tenants.
+
+    ``borrowed``: Kueue's dominant resource share, cards held above nominal over what the
+    cohort can lend. ``usage``: Kueue's admission fair sharing, decayed recent card-seconds plus
+    what the tenant holds now.
+    """
+
+    BORROWED = "borrowed"
+    USAGE = "usage"
 
 
 class PreemptionPolicy(enum.StrEnum):
@@ -283,23 +332,65 @@ class AdmissionPolicy:
     reclaim_within_cohort: PreemptionPolicy = PreemptionPolicy.ANY
     #: a workload may preempt its own tenant's workloads of the same device type
     within_tenant: PreemptionPolicy = PreemptionPolicy.LOWER_PRIORITY
-    #: order tenants by dominant-resource share (else only priority and submission time)
+    #: order tenants by fair share (else only priority and submission time)
     fair_sharing: bool = True
+    #: what fair sharing compares: cards borrowed (Kueue's DRS) or decayed recent usage
+    fair_sharing_basis: FairSharingBasis = FairSharingBasis.BORROWED
+    #: half-life of usage history; a tenant's current cards count as held for this long / ln 2
+    usage_half_life_s: float = 3600.0
+    #: a borrowing workload may preempt cohort members' borrowed work whose tenant's share stays
+    #: above its own after the preemption (Kueue's fair-sharing preemption)
+    fair_sharing_preemption: bool = False
+    #: a borrowing workload may preempt lower-priority work of borrowing cohort members
+    #: (Kueue's borrowWithinCohort): never or lower-priority
+    borrow_within_cohort: PreemptionPolicy = PreemptionPolicy.NEVER
+    #: with borrow_within_cohort: only victims of this class or lower (None: any lower class)
+    borrow_within_cohort_max_priority: PriorityClass | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "reclaim_within_cohort", PreemptionPolicy(self.reclaim_within_cohort)
         )
         object.__setattr__(self, "within_tenant", PreemptionPolicy(self.within_tenant))
+        object.__setattr__(self, "fair_sharing_basis", FairSharingBasis(self.fair_sharing_basis))
+        object.__setattr__(
+            self, "borrow_within_cohort", PreemptionPolicy(self.borrow_within_cohort)
+        )
         if self.within_tenant is PreemptionPolicy.ANY:
             raise InvalidConfigError(
                 "within_tenant",
                 "any",
                 "would let a workload preempt its equals; use lower-priority",
             )
+        if self.borrow_within_cohort is PreemptionPolicy.ANY:
+            raise InvalidConfigError(
+                "borrow_within_cohort",
+                "any",
+                "a borrower may preempt only lower-priority work; use lower-priority",
+            )
+        if self.borrow_within_cohort_max_priority is not None:
+            object.__setattr__(
+                self,
+                "borrow_within_cohort_max_priority",
+                PriorityClass.parse(self.borrow_within_cohort_max_priority),
+            )
+        if not (math.isfinite(self.usage_half_life_s) and self.usage_half_life_s > 0):
+            raise InvalidConfigError("usage_half_life_s", self.usage_half_life_s, "must be > 0")
 
 
 DEFAULT_ADMISSION_POLICY = AdmissionPolicy()
+
+
+def _check_cohort_tree(cohorts: Sequence[CohortQuota]) -> None:
+    parent = {c.name: c.parent for c in cohorts}
+    for name in sorted(parent):
+        seen = {name}
+        at = parent[name]
+        while at is not None:
+            if at in seen:
+                raise InvalidConfigError("cohorts", name, f"its parents loop back to {at}")
+            seen.add(at)
+            at = parent.get(at)
 
 
 class PendingReason(enum.StrEnum):
@@ -310,16 +401,21 @@ class PendingReason(enum.StrEnum):
     QUOTA_IN_USE = "quota_in_use"  # nominal + borrowing limit is taken by the tenant's own work
     BUDGET_EXHAUSTED = "budget_exhausted"  # the device-seconds budget would be overspent
     QUOTA_LIMIT = "quota_limit"  # larger than nominal + borrowing limit: never admissible as is
+    NO_QUOTA_FOR_DEVICE = "no_quota_for_device"  # the quota names no cards of that device type
     UNSCHEDULABLE = "unschedulable"  # no healthy server of that device type could ever hold it
     UNKNOWN_TENANT = "unknown_tenant"  # the tenant has no quota
+    HELD = "held"  # the tenant is held (stop policy hold or hold-and-drain)
 
 
 class PreemptionReason(enum.StrEnum):
     """Why a running workload is stopped (and should be requeued by the control plane)."""
 
     RECLAIM = "reclaim"  # its cohort member took back nominal cards this tenant had borrowed
+    RECLAIM_WHILE_BORROWING = "reclaim_while_borrowing"  # a higher-priority borrower took them
+    FAIR_SHARING = "fair_sharing"  # a borrower with a lower fair share took them
     PRIORITY = "priority"  # a higher-priority workload of the same tenant needed the cards
     UNHEALTHY = "unhealthy"  # its server or one of its cards is unhealthy or gone
+    DRAIN = "drain"  # its tenant is held and drained (stop policy hold-and-drain)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,7 +448,9 @@ class TenantUsage:
     used_cards: Mapping[str, int]  # device_type -> cards held
     nominal_cards: Mapping[str, int]
     borrowed_cards: Mapping[str, int]  # device_type -> cards above nominal (0 entries omitted)
-    dominant_share: float  # max over device types of used / fleet cards, divided by the weight
+    #: the fair-sharing rank: by default max over device types of borrowed / what the cohort
+    #: can lend, divided by the weight (Kueue's dominant resource share)
+    dominant_share: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
