@@ -50,6 +50,7 @@ __all__ = [
     "normalize_database_url",
     "parent_pid",
     "parse_tariff",
+    "secret_from_env",
 ]
 
 ENV_DATABASE_URL = "NPUCENTER_DATABASE_URL"
@@ -266,3 +267,11 @@ def _positive_float(text: str | None, default: float) -> float:
         raise InvalidConfigError(
             ENV_ADMISSION_INTERVAL, text, "must be a number of seconds"
         ) from None
+
+
+def secret_from_env(name: str) -> str | None:
+    """The value of the environment variable ``name`` (an external engine's upstream key).
+
+    Read when needed and never stored, logged or printed; None when unset or empty.
+    """
+    return os.environ.get(name) or None

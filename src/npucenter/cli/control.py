@@ -413,6 +413,7 @@ def deploy_list(json_out: bool = JSON_OPT) -> None:
 def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Show a deployment replica by replica."""
     doc = _call("GET", f"/api/deployments/{dep_id}")
+    doc["engines"] = _call("GET", f"/api/deployments/{dep_id}/engines")
     if json_out:
         print_json(doc)
         return
@@ -422,6 +423,31 @@ def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) ->
         ["index", "state", "server", "card_indexes", "num_borrowed_cards"],
         f"{doc['name']}: {doc['model']} on {doc['device_type']} TP={doc['tp']}",
     )
+    if doc["engines"]:
+        _show(
+            doc["engines"],
+            False,
+            ["replica_id", "engine", "state", "base_url", "restarts", "error"],
+            "engines",
+        )
+
+
+@deploy_app.command("logs")
+@handle_errors
+def deploy_logs(
+    dep_id: int = typer.Argument(...),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """The last lines each replica's engine wrote (a failed start shows why it failed)."""
+    engines = _call("GET", f"/api/deployments/{dep_id}/engines")
+    if json_out:
+        print_json([{k: e[k] for k in ("replica_id", "state", "log_tail")} for e in engines])
+        return
+    for e in engines:
+        console.print(f"== {e['replica_id']} ({e['engine']}, {e['state']})", highlight=False)
+        if e.get("error"):
+            console.print(f"error: {e['error']}", highlight=False, markup=False)
+        console.print(e.get("log_tail") or "(no output)", highlight=False, markup=False)
 
 
 @deploy_app.command("scale")

@@ -38,6 +38,7 @@ from npucenter.cli import bench as _bench  # noqa: E402
 from npucenter.cli import catalog as _catalog  # noqa: E402
 from npucenter.cli import control as _control  # noqa: E402
 from npucenter.cli import engine as _engine  # noqa: E402
+from npucenter.cli import model as _model  # noqa: E402
 from npucenter.cli import perf as _perf  # noqa: E402
 from npucenter.cli import plan as _plan  # noqa: E402
 from npucenter.cli import simulate as _simulate  # noqa: E402
@@ -45,6 +46,7 @@ from npucenter.cli import simulate as _simulate  # noqa: E402
 app.add_typer(_bench.app, name="bench")
 app.add_typer(_catalog.app, name="catalog")
 app.add_typer(_engine.app, name="engine")
+app.add_typer(_model.app, name="model")
 app.add_typer(_perf.app, name="perf")
 app.add_typer(_plan.app, name="plan")
 app.add_typer(_simulate.app, name="simulate")

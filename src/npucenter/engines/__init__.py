@@ -1,4 +1,4 @@
-"""Engines: how to launch and talk to vLLM, furiosa-llm, vllm-rbln and the virtual engine.
+"""Engines: how to launch and talk to vLLM, furiosa-llm, vllm-rbln, external servers and the virtual engine.
 
 Every engine registers itself in :data:`ENGINES`; ``ENGINES.get(name).launch_spec(spec, ...)``
 builds the exact process to start. Executors start it.
@@ -16,7 +16,9 @@ from npucenter.engines.base import (
     device_family,
     require_device_family,
 )
+from npucenter.engines.external import ExternalEngine
 from npucenter.engines.furiosa import FuriosaLlmEngine
+from npucenter.engines.options import EngineChoice, engine_choice
 from npucenter.engines.rbln import VllmRblnEngine
 from npucenter.engines.virtual import VirtualEngine
 from npucenter.engines.vllm import VllmEngine
@@ -25,6 +27,8 @@ __all__ = [
     "ENGINES",
     "PARENT_PID_ENV",
     "Engine",
+    "EngineChoice",
+    "ExternalEngine",
     "FuriosaLlmEngine",
     "LaunchSpec",
     "ReplicaSpec",
@@ -33,6 +37,7 @@ __all__ = [
     "VllmRblnEngine",
     "default_engine_for_device",
     "device_family",
+    "engine_choice",
     "launch_spec",
     "require_device_family",
 ]

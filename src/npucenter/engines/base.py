@@ -54,6 +54,8 @@ class ReplicaSpec:
     max_model_len: int | None = None
     gpu_memory_utilization_fraction: float | None = None
     time_scale: float = 1.0  # virtual engine only: real seconds per modelled second (0 = no wait)
+    executable: str | None = None  # the interpreter/program to run (default: the engine's)
+    ready_timeout_s: float | None = None  # None: the engine's own start-up timeout
     extra_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # (name, value) pairs added to the environment
 
@@ -84,6 +86,8 @@ class ReplicaSpec:
             raise InvalidConfigError("gpu_memory_utilization_fraction", frac, "must be in (0, 1]")
         if self.time_scale < 0:
             raise InvalidConfigError("time_scale", self.time_scale, "must be >= 0")
+        if self.ready_timeout_s is not None and not self.ready_timeout_s > 0:
+            raise InvalidConfigError("ready_timeout_s", self.ready_timeout_s, "must be > 0")
 
     @property
     def cards(self) -> tuple[int, ...]:
@@ -155,14 +159,15 @@ ENGINES: Registry[Engine] = Registry("engine")
 
 #: The launch family of an NPU vendor (catalog ``vendor``, lower case): which engine, which
 #: visible-devices variable and which Ray resource its cards take. GPUs are ``"gpu"``.
-_FAMILY_BY_VENDOR: Mapping[str, str] = {"furiosaai": "rngd", "rebellions": "rbln"}
+_FAMILY_BY_VENDOR: Mapping[str, str] = {"furiosaai": "rngd", "rebellions": "rbln", "host": "cpu"}
 
 
 def device_family(device: str, catalog: Catalog | None = None) -> str:
-    """The launch family of a catalog device (id or alias): ``"rngd"``, ``"rbln"`` or ``"gpu"``.
+    """The launch family of a catalog device: ``"rngd"``, ``"rbln"``, ``"cpu"`` or ``"gpu"``.
 
     Read from the catalog's ``vendor`` and ``kind`` (FuriosaAI NPUs ``rngd``, Rebellions NPUs
-    ``rbln``, every GPU ``gpu``), not from the id's spelling.
+    ``rbln``, the host CPU of vLLM's CPU build ``cpu``, every GPU ``gpu``), not from the id's
+    spelling.
 
     Raises:
         NotFoundError: ``device`` is not in the catalog (default: the shipped one).
@@ -181,7 +186,12 @@ def device_family(device: str, catalog: Catalog | None = None) -> str:
     )
 
 
-_DEFAULT_ENGINE: Mapping[str, str] = {"rngd": "furiosa-llm", "rbln": "vllm-rbln", "gpu": "vllm"}
+_DEFAULT_ENGINE: Mapping[str, str] = {
+    "rngd": "furiosa-llm",
+    "rbln": "vllm-rbln",
+    "gpu": "vllm",
+    "cpu": "vllm",
+}
 
 
 def default_engine_for_device(device: str) -> str:

@@ -45,7 +45,7 @@ class FuriosaLlmEngine:
             host=host,
             port=port,
             health_path="/v1/models",
-            ready_timeout_s=self.ready_timeout_s,
+            ready_timeout_s=spec.ready_timeout_s or self.ready_timeout_s,
             resources=(("RNGD", float(spec.tp)),),
         )
 

@@ -58,7 +58,7 @@ class VllmRblnEngine:
             host=host,
             port=port,
             health_path="/health",
-            ready_timeout_s=self.ready_timeout_s,
+            ready_timeout_s=spec.ready_timeout_s or self.ready_timeout_s,
             resources=(("RBLN", float(spec.tp)),),
         )
 

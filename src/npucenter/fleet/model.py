@@ -73,6 +73,8 @@ class ServiceGroup:
     service: str = ""  # the service name ("" or the model id: none besides the model)
     role: str = "both"  # the simulator's disaggregation role; live replicas run both phases
     tenant: str | None = None  # the owning tenant; None: the operator
+    engine: str = "virtual"  # the engine that serves it (npucenter.engines; the edge validates)
+    engine_options: tuple[tuple[str, Any], ...] = ()  # the fleet entry's engine options, frozen
 
     @property
     def deployment_name(self) -> str:
@@ -181,6 +183,8 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
             service=d.service,
             role=d.role,
             tenant=d.tenant,
+            engine=d.engine,
+            engine_options=d.engine_options,
         )
         for d in spec.deployments
     )

@@ -52,6 +52,7 @@ _DEPLOY_KEYS = {
     "max_num_batched_tokens",
     "block_size_tokens",
     "enable_chunked_prefill",
+    "engine",
 }
 
 
@@ -92,6 +93,10 @@ class Deployment:
     max_num_batched_tokens: int = 8192
     block_size_tokens: int = 16
     enable_chunked_prefill: bool = True
+    # The live center's engine (name and its options, frozen to stay hashable); the simulator
+    # models every replica itself and ignores it. npucenter.engines.engine_choice validates it.
+    engine: str = "virtual"
+    engine_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.tp < 1:
@@ -343,4 +348,24 @@ def _deployment(entry: Mapping[str, Any]) -> Deployment:
         max_num_batched_tokens=int(entry.get("max_num_batched_tokens", 8192)),
         block_size_tokens=int(entry.get("block_size_tokens", 16)),
         enable_chunked_prefill=bool(entry.get("enable_chunked_prefill", True)),
+        **_engine(entry.get("engine")),
     )
+
+
+def _engine(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"engine": value}
+    if not isinstance(value, Mapping) or "name" not in value:
+        raise InvalidConfigError("services.engine", value, "an engine name or a mapping with name")
+    options = tuple(sorted((str(k), _frozen(v)) for k, v in value.items() if k != "name"))
+    return {"engine": str(value["name"]), "engine_options": options}
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value

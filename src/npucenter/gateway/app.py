@@ -450,6 +450,8 @@ class Gateway:
         assert self._upstream is not None
         call = attempt.call
         headers = {"content-type": "application/json", "x-request-id": call.request_id}
+        if attempt.replica.endpoint.api_key:  # an external server's own key, never the tenant's
+            headers["authorization"] = f"Bearer {attempt.replica.endpoint.api_key}"
         return await self._upstream.send(_url(attempt.replica, call.endpoint), body, headers)
 
     async def _forward_unary(self, call: _Call, body: bytes, send: Send) -> None:

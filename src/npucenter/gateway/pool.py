@@ -8,7 +8,7 @@ from it. Replicas come and go as the executor starts and restarts them (:meth:`U
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from npucenter.clock import Clock
 from npucenter.errors import InvalidConfigError
@@ -31,6 +31,7 @@ class ReplicaEndpoint:
     kv_capacity_tokens: int = 0  # 0 = unknown
     busy_power_w: float = 0.0  # power while running requests until telemetry says otherwise
     idle_power_w: float = 0.0  # power with nothing to run (shown, never charged to a tenant)
+    api_key: str | None = field(default=None, repr=False)  # an external server's key (secret)
 
     def __post_init__(self) -> None:
         if self.max_inflight < 1:
@@ -45,6 +46,9 @@ class Replica:
     __slots__ = (
         "down_until_s",
         "endpoint",
+        "engine_foreign",
+        "engine_running",
+        "engine_waiting",
         "idle_power_w",
         "inflight",
         "kv_usage_fraction",
@@ -64,6 +68,9 @@ class Replica:
         self.inflight = 0
         self.outstanding_tokens = 0  # estimated tokens of the requests in flight
         self.kv_usage_fraction = 0.0  # from the engine's metrics when scraped
+        self.engine_running = 0  # requests the engine says it runs (its own metrics)
+        self.engine_waiting = 0  # requests queued inside the engine (its own metrics)
+        self.engine_foreign = 0  # requests in the engine the gateway did not send (at the scrape)
         self.idle_power_w = endpoint.idle_power_w  # W, updated from the engine's metrics
         self.down_until_s = 0.0
         self.num_failures = 0

@@ -12,19 +12,33 @@ each running replica was placed on as ``replica_servers`` (the dashboard's serve
 
 An engine's id is ``<server>-r<first card>``: stable while the replica keeps its cards, so a
 restarted center finds the same ids. The reconciler never writes the store.
+
+NOTE(engines): each deployment names its engine (:class:`~npucenter.engines.EngineChoice`, from
+the fleet file; virtual by default). Starts and restarts run as background tasks: a tick waits
+for them at most ``start_wait_s``, so a real engine that takes minutes to become ready (vLLM's
+CPU build: 35-135 s here) never holds up the reconcile of other deployments. A replica is ready
+when its health check answers and its ``/v1/models`` lists the served name; a start that fails
+or times out is kept as a visible failure (error and the engine's log tail,
+:meth:`DeploymentReconciler.engine_states`) and retried with a back-off. An ``external`` engine
+is not started: its server is health-checked every tick and published while it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from npucenter.engines import ReplicaSpec
-from npucenter.errors import NpuCenterError
+import httpx
+
+from npucenter.engines import EngineChoice, ReplicaSpec
+from npucenter.engines.models import ensure_model, resolve_model_path
+from npucenter.errors import NpuCenterError, UpstreamError
 from npucenter.executors.base import Executor, ReplicaState
 from npucenter.executors.procs import Ticker
 from npucenter.gateway.pool import ReplicaEndpoint
@@ -34,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_NUM_SEQS",
     "DeploymentOptions",
     "DeploymentReconciler",
+    "EngineFailure",
     "ReconcileReport",
     "WantedReplica",
     "wanted_replicas",
@@ -51,6 +66,7 @@ class DeploymentOptions:
 
     alias: str | None = None  # None: none besides the model id
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+    engine: EngineChoice = field(default_factory=EngineChoice)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,20 +85,32 @@ class WantedReplica:
     card_indices: tuple[int, ...]
     alias: str | None = None
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
+    engine: EngineChoice = field(default_factory=EngineChoice)
 
-    def spec(self, engine: str = "virtual") -> ReplicaSpec:
-        """The engine replica to start."""
+    def spec(self, engine: str = "virtual", *, models_dir: Path | None = None) -> ReplicaSpec:
+        """The engine replica to start (``engine``: the default when the deployment names none)."""
+        choice = self.engine
+        name = choice.name if choice.is_real else engine
+        real = name != "virtual"
         return ReplicaSpec(
-            engine=engine,
+            engine=name,
             model=self.model,
             device=self.device,
             tp=self.tp,
             precision=self.precision,
             device_indices=self.card_indices,
             max_num_seqs=self.max_num_seqs,
+            model_path=(
+                resolve_model_path(self.model, choice.model_path, models_dir) if real else None
+            ),
+            max_model_len=choice.max_model_len,
+            executable=choice.python,
+            ready_timeout_s=choice.ready_timeout_s,
+            extra_args=choice.launch_args(),
+            env=choice.launch_env(),
         )
 
-    def endpoint(self, base_url: str) -> ReplicaEndpoint:
+    def endpoint(self, base_url: str, *, api_key: str | None = None) -> ReplicaEndpoint:
         """The gateway's endpoint of this replica once it listens at ``base_url``."""
         return ReplicaEndpoint(
             replica_id=self.replica_id,
@@ -93,7 +121,21 @@ class WantedReplica:
             tp=self.tp,
             max_inflight=self.max_num_seqs,
             busy_power_w=_tdp_w(self.device) * self.tp,
+            api_key=api_key,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineFailure:
+    """Why a replica's engine is not serving: what failed, when, and the engine's last lines."""
+
+    replica_id: str
+    deployment_id: int
+    error: str
+    log_tail: str = ""
+    at_s: float = 0.0  # wall-clock time of the failure
+    num_attempts: int = 1
+    retry_at_s: float = 0.0  # monotonic time of the next try
 
 
 @dataclass(slots=True)
@@ -141,6 +183,7 @@ def wanted_replicas(
         opts = options(tenant, dep.name) if options is not None else None
         if opts is None:
             opts = DeploymentOptions(alias=dep.name if dep.name != dep.model else None)
+        # NOTE(engines): a deployment the fleet file does not describe runs the virtual engine
         out.append(
             WantedReplica(
                 replica_id=f"{server}-r{cards[0][1]}",
@@ -155,6 +198,7 @@ def wanted_replicas(
                 card_indices=tuple(c[1] for c in cards),
                 alias=opts.alias,
                 max_num_seqs=opts.max_num_seqs,
+                engine=opts.engine,
             )
         )
     return out
@@ -165,7 +209,9 @@ class DeploymentReconciler:
 
     ``read`` runs in a worker thread (it reads the store); ``gateway`` is anything with a
     ``pool`` (:class:`~npucenter.gateway.pool.UpstreamPool`) and ``expected_models``. One tick
-    at a time; :meth:`wake` is thread-safe (the API calls it after every change).
+    at a time; :meth:`wake` is thread-safe (the API calls it after every change). ``engine`` is
+    the engine of deployments that name none; ``models_dir`` is where local models live (and the
+    tiny test model is built); ``secret`` reads an external engine's upstream key by its name.
     """
 
     def __init__(
@@ -176,20 +222,36 @@ class DeploymentReconciler:
         gateway: Any,
         interval_s: float = 2.0,
         engine: str = "virtual",
+        models_dir: Path | None = None,
+        start_wait_s: float = 1.0,
+        secret: Callable[[str], str | None] | None = None,
     ) -> None:
         self.read = read
         self.executor = executor
         self.gateway = gateway
         self.interval_s = interval_s
         self.engine = engine
+        self.models_dir = models_dir
+        self.start_wait_s = start_wait_s
+        self._secret = secret or (lambda _name: None)
         self._running: dict[str, WantedReplica] = {}  # engine id -> what it runs
         self._wanted: list[WantedReplica] = []
+        self._starting: dict[str, asyncio.Task[bool]] = {}  # engine id -> its start
+        self._restarting: asyncio.Task[list[str]] | None = None
+        self._failures: dict[str, EngineFailure] = {}  # engine id -> its last failed start
+        self._external: dict[str, tuple[str, str | None]] = {}  # id -> (base URL, upstream key)
+        self._external_down: set[str] = set()  # external servers not answering now
         self._ticker = Ticker("deployment reconciler", log)
 
     @property
     def running(self) -> dict[str, WantedReplica]:
         """The engines this reconciler started and has not stopped, by id."""
         return dict(self._running)
+
+    @property
+    def failures(self) -> dict[str, EngineFailure]:
+        """Replicas whose last start failed (retried with a back-off), by engine id."""
+        return dict(self._failures)
 
     async def run_forever(self) -> None:
         """Tick every ``interval_s`` (or at once when woken) until cancelled."""
@@ -207,10 +269,54 @@ class DeploymentReconciler:
 
     async def shutdown(self) -> None:
         """Stop every engine this reconciler runs and empty the gateway's pool of them."""
+        for task in [*self._starting.values(), *([self._restarting] if self._restarting else [])]:
+            task.cancel()
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        self._starting.clear()
         for rid in list(self._running):
             await self._stop(rid)
         self._wanted = []
         self._publish()
+
+    def engine_states(self) -> list[dict[str, Any]]:
+        """Every wanted replica's engine: state, engine, where it listens, failure and log tail.
+
+        ``state`` is ``ready``, ``starting`` or ``failed`` (the error and the engine's last lines
+        with it); an external server is ``ready`` or ``unreachable``. Never holds a secret.
+        """
+        by_id = {r.replica_id: r for r in self.executor.replicas()}
+        out = []
+        for w in sorted(self._wanted, key=lambda w: w.replica_id):
+            rid = w.replica_id
+            failure = self._failures.get(rid)
+            replica = by_id.get(rid)
+            if rid in self._external:
+                state = "unreachable" if rid in self._external_down else "ready"
+                base_url: str | None = self._external[rid][0]
+            elif rid in self._running:
+                state = "ready"
+                base_url = replica.base_url if replica else None
+            elif rid in self._starting:
+                state, base_url = "starting", replica.base_url if replica else None
+            else:
+                state, base_url = ("failed" if failure else "pending"), None
+            out.append(
+                {
+                    "replica_id": rid,
+                    "deployment_id": w.deployment_id,
+                    "deployment": w.deployment,
+                    "tenant": w.tenant,
+                    "engine": w.engine.name if w.engine.is_real else self.engine,
+                    "state": state,
+                    "base_url": base_url,
+                    "pid": replica.pid if replica else None,
+                    "restarts": replica.restarts if replica else 0,
+                    "error": failure.error if failure else None,
+                    "num_failed_starts": failure.num_attempts if failure else 0,
+                    "log_tail": failure.log_tail if failure else self._log_tail(rid),
+                }
+            )
+        return out
 
     # --- one tick --------------------------------------------------------------------------
 
@@ -218,16 +324,45 @@ class DeploymentReconciler:
         report = ReconcileReport()
         by_id = {w.replica_id: w for w in wanted}
         self._wanted = list(by_id.values())
+        for rid in list(self._failures):
+            if rid not in by_id:
+                del self._failures[rid]
+        for rid, task in list(self._starting.items()):
+            if by_id.get(rid) is None or task.get_name() != _task_name(by_id[rid]):
+                task.cancel()  # scaled down, deleted or changed while it was starting
+                await asyncio.gather(task, return_exceptions=True)
+                self._starting.pop(rid, None)
+                report.stopped.append(rid)
         for rid, have in list(self._running.items()):
             if by_id.get(rid) != have:  # gone, or its deployment/spec changed under this id
                 await self._stop(rid)
                 report.stopped.append(rid)
         self._publish()  # before starting: a slow start keeps nothing stale in the pool
-        new = [w for rid, w in by_id.items() if rid not in self._running]
-        results = await asyncio.gather(*(self._start(w) for w in new))
-        for w, ok in zip(new, results, strict=True):
-            (report.started if ok else report.failed).append(w.replica_id)
-        report.restarted = await self._restart_failed()
+        now = time.monotonic()
+        new = [
+            w
+            for rid, w in by_id.items()
+            if rid not in self._running
+            and rid not in self._starting
+            and (rid not in self._failures or self._failures[rid].retry_at_s <= now)
+        ]
+        created = {
+            w.replica_id: asyncio.create_task(self._start(w), name=_task_name(w)) for w in new
+        }
+        self._starting.update(created)
+        if self._restarting is None or self._restarting.done():
+            self._restarting = asyncio.create_task(self._restart_failed())
+        restarting = self._restarting
+        await self._check_external()
+        pending = [*self._starting.values(), restarting]
+        if pending:
+            await asyncio.wait(pending, timeout=self.start_wait_s)
+        for rid, task in created.items():
+            if task.done():
+                ok = not task.cancelled() and task.exception() is None and task.result()
+                (report.started if ok else report.failed).append(rid)
+        if restarting.done() and not restarting.cancelled() and restarting.exception() is None:
+            report.restarted = restarting.result()
         self._publish()
         if report.changed or report.failed:
             log.info(
@@ -240,18 +375,65 @@ class DeploymentReconciler:
         return report
 
     async def _start(self, w: WantedReplica) -> bool:
+        """Start one replica's engine; record a failure (with the log tail) instead of raising."""
+        rid = w.replica_id
         try:
-            await self.executor.start(w.spec(self.engine), replica_id=w.replica_id)
-        except NpuCenterError as exc:
-            log.error("replica %s of %s did not start: %s", w.replica_id, w.deployment, exc)
+            if w.engine.is_external:
+                await self._reach_external(w)
+            else:
+                spec = w.spec(self.engine, models_dir=self.models_dir)
+                if spec.engine != "virtual":
+                    await asyncio.to_thread(ensure_model, w.model, spec.model_path)
+                replica = await self.executor.start(spec, replica_id=rid)
+                if spec.engine != "virtual":
+                    await self._require_listed(replica.base_url, w.model, None, 10.0)
+        except asyncio.CancelledError:
+            if not w.engine.is_external and any(
+                r.replica_id == rid for r in self.executor.replicas()
+            ):
+                with _suppress_npucenter():
+                    await self.executor.stop(rid)
+            raise
+        except (NpuCenterError, OSError, ImportError) as exc:
+            self._fail(w, exc)
+            if not w.engine.is_external and any(
+                r.replica_id == rid for r in self.executor.replicas()
+            ):
+                with _suppress_npucenter():
+                    await self.executor.stop(rid)
             return False
-        self._running[w.replica_id] = w
+        finally:
+            if self._starting.get(rid) is asyncio.current_task():
+                self._starting.pop(rid, None)
+        self._failures.pop(rid, None)
+        self._running[rid] = w
         self._publish()  # serve it as soon as it is up
         return True
+
+    def _fail(self, w: WantedReplica, exc: BaseException) -> None:
+        rid = w.replica_id
+        details = getattr(exc, "details", None) or {}
+        tail = str(details.get("log_tail") or "") or self._log_tail(rid)
+        previous = self._failures.get(rid)
+        attempts = previous.num_attempts + 1 if previous else 1
+        backoff_s = min(60.0, 2.0 ** (attempts - 1))
+        self._failures[rid] = EngineFailure(
+            replica_id=rid,
+            deployment_id=w.deployment_id,
+            error=str(exc),
+            log_tail=tail,
+            at_s=time.time(),
+            num_attempts=attempts,
+            retry_at_s=time.monotonic() + (0.0 if attempts == 1 else backoff_s),
+        )
+        log.error("replica %s of %s did not start: %s", rid, w.deployment, exc)
 
     async def _stop(self, replica_id: str) -> None:
         self._running.pop(replica_id, None)
         self._publish()  # off the pool first: no new request goes to it
+        if self._external.pop(replica_id, None) is not None:
+            self._external_down.discard(replica_id)
+            return  # nothing of ours runs there
         try:
             await self.executor.stop(replica_id)
         except NpuCenterError as exc:
@@ -265,7 +447,7 @@ class DeploymentReconciler:
                 restarted = [r for r in await restart_failed() if r in self._running]
             else:
                 restarted = []
-                for rid in list(self._running):
+                for rid in [r for r in self._running if r not in self._external]:
                     if not await self.executor.check(rid):
                         await self.executor.restart(rid)
                         restarted.append(rid)
@@ -273,7 +455,69 @@ class DeploymentReconciler:
             log.warning("restarting failed replicas: %s", exc)
             return []
         self._forget_prefixes(restarted)  # a restarted engine's KV cache is empty
+        if restarted:
+            self._publish()
         return restarted
+
+    # --- external servers ------------------------------------------------------------------
+
+    async def _reach_external(self, w: WantedReplica) -> None:
+        choice = w.engine
+        assert choice.base_url is not None
+        key = self._secret(choice.api_key_env) if choice.api_key_env else None
+        if choice.api_key_env and key is None:
+            raise UpstreamError(
+                f"external engine of {w.deployment}: ${choice.api_key_env} is not set",
+                hint=f"export {choice.api_key_env} before starting the center",
+            )
+        base = choice.base_url.rstrip("/")
+        await self._require_listed(base, w.model, key, choice.ready_timeout_s or 30.0)
+        self._external[w.replica_id] = (base, key)
+        self._external_down.discard(w.replica_id)
+
+    async def _check_external(self) -> None:
+        if not self._external:
+            return
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for rid, (base, key) in list(self._external.items()):
+                ok = await _answers(client, base, key)
+                was_down = rid in self._external_down
+                if ok and was_down:
+                    self._external_down.discard(rid)
+                    log.info("external replica %s answers again", rid)
+                elif not ok and not was_down:
+                    self._external_down.add(rid)
+                    log.warning("external replica %s at %s does not answer", rid, base)
+
+    async def _require_listed(
+        self, base_url: str, model: str, key: str | None, timeout_s: float
+    ) -> None:
+        """Wait until ``GET base/v1/models`` lists ``model`` (raise UpstreamError at the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        last = "no answer"
+        async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
+            while True:
+                try:
+                    resp = await client.get(base_url.rstrip("/") + "/v1/models")
+                    if resp.status_code == 200:
+                        names = [m.get("id") for m in resp.json().get("data", [])]
+                        if model in names:
+                            return
+                        last = f"/v1/models lists {names}, not {model!r}"
+                    else:
+                        last = f"/v1/models answered HTTP {resp.status_code}"
+                except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                    last = repr(exc)
+                if time.monotonic() > deadline:
+                    raise UpstreamError(
+                        f"the engine at {base_url} does not serve {model!r}: {last}",
+                        hint="check the server's served model name (it must be the model id)",
+                        details={"base_url": base_url, "model": model},
+                    )
+                await asyncio.sleep(0.5)
+
+    # --- the gateway's view ----------------------------------------------------------------
 
     def _publish(self) -> None:
         urls = {
@@ -281,8 +525,16 @@ class DeploymentReconciler:
             for r in self.executor.replicas()
             if r.state != ReplicaState.STOPPED
         }
+        endpoints = []
+        for rid, w in sorted(self._running.items()):
+            if rid in self._external:
+                if rid not in self._external_down:
+                    base, key = self._external[rid]
+                    endpoints.append(w.endpoint(base, api_key=key))
+            elif rid in urls:
+                endpoints.append(w.endpoint(urls[rid]))
         pool = self.gateway.pool
-        pool.set(w.endpoint(urls[rid]) for rid, w in sorted(self._running.items()) if rid in urls)
+        pool.set(endpoints)
         self.gateway.replica_servers = {rid: w.server for rid, w in self._running.items()}
         aliases: dict[str, str] = {}
         ambiguous: set[str] = set()
@@ -292,6 +544,15 @@ class DeploymentReconciler:
         pool.set_aliases({a: m for a, m in aliases.items() if a not in ambiguous})
         self.gateway.expected_models = {w.model for w in self._wanted} | (set(aliases) - ambiguous)
 
+    def _log_tail(self, replica_id: str) -> str:
+        tail = getattr(self.executor, "log_tail", None)
+        if tail is None:
+            return ""
+        try:
+            return str(tail(replica_id))
+        except NpuCenterError:
+            return ""
+
     def _forget_prefixes(self, replica_ids: list[str]) -> None:
         index = getattr(
             getattr(getattr(self.gateway, "router", None), "policy", None), "index", None
@@ -299,6 +560,33 @@ class DeploymentReconciler:
         if index is not None and hasattr(index, "forget"):
             for rid in replica_ids:
                 index.forget(rid)
+
+
+def _task_name(w: WantedReplica) -> str:
+    return f"start {w.replica_id} {hash(w)}"
+
+
+async def _answers(client: httpx.AsyncClient, base_url: str, key: str | None) -> bool:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    for path in ("/health", "/v1/models"):
+        try:
+            resp = await client.get(base_url + path, headers=headers)
+        except httpx.HTTPError:
+            return False
+        if resp.status_code == 200:
+            return True
+    return False
+
+
+class _suppress_npucenter:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, NpuCenterError):
+            log.warning("stopping a replica that failed to start: %s", exc)
+            return True
+        return False
 
 
 def _device_kind(device_id: str) -> str:

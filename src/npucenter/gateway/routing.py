@@ -30,7 +30,8 @@ class PolicyRouter:
     """Asks a routing policy of ``npucenter.policy.routing`` (the simulator's too) to choose.
 
     The snapshot holds the candidates only (replicas with a free slot and up): requests that find
-    none wait in the gateway's queue, so policies see ``num_waiting = 0``.
+    none wait in the gateway's queue; ``num_waiting`` counts the requests an engine reports in its
+    own metrics beyond those the gateway sent it (an external server's other clients).
     """
 
     def __init__(self, policy: RoutingPolicy, clock: Clock) -> None:
@@ -47,6 +48,7 @@ class PolicyRouter:
                 device_id=r.endpoint.device_id,
                 device_kind=r.endpoint.device_kind,
                 num_running=r.inflight,
+                num_waiting=r.engine_foreign,  # an external server's other clients' requests
                 outstanding_tokens=max(0, r.outstanding_tokens),
                 kv_used_fraction=min(1.0, max(0.0, r.kv_usage_fraction)),
                 max_num_seqs=r.endpoint.max_inflight,

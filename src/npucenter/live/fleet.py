@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from npucenter.api.admission import admit_after_change
@@ -237,13 +238,20 @@ def _place_as_in_the_file(
 
 
 def deployment_options(fleet: Fleet) -> Any:
-    """``options(tenant, deployment)`` for the reconciler: the fleet file's entries' aliases and
-    sequence limits for the fleet's deployments (by owner); None (the defaults) for the others."""
+    """``options(tenant, deployment)`` for the reconciler: the fleet file's entries' aliases,
+    sequence limits and engines for the fleet's deployments (by owner); None (the defaults:
+    the virtual engine) for the others.
+
+    Raises InvalidConfigError/UnknownPluginError for an engine entry that is not valid.
+    """
+    from npucenter.engines import engine_choice
     from npucenter.gateway.reconciler import DeploymentOptions
 
     by_name = {
         (s.tenant or OPERATOR_TENANT, s.deployment_name): DeploymentOptions(
-            alias=s.alias, max_num_seqs=s.max_num_seqs
+            alias=s.alias,
+            max_num_seqs=s.max_num_seqs,
+            engine=engine_choice({"name": s.engine, **dict(s.engine_options)}),
         )
         for s in fleet.services
     }
@@ -276,6 +284,7 @@ async def serve_fleet(
     control: Any = None,
     executor: Any = None,
     interval_s: float = 2.0,
+    data_dir: Path | None = None,
 ) -> AsyncIterator[None]:
     """Start the gateway and (``launch``) serve the store's deployments; stop both at exit.
 
@@ -283,7 +292,9 @@ async def serve_fleet(
     (:func:`register_fleet`) and a :class:`~npucenter.gateway.reconciler.DeploymentReconciler`
     runs engines (virtual, local processes unless ``executor`` is given) for every admitted
     replica, woken by every change the API commits. Without it the gateway serves nothing of its
-    own (an external executor's business) and the store is left alone.
+    own (an external executor's business) and the store is left alone. With ``data_dir``, real
+    engines load local models from ``<data_dir>/models`` (the tiny test model is built there on
+    first use) and engines' logs go to ``<data_dir>/logs/engines``.
     """
     from npucenter.gateway.reconciler import DeploymentReconciler, wanted_replicas
 
@@ -296,15 +307,23 @@ async def serve_fleet(
             if executor is None:
                 from npucenter.executors.local import LocalProcessExecutor
 
-                executor = LocalProcessExecutor()
+                log_dir = data_dir / "logs" / "engines" if data_dir is not None else None
+                executor = LocalProcessExecutor(log_dir=log_dir)
             options, names = deployment_options(fleet), device_names(fleet)
 
             def read() -> list[Any]:
                 with control.tx() as repo:
                     return wanted_replicas(repo, options=options, device_names=names)
 
+            from npucenter.settings import secret_from_env
+
             reconciler = DeploymentReconciler(
-                read=read, executor=executor, gateway=gateway, interval_s=interval_s
+                read=read,
+                executor=executor,
+                gateway=gateway,
+                interval_s=interval_s,
+                models_dir=data_dir / "models" if data_dir is not None else None,
+                secret=secret_from_env,
             )
             gateway.reconciler = reconciler  # type: ignore[attr-defined]
             gateway.expected_models = set(fleet.models)

@@ -33,6 +33,9 @@ __all__ = [
 # :mod:`npucenter.perf.power` (IDLE_POWER_FRACTION of TDP unless a catalog supplies ``idle_w``).
 MEMORY_UTILIZATION = 0.90
 _MIN_KV_TOKENS = 2048  # a replica that cannot hold one 2k-token sequence does not "fit"
+# The host CPU (vLLM's CPU build) has no power figure (a slice of a host socket): its replicas'
+# step times are modelled, their power is 0 W and every prediction says so.
+HOST_CPU_DEVICES = ("cpu",)
 
 Num = TypeVar("Num", float, npt.NDArray[np.float64])
 
@@ -107,7 +110,9 @@ class PerfModel:
             raise InvalidConfigError(
                 "tp", tp, f"must be >= 1 and divide {model.num_attention_heads} attention heads"
             )
-        needed = ["memory_gb", "memory_bandwidth_gbps", "tdp_w"]
+        needed = ["memory_gb", "memory_bandwidth_gbps"]
+        if device.device_id not in HOST_CPU_DEVICES:  # a host CPU: time modelled, energy not
+            needed.append("tdp_w")
         if tp > 1:
             needed.append("interconnect_gbps")
         device.require(*needed)
@@ -310,7 +315,9 @@ class PerfModel:
             f"{self.efficiency.step_overhead_s * 1e3:.2f} ms",
             f"KV cache may use {MEMORY_UTILIZATION:.0%} of card memory minus weights",
         ]
-        if self.device.idle_w is None:
+        if self.device.tdp_w is None:
+            out.append(f"{self.device.device_id}: no power figure; energy is not modelled (0 W)")
+        elif self.device.idle_w is None:
             out.append(f"idle power = {IDLE_POWER_FRACTION:.0%} of TDP (no sourced idle figure)")
         for name in self.device.assumed:
             out.append(

@@ -6,10 +6,13 @@ engines of the store's deployments (the fleet's and tenants'; started and stoppe
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
+
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
+from npucenter.api.context import RequestContext, caller_context
 from npucenter.gateway.metrics import CONTENT_TYPE
 from npucenter.gateway.server import build_gateway
 from npucenter.live.fleet import serve_fleet
@@ -31,12 +34,27 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
+    @app.get("/api/deployments/{dep_id}/engines", tags=["deployments"])
+    def deployment_engines(
+        dep_id: int, ctx: RequestContext = Depends(caller_context)
+    ) -> list[dict[str, Any]]:
+        """The engines of a deployment's replicas: state, engine, failure and log tail."""
+        with ctx.tx() as repo:  # 404 unless the caller may see it
+            repo.get_deployment(dep_id, tenant_id=ctx.scope)
+        reconciler = getattr(gateway, "reconciler", None)
+        if reconciler is None:
+            return []
+        return [e for e in reconciler.engine_states() if e["deployment_id"] == dep_id]
+
     series = LiveSeries()  # the dashboard's charts: the gateway's counters, sampled every second
     app.state.dashboard_series = series
     install_dashboard(app, gateway, fleet, series=series)
     launch = settings.launch_fleet
     add_lifespan_hook(
-        app, lambda app_: serve_fleet(gateway, fleet, launch=launch, control=app_.state.control)
+        app,
+        lambda app_: serve_fleet(
+            gateway, fleet, launch=launch, control=app_.state.control, data_dir=settings.data_dir
+        ),
     )
     add_lifespan_hook(app, lambda _app: sample_forever(series, gateway))
 

@@ -10,7 +10,7 @@ from npucenter.errors import NotFoundError
 
 
 def test_every_catalog_device_has_the_family_of_its_vendor_or_kind() -> None:
-    expected = {"FuriosaAI": "rngd", "Rebellions": "rbln"}
+    expected = {"FuriosaAI": "rngd", "Rebellions": "rbln", "host": "cpu"}
     for dev in default_catalog().devices:
         assert device_family(dev.device_id) == expected.get(dev.vendor, "gpu"), dev.device_id
         for alias in dev.aliases:

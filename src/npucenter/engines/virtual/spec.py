@@ -39,7 +39,7 @@ class VirtualEngine:
             host=host,
             port=port,
             health_path="/health",
-            ready_timeout_s=self.ready_timeout_s,
+            ready_timeout_s=spec.ready_timeout_s or self.ready_timeout_s,
             resources=(),
         )
 
