@@ -18,13 +18,13 @@ from npucenter import __version__
 from npucenter.api.context import ControlPlane
 from npucenter.api.errors import install_error_handlers
 from npucenter.api.routes import ROUTERS
-from npucenter.errors import NpuCenterError
 from npucenter.registry import Registry
 from npucenter.settings import Settings
 from npucenter.store import Database, upgrade
 from npucenter.store.rates import CardRates
 
 __all__ = [
+    "ADMIN_KEY_RECOVERY",
     "SERVER_EXTENSIONS",
     "SERVER_EXTENSION_MODULES",
     "LifespanHook",
@@ -60,7 +60,8 @@ def create_app(
 
     Applies migrations (``migrate``) and creates the admin key at first start, before returning.
     A generated admin key is left in ``app.state.generated_admin_key`` (else None) for the
-    caller to show once. ``now_s`` (epoch seconds) is injected in tests.
+    caller to show once; ``app.state.admin_key_notice`` says why NPUCENTER_ADMIN_KEY was not
+    used (else None). A revoked NPUCENTER_ADMIN_KEY does not stop the start. ``now_s`` (epoch seconds) is injected in tests.
 
     Example::
 
@@ -76,15 +77,11 @@ def create_app(
     if now_s is not None:
         control.now_s = now_s
     with control.tx() as repo:
-        generated = repo.ensure_admin_key(settings.admin_key)
-        if settings.admin_key and generated is None:
-            try:
-                repo.lookup_key(settings.admin_key)
-            except NpuCenterError:
-                log.warning(
-                    "NPUCENTER_ADMIN_KEY is ignored: this database has an admin key already "
-                    "(it is only read at first start; create more with `npucenter key create --admin`)"
-                )
+        admin = repo.ensure_admin_key(settings.admin_key)
+    notice = _admin_key_notice(admin.state, admin.revoked_at_s)
+    if notice:
+        log.warning("%s", notice)
+    generated = admin.secret
 
     hooks: list[LifespanHook] = list(lifespan_hooks)
 
@@ -108,6 +105,7 @@ def create_app(
     app.state.control = control
     app.state.lifespan_hooks = hooks
     app.state.generated_admin_key = generated
+    app.state.admin_key_notice = notice
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])
@@ -146,6 +144,27 @@ def center_rates(settings: Settings) -> CardRates:
 
         tariff = dict(load_fleet(settings.fleet_path).tariff_usd_per_device_hour)
     return CardRates.from_tariff(tariff)
+
+
+#: How to get an admin key back without one: run where the database is (no server needed).
+ADMIN_KEY_RECOVERY = "npucenter db admin-key"
+
+
+def _admin_key_notice(state: str, revoked_at_s: float | None) -> str | None:
+    if state == "revoked":
+        return (
+            f"NPUCENTER_ADMIN_KEY was revoked (at {revoked_at_s:.0f} epoch s) and does not "
+            "authenticate; the center starts anyway. Create a new admin key on this machine with "
+            f"`{ADMIN_KEY_RECOVERY}` (it prints the key once), then set NPUCENTER_ADMIN_KEY to it "
+            "or unset it"
+        )
+    if state == "ignored":
+        return (
+            "NPUCENTER_ADMIN_KEY is ignored: this database has another admin key (the variable "
+            "is only stored at first start; create more with `npucenter key create --admin`, or "
+            f"locally with `{ADMIN_KEY_RECOVERY}`)"
+        )
+    return None
 
 
 def add_lifespan_hook(app: FastAPI, hook: LifespanHook) -> None:

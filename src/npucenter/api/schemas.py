@@ -97,7 +97,7 @@ class KeyOut(_Out):
     """An API key without its secret."""
 
     id: int
-    prefix: str
+    short_id: str  # public; generated secrets read npc_<short_id>_...
     scope: str
     tenant_id: int | None
     name: str

@@ -195,10 +195,10 @@ def key_create(
 @key_app.command("list")
 @handle_errors
 def key_list(json_out: bool = JSON_OPT) -> None:
-    """List keys (prefixes only, never secrets)."""
+    """List keys (short ids only, never secrets)."""
     _table(
         json_out,
-        ["id", "prefix", "scope", "tenant_id", "name", "revoked_at_s"],
+        ["id", "short_id", "scope", "tenant_id", "name", "revoked_at_s"],
         "GET",
         "/api/keys",
         title="keys",
@@ -209,7 +209,7 @@ def key_list(json_out: bool = JSON_OPT) -> None:
 @handle_errors
 def key_revoke(key_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Revoke a key."""
-    _table(json_out, ["id", "prefix", "scope", "revoked_at_s"], "DELETE", f"/api/keys/{key_id}")
+    _table(json_out, ["id", "short_id", "scope", "revoked_at_s"], "DELETE", f"/api/keys/{key_id}")
 
 
 # --- quotas ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`npucenter db upgrade|current`: apply the store's migrations."""
+"""`npucenter db upgrade|current|admin-key`: migrations, and a local way back to an admin key."""
 
 from __future__ import annotations
 
@@ -59,6 +59,41 @@ def db_current(
         console.print(
             f"{doc['database']}: {doc['current'] or 'empty'} (head {doc['head']})", highlight=False
         )
+
+
+@app.command("admin-key")
+@handle_errors
+def db_admin_key(
+    data_dir: Path | None = DATA_DIR_OPT,
+    name: str = typer.Option("recovered", "--name", help="A name for the new key."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Create an admin key directly in the database (recovery: no server or key needed).
+
+    Run it where the database is (the data directory, or with NPUCENTER_DATABASE_URL): whoever
+    can write the database is the operator. The key is printed once.
+    """
+    import time
+
+    from npucenter.store import Database, upgrade
+    from npucenter.store.repository import Repository
+
+    settings = Settings.from_env(data_dir=data_dir)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        with db.session() as session:
+            key, secret = Repository(session, time.time).create_key(
+                tenant_id=None, scope="admin", name=name
+            )
+            doc = {"id": key.id, "short_id": key.short_id, "scope": "admin", "key": secret}
+    finally:
+        db.dispose()
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(f"admin key {doc['id']} ({doc['short_id']}): {secret}", highlight=False)
+        console.print("store it now: it cannot be shown again", style="yellow")
 
 
 def _safe(url: str) -> str:

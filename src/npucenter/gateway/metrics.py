@@ -3,11 +3,16 @@
 Everything lives in one :class:`GatewayMetrics` with its own ``CollectorRegistry`` (several
 gateways in one test process do not collide). Replica gauges are read from the pool at scrape
 time, so the hot path only touches counters and histograms.
+
+Label values are bounded: a ``model`` label is a model (or alias) the pool serves, else
+``other``, so client-chosen names never become series; ``tenant`` values come from
+authenticated keys only (the store's tenants, ``-`` when unauthenticated).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -15,9 +20,10 @@ from prometheus_client.registry import Collector
 
 from npucenter.gateway.pool import UpstreamPool
 
-__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE", "OTHER_MODEL", "GatewayMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER_MODEL = "other"  # the model label of every name the pool does not serve
 
 _LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -45,50 +51,91 @@ class GatewayMetrics:
 
     def __init__(self, pool: UpstreamPool, queued: Callable[[], int]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "npucenter_gateway_requests",
-            "Requests answered by the gateway, by model, tenant, endpoint and status.",
-            ("model", "tenant", "endpoint", "status"),
-            registry=self.registry,
+        self._pool = pool
+        self.requests = _ModelLabelled(
+            self,
+            Counter(
+                "npucenter_gateway_requests",
+                "Requests answered by the gateway, by model, tenant, endpoint and status.",
+                ("model", "tenant", "endpoint", "status"),
+                registry=self.registry,
+            ),
         )
-        self.tokens = Counter(
-            "npucenter_gateway_tokens",
-            "Tokens metered, by model, tenant and kind (input|output).",
-            ("model", "tenant", "kind"),
-            registry=self.registry,
+        self.tokens = _ModelLabelled(
+            self,
+            Counter(
+                "npucenter_gateway_tokens",
+                "Tokens metered, by model, tenant and kind (input|output).",
+                ("model", "tenant", "kind"),
+                registry=self.registry,
+            ),
         )
-        self.retries = Counter(
-            "npucenter_gateway_retries",
-            "Requests re-sent to another replica after failing before their first token.",
-            ("model",),
-            registry=self.registry,
+        self.retries = _ModelLabelled(
+            self,
+            Counter(
+                "npucenter_gateway_retries",
+                "Requests re-sent to another replica after failing before their first token.",
+                ("model",),
+                registry=self.registry,
+            ),
         )
-        self.ttft = Histogram(
-            "npucenter_gateway_ttft_seconds",
-            "Time to first token seen by the gateway (streamed requests).",
-            ("model",),
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
+        self.ttft = _ModelLabelled(
+            self,
+            Histogram(
+                "npucenter_gateway_ttft_seconds",
+                "Time to first token seen by the gateway (streamed requests).",
+                ("model",),
+                buckets=_LATENCY_BUCKETS_S,
+                registry=self.registry,
+            ),
         )
-        self.tpot = Histogram(
-            "npucenter_gateway_tpot_seconds",
-            "Time per output token after the first (streamed requests).",
-            ("model",),
-            buckets=_TPOT_BUCKETS_S,
-            registry=self.registry,
+        self.tpot = _ModelLabelled(
+            self,
+            Histogram(
+                "npucenter_gateway_tpot_seconds",
+                "Time per output token after the first (streamed requests).",
+                ("model",),
+                buckets=_TPOT_BUCKETS_S,
+                registry=self.registry,
+            ),
         )
-        self.e2e = Histogram(
-            "npucenter_gateway_request_seconds",
-            "End-to-end request time in the gateway.",
-            ("model",),
-            buckets=_LATENCY_BUCKETS_S,
-            registry=self.registry,
+        self.e2e = _ModelLabelled(
+            self,
+            Histogram(
+                "npucenter_gateway_request_seconds",
+                "End-to-end request time in the gateway.",
+                ("model",),
+                buckets=_LATENCY_BUCKETS_S,
+                registry=self.registry,
+            ),
         )
         self.registry.register(_PoolCollector(pool, queued))
 
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)
+
+    def model_label(self, model: str | None) -> str:
+        """``model`` when the pool serves it (a model id or an alias), else ``other``."""
+        if not model or model == "-":
+            return "-"
+        return model if self._pool.replicas(self._pool.resolve(model)) else OTHER_MODEL
+
+
+class _ModelLabelled:
+    """A metric family whose first label (``model``) is bounded by :meth:`model_label`."""
+
+    def __init__(self, metrics: GatewayMetrics, family: Any) -> None:
+        self._metrics = metrics
+        self._family = family
+
+    def labels(self, model: str | None, *rest: str) -> Any:
+        """The child for ``(model label, *rest)``."""
+        return self._family.labels(self._metrics.model_label(model), *rest)
+
+    def collect(self) -> Any:
+        """The family's samples (as the wrapped metric's ``collect``)."""
+        return self._family.collect()
 
 
 class _PoolCollector(Collector):

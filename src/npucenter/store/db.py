@@ -51,11 +51,16 @@ class Database:
         self.url = url
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Verified API keys of this database (a keyed fingerprint -> key id), see store.keys.
+        from npucenter.store.keys import KeyMemo
+
+        self.key_memo = KeyMemo()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: commit when the block ends, roll back (and map the error) when it raises."""
         with map_db_errors(), self._sessions() as session:
+            session.info["key_memo"] = self.key_memo
             try:
                 yield session
                 session.commit()

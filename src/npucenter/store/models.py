@@ -95,12 +95,18 @@ class Tenant(Base):
 
 
 class ApiKey(Base):
-    """An API key: only the sha256 of the secret is stored; ``tenant_id`` is null for admin keys."""
+    """An API key: only a salted scrypt hash of the secret is stored (see :mod:`.keys`).
+
+    ``short_id`` is public (listings, and inside generated secrets); ``tenant_id`` is null for
+    admin keys. ``lookup_tag``: "" (found by short id), "*" (found by trying: an
+    operator-chosen secret) or the first 8 characters of a key made before migration 0004.
+    """
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, for display
-    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    short_id: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    lookup_tag: Mapped[str] = mapped_column(String(8), default="", index=True)
     tenant_id: Mapped[int | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True, index=True
     )

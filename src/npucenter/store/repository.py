@@ -1,6 +1,6 @@
 """The one facade over the store: a transaction's reads and writes across every aggregate.
 
-Each aggregate lives in its own module (:mod:`.tenants` with API keys, :mod:`.fleet`,
+Each aggregate lives in its own module (:mod:`.tenants`, :mod:`.keys`, :mod:`.fleet`,
 :mod:`.quotas`, :mod:`.deployments`, :mod:`.jobs`, :mod:`.ledger`, :mod:`.results`); this class
 combines them so that callers open a transaction with ``Database.session()`` and wrap it in a
 :class:`Repository` (``now_s`` injected). Every SQLAlchemy query of the center is behind it:
@@ -19,17 +19,19 @@ from npucenter.store.jobs import (
     MAX_LOG_TAIL_CHARS,
     JobStore,
 )
+from npucenter.store.keys import (
+    KEY_PREFIX,
+    AdminKeyStatus,
+    KeyStore,
+    Principal,
+    hash_secret,
+    new_secret,
+    verify_secret,
+)
 from npucenter.store.ledger import LedgerStore
 from npucenter.store.quotas import PRIORITY_CLASSES, QuotaStore, QuotaView
 from npucenter.store.results import MAX_RESULT_BYTES, ResultStore
-from npucenter.store.tenants import (
-    KEY_PREFIX,
-    TENANT_KINDS,
-    Principal,
-    TenantStore,
-    hash_secret,
-    new_secret,
-)
+from npucenter.store.tenants import TENANT_KINDS, TenantStore
 
 __all__ = [
     "HEALTH_STATES",
@@ -42,6 +44,7 @@ __all__ = [
     "PRIORITY_CLASSES",
     "REPLICA_STATES",
     "TENANT_KINDS",
+    "AdminKeyStatus",
     "Principal",
     "QuotaView",
     "Repository",
@@ -50,11 +53,19 @@ __all__ = [
     "check_runs_on",
     "hash_secret",
     "new_secret",
+    "verify_secret",
 ]
 
 
 class Repository(
-    DeploymentStore, JobStore, ResultStore, QuotaStore, TenantStore, FleetStore, LedgerStore
+    DeploymentStore,
+    JobStore,
+    ResultStore,
+    QuotaStore,
+    KeyStore,
+    TenantStore,
+    FleetStore,
+    LedgerStore,
 ):
     """Reads and writes of one transaction over every aggregate (see the module docstring).
 

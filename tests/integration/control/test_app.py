@@ -72,3 +72,34 @@ def test_admin_key_is_generated_at_first_start_only(tmp_path, database_url):
     with TestClient(again, headers={"Authorization": f"Bearer {key}"}) as client:
         assert client.get("/api/whoami").json()["scope"] == "admin"
     again.state.control.db.dispose()
+
+
+def test_a_revoked_startup_admin_key_does_not_stop_a_restart(tmp_path, database_url):
+    from typer.testing import CliRunner
+
+    from npucenter.cli.main import app as cli_app
+
+    settings = Settings(
+        data_dir=tmp_path, database_url=database_url, admin_key="npc_startup_admin_key_0123"
+    )
+    first = create_app(settings, migrate=False)
+    with TestClient(first, headers={"Authorization": "Bearer npc_startup_admin_key_0123"}) as c:
+        key_id = c.get("/api/whoami").json()["key_id"]
+        assert c.delete(f"/api/keys/{key_id}").status_code == 200
+    first.state.control.db.dispose()
+    again = create_app(settings)  # starts anyway, says why, and how to recover
+    notice = again.state.admin_key_notice
+    assert "revoked" in notice and "npucenter db admin-key" in notice
+    with TestClient(again, headers={"Authorization": "Bearer npc_startup_admin_key_0123"}) as c:
+        assert c.get("/api/whoami").status_code == 401  # the revocation stands
+    again.state.control.db.dispose()
+    env = {"NPUCENTER_DATA_DIR": str(tmp_path), "NPUCENTER_DATABASE_URL": database_url}
+    out = CliRunner().invoke(cli_app, ["db", "admin-key", "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    import json
+
+    new_key = json.loads(out.output)["key"]
+    third = create_app(settings)
+    with TestClient(third, headers={"Authorization": f"Bearer {new_key}"}) as c:
+        assert c.get("/api/whoami").json()["scope"] == "admin"
+    third.state.control.db.dispose()

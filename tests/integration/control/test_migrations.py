@@ -45,3 +45,50 @@ def test_migrations_match_the_models(database_url):
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_keys_made_before_0004_keep_working_and_lose_their_clear_prefix(empty_database_url):
+    import hashlib
+
+    from sqlalchemy import text
+
+    from npucenter.store import Database
+    from npucenter.store.repository import Repository
+
+    url = empty_database_url
+    upgrade(url, "0003")
+    old_tenant_key = "npc_" + "T" * 43
+    old_admin_key = "operator-admin-key-0123"
+    engine = make_engine(normalize_database_url(url))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO tenants (id, name, kind, created_at_s) VALUES (1, 'acme', 'company', 1)"
+            )
+        )
+        for i, (secret, scope, tenant) in enumerate(
+            [(old_tenant_key, "tenant", 1), (old_admin_key, "admin", None)], start=1
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, prefix, secret_sha256, tenant_id, scope, name,"
+                    " created_at_s) VALUES (:id, :p, :h, :t, :s, '', 1)"
+                ),
+                {"id": i, "p": secret[:12], "h": hashlib.sha256(secret.encode()).hexdigest(),
+                 "t": tenant, "s": scope},
+            )  # fmt: skip
+    engine.dispose()
+    assert upgrade(url) == heads()[0]
+    db = Database(normalize_database_url(url))
+    try:
+        with db.session() as s:
+            repo = Repository(s, lambda: 2.0)
+            assert repo.lookup_key(old_tenant_key).tenant_name == "acme"
+            assert repo.lookup_key(old_admin_key).is_admin
+            dump = str(s.execute(text("SELECT * FROM api_keys")).all())
+        assert (
+            old_admin_key[:12] not in dump
+            and hashlib.sha256(old_admin_key.encode()).hexdigest() not in dump
+        )
+    finally:
+        db.dispose()

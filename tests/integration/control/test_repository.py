@@ -8,7 +8,7 @@ from sqlalchemy import select, text
 from npucenter.errors import AuthenticationError, ConflictError, InvalidConfigError, NotFoundError
 from npucenter.store import Database
 from npucenter.store.models import ApiKey, UsageEntry
-from npucenter.store.repository import Repository, hash_secret
+from npucenter.store.repository import Repository, verify_secret
 
 
 @pytest.fixture
@@ -34,8 +34,12 @@ def test_keys_are_stored_hashed_and_looked_up_by_secret(db):
     assert secret.startswith("npc_") and len(secret) > 40
     with db.session() as s:
         stored = s.scalars(select(ApiKey)).one()
-        assert stored.secret_sha256 == hash_secret(secret) and secret not in stored.prefix + "x"
-        assert secret not in str(s.execute(text("SELECT * FROM api_keys")).all())
+        assert stored.secret_hash.startswith("scrypt$") and verify_secret(
+            secret, stored.secret_hash
+        )
+        assert secret.startswith(f"npc_{stored.short_id}_")  # only the short id is in clear
+        row = str(s.execute(text("SELECT * FROM api_keys")).all())
+        assert secret not in row and secret[len(f"npc_{stored.short_id}_") :][:6] not in row
         principal = _repo(s).lookup_key(secret)
     assert principal.tenant == "kaist" and principal.tenant_id == tenant_id
     assert principal.key_row_id == key_row_id and not principal.is_admin
@@ -49,13 +53,29 @@ def test_keys_are_stored_hashed_and_looked_up_by_secret(db):
 
 def test_admin_key_is_created_once(db):
     with db.session() as s:
-        generated = _repo(s).ensure_admin_key(None)
-    assert generated is not None and generated.startswith("npc_")
+        status = _repo(s).ensure_admin_key(None)
+    generated = status.secret
+    assert status.state == "generated" and generated is not None and generated.startswith("npc_")
     with db.session() as s:
-        assert _repo(s).ensure_admin_key("another-admin-key-123456") is None
+        assert _repo(s).ensure_admin_key("another-admin-key-123456").state == "ignored"
         assert _repo(s).lookup_key(generated).is_admin
         with pytest.raises(AuthenticationError):
             _repo(s).lookup_key("another-admin-key-123456")
+
+
+def test_a_revoked_operator_admin_key_is_not_stored_again(db):
+    chosen = "operator-chosen-admin-key-1"
+    with db.session() as s:
+        assert _repo(s).ensure_admin_key(chosen).state == "created"
+        key_id = _repo(s).lookup_key(chosen).key_row_id
+    with db.session() as s:
+        _repo(s).revoke_key(key_id)
+    with db.session() as s:
+        status = _repo(s).ensure_admin_key(chosen)
+        assert (status.state, status.key_id, status.revoked_at_s) == ("revoked", key_id, 1000.0)
+        with pytest.raises(AuthenticationError):
+            _repo(s).lookup_key(chosen)  # the revocation stands
+        assert len(_repo(s).list_keys()) == 1
 
 
 def test_tenant_quotas_are_values_with_tenant_level_cohort(db):

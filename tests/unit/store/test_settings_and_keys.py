@@ -10,7 +10,13 @@ from npucenter.cli.db import _safe
 from npucenter.errors import InvalidConfigError
 from npucenter.settings import Settings, normalize_database_url
 from npucenter.store import heads
-from npucenter.store.repository import JOB_STATES, JOB_TRANSITIONS, hash_secret, new_secret
+from npucenter.store.repository import (
+    JOB_STATES,
+    JOB_TRANSITIONS,
+    hash_secret,
+    new_secret,
+    verify_secret,
+)
 
 
 def test_settings_default_to_sqlite_in_the_data_dir(tmp_path):
@@ -46,12 +52,23 @@ def test_a_short_admin_key_is_refused(tmp_path):
     assert info.value.value == "<hidden>"  # the key itself never appears in errors
 
 
-def test_secrets_are_prefixed_random_and_hashed():
-    secrets = {new_secret() for _ in range(200)}
-    assert len(secrets) == 200 and all(s.startswith("npc_") for s in secrets)
-    s = next(iter(secrets))
-    assert len(hash_secret(s)) == 64 and hash_secret(s) == hash_secret(s)
-    assert hash_secret(s) != hash_secret(s + "x")
+def test_secrets_carry_a_short_id_and_are_hashed_salted_and_slow():
+    made = [new_secret() for _ in range(200)]
+    assert len({secret for _, secret in made}) == 200
+    assert all(secret.startswith(f"npc_{short}_") and len(short) == 8 for short, secret in made)
+    s = made[0][1]
+    stored = hash_secret(s)
+    assert stored.startswith("scrypt$16384$8$1$") and stored != hash_secret(s)  # salted
+    assert verify_secret(s, stored) and not verify_secret(s + "x", stored)
+    assert not verify_secret(s, "sha256$garbage") and not verify_secret(s, "")
+
+
+def test_a_migrated_sha256_row_verifies_the_original_secret():
+    import hashlib
+
+    legacy = hash_secret(hashlib.sha256(b"npc_old-secret").hexdigest(), legacy_sha256=True)
+    assert legacy.startswith("scrypt-sha256$")
+    assert verify_secret("npc_old-secret", legacy) and not verify_secret("npc_old-secreT", legacy)
 
 
 def test_job_state_machine_shape():

@@ -1,0 +1,291 @@
+"""API keys: a salted slow hash of each secret, a short public id, lookup and revocation.
+
+NOTE(store): a generated secret is ``npc_<short id>_<43 random characters>``; the short id (8
+characters, shown in listings) finds the row and scrypt (salted, parameters in the stored
+string) verifies the rest, so nothing stored lets anyone test guesses quickly. An
+operator-chosen secret (``NPUCENTER_ADMIN_KEY``) carries no id: it is found by trying the few
+rows marked ``lookup_tag="*"``. Rows migrated from the unsalted-SHA-256 scheme (migration 0004)
+keep working: their hash is scrypt over the old digest and their tag is the first 8 characters
+of the old 12-character prefix (tenant keys) or ``*`` (admin keys).
+
+A verified secret is remembered per database (:class:`KeyMemo`, a keyed fingerprint -> row id)
+so only a key's first use pays for scrypt; revocation is read from the row on every lookup and
+takes effect at once. Slow verifications are rate-limited so that a flood of unknown keys
+cannot spend the CPU.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+
+from npucenter.errors import AuthenticationError, InvalidConfigError, NotFoundError
+from npucenter.policy.principal import Principal
+from npucenter.store.base import StoreBase, check_choice
+from npucenter.store.models import ApiKey, Tenant
+
+__all__ = [
+    "KEY_PREFIX",
+    "SCAN_TAG",
+    "AdminKeyStatus",
+    "KeyMemo",
+    "KeyStore",
+    "Principal",
+    "hash_secret",
+    "new_secret",
+    "verify_secret",
+]
+
+KEY_PREFIX = "npc_"
+SCAN_TAG = "*"  # rows found by trying them (operator-chosen secrets, migrated admin keys)
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l
+_GENERATED = re.compile(r"npc_([a-z2-9]{8})_[A-Za-z0-9_-]{32,}")
+# scrypt: 16 MiB and ~20 ms a verification on one core (OWASP's floor for scrypt is N=2^17
+# for passwords; API keys are verified once per process, then remembered).
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+_MAX_SCAN_ROWS = 32
+
+
+def new_secret() -> tuple[str, str]:
+    """A fresh ``(short id, secret)``: ``npc_<id>_`` and 43 URL-safe random characters."""
+    short_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+    return short_id, f"{KEY_PREFIX}{short_id}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str, *, legacy_sha256: bool = False) -> str:
+    """The stored form of a secret: ``scrypt$N$r$p$salt$hash`` (base64, salt of 16 bytes).
+
+    ``legacy_sha256``: ``secret`` is the sha256 hex digest a pre-0004 row stored; the result
+    (``scrypt-sha256$...``) verifies the original secret.
+    """
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(secret.encode(), salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+    scheme = "scrypt-sha256" if legacy_sha256 else "scrypt"
+    return f"{scheme}${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` is the one ``stored`` (from :func:`hash_secret`) was made of."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        material = secret.encode()
+        if scheme == "scrypt-sha256":
+            material = hashlib.sha256(material).hexdigest().encode()
+        elif scheme != "scrypt":
+            return False
+        got = _scrypt(material, _unb64(salt), int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, _unb64(digest))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminKeyStatus:
+    """What start-up did with ``NPUCENTER_ADMIN_KEY``.
+
+    ``state``: ``created`` (stored now), ``generated`` (none given: ``secret`` is new),
+    ``active`` (already stored), ``ignored`` (another admin key exists; this one is not
+    stored), ``revoked`` (stored but revoked: it does not authenticate).
+    """
+
+    state: str
+    secret: str | None = None
+    key_id: int | None = None
+    revoked_at_s: float | None = None
+
+
+class KeyMemo:
+    """Per-database memory of verified secrets (keyed fingerprint -> key row id) and a limiter.
+
+    The fingerprint is an HMAC under a per-process random key, so the memo holds no secret.
+    ``max_slow_per_s`` bounds scrypt verifications (burst twice that).
+    """
+
+    def __init__(self, *, max_entries: int = 10_000, max_slow_per_s: float = 20.0) -> None:
+        self._key = secrets.token_bytes(32)
+        self._ids: OrderedDict[bytes, int] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._rate = max_slow_per_s
+        self._tokens = 2 * max_slow_per_s
+        self._at = time.monotonic()
+
+    def fingerprint(self, secret: str) -> bytes:
+        """The memo's key for a secret."""
+        return hmac.new(self._key, secret.encode(), hashlib.sha256).digest()
+
+    def get(self, fp: bytes) -> int | None:
+        """The key row id a secret was verified against, if remembered."""
+        with self._lock:
+            found = self._ids.get(fp)
+            if found is not None:
+                self._ids.move_to_end(fp)
+            return found
+
+    def put(self, fp: bytes, key_id: int) -> None:
+        """Remember a verified secret."""
+        with self._lock:
+            self._ids[fp] = key_id
+            self._ids.move_to_end(fp)
+            while len(self._ids) > self._max:
+                self._ids.popitem(last=False)
+
+    def take_slow(self, cost: int = 1) -> bool:
+        """Spend ``cost`` slow verifications; False when the limit is reached."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(2 * self._rate, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            if self._tokens < cost:
+                return False
+            self._tokens -= cost
+            return True
+
+
+class KeyStore(StoreBase):
+    """API keys: create (hashed), list, revoke, look up a secret, the start-up admin key."""
+
+    def create_key(
+        self, *, tenant_id: int | None, scope: str, name: str = "", secret: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """Store a new key (hashed) and return it with its secret, which is never stored.
+
+        ``secret`` (admin keys only): an operator-chosen secret, found by trying (tag ``*``).
+        """
+        check_choice("scope", scope, ("admin", "tenant"))
+        if (scope == "tenant") != (tenant_id is not None):
+            raise InvalidConfigError("scope", scope, "tenant keys need a tenant; admin keys none")
+        if secret is not None and scope != "admin":
+            raise InvalidConfigError("secret", "…", "only an admin key may have a chosen secret")
+        if secret is None:
+            short_id, secret = new_secret()
+            tag = ""
+        else:
+            short_id, tag = new_secret()[0], SCAN_TAG
+        key = ApiKey(
+            short_id=short_id,
+            secret_hash=hash_secret(secret),
+            lookup_tag=tag,
+            tenant_id=tenant_id,
+            scope=scope,
+            name=name,
+            created_at_s=self.now_s(),
+        )
+        self.session.add(key)
+        self.session.flush()
+        self._memo().put(self._memo().fingerprint(secret), key.id)
+        return key, secret
+
+    def ensure_admin_key(self, secret: str | None) -> AdminKeyStatus:
+        """At start: store the admin key (``secret`` or a new one) unless the database has one.
+
+        A ``secret`` that matches a revoked key is not stored again (that would undo the
+        revocation): the status says ``revoked`` and the caller starts anyway.
+        """
+        if secret:
+            match = self._find(secret, include_revoked=True, limit=False)
+            if match is not None:
+                state = "active" if match.revoked_at_s is None else "revoked"
+                return AdminKeyStatus(state=state, key_id=match.id, revoked_at_s=match.revoked_at_s)
+        active = self.session.scalar(
+            select(ApiKey.id).where(ApiKey.scope == "admin", ApiKey.revoked_at_s.is_(None))
+        )
+        if active is not None:
+            return AdminKeyStatus(state="ignored" if secret else "active", key_id=active)
+        key, stored = self.create_key(tenant_id=None, scope="admin", name="admin", secret=secret)
+        if secret:
+            return AdminKeyStatus(state="created", key_id=key.id)
+        return AdminKeyStatus(state="generated", secret=stored, key_id=key.id)
+
+    def list_keys(self, *, tenant_id: int | None = None) -> list[ApiKey]:
+        """Keys (never their secrets), all or one tenant's."""
+        stmt = select(ApiKey).order_by(ApiKey.id)
+        if tenant_id is not None:
+            stmt = stmt.where(ApiKey.tenant_id == tenant_id)
+        return list(self.session.scalars(stmt))
+
+    def revoke_key(self, key_id: int, *, tenant_id: int | None = None) -> ApiKey:
+        """Mark a key revoked; it stops authenticating at once."""
+        key = self.session.get(ApiKey, key_id)
+        if key is None or (tenant_id is not None and key.tenant_id != tenant_id):
+            raise NotFoundError("key", str(key_id))
+        if key.revoked_at_s is None:
+            key.revoked_at_s = self.now_s()
+        return key
+
+    def lookup_key(self, secret: str) -> Principal:
+        """The principal of a secret; raises AuthenticationError when unknown or revoked."""
+        key = self._find(secret, include_revoked=False, limit=True)
+        if key is None or key.revoked_at_s is not None:
+            raise AuthenticationError(
+                "the API key is not valid", hint="check NPUCENTER_API_KEY or ask for a new key"
+            )
+        name = ""
+        if key.tenant_id is not None:
+            tenant = self.session.get(Tenant, key.tenant_id)
+            name = tenant.name if tenant else ""
+        return Principal(
+            key_id=f"key-{key.id}",
+            key_row_id=key.id,
+            tenant=name,
+            tenant_id=key.tenant_id,
+            scopes=frozenset({key.scope}),
+            is_admin=key.scope == "admin",
+        )
+
+    def _find(self, secret: str, *, include_revoked: bool, limit: bool) -> ApiKey | None:
+        """The row ``secret`` verifies against (remembered, by its short id, or by trying)."""
+        if not isinstance(secret, str) or not secret or len(secret) > 512:
+            return None
+        memo = self._memo()
+        fp = memo.fingerprint(secret)
+        known = memo.get(fp)
+        if known is not None:
+            return self.session.get(ApiKey, known)
+        generated = _GENERATED.fullmatch(secret)
+        if generated is not None:
+            stmt = select(ApiKey).where(ApiKey.short_id == generated.group(1))
+        else:
+            stmt = select(ApiKey).where(
+                or_(ApiKey.lookup_tag == SCAN_TAG, ApiKey.lookup_tag == secret[:8])
+            )
+        if not include_revoked:
+            stmt = stmt.where(ApiKey.revoked_at_s.is_(None))
+        rows = list(self.session.scalars(stmt.order_by(ApiKey.id.desc()).limit(_MAX_SCAN_ROWS)))
+        if limit and rows and not memo.take_slow(len(rows)):
+            raise AuthenticationError(
+                "too many unknown API keys tried; try again in a second",
+                hint="keys are verified with a slow hash; a known key is not slowed down",
+            )
+        for row in rows:
+            if verify_secret(secret, row.secret_hash):
+                memo.put(fp, row.id)
+                return row
+        return None
+
+    def _memo(self) -> KeyMemo:
+        memo = self.session.info.get("key_memo")
+        if not isinstance(memo, KeyMemo):  # a session not from Database.session(): no memory
+            memo = self.session.info["key_memo"] = KeyMemo()
+        return memo
+
+
+def _scrypt(material: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(material, salt=salt, n=n, r=r, p=p, maxmem=64 * 1024 * 1024, dklen=32)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
