@@ -83,7 +83,7 @@ def test_keys_made_before_0004_keep_working_and_lose_their_clear_prefix(empty_da
     try:
         with db.session() as s:
             repo = Repository(s, lambda: 2.0)
-            assert repo.lookup_key(old_tenant_key).tenant_name == "acme"
+            assert repo.lookup_key(old_tenant_key).tenant == "acme"
             assert repo.lookup_key(old_admin_key).is_admin
             dump = str(s.execute(text("SELECT * FROM api_keys")).all())
         assert (

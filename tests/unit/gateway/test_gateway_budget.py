@@ -149,7 +149,7 @@ def test_a_request_limit_below_one_a_minute_is_not_retryable() -> None:
 def test_the_store_principal_is_the_gateway_principal() -> None:
     """One Principal type: the store's key lookup and the gateway's auth share it."""
     from npucenter.policy.principal import Principal as CorePrincipal
-    from npucenter.store.tenants import Principal as StorePrincipal
+    from npucenter.store.repository import Principal as StorePrincipal
 
     assert Principal is CorePrincipal is StorePrincipal
     admin = Principal(key_id="key-1", tenant="", is_admin=True, scopes=frozenset({"admin"}))
