@@ -25,14 +25,14 @@ from npucenter.policy.admission import (
     AdmissionDecision,
     AdmissionSnapshot,
     Admitted,
+    Card,
     Workload,
     WorkloadKind,
     decide_admission,
     servers_from_cards,
 )
-from npucenter.policy.admission import Card as PolicyCard
 from npucenter.policy.quota import PriorityClass, TenantQuota
-from npucenter.store.models import Allocation, Card, Server, Tenant
+from npucenter.store.models import Allocation, CardRow, ServerRow, Tenant
 from npucenter.store.repository import QuotaView, Repository
 
 __all__ = ["admit_after_change", "build_snapshot", "check_admissible", "run_admission"]
@@ -68,7 +68,7 @@ def build_snapshot(repo: Repository, now_s: float) -> tuple[AdmissionSnapshot, l
     servers = repo.list_servers()
     names = {t.id: t.name for t in repo.list_tenants()}
     fleet = servers_from_cards(
-        PolicyCard(
+        Card(
             server_id=s.name,
             card_index=c.index,
             device_type=s.device_type,
@@ -148,7 +148,7 @@ def check_admissible(repo: Repository, tenant: Tenant, device_type: str, num_car
         )
 
 
-def _running(repo: Repository, servers: list[Server], names: dict[int, str]) -> list[Admitted]:
+def _running(repo: Repository, servers: list[ServerRow], names: dict[int, str]) -> list[Admitted]:
     cards = {c.id: (s, c) for s in servers for c in s.cards}
     by_job: dict[int, list[Allocation]] = defaultdict(list)
     by_replica: dict[int, list[Allocation]] = defaultdict(list)
@@ -205,7 +205,7 @@ def _admitted(
     priority: str,
     since_s: float | None,
     allocs: list[Allocation],
-    cards: dict[int, tuple[Server, Card]],
+    cards: dict[int, tuple[ServerRow, CardRow]],
 ) -> Admitted:
     server = cards[allocs[0].card_id][0]
     return Admitted(

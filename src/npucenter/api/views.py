@@ -21,7 +21,7 @@ from npucenter.store.models import (
     Deployment,
     Job,
     Quota,
-    Server,
+    ServerRow,
     UsageEntry,
 )
 from npucenter.store.repository import Repository
@@ -55,7 +55,7 @@ def _holder(alloc: Allocation, repo: Repository) -> str:
 
 def server_out(
     repo: Repository,
-    server: Server,
+    server: ServerRow,
     allocs: dict[int, Allocation] | None = None,
     names: dict[int, str] | None = None,
 ) -> ServerOut:
@@ -103,7 +103,7 @@ def deployment_out(
     repo: Repository,
     dep: Deployment,
     names: dict[int, str],
-    placement: tuple[dict[int, Server], dict[int, list[Allocation]]] | None = None,
+    placement: tuple[dict[int, ServerRow], dict[int, list[Allocation]]] | None = None,
 ) -> DeploymentOut:
     """A deployment with where each replica runs (``placement`` from :func:`placements`)."""
     servers, by_replica = placement or placements(repo)
@@ -137,7 +137,7 @@ def deployment_view(repo: Repository, dep_id: int, tenant_id: int | None = None)
     )
 
 
-def placements(repo: Repository) -> tuple[dict[int, Server], dict[int, list[Allocation]]]:
+def placements(repo: Repository) -> tuple[dict[int, ServerRow], dict[int, list[Allocation]]]:
     """Servers by id and replica allocations by replica id, loaded once for many deployments."""
     servers = {s.id: s for s in repo.list_servers()}
     by_replica: dict[int, list[Allocation]] = {}

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from npucenter.executors.base import EXECUTORS, Executor, Replica, ReplicaState
+from npucenter.executors.base import EXECUTORS, Executor, ReplicaState, RunningReplica
 from npucenter.executors.fake import FakeExecutor
 from npucenter.executors.inprocess import InProcessExecutor
 from npucenter.executors.local import LocalProcessExecutor, free_port
@@ -19,8 +19,8 @@ __all__ = [
     "InProcessExecutor",
     "LocalProcessExecutor",
     "RayExecutor",
-    "Replica",
     "ReplicaState",
+    "RunningReplica",
     "accelerator_resources",
     "free_port",
     "ray_actor_options",

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from npucenter.engines import LaunchSpec, ReplicaSpec
 from npucenter.registry import Registry
 
-__all__ = ["EXECUTORS", "Executor", "Replica", "ReplicaState"]
+__all__ = ["EXECUTORS", "Executor", "ReplicaState", "RunningReplica"]
 
 
 class ReplicaState(StrEnum):
@@ -27,7 +27,7 @@ class ReplicaState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Replica:
+class RunningReplica:
     """A snapshot of one replica an executor runs."""
 
     replica_id: str
@@ -57,7 +57,7 @@ class Executor(Protocol):
 
     async def start(
         self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
-    ) -> Replica:
+    ) -> RunningReplica:
         """Start a replica; with ``wait_ready`` return once its health check answers 200.
 
         Raises UpstreamError if it exits or does not become ready in its launch's timeout.
@@ -68,7 +68,7 @@ class Executor(Protocol):
         """Stop a replica: SIGTERM (or its equivalent), then SIGKILL after ``grace_s``."""
         ...
 
-    async def restart(self, replica_id: str) -> Replica:
+    async def restart(self, replica_id: str) -> RunningReplica:
         """Stop and start a replica again with the same spec and id."""
         ...
 
@@ -76,7 +76,7 @@ class Executor(Protocol):
         """Whether the replica is alive and its health check answers 200 now."""
         ...
 
-    def replicas(self) -> list[Replica]:
+    def replicas(self) -> list[RunningReplica]:
         """Snapshots of the replicas this executor runs (not stopped ones)."""
         ...
 

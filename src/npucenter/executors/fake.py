@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from npucenter.engines import ENGINES, ReplicaSpec
 from npucenter.errors import NotFoundError, UpstreamError
-from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
+from npucenter.executors.base import EXECUTORS, ReplicaState, RunningReplica
 
 __all__ = ["FakeExecutor"]
 
@@ -25,13 +25,13 @@ class FakeExecutor:
         self.host = host
         self._ports = itertools.count(first_port)
         self._ids = itertools.count(1)
-        self._replicas: dict[str, Replica] = {}
+        self._replicas: dict[str, RunningReplica] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_starts = 0
 
     async def start(
         self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
-    ) -> Replica:
+    ) -> RunningReplica:
         """Record a start and return a READY replica (or raise if ``fail_starts`` > 0)."""
         rid = replica_id or f"{spec.engine}-{next(self._ids)}"
         self.calls.append(("start", rid))
@@ -41,7 +41,7 @@ class FakeExecutor:
         launch = ENGINES.get(spec.engine).launch_spec(spec, host=self.host, port=next(self._ports))
         state = ReplicaState.READY if wait_ready else ReplicaState.STARTING
         previous = self._replicas.get(rid)
-        replica = Replica(
+        replica = RunningReplica(
             replica_id=rid,
             spec=spec,
             launch=launch,
@@ -57,7 +57,7 @@ class FakeExecutor:
         self.calls.append(("stop", replica_id))
         self._replicas[replica_id] = replace(self._get(replica_id), state=ReplicaState.STOPPED)
 
-    async def restart(self, replica_id: str) -> Replica:
+    async def restart(self, replica_id: str) -> RunningReplica:
         """Start it again READY, restarts + 1."""
         old = self._get(replica_id)
         self.calls.append(("restart", replica_id))
@@ -70,7 +70,7 @@ class FakeExecutor:
         """True while the replica is READY."""
         return self._get(replica_id).state == ReplicaState.READY
 
-    def replicas(self) -> list[Replica]:
+    def replicas(self) -> list[RunningReplica]:
         """Replicas not stopped."""
         return [r for r in self._replicas.values() if r.state != ReplicaState.STOPPED]
 
@@ -83,7 +83,7 @@ class FakeExecutor:
         """Make a replica FAILED (its health check now answers False)."""
         self._replicas[replica_id] = replace(self._get(replica_id), state=ReplicaState.FAILED)
 
-    def _get(self, replica_id: str) -> Replica:
+    def _get(self, replica_id: str) -> RunningReplica:
         try:
             return self._replicas[replica_id]
         except KeyError:

@@ -22,7 +22,7 @@ import uvicorn
 from npucenter.engines import ENGINES, ReplicaSpec
 from npucenter.engines.virtual.server import VirtualEngineConfig, build_app
 from npucenter.errors import NotFoundError, NotSupportedError, UpstreamError
-from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
+from npucenter.executors.base import EXECUTORS, ReplicaState, RunningReplica
 from npucenter.executors.local import healthy
 
 __all__ = ["InProcessExecutor"]
@@ -38,7 +38,7 @@ class _QuietServer(uvicorn.Server):
 
 @dataclass(slots=True)
 class _Hosted:
-    replica: Replica
+    replica: RunningReplica
     server: _QuietServer | None
     task: asyncio.Task[None] | None
 
@@ -56,7 +56,7 @@ class InProcessExecutor:
 
     async def start(
         self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
-    ) -> Replica:
+    ) -> RunningReplica:
         """Build the virtual engine for ``spec`` and serve it on a free port."""
         if spec.engine != "virtual":
             raise NotSupportedError(
@@ -86,7 +86,7 @@ class InProcessExecutor:
             server.serve(sockets=[sock]), name=f"replica-{rid}"
         )
         previous = self._hosted.get(rid)
-        replica = Replica(
+        replica = RunningReplica(
             replica_id=rid,
             spec=spec,
             launch=launch,
@@ -121,7 +121,7 @@ class InProcessExecutor:
         hosted.server = hosted.task = None
         hosted.replica = replace(hosted.replica, state=ReplicaState.STOPPED)
 
-    async def restart(self, replica_id: str) -> Replica:
+    async def restart(self, replica_id: str) -> RunningReplica:
         """Stop and start again on a new port, restarts + 1."""
         hosted = self._get(replica_id)
         restarts = hosted.replica.restarts + 1
@@ -138,7 +138,7 @@ class InProcessExecutor:
         async with httpx.AsyncClient(timeout=2.0) as client:
             return await healthy(client, hosted.replica.launch.health_url)
 
-    def replicas(self) -> list[Replica]:
+    def replicas(self) -> list[RunningReplica]:
         """Replicas not stopped."""
         return [h.replica for h in self._hosted.values() if h.replica.state != ReplicaState.STOPPED]
 

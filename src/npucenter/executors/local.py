@@ -28,7 +28,7 @@ import httpx
 
 from npucenter.engines import ENGINES, PARENT_PID_ENV, LaunchSpec, ReplicaSpec
 from npucenter.errors import NotFoundError, NpuCenterError, UpstreamError
-from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
+from npucenter.executors.base import EXECUTORS, ReplicaState, RunningReplica
 from npucenter.executors.procs import kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
 from npucenter.settings import environ
@@ -49,7 +49,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass(slots=True)
 class _Record:
-    replica: Replica
+    replica: RunningReplica
     proc: subprocess.Popen[bytes] | None
     log_path: Path
     failed_restarts: int = 0  # consecutive restarts that failed (backoff)
@@ -92,7 +92,7 @@ class LocalProcessExecutor:
     # --- the Executor protocol ----------------------------------------------------------------
     async def start(
         self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
-    ) -> Replica:
+    ) -> RunningReplica:
         """Start ``spec`` on a free port; see :class:`~npucenter.executors.base.Executor`."""
         rid = replica_id or f"{spec.engine}-{next(self._ids)}"
         if rid in self._records and self._records[rid].replica.state != ReplicaState.STOPPED:
@@ -125,7 +125,7 @@ class LocalProcessExecutor:
             await _terminate(record.proc, grace_s)
         record.replica = replace(record.replica, state=ReplicaState.STOPPED)
 
-    async def restart(self, replica_id: str) -> Replica:
+    async def restart(self, replica_id: str) -> RunningReplica:
         """Stop, then start again with the same spec and id (restarts + 1)."""
         record = self._record(replica_id)
         restarts = record.replica.restarts + 1
@@ -156,7 +156,7 @@ class LocalProcessExecutor:
         record.replica = replace(record.replica, state=state)
         return ok
 
-    def replicas(self) -> list[Replica]:
+    def replicas(self) -> list[RunningReplica]:
         """Snapshots of replicas not stopped."""
         return [
             r.replica for r in self._records.values() if r.replica.state != ReplicaState.STOPPED
@@ -229,7 +229,7 @@ class LocalProcessExecutor:
                     hint=f"is {launch.argv[0]!r} installed and on PATH?",
                     details={"argv": list(launch.argv)},
                 ) from exc
-        replica = Replica(
+        replica = RunningReplica(
             replica_id=rid, spec=spec, launch=launch, state=ReplicaState.STARTING, pid=proc.pid
         )
         record = _Record(replica=replica, proc=proc, log_path=log_path)
@@ -237,7 +237,7 @@ class LocalProcessExecutor:
         log.info("started replica %s (pid %d): %s", rid, proc.pid, launch.shell())
         return record
 
-    async def _wait_ready(self, record: _Record) -> Replica:
+    async def _wait_ready(self, record: _Record) -> RunningReplica:
         launch = record.replica.launch
         assert record.proc is not None
         deadline = time.monotonic() + launch.ready_timeout_s

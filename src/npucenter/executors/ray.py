@@ -21,7 +21,7 @@ import httpx
 
 from npucenter.engines import ENGINES, ReplicaSpec, device_family
 from npucenter.errors import NotFoundError, NotSupportedError, UpstreamError
-from npucenter.executors.base import EXECUTORS, Replica, ReplicaState
+from npucenter.executors.base import EXECUTORS, ReplicaState, RunningReplica
 from npucenter.executors.local import healthy
 from npucenter.settings import environ
 
@@ -131,7 +131,7 @@ class RayExecutor:
         self.address = address
         self._ray: Any = None
         self._actors: dict[str, Any] = {}
-        self._replicas: dict[str, Replica] = {}
+        self._replicas: dict[str, RunningReplica] = {}
         self._ids = itertools.count(1)
 
     def _ensure_ray(self) -> Any:
@@ -144,7 +144,7 @@ class RayExecutor:
 
     async def start(
         self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
-    ) -> Replica:
+    ) -> RunningReplica:
         """Create the actor on a fitting node and start the engine there."""
         ray = self._ensure_ray()
         rid = replica_id or f"{spec.engine}-{next(self._ids)}"
@@ -155,7 +155,7 @@ class RayExecutor:
         except Exception as exc:  # ray's errors are many; all mean the same here
             raise UpstreamError(f"ray could not start replica {rid!r}: {exc}") from exc
         launch = ENGINES.get(spec.engine).launch_spec(spec, host=host, port=port)
-        replica = Replica(
+        replica = RunningReplica(
             replica_id=rid, spec=spec, launch=launch, state=ReplicaState.STARTING, node=host
         )
         self._actors[rid] = actor
@@ -182,7 +182,7 @@ class RayExecutor:
         ray.kill(actor)
         self._replicas[replica_id] = replace(self._replicas[replica_id], state=ReplicaState.STOPPED)
 
-    async def restart(self, replica_id: str) -> Replica:
+    async def restart(self, replica_id: str) -> RunningReplica:
         """Stop and start again (possibly on another node)."""
         old = self._replicas[replica_id]
         await self.stop(replica_id)
@@ -196,7 +196,7 @@ class RayExecutor:
         actor = self._actors.get(replica_id)
         return bool(actor is not None and await actor.alive.remote())
 
-    def replicas(self) -> list[Replica]:
+    def replicas(self) -> list[RunningReplica]:
         """Replicas not stopped."""
         return [r for r in self._replicas.values() if r.state != ReplicaState.STOPPED]
 

@@ -32,20 +32,21 @@ from npucenter.fleet.placement import (
     tenant_of,
 )
 from npucenter.fleet.spec import (
-    Deployment,
+    FleetDeployment,
+    FleetService,
     FleetSpec,
     ServerPool,
-    ServiceSpec,
     fleet_spec_from_mapping,
 )
 from npucenter.fleet.tenants import tenant_quotas_from_mapping
 
 __all__ = [
     "DEFAULT_MODEL",
-    "Deployment",
     "Fleet",
     "FleetAdmission",
+    "FleetDeployment",
     "FleetPlacement",
+    "FleetService",
     "FleetSpec",
     "JobSpec",
     "PinnedReplica",
@@ -53,7 +54,6 @@ __all__ = [
     "ServerGroup",
     "ServerPool",
     "ServiceGroup",
-    "ServiceSpec",
     "default_fleet",
     "fleet_admission",
     "fleet_from_dict",

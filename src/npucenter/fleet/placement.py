@@ -29,7 +29,7 @@ from npucenter.policy.admission import (
 )
 
 if TYPE_CHECKING:
-    from npucenter.fleet.spec import Deployment, FleetSpec
+    from npucenter.fleet.spec import FleetDeployment, FleetSpec
 
 __all__ = [
     "FleetAdmission",
@@ -65,7 +65,7 @@ class FleetPlacement:
     decision: AdmissionDecision  # the cycle that placed the ``replicas:`` (total) entries
 
 
-def tenant_of(dep: Deployment) -> str:
+def tenant_of(dep: FleetDeployment) -> str:
     """The tenant owning ``dep``: its ``tenant``, else one named after its service."""
     return dep.tenant if dep.tenant is not None else dep.service
 

@@ -19,7 +19,7 @@ from npucenter.fleet.tenants import tenant_quotas_from_mapping
 from npucenter.policy.quota import TenantQuota
 from npucenter.workload.slo import Slo, slo_from_spec
 
-__all__ = ["Deployment", "FleetSpec", "ServerPool", "ServiceSpec", "fleet_spec_from_mapping"]
+__all__ = ["FleetDeployment", "FleetService", "FleetSpec", "ServerPool", "fleet_spec_from_mapping"]
 
 _ROLES = ("both", "prefill", "decode")
 _TOP_KEYS = {
@@ -77,7 +77,7 @@ class ServerPool:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Deployment:
+class FleetDeployment:
     """Replicas of one model on one server pool, serving one service in one role."""
 
     service: str
@@ -110,7 +110,7 @@ class Deployment:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceSpec:
+class FleetService:
     """A named service: its model, SLO, routing policy (None: the run's) and traffic share."""
 
     name: str
@@ -130,8 +130,8 @@ class FleetSpec:
 
     name: str
     servers: tuple[ServerPool, ...]
-    deployments: tuple[Deployment, ...]
-    services: tuple[ServiceSpec, ...]
+    deployments: tuple[FleetDeployment, ...]
+    services: tuple[FleetService, ...]
     network_gb_per_s: float = 12.5  # server-to-server KV transfer (GB/s); 100 GbE by default
     network_latency_s: float = 0.0005
     catalog_files: tuple[str, ...] = ()  # user catalog files, relative to the fleet file
@@ -217,13 +217,13 @@ class FleetSpec:
             "services.device", device, f"no server group; have {[p.device for p in self.servers]}"
         )
 
-    def num_replicas(self, dep: Deployment) -> int:
+    def num_replicas(self, dep: FleetDeployment) -> int:
         """How many replicas ``dep`` has on its whole pool."""
         if dep.num_replicas is not None:
             return dep.num_replicas
         return dep.replicas_per_server * self.pool(dep.device).num_servers
 
-    def service(self, name: str) -> ServiceSpec:
+    def service(self, name: str) -> FleetService:
         """The service called ``name``."""
         for svc in self.services:
             if svc.name == name:
@@ -259,7 +259,7 @@ def fleet_spec_from_mapping(
             if len(models) != 1:
                 raise InvalidConfigError("service", name, f"serves several models {sorted(models)}")
             services.append(
-                ServiceSpec(
+                FleetService(
                     name=name,
                     model=models.pop(),
                     slo=slo_from_spec(slos.get(name, default)),
@@ -322,7 +322,7 @@ def _server(entry: Mapping[str, Any]) -> ServerPool:
     )
 
 
-def _deployment(entry: Mapping[str, Any]) -> Deployment:
+def _deployment(entry: Mapping[str, Any]) -> FleetDeployment:
     unknown = set(entry) - _DEPLOY_KEYS
     if unknown:
         raise InvalidConfigError(
@@ -334,7 +334,7 @@ def _deployment(entry: Mapping[str, Any]) -> Deployment:
         raise InvalidConfigError(
             "services.replicas", entry["replicas"], "give replicas or replicas_per_server, not both"
         )
-    return Deployment(
+    return FleetDeployment(
         service=str(entry.get("service", model)),
         model=model,
         device=str(entry["device"]),

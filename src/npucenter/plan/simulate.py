@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from npucenter.catalog import Catalog
-from npucenter.fleet.spec import Deployment, FleetSpec, ServerPool
-from npucenter.fleet.spec import ServiceSpec as FleetService
+from npucenter.fleet.spec import FleetDeployment, FleetService, FleetSpec, ServerPool
 from npucenter.perf import PerfModelCache
 from npucenter.plan.milp import Allocation
 from npucenter.plan.planner import Verification
@@ -312,9 +311,9 @@ def _fleet(
     return fleet
 
 
-def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[Deployment]:
+def _deployments(svc: ServiceSpec, cand: Candidate, count: int) -> list[FleetDeployment]:
     """``count`` replicas (or units: one prefill replica and its decoders) of ``cand``."""
-    colocated = Deployment(
+    colocated = FleetDeployment(
         service=svc.name,
         model=svc.model,
         device=cand.device_id,

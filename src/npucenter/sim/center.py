@@ -17,7 +17,7 @@ import numpy as np
 from npucenter.catalog import Catalog
 from npucenter.errors import InvalidConfigError, InvalidRequestError
 from npucenter.fleet.placement import place_fleet
-from npucenter.fleet.spec import Deployment, FleetSpec
+from npucenter.fleet.spec import FleetDeployment, FleetSpec
 from npucenter.perf import PerfModel, PerfModelCache, idle_power_w
 from npucenter.policy.routing import (
     PerfEstimator,
@@ -112,7 +112,7 @@ class Center:
             self._perf.get(d.model, d.device, d.precision, d.tp) for d in self.fleet.deployments
         ]
         self.placement = place_fleet(self.fleet)
-        self._layout: list[tuple[str, Deployment, PerfModel]] = [
+        self._layout: list[tuple[str, FleetDeployment, PerfModel]] = [
             (p.replica_id, self.fleet.deployments[p.deployment_index], perf[p.deployment_index])
             for p in self.placement.replicas
         ]

@@ -13,7 +13,7 @@ from npucenter.errors import ConflictError, InvalidConfigError, NotFoundError
 from npucenter.store.base import canonical_device, check_name, check_runs_on
 from npucenter.store.fleet import FleetStore
 from npucenter.store.ledger import LedgerStore
-from npucenter.store.models import Allocation, Deployment, Replica, Tenant
+from npucenter.store.models import Allocation, Deployment, ReplicaRow, Tenant
 from npucenter.store.quotas import QuotaStore
 
 __all__ = ["REPLICA_STATES", "DeploymentStore"]
@@ -63,7 +63,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         self.session.add(dep)
         self.session.flush()
         self.session.add_all(
-            Replica(deployment_id=dep.id, index=i, created_at_s=now) for i in range(replicas)
+            ReplicaRow(deployment_id=dep.id, index=i, created_at_s=now) for i in range(replicas)
         )
         self.session.flush()
         return dep
@@ -82,9 +82,11 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             raise NotFoundError("deployment", str(dep_id))
         return dep
 
-    def replicas_of(self, dep: Deployment) -> list[Replica]:
+    def replicas_of(self, dep: Deployment) -> list[ReplicaRow]:
         """The deployment's replicas, by index."""
-        stmt = select(Replica).where(Replica.deployment_id == dep.id).order_by(Replica.index)
+        stmt = (
+            select(ReplicaRow).where(ReplicaRow.deployment_id == dep.id).order_by(ReplicaRow.index)
+        )
         return list(self.session.scalars(stmt))
 
     def scale_deployment(self, dep: Deployment, replicas: int) -> Deployment:
@@ -99,7 +101,9 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         next_index = current[-1].index + 1 if current else 0
         for i in range(len(current), replicas):
             self.session.add(
-                Replica(deployment_id=dep.id, index=next_index + i - len(current), created_at_s=now)
+                ReplicaRow(
+                    deployment_id=dep.id, index=next_index + i - len(current), created_at_s=now
+                )
             )
         dep.replicas = replicas
         dep.updated_at_s = now
@@ -113,7 +117,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         self.session.delete(dep)
 
     def place_replica(
-        self, rep: Replica, dep: Deployment, card_ids: Sequence[int], *, num_borrowed: int = 0
+        self, rep: ReplicaRow, dep: Deployment, card_ids: Sequence[int], *, num_borrowed: int = 0
     ) -> None:
         """Record an admitted replica on its cards."""
         now = self.now_s()
@@ -133,7 +137,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             )
 
     def release_replica(
-        self, rep: Replica, dep: Deployment, *, reason: str, kind: str = "replica"
+        self, rep: ReplicaRow, dep: Deployment, *, reason: str, kind: str = "replica"
     ) -> float:
         """Free a replica's cards, bill them to the ledger and mark it pending; device-seconds."""
         allocs = list(
@@ -152,24 +156,26 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         self.session.flush()
         return used
 
-    def get_replica(self, replica_id: int) -> Replica:
+    def get_replica(self, replica_id: int) -> ReplicaRow:
         """A replica by id."""
-        rep = self.session.get(Replica, replica_id)
+        rep = self.session.get(ReplicaRow, replica_id)
         if rep is None:
             raise NotFoundError("replica", str(replica_id))
         return rep
 
-    def replicas_in_state(self, state: str) -> list[Replica]:
+    def replicas_in_state(self, state: str) -> list[ReplicaRow]:
         """Every replica in ``state`` (pending or placed), by id."""
-        stmt = select(Replica).where(Replica.state == state).order_by(Replica.id)
+        stmt = select(ReplicaRow).where(ReplicaRow.state == state).order_by(ReplicaRow.id)
         return list(self.session.scalars(stmt))
 
-    def replicas_by_id(self, replica_ids: Iterable[int]) -> dict[int, Replica]:
+    def replicas_by_id(self, replica_ids: Iterable[int]) -> dict[int, ReplicaRow]:
         """The replicas of ``replica_ids`` in one query (missing ids are left out)."""
         ids = list(replica_ids)
         if not ids:
             return {}
-        return {r.id: r for r in self.session.scalars(select(Replica).where(Replica.id.in_(ids)))}
+        return {
+            r.id: r for r in self.session.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))
+        }
 
     def deployments_by_id(self, dep_ids: Iterable[int]) -> dict[int, Deployment]:
         """The deployments of ``dep_ids`` in one query (missing ids are left out)."""

@@ -13,7 +13,7 @@ from npucenter.errors import ConflictError, InvalidConfigError, NotFoundError
 from npucenter.store.base import canonical_device, check_choice, check_name
 from npucenter.store.fleet import FleetStore
 from npucenter.store.ledger import LedgerStore
-from npucenter.store.models import Allocation, Card, Job, JobEvent, Server, Tenant
+from npucenter.store.models import Allocation, CardRow, Job, JobEvent, ServerRow, Tenant
 from npucenter.store.quotas import QuotaStore
 
 __all__ = ["JOB_KINDS", "JOB_STATES", "JOB_TRANSITIONS", "MAX_LOG_TAIL_CHARS", "JobStore"]
@@ -221,11 +221,11 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
     def job_cards(self, job: Job) -> tuple[str | None, list[int]]:
         """The server name and card indexes a job holds now (None, [] when it holds none)."""
         stmt = (
-            select(Server.name, Card.index)
-            .join(Card, Card.server_id == Server.id)
-            .join(Allocation, Allocation.card_id == Card.id)
+            select(ServerRow.name, CardRow.index)
+            .join(CardRow, CardRow.server_id == ServerRow.id)
+            .join(Allocation, Allocation.card_id == CardRow.id)
             .where(Allocation.job_id == job.id)
-            .order_by(Card.index)
+            .order_by(CardRow.index)
         )
         rows = list(self.session.execute(stmt))
         return (rows[0][0] if rows else None), [int(r[1]) for r in rows]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.store.base import StoreBase, check_name
-from npucenter.store.models import Allocation, Deployment, Job, Replica, Tenant, UsageEntry
+from npucenter.store.models import Allocation, Deployment, Job, ReplicaRow, Tenant, UsageEntry
 
 __all__ = ["LedgerStore"]
 
@@ -103,7 +103,7 @@ class LedgerStore(StoreBase):
                 release=False,
             )[1]
         for rep_id, allocs in reps.items():
-            rep = self.session.get(Replica, rep_id)
+            rep = self.session.get(ReplicaRow, rep_id)
             assert rep is not None
             dep = self.session.get(Deployment, rep.deployment_id)
             assert dep is not None

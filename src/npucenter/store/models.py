@@ -4,6 +4,8 @@ Owns the schema only; reads and writes go through :mod:`npucenter.store.reposito
 facade over one module per aggregate). Times are
 epoch seconds (``*_at_s`` floats) so device-seconds are plain differences on every backend.
 The usage ledger is append-only: an ORM update or delete of a :class:`UsageEntry` raises.
+Rows of a concept the core also names carry a ``Row`` suffix (``ServerRow``, ``CardRow``,
+``ReplicaRow``): admission's ``Server``/``Card`` and the gateway's ``Replica`` are other things.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ __all__ = [
     "Allocation",
     "ApiKey",
     "Base",
-    "Card",
+    "CardRow",
     "Deployment",
     "Job",
     "JobEvent",
     "JobResult",
     "Quota",
-    "Replica",
-    "Server",
+    "ReplicaRow",
+    "ServerRow",
     "Tenant",
     "UsageEntry",
 ]
@@ -56,7 +58,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Server(Base):
+class ServerRow(Base):
     """A server of the fleet holding ``num_cards`` cards of one device type."""
 
     __tablename__ = "servers"
@@ -66,12 +68,12 @@ class Server(Base):
     health: Mapped[str] = mapped_column(String(16), default="healthy")
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at_s: Mapped[float] = mapped_column(Float)
-    cards: Mapped[list[Card]] = relationship(
-        back_populates="server", cascade="all, delete-orphan", order_by="Card.index"
+    cards: Mapped[list[CardRow]] = relationship(
+        back_populates="server", cascade="all, delete-orphan", order_by="CardRow.index"
     )
 
 
-class Card(Base):
+class CardRow(Base):
     """One accelerator card (NPU or GPU) in a server."""
 
     __tablename__ = "cards"
@@ -81,7 +83,7 @@ class Card(Base):
     index: Mapped[int] = mapped_column(Integer)
     device_type: Mapped[str] = mapped_column(String(64), index=True)
     health: Mapped[str] = mapped_column(String(16), default="healthy")
-    server: Mapped[Server] = relationship(back_populates="cards")
+    server: Mapped[ServerRow] = relationship(back_populates="cards")
 
 
 class Tenant(Base):
@@ -155,7 +157,7 @@ class Deployment(Base):
     updated_at_s: Mapped[float] = mapped_column(Float)
 
 
-class Replica(Base):
+class ReplicaRow(Base):
     """One replica of a deployment: ``pending`` until admitted, then ``placed`` on one server."""
 
     __tablename__ = "replicas"

@@ -7,7 +7,7 @@ Every reader registers in :data:`TELEMETRY` and satisfies :class:`Telemetry`;
 from __future__ import annotations
 
 from npucenter.errors import NotSupportedError
-from npucenter.telemetry.base import TELEMETRY, Card, PowerSample, Telemetry
+from npucenter.telemetry.base import TELEMETRY, DiscoveredCard, PowerSample, Telemetry
 from npucenter.telemetry.furiosa_smi import FuriosaSmiTelemetry, parse_furiosa_smi_info
 from npucenter.telemetry.nvml import NvmlTelemetry
 from npucenter.telemetry.rbln_smi import RblnSmiTelemetry, parse_rbln_smi
@@ -15,7 +15,7 @@ from npucenter.telemetry.virtual import VirtualTelemetry, parse_virtual_metrics
 
 __all__ = [
     "TELEMETRY",
-    "Card",
+    "DiscoveredCard",
     "FuriosaSmiTelemetry",
     "NvmlTelemetry",
     "PowerSample",
@@ -29,14 +29,16 @@ __all__ = [
 ]
 
 
-async def discover_cards(readers: tuple[Telemetry, ...] | None = None) -> tuple[Card, ...]:
+async def discover_cards(
+    readers: tuple[Telemetry, ...] | None = None,
+) -> tuple[DiscoveredCard, ...]:
     """Cards from every reader that works on this node (NVML, furiosa-smi, rbln-smi).
 
     Readers that are not supported here (tool or library missing) are skipped.
     """
     if readers is None:
         readers = (NvmlTelemetry(), FuriosaSmiTelemetry(), RblnSmiTelemetry())
-    cards: list[Card] = []
+    cards: list[DiscoveredCard] = []
     for reader in readers:
         try:
             cards.extend(await reader.discover())

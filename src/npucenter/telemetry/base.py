@@ -17,7 +17,7 @@ from npucenter.registry import Registry
 
 __all__ = [
     "TELEMETRY",
-    "Card",
+    "DiscoveredCard",
     "PowerSample",
     "Telemetry",
     "catalog_memory_gb",
@@ -26,7 +26,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Card:
+class DiscoveredCard:
     """One accelerator card as a node reports it."""
 
     device_type: str  # lower-case family: "rngd", "atom", "rebel", "h100", ...
@@ -57,7 +57,7 @@ class Telemetry(Protocol):
 
     name: str
 
-    async def discover(self) -> tuple[Card, ...]:
+    async def discover(self) -> tuple[DiscoveredCard, ...]:
         """The cards this reader sees (empty if none). Raises NotSupportedError if unusable."""
         ...
 

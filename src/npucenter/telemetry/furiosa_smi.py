@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from npucenter.errors import UpstreamError
-from npucenter.telemetry.base import TELEMETRY, Card, PowerSample, catalog_memory_gb, run_tool
+from npucenter.telemetry.base import (
+    TELEMETRY,
+    DiscoveredCard,
+    PowerSample,
+    catalog_memory_gb,
+    run_tool,
+)
 from npucenter.telemetry.table import parse_box_tables, parse_number
 
 __all__ = ["FuriosaSmiTelemetry", "parse_furiosa_smi_info"]
@@ -17,7 +23,7 @@ __all__ = ["FuriosaSmiTelemetry", "parse_furiosa_smi_info"]
 Runner = Callable[[list[str]], Awaitable[str]]
 
 
-def parse_furiosa_smi_info(text: str) -> tuple[Card, ...]:
+def parse_furiosa_smi_info(text: str) -> tuple[DiscoveredCard, ...]:
     """Cards from ``furiosa-smi info`` output; raises UpstreamError if no device table is found."""
     for table in parse_box_tables(text):
         if table and "Device" in table[0] and "Power" in table[0]:
@@ -27,11 +33,11 @@ def parse_furiosa_smi_info(text: str) -> tuple[Card, ...]:
     raise UpstreamError("furiosa-smi info printed no device table", details={"output": text[:500]})
 
 
-def _card(row: dict[str, str]) -> Card:
+def _card(row: dict[str, str]) -> DiscoveredCard:
     arch = row.get("Arch", "rngd").lower()
     device = row["Device"]
     index = int(device.removeprefix("npu")) if device.removeprefix("npu").isdigit() else -1
-    return Card(
+    return DiscoveredCard(
         device_type=arch,
         index=index,
         name=f"{arch.upper()} {device}",
@@ -51,7 +57,7 @@ class FuriosaSmiTelemetry:
     def __init__(self, *, runner: Runner = run_tool) -> None:
         self._run = runner
 
-    async def discover(self) -> tuple[Card, ...]:
+    async def discover(self) -> tuple[DiscoveredCard, ...]:
         """Every RNGD card ``furiosa-smi info`` lists."""
         return parse_furiosa_smi_info(await self._run(["furiosa-smi", "info"]))
 

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from npucenter.errors import NotSupportedError, UpstreamError
-from npucenter.telemetry.base import TELEMETRY, Card, PowerSample
+from npucenter.telemetry.base import TELEMETRY, DiscoveredCard, PowerSample
 
 __all__ = ["NVML_INSTALL_HINT", "NvmlTelemetry", "gpu_device_type"]
 
@@ -51,7 +51,7 @@ class NvmlTelemetry:
             self._initialised = True
         return self._nvml
 
-    async def discover(self) -> tuple[Card, ...]:
+    async def discover(self) -> tuple[DiscoveredCard, ...]:
         """Every GPU NVML sees."""
         nv = self._lib()
         cards = []
@@ -61,7 +61,7 @@ class NvmlTelemetry:
                 name = _text(nv.nvmlDeviceGetName(h))
                 mem = nv.nvmlDeviceGetMemoryInfo(h)
                 cards.append(
-                    Card(
+                    DiscoveredCard(
                         device_type=gpu_device_type(name),
                         index=i,
                         name=name,

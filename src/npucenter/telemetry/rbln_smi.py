@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 
 from npucenter.errors import UpstreamError
-from npucenter.telemetry.base import TELEMETRY, Card, PowerSample, run_tool
+from npucenter.telemetry.base import TELEMETRY, DiscoveredCard, PowerSample, run_tool
 from npucenter.telemetry.table import parse_box_tables, parse_number, parse_quantity_gb
 
 __all__ = ["RblnSmiTelemetry", "parse_rbln_smi", "rbln_device_type"]
@@ -29,7 +29,7 @@ def rbln_device_type(product: str) -> str:
     return product.lower()
 
 
-def parse_rbln_smi(text: str) -> tuple[Card, ...]:
+def parse_rbln_smi(text: str) -> tuple[DiscoveredCard, ...]:
     """Cards from ``rbln-smi``/``rbln-stat`` output; UpstreamError if no device table is found."""
     for table in parse_box_tables(text):
         if table and "NPU" in table[0] and "Power" in table[0] and "Name" in table[0]:
@@ -39,14 +39,14 @@ def parse_rbln_smi(text: str) -> tuple[Card, ...]:
     raise UpstreamError("rbln-smi printed no device table", details={"output": text[:500]})
 
 
-def _card(row: dict[str, str]) -> Card:
+def _card(row: dict[str, str]) -> DiscoveredCard:
     used_gb = total_gb = None
     memory = next((v for k, v in row.items() if k.startswith("Memory")), "")
     if "/" in memory:
         used, total = memory.split("/", 1)
         used_gb, total_gb = parse_quantity_gb(used), parse_quantity_gb(total)
     util = parse_number(row.get("Util", ""))
-    return Card(
+    return DiscoveredCard(
         device_type=rbln_device_type(row["Name"]),
         index=int(row["NPU"]),
         name=row["Name"],
@@ -68,7 +68,7 @@ class RblnSmiTelemetry:
     def __init__(self, *, runner: Runner = run_tool) -> None:
         self._run = runner
 
-    async def discover(self) -> tuple[Card, ...]:
+    async def discover(self) -> tuple[DiscoveredCard, ...]:
         """Every card the tool lists."""
         tool = (
             "rbln-smi"

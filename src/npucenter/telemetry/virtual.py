@@ -14,7 +14,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from npucenter.errors import UpstreamError
-from npucenter.telemetry.base import TELEMETRY, Card, PowerSample, catalog_memory_gb
+from npucenter.telemetry.base import TELEMETRY, DiscoveredCard, PowerSample, catalog_memory_gb
 
 __all__ = ["VirtualReading", "VirtualTelemetry", "parse_virtual_metrics"]
 
@@ -84,13 +84,13 @@ class VirtualTelemetry:
 
             return list(await asyncio.gather(*(one(u) for u in self._urls())))
 
-    async def discover(self) -> tuple[Card, ...]:
+    async def discover(self) -> tuple[DiscoveredCard, ...]:
         """``tp`` cards per virtual replica, each with its share of the modelled power."""
-        cards: list[Card] = []
+        cards: list[DiscoveredCard] = []
         for url, r in await self._read_all():
             for i in range(r.tp):
                 cards.append(
-                    Card(
+                    DiscoveredCard(
                         device_type=r.device,
                         index=len(cards),
                         name=f"virtual {r.device} ({url} card {i})",

@@ -23,7 +23,7 @@ from npucenter.clock import FakeClock
 from npucenter.errors import ConflictError, NotFoundError
 from npucenter.settings import Settings
 from npucenter.store import Database, upgrade
-from npucenter.store.models import Deployment, Job, Replica
+from npucenter.store.models import Deployment, Job, ReplicaRow
 
 TENANTS = ("a", "b", "c")
 DEVICES = ("rngd", "h100")
@@ -150,7 +150,7 @@ def _check(control: ControlPlane) -> int:
                 assert {cards[a.card_id][1].device_type for a in held} == {job.device_type}
             else:
                 assert held == []
-        for rep in repo.session.query(Replica):
+        for rep in repo.session.query(ReplicaRow):
             held = by_rep.get(rep.id, [])
             dep = repo.session.get_one(Deployment, rep.deployment_id)
             assert len(held) == (dep.tp if rep.state == "placed" else 0)

@@ -19,7 +19,7 @@ import pytest
 
 from npucenter.engines import ReplicaSpec
 from npucenter.errors import UpstreamError
-from npucenter.executors import LocalProcessExecutor, Replica, ReplicaState
+from npucenter.executors import LocalProcessExecutor, ReplicaState, RunningReplica
 
 
 def _alive(pid: int) -> bool:
@@ -67,7 +67,7 @@ async def executor() -> AsyncIterator[LocalProcessExecutor]:
 
 
 @pytest.fixture
-async def replica(executor: LocalProcessExecutor) -> Replica:
+async def replica(executor: LocalProcessExecutor) -> RunningReplica:
     spec = ReplicaSpec(
         engine="virtual",
         model="llama-3.1-8b",
@@ -78,7 +78,7 @@ async def replica(executor: LocalProcessExecutor) -> Replica:
     return await executor.start(spec)
 
 
-async def test_openai_client_streaming_and_not(replica: Replica) -> None:
+async def test_openai_client_streaming_and_not(replica: RunningReplica) -> None:
     assert replica.state is ReplicaState.READY and replica.pid is not None
     client = openai.AsyncOpenAI(base_url=replica.openai_base_url, api_key="unused")
     try:
@@ -110,7 +110,7 @@ async def test_openai_client_streaming_and_not(replica: Replica) -> None:
         await client.close()
 
 
-async def test_client_disconnect_aborts_the_request(replica: Replica) -> None:
+async def test_client_disconnect_aborts_the_request(replica: RunningReplica) -> None:
     async with httpx.AsyncClient(base_url=replica.base_url, timeout=10) as client:
         payload = {
             "model": "llama",
@@ -140,7 +140,7 @@ async def test_client_disconnect_aborts_the_request(replica: Replica) -> None:
         assert later == generated < 5000  # no more tokens for the gone client
 
 
-async def test_stop_and_restart(executor: LocalProcessExecutor, replica: Replica) -> None:
+async def test_stop_and_restart(executor: LocalProcessExecutor, replica: RunningReplica) -> None:
     assert replica.pid is not None
     again = await executor.restart(replica.replica_id)
     assert again.restarts == 1 and again.pid != replica.pid
@@ -168,7 +168,7 @@ async def test_a_replica_that_cannot_start_reports_why(executor: LocalProcessExe
 
 
 async def test_a_replica_that_cannot_restart_backs_off(
-    executor: LocalProcessExecutor, replica: Replica, monkeypatch: pytest.MonkeyPatch
+    executor: LocalProcessExecutor, replica: RunningReplica, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rid = replica.replica_id
     record = executor._records[rid]
