@@ -18,7 +18,7 @@ from npucenter.bench.stub import StubConfig, running_stub
 from npucenter.engines import ReplicaSpec, engine_choice
 from npucenter.errors import UpstreamError
 from npucenter.executors import FakeExecutor
-from npucenter.executors.base import Replica
+from npucenter.executors.base import RunningReplica
 from npucenter.gateway import Gateway, StaticKeyResolver
 from npucenter.gateway.reconciler import (
     DeploymentOptions,
@@ -41,7 +41,7 @@ class SlowFake(FakeExecutor):
 
     async def start(
         self, spec: ReplicaSpec, *, replica_id: str | None = None, wait_ready: bool = True
-    ) -> Replica:
+    ) -> RunningReplica:
         rid = replica_id or "x"
         await asyncio.sleep(self.delays.get(rid, 0.0))
         if rid in self.broken:
