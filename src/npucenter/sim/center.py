@@ -21,6 +21,7 @@ from npucenter.fleet.spec import FleetDeployment, FleetSpec
 from npucenter.perf import PerfModel, PerfModelCache, idle_power_w
 from npucenter.policy.routing import (
     PerfEstimator,
+    ReplicaIndex,
     ReplicaState,
     RouteRequest,
     RoutingContext,
@@ -38,6 +39,7 @@ __all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 
 # event kinds; at equal times arrivals, then wake-ups, hand-offs, replicas stopped or restarted
 _WAKE, _HANDOFF, _CAPACITY = 0, 1, 2
+_BLOCK = 65_536  # requests converted to Python numbers at a time
 
 
 @dataclass(slots=True, eq=False)
@@ -56,15 +58,19 @@ class SimReplica:
     perf: PerfModel
     state: ReplicaState
     version: int = 0
+    healthy: bool = True  # False while admission has taken the replica away for a job
+    board: ReplicaIndex | None = None  # the routing index of the pool the replica is in
+    position: int = -1  # its position there (the pool's snapshot order)
 
     def refresh_state(self) -> None:
-        """Rebuild the routing snapshot entry from the scheduler."""
+        """Rebuild the routing snapshot entry from the scheduler (one entry of its pool's index)."""
         core = self.core
         self.state = ReplicaState(
             replica_id=self.replica_id,
             model_id=self.model_id,
             device_id=self.device_id,
             device_kind=self.device_kind,
+            healthy=self.healthy,
             num_running=core.num_running,
             num_waiting=core.num_waiting,
             outstanding_tokens=core.outstanding_tokens,
@@ -72,14 +78,16 @@ class SimReplica:
             kv_used_fraction=core.kv_used_fraction,
             max_num_seqs=core.config.max_num_seqs,
         )
+        if self.board is not None:
+            self.board.update(self.position, self.state)
 
 
 @dataclass(slots=True, eq=False)
 class _ServicePools:
     name: str
     model_id: str
-    entry: list[SimReplica]  # where requests arrive: colocated and prefill replicas
-    decode: list[SimReplica]  # the decode pool (replicas of role 'decode'), else empty
+    entry: ReplicaIndex  # where requests arrive: colocated and prefill replicas
+    decode: ReplicaIndex  # the decode pool (replicas of role 'decode'), else empty
     policy: RoutingPolicy
     decode_policy: RoutingPolicy | None
     prefill_only: bool = False  # every entry replica prefills only (routed as 1-token requests)
@@ -187,8 +195,8 @@ class Center:
             pools[svc.name] = _ServicePools(
                 name=svc.name,
                 model_id=mine[0].model_id,
-                entry=entry,
-                decode=decode,
+                entry=_board(entry),
+                decode=_board(decode),
                 policy=make_routing_policy(name, context),
                 decode_policy=make_routing_policy(name, context) if decode else None,
                 prefill_only=all(r.role == "prefill" for r in entry),
@@ -300,15 +308,21 @@ class _Loop:
 
     def run(self, progress: Callable[[int, int], None] | None, every: int) -> None:
         trace = self.trace
-        arrivals = trace.arrival_s.tolist()
-        prompts = trace.prompt_tokens.tolist()
-        outputs = trace.output_tokens.tolist()
-        services = trace.service_index.tolist()
-        n = len(arrivals)
+        n = len(trace)
         heap = self.heap
         i = 0
+        # the arrivals as Python numbers, a block at a time (10 M requests as lists of Python
+        # objects would take ~1 GB); arrivals[i - base] is request i's
+        base, end = 0, 0
+        arrivals: list[float] = []
         while i < n or heap:
-            if heap and (i >= n or heap[0][0] < arrivals[i]):
+            if i >= end and i < n:
+                base, end = i, min(n, i + _BLOCK)
+                arrivals = trace.arrival_s[base:end].tolist()
+                prompts = trace.prompt_tokens[base:end].tolist()
+                outputs = trace.output_tokens[base:end].tolist()
+                services = trace.service_index[base:end].tolist()
+            if heap and (i >= n or heap[0][0] < arrivals[i - base]):
                 t, kind, _, a, b = heapq.heappop(heap)
                 self.num_events += 1
                 if kind == _WAKE:
@@ -323,7 +337,8 @@ class _Loop:
                     self._set_capacity(self.replicas[a], t, up=bool(b))
                 continue
             self.num_events += 1
-            self._arrive(i, arrivals[i], prompts[i], outputs[i], self.svc_pools[services[i]])
+            k = i - base
+            self._arrive(i, arrivals[k], prompts[k], outputs[k], self.svc_pools[services[k]])
             i += 1
             if progress is not None and i % every == 0:
                 progress(i, n)
@@ -331,8 +346,9 @@ class _Loop:
             progress(n, n)
 
     def _arrive(self, idx: int, t: float, prompt: int, output: int, pools: _ServicePools) -> None:
+        board = pools.entry
         decision = pools.policy.route(
-            RoutingSnapshot(now_s=t, replicas=tuple(r.state for r in pools.entry)),
+            RoutingSnapshot(now_s=t, replicas=board.states, index=board),
             RouteRequest(
                 request_id=str(idx),
                 model_id=pools.model_id,
@@ -395,14 +411,10 @@ class _Loop:
         pools = self.pools_of.get(rep.service)
         if pools is None:  # a service without traffic in this trace
             return
-        group = pools.decode if rep.role == "decode" else pools.entry
+        rep.healthy = up  # routing skips an unhealthy replica, in its place in the pool's order
         if up:
-            if rep not in group:
-                group.append(rep)
-                group.sort(key=lambda r: r.index)
+            rep.refresh_state()
             return
-        if rep in group:
-            group.remove(rep)
         rep.core.advance_until(t)
         self._after_sync(rep)
         for idx, first_token_s in rep.core.evict():
@@ -424,8 +436,9 @@ class _Loop:
         assert pools.decode_policy is not None
         prompt = int(self.trace.prompt_tokens[idx])
         output = int(self.trace.output_tokens[idx])
+        board = pools.decode
         decision = pools.decode_policy.route(
-            RoutingSnapshot(now_s=t, replicas=tuple(r.state for r in pools.decode)),
+            RoutingSnapshot(now_s=t, replicas=board.states, index=board),
             RouteRequest(
                 request_id=str(idx),
                 model_id=pools.model_id,
@@ -455,6 +468,14 @@ class _Loop:
         else:
             self.decode_replica_index[idx] = rep.index
         self._after_sync(rep)
+
+
+def _board(replicas: Sequence[SimReplica]) -> ReplicaIndex:
+    """The routing index of a pool, which its replicas keep current from now on."""
+    board = ReplicaIndex([r.state for r in replicas])
+    for position, rep in enumerate(replicas):
+        rep.board, rep.position = board, position
+    return board
 
 
 def build_center(

@@ -111,7 +111,10 @@ def cases() -> Iterator[tuple[str, Callable[[], SimResult]]]:
     split = split.split({s.name: s.traffic_share for s in two.services}, np.random.default_rng(4))
     for policy in ("npu-first", "slo-aware"):
         yield f"two-services/{policy}", run(two, policy, split)
-    yield "mixed/least-outstanding-tokens", run(_mixed(), "least-outstanding-tokens", _trace(2000, 3.0, 5))
+    yield (
+        "mixed/least-outstanding-tokens",
+        run(_mixed(), "least-outstanding-tokens", _trace(2000, 3.0, 5)),
+    )
 
 
 def digest(result: SimResult) -> str:

@@ -223,3 +223,15 @@ def test_public_names_match_all():
     for mod in (sim, analytic, center, fakes, replica, report, results):
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
+
+
+def test_arrivals_read_block_by_block_give_the_same_run(catalog, conv_head, monkeypatch):
+    from npucenter.sim import center as center_module
+
+    center = build_center(fleet_spec_from_mapping(SMALL), catalog, policy="npu-first")
+    whole = center.run(conv_head.scale_rate(3.0))
+    monkeypatch.setattr(center_module, "_BLOCK", 7)  # many blocks, an arrival at each edge
+    blocks = center.run(conv_head.scale_rate(3.0))
+    assert np.array_equal(whole.replica_index, blocks.replica_index)
+    assert np.array_equal(whole.finish_s, blocks.finish_s, equal_nan=True)
+    assert np.array_equal(whole.first_token_s, blocks.first_token_s, equal_nan=True)

@@ -7,7 +7,8 @@ sequence of calls, so replaying the same calls gives the same answers.
 
 Layout (one policy per module; each imports only ``types``, ``registry`` and ``estimate``, never
 this package, so there is no import circle): ``types`` (values, Protocols), ``registry``
-(``ROUTING_POLICIES``, ``make_routing_policy``), ``estimate`` (TTFT/TPOT estimates), then
+(``ROUTING_POLICIES``, ``make_routing_policy``), ``estimate`` (TTFT/TPOT estimates), ``index``
+(an incrementally kept snapshot that policies answer from in O(log n), the scan's answer), then
 ``round_robin``, ``least_outstanding``, ``least_requests``, ``npu_first``, ``slo_aware``,
 ``prefix_affinity``. Importing anything under ``npucenter.policy.routing`` registers them all.
 """
@@ -15,6 +16,7 @@ this package, so there is no import circle): ``types`` (values, Protocols), ``re
 from __future__ import annotations
 
 from npucenter.policy.routing.estimate import PerfEstimator
+from npucenter.policy.routing.index import ReplicaIndex
 from npucenter.policy.routing.least_outstanding import LeastOutstandingTokens
 from npucenter.policy.routing.least_requests import LeastRequests
 from npucenter.policy.routing.npu_first import NpuFirst
@@ -50,6 +52,7 @@ __all__ = [
     "PrefixAffinity",
     "PrefixAffinityWeights",
     "PrefixIndex",
+    "ReplicaIndex",
     "ReplicaState",
     "RoundRobin",
     "RouteDecision",

@@ -16,7 +16,15 @@ from npucenter.policy.routing.types import (
     TtftEstimator,
 )
 
-__all__ = ["PerfEstimator", "ttft_best", "ttft_estimate_s", "ttft_ranked"]
+__all__ = [
+    "PerfEstimator",
+    "splits_ttft",
+    "ttft_best",
+    "ttft_estimate_s",
+    "ttft_ranked",
+    "ttft_shift_s",
+    "ttft_split",
+]
 
 
 class PerfEstimator:
@@ -41,6 +49,7 @@ class PerfEstimator:
         self._per_token: dict[int, float] = {}
         self._ttft_cache: dict[tuple[int, int], float] = {}  # (model, prompt) -> TTFT alone
         self._tpot_cache: dict[tuple[int, int], float] = {}  # (model, batch) -> TPOT
+        self._by_key: dict[int, StepLatencyModel] = {}  # id(model) -> model (ttft_split's keys)
 
     def _model(self, state: ReplicaState) -> StepLatencyModel | None:
         return self._models.get(state.replica_id)
@@ -79,6 +88,23 @@ class PerfEstimator:
         queued = state.queued_prefill_tokens * self._prefill_s_per_token(model)
         in_flight = self._tpot_at_s(model, state.num_running) if state.num_running else 0.0
         return queued + in_flight + self._ttft_alone_s(model, prompt_tokens)
+
+    def ttft_split(self, state: ReplicaState) -> tuple[int, float]:
+        """(model key, wait before this prompt's prefill): the TTFT estimate is the wait plus
+        :meth:`ttft_alone_for` of the key, summed in the same order (so bit for bit)."""
+        model = self._models.get(state.replica_id)
+        if model is None:
+            return 0, state.predicted_ttft_s or 0.0
+        self._by_key[id(model)] = model
+        queued = state.queued_prefill_tokens * self._prefill_s_per_token(model)
+        in_flight = self._tpot_at_s(model, state.num_running) if state.num_running else 0.0
+        return id(model), queued + in_flight
+
+    def ttft_alone_for(self, key: int, prompt_tokens: int) -> float:
+        """The prompt's own prefill time on the model of ``key`` (from :meth:`ttft_split`)."""
+        if key == 0:
+            return 0.0
+        return self._ttft_alone_s(self._by_key[key], prompt_tokens)
 
     def estimate_tpot_s(self, state: ReplicaState) -> float:
         """Predicted time per output token once the request joins the running batch."""
@@ -119,3 +145,23 @@ def ttft_best(
         if est < best_s:
             best_s, best = est, state
     return best_s, best
+
+
+def splits_ttft(estimator: TtftEstimator | None) -> bool:
+    """Whether :func:`ttft_split` and :func:`ttft_shift_s` rebuild this estimator's TTFT."""
+    return estimator is None or isinstance(estimator, PerfEstimator)
+
+
+def ttft_split(state: ReplicaState, estimator: TtftEstimator | None) -> tuple[int, float]:
+    """(group key, prompt-independent part) of :func:`ttft_estimate_s`: the estimate is the part
+    plus ``ttft_shift_s(key, prompt)``, exactly; only where :func:`splits_ttft` holds."""
+    if isinstance(estimator, PerfEstimator):
+        return estimator.ttft_split(state)
+    return 0, ttft_estimate_s(state, 0, None)
+
+
+def ttft_shift_s(key: int, prompt: int, estimator: TtftEstimator | None) -> float:
+    """The prompt-dependent part of :func:`ttft_estimate_s` for a :func:`ttft_split` key."""
+    if isinstance(estimator, PerfEstimator):
+        return estimator.ttft_alone_for(key, prompt)
+    return 0.0

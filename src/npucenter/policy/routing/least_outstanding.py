@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
+    ReplicaState,
     RouteDecision,
     RouteRequest,
     RoutingContext,
@@ -27,6 +28,15 @@ class LeastOutstandingTokens:
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """Least outstanding prompt + output tokens."""
+        index = snapshot.index
+        if index is not None and not request.exclude:
+            least = index.view("least-outstanding-tokens", _tokens_then_requests, _model).least(
+                request.model_id
+            )
+            if least is None:
+                return no_replica(request)
+            replica_id = index.states[least[1]].replica_id
+            return RouteDecision(replica_id=replica_id, reason="least outstanding tokens")
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -39,3 +49,11 @@ class LeastOutstandingTokens:
             ),
         )
         return RouteDecision(replica_id=cands[best].replica_id, reason="least outstanding tokens")
+
+
+def _tokens_then_requests(state: ReplicaState) -> tuple[int, int]:
+    return state.outstanding_tokens, state.num_running + state.num_waiting
+
+
+def _model(state: ReplicaState) -> str:
+    return state.model_id

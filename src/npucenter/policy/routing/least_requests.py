@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
+    ReplicaState,
     RouteDecision,
     RouteRequest,
     RoutingContext,
@@ -24,6 +25,13 @@ class LeastRequests:
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """Least running + waiting requests (ties: snapshot order)."""
+        index = snapshot.index
+        if index is not None and not request.exclude:
+            least = index.view("least-requests", _requests, _model).least(request.model_id)
+            if least is None:
+                return no_replica(request)
+            replica_id = index.states[least[1]].replica_id
+            return RouteDecision(replica_id=replica_id, reason="least requests")
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -31,3 +39,11 @@ class LeastRequests:
             range(len(cands)), key=lambda i: (cands[i].num_running + cands[i].num_waiting, i)
         )
         return RouteDecision(replica_id=cands[best].replica_id, reason="least requests")
+
+
+def _requests(state: ReplicaState) -> int:
+    return state.num_running + state.num_waiting
+
+
+def _model(state: ReplicaState) -> str:
+    return state.model_id

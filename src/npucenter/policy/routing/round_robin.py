@@ -27,6 +27,15 @@ class RoundRobin:
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """The next replica in snapshot order after the previous choice for this model."""
+        index = snapshot.index
+        if index is not None and not request.exclude:
+            members = index.members(request.model_id)
+            if not members:
+                return no_replica(request)
+            turn = self._next.get(request.model_id, 0)
+            self._next[request.model_id] = turn + 1
+            chosen = index.states[members[turn % len(members)]].replica_id
+            return RouteDecision(replica_id=chosen, reason="round-robin")
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)

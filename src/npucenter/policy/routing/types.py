@@ -5,11 +5,14 @@ Pure data and Protocols; imports no policy. Policies import this module, never t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from npucenter.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from npucenter.policy.routing.index import ReplicaIndex
 
 __all__ = [
     "DEFAULT_TTFT_SLO_S",
@@ -55,10 +58,15 @@ class ReplicaState:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingSnapshot:
-    """Every replica a router may choose from, as of ``now_s``."""
+    """Every replica a router may choose from, as of ``now_s``.
+
+    ``index``, when given, is kept by the caller over exactly ``replicas`` (``index.states``);
+    policies that can use it answer in O(log n) what their scan of ``replicas`` would answer.
+    """
 
     now_s: float
-    replicas: tuple[ReplicaState, ...]
+    replicas: Sequence[ReplicaState]  # read during the call only; a caller may reuse it
+    index: ReplicaIndex | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
