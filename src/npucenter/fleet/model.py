@@ -25,18 +25,18 @@ Example ``FLEET.yaml``::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from npucenter.errors import InvalidConfigError, NotFoundError
-from npucenter.fleet.spec import FleetSpec, fleet_spec_from_mapping
+from npucenter.fleet.placement import pinned_cards
+from npucenter.fleet.spec import FleetSpec, ServerPool, fleet_spec_from_mapping
 from npucenter.policy.quota import TenantQuota
 
 __all__ = [
     "DEFAULT_MODEL",
     "Fleet",
     "PinnedReplica",
-    "ServerGroup",
     "ServiceGroup",
     "default_fleet",
     "fleet_from_dict",
@@ -44,19 +44,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "llama-3.1-8b"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerGroup:
-    """``num_servers`` identical servers, each with ``cards_per_server`` cards of one device."""
-
-    device_id: str  # catalog id or alias as the file spells it, e.g. "rngd", "h100"
-    num_servers: int
-    cards_per_server: int
-
-    def server_names(self) -> tuple[str, ...]:
-        """The servers' names in the store: ``<device>-0``, ``<device>-1``, ..."""
-        return tuple(f"{self.device_id}-{n}" for n in range(self.num_servers))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,20 +92,41 @@ class PinnedReplica:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fleet:
-    """Servers, the services placed on them, and the center's tariff (built from a FleetSpec)."""
+    """The live center's view of a parsed fleet file (built by :func:`fleet_from_spec`).
 
-    name: str
-    servers: tuple[ServerGroup, ...]
-    services: tuple[ServiceGroup, ...]
-    tariff_usd_per_device_hour: Mapping[str, float] = field(default_factory=dict)
-    tenants: tuple[TenantQuota, ...] = ()  # the ``tenants:`` block: quotas registered at start
+    Servers, tenants and tariff are the spec's; ``services`` are its deployments as the live
+    center names them (deployment names, aliases, the device as its server group spells it).
+    """
 
-    def server_group(self, device_id: str) -> ServerGroup:
+    spec: FleetSpec
+    services: tuple[ServiceGroup, ...]  # one per spec deployment, in the file's order
+
+    @property
+    def name(self) -> str:
+        """The fleet's name."""
+        return self.spec.name
+
+    @property
+    def servers(self) -> tuple[ServerPool, ...]:
+        """The server groups, in the file's order."""
+        return self.spec.servers
+
+    @property
+    def tariff_usd_per_device_hour(self) -> Mapping[str, float]:
+        """The center's price list (by device as the file spells it); never a device figure."""
+        return self.spec.tariff_usd_per_device_hour
+
+    @property
+    def tenants(self) -> tuple[TenantQuota, ...]:
+        """The ``tenants:`` block: quotas registered at start."""
+        return self.spec.tenants
+
+    def server_group(self, device_id: str) -> ServerPool:
         """The server group of ``device_id`` (case-insensitive)."""
         for group in self.servers:
-            if group.device_id.lower() == device_id.lower():
+            if group.device.lower() == device_id.lower():
                 return group
-        raise NotFoundError("fleet device", device_id, valid=[g.device_id for g in self.servers])
+        raise NotFoundError("fleet device", device_id, valid=[g.device for g in self.servers])
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -128,7 +136,7 @@ class Fleet:
     @property
     def num_cards(self) -> int:
         """Cards in the fleet."""
-        return sum(g.num_servers * g.cards_per_server for g in self.servers)
+        return sum(g.num_cards for g in self.servers)
 
     def num_replicas(self, service: ServiceGroup) -> int:
         """Replicas of one services entry on its whole server group."""
@@ -137,35 +145,27 @@ class Fleet:
         return service.replicas_per_server * self.server_group(service.device_id).num_servers
 
     def replicas(self) -> tuple[PinnedReplica, ...]:
-        """Every per-server replica, on consecutive cards of each server in services order.
+        """Every per-server replica, where the file pins it (:func:`~npucenter.fleet.placement.
+        pinned_cards`: consecutive cards of each server in services order).
 
         Entries with a total ``replicas`` count are left to admission and not listed here.
         """
         out: list[PinnedReplica] = []
-        for group in self.servers:
-            for server_id in group.server_names():
-                next_card = 0
-                for service in self.services:
-                    if service.device_id.lower() != group.device_id.lower():
-                        continue
-                    if service.num_replicas is not None:
-                        continue
-                    for _ in range(service.replicas_per_server):
-                        cards = tuple(range(next_card, next_card + service.tp))
-                        next_card += service.tp
-                        out.append(
-                            PinnedReplica(
-                                replica_id=f"{server_id}-r{cards[0]}",
-                                model_id=service.model_id,
-                                device_id=group.device_id,
-                                precision=service.precision,
-                                tp=service.tp,
-                                server_id=server_id,
-                                card_ids=cards,
-                                max_num_seqs=service.max_num_seqs,
-                                deployment=service.deployment_name,
-                            )
-                        )
+        for server_id, index, cards in pinned_cards(self.spec):
+            service = self.services[index]
+            out.append(
+                PinnedReplica(
+                    replica_id=f"{server_id}-r{cards[0]}",
+                    model_id=service.model_id,
+                    device_id=service.device_id,
+                    precision=service.precision,
+                    tp=service.tp,
+                    server_id=server_id,
+                    card_ids=cards,
+                    max_num_seqs=service.max_num_seqs,
+                    deployment=service.deployment_name,
+                )
+            )
         return tuple(out)
 
 
@@ -196,18 +196,7 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
             "two entries of one service on one device (and role) would be one deployment",
             hint="merge them (replicas_per_server) or give them different service names",
         )
-    return Fleet(
-        name=spec.name,
-        servers=tuple(
-            ServerGroup(
-                device_id=p.device, num_servers=p.num_servers, cards_per_server=p.cards_per_server
-            )
-            for p in spec.servers
-        ),
-        services=services,
-        tariff_usd_per_device_hour=dict(spec.tariff_usd_per_device_hour),
-        tenants=spec.tenants,
-    )
+    return Fleet(spec=spec, services=services)
 
 
 def fleet_from_dict(data: Mapping[str, Any]) -> Fleet:

@@ -37,6 +37,7 @@ __all__ = [
     "PlacedReplica",
     "fleet_admission",
     "fleet_servers",
+    "pinned_cards",
     "place_fleet",
     "tenant_of",
 ]
@@ -74,14 +75,27 @@ def fleet_servers(fleet: FleetSpec) -> tuple[Server, ...]:
     """The fleet's servers as admission sees them: ``<device>-<n>`` (the live center's names),
     one interconnect each."""
     return tuple(
-        Server(
-            server_id=f"{pool.device}-{n}",
-            device_type=pool.device.lower(),
-            num_cards=pool.cards_per_server,
-        )
+        Server(server_id=name, device_type=pool.device.lower(), num_cards=pool.cards_per_server)
         for pool in fleet.servers
-        for n in range(pool.num_servers)
+        for name in pool.server_names()
     )
+
+
+def pinned_cards(fleet: FleetSpec) -> tuple[tuple[str, int, tuple[int, ...]], ...]:
+    """Where the file pins each ``replicas_per_server`` replica: ``(server_id, deployment index,
+    card indices)``, consecutive cards of every server in the file's order (as ``npucenter up``
+    places them). Entries with a total ``replicas`` count are left to admission."""
+    out: list[tuple[str, int, tuple[int, ...]]] = []
+    for pool in fleet.servers:
+        for server_id in pool.server_names():
+            next_card = 0
+            for index, dep in enumerate(fleet.deployments):
+                if dep.num_replicas is not None or fleet.pool(dep.device) is not pool:
+                    continue
+                for _ in range(dep.replicas_per_server):
+                    out.append((server_id, index, tuple(range(next_card, next_card + dep.tp))))
+                    next_card += dep.tp
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,31 +142,23 @@ def fleet_admission(fleet: FleetSpec) -> FleetAdmission:
             )
             if dep.num_replicas is not None:
                 pending.append(workloads[workload_id])
-    next_card = {s.server_id: 0 for s in servers}
     num_pinned = dict.fromkeys(range(len(fleet.deployments)), 0)
-    for server in servers:
-        for index, dep in enumerate(fleet.deployments):
-            if dep.num_replicas is not None or fleet.pool(dep.device).device.lower() != (
-                server.device_type
-            ):
-                continue
-            for _ in range(dep.replicas_per_server):
-                k = num_pinned[index]
-                num_pinned[index] += 1
-                workload = workloads[f"d{index:03d}-{dep.service}-{dep.role}-{k:04d}"]
-                first = next_card[server.server_id]
-                next_card[server.server_id] += dep.tp
-                running.append(
-                    Admitted(
-                        workload_id=workload.workload_id,
-                        tenant=workload.tenant,
-                        device_type=workload.device_type,
-                        server_id=server.server_id,
-                        card_indices=tuple(range(first, first + dep.tp)),
-                        tp_size=dep.tp,
-                        priority_class=classes[workload.tenant],
-                    )
-                )
+    for server_id, index, cards in pinned_cards(fleet):
+        dep = fleet.deployments[index]
+        k = num_pinned[index]
+        num_pinned[index] += 1
+        workload = workloads[f"d{index:03d}-{dep.service}-{dep.role}-{k:04d}"]
+        running.append(
+            Admitted(
+                workload_id=workload.workload_id,
+                tenant=workload.tenant,
+                device_type=workload.device_type,
+                server_id=server_id,
+                card_indices=cards,
+                tp_size=dep.tp,
+                priority_class=classes[workload.tenant],
+            )
+        )
     snapshot = AdmissionSnapshot(fleet=servers, quotas=quotas, running=tuple(running))
     return FleetAdmission(
         snapshot=snapshot, pending=tuple(pending), workloads=workloads, owner=owner

@@ -75,6 +75,10 @@ class ServerPool:
         """Cards in the pool."""
         return self.num_servers * self.cards_per_server
 
+    def server_names(self) -> tuple[str, ...]:
+        """The servers' names, as the live center and admission call them: ``<device>-<n>``."""
+        return tuple(f"{self.device}-{n}" for n in range(self.num_servers))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetDeployment:

@@ -76,18 +76,18 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
                 have = servers.get(name)
                 if have is None:
                     servers[name] = repo.create_server(
-                        name, group.device_id, group.cards_per_server, {"fleet": fleet.name}
+                        name, group.device, group.cards_per_server, {"fleet": fleet.name}
                     )
                     out.servers.append(name)
                 elif (
-                    have.device_type != canonical_device(group.device_id)
+                    have.device_type != canonical_device(group.device)
                     or len(have.cards) != group.cards_per_server
                 ):
                     log.warning(
                         "server %s is in the store as %d %s cards, the fleet file says %d %s;"
                         " left as it is",
                         name, len(have.cards), have.device_type,
-                        group.cards_per_server, group.device_id,
+                        group.cards_per_server, group.device,
                     )  # fmt: skip
         owners = _register_tenants(repo, fleet, operator, out)
         mine = {
@@ -269,7 +269,7 @@ def device_names(fleet: Fleet) -> dict[str, str]:
         try:
             from npucenter.store.repository import canonical_device
 
-            out[canonical_device(group.device_id)] = group.device_id
+            out[canonical_device(group.device)] = group.device
         except NpuCenterError:
             continue
     return out

@@ -237,8 +237,7 @@ def _server_rows(fleet: Fleet, replicas: list[dict[str, Any]]) -> list[dict[str,
     tariff = {k.lower(): v for k, v in fleet.tariff_usd_per_device_hour.items()}
     out = []
     for group in fleet.servers:
-        for n in range(group.num_servers):
-            server_id = f"{group.device_id}-{n}"
+        for server_id in group.server_names():
             rows = by_server.get(server_id, [])
             num_up = sum(1 for r in rows if r["state"] == "up")
             if not rows:
@@ -250,8 +249,8 @@ def _server_rows(fleet: Fleet, replicas: list[dict[str, Any]]) -> list[dict[str,
             out.append(
                 {
                     "id": server_id,
-                    "device": group.device_id,
-                    "kind": kinds.get(group.device_id.lower()) or _catalog_kind(group.device_id),
+                    "device": group.device,
+                    "kind": kinds.get(group.device.lower()) or _catalog_kind(group.device),
                     "cards": group.cards_per_server,
                     "cards_used": sum(r["tp"] for r in rows),
                     "replicas": len(rows),
@@ -259,8 +258,8 @@ def _server_rows(fleet: Fleet, replicas: list[dict[str, Any]]) -> list[dict[str,
                     "power_w": sum(r["power_w"] for r in rows),
                     "health": health,
                     "ok": bool(rows) and num_up == len(rows),
-                    "tariff": f"{tariff[group.device_id.lower()]:g}"
-                    if group.device_id.lower() in tariff
+                    "tariff": f"{tariff[group.device.lower()]:g}"
+                    if group.device.lower() in tariff
                     else "—",
                 }
             )

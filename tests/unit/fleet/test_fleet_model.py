@@ -19,7 +19,7 @@ FLEET_FILES = sorted(p for p in EXAMPLES.glob("*.yaml") if "servers:" in p.read_
 
 def test_default_fleet_has_two_rngd_servers_and_one_h100_server() -> None:
     fleet = default_fleet()
-    groups = {g.device_id: g for g in fleet.servers}
+    groups = {g.device: g for g in fleet.servers}
     assert groups["rngd"].num_servers == 2 and groups["rngd"].cards_per_server == 8
     assert groups["h100"].num_servers == 1
     replicas = fleet.replicas()
@@ -120,7 +120,7 @@ def test_every_example_is_read_by_the_simulator_and_the_live_center(path: Path) 
     spec = fleet_spec_from_mapping(yaml.safe_load(path.read_text()))
     fleet = load_fleet(path)
     assert fleet.name == spec.name
-    assert [(g.device_id, g.num_servers, g.cards_per_server) for g in fleet.servers] == [
+    assert [(g.device, g.num_servers, g.cards_per_server) for g in fleet.servers] == [
         (p.device, p.num_servers, p.cards_per_server) for p in spec.servers
     ]
     assert len(fleet.services) == len(spec.deployments)
@@ -183,3 +183,13 @@ def test_public_names_match_all() -> None:
         for name in mod.__all__:
             assert hasattr(mod, name), (mod.__name__, name)
     assert not {"load_fleet", "yaml"} & set(vars(model)), "the fleet model does no I/O"
+
+
+@pytest.mark.parametrize("path", FLEET_FILES, ids=lambda p: p.name)
+def test_the_live_view_pins_replicas_where_the_twin_runs_them(path: Path) -> None:
+    """One pinned layout: the live center's replicas are the twin's per-server running set."""
+    from npucenter.fleet import fleet_admission
+
+    fleet = load_fleet(path)
+    twin = {(a.server_id, a.card_indices) for a in fleet_admission(fleet.spec).snapshot.running}
+    assert {(r.server_id, r.card_ids) for r in fleet.replicas()} == twin
