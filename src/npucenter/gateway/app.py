@@ -173,6 +173,9 @@ class Gateway:
         self.started_wall_s = time.time()
         self.expected_models: set[str] = set()  # served once their replicas are up (starting)
         self.replica_servers: dict[str, str] = {}  # replica id -> server, placed outside the fleet
+        # model id -> its tokenizer's prompt count (request, endpoint) -> tokens | None, set by
+        # the reconciler for real engines with a local tokenizer; else the estimate below
+        self.token_counters: dict[str, Callable[[dict[str, Any], str], int | None]] = {}
         self.usage_totals: dict[tuple[str, str], UsageTotals] = {}  # (tenant, model) -> totals
         # one sample a second: (Unix time, requests answered, output tokens) for the dashboard
         self.history: deque[tuple[float, int, int]] = deque(maxlen=600)
@@ -405,7 +408,13 @@ class Gateway:
             raise NotFoundError("model", model_id, valid=self.models())
         stream = bool(request.get("stream", False))
         prompt_text, num_ids = _prompt_text(request, call.endpoint)
-        est_in = num_ids + int(len(prompt_text) / self.config.chars_per_token) + 1
+        counter = self.token_counters.get(model_id)
+        counted = counter(request, call.endpoint) if counter is not None else None
+        est_in = (
+            counted
+            if counted is not None
+            else num_ids + int(len(prompt_text) / self.config.chars_per_token) + 1
+        )
         max_out = _max_tokens(request, self.config.default_max_tokens)
         call.input_tokens = est_in
         call.reservation = self.budgets.reserve(principal, est_in + max_out)

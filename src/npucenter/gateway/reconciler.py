@@ -38,6 +38,7 @@ import httpx
 
 from npucenter.engines import EngineChoice, ReplicaSpec
 from npucenter.engines.models import ensure_model, resolve_model_path
+from npucenter.engines.tokenizer import tokenizer_counter
 from npucenter.errors import NpuCenterError, UpstreamError
 from npucenter.executors.base import Executor, ReplicaState
 from npucenter.executors.procs import Ticker
@@ -387,6 +388,7 @@ class DeploymentReconciler:
                 replica = await self.executor.start(spec, replica_id=rid)
                 if spec.engine != "virtual":
                     await self._require_listed(replica.base_url, w.model, None, 10.0)
+                    await self._use_tokenizer(w.model, spec.model_path)
         except asyncio.CancelledError:
             if not w.engine.is_external and any(
                 r.replica_id == rid for r in self.executor.replicas()
@@ -409,6 +411,15 @@ class DeploymentReconciler:
         self._running[rid] = w
         self._publish()  # serve it as soon as it is up
         return True
+
+    async def _use_tokenizer(self, model: str, model_path: str | None) -> None:
+        """Let the gateway count ``model``'s prompts with its own tokenizer (when local)."""
+        counters = getattr(self.gateway, "token_counters", None)
+        if counters is None or model in counters:
+            return
+        counter = await asyncio.to_thread(tokenizer_counter, model_path)
+        if counter is not None:
+            counters[model] = counter
 
     def _fail(self, w: WantedReplica, exc: BaseException) -> None:
         rid = w.replica_id
@@ -520,10 +531,10 @@ class DeploymentReconciler:
     # --- the gateway's view ----------------------------------------------------------------
 
     def _publish(self) -> None:
-        urls = {
+        urls = {  # ready ones only: a restarting engine gets no request until it answers
             r.replica_id: r.base_url
             for r in self.executor.replicas()
-            if r.state != ReplicaState.STOPPED
+            if r.state == ReplicaState.READY
         }
         endpoints = []
         for rid, w in sorted(self._running.items()):
