@@ -183,13 +183,16 @@ def test_tables_and_charts_show_the_tenants_usage(
 
     # tokens by tenant: acme's bar is labelled with its token count
     bars = page.locator("#chart-tenants svg")
-    assert f"acme: {u['prompt'] + u['completion']:,} tokens" in bars.locator("title").text_content()
+    assert (
+        f"acme: {u['prompt'] + u['completion']:,} tokens"
+        in bars.locator(":scope > title").text_content()
+    )
     # the live charts drew lines; the TTFT one from the two streamed requests
     for chart in ("rate", "throughput", "ttft", "tpot"):
         svg = page.locator(f"#chart-{chart} svg")
         assert svg.get_attribute("role") == "img", chart
         assert svg.locator("polyline, circle").count() >= 1, chart
-        assert "max" in svg.locator("title").text_content(), chart
+        assert "max" in svg.locator(":scope > title").text_content(), chart
     box = page.locator("#chart-rate svg").bounding_box()
     assert box is not None and box["width"] > 300 and box["height"] > 100
 
@@ -262,7 +265,7 @@ def test_layout_is_accessible(center: Center, page: Any) -> None:
         assert table.locator("thead th[scope=col]").count() >= 5, name
     for svg in page.locator("svg").all():  # every chart says what it shows in words
         assert svg.get_attribute("role") == "img"
-        assert svg.locator("title").text_content().strip()
+        assert svg.locator(":scope > title").text_content().strip()
     assert page.locator("h1").count() == 1
     page.keyboard.press("Tab")  # the first stop is the skip link, and it shows
     skip = page.get_by_role("link", name="Skip to content")

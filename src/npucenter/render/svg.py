@@ -222,9 +222,10 @@ def _line(
             if step and i:
                 coords.append(f"{px(x):.1f},{py(segment[i - 1][1]):.1f}")
             coords.append(f"{px(x):.1f},{py(y):.1f}")
+        label = f"<title>{escape(s.name)}</title>" if s.name else ""  # no empty titles
         out.append(
             f'<polyline fill="none" stroke-width="2" {style} points="{" ".join(coords)}">'
-            f"<title>{escape(s.name)}</title></polyline>"
+            f"{label}</polyline>"
         )
     if markers and sum(len(seg) for seg in segments) <= _MAX_MARKERS:
         out.extend(
