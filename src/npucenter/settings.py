@@ -37,12 +37,14 @@ __all__ = [
     "ENV_JOB_RO_PATHS",
     "ENV_JOB_RUNNER",
     "ENV_JOB_TELEMETRY",
+    "ENV_OPEN_ENDPOINTS",
     "ENV_PARENT_PID",
     "ENV_RAY_ADDRESS",
     "ENV_ROUTING_POLICY",
     "ENV_TARIFF",
     "ENV_URL",
     "ENV_VIRTUAL_FLEET",
+    "OPEN_ENDPOINT_GROUPS",
     "Settings",
     "catalog_paths_from_env",
     "default_data_dir",
@@ -90,8 +92,19 @@ ENV_JOB_RO_PATHS = "NPUCENTER_JOB_RO_PATHS"
 ENV_EXECUTOR = "NPUCENTER_EXECUTOR"
 #: The Ray cluster for ``NPUCENTER_EXECUTOR=ray`` (``auto``, ``127.0.0.1:6379``, ``ray://...``).
 ENV_RAY_ADDRESS = "NPUCENTER_RAY_ADDRESS"
+#: What /metrics, /docs and /openapi.json show to clients off loopback: ``metrics,docs`` (or
+#: ``all``) opens them; default none (loopback and admin keys only). See docs/reliability.md.
+ENV_OPEN_ENDPOINTS = "NPUCENTER_OPEN_ENDPOINTS"
+OPEN_ENDPOINT_GROUPS = ("metrics", "docs")
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_ROUTING_POLICY = "prefix-affinity"
+
+
+def _open_endpoints(text: str) -> frozenset[str]:
+    names = {part.strip().lower() for part in text.split(",") if part.strip()}
+    if names & {"all", "*"}:
+        return frozenset(OPEN_ENDPOINT_GROUPS)
+    return frozenset(names - {"none"})
 
 
 def default_data_dir() -> Path:
@@ -130,6 +143,7 @@ class Settings:
     job_ro_paths: tuple[Path, ...] = ()
     executor: str = "local"  # local | ray: where deployment replicas (and jobs) run
     ray_address: str | None = None  # the Ray cluster when executor == "ray"
+    open_endpoints: frozenset[str] = frozenset()  # of OPEN_ENDPOINT_GROUPS, open off loopback
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -156,6 +170,11 @@ class Settings:
         ):
             if value not in valid:
                 raise InvalidConfigError(name, value, f"must be one of {', '.join(valid)}")
+        unknown = set(self.open_endpoints) - set(OPEN_ENDPOINT_GROUPS)
+        if unknown:
+            raise InvalidConfigError(
+                ENV_OPEN_ENDPOINTS, ",".join(sorted(unknown)), "choose from metrics, docs, all"
+            )
 
     @classmethod
     def from_env(
@@ -173,6 +192,7 @@ class Settings:
             api_key=env.get(ENV_API_KEY) or None,
             tariff_usd_per_device_hour=parse_tariff(env.get(ENV_TARIFF, "")),
             fleet_path=Path(env[ENV_FLEET]).expanduser() if env.get(ENV_FLEET) else None,
+            open_endpoints=_open_endpoints(env.get(ENV_OPEN_ENDPOINTS, "")),
             run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
             admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
             job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,

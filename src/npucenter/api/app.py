@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 from npucenter import __version__
 from npucenter.api.context import ControlPlane
 from npucenter.api.errors import install_error_handlers
+from npucenter.api.guard import ApiGuard
 from npucenter.api.routes import ROUTERS
 from npucenter.registry import Registry
 from npucenter.settings import Settings
@@ -103,6 +104,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.control = control
+    app.add_middleware(
+        ApiGuard, authenticate=control.authenticate, open_endpoints=settings.open_endpoints
+    )
     app.state.lifespan_hooks = hooks
     app.state.generated_admin_key = generated
     app.state.admin_key_notice = notice

@@ -101,7 +101,13 @@ def _control(request: Request) -> ControlPlane:
 
 
 def caller_context(request: Request, control: ControlPlane = Depends(_control)) -> RequestContext:
-    """Dependency: authenticate ``Authorization: Bearer <key>`` (or ``X-API-Key``)."""
+    """Dependency: authenticate ``Authorization: Bearer <key>`` (or ``X-API-Key``).
+
+    The front door (:mod:`npucenter.api.guard`) has usually done it before the body was read.
+    """
+    checked = getattr(request.state, "principal", None)
+    if checked is not None:
+        return RequestContext(control=control, principal=checked)
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else ""
     secret = secret or request.headers.get("x-api-key", "").strip()

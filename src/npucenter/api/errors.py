@@ -81,6 +81,17 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(mapped)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @app.exception_handler(RecursionError)
+    async def _nested(_: Request, exc: RecursionError) -> JSONResponse:
+        # json.loads of a body nested thousands deep: the client's error, told without internals
+        log.info("refused a request body nested too deeply")
+        body = {
+            "code": "invalid_request",
+            "message": "the JSON body is nested too deeply",
+            "details": {"hint": "send at most a few hundred levels of nested arrays and objects"},
+        }
+        return JSONResponse({"error": body}, status_code=400)
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)

@@ -1,7 +1,8 @@
 """Pydantic models of the control-plane API: request bodies (extra fields refused) and responses.
 
 Field names carry units like the core (``_cards``, ``_s``, ``_j``). Range checks that need no
-stored state live here so that malformed bodies are answered 422 before touching the store.
+stored state live here so that malformed bodies are answered 422 before touching the store;
+request bodies are strict (no booleans or strings for numbers, no NaN, no unknown fields).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ Name = Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: true/false are not numbers and "3" is not an integer ({"replicas": false} is a
+    # 422, not a scale to 0); NaN and Infinity are refused.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class _Out(BaseModel):
@@ -292,8 +295,8 @@ class UsageIn(_In):
     kind: str = Field(min_length=1, max_length=32)
     device_type: str | None = None
     device_seconds: float = Field(default=0.0, ge=0)
-    tokens_in: int = Field(default=0, ge=0)
-    tokens_out: int = Field(default=0, ge=0)
+    tokens_in: int = Field(default=0, ge=0, le=2**31 - 1)
+    tokens_out: int = Field(default=0, ge=0, le=2**31 - 1)
     energy_j: float = Field(default=0.0, ge=0)
     cost_usd: float | None = Field(default=None, ge=0)
     ref: str = Field(default="", max_length=256)

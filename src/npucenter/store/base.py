@@ -7,6 +7,7 @@ A store class wraps one SQLAlchemy ``Session`` (one transaction) and never commi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,20 @@ from npucenter.catalog import default_catalog
 from npucenter.errors import InvalidConfigError
 from npucenter.store.rates import CardRates
 
-__all__ = ["StoreBase", "canonical_device", "check_choice", "check_name", "check_runs_on"]
+__all__ = [
+    "MAX_ROW_ID",
+    "StoreBase",
+    "canonical_device",
+    "check_choice",
+    "check_name",
+    "check_runs_on",
+    "is_row_id",
+]
+
+
+#: The largest row id any backend stores (PostgreSQL ``integer``); a larger id names no row.
+MAX_ROW_ID = 2**31 - 1
+_Row = TypeVar("_Row")
 
 
 class StoreBase:
@@ -30,6 +44,23 @@ class StoreBase:
         self.session = session
         self.now_s = now_s
         self.rates = rates or CardRates()
+
+    def row(self, model: type[_Row], row_id: Any) -> _Row | None:
+        """The row of ``model`` with id ``row_id``; None for no row, or an id no row can have.
+
+        Ids from a URL or a body are checked here so that ``99999999999999999999`` or ``true``
+        is simply not found instead of overflowing the database driver.
+        """
+        if isinstance(row_id, bool) or not isinstance(row_id, int):
+            return None
+        if not 1 <= row_id <= MAX_ROW_ID:
+            return None
+        return self.session.get(model, row_id)
+
+
+def is_row_id(ref: str) -> bool:
+    """Whether a reference written as text is a row id (ASCII digits, at most 12) or a name."""
+    return ref.isascii() and ref.isdigit() and len(ref) <= 12
 
 
 def canonical_device(device_type: str) -> str:

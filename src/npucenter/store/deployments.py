@@ -77,7 +77,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
 
     def get_deployment(self, dep_id: int, *, tenant_id: int | None = None) -> Deployment:
         """A deployment by id; outside the caller's scope it is not found."""
-        dep = self.session.get(Deployment, dep_id)
+        dep = self.row(Deployment, dep_id)
         if dep is None or (tenant_id is not None and dep.tenant_id != tenant_id):
             raise NotFoundError("deployment", str(dep_id))
         return dep
@@ -158,7 +158,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
 
     def get_replica(self, replica_id: int) -> ReplicaRow:
         """A replica by id."""
-        rep = self.session.get(ReplicaRow, replica_id)
+        rep = self.row(ReplicaRow, replica_id)
         if rep is None:
             raise NotFoundError("replica", str(replica_id))
         return rep

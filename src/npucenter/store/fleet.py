@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from npucenter.errors import ConflictError, InvalidConfigError, NotFoundError
-from npucenter.store.base import StoreBase, canonical_device, check_choice, check_name
+from npucenter.store.base import StoreBase, canonical_device, check_choice, check_name, is_row_id
 from npucenter.store.models import Allocation, CardRow, Job, ReplicaRow, ServerRow
 
 __all__ = ["HEALTH_STATES", "FleetStore"]
@@ -48,8 +48,8 @@ class FleetStore(StoreBase):
 
     def get_server(self, ref: str | int) -> ServerRow:
         """A server by id or name."""
-        if isinstance(ref, int) or str(ref).isdigit():
-            server = self.session.get(ServerRow, int(ref))
+        if isinstance(ref, int) or is_row_id(str(ref)):
+            server = self.row(ServerRow, int(ref))
         else:
             server = self.session.scalar(select(ServerRow).where(ServerRow.name == ref))
         if server is None:
@@ -106,7 +106,7 @@ class FleetStore(StoreBase):
         return list(self.session.scalars(select(Allocation).order_by(Allocation.id)))
 
     def _cards(self, card_ids: Sequence[int]) -> list[CardRow]:
-        cards = [self.session.get(CardRow, cid) for cid in card_ids]
+        cards = [self.row(CardRow, cid) for cid in card_ids]
         if not cards or any(c is None for c in cards):
             raise NotFoundError("card", ",".join(map(str, card_ids)))
         return [c for c in cards if c is not None]

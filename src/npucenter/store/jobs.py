@@ -96,7 +96,7 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
 
     def get_job(self, job_id: int, *, tenant_id: int | None = None) -> Job:
         """A job by id; outside the caller's scope it is not found."""
-        job = self.session.get(Job, job_id)
+        job = self.row(Job, job_id)
         if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
             raise NotFoundError("job", str(job_id))
         return job

@@ -215,7 +215,7 @@ class KeyStore(StoreBase):
 
     def revoke_key(self, key_id: int, *, tenant_id: int | None = None) -> ApiKey:
         """Mark a key revoked; it stops authenticating at once."""
-        key = self.session.get(ApiKey, key_id)
+        key = self.row(ApiKey, key_id)
         if key is None or (tenant_id is not None and key.tenant_id != tenant_id):
             raise NotFoundError("key", str(key_id))
         if key.revoked_at_s is None:
@@ -231,7 +231,7 @@ class KeyStore(StoreBase):
             )
         name = ""
         if key.tenant_id is not None:
-            tenant = self.session.get(Tenant, key.tenant_id)
+            tenant = self.row(Tenant, key.tenant_id)
             name = tenant.name if tenant else ""
         return Principal(
             key_id=f"key-{key.id}",
@@ -250,7 +250,7 @@ class KeyStore(StoreBase):
         fp = memo.fingerprint(secret)
         known = memo.get(fp)
         if known is not None:
-            return self.session.get(ApiKey, known)
+            return self.row(ApiKey, known)
         generated = _GENERATED.fullmatch(secret)
         if generated is not None:
             stmt = select(ApiKey).where(ApiKey.short_id == generated.group(1))

@@ -45,7 +45,7 @@ class LedgerStore(StoreBase):
         ):
             if value is not None and value < 0:
                 raise InvalidConfigError(field, value, "must be >= 0")
-        if self.session.get(Tenant, tenant_id) is None:
+        if self.row(Tenant, tenant_id) is None:
             raise NotFoundError("tenant", str(tenant_id))
         entry = UsageEntry(
             tenant_id=tenant_id,
@@ -92,7 +92,7 @@ class LedgerStore(StoreBase):
             elif alloc.replica_id is not None:
                 reps.setdefault(alloc.replica_id, []).append(alloc)
         for job_id, allocs in jobs.items():
-            job = self.session.get(Job, job_id)
+            job = self.row(Job, job_id)
             assert job is not None
             rows += self._bill(
                 allocs,
@@ -103,9 +103,9 @@ class LedgerStore(StoreBase):
                 release=False,
             )[1]
         for rep_id, allocs in reps.items():
-            rep = self.session.get(ReplicaRow, rep_id)
+            rep = self.row(ReplicaRow, rep_id)
             assert rep is not None
-            dep = self.session.get(Deployment, rep.deployment_id)
+            dep = self.row(Deployment, rep.deployment_id)
             assert dep is not None
             rows += self._bill(
                 allocs,

@@ -103,7 +103,7 @@ class QuotaStore(TenantStore):
 
     def delete_quota(self, quota_id: int) -> None:
         """Remove a quota row (the tenant keeps what it holds until the next reclaim)."""
-        quota = self.session.get(Quota, quota_id)
+        quota = self.row(Quota, quota_id)
         if quota is None:
             raise NotFoundError("quota", str(quota_id))
         self.session.delete(quota)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from npucenter.errors import ConflictError, NotFoundError
-from npucenter.store.base import StoreBase, check_choice, check_name
+from npucenter.store.base import StoreBase, check_choice, check_name, is_row_id
 from npucenter.store.models import Tenant
 
 __all__ = ["TENANT_KINDS", "TenantStore"]
@@ -39,8 +39,8 @@ class TenantStore(StoreBase):
 
     def get_tenant(self, ref: str | int, *, tenant_id: int | None = None) -> Tenant:
         """A tenant by id or name; outside the caller's scope it is not found."""
-        if isinstance(ref, int) or str(ref).isdigit():
-            tenant = self.session.get(Tenant, int(ref))
+        if isinstance(ref, int) or is_row_id(str(ref)):
+            tenant = self.row(Tenant, int(ref))
         else:
             tenant = self.session.scalar(select(Tenant).where(Tenant.name == ref))
         if tenant is None or (tenant_id is not None and tenant.id != tenant_id):

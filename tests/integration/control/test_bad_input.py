@@ -268,3 +268,96 @@ def test_gangs_that_could_never_be_admitted_are_refused(admin, populated):
     after = _snapshot(admin)
     assert after["/api/jobs"] == before["/api/jobs"]
     assert after["/api/deployments"] == before["/api/deployments"]
+
+
+@pytest.mark.parametrize("big", ["18446744073709551616", "9223372036854775808", "2147483648"])
+def test_ids_beyond_any_row_are_not_found_not_500(admin, populated, big):
+    before = _snapshot(admin)
+    for method, path in (
+        ("GET", f"/api/deployments/{big}"),
+        ("PATCH", f"/api/deployments/{big}"),
+        ("DELETE", f"/api/deployments/{big}"),
+        ("GET", f"/api/jobs/{big}"),
+        ("POST", f"/api/jobs/{big}/cancel"),
+        ("DELETE", f"/api/quotas/{big}"),
+        ("DELETE", f"/api/keys/{big}"),
+        ("GET", f"/api/tenants/{big}"),
+        ("GET", f"/api/servers/{big}"),
+        ("GET", "/api/tenants/" + "1" * 5000),
+    ):
+        body = {"replicas": 1} if method == "PATCH" else None
+        resp = admin.request(method, path, json=body)
+        _error(resp, 404, "not_found")
+    assert _snapshot(admin) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("PATCH dep", {"replicas": False}, "replicas"),
+        ("PUT /api/quotas", {"tenant": "acme", "device_type": "rngd", "nominal_cards": True}, "nominal_cards"),
+        ("POST /api/jobs", {"name": "j", "kind": "benchmark", "device_type": "rngd", "num_cards": True, "command": ["x"]}, "num_cards"),
+        ("PATCH dep", {"replicas": "2"}, "replicas"),
+        ("PUT /api/quotas", {"tenant": "acme", "device_type": "rngd", "nominal_cards": 1, "tokens_per_s": True}, "tokens_per_s"),
+    ],
+)  # fmt: skip
+def test_booleans_and_strings_are_not_numbers(admin, populated, path, body, field):
+    before = _snapshot(admin)
+    method, _, url = path.partition(" ")
+    if url == "dep":
+        url = f"/api/deployments/{populated['dep']['id']}"
+    error = _error(admin.request(method, url, json=body), 422, "invalid_request")
+    assert field in error["message"]
+    assert _snapshot(admin) == before  # {"replicas": false} did not scale to 0
+
+
+def test_a_deeply_nested_body_is_a_400_without_internals(admin, populated):
+    before = _snapshot(admin)
+    deep = '{"name": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    resp = admin.post("/api/tenants", content=deep, headers={"Content-Type": "application/json"})
+    error = _error(resp, 400, "invalid_request")
+    assert "Recursion" not in resp.text and "maximum" not in error["message"]
+    assert _snapshot(admin) == before
+
+
+def test_api_bodies_are_bounded_and_the_key_is_checked_before_the_body(app, admin):
+    from fastapi.testclient import TestClient
+
+    big = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'", "kind": "company"}'
+    resp = admin.post("/api/tenants", content=big, headers={"Content-Type": "application/json"})
+    _error(resp, 413, "invalid_request")
+
+    def chunks():
+        for _ in range(64):
+            yield b"x" * 65536
+
+    resp = admin.post(
+        "/api/tenants", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    _error(resp, 413, "invalid_request")
+    with TestClient(app) as anonymous:
+        for headers in ({}, {"Authorization": "Bearer npc_wrongwro_" + "x" * 43}):
+            resp = anonymous.post("/api/tenants", content=big, headers=headers)
+            _error(resp, 401, "unauthenticated")
+    assert {t["name"] for t in admin.get("/api/tenants").json()} == set()
+
+
+def test_metrics_and_docs_are_for_loopback_and_admins_unless_opened(
+    app, admin_key, tmp_path, database_url
+):
+    from fastapi.testclient import TestClient
+
+    from npucenter.api import create_app
+    from npucenter.settings import Settings
+
+    remote = TestClient(app, client=("203.0.113.7", 5000))
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        _error(remote.get(path), 401, "unauthenticated")
+        assert remote.get(path, headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+    assert TestClient(app).get("/openapi.json").status_code == 200  # loopback
+    opened = create_app(
+        Settings(data_dir=tmp_path, database_url=database_url, open_endpoints=frozenset({"docs"})),
+        migrate=False,
+    )
+    assert TestClient(opened, client=("203.0.113.7", 5000)).get("/openapi.json").status_code == 200
+    opened.state.control.db.dispose()
