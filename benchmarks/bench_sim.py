@@ -1,12 +1,17 @@
-"""Benchmark of the digital twin: the Azure conversation trace on the 80/20 example fleet, and
-how wall time and memory grow with the number of requests (up to 1,000,000 synthetic ones).
+"""Benchmark of the digital twin: the Azure conversation trace on the 80/20 example fleet, how
+wall time and memory grow with the number of requests (up to 1,000,000 synthetic ones), and how
+the cost per request grows with the number of replicas.
 
 Targets (issue 4): the one-hour trace (19,366 requests) in under 3.6 s wall (1,000x real time);
-1,000,000 synthetic requests in under 120 s with peak memory under 2 GB. Each scale point runs in
-its own subprocess so its peak RSS is its own. Writes bench/results/sim.json.
+1,000,000 synthetic requests in under 120 s with peak memory under 2 GB. Issue 18: microseconds
+per request at most 1.3x from 12 to 1,200 replicas at the same traffic per replica (the 80/20
+fleet x1, x10, x100, each replica offered the conversation trace's rate / 12 and 200 requests);
+``--big``: 10,008 replicas (x834) and 10,008,000 requests within the machine's memory. Each point
+runs in its own subprocess so its peak RSS is its own. Writes bench/results/sim.json.
 
-    .venv/bin/python benchmarks/bench_sim.py            # full run (~2 min on 2 cores)
+    .venv/bin/python benchmarks/bench_sim.py            # full run (~4 min on 2 cores)
     .venv/bin/python benchmarks/bench_sim.py --quick    # no 1M point
+    .venv/bin/python benchmarks/bench_sim.py --big      # also 10,008 replicas x 10 M requests
 """
 
 from __future__ import annotations
@@ -23,17 +28,90 @@ ROOT = Path(__file__).resolve().parents[1]
 FLEET = ROOT / "examples" / "fleets" / "gwangju-80-20.yaml"
 OUT = ROOT / "bench" / "results" / "sim.json"
 SCALE_POINTS = (10_000, 30_000, 100_000, 1_000_000)
+FLEET_SCALES = (1, 10, 100)  # copies of the 80/20 fleet: 12, 120 and 1,200 replicas
+FLEET_POLICIES = ("npu-first", "least-outstanding-tokens")
+REQUESTS_PER_REPLICA = 200
+BIG_SCALE, BIG_REQUESTS_PER_REPLICA = 834, 1000  # 10,008 replicas, 10,008,000 requests
 
 
-def _center(policy: str):
+def _center(policy: str, copies: int = 1):
     import yaml
 
     from npucenter.catalog import default_catalog
     from npucenter.fleet.spec import fleet_spec_from_mapping
     from npucenter.sim.center import build_center
 
-    spec = fleet_spec_from_mapping(yaml.safe_load(FLEET.read_text()))
-    return build_center(spec, default_catalog(), policy=policy)
+    data = yaml.safe_load(FLEET.read_text())
+    for pool in data["servers"]:
+        pool["count"] *= copies
+    return build_center(fleet_spec_from_mapping(data), default_catalog(), policy=policy)
+
+
+def _conv_like(num_requests: int, rate_scale: float):
+    """Poisson arrivals at ``rate_scale`` x the conversation trace's rate, with its lengths."""
+    import numpy as np
+
+    from npucenter.workload import (
+        EmpiricalLengths,
+        PoissonArrivals,
+        read_azure_trace,
+        synthetic_trace,
+    )
+
+    conv = read_azure_trace("conv")
+    return synthetic_trace(
+        num_requests=num_requests,
+        arrivals=PoissonArrivals(rate_rps=conv.mean_rate_rps * rate_scale),
+        prompt=EmpiricalLengths.from_array(conv.prompt_tokens),
+        output=EmpiricalLengths.from_array(conv.output_tokens),
+        rng=np.random.default_rng(0),
+    )
+
+
+def run_fleet_scale(copies: int, per_replica: int, policy: str) -> dict[str, object]:
+    """``copies`` x the 80/20 fleet with ``copies`` x its traffic: the cost per request.
+
+    A short warm-up run first (first calls, caches), then the timed run; CPU time is reported
+    beside wall time because the machine is shared and wall time counts other processes' turns.
+    """
+    built = time.perf_counter()
+    center = _center(policy, copies)
+    build_s = time.perf_counter() - built
+    replicas = len(center.placement.replicas)
+    n = replicas * per_replica
+    made = time.perf_counter()
+    trace = _conv_like(n, float(copies))
+    trace_s = time.perf_counter() - made
+    center.run(trace.head(min(n, 2000)))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = center.run(trace)
+    wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "policy": policy,
+        "copies": copies,
+        "replicas": replicas,
+        "requests": n,
+        "completed": result.summary["completed"],
+        "center_build_s": build_s,
+        "trace_build_s": trace_s,
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        "us_per_request": wall_s / n * 1e6,
+        "cpu_us_per_request": cpu_s / n * 1e6,
+        "events": result.num_events,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def _subprocess(args: list[str], timeout_s: float | None = 600) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, __file__, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_conv(policy: str, repeats: int) -> dict[str, object]:
@@ -74,24 +152,8 @@ def run_conv(policy: str, repeats: int) -> dict[str, object]:
 
 def run_synthetic(num_requests: int) -> dict[str, object]:
     """``num_requests`` Poisson requests at the conversation trace's rate and lengths."""
-    import numpy as np
-
-    from npucenter.workload import (
-        EmpiricalLengths,
-        PoissonArrivals,
-        read_azure_trace,
-        synthetic_trace,
-    )
-
-    conv = read_azure_trace("conv")
     started = time.perf_counter()
-    trace = synthetic_trace(
-        num_requests=num_requests,
-        arrivals=PoissonArrivals(rate_rps=conv.mean_rate_rps),
-        prompt=EmpiricalLengths.from_array(conv.prompt_tokens),
-        output=EmpiricalLengths.from_array(conv.output_tokens),
-        rng=np.random.default_rng(0),
-    )
+    trace = _conv_like(num_requests, 1.0)
     made = time.perf_counter()
     result = _center("npu-first").run(trace)
     done = time.perf_counter()
@@ -191,28 +253,45 @@ def run_fidelity(prompt: int = 1024, output: int = 128, n: int = 20_000) -> list
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the 1M-request point")
+    parser.add_argument(
+        "--big", action="store_true", help="also 10,008 replicas and 10,008,000 requests"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fleet", nargs=3, help=argparse.SUPPRESS)  # copies per_replica policy
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_synthetic(args.one)))
         return
+    if args.fleet:
+        copies, per_replica, policy = args.fleet
+        print(json.dumps(run_fleet_scale(int(copies), int(per_replica), policy)))
+        return
     conv = [run_conv(p, repeats=3) for p in ("npu-first", "least-outstanding-tokens")]
     fidelity = run_fidelity()
     points = [n for n in SCALE_POINTS if not (args.quick and n >= 1_000_000)]
-    scaling = []
-    for n in points:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--one", str(n)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        scaling.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    scaling = [_subprocess(["--one", str(n)]) for n in points]
     first = scaling[0]
     for row in scaling:
         # wall per request relative to the smallest run: 1.0 = perfectly linear
         row["per_request_vs_smallest"] = row["us_per_request"] / first["us_per_request"]
+    fleet_scaling = [
+        _subprocess(["--fleet", str(k), str(REQUESTS_PER_REPLICA), policy])
+        for policy in FLEET_POLICIES
+        for k in FLEET_SCALES
+    ]
+    if args.big:
+        fleet_scaling.append(
+            _subprocess(
+                ["--fleet", str(BIG_SCALE), str(BIG_REQUESTS_PER_REPLICA), "npu-first"], None
+            )
+        )
+    for row in fleet_scaling:
+        base = next(r for r in fleet_scaling if r["policy"] == row["policy"] and r["copies"] == 1)
+        # cost per request relative to 12 replicas: 1.0 = independent of the fleet's size
+        row["cpu_per_request_vs_12_replicas"] = (
+            row["cpu_us_per_request"] / base["cpu_us_per_request"]
+        )
+        row["per_request_vs_12_replicas"] = row["us_per_request"] / base["us_per_request"]
     doc = {
         "machine_note": "shared 2-core VM; other processes may run at the same time",
         "conv_trace_80_20": conv,
@@ -221,6 +300,13 @@ def main() -> None:
         "scaling": scaling,
         "target_1m_wall_s": 120.0,
         "target_1m_peak_rss_mb": 2048.0,
+        "fleet_scaling": fleet_scaling,
+        "fleet_scaling_note": (
+            f"x copies of the 80/20 fleet at x copies of the conversation rate, "
+            f"{REQUESTS_PER_REPLICA} requests per replica (--big: {BIG_REQUESTS_PER_REPLICA}); "
+            "cpu_us_per_request is the process's CPU time (wall time counts other processes)"
+        ),
+        "target_per_request_1200_vs_12_replicas": 1.3,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(doc, indent=2) + "\n")
@@ -235,6 +321,14 @@ def main() -> None:
             f"synthetic {row['requests']:>9,}: wall {row['wall_s']:7.2f} s, "
             f"{row['us_per_request']:6.1f} us/request (x{row['per_request_vs_smallest']:.2f}), "
             f"{row['events_per_s']:,.0f} events/s, peak RSS {row['peak_rss_mb']:.0f} MB"
+        )
+    for row in fleet_scaling:
+        print(
+            f"fleet x{row['copies']:<4} [{row['policy']}]: {row['replicas']:>6,} replicas, "
+            f"{row['requests']:>10,} requests: {row['cpu_us_per_request']:6.1f} us/request CPU "
+            f"(x{row['cpu_per_request_vs_12_replicas']:.2f} vs 12 replicas; wall "
+            f"{row['us_per_request']:.1f} us, x{row['per_request_vs_12_replicas']:.2f}), "
+            f"peak RSS {row['peak_rss_mb']:,.0f} MB"
         )
     for row in fidelity:
         print(
