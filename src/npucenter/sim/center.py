@@ -40,6 +40,9 @@ __all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 # event kinds; at equal times arrivals, then wake-ups, hand-offs, replicas stopped or restarted
 _WAKE, _HANDOFF, _CAPACITY = 0, 1, 2
 _BLOCK = 65_536  # requests converted to Python numbers at a time
+# pools smaller than this are scanned by the policies (cheaper than keeping ordered views there;
+# the decisions are the same either way)
+_INDEX_MIN_REPLICAS = 32
 
 
 @dataclass(slots=True, eq=False)
@@ -348,7 +351,7 @@ class _Loop:
     def _arrive(self, idx: int, t: float, prompt: int, output: int, pools: _ServicePools) -> None:
         board = pools.entry
         decision = pools.policy.route(
-            RoutingSnapshot(now_s=t, replicas=board.states, index=board),
+            RoutingSnapshot(now_s=t, replicas=board.states, index=_routing_index(board)),
             RouteRequest(
                 request_id=str(idx),
                 model_id=pools.model_id,
@@ -438,7 +441,7 @@ class _Loop:
         output = int(self.trace.output_tokens[idx])
         board = pools.decode
         decision = pools.decode_policy.route(
-            RoutingSnapshot(now_s=t, replicas=board.states, index=board),
+            RoutingSnapshot(now_s=t, replicas=board.states, index=_routing_index(board)),
             RouteRequest(
                 request_id=str(idx),
                 model_id=pools.model_id,
@@ -468,6 +471,11 @@ class _Loop:
         else:
             self.decode_replica_index[idx] = rep.index
         self._after_sync(rep)
+
+
+def _routing_index(board: ReplicaIndex) -> ReplicaIndex | None:
+    """The index a policy may answer from (None: scan the snapshot)."""
+    return board if len(board) >= _INDEX_MIN_REPLICAS else None
 
 
 def _board(replicas: Sequence[SimReplica]) -> ReplicaIndex:

@@ -26,6 +26,7 @@ from npucenter.sim.center import build_center
 from npucenter.sim.results import SimResult
 from npucenter.workload import (
     EmpiricalLengths,
+    FixedLength,
     PoissonArrivals,
     Trace,
     read_azure_trace,
@@ -89,6 +90,44 @@ def _mixed() -> FleetSpec:
     )
 
 
+def _reclaim(replicas: int) -> FleetSpec:
+    """acme's replicas borrow kaist's H100 cards; kaist's jobs take half back over [100, 150) s."""
+    half = replicas // 2
+    return fleet_spec_from_mapping(
+        {
+            "servers": [{"device": "h100", "count": replicas // 8, "cards_per_server": 8}],
+            "services": [
+                {"model": "llama-3.1-8b", "device": "h100", "replicas": replicas, "tenant": "acme"}
+            ],
+            "jobs": [
+                {
+                    "name": f"lora-{k}",
+                    "tenant": "kaist",
+                    "device": "h100",
+                    "cards": 4,
+                    "arrival_s": 100.0,
+                    "duration_s": 50.0,
+                }
+                for k in range(half // 4)
+            ],
+            "tenants": {
+                "acme": {"cohort": "c", "priority": "production", "nominal_cards": {"h100": half}},
+                "kaist": {"cohort": "c", "priority": "research", "nominal_cards": {"h100": half}},
+            },
+        }
+    )
+
+
+def _fixed(num_requests: int, rate_rps: float, seed: int) -> Trace:
+    return synthetic_trace(
+        num_requests=num_requests,
+        arrivals=PoissonArrivals(rate_rps=rate_rps),
+        prompt=FixedLength(tokens=1000),
+        output=FixedLength(tokens=200),
+        rng=np.random.default_rng(seed),
+    )
+
+
 def cases() -> Iterator[tuple[str, Callable[[], SimResult]]]:
     """(name, run) of every case: fleets large enough to route among many replicas."""
     cat = default_catalog()
@@ -103,7 +142,17 @@ def cases() -> Iterator[tuple[str, Callable[[], SimResult]]]:
     disagg = _fleet("disagg-h100-prefill-rngd-decode")
     for policy in ("least-outstanding-tokens", "npu-first"):
         yield f"disagg/{policy}", run(disagg, policy, _trace(1500, 2.0, seed=2))
-    jobs = _fleet("center-with-jobs")  # replicas preempted and readmitted for jobs
+    disagg8 = _fleet("disagg-h100-prefill-rngd-decode", scale=8)  # 32 prefill, 64 decode
+    for policy in ("least-outstanding-tokens", "npu-first"):
+        yield f"disagg-x8/{policy}", run(disagg8, policy, _trace(4000, 16.0, seed=6))
+    # replicas preempted and readmitted for a job (8: pools scanned; 40: pools indexed)
+    yield (
+        "reclaim-8/least-outstanding-tokens",
+        run(_reclaim(8), "least-outstanding-tokens", _fixed(1200, 6.0, 3)),
+    )
+    for policy in ("least-outstanding-tokens", "npu-first", "round-robin"):
+        yield f"reclaim-40/{policy}", run(_reclaim(40), policy, _fixed(6000, 30.0, 7))
+    jobs = _fleet("center-with-jobs")  # jobs beside replicas (no replica preempted)
     for policy in ("least-outstanding-tokens", "npu-first"):
         yield f"jobs/{policy}", run(jobs, policy, _trace(6000, 2.0, seed=3).scale_rate(0.25))
     two = _fleet("two-services")

@@ -20,21 +20,20 @@ __all__ = ["LeastView", "ReplicaIndex"]
 
 #: (key, position) entries are compared as tuples; a key is a tuple of numbers or one number.
 Key = Any
-KeyFn = Callable[[ReplicaState], Key]
-GroupFn = Callable[[ReplicaState], Hashable]
+#: where a healthy replica goes in a view: (its group, its key)
+PlaceFn = Callable[[ReplicaState], tuple[Hashable, Key]]
 
 
 class LeastView:
-    """Healthy replicas sorted by ``(key(state), position)`` within each ``group(state)``.
+    """Healthy replicas sorted by ``(key, position)`` within each group (``place(state)``).
 
     NOTE(routing): a scan that keeps the first replica with the strictly smallest key picks
     the least ``(key, position)``; this view holds those pairs in one sorted list per group and
     replaces a replica's pair whenever its state changes. Keys must be totally ordered (no NaN).
     """
 
-    def __init__(self, key: KeyFn, group: GroupFn, states: Sequence[ReplicaState]) -> None:
-        self._key = key
-        self._group = group
+    def __init__(self, place: PlaceFn, states: Sequence[ReplicaState]) -> None:
+        self._place = place
         self._lists: dict[Hashable, SortedList] = {}
         self._entry: list[tuple[Hashable, tuple[Any, int]] | None] = [None] * len(states)
         for pos, state in enumerate(states):
@@ -48,8 +47,8 @@ class LeastView:
                 self._lists[old[0]].remove(old[1])
                 self._entry[pos] = None
             return
-        group = self._group(state)
-        item = (self._key(state), pos)
+        group, key = self._place(state)
+        item = (key, pos)
         if old is not None:
             if old[0] == group and old[1] == item:
                 return  # same place: most updates of a busy replica move no key
@@ -128,12 +127,12 @@ class ReplicaIndex:
             self._members = members
         return self._members.get(model_id, [])
 
-    def view(self, name: str, key: KeyFn, group: GroupFn) -> LeastView:
+    def view(self, name: str, place: PlaceFn) -> LeastView:
         """The view registered as ``name``, made from the current states on first use.
 
-        One name must always come with the same ``key`` and ``group`` (a policy's own name).
+        One name must always come with the same ``place`` (a policy's own name).
         """
         view = self._views.get(name)
         if view is None:
-            view = self._views[name] = LeastView(key, group, self.states)
+            view = self._views[name] = LeastView(place, self.states)
         return view

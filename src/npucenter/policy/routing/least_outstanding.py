@@ -30,9 +30,8 @@ class LeastOutstandingTokens:
         """Least outstanding prompt + output tokens."""
         index = snapshot.index
         if index is not None and not request.exclude:
-            least = index.view("least-outstanding-tokens", _tokens_then_requests, _model).least(
-                request.model_id
-            )
+            view = index.view("least-outstanding-tokens", _place)
+            least = view.least(request.model_id)
             if least is None:
                 return no_replica(request)
             replica_id = index.states[least[1]].replica_id
@@ -51,9 +50,6 @@ class LeastOutstandingTokens:
         return RouteDecision(replica_id=cands[best].replica_id, reason="least outstanding tokens")
 
 
-def _tokens_then_requests(state: ReplicaState) -> tuple[int, int]:
-    return state.outstanding_tokens, state.num_running + state.num_waiting
-
-
-def _model(state: ReplicaState) -> str:
-    return state.model_id
+def _place(state: ReplicaState) -> tuple[str, tuple[int, int]]:
+    """By model; least outstanding tokens, then fewest requests (the scan's key)."""
+    return state.model_id, (state.outstanding_tokens, state.num_running + state.num_waiting)

@@ -27,7 +27,7 @@ class LeastRequests:
         """Least running + waiting requests (ties: snapshot order)."""
         index = snapshot.index
         if index is not None and not request.exclude:
-            least = index.view("least-requests", _requests, _model).least(request.model_id)
+            least = index.view("least-requests", _place).least(request.model_id)
             if least is None:
                 return no_replica(request)
             replica_id = index.states[least[1]].replica_id
@@ -41,9 +41,6 @@ class LeastRequests:
         return RouteDecision(replica_id=cands[best].replica_id, reason="least requests")
 
 
-def _requests(state: ReplicaState) -> int:
-    return state.num_running + state.num_waiting
-
-
-def _model(state: ReplicaState) -> str:
-    return state.model_id
+def _place(state: ReplicaState) -> tuple[str, int]:
+    """By model; fewest running + waiting requests (the scan's key)."""
+    return state.model_id, state.num_running + state.num_waiting
