@@ -4,7 +4,11 @@ The fleet, quotas and queue are synthetic (seeded) and describe no real center: 
 and 30 H100 servers of 8 cards, 100 tenants in 10 cohorts whose nominal quotas sum to the fleet.
 A first cycle fills the fleet with a mix of owners and borrowers; the timed cycle then runs on
 that snapshot with 10,000 fresh pending workloads, so it exercises placement, borrowing, fair
-sharing and reclaim. ``--profile`` prints a pyinstrument profile of one timed cycle.
+sharing and reclaim. It is timed twice: with the default policy on flat cohorts, and with every
+quota feature on (the 10 cohorts nested under 3 parents that hold cards of their own, a third of
+the workloads fungible over two device types, borrowWithinCohort, fair-sharing preemption, fair
+sharing by decayed usage, one tenant held). ``--profile`` prints a pyinstrument profile of one
+timed cycle with the features on.
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from npucenter.policy.admission import (
+    AdmissionPolicy,
     AdmissionSnapshot,
+    CohortQuota,
+    FairSharingBasis,
+    PreemptionPolicy,
     PriorityClass,
     Server,
     TenantQuota,
@@ -51,8 +60,28 @@ def build_fleet() -> tuple[Server, ...]:
     return tuple(servers)
 
 
-def build_quotas(rng: random.Random) -> tuple[TenantQuota, ...]:
+FEATURES_POLICY = AdmissionPolicy(
+    borrow_within_cohort=PreemptionPolicy.LOWER_PRIORITY,
+    fair_sharing_preemption=True,
+    fair_sharing_basis=FairSharingBasis.USAGE,
+)
+PARENTS = ("companies", "universities", "institutes")
+
+
+def build_cohorts() -> tuple[CohortQuota, ...]:
+    """center -> 3 parents (each with 8 cards of each type of its own) -> the 10 cohorts."""
+    own = {d: 8 for d in FLEET}
+    return (
+        CohortQuota(name="center"),
+        *(CohortQuota(name=p, parent="center", nominal_cards=own) for p in PARENTS),
+        *(CohortQuota(name=f"cohort-{c}", parent=PARENTS[c % 3]) for c in range(NUM_COHORTS)),
+    )
+
+
+def build_quotas(rng: random.Random, *, features: bool = False) -> tuple[TenantQuota, ...]:
     cards = {d: n * 8 for d, n in FLEET.items()}
+    if features:  # the parents' own cards come out of the tenants' share
+        cards = {d: n - 8 * len(PARENTS) for d, n in cards.items()}
     quotas = []
     for t in range(NUM_TENANTS):
         nominal = {
@@ -67,23 +96,34 @@ def build_quotas(rng: random.Random) -> tuple[TenantQuota, ...]:
                 nominal_cards=nominal,
                 borrowing_limit_cards={d: 16 for d in cards} if t % 3 else {},
                 lending_limit_cards={d: n // 2 for d, n in nominal.items()} if t % 4 == 0 else {},
+                stop_policy="hold" if features and t == 99 else "none",
             )
         )
     return tuple(quotas)
 
 
-def build_pending(rng: random.Random, count: int, prefix: str, start_s: float) -> list[Workload]:
+def build_pending(
+    rng: random.Random, count: int, prefix: str, start_s: float, *, features: bool = False
+) -> list[Workload]:
     pending = []
     types = list(FLEET)
     for i in range(count):
         num_cards = rng.choice((1, 1, 1, 2, 2, 4, 8))
         tp_size = rng.choice([tp for tp in (1, 2, 4) if num_cards % tp == 0])
+        workload_id = f"{prefix}-{i:05d}"
+        tenant = f"tenant-{rng.randrange(NUM_TENANTS):03d}"
+        kind = rng.choice(KINDS)
+        first = rng.choices(types, weights=(6, 2, 2))[0]
+        fallback: tuple[str, ...] = ()
+        if features and rng.random() < 1 / 3:
+            fallback = (rng.choice([d for d in types if d != first]),)
         pending.append(
             Workload(
-                workload_id=f"{prefix}-{i:05d}",
-                tenant=f"tenant-{rng.randrange(NUM_TENANTS):03d}",
-                kind=rng.choice(KINDS),
-                device_type=rng.choices(types, weights=(6, 2, 2))[0],
+                workload_id=workload_id,
+                tenant=tenant,
+                kind=kind,
+                device_type=first,
+                fallback_device_types=fallback,
                 num_cards=num_cards,
                 tp_size=tp_size,
                 priority_class=rng.choice(list(PriorityClass)),
@@ -93,17 +133,44 @@ def build_pending(rng: random.Random, count: int, prefix: str, start_s: float) -
     return pending
 
 
-def build_snapshot(seed: int = 7) -> tuple[AdmissionSnapshot, list[Workload]]:
+def build_snapshot(
+    seed: int = 7, *, features: bool = False
+) -> tuple[AdmissionSnapshot, list[Workload], AdmissionPolicy]:
     """The snapshot after a first cycle (owners and borrowers running) and the timed queue."""
     rng = random.Random(seed)
     fleet = build_fleet()
-    quotas = build_quotas(rng)
+    quotas = build_quotas(rng, features=features)
+    policy = FEATURES_POLICY if features else AdmissionPolicy()
+    cohorts = build_cohorts() if features else ()
     # first cycle: a few tenants ask for much more than their share, so they borrow
-    greedy = build_pending(rng, 3_000, "warm", 0.0)
+    greedy = build_pending(rng, 3_000, "warm", 0.0, features=features)
     greedy = [w for w in greedy if int(w.tenant[-3:]) % 5 == 0 or rng.random() < 0.1]
-    first = decide_admission(AdmissionSnapshot(fleet=fleet, quotas=quotas, now_s=0.0), greedy)
-    snapshot = AdmissionSnapshot(fleet=fleet, quotas=quotas, running=first.admitted, now_s=100.0)
-    return snapshot, build_pending(rng, NUM_PENDING, "wl", 50.0)
+    start = AdmissionSnapshot(fleet=fleet, quotas=quotas, cohorts=cohorts, now_s=0.0)
+    first = decide_admission(start, greedy, policy=policy)
+    history = {q.tenant: rng.uniform(0.0, 50_000.0) for q in quotas} if features else {}
+    snapshot = AdmissionSnapshot(
+        fleet=fleet,
+        quotas=quotas,
+        cohorts=cohorts,
+        running=first.admitted,
+        now_s=100.0,
+        usage_history_card_s=history,
+    )
+    return snapshot, build_pending(rng, NUM_PENDING, "wl", 50.0, features=features), policy
+
+
+def time_cycle(
+    snapshot: AdmissionSnapshot, pending: list[Workload], policy: AdmissionPolicy, repeat: int
+) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``repeat`` cycles (after one warm-up)."""
+    decide_admission(snapshot, pending, policy=policy)
+    times_s, cpu_times_s = [], []
+    for _ in range(repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        decide_admission(snapshot, pending, policy=policy)
+        times_s.append(time.perf_counter() - start)
+        cpu_times_s.append(time.process_time() - start_cpu)
+    return times_s, cpu_times_s
 
 
 def reclaim_storm() -> tuple[AdmissionSnapshot, list[Workload]]:
@@ -134,20 +201,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="print a pyinstrument profile")
     args = parser.parse_args()
-    snapshot, pending = build_snapshot()
-    decision = decide_admission(snapshot, pending)  # warm-up, and the figures reported
-    times_s, cpu_times_s = [], []
-    for _ in range(args.repeat):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        decide_admission(snapshot, pending)
-        times_s.append(time.perf_counter() - start)
-        cpu_times_s.append(time.process_time() - start_cpu)
+    snapshot, pending, policy = build_snapshot()
+    decision = decide_admission(snapshot, pending, policy=policy)  # the figures reported
+    times_s, cpu_times_s = time_cycle(snapshot, pending, policy, args.repeat)
+    f_snapshot, f_pending, f_policy = build_snapshot(features=True)
+    f_decision = decide_admission(f_snapshot, f_pending, policy=f_policy)
+    f_times_s, f_cpu_s = time_cycle(f_snapshot, f_pending, f_policy, args.repeat)
     if args.profile:
         from pyinstrument import Profiler
 
         profiler = Profiler(interval=0.0005)
         profiler.start()
-        decide_admission(snapshot, pending)
+        decide_admission(f_snapshot, f_pending, policy=f_policy)
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False))
     median_s = statistics.median(times_s)
@@ -176,6 +241,17 @@ def main() -> None:
         # wall time includes waiting for a CPU held by other processes on a shared machine;
         # CPU time is the cycle's own cost
         "meets_target_cpu": statistics.median(cpu_times_s) < TARGET_S,
+        "features_cycle_median_s": statistics.median(f_times_s),
+        "features_cycle_cpu_median_s": statistics.median(f_cpu_s),
+        "features_num_admitted": len(f_decision.admitted),
+        "features_num_preempted": len(f_decision.preempted),
+        "features_preempted_by_reason": dict(
+            sorted(Counter(p.reason.value for p in f_decision.preempted).items())
+        ),
+        "features_pending_by_reason": dict(
+            sorted(Counter(p.reason.value for p in f_decision.pending).items())
+        ),
+        "features_meets_target_cpu": statistics.median(f_cpu_s) < TARGET_S,
         "reclaim_storm_s": storm_s,
         "reclaim_storm_preempted": len(storm.preempted),
     }
@@ -191,6 +267,12 @@ def main() -> None:
         f"{result['cycle_cpu_median_s'] * 1e3:.1f} ms); target < {TARGET_S * 1e3:.0f} ms: "
         f"{'met' if result['meets_target'] else 'NOT met'} (wall), "
         f"{'met' if result['meets_target_cpu'] else 'NOT met'} (CPU)"
+    )
+    print(
+        f"with every quota feature on: {len(f_decision.admitted)} admitted, "
+        f"{len(f_decision.preempted)} preempted; median {statistics.median(f_times_s) * 1e3:.1f} "
+        f"ms (CPU median {statistics.median(f_cpu_s) * 1e3:.1f} ms); target < "
+        f"{TARGET_S * 1e3:.0f} ms: {'met' if result['features_meets_target_cpu'] else 'NOT met'} (CPU)"
     )
     print(
         f"reclaim storm (stress case, no target): {len(storm.preempted)} preemptions in "

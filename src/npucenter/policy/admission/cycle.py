@@ -10,7 +10,7 @@ import heapq
 from collections.abc import Sequence
 
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.admission.ledger import available
+from npucenter.policy.admission.ledger import Node, available
 from npucenter.policy.admission.preemption import Candidate, VictimSearch
 from npucenter.policy.admission.types import (
     AdmissionDecision,
@@ -20,6 +20,7 @@ from npucenter.policy.admission.types import (
     Pending,
     PendingReason,
     Preemption,
+    PreemptionPolicy,
     PreemptionReason,
     TenantUsage,
     Workload,
@@ -56,6 +57,8 @@ _LASTING = frozenset(
     }
 )
 
+_UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
+
 _HeapEntry = tuple[int, float, float, str, int, str]
 
 
@@ -66,6 +69,16 @@ class _Cycle(VictimSearch):
         super().__init__(snapshot, now_s, policy)
         self.reclaimed: set[str] = set()  # tenants that lost work to another tenant
         self.pending_on: dict[str, str] = {}  # workload id -> device type its reason is about
+        self.fair_failures: dict[tuple[str, str, int, int], tuple[tuple[int, int], int]] = {}
+        self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
+        # (tenant, types, cards, tp, owners) -> (stamp, priority, (reason, device type))
+        self.blocked: dict[
+            tuple[str, tuple[str, ...], int, int, bool],
+            tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]],
+        ] = {}
+        # caches valid while (admissions, preemptions) stay the same
+        self.available_cache: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}
+        self.top_share_cache: dict[tuple[int, str], tuple[tuple[int, int], float]] = {}
 
     # -- the phases ---------------------------------------------------------------------------
 
@@ -136,6 +149,14 @@ class _Cycle(VictimSearch):
                     deferred.setdefault(tenant, []).append(head)
                     at += 1
                 position[tenant] = at
+            while at < len(queue):  # heads that fail as an identical ask did: no heap round
+                head = queue[at]
+                blocked = self.blocked_reason(head, priority[head.workload_id], owners)
+                if blocked is None:
+                    break
+                self.pending.append((head.workload_id, head, blocked))
+                at += 1
+            position[tenant] = at
             if at >= len(queue):
                 return None
             head = queue[at]
@@ -186,99 +207,168 @@ class _Cycle(VictimSearch):
         ``owners``: phase 1, where only device types within the tenant's nominal are tried.
         """
         if w.fallback_device_types:
-            device_types = (owners and self._owner_types(w)) or w.device_types
-        else:
-            device_types = (w.device_type,)
-        reasons: list[tuple[PendingReason, str]] = []
-        searchable: list[tuple[str, PendingReason]] = []
-        for d in device_types:
-            outcome = self._admit_on(w, d, priority, reasons, searchable)
-            if outcome is not None:
-                return outcome
-        for d, reason in searchable:  # nothing fits as is: preempt on the first type that can
-            found = self._search_for(w, d, priority, reason)
+            return self._try_types(w, priority, owners)
+        d = w.device_type
+        outcome = self._admit_on(w, d, priority)
+        if isinstance(outcome, Admitted):
+            return outcome
+        if outcome not in _UNSEARCHABLE and self.may_preempt:
+            found = self._search_for(w, d, priority)
             if found is not None:
-                victims, index = found
-                for victim in victims:
-                    self._preempt(victim, w, priority)
-                return self._place(w, d, priority, index)
-        lasting = None
-        for reason, d in reasons:
-            if reason not in _LASTING:
-                self.pending_on[w.workload_id] = d
-                return reason
-            lasting = lasting or (reason, d)
-        assert lasting is not None
-        self.pending_on[w.workload_id] = lasting[1]
-        return lasting[0]
+                return self._preempt_and_place(w, d, priority, found)
+        self.blocked[(w.tenant, w.device_types, w.num_cards, w.tp_size, owners)] = (
+            self._block_stamp(),
+            priority,
+            (outcome, d),
+        )
+        return outcome
 
-    def _admit_on(
+    def _try_types(
+        self, w: Workload, priority: PriorityClass, owners: bool
+    ) -> Admitted | PendingReason:
+        """:meth:`try_admit` for a fungible workload: each type as is, then with preemption."""
+        device_types = (owners and self._owner_types(w)) or w.device_types
+        reasons: list[tuple[PendingReason, str]] = []
+        for d in device_types:
+            outcome = self._admit_on(w, d, priority)
+            if isinstance(outcome, Admitted):
+                return outcome
+            reasons.append((outcome, d))
+        if self.may_preempt:
+            for reason, d in reasons:  # nothing fits as is: preempt on the first type that can
+                if reason not in _UNSEARCHABLE:
+                    found = self._search_for(w, d, priority)
+                    if found is not None:
+                        return self._preempt_and_place(w, d, priority, found)
+        chosen = next((r for r in reasons if r[0] not in _LASTING), reasons[0])
+        self.pending_on[w.workload_id] = chosen[1]
+        key = (w.tenant, w.device_types, w.num_cards, w.tp_size, owners)
+        self.blocked[key] = (self._block_stamp(), priority, chosen)
+        return chosen[0]
+
+    def _preempt_and_place(
         self,
         w: Workload,
         d: str,
         priority: PriorityClass,
-        reasons: list[tuple[PendingReason, str]],
-        searchable: list[tuple[str, PendingReason]],
-    ) -> Admitted | None:
-        """Place ``w`` on ``d`` without preemption, or note why not (and if a search may help)."""
+        found: tuple[list[Candidate], int],
+    ) -> Admitted:
+        victims, index = found
+        for victim in victims:
+            self._preempt(victim, w, priority)
+        return self._place(w, d, priority, index)
+
+    def _block_stamp(self) -> tuple[int, int]:
+        return len(self.preempted), len(self.admitted) if self.fair_on else 0
+
+    def blocked_reason(
+        self, w: Workload, priority: PriorityClass, owners: bool
+    ) -> PendingReason | None:
+        """The reason an identical ask of the tenant failed, if that failure still stands.
+
+        Admissions only take cards and quota, so a failure stands until the next preemption
+        for every ask of the same shape at the same or a lower priority (with fair-sharing
+        preemption, admissions raise shares, so until the next admission too).
+        """
+        found = self.blocked.get((w.tenant, w.device_types, w.num_cards, w.tp_size, owners))
+        if found is None or found[0] != self._block_stamp() or priority > found[1]:
+            return None
+        reason, d = found[2]
+        self.pending_on[w.workload_id] = d
+        return reason
+
+    def _admit_on(self, w: Workload, d: str, priority: PriorityClass) -> Admitted | PendingReason:
+        """Place ``w`` on ``d`` without preemption, or say why not."""
         key = (w.tenant, d)
         lim = self.limit_cache.get(key) or self.limits(w.tenant, d)
         static = self.static_cache.get((w.tenant, d, w.num_cards, w.tp_size))
         if static is None:
             static = self._static_reason(w, d, lim)
         if static:
-            reasons.append((static, d))
-            return None
+            return static
         if lim.budget_s is not None and self._over_budget(w, d, lim.budget_s):
-            reasons.append((PendingReason.BUDGET_EXHAUSTED, d))
-            return None
+            return PendingReason.BUDGET_EXHAUSTED
         node = lim.node
-        used = node.usage.get(d, 0)
-        reason: PendingReason | None = None
-        if used + w.num_cards > lim.max_cards:
-            reason = PendingReason.QUOTA_IN_USE
-        elif w.num_cards > available(node, d):
-            reason = PendingReason.COHORT_EXHAUSTED
-        index = None if reason else self.types[d].find(w.num_cards, w.tp_size)
-        if index is not None:
-            return self._place(w, d, priority, index)
-        reason = reason or PendingReason.NO_CAPACITY
-        reasons.append((reason, d))
-        if self.may_preempt:
-            searchable.append((d, reason))
-        return None
+        if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
+            return PendingReason.QUOTA_IN_USE
+        # outside a victim search the tree changes only by admission and preemption
+        version = (len(self.admitted), len(self.preempted))
+        cached = self.available_cache.get(key)
+        if cached is None or cached[0] != version:
+            cached = self.available_cache[key] = (version, available(node, d))
+        if w.num_cards > cached[1]:
+            return PendingReason.COHORT_EXHAUSTED
+        index = self.types[d].find(w.num_cards, w.tp_size)
+        if index is None:
+            return PendingReason.NO_CAPACITY
+        return self._place(w, d, priority, index)
 
     def _search_for(
-        self, w: Workload, d: str, priority: PriorityClass, reason: PendingReason
+        self, w: Workload, d: str, priority: PriorityClass
     ) -> tuple[list[Candidate], int] | None:
-        """Run the victim search unless it cannot succeed (or failed for the same ask)."""
+        """Run the victim search unless it cannot succeed (or failed for the same ask).
+
+        Between preemptions, candidates only shrink and usage only grows, so a failure for
+        (tenant, type, tp, priority) at c cards stands for any c' >= c until the next one
+        (fair-sharing candidates also depend on shares, which admissions raise).
+        """
         node = self.nodes[w.tenant]
-        used = node.usage.get(d, 0)
-        lowest = self.lowest_running.get((w.tenant, d))  # a lower bound: victims only leave
-        if self.may_preempt_own and lowest is not None and lowest < priority:
-            pass  # its own lower-priority work may make room (and bring it within nominal)
-        elif node.parent is None:
+        fair = self.fair_on and node.parent is not None
+        classical = self._classical_may_help(w, d, priority, node)
+        if not (classical or fair):
             return None
-        elif self.may_reclaim and used + w.num_cards <= node.subtree_quota.get(d, 0):
-            pass  # an owner within nominal reclaims
-        elif self.may_borrow_preempt:
-            pass
-        elif not (self.may_reclaim and node.depth > 1 and any(self._advantages(w, d).values())):
-            return None  # it would borrow, and no cohort below the root has room for it
-        # Between preemptions, candidates only shrink and usage only grows, so a failure for
-        # (tenant, type, tp, priority) at c cards stands for any c' >= c until the next one.
-        stamp = (
-            len(self.preempted),
-            len(self.admitted) if self.policy.fair_sharing_preemption else 0,
-        )
-        fail_key = (w.tenant, d, w.tp_size, int(priority))
-        failed = self.victim_failures.get(fail_key)
-        if failed is not None and failed[0] == stamp and w.num_cards >= failed[1]:
+        key = (w.tenant, d, w.tp_size, int(priority))
+        stamp = (len(self.preempted), 0)
+        if classical:
+            failed = self.victim_failures.get(key)
+            classical = failed is None or failed[0] != stamp or w.num_cards < failed[1]
+        fair_stamp = (len(self.preempted), len(self.admitted))
+        if fair:
+            failed = self.fair_failures.get(key)
+            fair = failed is None or failed[0] != fair_stamp or w.num_cards < failed[1]
+        if fair:  # some borrowing tenant must rank above it after it is admitted
+            fair = self.share_with(w.tenant, d, w.num_cards) < self._top_share(node, d)
+            if not fair:
+                self.fair_failures[key] = (fair_stamp, w.num_cards)
+        if not (classical or fair):
             return None
-        found = self.find_victims(w, d, priority)
+        found = self.find_victims(w, d, priority, classical=classical, fair=fair)
         if found is None:
-            self.victim_failures[fail_key] = (stamp, w.num_cards)
+            if classical:
+                self.victim_failures[key] = (stamp, w.num_cards)
+            if fair:
+                self.fair_failures[key] = (fair_stamp, w.num_cards)
         return found
+
+    def _top_share(self, node: Node, d: str) -> float:
+        """The highest fair share among tenants whose work on ``d`` may be a victim."""
+        root = node.root
+        version = (len(self.admitted), len(self.preempted))
+        key = (id(root), d)
+        cached = self.top_share_cache.get(key)
+        if cached is None or cached[0] != version:
+            tenants = self.victimable_tenants(root, d)
+            top = max((self.dominant_share(t) for t in tenants), default=-1.0)
+            cached = self.top_share_cache[key] = (version, top)
+        return cached[1]
+
+    def _classical_may_help(self, w: Workload, d: str, priority: PriorityClass, node: Node) -> bool:
+        """Whether Kueue's classical attempts could find victims at all (cheap checks)."""
+        lowest = self.lowest_running.get((w.tenant, d))  # kept exact by _own_candidates
+        if self.may_preempt_own and lowest is not None and lowest < priority:
+            return True  # its own lower-priority work may make room (and bring it within nominal)
+        if node.parent is None or not self.may_reclaim:
+            return False
+        victims = self.victimable(node.root, d)  # sorted by priority
+        if not victims:
+            return False  # nobody in its cohort tree borrows with work from before the cycle
+        if node.usage.get(d, 0) + w.num_cards <= node.subtree_quota.get(d, 0):
+            return True  # an owner within nominal reclaims
+        if node.depth > 1 and self.has_advantage(w, d):
+            return True  # a cohort below the root has room for it: a hierarchical advantage
+        if self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
+            return victims[0].priority_class < priority
+        return False  # it would borrow, and may not preempt to do so
 
     def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
         types = self.types[d]

@@ -66,7 +66,7 @@ class FairSharing(Ledger):
         """The tenant's rank if it also held ``cards`` more cards of ``device_type``."""
         node = self.nodes[tenant]
         if self.by_usage:
-            value = self.history.get(tenant, 0.0) + (sum(node.usage.values()) + cards) * self.hold_s
+            value = self.history.get(tenant, 0.0) + (node.total + cards) * self.hold_s
         else:
             if node.parent is None:
                 return 0.0

@@ -53,7 +53,9 @@ class Node:
         "name",
         "old",
         "parent",
+        "root",
         "subtree_quota",
+        "total",
         "usage",
         "weight",
     )
@@ -63,7 +65,9 @@ class Node:
         self.is_tenant = is_tenant
         self.weight = weight
         self.parent: Node | None = None
+        self.root: Node = self  # set once the tree is built
         self.depth = 0
+        self.total = 0  # cards held, all device types (tenants only)
         self.subtree_quota: dict[str, int] = {}  # device_type -> SQ
         self.local_quota: dict[str, int] = {}  # device_type -> LQ (never lent to the parent)
         self.borrowing_limit: dict[str, int | None] = {}  # named types; None: unlimited
@@ -175,6 +179,12 @@ class Ledger:
         self.limit_cache: dict[tuple[str, str], Limits] = {}
         self.priority: dict[str, PriorityClass] = {}  # pending workload id -> effective class
         self.victim_orders: dict[tuple[int, str], list[Admitted]] = {}
+        # (id(root), type) -> (preemptions when built, running work of borrowing tenants)
+        self.own_orders: dict[tuple[str, str], list[Admitted]] = {}
+        self.advantage_cache: dict[tuple[str, str, int], tuple[tuple[int, int], bool]] = {}
+        self.victimable_cache: dict[
+            tuple[int, str], tuple[int, list[Admitted], frozenset[str]]
+        ] = {}
         # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
         self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}
         self.may_reclaim = policy.reclaim_within_cohort is not PreemptionPolicy.NEVER
@@ -242,7 +252,8 @@ class Ledger:
             self._cohort_node(spec.name)
         everyone = [*self.nodes.values(), *self.cohort_nodes.values()]
         for node in everyone:
-            node.depth = len(node.path()) - 1
+            path = node.path()
+            node.depth, node.root = len(path) - 1, path[-1]
         # children before parents: a cohort's subtree quota sums what its children lend
         for node in sorted(everyone, key=lambda n: -n.depth):
             lending = (
@@ -263,8 +274,7 @@ class Ledger:
                         parent.subtree_quota.get(device_type, 0) + lent
                     )
         for tenant in sorted(self.nodes):
-            root = self.nodes[tenant].path()[-1]
-            self.root_members.setdefault(id(root), []).append(tenant)
+            self.root_members.setdefault(id(self.nodes[tenant].root), []).append(tenant)
 
     def _load_running(self, running: Sequence[Admitted]) -> None:
         holder: dict[tuple[str, int], str] = {}
@@ -272,8 +282,7 @@ class Ledger:
         for entry in sorted(running, key=lambda a: a.workload_id):
             if entry.tenant not in self.quotas:  # a tenant deleted while its work runs
                 self._add_tenant(TenantQuota(tenant=entry.tenant))
-                root = self.nodes[entry.tenant]
-                self.root_members[id(root)] = [entry.tenant]
+                self.root_members[id(self.nodes[entry.tenant])] = [entry.tenant]
             ceiling = self.quotas[entry.tenant].priority_class
             if entry.priority_class > ceiling:  # ranked as its tenant's class at most
                 entry = replace(entry, priority_class=ceiling)
@@ -329,6 +338,7 @@ class Ledger:
         """Add (sign +1) or remove (-1) a placement; ``old``: it ran before the cycle."""
         tenant, device_type, cards = entry.tenant, entry.device_type, entry.num_cards
         node = self.nodes[tenant]
+        node.total += sign * cards
         if sign > 0:
             add_usage(node, device_type, cards, False)
             if old:

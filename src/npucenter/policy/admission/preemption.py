@@ -77,10 +77,32 @@ class VictimSearch(FairSharing):
     """Fair-sharing state plus the victim search of one cycle."""
 
     def find_victims(
-        self, w: Workload, device_type: str, priority: PriorityClass
+        self,
+        w: Workload,
+        device_type: str,
+        priority: PriorityClass,
+        *,
+        classical: bool = True,
+        fair: bool = True,
     ) -> tuple[list[Candidate], int] | None:
-        """A minimal set of victims that lets ``w`` run on ``device_type``, and its server."""
+        """A minimal set of victims that lets ``w`` run on ``device_type``, and its server.
+
+        ``classical``/``fair``: run Kueue's classical attempts / the fair-sharing attempt.
+        """
         own = self._own_candidates(w, device_type, priority)
+        if classical:
+            found = self._classical(w, device_type, priority, own)
+            if found is not None:
+                return found
+        if fair and self.policy.fair_sharing_preemption and self.policy.fair_sharing:
+            candidates = self._fair_candidates(w, device_type, priority)
+            if candidates:
+                return self._search(w, device_type, candidates + own, True)
+        return None
+
+    def _classical(
+        self, w: Workload, device_type: str, priority: PriorityClass, own: list[Candidate]
+    ) -> tuple[list[Candidate], int] | None:
         others, advantage = self._cohort_candidates(w, device_type, priority)
         node = self.nodes[w.tenant]
         used = node.usage.get(device_type, 0)
@@ -102,10 +124,6 @@ class VictimSearch(FairSharing):
                 found = self._search(w, device_type, usable, borrow)
                 if found is not None:
                     return found
-        if self.policy.fair_sharing_preemption and self.policy.fair_sharing:
-            fair = self._fair_candidates(w, device_type, priority)
-            if fair:
-                return self._search(w, device_type, fair + own, True)
         return None
 
     # -- candidates ---------------------------------------------------------------------------
@@ -129,22 +147,87 @@ class VictimSearch(FairSharing):
             self.victim_orders[key] = order
         return order
 
+    def victimable(self, root: Node, device_type: str) -> list[Admitted]:
+        """The victim order restricted to running work of tenants that use more than their
+        nominal with the work they ran before the cycle (nobody else can be a cohort victim).
+        Old usage only falls by preemption, so the list holds until the next preemption."""
+        return self._victimable_entry(root, device_type)[1]
+
+    def victimable_tenants(self, root: Node, device_type: str) -> frozenset[str]:
+        """The tenants of :meth:`_victimable`'s entries."""
+        return self._victimable_entry(root, device_type)[2]
+
+    def _victimable_entry(
+        self, root: Node, device_type: str
+    ) -> tuple[int, list[Admitted], frozenset[str]]:
+        key = (id(root), device_type)
+        stamp = len(self.preempted)
+        found = self.victimable_cache.get(key)
+        if found is None or found[0] != stamp:
+            nodes, running = self.nodes, self.running
+            borrowing: dict[str, bool] = {}
+            out = []
+            # the list only shrinks: rebuild from the last one, not from all running work
+            source = self._victim_order(root, device_type) if found is None else found[1]
+            for entry in source:
+                if entry.workload_id not in running:
+                    continue
+                tenant = entry.tenant
+                over = borrowing.get(tenant)
+                if over is None:
+                    node = nodes[tenant]
+                    over = borrowing[tenant] = node.old.get(device_type, 0) > (
+                        node.subtree_quota.get(device_type, 0)
+                    )
+                if over:
+                    out.append(entry)
+            tenants = frozenset(e.tenant for e in out)
+            found = self.victimable_cache[key] = (stamp, out, tenants)
+        return found
+
     def _own_candidates(
         self, w: Workload, device_type: str, priority: PriorityClass
     ) -> list[Candidate]:
         if not self.may_preempt_own:
             return []
+        key = (w.tenant, device_type)
+        order = self.own_orders.get(key)
+        if order is None:  # work running before the cycle, in victim order (built once)
+            order = self.own_orders[key] = sorted(
+                self.by_tenant_type.get(key, {}).values(),
+                key=lambda e: (e.priority_class, -e.admitted_s, e.workload_id),
+            )
         out: list[Candidate] = []
-        server_at = self.server_at
-        held = self.by_tenant_type.get((w.tenant, device_type), {})
-        for entry in sorted(
-            held.values(), key=lambda e: (e.priority_class, -e.admitted_s, e.workload_id)
-        ):
+        server_at, running = self.server_at, self.running
+        lowest: int | None = None
+        admitted_now = self.admitted_now
+        for entry in order:
+            if entry.workload_id not in running or entry.workload_id in admitted_now:
+                continue  # preempted since, or admitted in this cycle
+            if lowest is None:
+                lowest = int(entry.priority_class)
             if entry.priority_class >= priority:
                 break  # sorted by priority: the rest rank at least as high
-            if entry.workload_id not in self.admitted_now:
-                out.append(Candidate(entry, CandidateKind.OWN, None, server_at[entry.server_id][1]))
+            out.append(Candidate(entry, CandidateKind.OWN, None, server_at[entry.server_id][1]))
+        # keep the cheap pre-check exact: the lowest class still running from before the cycle
+        if lowest is None:
+            self.lowest_running.pop(key, None)
+        else:
+            self.lowest_running[key] = lowest
         return out
+
+    def has_advantage(self, w: Workload, device_type: str) -> bool:
+        """Whether the request fits the quota of one of the tenant's cohorts below the root
+        (cached while admissions and preemptions stay the same)."""
+        key = (w.tenant, device_type, w.num_cards)
+        version = (len(self.admitted), len(self.preempted))
+        found = self.advantage_cache.get(key)
+        if found is None or found[0] != version:
+            found = self.advantage_cache[key] = (
+                version,
+                any(self._advantages(w, device_type).values()),
+            )
+        return found[1]
 
     def _advantages(self, w: Workload, device_type: str) -> dict[int, bool]:
         """id(ancestor) -> whether the preemptor has a hierarchical advantage over the tenants
@@ -169,44 +252,58 @@ class VictimSearch(FairSharing):
     def _cohort_candidates(
         self, w: Workload, device_type: str, priority: PriorityClass
     ) -> tuple[list[Candidate], bool]:
-        """Other tenants' candidates (advantaged first) and whether any is advantaged."""
+        """Other tenants' candidates (advantaged first) and whether any is advantaged.
+
+        Only candidates some attempt could use are listed: without an advantage, work that may
+        be reclaimed only without borrowing is useless to a preemptor at or above its nominal.
+        """
         node = self.nodes[w.tenant]
         if node.parent is None or not self.may_reclaim:
             return [], False
         advantages = self._advantages(w, device_type)
+        under_nominal = node.usage.get(device_type, 0) < node.subtree_quota.get(device_type, 0)
         lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
         forbidden = self.policy.borrow_within_cohort is PreemptionPolicy.NEVER
+        if forbidden and not under_nominal and not self.has_advantage(w, device_type):
+            return [], False  # no attempt could use another tenant's work
         threshold = self.policy.borrow_within_cohort_max_priority
-        ancestors = {id(n): n for n in node.path()[1:]}
-        common: dict[str, Node] = {}
+        ancestors = {id(n) for n in node.path()[1:]}
+        tenants: dict[str, tuple[Node, bool] | None] = {}  # tenant -> (upto, advantage) or None
         advantaged: list[Candidate] = []
         rest: list[Candidate] = []
-        running = self.running
         server_at = self.server_at
-        for entry in self._victim_order(node.path()[-1], device_type):
-            if entry.tenant == w.tenant or entry.workload_id not in running:
+        for entry in self.victimable(node.root, device_type):
+            tenant = entry.tenant
+            if tenant == w.tenant or (lower_only and entry.priority_class >= priority):
                 continue
-            if lower_only and entry.priority_class >= priority:
-                continue
-            upto = common.get(entry.tenant)
-            if upto is None:
-                at: Node | None = self.nodes[entry.tenant].parent
+            if tenant in tenants:
+                found = tenants[tenant]
+            else:
+                at: Node | None = self.nodes[tenant].parent
                 while at is not None and id(at) not in ancestors:
                     at = at.parent
                 assert at is not None  # same root
-                upto = common[entry.tenant] = at
-            if advantages[id(upto)]:
+                found = (at, advantages[id(at)])
+                if not self.borrowing_before(tenant, device_type, at):
+                    found = None  # within its quota below the common ancestor: never a victim
+                tenants[tenant] = found
+            if found is None:
+                continue
+            upto, advantage = found
+            if advantage:
                 kind = CandidateKind.HIERARCHY
             elif (
                 forbidden
                 or entry.priority_class >= priority
                 or (threshold is not None and entry.priority_class > threshold)
             ):
+                if not under_nominal:
+                    continue
                 kind = CandidateKind.WITHOUT_BORROWING
             else:
                 kind = CandidateKind.WHILE_BORROWING
             candidate = Candidate(entry, kind, upto, server_at[entry.server_id][1])
-            (advantaged if kind is CandidateKind.HIERARCHY else rest).append(candidate)
+            (advantaged if advantage else rest).append(candidate)
         return advantaged + rest, bool(advantaged)
 
     def _fair_candidates(
@@ -220,8 +317,8 @@ class VictimSearch(FairSharing):
         lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
         ancestors = {id(n): n for n in node.path()[1:]}
         out: list[tuple[float, Candidate]] = []
-        for entry in self._victim_order(node.path()[-1], device_type):
-            if entry.tenant == w.tenant or entry.workload_id not in self.running:
+        for entry in self.victimable(node.root, device_type):
+            if entry.tenant == w.tenant:
                 continue
             if lower_only and entry.priority_class >= priority:
                 continue
@@ -285,7 +382,28 @@ class VictimSearch(FairSharing):
         then the fewest victims, then the fewest cards wins.
         """
         mine = self.share_with(w.tenant, device_type, w.num_cards)
-        if self.types[device_type].find(w.num_cards, w.tp_size) is not None:
+        # validity only shrinks as victims are lifted: drop what is invalid already
+        candidates = [c for c in candidates if self._valid(w, device_type, c, borrow, mine)]
+        if not candidates:
+            return None
+        types = self.types[device_type]
+        freed = sum(c.entry.num_cards for c in candidates if c.entry.device_type == device_type)
+        if types.total_free + freed < w.num_cards:
+            return None  # not even every candidate would free enough cards
+        totals: dict[str, int] = {}
+        for c in candidates:
+            if c.entry.device_type == device_type:
+                totals[c.entry.tenant] = totals.get(c.entry.tenant, 0) + c.entry.num_cards
+        nodes = self.nodes
+        for tenant, cards in totals.items():
+            remove_usage(nodes[tenant], device_type, cards, False)
+        try:
+            if self.quota_reason(w.tenant, device_type, w.num_cards, borrow=borrow) is not None:
+                return None  # not even every candidate would make room in the quota tree
+        finally:
+            for tenant, cards in totals.items():
+                add_usage(nodes[tenant], device_type, cards, False)
+        if types.find(w.num_cards, w.tp_size) is not None:
             chosen = self._greedy(w, device_type, candidates, [], borrow, mine)
             return None if chosen is None else self._pruned(w, device_type, chosen, borrow)
         on_server: dict[int, list[Candidate]] = {}  # servers in order of their first candidate
