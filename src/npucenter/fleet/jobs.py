@@ -26,6 +26,7 @@ _JOB_KEYS = {
     "priority",
     "arrival_s",
     "duration_s",
+    "fallback_devices",
 }
 
 
@@ -42,6 +43,7 @@ class JobSpec:
     tp: int = 1  # cards per tensor-parallel group (divides num_cards)
     kind: WorkloadKind = WorkloadKind.FINETUNE
     priority_class: PriorityClass | None = None  # None: the tenant's class
+    fallback_devices: tuple[str, ...] = ()  # tried in order after ``device`` (fungible job)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.arrival_s) or self.arrival_s < 0:
@@ -63,6 +65,7 @@ def jobs_from_list(entries: Sequence[Mapping[str, Any]]) -> tuple[JobSpec, ...]:
 
         jobs:
           - {name: lora-1, tenant: kaist, device: h100, cards: 4, arrival_s: 60, duration_s: 1800}
+          - {name: eval, tenant: kaist, device: rngd, fallback_devices: [h100], duration_s: 600}
     """
     out: list[JobSpec] = []
     for k, entry in enumerate(entries):
@@ -89,6 +92,7 @@ def jobs_from_list(entries: Sequence[Mapping[str, Any]]) -> tuple[JobSpec, ...]:
                 tp=int(entry.get("tp", 1)),
                 kind=kind,
                 priority_class=PriorityClass.parse(priority) if priority is not None else None,
+                fallback_devices=tuple(str(d) for d in entry.get("fallback_devices") or ()),
             )
         )
     names = [j.name for j in out]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.quota import PriorityClass, TenantQuota
+from npucenter.policy.quota import PriorityClass, StopPolicy, TenantQuota
 
 __all__ = ["tenant_quotas_from_mapping"]
 
@@ -21,6 +21,8 @@ _TENANT_KEYS = {
     "borrowing_limit_cards",
     "lending_limit_cards",
     "fair_share_weight",
+    "stop_policy",
+    "borrow_unnamed_device_types",
 }
 
 
@@ -57,6 +59,8 @@ def tenant_quotas_from_mapping(data: Mapping[str, Any]) -> tuple[TenantQuota, ..
                 borrowing_limit_cards=_cards(entry, "borrowing_limit_cards", name),
                 lending_limit_cards=_cards(entry, "lending_limit_cards", name),
                 fair_share_weight=float(entry.get("fair_share_weight", 1.0)),
+                stop_policy=entry.get("stop_policy", StopPolicy.NONE),
+                borrow_unnamed_device_types=bool(entry.get("borrow_unnamed_device_types", False)),
             )
         )
     return tuple(out)

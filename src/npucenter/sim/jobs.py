@@ -55,6 +55,8 @@ class JobRecord:
     wait_s: float  # time queued in all (first wait and every wait after a preemption)
     num_preemptions: int
     pending_reason: str | None  # why it waits at the end (None: it finished)
+    pending_message: str | None = None  # admission's line saying what to do about it
+    device_ran: str | None = None  # the device type of its last start (a fungible job's choice)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +117,8 @@ class JobTimeline:
                     "wait_s": j.wait_s,
                     "preemptions": j.num_preemptions,
                     "pending_reason": j.pending_reason,
+                    "pending_message": j.pending_message,
+                    "device_ran": j.device_ran,
                 }
                 for j in self.jobs
             ],
@@ -149,6 +153,9 @@ class _JobLoop:
                 tenant=job.tenant,
                 kind=job.kind,
                 device_type=fleet.pool(job.device).device.lower(),
+                fallback_device_types=tuple(
+                    fleet.pool(d).device.lower() for d in job.fallback_devices
+                ),
                 num_cards=job.num_cards,
                 tp_size=job.tp,
                 priority_class=job.priority_class,
@@ -162,6 +169,8 @@ class _JobLoop:
         self.finish_s: dict[str, float] = {}
         self.preemptions: dict[str, int] = dict.fromkeys(self.jobs, 0)
         self.reason: dict[str, PendingReason] = {}
+        self.message: dict[str, str] = {}
+        self.device_ran: dict[str, str] = {}
         self.version: dict[str, int] = {}
         self.finishes: list[tuple[float, int, str, int]] = []  # (time, seq, id, version)
         self.seq = 0
@@ -209,6 +218,7 @@ class _JobLoop:
             decision = decide_admission(snapshot, tuple(self.queue.values()), t)
             for entry in decision.pending:
                 self.reason[entry.workload_id] = entry.reason
+                self.message[entry.workload_id] = entry.message
             if not decision.admitted and not decision.preempted:
                 return
             for stop in decision.preempted:
@@ -227,6 +237,7 @@ class _JobLoop:
                 if workload_id in self.jobs:
                     self.wait_s[workload_id] += t - self.queued_since.pop(workload_id)
                     self.start_s[workload_id] = t
+                    self.device_ran[workload_id] = placed.device_type
                     self.version[workload_id] = self.version.get(workload_id, 0) + 1
                     self.seq += 1
                     heapq.heappush(
@@ -276,6 +287,8 @@ class _JobLoop:
                     wait_s=wait,
                     num_preemptions=self.preemptions[workload_id],
                     pending_reason=reason.value if reason is not None else None,
+                    pending_message=self.message.get(workload_id) if reason is not None else None,
+                    device_ran=self.device_ran.get(workload_id),
                 )
             )
         return JobTimeline(

@@ -156,3 +156,34 @@ def test_job_entry_errors_name_the_key(job, field):
     with pytest.raises(InvalidConfigError) as info:
         _fleet([{"model": "llama-3.1-8b", "device": "h100"}], [job])
     assert info.value.field == field
+
+
+def test_a_waiting_job_reports_the_policys_reason_and_what_to_do_in_the_summary():
+    spec = _fleet(
+        [{"model": "llama-3.1-8b", "device": "h100", "replicas": 1}],
+        [_job("held", cards=1)],
+        tenants={"kaist": {"nominal_cards": {"h100": 4}, "stop_policy": "hold"}},
+    )
+    (held,) = _timeline(spec).jobs
+    assert held.pending_reason == "held"
+    assert "held" in held.pending_message
+    entry = _timeline(spec).summary(spec, 100.0)["jobs"][0]
+    assert (entry["pending_reason"], entry["pending_message"]) == ("held", held.pending_message)
+
+
+def test_a_fungible_job_runs_on_its_fallback_device_when_the_first_is_full():
+    servers = [*H100, {"device": "rngd", "count": 1, "cards_per_server": 8}]
+    spec = fleet_spec_from_mapping(
+        {
+            "servers": servers,
+            "services": [{"model": "llama-3.1-8b", "device": "h100", "replicas": 1}],
+            "jobs": [
+                _job("fills", cards=4, duration_s=500.0),
+                _job("eval", cards=4, arrival_s=1.0, fallback_devices=["rngd"]),
+            ],
+            "tenants": {"kaist": {"nominal_cards": {"h100": 4, "rngd": 4}}},
+        }
+    )
+    fills, eval_job = _timeline(spec).jobs
+    assert fills.device_ran == "h100"
+    assert eval_job.device_ran == "rngd" and eval_job.wait_s == 0.0
