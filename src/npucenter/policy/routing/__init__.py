@@ -5,18 +5,20 @@ in, a :class:`RouteDecision` out. They never import simulator or gateway types a
 clock; any memory they keep (round-robin's counter, prefix affinity's LRU) depends only on the
 sequence of calls, so replaying the same calls gives the same answers.
 
-Layout (one policy per module; each imports only ``types``, ``registry`` and ``estimate``, never
-this package, so there is no import circle): ``types`` (values, Protocols), ``registry``
-(``ROUTING_POLICIES``, ``make_routing_policy``), ``estimate`` (TTFT/TPOT estimates), ``index``
-(an incrementally kept snapshot that policies answer from in O(log n), the scan's answer), then
-``round_robin``, ``least_outstanding``, ``least_requests``, ``npu_first``, ``slo_aware``,
-``prefix_affinity``. Importing anything under ``npucenter.policy.routing`` registers them all.
+Layout (one policy per module; each imports only the shared modules below it, never this
+package, so there is no import circle; an import-linter contract holds it): ``types`` (values,
+estimator Protocols), ``index`` (``RoutingSnapshot`` and ``ReplicaIndex``, the incrementally
+kept snapshot that policies answer from in O(log n), the scan's answer), ``registry`` (the
+``RoutingPolicy`` Protocol, ``ROUTING_POLICIES``, ``make_routing_policy``), ``estimate``
+(TTFT/TPOT estimates), then ``round_robin``, ``least_outstanding``, ``least_requests``,
+``npu_first``, ``slo_aware``, ``prefix_affinity``. Importing anything under
+``npucenter.policy.routing`` registers them all.
 """
 
 from __future__ import annotations
 
 from npucenter.policy.routing.estimate import PerfEstimator
-from npucenter.policy.routing.index import ReplicaIndex
+from npucenter.policy.routing.index import ReplicaIndex, RoutingSnapshot
 from npucenter.policy.routing.least_outstanding import LeastOutstandingTokens
 from npucenter.policy.routing.least_requests import LeastRequests
 from npucenter.policy.routing.npu_first import NpuFirst
@@ -26,7 +28,12 @@ from npucenter.policy.routing.prefix_affinity import (
     PrefixIndex,
     prefix_block_hashes,
 )
-from npucenter.policy.routing.registry import ROUTING_POLICIES, make_routing_policy
+from npucenter.policy.routing.registry import (
+    ROUTING_POLICIES,
+    RoutingPolicy,
+    RoutingPolicyFactory,
+    make_routing_policy,
+)
 from npucenter.policy.routing.round_robin import RoundRobin
 from npucenter.policy.routing.slo_aware import SloAware
 from npucenter.policy.routing.types import (
@@ -35,9 +42,6 @@ from npucenter.policy.routing.types import (
     RouteDecision,
     RouteRequest,
     RoutingContext,
-    RoutingPolicy,
-    RoutingPolicyFactory,
-    RoutingSnapshot,
     StepLatencyModel,
     TtftEstimator,
 )

@@ -149,7 +149,7 @@ def ttft_best(
 
 def splits_ttft(estimator: TtftEstimator | None) -> bool:
     """Whether :func:`ttft_split` and :func:`ttft_shift_s` rebuild this estimator's TTFT."""
-    return estimator is None or isinstance(estimator, PerfEstimator)
+    return estimator is None or type(estimator) is PerfEstimator  # a subclass may estimate anew
 
 
 def ttft_split(state: ReplicaState, estimator: TtftEstimator | None) -> tuple[int, float]:

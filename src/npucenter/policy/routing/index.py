@@ -1,4 +1,4 @@
-"""An incrementally kept routing snapshot: replica states by position, changed one replica at a time.
+"""What a router sees: a snapshot of the replicas, plain or kept incrementally (one replica at a time).
 
 A caller that knows which replica changed (the simulator after each replica event, a gateway
 after each request it sends or sees finish) keeps a :class:`ReplicaIndex` instead of rebuilding a
@@ -10,13 +10,14 @@ policy's scan would pick, ties included, in O(log n) instead of O(n). Pure; no c
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sortedcontainers import SortedList
 
-from npucenter.policy.routing.types import ReplicaState
+from npucenter.policy.routing.types import ReplicaState, RouteRequest
 
-__all__ = ["LeastView", "ReplicaIndex"]
+__all__ = ["LeastView", "ReplicaIndex", "RoutingSnapshot", "candidates"]
 
 #: (key, position) entries are compared as tuples; a key is a tuple of numbers or one number.
 Key = Any
@@ -77,16 +78,24 @@ class LeastView:
         Adding ``shift`` keeps the order of keys but may make neighbouring keys equal, so the
         pairs whose shifted key equals the least one are all looked at (one per distinct key).
         """
+        return self.least_scored(group, lambda key: key + shift)
+
+    def least_scored(
+        self, group: Hashable, score: Callable[[Any], float]
+    ) -> tuple[float, int] | None:
+        """The least ``(score(key), position)`` of ``group`` for a ``score`` that never
+        decreases as the key grows (rounding may make the scores of neighbouring keys equal:
+        those are all looked at, one per distinct key)."""
         items = self._lists.get(group)
         if not items:
             return None
         key, best_pos = items[0]
-        best = key + shift
+        best = score(key)
         n = len(items)
         i = items.bisect_right((key, n + len(self._entry)))
         while i < n:
             key, pos = items[i]
-            if key + shift != best:
+            if score(key) != best:
                 break
             best_pos = min(best_pos, pos)  # the first pair of a distinct key has its least position
             i = items.bisect_right((key, n + len(self._entry)))
@@ -136,3 +145,30 @@ class ReplicaIndex:
         if view is None:
             view = self._views[name] = LeastView(place, self.states)
         return view
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingSnapshot:
+    """Every replica a router may choose from, as of ``now_s``.
+
+    ``index``, when given, is kept by the caller over exactly ``replicas`` (``index.states``);
+    policies that can use it answer in O(log n) what their scan of ``replicas`` would answer.
+    """
+
+    now_s: float
+    replicas: Sequence[ReplicaState]  # read during the call only; a caller may reuse it
+    index: ReplicaIndex | None = None
+
+
+def candidates(snapshot: RoutingSnapshot, request: RouteRequest) -> list[ReplicaState]:
+    """The healthy replicas of the request's model, in snapshot order.
+
+    Replicas in ``request.exclude`` are left out unless every candidate is excluded (a retry may
+    then go back to one that failed it).
+    """
+    model_id = request.model_id
+    out = [r for r in snapshot.replicas if r.healthy and r.model_id == model_id]
+    if request.exclude and out:
+        kept = [r for r in out if r.replica_id not in request.exclude]
+        return kept or out
+    return out

@@ -5,14 +5,13 @@ The gateway's default (it knows the tokens it sent and has not seen finish) and 
 
 from __future__ import annotations
 
+from npucenter.policy.routing.index import RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     ReplicaState,
     RouteDecision,
     RouteRequest,
     RoutingContext,
-    RoutingSnapshot,
-    candidates,
     no_replica,
 )
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.routing.estimate import splits_ttft, ttft_best, ttft_shift_s, ttft_split
+from npucenter.policy.routing.index import RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     DEFAULT_TTFT_SLO_S,
@@ -17,8 +18,6 @@ from npucenter.policy.routing.types import (
     RouteDecision,
     RouteRequest,
     RoutingContext,
-    RoutingSnapshot,
-    candidates,
     no_replica,
 )
 

@@ -14,14 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from npucenter.errors import InvalidConfigError
+from npucenter.policy.routing.index import RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     ReplicaState,
     RouteDecision,
     RouteRequest,
     RoutingContext,
-    RoutingSnapshot,
-    candidates,
     no_replica,
 )
 

@@ -5,13 +5,12 @@ Its only memory is one counter per model, so replaying the same calls gives the 
 
 from __future__ import annotations
 
+from npucenter.policy.routing.index import RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     RouteDecision,
     RouteRequest,
     RoutingContext,
-    RoutingSnapshot,
-    candidates,
     no_replica,
 )
 

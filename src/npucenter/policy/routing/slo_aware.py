@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
-from npucenter.policy.routing.estimate import ttft_ranked
+from npucenter.policy.routing.estimate import splits_ttft, ttft_ranked, ttft_shift_s, ttft_split
+from npucenter.policy.routing.index import ReplicaIndex, RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     DEFAULT_TTFT_SLO_S,
     RouteDecision,
     RouteRequest,
     RoutingContext,
-    RoutingSnapshot,
-    candidates,
     no_replica,
 )
 
@@ -36,6 +37,9 @@ class SloAware:
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """Lowest predicted SLO pressure."""
+        index = snapshot.index
+        if index is not None and not request.exclude and self._ttft_only_orderable():
+            return self._route_indexed(index, request)
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -50,3 +54,45 @@ class SloAware:
         return RouteDecision(
             replica_id=best[2].replica_id, reason=f"slo-aware: pressure {best[0]:.2f}, {verdict}"
         )
+
+    def _ttft_only_orderable(self) -> bool:
+        """Pressure is the TTFT alone, by an estimate an index can keep in order."""
+        tpot_counts = self._estimator is not None and math.isfinite(self._tpot_slo_s)
+        return not tpot_counts and self._ttft_slo_s > 0 and splits_ttft(self._estimator)
+
+    def _route_indexed(self, index: ReplicaIndex, request: RouteRequest) -> RouteDecision:
+        """The scan's choice from the index: the least (TTFT / limit, position) over the groups
+        of (model, kind, perf model), by the same view npu-first keeps.
+
+        With a TPOT limit the pressure is the larger of two terms and its ties (common: every
+        idle replica has the same TPOT) need the first in snapshot order of a set no ordering
+        holds, so that case stays a scan.
+        """
+        estimator, slo_s = self._estimator, self._ttft_slo_s
+        view = index.view(
+            f"slo-aware:{id(estimator)}",
+            lambda s: ttft_split(s, estimator)[1],
+            lambda s: (s.model_id, s.device_kind, ttft_split(s, estimator)[0]),
+        )
+        best: tuple[float, int] | None = None
+        for group in view.groups():
+            model_id, _, key = cast(tuple[str, str, int], group)
+            if model_id != request.model_id:
+                continue
+            shift = ttft_shift_s(key, request.prompt_tokens, estimator)
+            least = view.least_scored(group, _pressure(shift, slo_s))
+            if least is not None and (best is None or least < best):
+                best = least
+        if best is None:
+            return no_replica(request)
+        pressure, pos = best
+        verdict = "meets SLO" if pressure <= 1 else "no replica predicted to meet SLO"
+        return RouteDecision(
+            replica_id=index.states[pos].replica_id,
+            reason=f"slo-aware: pressure {pressure:.2f}, {verdict}",
+        )
+
+
+def _pressure(shift_s: float, slo_s: float) -> Callable[[float], float]:
+    """TTFT pressure of a wait: the scan's ``(wait + prefill) / limit``, the same float."""
+    return lambda wait_s: (wait_s + shift_s) / slo_s

@@ -1,18 +1,14 @@
-"""The values and seams every routing policy shares: replica state, request, snapshot, decision.
+"""The values every routing policy shares: replica state, request, decision, context.
 
-Pure data and Protocols; imports no policy. Policies import this module, never the package.
+Pure data and Protocols; imports no other routing module. Policies import it, never the package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol
 
 from npucenter.errors import InvalidConfigError
-
-if TYPE_CHECKING:
-    from npucenter.policy.routing.index import ReplicaIndex
 
 __all__ = [
     "DEFAULT_TTFT_SLO_S",
@@ -20,12 +16,8 @@ __all__ = [
     "RouteDecision",
     "RouteRequest",
     "RoutingContext",
-    "RoutingPolicy",
-    "RoutingPolicyFactory",
-    "RoutingSnapshot",
     "StepLatencyModel",
     "TtftEstimator",
-    "candidates",
     "no_replica",
 ]
 
@@ -57,19 +49,6 @@ class ReplicaState:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RoutingSnapshot:
-    """Every replica a router may choose from, as of ``now_s``.
-
-    ``index``, when given, is kept by the caller over exactly ``replicas`` (``index.states``);
-    policies that can use it answer in O(log n) what their scan of ``replicas`` would answer.
-    """
-
-    now_s: float
-    replicas: Sequence[ReplicaState]  # read during the call only; a caller may reuse it
-    index: ReplicaIndex | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class RouteRequest:
     """The facts about a request a router may use (no prompt text).
 
@@ -92,13 +71,6 @@ class RouteDecision:
 
     replica_id: str | None
     reason: str
-
-
-@runtime_checkable
-class RoutingPolicy(Protocol):
-    """Chooses a replica for a request from a snapshot."""
-
-    def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision: ...
 
 
 class StepLatencyModel(Protocol):
@@ -124,24 +96,6 @@ class RoutingContext:
     estimator: TtftEstimator | None = None
     ttft_slo_s: float | None = None
     tpot_slo_s: float | None = None
-
-
-#: A routing policy factory takes one optional :class:`RoutingContext`.
-RoutingPolicyFactory = Callable[[RoutingContext | None], RoutingPolicy]
-
-
-def candidates(snapshot: RoutingSnapshot, request: RouteRequest) -> list[ReplicaState]:
-    """The healthy replicas of the request's model, in snapshot order.
-
-    Replicas in ``request.exclude`` are left out unless every candidate is excluded (a retry may
-    then go back to one that failed it).
-    """
-    model_id = request.model_id
-    out = [r for r in snapshot.replicas if r.healthy and r.model_id == model_id]
-    if request.exclude and out:
-        kept = [r for r in out if r.replica_id not in request.exclude]
-        return kept or out
-    return out
 
 
 def no_replica(request: RouteRequest) -> RouteDecision:

@@ -1,0 +1,180 @@
+"""µs per routing decision against the number of replicas: a scan of the snapshot vs the index.
+
+Synthetic (seeded) and describing no real center: one model served by N replicas, 80 % RNGD
+(NPU) and 20 % H100 (GPU), with the catalog's performance models. Each decision first changes
+one random replica's state (what a replica step does in the twin, or a request starting or
+ending in the gateway), then routes one request:
+
+- ``scan`` (before): the caller builds the snapshot tuple of every replica, the policy filters
+  and scans it (what ``sim.Center`` and the gateway did per request);
+- ``index`` (after): ``ReplicaIndex.update`` of the changed replica, then ``policy.route`` of a
+  snapshot carrying the index (what the twin does since the index landed, and the gateway).
+
+Both runs make the same decisions (checked). Target (issue 18): per-decision cost at 1,200
+replicas within 1.3x of 12 for the indexed policies. Prefix affinity and slo-aware with a TPOT
+limit stay scans of the model's candidates (their scores depend on every replica); they are
+listed for the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result
+
+from npucenter.catalog import default_catalog
+from npucenter.perf import build_perf_model
+from npucenter.policy.routing import (
+    PerfEstimator,
+    ReplicaIndex,
+    ReplicaState,
+    RouteRequest,
+    RoutingContext,
+    RoutingSnapshot,
+    make_routing_policy,
+)
+
+SIZES = (12, 1_200, 10_000)
+POLICIES = (
+    ("least-outstanding-tokens", False),
+    ("least-requests", False),
+    ("round-robin", False),
+    ("npu-first", False),
+    ("slo-aware", False),  # TTFT limit only: indexed
+    ("slo-aware", True),  # TTFT and TPOT limits: a scan of the candidates
+    ("prefix-affinity", False),
+)
+TARGET_RATIO = 1.3
+
+
+def _ids(n: int) -> list[tuple[str, str]]:
+    return [(f"r{i:05d}", "gpu" if i % 5 == 4 else "npu") for i in range(n)]
+
+
+def _random_state(rng: random.Random, rid: str, kind: str) -> ReplicaState:
+    running = rng.randrange(0, 64)
+    return ReplicaState(
+        replica_id=rid,
+        model_id="llama-3.1-8b",
+        device_id="rngd" if kind == "npu" else "h100-sxm",
+        device_kind=kind,
+        num_running=running,
+        num_waiting=rng.randrange(0, 4),
+        outstanding_tokens=running * rng.randrange(50, 400),
+        queued_prefill_tokens=rng.choice((0, 0, rng.randrange(1, 8000))),
+        kv_used_fraction=rng.random(),
+    )
+
+
+def _run(
+    name: str, with_tpot: bool, n: int, num_decisions: int, indexed: bool, seed: int
+) -> tuple[float, list[str | None]]:
+    catalog = default_catalog()
+    npu = build_perf_model(catalog, model="llama-3.1-8b", device="rngd")
+    gpu = build_perf_model(catalog, model="llama-3.1-8b", device="h100-sxm")
+    ids = _ids(n)
+    estimator = PerfEstimator({rid: npu if kind == "npu" else gpu for rid, kind in ids})
+    context = RoutingContext(
+        estimator=estimator, ttft_slo_s=0.5, tpot_slo_s=0.1 if with_tpot else None
+    )
+    policy = make_routing_policy(name, context)
+    rng = random.Random(seed)
+    states = [_random_state(rng, rid, kind) for rid, kind in ids]
+    index = ReplicaIndex(states)
+    live = RoutingSnapshot(now_s=0.0, replicas=index.states, index=index)
+    changes = [rng.randrange(n) for _ in range(num_decisions)]
+    new_states = [_random_state(rng, *ids[i]) for i in changes]
+    states = list(states)
+    requests = [
+        RouteRequest(
+            request_id=str(k),
+            model_id="llama-3.1-8b",
+            prompt_tokens=rng.randrange(16, 4096),
+            max_output_tokens=256,
+            prefix_hashes=(rng.randrange(8),),
+        )
+        for k in range(num_decisions)
+    ]
+    chosen: list[str | None] = []
+    policy.route(live, requests[0])  # warm caches
+    policy = make_routing_policy(name, context)
+    start = time.process_time()  # CPU time: other load on a shared machine does not count
+    for k in range(num_decisions):
+        if indexed:
+            index.update(changes[k], new_states[k])
+            snapshot = RoutingSnapshot(now_s=float(k), replicas=index.states, index=index)
+            decision = policy.route(snapshot, requests[k])
+        else:
+            states[changes[k]] = new_states[k]
+            snapshot = RoutingSnapshot(now_s=float(k), replicas=tuple(states))
+            decision = policy.route(snapshot, requests[k])
+        chosen.append(decision.replica_id)
+    elapsed = time.process_time() - start
+    return elapsed / num_decisions * 1e6, chosen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=3000, help="decisions per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rows = []
+    ok = True
+    for name, with_tpot in POLICIES:
+        label = name + (" (TTFT+TPOT limits)" if with_tpot else "")
+        row: dict[str, object] = {"policy": label}
+        for n in SIZES:
+            decisions = args.decisions if n <= 1_200 else max(200, args.decisions // 10)
+            for mode in ("scan", "index"):
+                best = float("inf")
+                picks: list[str | None] = []
+                for _ in range(args.repeats):
+                    us, picks = _run(name, with_tpot, n, decisions, mode == "index", args.seed)
+                    best = min(best, us)
+                row[f"{mode}_us_{n}"] = round(best, 2)
+                row[f"_{mode}_picks_{n}"] = picks
+            if row[f"_scan_picks_{n}"] != row[f"_index_picks_{n}"]:
+                print(f"DECISIONS DIFFER: {label} at {n} replicas", file=sys.stderr)
+                ok = False
+        for n in SIZES:
+            del row[f"_scan_picks_{n}"], row[f"_index_picks_{n}"]
+        row["index_ratio_1200_vs_12"] = round(
+            float(row["index_us_1200"]) / float(row["index_us_12"]),
+            2,  # type: ignore[arg-type]
+        )
+        row["scan_ratio_1200_vs_12"] = round(
+            float(row["scan_us_1200"]) / float(row["scan_us_12"]),
+            2,  # type: ignore[arg-type]
+        )
+        rows.append(row)
+        print(
+            f"{label:42s} scan µs {row['scan_us_12']:>8} {row['scan_us_1200']:>9} "
+            f"{row['scan_us_10000']:>9} | index µs {row['index_us_12']:>6} "
+            f"{row['index_us_1200']:>6} {row['index_us_10000']:>6} "
+            f"(x{row['index_ratio_1200_vs_12']} 12->1,200)"
+        )
+    path = write_result(
+        "routing",
+        {
+            "what": "µs per routing decision (one replica state change + one route), "
+            "scan of a snapshot vs ReplicaIndex; columns are replica counts",
+            "sizes": list(SIZES),
+            "target_ratio_1200_vs_12": TARGET_RATIO,
+            "decisions_per_measurement": args.decisions,
+            "same_decisions": ok,
+            "rows": rows,
+            "measured_on": "this machine: CPU time of the benchmark process, best of repeats",
+        },
+    )
+    print(f"wrote {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
