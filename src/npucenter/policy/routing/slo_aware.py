@@ -11,6 +11,7 @@ from npucenter.policy.routing.index import ReplicaIndex, RoutingSnapshot, candid
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     DEFAULT_TTFT_SLO_S,
+    ReplicaState,
     RouteDecision,
     RouteRequest,
     RoutingContext,
@@ -60,20 +61,21 @@ class SloAware:
         tpot_counts = self._estimator is not None and math.isfinite(self._tpot_slo_s)
         return not tpot_counts and self._ttft_slo_s > 0 and splits_ttft(self._estimator)
 
+    def _place(self, state: ReplicaState) -> tuple[tuple[str, str, int], float]:
+        """Group (model, kind, perf model) and key (wait before a prefill) in an index's view."""
+        key, wait_s = ttft_split(state, self._estimator)
+        return (state.model_id, state.device_kind, key), wait_s
+
     def _route_indexed(self, index: ReplicaIndex, request: RouteRequest) -> RouteDecision:
         """The scan's choice from the index: the least (TTFT / limit, position) over the groups
-        of (model, kind, perf model), by the same view npu-first keeps.
+        of (model, kind, perf model), from a view like npu-first's.
 
         With a TPOT limit the pressure is the larger of two terms and its ties (common: every
         idle replica has the same TPOT) need the first in snapshot order of a set no ordering
         holds, so that case stays a scan.
         """
         estimator, slo_s = self._estimator, self._ttft_slo_s
-        view = index.view(
-            f"slo-aware:{id(estimator)}",
-            lambda s: ttft_split(s, estimator)[1],
-            lambda s: (s.model_id, s.device_kind, ttft_split(s, estimator)[0]),
-        )
+        view = index.view(f"slo-aware:{id(self)}", self._place)
         best: tuple[float, int] | None = None
         for group in view.groups():
             model_id, _, key = cast(tuple[str, str, int], group)
