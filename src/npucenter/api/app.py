@@ -46,7 +46,7 @@ ServerExtension = Callable[[FastAPI, Settings], None]
 #: What `npucenter up` adds to the control plane (gateway at /v1, dashboard, virtual fleet).
 SERVER_EXTENSIONS = Registry[ServerExtension]("server extension")
 #: Modules imported by :func:`build_server_app` so that they register their extensions.
-SERVER_EXTENSION_MODULES: tuple[str, ...] = ("npucenter.web.extension", "npucenter.api.runner")
+SERVER_EXTENSION_MODULES: tuple[str, ...] = ("npucenter.live.extension", "npucenter.api.runner")
 
 
 def create_app(

@@ -14,8 +14,8 @@ from fastapi.responses import Response
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.gateway.metrics import CONTENT_TYPE
-from npucenter.gateway.server import build_gateway
 from npucenter.live.fleet import serve_fleet
+from npucenter.live.gateway import build_gateway
 from npucenter.settings import Settings
 from npucenter.web.dashboard import install_dashboard
 from npucenter.web.series import LiveSeries, sample_forever

@@ -23,7 +23,7 @@ from npucenter.api.admission import admit_after_change
 from npucenter.errors import NotFoundError, NpuCenterError
 from npucenter.fleet import Fleet
 from npucenter.gateway.app import Gateway
-from npucenter.gateway.server import OPERATOR_TENANT
+from npucenter.live.gateway import OPERATOR_TENANT
 
 __all__ = [
     "FleetRegistration",

@@ -1,6 +1,6 @@
 """`npucenter up`'s serving half: the gateway wired to the control plane, and the fleet it serves.
 
-:mod:`npucenter.web.extension` mounts what this builds into the server app. It wires the
+:mod:`npucenter.live.extension` mounts what this builds into the server app. It wires the
 gateway to the control plane (API keys and tenants' token rates through the store, usage rows
 into the store's ledger) and picks the fleet (the fleet file, else the default virtual fleet);
 :mod:`npucenter.live.fleet` registers that fleet in the store at start and serves its

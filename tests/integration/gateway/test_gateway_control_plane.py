@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-import npucenter.web.extension  # noqa: F401  (registers the 'gateway' server extension)
+import npucenter.live.extension  # noqa: F401  (registers the 'gateway' server extension)
 from factories import make_endpoint, make_tenant
 from npucenter.api.app import build_server_app
 from npucenter.gateway.testing import ScriptedUpstream, running_server

@@ -13,8 +13,8 @@ from npucenter.api import create_app
 from npucenter.files.fleet import load_fleet
 from npucenter.fleet import fleet_from_dict
 from npucenter.gateway.reconciler import wanted_replicas
-from npucenter.gateway.server import OPERATOR_TENANT
 from npucenter.live.fleet import deployment_options, device_names, register_fleet
+from npucenter.live.gateway import OPERATOR_TENANT
 from npucenter.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "fleets"
