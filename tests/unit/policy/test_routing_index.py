@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 from npucenter.policy.routing import ReplicaIndex, ReplicaState
@@ -56,3 +57,26 @@ def test_least_shifted_finds_keys_that_rounding_makes_equal() -> None:
     assert 1.0 + 1e-17 == 1.0
     assert view.least_shifted("m", 1.0) == (1.0, 0)
     assert view.least_shifted("m", 0.0) == (0.0, 1)  # no tie without the shift
+
+
+def test_a_long_random_history_matches_brute_force() -> None:
+    # few distinct keys and many moves: stale entries pile up and the heaps are rebuilt
+    rng = random.Random(7)
+    n = 30
+    keys = [rng.choice((0.0, 0.5, 1.0, 1e-17)) for _ in range(n)]
+    healthy = [True] * n
+    states = [_state(i) for i in range(n)]
+    view = LeastView(lambda s: (s.model_id, keys[int(s.replica_id[1:])]), states)
+    for _ in range(5000):
+        pos = rng.randrange(n)
+        keys[pos] = rng.choice((0.0, 0.5, 1.0, 1e-17, 2.0))
+        healthy[pos] = rng.random() > 0.1
+        view.update(pos, _state(pos, healthy=healthy[pos]))
+        live = [(keys[i], i) for i in range(n) if healthy[i]]
+        if not live:
+            assert view.least("m") is None
+            continue
+        assert view.least("m") == min(live)
+        for shift in (0.0, 1.0):
+            shifted = min((k + shift, i) for k, i in live)
+            assert view.least_shifted("m", shift) == shifted

@@ -9,74 +9,76 @@ policy's scan would pick, ties included, in O(log n) instead of O(n). Pure; no c
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from npucenter.policy.routing.types import ReplicaState, RouteRequest
 
 __all__ = ["LeastView", "ReplicaIndex", "RoutingSnapshot", "candidates"]
 
-#: (key, position) entries are compared as tuples; a key is a tuple of numbers or one number.
+#: keys are compared with < and ==: a tuple of numbers or one number (no NaN).
 Key = Any
 #: where a healthy replica goes in a view: (its group, its key)
 PlaceFn = Callable[[ReplicaState], tuple[Hashable, Key]]
 
 
 class LeastView:
-    """Healthy replicas sorted by ``(key, position)`` within each group (``place(state)``).
+    """Healthy replicas ordered by ``(key, position)`` within each group (``place(state)``).
 
-    NOTE(routing): a scan that keeps the first replica with the strictly smallest key picks
-    the least ``(key, position)``; this view holds those pairs in one sorted list per group and
-    replaces a replica's pair whenever its state changes. Keys must be totally ordered (no NaN).
+    NOTE(routing): a scan that keeps the first replica with the strictly smallest key picks the
+    least ``(key, position)``. Per group the view keeps a heap of the distinct keys in use and,
+    per key, a heap of the positions holding it. An update only pushes (a replica that moves
+    leaves a stale entry behind, recognised by its stamp and dropped when it surfaces, and heaps
+    are rebuilt when stale entries outnumber live ones), so updates and queries cost O(log n).
     """
 
     def __init__(self, place: PlaceFn, states: Sequence[ReplicaState]) -> None:
         self._place = place
-        self._lists: dict[Hashable, SortedList] = {}
-        self._entry: list[tuple[Hashable, tuple[Any, int]] | None] = [None] * len(states)
+        self._where: list[tuple[Hashable, Key] | None] = [None] * len(states)
+        self._stamp = [0] * len(states)  # bumped whenever a replica moves
+        self._groups: dict[Hashable, _Group] = {}
+        self._group_keys: tuple[Hashable, ...] = ()
         for pos, state in enumerate(states):
             self.update(pos, state)
 
     def update(self, pos: int, state: ReplicaState) -> None:
-        """Replace replica ``pos``'s entry (an unhealthy replica leaves the view)."""
-        old = self._entry[pos]
-        if not state.healthy:
-            if old is not None:
-                self._lists[old[0]].remove(old[1])
-                self._entry[pos] = None
-            return
-        group, key = self._place(state)
-        item = (key, pos)
+        """Replica ``pos`` now has ``state`` (an unhealthy replica leaves the view)."""
+        new = self._place(state) if state.healthy else None
+        old = self._where[pos]
+        if new == old:
+            return  # most updates of a busy replica move no key
         if old is not None:
-            if old[0] == group and old[1] == item:
-                return  # same place: most updates of a busy replica move no key
-            self._lists[old[0]].remove(old[1])
-        items = self._lists.get(group)
-        if items is None:
-            items = self._lists[group] = SortedList()
-        items.add(item)
-        self._entry[pos] = (group, item)
+            self._groups[old[0]].leave(old[1])
+        stamp = self._stamp[pos] + 1
+        self._stamp[pos] = stamp
+        self._where[pos] = new
+        if new is not None:
+            group = self._groups.get(new[0])
+            if group is None:
+                group = self._groups[new[0]] = _Group(self._stamp)
+                self._group_keys = tuple(self._groups)
+            group.join(new[1], pos, stamp)
 
-    def groups(self) -> list[Hashable]:
-        """The groups with at least one healthy replica, in no particular order."""
-        return [g for g, items in self._lists.items() if items]
+    def groups(self) -> tuple[Hashable, ...]:
+        """Every group a replica was ever placed in (some may be empty now)."""
+        return self._group_keys
 
-    def least(self, group: Hashable) -> tuple[Any, int] | None:
+    def least(self, group: Hashable) -> tuple[Key, int] | None:
         """The least ``(key, position)`` of ``group``, or None when it has no healthy replica."""
-        items = self._lists.get(group)
-        if not items:
+        g = self._groups.get(group)
+        if g is None:
             return None
-        key, pos = items[0]
-        return key, pos
+        key = g.least_key()
+        return None if key is None else (key, g.least_position(key))
 
     def least_shifted(self, group: Hashable, shift: float) -> tuple[float, int] | None:
         """The least ``(key + shift, position)`` of ``group`` (float keys), rounding included.
 
-        Adding ``shift`` keeps the order of keys but may make neighbouring keys equal, so the
-        pairs whose shifted key equals the least one are all looked at (one per distinct key).
+        Adding ``shift`` keeps the order of keys but may make neighbouring keys equal: every
+        distinct key whose shifted value equals the least one is looked at. They sit at the top
+        of the heap of keys, so a walk from its root that stops below a larger value finds them.
         """
         return self.least_scored(group, lambda key: key + shift)
 
@@ -85,21 +87,79 @@ class LeastView:
     ) -> tuple[float, int] | None:
         """The least ``(score(key), position)`` of ``group`` for a ``score`` that never
         decreases as the key grows (rounding may make the scores of neighbouring keys equal:
-        those are all looked at, one per distinct key)."""
-        items = self._lists.get(group)
-        if not items:
+        those are all looked at, one per distinct key, found at the top of the heap of keys by
+        a walk from its root that stops below a larger score)."""
+        g = self._groups.get(group)
+        if g is None:
             return None
-        key, best_pos = items[0]
-        best = score(key)
-        n = len(items)
-        i = items.bisect_right((key, n + len(self._entry)))
-        while i < n:
-            key, pos = items[i]
+        first = g.least_key()
+        if first is None:
+            return None
+        best = score(first)
+        best_pos = g.least_position(first)
+        keys, count = g.keys, g.count
+        stack = [1, 2]
+        while stack:
+            i = stack.pop()
+            if i >= len(keys):
+                continue
+            key = keys[i]
             if score(key) != best:
-                break
-            best_pos = min(best_pos, pos)  # the first pair of a distinct key has its least position
-            i = items.bisect_right((key, n + len(self._entry)))
+                continue  # this key and all below it in the heap score higher
+            if key != first and key in count:
+                best_pos = min(best_pos, g.least_position(key))
+            stack.append(2 * i + 1)
+            stack.append(2 * i + 2)
         return best, best_pos
+
+
+class _Group:
+    """One group of a view: a heap of distinct keys and, per key, a heap of (position, stamp)."""
+
+    __slots__ = ("count", "keys", "members", "stamp")
+
+    def __init__(self, stamp: list[int]) -> None:
+        self.stamp = stamp  # the view's: an entry (position, stamp) is live while they agree
+        self.keys: list[Key] = []  # heap; a key no replica holds (not in count) is stale
+        self.members: dict[Key, list[tuple[int, int]]] = {}
+        self.count: dict[Key, int] = {}  # key -> replicas holding it now
+
+    def join(self, key: Key, pos: int, stamp: int) -> None:
+        held = self.count.get(key, 0) + 1
+        self.count[key] = held
+        if held == 1:
+            bucket = self.members[key] = [(pos, stamp)]
+            heapq.heappush(self.keys, key)
+            if len(self.keys) > 2 * len(self.count) + 16:
+                self.keys = list(self.count)
+                heapq.heapify(self.keys)
+            return
+        bucket = self.members[key]
+        heapq.heappush(bucket, (pos, stamp))
+        if len(bucket) > 2 * held + 8:
+            live = [(p, s) for p, s in bucket if self.stamp[p] == s]
+            heapq.heapify(live)
+            self.members[key] = live
+
+    def leave(self, key: Key) -> None:
+        held = self.count[key] - 1
+        if held:
+            self.count[key] = held
+        else:
+            del self.count[key]
+            del self.members[key]
+
+    def least_key(self) -> Key | None:
+        keys, count = self.keys, self.count
+        while keys and keys[0] not in count:
+            heapq.heappop(keys)
+        return keys[0] if keys else None
+
+    def least_position(self, key: Key) -> int:
+        bucket, stamp = self.members[key], self.stamp
+        while stamp[bucket[0][0]] != bucket[0][1]:
+            heapq.heappop(bucket)
+        return bucket[0][0]
 
 
 class ReplicaIndex:
