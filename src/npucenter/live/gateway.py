@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
+from npucenter.api.context import ControlPlane
 from npucenter.clock import SystemClock
 from npucenter.errors import NotFoundError
 from npucenter.files.fleet import load_fleet
@@ -31,21 +31,11 @@ from npucenter.gateway.routing import make_router
 from npucenter.metering.ledger import PriceBook, UsageRecord
 from npucenter.settings import ENV_FLEET, ENV_ROUTING_POLICY, ENV_VIRTUAL_FLEET, Settings
 
-
-class ControlPlane(Protocol):
-    """The part of ``npucenter.api.context.ControlPlane`` the gateway uses: store transactions."""
-
-    def tx(self) -> AbstractContextManager[Any]:
-        """One transaction as a store Repository."""
-        ...
-
-
 __all__ = [
     "ENV_FLEET",
     "ENV_ROUTING_POLICY",
     "ENV_VIRTUAL_FLEET",
     "OPERATOR_TENANT",
-    "ControlPlane",
     "StoreKeyResolver",
     "StoreLedger",
     "build_gateway",
