@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 
 from npucenter.api.context import ControlPlane
 from npucenter.api.schemas import AdmissionReport, AllocationOut, PendingOut
@@ -31,11 +32,17 @@ from npucenter.policy.admission import (
     decide_admission,
     servers_from_cards,
 )
-from npucenter.policy.quota import PriorityClass, TenantQuota
+from npucenter.policy.quota import PriorityClass, StopPolicy, TenantQuota
 from npucenter.store.models import Allocation, CardRow, ServerRow, Tenant
 from npucenter.store.repository import QuotaView, Repository
 
-__all__ = ["admit_after_change", "build_snapshot", "check_admissible", "run_admission"]
+__all__ = [
+    "admit_after_change",
+    "build_snapshot",
+    "check_admissible",
+    "check_admissible_any",
+    "run_admission",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +87,13 @@ def build_snapshot(repo: Repository, now_s: float) -> tuple[AdmissionSnapshot, l
     running = _running(repo, servers, names)
     pending = _pending(repo, names)
     quotas = _quotas(repo, names, {w.tenant for w in pending} | {a.tenant for a in running})
-    snapshot = AdmissionSnapshot(fleet=fleet, quotas=quotas, running=tuple(running), now_s=now_s)
+    snapshot = AdmissionSnapshot(
+        fleet=fleet,
+        quotas=quotas,
+        running=tuple(running),
+        now_s=now_s,
+        cohorts=repo.cohort_quotas(),
+    )
     return snapshot, pending
 
 
@@ -111,7 +124,30 @@ def _tenant_quota(tenant: str, views: list[QuotaView]) -> TenantQuota:
             v.device_type: v.lending_limit_cards for v in views if v.lending_limit_cards is not None
         },
         tokens_per_s=first.tokens_per_s,
+        stop_policy=StopPolicy(first.stop_policy),
+        borrow_unnamed_device_types=first.borrow_unnamed_device_types,
+        fair_share_weight=first.fair_share_weight,
     )
+
+
+def check_admissible_any(
+    repo: Repository, tenant: Tenant, device_types: Sequence[str], num_cards: int
+) -> None:
+    """:func:`check_admissible` for a fungible workload: it passes when one of its types does.
+
+    Raises:
+        NpuCenterError: the first type's error, when no type passes.
+    """
+    first: NpuCenterError | None = None
+    for device_type in device_types:
+        try:
+            check_admissible(repo, tenant, device_type, num_cards)
+        except (CapacityUnavailableError, InvalidConfigError, QuotaExceededError) as exc:
+            first = first or exc
+        else:
+            return
+    if first is not None:
+        raise first
 
 
 def check_admissible(repo: Repository, tenant: Tenant, device_type: str, num_cards: int) -> None:
@@ -225,12 +261,14 @@ def _admitted(
 def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
     out: list[Workload] = []
     for job in repo.list_jobs(state="queued"):
+        accepts = list(job.device_types or ()) or [job.device_type]
         out.append(
             Workload(
                 workload_id=f"job:{job.id}",
                 tenant=names[job.tenant_id],
                 kind=WorkloadKind(job.kind),
-                device_type=job.device_type,
+                device_type=accepts[0],
+                fallback_device_types=tuple(accepts[1:]),
                 num_cards=job.num_cards,
                 tp_size=1,
                 priority_class=PriorityClass.parse(job.priority_class),
@@ -281,6 +319,7 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
         kind, _, raw_id = placed.workload_id.partition(":")
         if kind == "job":
             job = repo.get_job(int(raw_id))
+            job.device_type = placed.device_type  # a fungible job runs where admission put it
             repo.admit_job(
                 job,
                 card_ids,

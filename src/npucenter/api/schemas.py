@@ -165,6 +165,11 @@ class QuotaIn(_In):
     cohort: str | None = Field(default=None, min_length=1, max_length=64)  # None: no cohort
     priority_class: PriorityClass = "research"
     tokens_per_s: float | None = Field(default=None, ge=0)
+    #: the tenant's: hold admits nothing new, hold-and-drain also preempts what runs
+    stop_policy: Literal["none", "hold", "hold-and-drain"] = "none"
+    #: opt-in: borrow device types the tenant's quota does not name (default: never)
+    borrow_unnamed_device_types: bool = False
+    fair_share_weight: float = Field(default=1.0, ge=0, le=1_000)
 
 
 class QuotaOut(_Out):
@@ -180,8 +185,33 @@ class QuotaOut(_Out):
     cohort: str | None
     priority_class: str
     tokens_per_s: float | None
+    stop_policy: str = "none"
+    borrow_unnamed_device_types: bool = False
+    fair_share_weight: float = 1.0
     used_cards: int = 0
     borrowed_cards: int = 0
+
+
+class CohortIn(_In):
+    """Create or replace a cohort's parent and cards of its own (nested cohorts)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    parent: str | None = Field(default=None, min_length=1, max_length=64)  # None: a root
+    nominal_cards: dict[str, int] = Field(default_factory=dict)  # device type -> cards
+    borrowing_limit_cards: dict[str, int] = Field(default_factory=dict)  # missing: unlimited
+    lending_limit_cards: dict[str, int] = Field(default_factory=dict)  # missing: lend all
+    fair_share_weight: float = Field(default=1.0, ge=0, le=1_000)
+
+
+class CohortOut(_Out):
+    """A cohort row."""
+
+    name: str
+    parent: str | None
+    nominal_cards: dict[str, int]
+    borrowing_limit_cards: dict[str, int]
+    lending_limit_cards: dict[str, int]
+    fair_share_weight: float
 
 
 class DeploymentIn(_In):
@@ -242,6 +272,8 @@ class JobIn(_In):
     command: list[str] = Field(default_factory=list, max_length=256)
     priority_class: PriorityClass | None = None
     tenant: str | None = None  # admins submit on a tenant's behalf
+    #: a fungible job: tried in order after device_type; it runs on the first with quota and room
+    fallback_device_types: list[str] = Field(default_factory=list, max_length=8)
 
 
 class JobStateIn(_In):
@@ -262,6 +294,7 @@ class JobOut(_Out):
     image: str | None
     command: list[str]
     device_type: str
+    device_types: list[str] = Field(default_factory=list)  # a fungible job's, in order
     num_cards: int
     priority_class: str
     state: str

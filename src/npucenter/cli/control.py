@@ -17,10 +17,12 @@ from rich.table import Table
 
 from npucenter.cli._common import console, handle_errors, print_json
 from npucenter.cli.client import Client
+from npucenter.errors import InvalidConfigError
 from npucenter.settings import Settings
 
 __all__ = [
     "admission_app",
+    "cohort_app",
     "deploy_app",
     "fleet_app",
     "install",
@@ -39,6 +41,10 @@ key_app = typer.Typer(
 )
 quota_app = typer.Typer(
     help="Quotas per tenant and device type (cards), cohorts, priority.", no_args_is_help=True
+)
+cohort_app = typer.Typer(
+    help="Nested cohorts: a parent and cards of their own (center -> companies -> departments).",
+    no_args_is_help=True,
 )
 fleet_app = typer.Typer(
     help="The fleet: servers, cards, device types, health.", no_args_is_help=True
@@ -64,6 +70,7 @@ def install(app: typer.Typer) -> None:
         ("tenant", tenant_app),
         ("key", key_app),
         ("quota", quota_app),
+        ("cohort", cohort_app),
         ("fleet", fleet_app),
         ("deploy", deploy_app),
         ("job", job_app),
@@ -223,8 +230,17 @@ QUOTA_COLUMNS = [
     "cohort",
     "priority_class",
     "tokens_per_s",
+    "stop_policy",
     "used_cards",
     "borrowed_cards",
+]
+COHORT_COLUMNS = [
+    "name",
+    "parent",
+    "nominal_cards",
+    "borrowing_limit_cards",
+    "lending_limit_cards",
+    "fair_share_weight",
 ]
 
 
@@ -249,6 +265,17 @@ def quota_set(
     tokens_per_s: float | None = typer.Option(
         None, "--tokens-per-s", help="Token rate on shared services."
     ),
+    stop_policy: str = typer.Option(
+        "none", "--stop-policy", help="none | hold (admit nothing new) | hold-and-drain."
+    ),
+    borrow_unnamed: bool = typer.Option(
+        False,
+        "--borrow-unnamed/--no-borrow-unnamed",
+        help="Let the tenant borrow device types its quota does not name.",
+    ),
+    fair_share_weight: float = typer.Option(
+        1.0, "--fair-share-weight", help="Weight in fair sharing (2 gets twice the share of 1)."
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Create or replace a tenant's quota for one device type (admin)."""
@@ -261,6 +288,9 @@ def quota_set(
         "cohort": cohort,
         "priority_class": priority,
         "tokens_per_s": tokens_per_s,
+        "stop_policy": stop_policy,
+        "borrow_unnamed_device_types": borrow_unnamed,
+        "fair_share_weight": fair_share_weight,
     }
     _table(json_out, QUOTA_COLUMNS, "PUT", "/api/quotas", body)
 
@@ -270,6 +300,58 @@ def quota_set(
 def quota_list(json_out: bool = JSON_OPT) -> None:
     """List quotas with the cards in use."""
     _table(json_out, QUOTA_COLUMNS, "GET", "/api/quotas", title="quotas")
+
+
+def _cards(field: str, pairs: list[str]) -> dict[str, int]:
+    """``["rngd=2", "h100=4"]`` as ``{"rngd": 2, "h100": 4}``."""
+    out: dict[str, int] = {}
+    for pair in pairs:
+        device, sep, cards = pair.partition("=")
+        if not sep or not device or not cards.strip().isdigit():
+            raise InvalidConfigError(field, pair, "use DEVICE=CARDS, e.g. rngd=2")
+        out[device.strip()] = int(cards)
+    return out
+
+
+@cohort_app.command("set")
+@handle_errors
+def cohort_set(
+    name: str = typer.Argument(..., help="Cohort name (tenants name it with --cohort)."),
+    parent: str | None = typer.Option(None, "--parent", help="Parent cohort; unset: a root."),
+    nominal: list[str] = typer.Option([], "--nominal", help="DEVICE=CARDS of its own."),
+    borrowing_limit: list[str] = typer.Option(
+        [], "--borrowing-limit", help="DEVICE=CARDS it may borrow from its parent."
+    ),
+    lending_limit: list[str] = typer.Option(
+        [], "--lending-limit", help="DEVICE=CARDS it lends to its parent (unset: all)."
+    ),
+    fair_share_weight: float = typer.Option(1.0, "--fair-share-weight"),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Create or replace a cohort: its parent and cards of its own (admin)."""
+    body = {
+        "name": name,
+        "parent": parent,
+        "nominal_cards": _cards("nominal", nominal),
+        "borrowing_limit_cards": _cards("borrowing_limit", borrowing_limit),
+        "lending_limit_cards": _cards("lending_limit", lending_limit),
+        "fair_share_weight": fair_share_weight,
+    }
+    _table(json_out, COHORT_COLUMNS, "PUT", "/api/cohorts", body)
+
+
+@cohort_app.command("list")
+@handle_errors
+def cohort_list(json_out: bool = JSON_OPT) -> None:
+    """Cohorts with a parent or cards of their own (admin)."""
+    _table(json_out, COHORT_COLUMNS, "GET", "/api/cohorts")
+
+
+@cohort_app.command("delete")
+@handle_errors
+def cohort_delete(name: str = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+    """Delete a cohort's row; its tenants stay in it as a flat cohort (admin)."""
+    _delete(json_out, f"/api/cohorts/{name}", "deleted", name)
 
 
 @quota_app.command("delete")
@@ -499,6 +581,9 @@ def job_submit(
         help="At most the tenant's class: production|research|education|best-effort.",
     ),
     tenant: str | None = typer.Option(None, "--tenant", help="Admins submit for a tenant."),
+    fallback_device: list[str] = typer.Option(
+        [], "--fallback-device", help="Also accept this device type (in order; repeat)."
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Submit a job: `npucenter job submit ft --kind finetune -d h100 --cards 2 -- python train.py`."""
@@ -511,6 +596,7 @@ def job_submit(
         "command": list(command or []),
         "priority_class": priority,
         "tenant": tenant,
+        "fallback_device_types": list(fallback_device),
     }
     _table(json_out, JOB_COLUMNS, "POST", "/api/jobs", body)
 

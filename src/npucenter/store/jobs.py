@@ -49,11 +49,21 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
         image: str | None = None,
         command: Sequence[str] = (),
         priority_class: str | None = None,
+        fallback_device_types: Sequence[str] = (),
     ) -> Job:
-        """Queue a job; it needs an image or a command."""
+        """Queue a job; it needs an image or a command.
+
+        ``fallback_device_types`` makes it fungible: admission places it on the first of
+        ``device_type`` and these with quota and room (``device_type`` then records where).
+        """
         check_name("job name", name)
         check_choice("kind", kind, JOB_KINDS)
         device_id = canonical_device(device_type)
+        accepts = [device_id, *(canonical_device(d) for d in fallback_device_types)]
+        if len(set(accepts)) != len(accepts):
+            raise InvalidConfigError(
+                "fallback_device_types", list(fallback_device_types), "names a device type twice"
+            )
         if not 1 <= num_cards <= 64:
             raise InvalidConfigError("num_cards", num_cards, "must be between 1 and 64")
         if not image and not command:
@@ -66,6 +76,7 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
             image=image or None,
             command=list(command),
             device_type=device_id,
+            device_types=accepts if len(accepts) > 1 else [],
             num_cards=num_cards,
             priority_class=self.priority_for(tenant.id, device_id, priority_class),
             state="queued",

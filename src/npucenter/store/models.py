@@ -31,6 +31,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "CardRow",
+    "Cohort",
     "Deployment",
     "Job",
     "JobEvent",
@@ -136,6 +137,27 @@ class Quota(Base):
     cohort: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: no cohort
     priority_class: Mapped[str] = mapped_column(String(32), default="research")
     tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the tenant's (same on every row): "none" | "hold" | "hold-and-drain"
+    stop_policy: Mapped[str] = mapped_column(String(16), default="none")
+    borrow_unnamed_device_types: Mapped[bool] = mapped_column(Boolean, default=False)
+    fair_share_weight: Mapped[float] = mapped_column(Float, default=1.0)
+    updated_at_s: Mapped[float] = mapped_column(Float)
+
+
+class Cohort(Base):
+    """A cohort with a parent and cards of its own (nested cohorts, after Kueue's Cohort).
+
+    Cohorts tenants name without a row here are flat: no parent, no cards of their own.
+    """
+
+    __tablename__ = "cohorts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    nominal_cards: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    borrowing_limit_cards: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    lending_limit_cards: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    fair_share_weight: Mapped[float] = mapped_column(Float, default=1.0)
     updated_at_s: Mapped[float] = mapped_column(Float)
 
 
@@ -186,7 +208,9 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(16))  # finetune | preprocess | benchmark
     image: Mapped[str | None] = mapped_column(String(512), nullable=True)
     command: Mapped[list[str]] = mapped_column(JSON, default=list)
-    device_type: Mapped[str] = mapped_column(String(64))
+    device_type: Mapped[str] = mapped_column(String(64))  # where it runs (first choice if queued)
+    # a fungible job's device types in order of preference (migration 0005); []: device_type only
+    device_types: Mapped[list[str]] = mapped_column(JSON, default=list)
     num_cards: Mapped[int] = mapped_column(Integer)
     priority_class: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), index=True)

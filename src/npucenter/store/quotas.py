@@ -11,20 +11,24 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.policy.quota import CohortQuota, StopPolicy
 from npucenter.store.base import canonical_device, check_choice, check_name
-from npucenter.store.models import Quota, Tenant
+from npucenter.store.models import Cohort, Quota, Tenant
 from npucenter.store.tenants import TenantStore
 
-__all__ = ["PRIORITY_CLASSES", "QuotaStore", "QuotaView"]
+__all__ = ["PRIORITY_CLASSES", "STOP_POLICIES", "QuotaStore", "QuotaView"]
 
 PRIORITY_CLASSES = ("production", "research", "education", "best-effort")  # highest first
+STOP_POLICIES = tuple(p.value for p in StopPolicy)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuotaView:
     """A tenant's quota for one device type, as the gateway and the admission snapshot see it.
 
-    ``cohort``, ``priority_class`` and ``tokens_per_s`` are the same on every row of a tenant.
+    ``cohort``, ``priority_class``, ``tokens_per_s``, ``stop_policy``,
+    ``borrow_unnamed_device_types`` and ``fair_share_weight`` are the same on every row of a
+    tenant.
     """
 
     tenant_id: int
@@ -36,6 +40,9 @@ class QuotaView:
     cohort: str | None
     priority_class: str
     tokens_per_s: float | None
+    stop_policy: str = "none"
+    borrow_unnamed_device_types: bool = False
+    fair_share_weight: float = 1.0
 
 
 class QuotaStore(TenantStore):
@@ -52,6 +59,9 @@ class QuotaStore(TenantStore):
         cohort: str | None = None,
         priority_class: str = "research",
         tokens_per_s: float | None = None,
+        stop_policy: str = "none",
+        borrow_unnamed_device_types: bool = False,
+        fair_share_weight: float = 1.0,
     ) -> Quota:
         """Create or replace the tenant's quota for a device type."""
         device_id = canonical_device(device_type)
@@ -70,6 +80,9 @@ class QuotaStore(TenantStore):
         if cohort is not None:
             check_name("cohort", cohort)
         check_choice("priority_class", priority_class, PRIORITY_CLASSES)
+        check_choice("stop_policy", stop_policy, STOP_POLICIES)
+        if not fair_share_weight >= 0:
+            raise InvalidConfigError("fair_share_weight", fair_share_weight, "must be >= 0")
         quota = self.session.scalar(
             select(Quota).where(Quota.tenant_id == tenant.id, Quota.device_type == device_id)
         )
@@ -90,6 +103,9 @@ class QuotaStore(TenantStore):
             row.cohort = cohort
             row.priority_class = priority_class
             row.tokens_per_s = tokens_per_s
+            row.stop_policy = stop_policy
+            row.borrow_unnamed_device_types = borrow_unnamed_device_types
+            row.fair_share_weight = fair_share_weight
             row.updated_at_s = self.now_s()
         self.session.flush()
         return quota
@@ -117,6 +133,85 @@ class QuotaStore(TenantStore):
         """Every quota as a value, with tenant names."""
         names = {t.id: t.name for t in self.list_tenants()}
         return [_quota_view(q, names[q.tenant_id]) for q in self.list_quotas()]
+
+    def set_cohort(
+        self,
+        name: str,
+        *,
+        parent: str | None = None,
+        nominal_cards: dict[str, int] | None = None,
+        borrowing_limit_cards: dict[str, int] | None = None,
+        lending_limit_cards: dict[str, int] | None = None,
+        fair_share_weight: float = 1.0,
+    ) -> Cohort:
+        """Create or replace a cohort's parent and cards of its own.
+
+        Raises:
+            InvalidConfigError: a bad value, or a parent chain that loops back to ``name``.
+        """
+        check_name("cohort", name)
+        if parent is not None:
+            check_name("parent", parent)
+        canon = {
+            field: {canonical_device(d): n for d, n in (value or {}).items()}
+            for field, value in (
+                ("nominal_cards", nominal_cards),
+                ("borrowing_limit_cards", borrowing_limit_cards),
+                ("lending_limit_cards", lending_limit_cards),
+            )
+        }
+        spec = CohortQuota(name=name, parent=parent, fair_share_weight=fair_share_weight, **canon)
+        parents = {c.name: c.parent for c in self.list_cohorts()}
+        parents[name] = parent
+        at, seen = parent, {name}
+        while at is not None:
+            if at in seen:
+                raise InvalidConfigError(
+                    "parent", parent, f"the cohorts' parents loop back to {at}"
+                )
+            seen.add(at)
+            at = parents.get(at)
+        row = self.session.scalar(select(Cohort).where(Cohort.name == name))
+        if row is None:
+            row = Cohort(name=name)
+            self.session.add(row)
+        row.parent = spec.parent
+        row.nominal_cards = dict(spec.nominal_cards)
+        row.borrowing_limit_cards = dict(spec.borrowing_limit_cards)
+        row.lending_limit_cards = dict(spec.lending_limit_cards)
+        row.fair_share_weight = spec.fair_share_weight
+        row.updated_at_s = self.now_s()
+        self.session.flush()
+        return row
+
+    def list_cohorts(self) -> list[Cohort]:
+        """Cohorts with a parent or cards of their own, by name."""
+        return list(self.session.scalars(select(Cohort).order_by(Cohort.name)))
+
+    def delete_cohort(self, name: str) -> None:
+        """Remove a cohort's row (its tenants stay in it, now a flat cohort).
+
+        Raises:
+            NotFoundError: no such cohort.
+        """
+        row = self.session.scalar(select(Cohort).where(Cohort.name == name))
+        if row is None:
+            raise NotFoundError("cohort", name)
+        self.session.delete(row)
+
+    def cohort_quotas(self) -> tuple[CohortQuota, ...]:
+        """Every cohort row as the admission policy's value."""
+        return tuple(
+            CohortQuota(
+                name=c.name,
+                parent=c.parent,
+                nominal_cards=c.nominal_cards,
+                borrowing_limit_cards=c.borrowing_limit_cards,
+                lending_limit_cards=c.lending_limit_cards,
+                fair_share_weight=c.fair_share_weight,
+            )
+            for c in self.list_cohorts()
+        )
 
     def priority_for(self, tenant_id: int, device_type: str, requested: str | None) -> str:
         """The workload's priority: the quota's class, or a lower one the caller asked for."""
@@ -147,4 +242,7 @@ def _quota_view(q: Quota, tenant_name: str) -> QuotaView:
         cohort=q.cohort,
         priority_class=q.priority_class,
         tokens_per_s=q.tokens_per_s,
+        stop_policy=q.stop_policy,
+        borrow_unnamed_device_types=q.borrow_unnamed_device_types,
+        fair_share_weight=q.fair_share_weight,
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, status
 
-from npucenter.api.admission import admit_after_change, check_admissible
+from npucenter.api.admission import admit_after_change, check_admissible_any
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
 from npucenter.api.views import job_out, job_view, tenant_names
@@ -28,7 +28,8 @@ def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> Jo
     """Queue a job; the admission cycle that follows may admit it at once."""
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
-        check_admissible(repo, tenant, canonical_device(body.device_type), body.num_cards)
+        accepts = [canonical_device(d) for d in (body.device_type, *body.fallback_device_types)]
+        check_admissible_any(repo, tenant, accepts, body.num_cards)
         job_id = repo.submit_job(tenant, **body.model_dump(exclude={"tenant"})).id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:

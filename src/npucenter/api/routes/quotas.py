@@ -1,4 +1,4 @@
-"""Quotas: admins set them; a tenant reads its own."""
+"""Quotas and cohorts: admins set them; a tenant reads its own quotas."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, status
 
 from npucenter.api.admission import admit_after_change
 from npucenter.api.context import RequestContext, admin_context, caller_context
-from npucenter.api.schemas import QuotaIn, QuotaOut
+from npucenter.api.schemas import CohortIn, CohortOut, QuotaIn, QuotaOut
 from npucenter.api.views import quota_out, tenant_names
 
 __all__ = ["router"]
@@ -40,4 +40,29 @@ def delete_quota(quota_id: int, ctx: RequestContext = Depends(admin_context)) ->
     """Remove a quota row (admin)."""
     with ctx.tx() as repo:
         repo.delete_quota(quota_id)
+    admit_after_change(ctx.control)
+
+
+@router.put("/cohorts", response_model=CohortOut)
+def set_cohort(body: CohortIn, ctx: RequestContext = Depends(admin_context)) -> CohortOut:
+    """Create or replace a cohort's parent and cards of its own (admin)."""
+    with ctx.tx() as repo:
+        fields = body.model_dump(exclude={"name"})
+        out = CohortOut.model_validate(repo.set_cohort(body.name, **fields))
+    admit_after_change(ctx.control)
+    return out
+
+
+@router.get("/cohorts", response_model=list[CohortOut])
+def list_cohorts(ctx: RequestContext = Depends(admin_context)) -> list[CohortOut]:
+    """Cohorts with a parent or cards of their own (admin)."""
+    with ctx.tx() as repo:
+        return [CohortOut.model_validate(c) for c in repo.list_cohorts()]
+
+
+@router.delete("/cohorts/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_cohort(name: str, ctx: RequestContext = Depends(admin_context)) -> None:
+    """Remove a cohort's row; its tenants stay in it as a flat cohort (admin)."""
+    with ctx.tx() as repo:
+        repo.delete_cohort(name)
     admit_after_change(ctx.control)
