@@ -28,6 +28,7 @@ __all__ = [
     "ENV_CATALOG",
     "ENV_DATABASE_URL",
     "ENV_DATA_DIR",
+    "ENV_ENGINE_HOST",
     "ENV_EXECUTOR",
     "ENV_FLEET",
     "ENV_JOB_ENV_ALLOW",
@@ -96,6 +97,8 @@ ENV_RAY_ADDRESS = "NPUCENTER_RAY_ADDRESS"
 #: ``all``) opens them; default none (loopback and admin keys only). See docs/reliability.md.
 ENV_OPEN_ENDPOINTS = "NPUCENTER_OPEN_ENDPOINTS"
 OPEN_ENDPOINT_GROUPS = ("metrics", "docs")
+#: The address engines listen on (local executor: 127.0.0.1; Ray: each node's own address).
+ENV_ENGINE_HOST = "NPUCENTER_ENGINE_HOST"
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_ROUTING_POLICY = "prefix-affinity"
 
@@ -144,6 +147,7 @@ class Settings:
     executor: str = "local"  # local | ray: where deployment replicas (and jobs) run
     ray_address: str | None = None  # the Ray cluster when executor == "ray"
     open_endpoints: frozenset[str] = frozenset()  # of OPEN_ENDPOINT_GROUPS, open off loopback
+    engine_host: str | None = None  # where engines listen; None: the executor's default
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -209,6 +213,7 @@ class Settings:
             ),
             executor=(env.get(ENV_EXECUTOR) or "local").lower(),
             ray_address=env.get(ENV_RAY_ADDRESS) or None,
+            engine_host=env.get(ENV_ENGINE_HOST) or None,
         )
 
     @property

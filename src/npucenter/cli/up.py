@@ -31,6 +31,16 @@ def up(
         "--fleet",
         help="Fleet YAML, the format `simulate --fleet` reads (default: 2 RNGD + 1 H100 servers).",
     ),
+    executor: str | None = typer.Option(
+        None,
+        "--executor",
+        help="Where replicas run: local (child processes, default) or ray (NPUCENTER_EXECUTOR).",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="The Ray cluster for --executor ray, e.g. 127.0.0.1:6379 (NPUCENTER_RAY_ADDRESS).",
+    ),
 ) -> None:
     """Start the center: control-plane API, OpenAI gateway, dashboard and a virtual fleet.
 
@@ -46,6 +56,12 @@ def up(
     settings = Settings.from_env(data_dir=data_dir)
     if fleet is not None:  # the gateway extension's fleet, and the tariff when none is set
         settings = replace(settings, fleet_path=fleet)
+    if executor is not None or ray_address is not None:
+        settings = replace(
+            settings,
+            executor=(executor or ("ray" if ray_address else settings.executor)).lower(),
+            ray_address=ray_address or settings.ray_address,
+        )
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:

@@ -58,8 +58,15 @@ class ReplicaSpec:
     ready_timeout_s: float | None = None  # None: the engine's own start-up timeout
     extra_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()  # (name, value) pairs added to the environment
+    # What a scale-out executor (Ray) reserves on the node besides the cards; None: nothing
+    num_cpus: float | None = None
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("num_cpus", "memory_gb"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise InvalidConfigError(name, value, "must be >= 0")
         if not self.engine:
             raise InvalidConfigError("engine", self.engine, "must name an engine")
         if not self.model:
@@ -111,7 +118,9 @@ class LaunchSpec:
     port: int = 8000
     health_path: str = "/health"
     ready_timeout_s: float = 60.0
-    resources: tuple[tuple[str, float], ...] = field(default=())  # e.g. (("RNGD", 2.0),)
+    resources: tuple[tuple[str, float], ...] = field(
+        default=()
+    )  # Ray's names, e.g. (("FURIOSA", 2.0),)
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -46,7 +46,7 @@ class FuriosaLlmEngine:
             port=port,
             health_path="/v1/models",
             ready_timeout_s=spec.ready_timeout_s or self.ready_timeout_s,
-            resources=(("RNGD", float(spec.tp)),),
+            resources=(("FURIOSA", float(spec.tp)),),  # Ray's own name
         )
 
 

@@ -324,6 +324,12 @@ class DeploymentReconciler:
     async def _apply(self, wanted: list[WantedReplica]) -> ReconcileReport:
         report = ReconcileReport()
         by_id = {w.replica_id: w for w in wanted}
+        sync = getattr(self.executor, "sync", None)
+        if sync is not None:  # Ray: adopt the store's replicas it runs, stop its orphans
+            try:
+                await sync(set(by_id))
+            except NpuCenterError as exc:
+                log.warning("executor sync: %s", exc)
         self._wanted = list(by_id.values())
         for rid in list(self._failures):
             if rid not in by_id:

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.api.context import RequestContext, caller_context
+from npucenter.executors import executor_for
 from npucenter.gateway.metrics import CONTENT_TYPE
 from npucenter.live.fleet import serve_fleet
 from npucenter.live.gateway import build_gateway
@@ -53,7 +54,12 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     add_lifespan_hook(
         app,
         lambda app_: serve_fleet(
-            gateway, fleet, launch=launch, control=app_.state.control, data_dir=settings.data_dir
+            gateway,
+            fleet,
+            launch=launch,
+            control=app_.state.control,
+            data_dir=settings.data_dir,
+            executor=executor_for(settings),  # NPUCENTER_EXECUTOR: local (default) or ray
         ),
     )
     add_lifespan_hook(app, lambda _app: sample_forever(series, gateway))

@@ -22,7 +22,7 @@ def test_command_auto_picks_furiosa_for_rngd() -> None:
     doc = json.loads(result.output)
     assert doc["engine"] == "furiosa-llm"
     assert doc["argv"][doc["argv"].index("--devices") + 1] == "npu:4,npu:5"
-    assert doc["ray_resources"] == {"RNGD": 2.0}
+    assert doc["ray_resources"] == {"FURIOSA": 2.0}
 
 
 def test_command_text_for_vllm() -> None:

@@ -84,7 +84,7 @@ def test_furiosa_llm_serve_selects_cards_with_devices() -> None:
     assert _flag(ls.argv, "--port") == "8100"
     assert ls.argv[-1] == "--enable-auto-tool-choice"
     assert ls.health_path == "/v1/models"
-    assert dict(ls.resources) == {"RNGD": 2.0}
+    assert dict(ls.resources) == {"FURIOSA": 2.0}  # Ray's own resource name
 
 
 def test_vllm_rbln_uses_rbln_devices_and_tp_env() -> None:

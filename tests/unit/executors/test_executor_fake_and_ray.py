@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -65,8 +66,8 @@ async def test_fake_executor_failures() -> None:
 @pytest.mark.parametrize(
     ("device", "tp", "expected"),
     [
-        ("rngd", 2, {"resources": {"RNGD": 2.0}}),
-        ("furiosa_rngd", 8, {"resources": {"RNGD": 8.0}}),
+        ("rngd", 2, {"resources": {"FURIOSA": 2.0}, "accelerator_type": "FURIOSA_RNGD"}),
+        ("furiosa_rngd", 8, {"resources": {"FURIOSA": 8.0}, "accelerator_type": "FURIOSA_RNGD"}),
         ("rebellions_atom", 4, {"resources": {"RBLN": 4.0}}),
         ("nvidia_h100_sxm", 4, {"num_gpus": 4.0, "accelerator_type": "H100"}),
         ("nvidia_h200_sxm", 1, {"num_gpus": 1.0, "accelerator_type": "H200"}),
@@ -81,13 +82,16 @@ def test_a_device_outside_the_catalog_gets_no_guessed_resources() -> None:
         accelerator_resources(_spec(device="some-gpu"))
 
 
-def test_ray_actor_options_carry_env_and_name() -> None:
-    spec = _spec(engine="furiosa-llm", tp=2, env=(("HF_HOME", "/data/hf"),))
+def test_ray_actor_options_carry_env_name_and_the_specs_cpu_and_memory() -> None:
+    env = (("HF_HOME", "/data/hf"), ("FURIOSA_DEVICES", "npu:7"))  # Ray sets the cards, not us
+    spec = _spec(engine="furiosa-llm", tp=2, env=env)
     options = ray_actor_options(spec, "svc-1")
-    assert options["name"] == "npucenter-replica-svc-1"
-    assert options["resources"] == {"RNGD": 2.0}
+    assert options["name"] == "npucenter-replica-svc-1" and options["namespace"] == "npucenter"
+    assert options["resources"] == {"FURIOSA": 2.0} and options["lifetime"] == "detached"
     assert options["runtime_env"] == {"env_vars": {"HF_HOME": "/data/hf"}}
-    assert options["num_cpus"] == 1.0
+    assert options["num_cpus"] == 0.0 and "memory" not in options  # the cards bound it
+    sized = ray_actor_options(replace(spec, num_cpus=4.0, memory_gb=32.0), "svc-2")
+    assert sized["num_cpus"] == 4.0 and sized["memory"] == 32 * 1024**3
 
 
 async def test_ray_missing_raises_not_supported_with_pip_command(
