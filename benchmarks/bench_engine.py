@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from npucenter.engines import ReplicaSpec
-from npucenter.engines.virtual.tokens import count_chat_tokens
 from npucenter.executors import LocalProcessExecutor
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
+from npucenter.wire.tokens import count_chat_tokens
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "engine.json"
 

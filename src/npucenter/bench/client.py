@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,10 +25,10 @@ from npucenter.errors import (
     PermissionDeniedError,
     UpstreamError,
 )
+from npucenter.wire.sse import SSEParser
 
 __all__ = [
     "EndpointInfo",
-    "SSEParser",
     "Target",
     "build_body",
     "preflight",
@@ -133,33 +132,6 @@ class EndpointInfo:
             },
             "notes": list(self.notes),
         }
-
-
-class SSEParser:
-    """Incremental server-sent-events parser: feed bytes, get the ``data:`` payloads."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        """Complete events' data fields from ``data`` plus what was buffered."""
-        self._buf += data
-        if b"\r" in self._buf:
-            self._buf = self._buf.replace(b"\r\n", b"\n")
-        while True:
-            end = self._buf.find(b"\n\n")
-            if end < 0:
-                return
-            event, self._buf = self._buf[:end], self._buf[end + 2 :]
-            parts = [ln[5:].lstrip() for ln in event.split(b"\n") if ln.startswith(b"data:")]
-            if parts:
-                yield b"\n".join(parts)
-
-    def flush(self) -> Iterator[bytes]:
-        """A final event not terminated by a blank line."""
-        rest, self._buf = self._buf, b""
-        if rest.strip():
-            yield from SSEParser().feed(rest + b"\n\n")
 
 
 def build_body(target: Target, prompt: str, max_tokens: int, stream: bool = True) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from npucenter.errors import (
     RateLimitedError,
     UpstreamError,
 )
+from npucenter.wire.sse import sse_event
 
 __all__ = ["error_body", "error_headers", "openai_error_type", "sse_error_event"]
 
@@ -54,11 +55,15 @@ def error_body(exc: NpuCenterError, *, param: str | None = None) -> bytes:
         "error": {
             "message": str(exc),
             "type": openai_error_type(exc),
-            "param": param if param is not None else exc.details.get("field"),
+            "param": param if param is not None else _param(exc),
             "code": exc.code,
         }
     }
     return json.dumps(body).encode()
+
+
+def _param(exc: NpuCenterError) -> Any:
+    return exc.details.get("param", exc.details.get("field"))
 
 
 def error_headers(exc: NpuCenterError) -> list[tuple[bytes, bytes]]:
@@ -72,4 +77,4 @@ def error_headers(exc: NpuCenterError) -> list[tuple[bytes, bytes]]:
 
 def sse_error_event(exc: NpuCenterError) -> bytes:
     """A final SSE event carrying the error (for streams that already sent tokens)."""
-    return b"data: " + error_body(exc) + b"\n\n"
+    return sse_event(error_body(exc))

@@ -10,7 +10,7 @@ from npucenter.bench.client import Target, preflight
 from npucenter.bench.loadgen import make_client, run_load
 from npucenter.bench.power import make_power_source
 from npucenter.bench.scenario import Scenario
-from npucenter.bench.stub import StubConfig, running_stub
+from npucenter.bench.stub import running_stub, stub_script
 from npucenter.errors import (
     AuthenticationError,
     NotFoundError,
@@ -59,7 +59,7 @@ async def test_continuous_usage_splits_chunk_gaps_per_token(stub_url):
 
 
 async def test_reasoning_tokens_counted_and_start_ttft():
-    with running_stub(StubConfig(reasoning_tokens=3)) as url:
+    with running_stub(stub_script(reasoning_tokens=3)) as url:
         sc = Scenario(arrival="constant", rate_rps=50, max_requests=5, output_tokens=6)
         _, out = await _run(url, sc)
     assert out.summary["total_reasoning_tokens"] == 15
@@ -68,7 +68,7 @@ async def test_reasoning_tokens_counted_and_start_ttft():
 
 
 async def test_closed_loop_concurrency_never_exceeds_workers():
-    with running_stub(StubConfig(ttft_s=0.01)) as url:
+    with running_stub(stub_script(ttft_s=0.01)) as url:
         sc = Scenario(arrival="concurrency", concurrency=3, max_requests=30, output_tokens=4)
         _, out = await _run(url, sc)
     assert out.summary["completed"] == 30
@@ -76,7 +76,7 @@ async def test_closed_loop_concurrency_never_exceeds_workers():
 
 
 async def test_duration_bound_and_max_concurrency_cap():
-    with running_stub(StubConfig(ttft_s=0.05)) as url:
+    with running_stub(stub_script(ttft_s=0.05)) as url:
         sc = Scenario(
             arrival="constant", rate_rps=200, duration_s=0.5, max_concurrency=4, output_tokens=2
         )
@@ -105,7 +105,7 @@ async def test_unreachable_endpoint_is_an_upstream_error():
 
 
 async def test_auth_failure_and_success_with_key():
-    with running_stub(StubConfig(api_key="sekrit", forbidden_key="read-only")) as url:
+    with running_stub(stub_script(api_key="sekrit", forbidden_key="read-only")) as url:
         sc = Scenario(arrival="constant", rate_rps=20, max_requests=2)
         with pytest.raises(AuthenticationError):
             await _run(url, sc)
@@ -125,7 +125,7 @@ async def test_unknown_model_lists_valid_names(stub_url):
 
 
 async def test_non_streaming_server_is_not_supported():
-    with running_stub(StubConfig(streaming=False)) as url:
+    with running_stub(stub_script(streaming=False)) as url:
         with pytest.raises(NotSupportedError) as info:
             await _run(url, Scenario(arrival="constant", rate_rps=1, max_requests=1))
     assert info.value.feature == "streaming"
@@ -143,7 +143,7 @@ async def test_request_errors_are_recorded_by_kind(stub_url):
 
 
 async def test_strict_server_gets_requests_without_vllm_extensions():
-    with running_stub(StubConfig(strict_fields=True)) as url:
+    with running_stub(stub_script(strict_fields=True)) as url:
         sc = Scenario(arrival="constant", rate_rps=50, max_requests=5, output_tokens=4)
         info, out = await _run(url, sc)
     assert not info.ignore_eos and info.include_usage

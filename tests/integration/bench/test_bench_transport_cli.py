@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 from npucenter.bench.client import Target
 from npucenter.bench.loadgen import make_client, run_load
 from npucenter.bench.scenario import Scenario
-from npucenter.bench.stub import StubConfig, running_stub
+from npucenter.bench.stub import running_stub, stub_script
 from npucenter.bench.transport import FastTransport
 from npucenter.cli.main import app
 
@@ -43,7 +43,7 @@ async def test_fast_transport_reuses_connections_and_survives_server_close():
 
 
 async def test_fast_transport_maps_timeouts_and_refused_connections():
-    with running_stub(StubConfig(ttft_s=0.5)) as url:
+    with running_stub(stub_script(ttft_s=0.5)) as url:
         target = Target(base_url=url, model="stub-model", timeout_s=0.1)
         async with make_client(None, 0.1) as client:
             out = await run_load(

@@ -17,8 +17,9 @@ from npucenter.gateway import (
     StaticKeyResolver,
     TenantLimits,
 )
-from npucenter.gateway.testing import ScriptedUpstream, UpstreamScript, running_server
+from npucenter.gateway.testing import running_server
 from npucenter.metering import InMemoryLedger
+from npucenter.wire.fake import FakeOpenAI, FakeScript
 
 KEYS = {
     "sk-acme": Principal(key_id="key-acme", tenant="acme"),
@@ -34,7 +35,7 @@ class Rig:
     url: str
     gateway: Gateway
     ledger: InMemoryLedger
-    upstreams: list[ScriptedUpstream]
+    upstreams: list[FakeOpenAI]
 
     def client(self, key: str = "sk-acme", **kw: object) -> openai.OpenAI:
         return openai.OpenAI(
@@ -50,12 +51,9 @@ def make_rig() -> Iterator[RigFactory]:
     with ExitStack() as stack:
 
         def make(
-            scripts: list[UpstreamScript] | None = None, *, max_inflight: int = 64, **config: object
+            scripts: list[FakeScript] | None = None, *, max_inflight: int = 64, **config: object
         ) -> Rig:
-            ups = [
-                ScriptedUpstream(s, name=f"u{i}")
-                for i, s in enumerate(scripts or [UpstreamScript()])
-            ]
+            ups = [FakeOpenAI(s, name=f"u{i}") for i, s in enumerate(scripts or [FakeScript()])]
             endpoints = []
             for i, up in enumerate(ups):
                 url = stack.enter_context(running_server(up, lifespan="off"))

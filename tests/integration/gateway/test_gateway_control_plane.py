@@ -14,8 +14,9 @@ import pytest
 import npucenter.live.extension  # noqa: F401  (registers the 'gateway' server extension)
 from factories import make_endpoint, make_tenant
 from npucenter.api.app import build_server_app
-from npucenter.gateway.testing import ScriptedUpstream, running_server
+from npucenter.gateway.testing import running_server
 from npucenter.settings import Settings
+from npucenter.wire.fake import FakeOpenAI
 
 ADMIN = "admin-key-for-tests-0123456789"
 
@@ -30,7 +31,7 @@ def center(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
     with control.tx() as repo:
         # 1 rngd card, 20 tokens/s (burst: 200 tokens)
         _, secret = make_tenant(repo, device_type="rngd", tokens_per_s=20.0, key=True)
-    upstream = ScriptedUpstream()
+    upstream = FakeOpenAI()
     with running_server(upstream, lifespan="off") as up_url:
         app.state.gateway.pool.set(
             [

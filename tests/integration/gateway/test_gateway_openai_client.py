@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from npucenter.gateway.testing import UpstreamScript
+from npucenter.wire.fake import FakeScript
+from npucenter.wire.tokens import synthetic_text
 
 MSG = [{"role": "user", "content": "Say hello to the proving ground."}]
 
@@ -38,12 +39,12 @@ def test_chat_non_streaming_returns_usage_and_meters_it(make_rig) -> None:  # ty
 
 
 def test_chat_streaming_passes_tokens_and_hides_usage_unless_asked(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(token_delay_s=0.001)])
+    rig = make_rig([FakeScript(itl_s=0.001)])
     client = rig.client()
     chunks = list(
         client.chat.completions.create(model="m", messages=MSG, max_tokens=5, stream=True)
     )
-    assert [c.choices[0].delta.content for c in chunks] == [f"t{i} " for i in range(5)]
+    assert [c.choices[0].delta.content for c in chunks] == [synthetic_text(i, 1) for i in range(5)]
     assert all(c.usage is None for c in chunks)
     # the gateway asked the engine for usage anyway, to meter the stream
     assert rig.upstreams[0].last_body["stream_options"]["include_usage"] is True
@@ -65,12 +66,12 @@ def test_completions_endpoint_streaming_and_not(make_rig) -> None:  # type: igno
     rig = make_rig()
     client = rig.client()
     out = client.completions.create(model="m", prompt="once upon", max_tokens=3)
-    assert out.choices[0].text == "t0 t1 t2 "
+    assert out.choices[0].text == synthetic_text(0, 3)
     texts = [
         c.choices[0].text
         for c in client.completions.create(model="m", prompt="x", max_tokens=2, stream=True)
     ]
-    assert texts == ["t0 ", "t1 "]
+    assert texts == [synthetic_text(0, 1), synthetic_text(1, 1)]
 
 
 def test_models_lists_the_served_models_and_is_metered(make_rig) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +135,7 @@ def test_bad_requests(make_rig) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("fail", ["status", "before_first"])
 def test_failure_before_first_token_is_retried_on_another_replica(make_rig, fail: str) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(fail=fail), UpstreamScript()])
+    rig = make_rig([FakeScript(fail=fail), FakeScript()])
     client = rig.client()
     for stream in (False, True):
         # r0 is tried first by least-outstanding routing (ties by id) until it is cooled down
@@ -153,14 +154,14 @@ def test_failure_before_first_token_is_retried_on_another_replica(make_rig, fail
 
 
 def test_all_replicas_failing_gives_502_not_a_hang(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(fail="status"), UpstreamScript(fail="before_first")])
+    rig = make_rig([FakeScript(fail="status"), FakeScript(fail="before_first")])
     with pytest.raises(openai.InternalServerError) as info:
         rig.client().chat.completions.create(model="m", messages=MSG, max_tokens=3)
     assert info.value.status_code in (502, 503)
 
 
 def test_failure_after_first_token_ends_the_stream_with_an_error_event(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(fail="mid_stream", fail_after_events=2)])
+    rig = make_rig([FakeScript(fail="mid_stream", fail_after_events=2)])
     got = []
     with pytest.raises(openai.APIError) as info:
         for chunk in rig.client().chat.completions.create(
@@ -174,7 +175,7 @@ def test_failure_after_first_token_ends_the_stream_with_an_error_event(make_rig)
 
 
 def test_requests_wait_in_the_gateway_not_in_the_engine(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(token_delay_s=0.02)], max_inflight=1)
+    rig = make_rig([FakeScript(itl_s=0.02)], max_inflight=1)
 
     async def run() -> list[int]:
         client = openai.AsyncOpenAI(base_url=f"{rig.url}/v1", api_key="sk-acme", max_retries=0)
@@ -192,7 +193,7 @@ def test_requests_wait_in_the_gateway_not_in_the_engine(make_rig) -> None:  # ty
 
 
 def test_client_disconnect_cancels_the_upstream_stream(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(token_delay_s=0.05)])
+    rig = make_rig([FakeScript(itl_s=0.05)])
     body = {"model": "m", "messages": MSG, "max_tokens": 200, "stream": True}
     with (
         httpx.Client() as http,
@@ -215,7 +216,7 @@ def test_client_disconnect_cancels_the_upstream_stream(make_rig) -> None:  # typ
 
 
 def test_metrics_expose_ttft_tpot_tokens_and_replicas(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(token_delay_s=0.002)])
+    rig = make_rig([FakeScript(itl_s=0.002)])
     list(rig.client().chat.completions.create(model="m", messages=MSG, max_tokens=4, stream=True))
     text = httpx.get(f"{rig.url}/metrics").text
     for name in (
@@ -229,14 +230,14 @@ def test_metrics_expose_ttft_tpot_tokens_and_replicas(make_rig) -> None:  # type
 
 
 def test_the_httpx_upstream_client_behaves_the_same(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(fail="before_first"), UpstreamScript()], upstream_client="httpx")
+    rig = make_rig([FakeScript(fail="before_first"), FakeScript()], upstream_client="httpx")
     client = rig.client()
     out = client.chat.completions.create(model="m", messages=MSG, max_tokens=3)
     assert out.usage is not None and out.usage.completion_tokens == 3
     chunks = list(
         client.chat.completions.create(model="m", messages=MSG, max_tokens=4, stream=True)
     )
-    assert [c.choices[0].delta.content for c in chunks] == [f"t{i} " for i in range(4)]
+    assert [c.choices[0].delta.content for c in chunks] == [synthetic_text(i, 1) for i in range(4)]
     assert rig.upstreams[1].num_completed == 2
 
 
@@ -246,12 +247,12 @@ def test_keep_alive_connections_are_reused(make_rig) -> None:  # type: ignore[no
     for _ in range(5):
         client.chat.completions.create(model="m", messages=MSG, max_tokens=2)
         list(client.chat.completions.create(model="m", messages=MSG, max_tokens=2, stream=True))
-    pool = rig.gateway._upstream._idle  # type: ignore[union-attr]
+    pool = rig.gateway._upstream.pool._idle  # type: ignore[union-attr]
     assert sum(len(stack) for stack in pool.values()) == 1
 
 
 def test_client_disconnect_cancels_a_non_streaming_request(make_rig) -> None:  # type: ignore[no-untyped-def]
-    rig = make_rig([UpstreamScript(token_delay_s=0.05)])
+    rig = make_rig([FakeScript(itl_s=0.05)])
     body = {"model": "m", "messages": MSG, "max_tokens": 100}  # 5 s of "generation"
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(

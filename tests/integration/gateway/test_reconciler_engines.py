@@ -14,7 +14,7 @@ import pytest
 
 from npucenter.api import create_app
 from npucenter.api.admission import run_admission
-from npucenter.bench.stub import StubConfig, running_stub
+from npucenter.bench.stub import running_stub, stub_script
 from npucenter.engines import ReplicaSpec, engine_choice
 from npucenter.errors import UpstreamError
 from npucenter.executors import FakeExecutor
@@ -154,7 +154,7 @@ def test_a_failed_start_is_visible_with_its_log_tail_and_backs_off(tmp_path: Pat
 
 
 def test_an_external_server_is_reached_listed_and_published_with_its_key(tmp_path: Path) -> None:
-    cfg = StubConfig(models=("llama-3.1-8b",), api_key=UPSTREAM_KEY)
+    cfg = stub_script(models=("llama-3.1-8b",), api_key=UPSTREAM_KEY)
     with running_stub(cfg) as base_url:
         ext = engine_choice({"name": "external", "base_url": base_url, "api_key_env": "TEAM_KEY"})
         rig = Rig(tmp_path, {"team": ext})
@@ -184,7 +184,7 @@ def test_an_external_server_is_reached_listed_and_published_with_its_key(tmp_pat
 
 
 def test_an_external_server_that_lists_another_model_is_a_visible_failure(tmp_path: Path) -> None:
-    with running_stub(StubConfig(models=("other-model",))) as base_url:
+    with running_stub(stub_script(models=("other-model",))) as base_url:
         ext = engine_choice({"name": "external", "base_url": base_url, "ready_timeout_s": 0.5})
         rig = Rig(tmp_path, {"team": ext})
         rig.reconciler.start_wait_s = 5.0

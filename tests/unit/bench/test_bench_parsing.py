@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from npucenter.bench.client import SSEParser, Target, build_body
+from npucenter.bench.client import Target, build_body
 from npucenter.bench.corpus import TokenCalibration, corpus_words, make_prompt
 from npucenter.bench.power import PowerReading, _energy, make_power_source, parse_prometheus
 from npucenter.errors import InvalidConfigError, UnknownPluginError
+from npucenter.wire.sse import SSEParser
 
 
 def test_sse_parser_handles_events_split_across_reads():

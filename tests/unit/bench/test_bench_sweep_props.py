@@ -5,12 +5,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npucenter.bench.client import SSEParser
 from npucenter.bench.loadgen import RunOutcome
 from npucenter.bench.metrics import distribution, summarize
 from npucenter.bench.record import RequestRecord
 from npucenter.bench.scenario import Scenario, build_plan
 from npucenter.bench.sweep import backlog_grows, saturation_of
+from npucenter.wire.sse import SSEParser
 
 
 def _recs(ttfts, gap=0.01, e2e=0.1):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from npucenter.engines.virtual.server import VirtualEngineConfig, build_app
-from npucenter.engines.virtual.tokens import count_chat_tokens, count_text_tokens
+from npucenter.wire.tokens import count_chat_tokens, count_text_tokens
 
 
 @pytest.fixture

@@ -14,20 +14,21 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from npucenter.engines.virtual.loop import EngineLoop, RequestHandle
 from npucenter.engines.virtual.metrics import EngineMetrics
-from npucenter.engines.virtual.tokens import (
+from npucenter.errors import InvalidRequestError, NotFoundError, NpuCenterError, UpstreamError
+from npucenter.wire.openai import new_id, usage_dict
+from npucenter.wire.sse import DONE_EVENT, sse_event
+from npucenter.wire.tokens import (
     count_chat_tokens,
     count_prompt_tokens,
     natural_output_tokens,
     synthetic_text,
 )
-from npucenter.errors import InvalidRequestError, NotFoundError, NpuCenterError, UpstreamError
 
 __all__ = ["VirtualEngineApp"]
 
@@ -234,8 +235,8 @@ class VirtualEngineApp:
             return  # aborted because the client went away: nobody to answer
         text = synthetic_text(0, result.completion_tokens, req.seed)
         reason = "stop" if req.natural_stop else "length"
-        usage = _usage(result.prompt_tokens, result.completion_tokens)
-        rid = _new_id(req.chat)
+        usage = usage_dict(result.prompt_tokens, result.completion_tokens)
+        rid = new_id(req.chat)
         if req.chat:
             choice: dict[str, Any] = {
                 "index": 0,
@@ -260,7 +261,7 @@ class VirtualEngineApp:
     async def _stream(self, req: _Parsed, handle: RequestHandle, send: Send) -> None:
         assert handle.queue is not None
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        rid = _new_id(req.chat)
+        rid = new_id(req.chat)
         created = int(time.time())
         obj = "chat.completion.chunk" if req.chat else "text_completion"
         head = f'{{"id":"{rid}","object":"{obj}","created":{created},"model":{_dumps(self.model_name)},"choices":['
@@ -284,7 +285,7 @@ class VirtualEngineApp:
             return  # aborted: the client is gone
         result = handle.result.result()
         reason = "stop" if req.natural_stop else "length"
-        usage = _dumps(_usage(result.prompt_tokens, result.completion_tokens))
+        usage = _dumps(usage_dict(result.prompt_tokens, result.completion_tokens))
         if req.chat:
             last = f'{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{reason}"}}'
         else:
@@ -294,23 +295,11 @@ class VirtualEngineApp:
             await _sse(send, head + '],"usage":' + usage + "}")
         else:
             await _sse(send, head + last + '],"usage":' + usage + "}")
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        await send({"type": "http.response.body", "body": DONE_EVENT, "more_body": False})
 
 
 class _MethodNotAllowed(Exception):
     pass
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def _new_id(chat: bool) -> str:
-    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
 
 
 def _positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
@@ -350,7 +339,7 @@ async def _sse(send: Send, data: str) -> None:
     await send(
         {
             "type": "http.response.body",
-            "body": b"data: " + data.encode() + b"\n\n",
+            "body": sse_event(data),
             "more_body": True,
         }
     )

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npucenter.engines.virtual.tokens import (
+from npucenter.errors import InvalidRequestError
+from npucenter.wire.tokens import (
     TOKENS_PER_MESSAGE,
     TOKENS_REPLY_PRIMING,
     count_chat_tokens,
@@ -15,7 +16,6 @@ from npucenter.engines.virtual.tokens import (
     natural_output_tokens,
     synthetic_text,
 )
-from npucenter.errors import InvalidRequestError
 
 
 def test_text_rule_short_words_long_words_and_punctuation() -> None:

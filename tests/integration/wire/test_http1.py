@@ -1,4 +1,5 @@
-"""The gateway's own HTTP/1.1 client against hand-written loopback servers."""
+"""The shared HTTP/1.1 client (wire.http1, as the gateway and the load generator use it) against
+hand-written loopback servers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from npucenter.bench.transport import FastTransport
 from npucenter.gateway.upstream import FastUpstreamClient
+from npucenter.wire.http1 import MAX_HEAD_BYTES
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -115,5 +118,43 @@ async def test_closing_early_drops_the_connection() -> None:
         break
     await resp.aclose()
     await asyncio.wait_for(closed.wait(), 2.0)
-    assert not any(client._idle.values())
+    assert not any(client.pool._idle.values())
+    server.close()
+
+
+async def test_a_response_head_is_bounded_and_must_be_http() -> None:
+    async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (MAX_HEAD_BYTES + 10) + b"\r\n\r\n")
+        await writer.drain()
+
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+
+    client = FastUpstreamClient(read_timeout_s=2.0)
+    for handler in (huge, not_http):
+        server, url = await _serve(handler)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.send(url, b"{}", {})
+        server.close()
+    assert not any(client.pool._idle.values())
+    await client.aclose()
+
+
+async def test_the_load_generator_transport_honours_the_read_timeout() -> None:
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    server, url = await _serve(stalls)
+    timeout = httpx.Timeout(connect=1.0, read=0.2, write=1.0, pool=1.0)
+    async with httpx.AsyncClient(mounts={"http://": FastTransport()}, timeout=timeout) as client:
+        async with client.stream("POST", url, content=b"{}") as resp:
+            with pytest.raises(httpx.ReadTimeout):
+                async for _ in resp.aiter_raw():
+                    pass
     server.close()

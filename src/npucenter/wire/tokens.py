@@ -1,6 +1,6 @@
-"""The virtual engine's tokenizer and synthetic text: deterministic, fast, no vocabulary files.
+"""Token counting and synthetic text: one rule for the virtual engine, the fakes and the gateway.
 
-NOTE(engines): a prompt's token count approximates a BPE tokenizer on English text: every run
+NOTE(wire): a prompt's token count approximates a BPE tokenizer on English text: every run
 of word characters counts ``ceil(len / 4)`` tokens (short words are one token, long words split
 about every four characters), every other non-space character counts one token. A list of
 token ids counts its length exactly, so benchmarks that send token ids get exact counts. Chat
