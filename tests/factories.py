@@ -14,12 +14,14 @@ from typing import Any
 from npucenter.gateway.pool import ReplicaEndpoint
 from npucenter.policy.admission import AdmissionSnapshot, Admitted, Server, Workload
 from npucenter.policy.quota import PriorityClass, TenantQuota
+from npucenter.sim.fakes import LinearStepCost
 from npucenter.sim.replica import SeqRequest
 
 __all__ = [
     "make_admitted",
     "make_database",
     "make_endpoint",
+    "make_linear_step_cost",
     "make_quota",
     "make_seq_request",
     "make_server",
@@ -163,3 +165,16 @@ def make_tenant(
         _, secret = repo.create_key(tenant_id=tenant.id, scope="tenant", name=f"{name}-key")
         return tenant, secret
     return tenant
+
+
+def make_linear_step_cost(**changes: Any) -> LinearStepCost:
+    """The simulator's linear step cost with round numbers: step time = 10 ms + 0.1 ms per prefill token + 1 ms per decode sequence; 100 W busy."""
+    base: dict[str, Any] = {
+        "kv_capacity_tokens": 10_000,
+        "idle_power_w": 10.0,
+        "fixed_s": 0.010,
+        "per_prefill_token_s": 0.0001,
+        "per_decode_seq_s": 0.001,
+        "busy_power_w": 100.0,
+    }
+    return LinearStepCost(**{**base, **changes})

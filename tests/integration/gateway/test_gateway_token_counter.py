@@ -7,10 +7,8 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import RigFactory
 
-
-def test_a_models_counter_replaces_the_character_estimate(make_rig: RigFactory) -> None:
+def test_a_models_counter_replaces_the_character_estimate(make_rig: Any) -> None:
     rig = make_rig()
     model = rig.gateway.pool.models()[0]
     prompt = "abcd " * 4  # 20 characters: the estimate reserves 6 + max_tokens

@@ -101,7 +101,7 @@ def test_kv_pressure_preempts_the_newest(perf: Any) -> None:
 def test_every_request_gets_exactly_its_tokens_and_finishes_once(
     reqs: list[tuple[int, int]], max_seqs: int, budget: int
 ) -> None:
-    from conftest import LinearPerf
+    from factories import make_linear_step_cost as LinearPerf
 
     perf = LinearPerf(kv_capacity_tokens=2_000)
     core, _ = make_replica_core(

@@ -34,7 +34,7 @@ async def _consume(loop: EngineLoop, handle: Any, abort_after: int | None) -> tu
 def test_every_request_finishes_with_its_tokens_or_is_aborted_once(
     reqs: list[tuple[int, int, int | None, int]], max_seqs: int
 ) -> None:
-    from conftest import LinearPerf
+    from factories import make_linear_step_cost as LinearPerf
 
     async def run() -> None:
         perf = LinearPerf(kv_capacity_tokens=1500)
