@@ -77,8 +77,15 @@ def up(
         f"  API        {base}/api  (control plane; npucenter tenant|key|quota|fleet|deploy|job|usage)\n"
         f"  dashboard  {base}/\n"
         f"  metrics    {base}/metrics\n"
+        f"  replicas   {_where(settings)}\n"
         "  deployments' replicas start in the background; /v1 answers 503 with Retry-After until"
         " ready",
         highlight=False,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _where(settings: Settings) -> str:
+    if settings.executor == "ray":
+        return f"Ray actors on the cluster at {settings.ray_address or 'auto'}"
+    return f"local processes on {settings.engine_host or '127.0.0.1'}"
