@@ -2,6 +2,8 @@
 
 :func:`finish` runs once per request whatever happened to it (answered, failed, cancelled,
 refused); the rows wait in ``Gateway.pending_usage`` until the ticker writes them to the ledger.
+With a durable ledger (one with ``record``), :func:`settle` journals a request's row before the
+last bytes of its answer go out, and :func:`finish` journals the settled row.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from npucenter.metering.ledger import UsageRecord, UsageTotals
 if TYPE_CHECKING:
     from npucenter.gateway.app import Gateway
 
-__all__ = ["finish", "sample_history", "stamp_tokens", "take_usage"]
+__all__ = [
+    "finish",
+    "sample_history",
+    "settle",
+    "stamp_tokens",
+    "take_usage",
+    "usage_record",
+]
 
 _ZERO = UsageTotals()
 
@@ -67,7 +76,35 @@ def finish(gw: Gateway, call: Call) -> None:
                 )
     if principal is None:
         return  # unauthenticated: nobody to charge (counted in the metrics above)
-    record = UsageRecord(
+    record = usage_record(gw, call, billed_in, billed_out, end_s)
+    if gw.journal is not None and not call.journaled:
+        gw.journal(record, final=True)
+    gw.pending_usage.append(record)
+    key = (record.tenant, model)
+    gw.usage_totals[key] = gw.usage_totals.get(key, _ZERO).plus(record)
+
+
+def settle(gw: Gateway, call: Call, *, final: bool) -> None:
+    """Journal the request's ledger row before its last bytes go out (a durable ledger only).
+
+    ``final``: the row is complete (unary: device time is known); else a reservation with the
+    tokens sent, which the row :func:`finish` journals settles.
+    """
+    if gw.journal is None or call.principal is None or call.journaled:
+        return
+    row = usage_record(gw, call, call.input_tokens, call.output_tokens, gw.clock.now_s())
+    gw.journal(row, final=final)
+    call.journaled = final
+
+
+def usage_record(
+    gw: Gateway, call: Call, billed_in: int, billed_out: int, end_s: float
+) -> UsageRecord:
+    """The ledger row of ``call`` with what it is billed."""
+    principal = call.principal
+    assert principal is not None
+    model = call.model_id or "-"
+    return UsageRecord(
         request_id=call.request_id,
         tenant=principal.tenant,
         key_id=principal.key_id,
@@ -84,9 +121,6 @@ def finish(gw: Gateway, call: Call) -> None:
         started_at_s=call.started_wall_s,
         duration_s=max(0.0, end_s - call.started_s),
     )
-    gw.pending_usage.append(record)
-    key = (record.tenant, model)
-    gw.usage_totals[key] = gw.usage_totals.get(key, _ZERO).plus(record)
 
 
 def sample_history(gw: Gateway) -> None:

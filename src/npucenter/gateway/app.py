@@ -118,6 +118,8 @@ class Gateway:
         self.keys = keys
         self.pool = pool or UpstreamPool(self.clock, endpoints or [])
         self.ledger: Ledger = ledger if ledger is not None else InMemoryLedger()
+        # A durable ledger journals each row before the answer's last bytes (write-ahead).
+        self.journal: Callable[..., None] | None = getattr(self.ledger, "record", None)
         self.router = router or make_router(DEFAULT_GATEWAY_POLICY, self.clock)
         self.prices = prices or PriceBook()
         self.budgets = BudgetBook(self.clock)

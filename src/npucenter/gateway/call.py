@@ -48,6 +48,7 @@ class Call:
     device_id: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
     responded: bool = False  # the final byte went out (no more disconnect handling)
+    journaled: bool = False  # its final ledger row is in the usage journal already
 
 
 class Attempt:

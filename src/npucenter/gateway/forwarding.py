@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from npucenter.errors import NpuCenterError, UpstreamError
-from npucenter.gateway.accounting import stamp_tokens, take_usage
+from npucenter.gateway.accounting import settle, stamp_tokens, take_usage
 from npucenter.gateway.asgi import Send, respond
 from npucenter.gateway.call import Attempt, Call
 from npucenter.gateway.errors import sse_error_event
@@ -76,6 +76,7 @@ async def forward_unary(gw: Gateway, call: Call, body: bytes, send: Send) -> Non
             if usage is not None:
                 take_usage(call, usage)
             stamp_tokens(call)
+            settle(gw, call, final=True)  # journaled before the answer goes out
         else:
             call.status = "error"
         call.responded = True
@@ -210,6 +211,9 @@ async def _send_events(gw: Gateway, call: Call, send: Send, ready: bytes, want_u
     if n:
         call.num_events += n
         call.last_token_s = gw.clock.now_s()
+    if done:  # the client has everything once this goes out: journal its row first
+        stamp_tokens(call)
+        settle(gw, call, final=False)
     if ready:
         await send({"type": "http.response.body", "body": ready, "more_body": True})
     return done

@@ -16,19 +16,17 @@ serves the deployments).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from npucenter.api.context import ControlPlane
 from npucenter.clock import SystemClock
-from npucenter.errors import NotFoundError
 from npucenter.files.fleet import load_fleet
 from npucenter.fleet import Fleet, default_fleet
 from npucenter.gateway.app import Gateway, GatewayConfig
 from npucenter.gateway.auth import CachingKeyResolver, Principal, TenantLimits
 from npucenter.gateway.routing import make_router
-from npucenter.metering.ledger import PriceBook, UsageRecord
+from npucenter.gateway.usage import OPERATOR_TENANT, StoreLedger
+from npucenter.metering.ledger import PriceBook
 from npucenter.settings import ENV_FLEET, ENV_ROUTING_POLICY, ENV_VIRTUAL_FLEET, Settings
 
 __all__ = [
@@ -43,8 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Admin keys belong to no tenant; their usage is metered to this tenant of the center itself.
-OPERATOR_TENANT = "operator"
 _PRIORITY = {"production": 3, "research": 2, "education": 1, "best-effort": 0}
 
 
@@ -70,43 +66,6 @@ class StoreKeyResolver:
         )
 
 
-class StoreLedger:
-    """Usage rows into the store's append-only ledger (kind ``tokens``), one transaction a batch."""
-
-    def __init__(self, control: ControlPlane) -> None:
-        self._control = control
-        self._tenant_ids: dict[str, int] = {}
-
-    def append(self, records: Sequence[UsageRecord]) -> None:
-        """Append ``records`` (admin usage goes to the ``operator`` tenant, made on first use)."""
-        with self._control.tx() as repo:
-            for r in records:
-                repo.append_usage(
-                    tenant_id=self._tenant_id(repo, r.tenant),
-                    kind="tokens",
-                    device_type=r.device_id or None,
-                    device_seconds=r.device_s,
-                    tokens_in=r.input_tokens,
-                    tokens_out=r.output_tokens,
-                    energy_j=r.energy_j,
-                    cost_usd=r.cost_usd,
-                    ref=f"{r.endpoint} {r.service} {r.status} {r.request_id} {r.key_id} {r.replica_id}",
-                    at_s=r.started_at_s,
-                )
-
-    def _tenant_id(self, repo: Any, name: str) -> int:
-        tenant_id = self._tenant_ids.get(name)
-        if tenant_id is None:
-            try:
-                tenant_id = int(repo.get_tenant(name).id)
-            except NotFoundError:
-                if name != OPERATOR_TENANT:
-                    raise
-                tenant_id = int(repo.create_tenant(OPERATOR_TENANT, "company").id)
-            self._tenant_ids[name] = tenant_id
-        return tenant_id
-
-
 def build_gateway(control: ControlPlane, settings: Settings | None = None) -> tuple[Gateway, Fleet]:
     """The gateway of the embedded center, wired to ``control``'s store, and the fleet to run.
 
@@ -115,9 +74,12 @@ def build_gateway(control: ControlPlane, settings: Settings | None = None) -> tu
     settings = Settings.from_env() if settings is None else settings
     fleet = load_fleet(settings.fleet_path) if settings.fleet_path else default_fleet()
     clock = SystemClock()
+    # Usage journaled before answers go out, replayed here if a killed process left some.
+    ledger = StoreLedger(control, journal_dir=settings.data_dir / "usage-journal")
+    ledger.recover()
     gateway = Gateway(
         keys=CachingKeyResolver(StoreKeyResolver(control), clock=clock),
-        ledger=StoreLedger(control),
+        ledger=ledger,
         router=make_router(settings.routing_policy, clock),
         prices=PriceBook(usd_per_device_hour=dict(fleet.tariff_usd_per_device_hour)),
         config=GatewayConfig(),

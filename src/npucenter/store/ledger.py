@@ -1,20 +1,41 @@
 """The usage ledger: append-only rows of device-seconds, tokens, energy and cost per tenant.
 
 Rows are never updated or deleted (the model refuses it). Held cards are billed from their
-allocation's billing cursor, which ``checkpoint_usage`` moves forward.
+allocation's billing cursor, which ``checkpoint_usage`` moves forward. The gateway's rows come
+in batches (:meth:`LedgerStore.append_request_rows`): one multi-row INSERT per batch, at most one
+row per request id (a row already there is skipped, so replaying a batch is harmless).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.store.base import StoreBase, check_name
 from npucenter.store.models import Allocation, Deployment, Job, ReplicaRow, Tenant, UsageEntry
 
-__all__ = ["LedgerStore"]
+__all__ = ["LedgerStore", "RequestUsage"]
+
+_MAX_ROWS_PER_INSERT = 500  # bound on one statement's bound parameters (SQLite: 32766)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestUsage:
+    """One gateway request's ledger row (kind ``tokens``), as :meth:`append_request_rows` takes it."""
+
+    request_id: str
+    tenant_id: int
+    device_type: str | None = None
+    device_seconds: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    energy_j: float = 0.0
+    cost_usd: float | None = None
+    ref: str = ""
+    at_s: float = 0.0
 
 
 class LedgerStore(StoreBase):
@@ -62,6 +83,48 @@ class LedgerStore(StoreBase):
         self.session.add(entry)
         self.session.flush()
         return entry
+
+    def append_request_rows(self, rows: Sequence[RequestUsage]) -> int:
+        """Append gateway request rows in bulk, skipping request ids already in the ledger.
+
+        Returns the number of rows written. Values are the gateway's (non-negative by
+        construction, checked again here); one statement per 500 rows, no ORM objects.
+        """
+        if not rows:
+            return 0
+        by_id: dict[str, RequestUsage] = {}
+        for row in rows:  # the last row of a request id wins (a settlement after its reservation)
+            if not row.request_id or len(row.request_id) > 64:
+                raise InvalidConfigError("request_id", row.request_id, "must be 1-64 characters")
+            for field in ("device_seconds", "tokens_in", "tokens_out", "energy_j"):
+                if getattr(row, field) < 0:
+                    raise InvalidConfigError(field, getattr(row, field), "must be >= 0")
+            by_id[row.request_id] = row
+        known = set(
+            self.session.scalars(
+                select(UsageEntry.request_id).where(UsageEntry.request_id.in_(list(by_id)))
+            )
+        )
+        fresh = [
+            {
+                "tenant_id": r.tenant_id,
+                "kind": "tokens",
+                "device_type": r.device_type,
+                "device_seconds": float(r.device_seconds),
+                "tokens_in": int(r.tokens_in),
+                "tokens_out": int(r.tokens_out),
+                "energy_j": float(r.energy_j),
+                "cost_usd": r.cost_usd,
+                "ref": r.ref[:256],
+                "at_s": float(r.at_s),
+                "request_id": r.request_id,
+            }
+            for r in by_id.values()
+            if r.request_id not in known
+        ]
+        for start in range(0, len(fresh), _MAX_ROWS_PER_INSERT):
+            self.session.execute(insert(UsageEntry), fresh[start : start + _MAX_ROWS_PER_INSERT])
+        return len(fresh)
 
     def list_usage(
         self,

@@ -287,6 +287,9 @@ class UsageEntry(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     ref: Mapped[str] = mapped_column(String(256), default="")
     at_s: Mapped[float] = mapped_column(Float, index=True)
+    # The gateway request a ``tokens`` row meters (migration 0006): at most one row per request,
+    # so replaying the usage journal after a crash never bills a request twice.
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
 
 
 @event.listens_for(UsageEntry, "before_update")
