@@ -146,6 +146,78 @@ async def test_a_replica_no_node_fits_fails_in_bounded_time_with_a_reason(cluste
     await ex.shutdown()
 
 
+JOB = r"""
+import json, os
+report = {"uid": os.getuid(), "cards": os.environ.get("NPUCENTER_CARDS"),
+          "devices": os.environ.get("NPUCENTER_FURIOSA_DEVICES"),
+          "admin_key": os.environ.get("NPUCENTER_ADMIN_KEY"), "cwd": os.getcwd()}
+for name, path in (("data_dir", os.environ["TARGET_DIR"]), ("db", os.environ["TARGET_DB"])):
+    try:
+        report[name] = "ALLOWED: %d entries" % len(os.listdir(path)) if name == "data_dir" else (
+            "ALLOWED: %r" % open(path, "rb").read(8))
+    except OSError as exc:
+        report[name] = "denied: " + type(exc).__name__
+json.dump(report, open(os.environ["NPUCENTER_RESULT_PATH"], "w"))
+"""
+
+
+async def test_a_tenant_job_on_ray_runs_sandboxed_on_the_node_with_its_cards(
+    cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from npucenter.api import create_app
+    from npucenter.api.runner import make_job_runner
+    from npucenter.executors.ray_jobs import RayJobLauncher
+    from npucenter.executors.sandbox import Sandbox
+    from npucenter.settings import Settings
+
+    if Sandbox().unavailable_reason() is not None:
+        pytest.skip(f"job sandbox unavailable: {Sandbox().unavailable_reason()}")
+    monkeypatch.setenv("NPUCENTER_ADMIN_KEY", ADMIN)  # the server's secret, in its environment
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, admin_key=ADMIN, executor="ray")
+    settings.ensure_data_dir()
+    app = create_app(settings)
+    db = str(data / "npucenter.db")
+    runner = make_job_runner(
+        app.state.control, grace_s=1.0, launcher=RayJobLauncher(address=cluster.address)
+    )
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
+            body = {"name": "rngd-0", "device_type": "rngd", "num_cards": 2}
+            assert admin.post("/api/servers", json=body).status_code == 201
+            assert admin.post("/api/tenants", json={"name": "acme", "kind": "company"}).is_success
+            quota = {"tenant": "acme", "device_type": "rngd", "nominal_cards": 2}
+            assert admin.put("/api/quotas", json=quota).status_code == 200
+            key = admin.post("/api/keys", json={"tenant": "acme"}).json()["key"]
+            acme = TestClient(app, headers={"Authorization": f"Bearer {key}"})
+            # the targets reach the job as arguments (its environment is allow-listed)
+            command = [
+                sys.executable,
+                "-c",
+                f"import os; os.environ.update(TARGET_DIR={str(data)!r}, TARGET_DB={db!r})\n" + JOB,
+            ]
+            job = {"name": "probe", "kind": "preprocess", "device_type": "rngd", "num_cards": 2}
+            r = acme.post("/api/jobs", json=job | {"command": command})
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            assert (await runner.tick()).started == [job_id]
+            assert await runner.wait_exited(job_id, 90.0) is not None
+            await runner.tick()
+            done = acme.get(f"/api/jobs/{job_id}").json()
+            assert done["state"] == "succeeded", done
+            report = acme.get(f"/api/jobs/{job_id}/result").json()
+    finally:
+        await runner.shutdown()
+        app.state.control.db.dispose()
+    assert report["cards"] == "0,1" and report["devices"] == "npu:0,npu:1"  # Ray's cards
+    assert report["admin_key"] is None and report["cwd"] == "/job"
+    assert report["data_dir"].startswith("denied") and report["db"].startswith("denied")
+    if os.geteuid() == 0:
+        assert report["uid"] not in (0, os.getuid())
+
+
 def _chat(url: str) -> httpx.Response:
     body = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}]}
     body["max_tokens"] = 4

@@ -49,6 +49,10 @@ def make_job_runner(
     settings = control.settings
     if "sandbox" not in kwargs:
         kwargs["sandbox"] = job_sandbox(settings)
+    if settings.executor == "ray" and "launcher" not in kwargs:
+        from npucenter.executors.ray_jobs import RayJobLauncher  # jobs on Ray, same sandbox
+
+        kwargs["launcher"] = RayJobLauncher(address=settings.ray_address or "auto")
     if settings.job_telemetry and "telemetry" not in kwargs:
         from npucenter.telemetry import TELEMETRY
 
@@ -110,7 +114,7 @@ def install_job_runner(app: FastAPI, settings: Settings) -> None:
         log.info("job runner off (NPUCENTER_JOB_RUNNER=0): an external executor reports jobs")
         return
     runner = make_job_runner(control)
-    if runner.sandbox.enabled:
+    if runner.sandbox.enabled and runner.launcher is None:  # on Ray each node checks its own
         reason = runner.sandbox.unavailable_reason()
         if reason is not None and settings.job_isolation == "bwrap":
             runner.sandbox.check()  # required and missing: the center does not start

@@ -122,7 +122,7 @@ class _JobView:
 @dataclass(slots=True, kw_only=True)
 class _Run:
     view: _JobView
-    proc: subprocess.Popen[bytes]
+    proc: Any  # subprocess.Popen, or a handle of a run elsewhere (ray_jobs.RayJobHandle)
     box: JobBox
     log_path: Path
     result_path: Path  # on the host (in the job's work dir)
@@ -204,6 +204,7 @@ class JobRunner:
         clock: monotonic time for energy integration (injected in tests).
         sandbox: isolates each job (default: bubblewrap with the default policy, the work
             dir's parent hidden); jobs are refused when it cannot isolate them.
+        launcher: runs each job's process elsewhere (a Ray cluster) under the same sandbox.
     """
 
     def __init__(
@@ -217,6 +218,7 @@ class JobRunner:
         telemetry: Any | None = None,
         clock: Clock | None = None,
         sandbox: Sandbox | None = None,
+        launcher: Any | None = None,
     ) -> None:
         self._tx = tx
         self._admit = admit
@@ -228,6 +230,9 @@ class JobRunner:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.work_dir, 0o700)  # jobs' dirs: nobody but the runner walks in
         self.sandbox = sandbox or Sandbox(hidden=(self.work_dir.parent,))
+        # None: local processes; else jobs run elsewhere (executors.ray_jobs.RayJobLauncher),
+        # each in a sandbox built there from the same policy
+        self.launcher = launcher
         self._runs: dict[int, _Run] = {}
         self._ticker = Ticker("job runner", log)
         _LIVE_RUNNERS.add(self)
@@ -251,7 +256,7 @@ class JobRunner:
         """Kill every process (SIGTERM, then SIGKILL) and requeue its job; returns their ids."""
         runs = list(self._runs.values())
         self._runs.clear()
-        await asyncio.gather(*(_terminate(r.proc, self.grace_s) for r in runs))
+        await asyncio.gather(*(self._stop_proc(r.proc) for r in runs))
         ids = [r.view.job_id for r in runs]
         if ids:
             await asyncio.to_thread(self._requeue, ids, "the center stopped while it ran")
@@ -273,7 +278,10 @@ class JobRunner:
 
     def kill_all_now(self) -> None:
         """Synchronously SIGTERM, then SIGKILL, every live child (the ``atexit`` hook)."""
-        kill_now(r.proc for r in self._runs.values())
+        kill_now(r.proc for r in self._runs.values() if isinstance(r.proc, subprocess.Popen))
+        for run in self._runs.values():
+            if not isinstance(run.proc, subprocess.Popen):
+                run.proc.kill_now()
 
     # --- one tick -----------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -310,7 +318,7 @@ class JobRunner:
                 continue
             del self._runs[job_id]
             doomed.append(run)
-        await asyncio.gather(*(_terminate(run.proc, self.grace_s) for run in doomed))
+        await asyncio.gather(*(self._stop_proc(run.proc) for run in doomed))
         for run in doomed:
             report.killed.append(run.view.job_id)
             log.info("killed job %d (pid %d): it lost its cards", run.view.job_id, run.proc.pid)
@@ -322,16 +330,24 @@ class JobRunner:
         for run in list(self._runs.values()):
             if run.over_limit is not None or run.proc.poll() is not None:
                 continue
+            if not isinstance(run.proc, subprocess.Popen):
+                continue  # on a Ray node: its rlimits hold there (file size), not this check
             used = await asyncio.to_thread(directory_bytes, run.box.work_dir)
             if used > limit_gb * 1024**3:
                 run.over_limit = (
                     f"its work dir grew to {used / 1024**3:.2f} GB, over the {limit_gb:g} GB limit"
                 )
                 log.warning("job %d killed: %s", run.view.job_id, run.over_limit)
-                await _terminate(run.proc, self.grace_s)
+                await self._stop_proc(run.proc)
+
+    async def _stop_proc(self, proc: Any) -> None:
+        if isinstance(proc, subprocess.Popen):
+            await _terminate(proc, self.grace_s)
+        else:
+            await proc.terminate(self.grace_s)
 
     async def _start(self, view: _JobView, report: TickReport) -> None:
-        if view.command and self.sandbox.enabled:
+        if view.command and self.sandbox.enabled and self.launcher is None:
             try:
                 await asyncio.to_thread(self.sandbox.check)
             except NotSupportedError as exc:
@@ -355,8 +371,8 @@ class JobRunner:
         if not await asyncio.to_thread(self._mark_running, view):
             return
         try:
-            run = self._spawn(view)
-        except OSError as exc:
+            run = self._spawn(view) if self.launcher is None else await self._spawn_remote(view)
+        except (OSError, NpuCenterError) as exc:
             reason = f"the command could not start: {exc}"
             await asyncio.to_thread(self._fail_running, view, "cannot_start", reason)
             report.refused.append(view.job_id)
@@ -405,6 +421,49 @@ class JobRunner:
         return _Run(
             view=view,
             proc=proc,
+            box=box,
+            log_path=log_path,
+            result_path=result_path,
+            last_sample_s=self.clock.now_s(),
+        )
+
+    async def _spawn_remote(self, view: _JobView) -> _Run:
+        run_dir = self.work_dir / f"job-{view.job_id}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        box = JobBox(
+            job_id=view.job_id,
+            work_dir=run_dir / "work",  # on the node, not here
+            inside_work_dir="/job",
+            uid=None,
+            isolated=self.sandbox.enabled,
+        )
+        env = job_environment(
+            view.job_id,
+            kind=view.kind,
+            device_type=view.device_type,
+            server=view.server,
+            cards=view.cards,
+            result_path=box.inside("result.json"),
+            allow=self.sandbox.policy.env_allow,
+        )
+        log_path, result_path = run_dir / "output.log", run_dir / "result.json"
+        result_path.unlink(missing_ok=True)
+        handle = await self.launcher.spawn(  # type: ignore[union-attr]
+            job_id=view.job_id,
+            device_type=view.device_type,
+            num_cards=len(view.cards),
+            server=view.server,
+            command=list(view.command),
+            job_env=env,
+            policy=self.sandbox.policy,
+            log_path=log_path,
+            result_path=result_path,
+        )
+        log.info("started job %d on Ray: %s", view.job_id, view.command[0])
+        return _Run(
+            view=view,
+            proc=handle,
             box=box,
             log_path=log_path,
             result_path=result_path,
@@ -470,7 +529,7 @@ class JobRunner:
                 repo.finish_job_run(job, exit_code=None, failure_code=code, failure_reason=reason)
 
     def _record_exit(self, run: _Run) -> bool:
-        code = run.proc.returncode
+        code: int | None = run.proc.returncode
         tail = _read_tail(run.log_path)
         document, note = _read_result(run.result_path)
         if note:
@@ -487,8 +546,11 @@ class JobRunner:
                     repo.set_job_result(job, document, source="runner")
                 except NpuCenterError as exc:  # too large: the run still ends
                     tail = f"{tail}\n[npucenter] result file ignored: {exc}".strip()
-            reason = f"the command was killed by signal {-code}" if code < 0 else None
+            reason = f"the command was killed by signal {-code}" if code and code < 0 else None
             failure_code = None
+            refused = getattr(run.proc, "refused", None)
+            if refused:  # the Ray node it landed on cannot isolate jobs
+                code, reason, failure_code = None, refused, "not_supported"
             if run.over_limit is not None:
                 reason, failure_code = f"killed by the runner: {run.over_limit}", "limit_exceeded"
             repo.finish_job_run(
@@ -499,7 +561,7 @@ class JobRunner:
                 failure_reason=reason,
                 energy_j=energy_j,
             )
-            log.info("job %d exited with code %d", job.id, code)
+            log.info("job %d exited with code %s", job.id, code)
             return True
         return False
 
