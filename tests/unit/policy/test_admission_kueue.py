@@ -360,7 +360,7 @@ def test_fair_sharing_preemption_evens_out_borrowing_and_stops() -> None:
     pending = [wl(f"a{i}", "a", 1, submitted_s=i) for i in range(4)]
     d = decide_admission(s, pending, policy=policy)
     assert {p.reason for p in d.preempted} == {PreemptionReason.FAIR_SHARING}
-    # shares end even (2 borrowed each), and the strict rule stops there
+    # shares end even (2 borrowed each); b cannot take them back (its share would exceed a's)
     assert (held(d, "a"), held(d, "b")) == (4, 4)
     nxt = then(s, d, 200.0)
     back = decide_admission(nxt, [wl("b-more", "b", 1)], policy=policy)

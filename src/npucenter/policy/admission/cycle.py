@@ -7,6 +7,7 @@ ties by id, so the decision does not depend on the order of the inputs.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 
 from npucenter.errors import InvalidConfigError
@@ -69,11 +70,11 @@ class _Cycle(VictimSearch):
         super().__init__(snapshot, now_s, policy)
         self.reclaimed: set[str] = set()  # tenants that lost work to another tenant
         self.pending_on: dict[str, str] = {}  # workload id -> device type its reason is about
-        self.fair_failures: dict[tuple[str, str, int, int], tuple[tuple[int, int], int]] = {}
+        self.fair_failures: _Memo = {}
         self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
-        # (tenant, types, cards, tp, owners) -> (stamp, priority, (reason, device type))
+        # (tenant, type, fallbacks, cards, tp, owners) -> (stamp, priority, (reason, type))
         self.blocked: dict[
-            tuple[str, tuple[str, ...], int, int, bool],
+            tuple[str, str, tuple[str, ...], int, int, bool],
             tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]],
         ] = {}
         # caches valid while (admissions, preemptions) stay the same
@@ -216,11 +217,8 @@ class _Cycle(VictimSearch):
             found = self._search_for(w, d, priority)
             if found is not None:
                 return self._preempt_and_place(w, d, priority, found)
-        self.blocked[(w.tenant, w.device_types, w.num_cards, w.tp_size, owners)] = (
-            self._block_stamp(),
-            priority,
-            (outcome, d),
-        )
+        key = (w.tenant, d, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+        self.blocked[key] = (self._block_stamp(w), priority, (outcome, d))
         return outcome
 
     def _try_types(
@@ -242,8 +240,8 @@ class _Cycle(VictimSearch):
                         return self._preempt_and_place(w, d, priority, found)
         chosen = next((r for r in reasons if r[0] not in _LASTING), reasons[0])
         self.pending_on[w.workload_id] = chosen[1]
-        key = (w.tenant, w.device_types, w.num_cards, w.tp_size, owners)
-        self.blocked[key] = (self._block_stamp(), priority, chosen)
+        key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+        self.blocked[key] = (self._block_stamp(w), priority, chosen)
         return chosen[0]
 
     def _preempt_and_place(
@@ -258,20 +256,31 @@ class _Cycle(VictimSearch):
             self._preempt(victim, w, priority)
         return self._place(w, d, priority, index)
 
-    def _block_stamp(self) -> tuple[int, int]:
-        return len(self.preempted), len(self.admitted) if self.fair_on else 0
+    def _block_stamp(self, w: Workload) -> tuple[int, int]:
+        """What a failure of ``w`` depends on: preemptions in its tree on its device types (all
+        preemptions when fair-sharing preemption may weigh shares over every type)."""
+        if self.fair_on:
+            return len(self.preempted), 0
+        root = id(self.nodes[w.tenant].root)
+        count = self.preempt_count
+        if not w.fallback_device_types:
+            return count.get((root, w.device_type), 0), 0
+        return sum(count.get((root, d), 0) for d in w.device_types), 0
 
     def blocked_reason(
         self, w: Workload, priority: PriorityClass, owners: bool
     ) -> PendingReason | None:
         """The reason an identical ask of the tenant failed, if that failure still stands.
 
-        Admissions only take cards and quota, so a failure stands until the next preemption
-        for every ask of the same shape at the same or a lower priority (with fair-sharing
-        preemption, admissions raise shares, so until the next admission too).
+        Admissions only take cards and quota (and victims are judged by the work they ran
+        before the cycle), so a failure stands until the next preemption for every ask of the
+        same shape at the same or a lower priority.
         """
-        found = self.blocked.get((w.tenant, w.device_types, w.num_cards, w.tp_size, owners))
-        if found is None or found[0] != self._block_stamp() or priority > found[1]:
+        key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+        found = self.blocked.get(key)
+        if found is None or priority > found[1]:
+            return None
+        if found[0] != self._block_stamp(w):
             return None
         reason, d = found[2]
         self.pending_on[w.workload_id] = d
@@ -306,49 +315,55 @@ class _Cycle(VictimSearch):
     def _search_for(
         self, w: Workload, d: str, priority: PriorityClass
     ) -> tuple[list[Candidate], int] | None:
-        """Run the victim search unless it cannot succeed (or failed for the same ask).
+        """Run the victim search unless it cannot succeed (or failed for a smaller ask).
 
-        Between preemptions, candidates only shrink and usage only grows, so a failure for
-        (tenant, type, tp, priority) at c cards stands for any c' >= c until the next one
-        (fair-sharing candidates also depend on shares, which admissions raise).
+        Between preemptions in its tree on ``d``, candidates only shrink and usage only grows,
+        so a failure for (tenant, type, tp) at c cards and priority p stands for any c' >= c at
+        any p' <= p (fair-sharing victims are ranked by the work they ran before the cycle, so
+        their shares change only by preemption too, on any type).
         """
         node = self.nodes[w.tenant]
-        fair = self.fair_on and node.parent is not None
-        classical = self._classical_may_help(w, d, priority, node)
+        key = (w.tenant, d, w.tp_size)
+        stamp = self.preempt_count.get((id(node.root), d), 0)
+        fair_stamp = len(self.preempted)
+        classical = not _failed(self.victim_failures, key, stamp, w.num_cards, priority)
+        fair = (
+            self.fair_on
+            and node.parent is not None
+            and not _failed(self.fair_failures, key, fair_stamp, w.num_cards, priority)
+        )
         if not (classical or fair):
             return None
-        key = (w.tenant, d, w.tp_size, int(priority))
-        stamp = (len(self.preempted), 0)
-        if classical:
-            failed = self.victim_failures.get(key)
-            classical = failed is None or failed[0] != stamp or w.num_cards < failed[1]
-        fair_stamp = (len(self.preempted), len(self.admitted))
-        if fair:
-            failed = self.fair_failures.get(key)
-            fair = failed is None or failed[0] != fair_stamp or w.num_cards < failed[1]
+        lim = self.limit_cache.get((w.tenant, d)) or self.limits(w.tenant, d)
+        if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
+            fair = False  # its own limit blocks it: only its own lower-priority work helps
+        if classical and not self._classical_may_help(w, d, priority, node):
+            classical = False
+            _record(self.victim_failures, key, stamp, w.num_cards, priority)
         if fair:  # some borrowing tenant must rank above it after it is admitted
-            fair = self.share_with(w.tenant, d, w.num_cards) < self._top_share(node, d)
+            mine = self.share_with(w.tenant, d, w.num_cards)
+            fair = not math.isinf(mine) and mine <= self._top_share(node, d)
             if not fair:
-                self.fair_failures[key] = (fair_stamp, w.num_cards)
+                _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
         if not (classical or fair):
             return None
         found = self.find_victims(w, d, priority, classical=classical, fair=fair)
         if found is None:
             if classical:
-                self.victim_failures[key] = (stamp, w.num_cards)
+                _record(self.victim_failures, key, stamp, w.num_cards, priority)
             if fair:
-                self.fair_failures[key] = (fair_stamp, w.num_cards)
+                _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
         return found
 
     def _top_share(self, node: Node, d: str) -> float:
         """The highest fair share among tenants whose work on ``d`` may be a victim."""
         root = node.root
-        version = (len(self.admitted), len(self.preempted))
+        version = (0, len(self.preempted))  # old shares change only by preemption (any type)
         key = (id(root), d)
         cached = self.top_share_cache.get(key)
         if cached is None or cached[0] != version:
             tenants = self.victimable_tenants(root, d)
-            top = max((self.dominant_share(t) for t in tenants), default=-1.0)
+            top = max((self.old_share(t) for t in tenants), default=-1.0)
             cached = self.top_share_cache[key] = (version, top)
         return cached[1]
 
@@ -421,6 +436,8 @@ class _Cycle(VictimSearch):
         device_type, index = self.server_at[entry.server_id]
         self.types[device_type].release(index, entry.card_indices)
         self._account(entry, -1, old=True)
+        key = (id(self.nodes[entry.tenant].root), device_type)
+        self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
         if entry.tenant != by.tenant:
             self.reclaimed.add(entry.tenant)
         self.preempted.append(
@@ -532,6 +549,32 @@ class _Cycle(VictimSearch):
             pending=self._pending_records(),
             usage=usage,
         )
+
+
+_Memo = dict[tuple[str, str, int], tuple[int, list[int | None]]]
+
+
+def _failed(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, priority: int) -> bool:
+    """Whether a search at ``cards`` and ``priority`` is known to fail (same stamp)."""
+    found = memo.get(key)
+    if found is None or found[0] != stamp:
+        return False
+    smallest = found[1]  # priority -> fewest cards that failed at it
+    for p in range(int(priority), len(smallest)):
+        failed_cards = smallest[p]
+        if failed_cards is not None and failed_cards <= cards:
+            return True
+    return False
+
+
+def _record(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, priority: int) -> None:
+    found = memo.get(key)
+    if found is None or found[0] != stamp:
+        found = memo[key] = (stamp, [None] * len(PriorityClass))
+    smallest = found[1]
+    current = smallest[int(priority)]
+    if current is None or cards < current:
+        smallest[int(priority)] = cards
 
 
 def run_cycle(

@@ -99,6 +99,30 @@ class FairSharing(Ledger):
             self.ratio_cache[tenant] = cached
         return cached
 
+    def old_share(self, tenant: str) -> float:
+        """The tenant's rank counting only the work it ran before the cycle (and still runs).
+
+        Fair-sharing preemption compares victims by this share: it does not rise with what the
+        cycle admits, so a failed search stays failed until the next preemption.
+        """
+        node = self.nodes[tenant]
+        if self.by_usage:
+            value = self.history.get(tenant, 0.0) + sum(node.old.values()) * self.hold_s
+        else:
+            if node.parent is None:
+                return 0.0
+            value = 0.0
+            for d, used in node.old.items():
+                borrowed = used - node.subtree_quota.get(d, 0)
+                if borrowed > 0:
+                    lendable = self._lendable(node, d)
+                    if lendable > 0 and borrowed / lendable > value:
+                        value = borrowed / lendable
+        weight = node.weight
+        if weight == 0:
+            return math.inf if value else 0.0
+        return value / weight
+
     def dominant_share(self, tenant: str) -> float:
         """The tenant's rank with what it holds now (cached until its usage changes)."""
         cached = self.share_cache.get(tenant)

@@ -181,6 +181,10 @@ class Ledger:
         self.victim_orders: dict[tuple[int, str], list[Admitted]] = {}
         # (id(root), type) -> (preemptions when built, running work of borrowing tenants)
         self.own_orders: dict[tuple[str, str], list[Admitted]] = {}
+        self.lca_cache: dict[tuple[str, str], Node] = {}
+        self.borrowed_cache: dict[tuple[str, str, int], tuple[int, bool]] = {}
+        # (id(root), device type) -> preemptions in this cycle (what most caches depend on)
+        self.preempt_count: dict[tuple[int, str], int] = {}
         self.advantage_cache: dict[tuple[str, str, int], tuple[tuple[int, int], bool]] = {}
         self.victimable_cache: dict[
             tuple[int, str], tuple[int, list[Admitted], frozenset[str]]
@@ -196,8 +200,9 @@ class Ledger:
         self.may_preempt = self.may_reclaim or self.may_preempt_own or self.may_borrow_preempt
         # (tenant, type) -> lowest priority class of work running before the cycle
         self.lowest_running: dict[tuple[str, str], int] = {}
-        # (tenant, type, tp, priority) -> ((preemptions, admissions) when it failed, cards)
-        self.victim_failures: dict[tuple[str, str, int, int], tuple[tuple[int, int], int]] = {}
+        # (tenant, type, tp) -> (preemptions in its tree on the type, priority -> fewest cards
+        # whose victim search failed)
+        self.victim_failures: dict[tuple[str, str, int], tuple[int, list[int | None]]] = {}
         self.admitted: list[Admitted] = []
         self.admitted_now: set[str] = set()
         self.preempted: list[Preemption] = []

@@ -7,6 +7,7 @@ server in the gang's TP shape. Only work running before the cycle is ever a vict
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 from npucenter.policy.admission.fair_sharing import FairSharing
@@ -34,9 +35,13 @@ __all__ = ["Candidate", "CandidateKind", "VictimSearch"]
 # borrower take strictly lower-priority work ("reclaim while borrowing").  Two attempts, with
 # and without borrowing, in Kueue's order; in each, candidates are taken in order until the
 # workload fits (quota tree, then topology), then every victim not needed is given back.  With
-# fair_sharing_preemption a borrower that found no victims may take borrowed work of tenants
-# whose fair share stays strictly above its own after the preemption (strict, so two tenants
-# can never take cards back and forth).
+# fair_sharing_preemption a borrower that found no victims may take borrowed work of a tenant
+# whose fair share after the preemption is still at least the preemptor's with the workload
+# (Kueue's LessThanOrEqualToFinalShare).  Two tenants cannot take cards back and forth: the
+# preemptor's share counts its request and the victim's does not count the victim, so the
+# reverse move would need a share below itself.  Shares of victims count only the work they ran
+# before the cycle (as reclaim does), so they change only by preemption; a zero-weight
+# preemptor (infinite share) never preempts by fair sharing.
 
 
 class CandidateKind(enum.IntEnum):
@@ -161,7 +166,7 @@ class VictimSearch(FairSharing):
         self, root: Node, device_type: str
     ) -> tuple[int, list[Admitted], frozenset[str]]:
         key = (id(root), device_type)
-        stamp = len(self.preempted)
+        stamp = self.preempt_count.get(key, 0)
         found = self.victimable_cache.get(key)
         if found is None or found[0] != stamp:
             nodes, running = self.nodes, self.running
@@ -279,12 +284,9 @@ class VictimSearch(FairSharing):
             if tenant in tenants:
                 found = tenants[tenant]
             else:
-                at: Node | None = self.nodes[tenant].parent
-                while at is not None and id(at) not in ancestors:
-                    at = at.parent
-                assert at is not None  # same root
+                at = self._common_ancestor(w.tenant, tenant, ancestors)
                 found = (at, advantages[id(at)])
-                if not self.borrowing_before(tenant, device_type, at):
+                if not self._borrowed_before(tenant, device_type, at):
                     found = None  # within its quota below the common ancestor: never a victim
                 tenants[tenant] = found
             if found is None:
@@ -306,6 +308,31 @@ class VictimSearch(FairSharing):
             (advantaged if advantage else rest).append(candidate)
         return advantaged + rest, bool(advantaged)
 
+    def _common_ancestor(self, tenant: str, other: str, ancestors: set[int]) -> Node:
+        key = (tenant, other)
+        found = self.lca_cache.get(key)
+        if found is None:
+            at: Node | None = self.nodes[other].parent
+            while at is not None and id(at) not in ancestors:
+                at = at.parent
+            assert at is not None  # same root
+            found = self.lca_cache[key] = at
+        return found
+
+    def _borrowed_before(self, tenant: str, device_type: str, upto: Node) -> bool:
+        """:meth:`borrowing_before`, cached until the next preemption in the tree on the type
+        (only outside a search, where nothing is lifted)."""
+        node = self.nodes[tenant]
+        key = (tenant, device_type, id(upto))
+        stamp = self.preempt_count.get((id(node.root), device_type), 0)
+        found = self.borrowed_cache.get(key)
+        if found is None or found[0] != stamp:
+            found = self.borrowed_cache[key] = (
+                stamp,
+                self.borrowing_before(tenant, device_type, upto),
+            )
+        return found[1]
+
     def _fair_candidates(
         self, w: Workload, device_type: str, priority: PriorityClass
     ) -> list[Candidate]:
@@ -314,16 +341,21 @@ class VictimSearch(FairSharing):
         if node.parent is None or not self.may_reclaim:
             return []
         mine = self.share_with(w.tenant, device_type, w.num_cards)
+        if math.isinf(mine):
+            return []
         lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
         ancestors = {id(n): n for n in node.path()[1:]}
+        shares: dict[str, float] = {}
         out: list[tuple[float, Candidate]] = []
         for entry in self.victimable(node.root, device_type):
             if entry.tenant == w.tenant:
                 continue
             if lower_only and entry.priority_class >= priority:
                 continue
-            share = self.dominant_share(entry.tenant)
-            if share <= mine:
+            share = shares.get(entry.tenant)
+            if share is None:
+                share = shares[entry.tenant] = self.old_share(entry.tenant)
+            if share < mine:
                 continue
             at: Node | None = self.nodes[entry.tenant].parent
             while at is not None and id(at) not in ancestors:
@@ -346,15 +378,15 @@ class VictimSearch(FairSharing):
         if c.kind is CandidateKind.FAIR:
             node = self.nodes[c.entry.tenant]
             lifted = self._lifted_share(node, c.entry)
-            return lifted > mine
+            return lifted >= mine
         return True
 
     def _lifted_share(self, node: Node, entry: Admitted) -> float:
-        remove_usage(node, entry.device_type, entry.num_cards, False)
+        remove_usage(node, entry.device_type, entry.num_cards, True)
         try:
-            return self.share_with(node.name, None, 0)
+            return self.old_share(node.name)
         finally:
-            add_usage(node, entry.device_type, entry.num_cards, False)
+            add_usage(node, entry.device_type, entry.num_cards, True)
 
     # -- search -------------------------------------------------------------------------------
 
