@@ -10,7 +10,8 @@ ending in the gateway), then routes one request:
 - ``index`` (after): ``ReplicaIndex.update`` of the changed replica, then ``policy.route`` of a
   snapshot carrying the index (what the twin does since the index landed, and the gateway).
 
-Both runs make the same decisions (checked). Target (issue 18): per-decision cost at 1,200
+Both runs make the same decisions (checked). A last row times the live gateway's pool the same
+way (a request taken and one released per decision). Target (issue 18): per-decision cost at 1,200
 replicas within 1.3x of 12 for the indexed policies. Prefix affinity and slo-aware with a TPOT
 limit stay scans of the model's candidates (their scores depend on every replica); they are
 listed for the record.
@@ -28,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from npucenter.catalog import default_catalog
+from npucenter.clock import FakeClock
+from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
+from npucenter.gateway.routing import make_router
 from npucenter.perf import build_perf_model
 from npucenter.policy.routing import (
     PerfEstimator,
@@ -118,6 +122,55 @@ def _run(
     return elapsed / num_decisions * 1e6, chosen
 
 
+def _gateway(n: int, num_decisions: int, indexed: bool, seed: int) -> tuple[float, list[str]]:
+    """The live gateway's pool: a request taken (routed, slot held) and one released per
+    decision, least-outstanding-tokens; ``indexed``: ``PolicyRouter.pick`` on the pool's
+    index, else the scan it replaced (the free replicas listed, then a snapshot of them)."""
+    clock = FakeClock()
+    pool = UpstreamPool(
+        clock,
+        [
+            ReplicaEndpoint(
+                replica_id=rid,
+                base_url="http://127.0.0.1:9",
+                model_id="llama-3.1-8b",
+                device_kind=kind,
+                max_inflight=8,
+            )
+            for rid, kind in _ids(n)
+        ],
+    )
+    router = make_router("least-outstanding-tokens", clock)
+    rng = random.Random(seed)
+    held: list[tuple[Replica, int]] = []
+    chosen: list[str] = []
+    start = time.process_time()
+    for k in range(num_decisions):
+        request = RouteRequest(
+            request_id=str(k),
+            model_id="llama-3.1-8b",
+            prompt_tokens=rng.randrange(16, 4096),
+            max_output_tokens=256,
+        )
+        if indexed:
+            replica = router.pick(pool, request)
+        else:
+            free = [r for r in pool.replicas("llama-3.1-8b") if r.has_slot()]
+            replica = router.choose(free, request) if free else None
+        if replica is not None:
+            tokens = request.prompt_tokens + 256
+            replica.inflight += 1
+            replica.outstanding_tokens += tokens
+            held.append((replica, tokens))
+            chosen.append(replica.replica_id)
+        if held and (len(held) > n * 4 or rng.random() < 0.5):
+            done, tokens = held.pop(rng.randrange(len(held)))
+            done.inflight -= 1
+            done.outstanding_tokens -= tokens
+    elapsed = time.process_time() - start
+    return elapsed / num_decisions * 1e6, chosen
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=3000, help="decisions per measurement")
@@ -159,6 +212,30 @@ def main() -> int:
             f"{row['index_us_1200']:>6} {row['index_us_10000']:>6} "
             f"(x{row['index_ratio_1200_vs_12']} 12->1,200)"
         )
+    gateway: dict[str, object] = {"policy": "least-outstanding-tokens (gateway pool)"}
+    for n in SIZES:
+        decisions = args.decisions if n <= 1_200 else max(200, args.decisions // 10)
+        picks = {}
+        for mode in ("scan", "index"):
+            best = min(
+                _gateway(n, decisions, mode == "index", args.seed)[0] for _ in range(args.repeats)
+            )
+            gateway[f"{mode}_us_{n}"] = round(best, 2)
+            picks[mode] = _gateway(n, min(decisions, 300), mode == "index", args.seed)[1]
+        if picks["scan"] != picks["index"]:
+            print(f"DECISIONS DIFFER: gateway pool at {n} replicas", file=sys.stderr)
+            ok = False
+    gateway["index_ratio_1200_vs_12"] = round(
+        float(gateway["index_us_1200"]) / float(gateway["index_us_12"]),  # type: ignore[arg-type]
+        2,
+    )
+    print(
+        f"{gateway['policy']:42s} scan µs {gateway['scan_us_12']:>8} "
+        f"{gateway['scan_us_1200']:>9} {gateway['scan_us_10000']:>9} | index µs "
+        f"{gateway['index_us_12']:>6} {gateway['index_us_1200']:>6} "
+        f"{gateway['index_us_10000']:>6} (x{gateway['index_ratio_1200_vs_12']} 12->1,200)"
+    )
+    rows.append(gateway)
     path = write_result(
         "routing",
         {

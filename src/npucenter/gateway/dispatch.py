@@ -106,29 +106,26 @@ class Dispatcher:
         """Give free slots of ``model_id`` to waiters (also after a replica comes back)."""
         queue = self._queues.get(model_id)
         while queue:
-            candidates = self.pool.candidates(model_id)
-            if not candidates:
+            if self.pool.num_free(model_id) == 0:
                 return
             waiter = queue.pop()
             if waiter is None or waiter.future.done():
                 continue
-            replica = self._take(candidates, waiter.ticket)
+            replica = self._take(waiter.ticket)
+            assert replica is not None  # a replica had a free slot
             waiter.future.set_result(replica)
 
     def _try_route(self, ticket: RouteRequest) -> Replica | None:
         queue = self._queues.get(ticket.model_id)
         if queue:  # others wait: no jumping the queue
             return None
-        candidates = self.pool.candidates(ticket.model_id, ticket.exclude)
-        if not candidates and ticket.exclude:
-            candidates = self.pool.candidates(ticket.model_id)
-        if not candidates:
-            return None
-        return self._take(candidates, ticket)
+        return self._take(ticket)
 
-    def _take(self, candidates: list[Replica], ticket: RouteRequest) -> Replica:
-        preferred = [r for r in candidates if r.replica_id not in ticket.exclude] or candidates
-        replica = self.router.choose(preferred, ticket)
+    def _take(self, ticket: RouteRequest) -> Replica | None:
+        # the policy prefers replicas ticket.exclude does not name (RouteRequest.exclude)
+        replica = self.router.pick(self.pool, ticket)
+        if replica is None:
+            return None
         replica.inflight += 1
         replica.outstanding_tokens += ticket.prompt_tokens + ticket.max_output_tokens
         return replica

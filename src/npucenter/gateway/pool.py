@@ -2,7 +2,9 @@
 
 A :class:`Replica` is mutable gateway-side state (in-flight requests, outstanding tokens,
 health, the metering integrals); routing policies never see it directly, only a snapshot built
-from it. Replicas come and go as the executor starts and restarts them (:meth:`UpstreamPool.set`).
+from it, kept per model as the same :class:`~npucenter.policy.routing.ReplicaIndex` the twin
+keeps (re-read one changed replica at a time). Replicas come and go as the executor starts and
+restarts them (:meth:`UpstreamPool.set`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from npucenter.clock import Clock
 from npucenter.errors import InvalidConfigError
 from npucenter.metering.attribution import ReplicaMeter
+from npucenter.policy.routing import ReplicaIndex, ReplicaState, RoutingSnapshot
 
 __all__ = ["Replica", "ReplicaEndpoint", "UpstreamPool"]
 
@@ -44,35 +47,39 @@ class Replica:
     """Gateway-side live state of one replica (one event loop)."""
 
     __slots__ = (
-        "down_until_s",
+        "_board",
+        "_down_until_s",
+        "_engine_foreign",
+        "_inflight",
+        "_kv_usage_fraction",
+        "_outstanding_tokens",
+        "_position",
         "endpoint",
-        "engine_foreign",
         "engine_running",
         "engine_waiting",
         "idle_power_w",
-        "inflight",
-        "kv_usage_fraction",
         "meter",
         "num_failures",
         "num_served",
-        "outstanding_tokens",
         "url_chat",
         "url_completions",
     )
 
     def __init__(self, endpoint: ReplicaEndpoint, clock: Clock) -> None:
+        self._board: _Board | None = None  # the routing index of the pool it is in
+        self._position = 0  # its place in that index
         self.endpoint = endpoint
         base = endpoint.base_url.rstrip("/")
         self.url_chat = f"{base}/v1/chat/completions"
         self.url_completions = f"{base}/v1/completions"
-        self.inflight = 0
-        self.outstanding_tokens = 0  # estimated tokens of the requests in flight
-        self.kv_usage_fraction = 0.0  # from the engine's metrics when scraped
+        self._inflight = 0
+        self._outstanding_tokens = 0
+        self._kv_usage_fraction = 0.0
         self.engine_running = 0  # requests the engine says it runs (its own metrics)
         self.engine_waiting = 0  # requests queued inside the engine (its own metrics)
-        self.engine_foreign = 0  # requests in the engine the gateway did not send (at the scrape)
+        self._engine_foreign = 0
         self.idle_power_w = endpoint.idle_power_w  # W, updated from the engine's metrics
-        self.down_until_s = 0.0
+        self._down_until_s = 0.0
         self.num_failures = 0
         self.num_served = 0
         self.meter = ReplicaMeter(tp=endpoint.tp, busy_power_w=endpoint.busy_power_w, clock=clock)
@@ -81,6 +88,78 @@ class Replica:
     def replica_id(self) -> str:
         """The replica's id."""
         return self.endpoint.replica_id
+
+    # What routing sees: setting any of these marks the replica for its pool's routing index.
+    @property
+    def inflight(self) -> int:
+        """Requests the gateway has sent it that have not finished."""
+        return self._inflight
+
+    @inflight.setter
+    def inflight(self, value: int) -> None:
+        self._inflight = value
+        self._changed()
+
+    @property
+    def outstanding_tokens(self) -> int:
+        """Estimated tokens (prompt + max output) of the requests in flight."""
+        return self._outstanding_tokens
+
+    @outstanding_tokens.setter
+    def outstanding_tokens(self, value: int) -> None:
+        self._outstanding_tokens = value
+        self._changed()
+
+    @property
+    def kv_usage_fraction(self) -> float:
+        """KV-cache use from the engine's metrics when scraped (0-1)."""
+        return self._kv_usage_fraction
+
+    @kv_usage_fraction.setter
+    def kv_usage_fraction(self, value: float) -> None:
+        self._kv_usage_fraction = value
+        self._changed()
+
+    @property
+    def engine_foreign(self) -> int:
+        """Requests in the engine the gateway did not send (at the last scrape)."""
+        return self._engine_foreign
+
+    @engine_foreign.setter
+    def engine_foreign(self, value: int) -> None:
+        self._engine_foreign = value
+        self._changed()
+
+    @property
+    def down_until_s(self) -> float:
+        """The end of its failure cool-down (clock time; 0: never failed)."""
+        return self._down_until_s
+
+    @down_until_s.setter
+    def down_until_s(self, value: float) -> None:
+        self._down_until_s = value
+        self._changed()
+
+    def _changed(self) -> None:
+        board = self._board
+        if board is not None:
+            board.dirty.add(self._position)
+
+    def routing_state(self, now_s: float) -> ReplicaState:
+        """What a routing policy sees of it: healthy while up with a free slot."""
+        endpoint = self.endpoint
+        return ReplicaState(
+            replica_id=endpoint.replica_id,
+            model_id=endpoint.model_id,
+            device_id=endpoint.device_id,
+            device_kind=endpoint.device_kind,
+            healthy=now_s >= self._down_until_s and self._inflight < endpoint.max_inflight,
+            num_running=self._inflight,
+            num_waiting=self._engine_foreign,  # an external server's other clients' requests
+            outstanding_tokens=max(0, self._outstanding_tokens),
+            kv_used_fraction=min(1.0, max(0.0, self._kv_usage_fraction)),
+            max_num_seqs=endpoint.max_inflight,
+        )
 
     def is_up(self, now_s: float) -> bool:
         """Not in a failure cool-down."""
@@ -98,6 +177,7 @@ class UpstreamPool:
         self._clock = clock
         self._replicas: dict[str, Replica] = {}
         self._by_model: dict[str, list[Replica]] = {}
+        self._boards: dict[str, _Board] = {}  # model id -> its replicas' routing index
         self._aliases: dict[str, str] = {}  # another name -> model id (a deployment's name)
         self.set(endpoints)
 
@@ -111,11 +191,15 @@ class UpstreamPool:
                 if old is not None and old.endpoint == endpoint
                 else Replica(endpoint, self._clock)
             )
+        for old_replica in self._replicas.values():
+            old_replica._board = None
         self._replicas = replicas
         by_model: dict[str, list[Replica]] = {}
         for replica in replicas.values():
             by_model.setdefault(replica.endpoint.model_id, []).append(replica)
         self._by_model = by_model
+        now_s = self._clock.now_s()
+        self._boards = {model: _Board(group, now_s) for model, group in by_model.items()}
 
     def add(self, endpoint: ReplicaEndpoint) -> None:
         """Add or replace one replica."""
@@ -186,7 +270,66 @@ class UpstreamPool:
             if r.is_up(now_s) and r.replica_id not in exclude
         )
 
+    def routing_snapshot(self, model_id: str) -> RoutingSnapshot | None:
+        """The model's replicas as a routing policy sees them now, with their routing index
+        (None when no replica serves the model). Healthy: up with a free slot."""
+        board = self._boards.get(model_id)
+        if board is None:
+            return None
+        now_s = self._clock.now_s()
+        board.refresh(now_s)
+        index = board.index
+        return RoutingSnapshot(now_s=now_s, replicas=index.states, index=index)
+
+    def num_free(self, model_id: str) -> int:
+        """Replicas of ``model_id`` that are up with a free slot (constant time)."""
+        board = self._boards.get(model_id)
+        if board is None:
+            return 0
+        board.refresh(self._clock.now_s())
+        return board.num_healthy
+
     def mark_failed(self, replica: Replica, cooldown_s: float) -> None:
         """Keep new requests off ``replica`` for ``cooldown_s`` (it failed a request)."""
         replica.num_failures += 1
         replica.down_until_s = self._clock.now_s() + cooldown_s
+
+
+class _Board:
+    """One model's replicas as a :class:`ReplicaIndex` kept current incrementally.
+
+    NOTE(gateway): a replica marks itself dirty when a field routing reads changes; the board
+    re-reads only those (and the replicas whose failure cool-down may have ended) before each
+    routing decision, so a decision costs the same whatever the number of replicas.
+    """
+
+    __slots__ = ("dirty", "down", "index", "num_healthy", "replicas")
+
+    def __init__(self, replicas: list[Replica], now_s: float) -> None:
+        self.replicas = replicas
+        states = [r.routing_state(now_s) for r in replicas]
+        self.index = ReplicaIndex(states)
+        self.num_healthy = sum(1 for state in states if state.healthy)
+        self.dirty: set[int] = set()  # positions whose replica changed since the last refresh
+        self.down = {pos for pos, r in enumerate(replicas) if not r.is_up(now_s)}
+        for pos, replica in enumerate(replicas):
+            replica._board, replica._position = self, pos
+
+    def refresh(self, now_s: float) -> None:
+        """Re-read the replicas that changed, and those whose cool-down is over."""
+        if self.down:
+            for pos in [p for p in self.down if self.replicas[p].is_up(now_s)]:
+                self.down.discard(pos)
+                self.dirty.add(pos)
+        if not self.dirty:
+            return
+        index = self.index
+        for pos in self.dirty:
+            replica = self.replicas[pos]
+            state = replica.routing_state(now_s)
+            if state.healthy != index.states[pos].healthy:
+                self.num_healthy += 1 if state.healthy else -1
+            if not replica.is_up(now_s):
+                self.down.add(pos)
+            index.update(pos, state)
+        self.dirty.clear()

@@ -8,11 +8,11 @@ runs, with the same :class:`~npucenter.policy.routing.RouteRequest`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from npucenter.clock import Clock
-from npucenter.gateway.pool import Replica
+from npucenter.gateway.pool import Replica, UpstreamPool
 from npucenter.policy.routing import (
-    ReplicaState,
     RouteRequest,
     RoutingContext,
     RoutingPolicy,
@@ -29,9 +29,11 @@ DEFAULT_GATEWAY_POLICY = "least-outstanding-tokens"
 class PolicyRouter:
     """Asks a routing policy of ``npucenter.policy.routing`` (the simulator's too) to choose.
 
-    The snapshot holds the candidates only (replicas with a free slot and up): requests that find
-    none wait in the gateway's queue; ``num_waiting`` counts the requests an engine reports in its
-    own metrics beyond those the gateway sent it (an external server's other clients).
+    The policy sees the model's replicas as :meth:`Replica.routing_state` describes them:
+    healthy while up with a free slot (requests that find none wait in the gateway's queue);
+    ``num_waiting`` counts the requests an engine reports beyond those the gateway sent it (an
+    external server's other clients). :meth:`pick` hands it the pool's routing index, so a
+    decision costs the same for 10 or 10,000 replicas.
     """
 
     def __init__(self, policy: RoutingPolicy, clock: Clock) -> None:
@@ -39,25 +41,23 @@ class PolicyRouter:
         self._clock = clock
         self.uses_prefixes = bool(getattr(policy, "uses_prefix_hashes", False))
 
+    def pick(self, pool: UpstreamPool, request: RouteRequest) -> Replica | None:
+        """The policy's choice among the model's replicas that are up with a free slot (those
+        ``request.exclude`` names only when no other has one); None when none has."""
+        if pool.num_free(request.model_id) == 0:
+            return None
+        snapshot = pool.routing_snapshot(request.model_id)
+        if snapshot is None:
+            return None
+        decision = self.policy.route(snapshot, request)
+        return pool.get(decision.replica_id) if decision.replica_id is not None else None
+
     def choose(self, candidates: Sequence[Replica], request: RouteRequest) -> Replica:
-        """The policy's choice among ``candidates`` (non-empty; the first if it declines)."""
-        states = tuple(
-            ReplicaState(
-                replica_id=r.replica_id,
-                model_id=r.endpoint.model_id,
-                device_id=r.endpoint.device_id,
-                device_kind=r.endpoint.device_kind,
-                num_running=r.inflight,
-                num_waiting=r.engine_foreign,  # an external server's other clients' requests
-                outstanding_tokens=max(0, r.outstanding_tokens),
-                kv_used_fraction=min(1.0, max(0.0, r.kv_usage_fraction)),
-                max_num_seqs=r.endpoint.max_inflight,
-            )
-            for r in candidates
-        )
-        decision = self.policy.route(
-            RoutingSnapshot(now_s=self._clock.now_s(), replicas=states), request
-        )
+        """The policy's choice among ``candidates`` (non-empty; the first if it declines), by a
+        scan of a snapshot of them (tests; the dispatcher calls :meth:`pick`)."""
+        now_s = self._clock.now_s()
+        states = tuple(replace(r.routing_state(now_s), healthy=True) for r in candidates)
+        decision = self.policy.route(RoutingSnapshot(now_s=now_s, replicas=states), request)
         for r in candidates:
             if r.replica_id == decision.replica_id:
                 return r
