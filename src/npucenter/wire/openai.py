@@ -45,6 +45,8 @@ def parse_request(raw: bytes, endpoint: str) -> dict[str, Any]:
         request = json.loads(raw)
     except ValueError as exc:
         raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # thousands of nested arrays: the client's error, no internals shown
+        raise InvalidRequestError("the body is nested too deeply") from None
     if not isinstance(request, dict):
         raise InvalidRequestError("the body must be a JSON object")
     model = request.get("model")

@@ -153,3 +153,27 @@ def test_a_write_based_on_a_stale_read_is_a_conflict(db):
         job = _repo(s).get_job(job_id)
         assert job.state == "cancelled"
         assert [e.to_state for e in _repo(s).job_events(job)] == ["queued", "cancelled"]
+
+
+def test_unknown_keys_cost_no_scrypt_unless_they_could_match_and_slow_checks_are_capped(
+    db, monkeypatch
+):
+    import npucenter.store.keys as keys
+
+    calls = []
+    real = keys._scrypt
+    monkeypatch.setattr(keys, "_scrypt", lambda *a: calls.append(1) or real(*a))
+    with db.session() as s:
+        _repo(s).ensure_admin_key("operator-chosen-admin-key-1")
+    calls.clear()
+    for i in range(50):  # generated-format secrets whose short id names no row
+        with db.session() as s, pytest.raises(AuthenticationError):
+            _repo(s).lookup_key(f"npc_{chr(97 + i % 26) * 8}_" + "x" * 43)
+    assert calls == []
+    db.key_memo = keys.KeyMemo(max_slow_per_s=1.0)  # burst 2, then one a second
+    refused = 0
+    for i in range(60):  # other secrets are tried against the operator's admin row: capped
+        with db.session() as s, pytest.raises(AuthenticationError) as info:
+            _repo(s).lookup_key(f"guess-{i}-0123456789")
+        refused += "too many" in info.value.message
+    assert 0 < len(calls) <= 15 and refused >= 40
