@@ -280,6 +280,14 @@ def test_up_with_the_ray_executor_serves_and_recovers_from_a_dead_node(
         )
         assert moved
         _wait("serving again", lambda: all(_chat(up.url).status_code == 200 for _ in range(4)))
+
+        # scaling the RNGD deployment to 0 stops its actor (the store is the truth)
+        with httpx.Client(base_url=up.url, headers={"Authorization": f"Bearer {ADMIN}"}) as api:
+            rngd = next(d for d in api.get("/api/deployments").json() if "rngd" in d["device_type"])
+            scaled = api.patch(f"/api/deployments/{rngd['id']}", json={"replicas": 0})
+            assert scaled.status_code == 200, scaled.text
+        _wait("the RNGD actor stopped", lambda: "rngd-0-r0" not in _actors(), timeout_s=60.0)
+        assert list(_actors()) == ["h100-0-r0"]
         log = up.log()
     assert not re.search(r"Traceback", log), log[-2000:]
     _wait("actors stopped with the center", lambda: _actors() == {}, timeout_s=30.0)

@@ -104,6 +104,13 @@ def job_runner_hook(runner: JobRunner) -> Any:
     return run
 
 
+def _engine_cards(app: FastAPI) -> set[tuple[str, int]]:
+    """Cards the deployment reconciler's engines hold (running or stopping), if it runs."""
+    reconciler = getattr(getattr(app.state, "gateway", None), "reconciler", None)
+    held = getattr(reconciler, "held_cards", None)
+    return set(held()) if held is not None else set()
+
+
 def install_job_runner(app: FastAPI, settings: Settings) -> None:
     """Run admitted jobs as local processes while the app serves (``npucenter up``)."""
     control: ControlPlane = app.state.control
@@ -113,7 +120,7 @@ def install_job_runner(app: FastAPI, settings: Settings) -> None:
     if not settings.run_jobs:
         log.info("job runner off (NPUCENTER_JOB_RUNNER=0): an external executor reports jobs")
         return
-    runner = make_job_runner(control)
+    runner = make_job_runner(control, busy_cards=lambda: _engine_cards(app))
     if runner.sandbox.enabled and runner.launcher is None:  # on Ray each node checks its own
         reason = runner.sandbox.unavailable_reason()
         if reason is not None and settings.job_isolation == "bwrap":

@@ -103,6 +103,7 @@ class TickReport:
     finished: list[int] = field(default_factory=list)  # succeeded or failed after running
     refused: list[int] = field(default_factory=list)  # failed without running (image, no start)
     killed: list[int] = field(default_factory=list)  # lost their cards (preempted, cancelled)
+    waiting: list[int] = field(default_factory=list)  # admitted on cards an engine still holds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,6 +206,8 @@ class JobRunner:
         sandbox: isolates each job (default: bubblewrap with the default policy, the work
             dir's parent hidden); jobs are refused when it cannot isolate them.
         launcher: runs each job's process elsewhere (a Ray cluster) under the same sandbox.
+        busy_cards: (server, card index) still held by engines (running or stopping): an
+            admitted job on one of them waits, so no job starts on a card a replica still holds.
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class JobRunner:
         clock: Clock | None = None,
         sandbox: Sandbox | None = None,
         launcher: Any | None = None,
+        busy_cards: Callable[[], set[tuple[str, int]]] | None = None,
     ) -> None:
         self._tx = tx
         self._admit = admit
@@ -233,6 +237,7 @@ class JobRunner:
         # None: local processes; else jobs run elsewhere (executors.ray_jobs.RayJobLauncher),
         # each in a sandbox built there from the same policy
         self.launcher = launcher
+        self.busy_cards = busy_cards
         self._runs: dict[int, _Run] = {}
         self._ticker = Ticker("job runner", log)
         _LIVE_RUNNERS.add(self)
@@ -347,6 +352,12 @@ class JobRunner:
             await proc.terminate(self.grace_s)
 
     async def _start(self, view: _JobView, report: TickReport) -> None:
+        if self.busy_cards is not None and view.server is not None:
+            held = self.busy_cards() & {(view.server, card) for card in view.cards}
+            if held:
+                log.info("job %d waits: an engine still holds cards %s", view.job_id, sorted(held))
+                report.waiting.append(view.job_id)
+                return
         if view.command and self.sandbox.enabled and self.launcher is None:
             try:
                 await asyncio.to_thread(self.sandbox.check)

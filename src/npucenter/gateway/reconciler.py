@@ -236,6 +236,7 @@ class DeploymentReconciler:
         self.start_wait_s = start_wait_s
         self._secret = secret or (lambda _name: None)
         self._running: dict[str, WantedReplica] = {}  # engine id -> what it runs
+        self._stopping: dict[str, WantedReplica] = {}  # engine id -> what it ran, until it stopped
         self._wanted: list[WantedReplica] = []
         self._starting: dict[str, asyncio.Task[bool]] = {}  # engine id -> its start
         self._restarting: asyncio.Task[list[str]] | None = None
@@ -253,6 +254,11 @@ class DeploymentReconciler:
     def failures(self) -> dict[str, EngineFailure]:
         """Replicas whose last start failed (retried with a back-off), by engine id."""
         return dict(self._failures)
+
+    def held_cards(self) -> set[tuple[str, int]]:
+        """(server, card index) of every engine running or still stopping: not free yet."""
+        held = list(self._running.values()) + list(self._stopping.values())
+        return {(w.server, card) for w in held for card in w.card_indices}
 
     async def run_forever(self) -> None:
         """Tick every ``interval_s`` (or at once when woken) until cancelled."""
@@ -446,15 +452,19 @@ class DeploymentReconciler:
         log.error("replica %s of %s did not start: %s", rid, w.deployment, exc)
 
     async def _stop(self, replica_id: str) -> None:
-        self._running.pop(replica_id, None)
+        was = self._running.pop(replica_id, None)
         self._publish()  # off the pool first: no new request goes to it
         if self._external.pop(replica_id, None) is not None:
             self._external_down.discard(replica_id)
             return  # nothing of ours runs there
+        if was is not None:
+            self._stopping[replica_id] = was  # its cards are held until the engine is gone
         try:
             await self.executor.stop(replica_id)
         except NpuCenterError as exc:
             log.warning("stopping replica %s: %s", replica_id, exc)
+        finally:
+            self._stopping.pop(replica_id, None)
         self._forget_prefixes([replica_id])
 
     async def _restart_failed(self) -> list[str]:

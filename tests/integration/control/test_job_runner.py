@@ -369,3 +369,19 @@ def test_measured_power_of_the_jobs_cards_replaces_the_model(admin, center, flee
     rows = [r for r in acme.get("/api/usage").json() if r["ref"].startswith(f"job:{job_id} ")]
     assert acme.get(f"/api/jobs/{job_id}").json()["state"] == "succeeded"
     assert len(rows) == 1 and rows[0]["energy_j"] == pytest.approx(600.0 * 15.0)
+
+
+def test_a_job_waits_while_an_engine_still_holds_its_cards(admin, center, fleet):
+    # admission freed a replica's cards in the store; its engine is still stopping
+    held = {("gpu-1", card) for card in range(8)}
+    runner = make_job_runner(center.state.control, grace_s=1.0, busy_cards=lambda: set(held))
+    acme = _tenant(admin, center, "acme", nominal=4)
+    job_id = _submit(acme, [PY, "-c", "print('mine')"])
+    try:
+        report = asyncio.run(runner.tick())
+        assert report.waiting == [job_id] and report.started == []
+        assert acme.get(f"/api/jobs/{job_id}").json()["state"] == "admitted"
+        held.clear()  # the engine is gone
+        assert asyncio.run(runner.tick()).started == [job_id]
+    finally:
+        asyncio.run(runner.shutdown())

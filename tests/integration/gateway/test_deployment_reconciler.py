@@ -197,3 +197,31 @@ def test_the_dashboard_shows_the_server_each_reconciled_replica_was_placed_on(ri
     rig.delete(dep)
     rig.tick()
     assert rig.gateway.replica_servers == {}
+
+
+def test_a_stopping_engines_cards_stay_held_until_it_is_gone(rig: Rig) -> None:
+    rig.tenant("acme", nominal_cards=2)
+    dep = rig.deploy("acme", "chat2", 2)
+    rig.tick()
+    assert rig.reconciler.held_cards() == {("h100-0", 0), ("h100-0", 1)}
+    rig.scale(dep, 1)  # the store frees card 1 at once; its engine takes a while to stop
+
+    async def scale_down() -> set[tuple[str, int]]:
+        release, stopping = asyncio.Event(), asyncio.Event()
+        plain_stop = rig.executor.stop
+
+        async def slow_stop(replica_id: str, **kw: Any) -> None:
+            stopping.set()
+            await release.wait()
+            await plain_stop(replica_id, **kw)
+
+        rig.executor.stop = slow_stop  # type: ignore[method-assign]
+        tick = asyncio.create_task(rig.reconciler.reconcile())
+        await asyncio.wait_for(stopping.wait(), 5.0)
+        during = rig.reconciler.held_cards()
+        release.set()
+        await asyncio.wait_for(tick, 5.0)
+        return during
+
+    assert asyncio.run(scale_down()) == {("h100-0", 0), ("h100-0", 1)}  # still held
+    assert rig.reconciler.held_cards() == {("h100-0", 0)}  # gone: free
