@@ -5,9 +5,10 @@ the cost per request grows with the number of replicas.
 Targets (issue 4): the one-hour trace (19,366 requests) in under 3.6 s wall (1,000x real time);
 1,000,000 synthetic requests in under 120 s with peak memory under 2 GB. Issue 18: microseconds
 per request at most 1.3x from 12 to 1,200 replicas at the same traffic per replica (the 80/20
-fleet x1, x10, x100, each replica offered the conversation trace's rate / 12 and 200 requests);
-``--big``: 10,008 replicas (x834) and 10,008,000 requests within the machine's memory. Each point
-runs in its own subprocess so its peak RSS is its own. Writes bench/results/sim.json.
+fleet x1, x10, x100, each replica offered the conversation trace's rate / 12 and 100 requests,
+best of 3 runs); ``--big``: 10,008 replicas (x834) and 10,008,000 requests within the machine's
+memory. Each point runs in its own subprocess so its peak RSS is its own. Writes
+bench/results/sim.json.
 
     .venv/bin/python benchmarks/bench_sim.py            # full run (~4 min on 2 cores)
     .venv/bin/python benchmarks/bench_sim.py --quick    # no 1M point
@@ -30,7 +31,7 @@ OUT = ROOT / "bench" / "results" / "sim.json"
 SCALE_POINTS = (10_000, 30_000, 100_000, 1_000_000)
 FLEET_SCALES = (1, 10, 100)  # copies of the 80/20 fleet: 12, 120 and 1,200 replicas
 FLEET_POLICIES = ("npu-first", "least-outstanding-tokens")
-REQUESTS_PER_REPLICA = 200
+REQUESTS_PER_REPLICA = 100
 BIG_SCALE, BIG_REQUESTS_PER_REPLICA = 834, 1000  # 10,008 replicas, 10,008,000 requests
 
 
@@ -68,11 +69,14 @@ def _conv_like(num_requests: int, rate_scale: float):
     )
 
 
-def run_fleet_scale(copies: int, per_replica: int, policy: str) -> dict[str, object]:
+def run_fleet_scale(
+    copies: int, per_replica: int, policy: str, repeats: int = 3
+) -> dict[str, object]:
     """``copies`` x the 80/20 fleet with ``copies`` x its traffic: the cost per request.
 
-    A short warm-up run first (first calls, caches), then the timed run; CPU time is reported
-    beside wall time because the machine is shared and wall time counts other processes' turns.
+    A short warm-up run first (first calls, caches), then the best of ``repeats`` timed runs;
+    CPU time is reported beside wall time because the machine is shared and wall time counts
+    other processes' turns.
     """
     built = time.perf_counter()
     center = _center(policy, copies)
@@ -83,9 +87,13 @@ def run_fleet_scale(copies: int, per_replica: int, policy: str) -> dict[str, obj
     trace = _conv_like(n, float(copies))
     trace_s = time.perf_counter() - made
     center.run(trace.head(min(n, 2000)))
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = center.run(trace)
-    wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+    walls, cpus = [], []
+    for _ in range(repeats):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        result = center.run(trace)
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(time.process_time() - cpu0)
+    wall_s, cpu_s = min(walls), min(cpus)
     return {
         "policy": policy,
         "copies": copies,
@@ -96,6 +104,8 @@ def run_fleet_scale(copies: int, per_replica: int, policy: str) -> dict[str, obj
         "trace_build_s": trace_s,
         "wall_s": wall_s,
         "cpu_s": cpu_s,
+        "wall_s_all": walls,
+        "cpu_s_all": cpus,
         "us_per_request": wall_s / n * 1e6,
         "cpu_us_per_request": cpu_s / n * 1e6,
         "events": result.num_events,
@@ -257,14 +267,15 @@ def main() -> None:
         "--big", action="store_true", help="also 10,008 replicas and 10,008,000 requests"
     )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--fleet", nargs=3, help=argparse.SUPPRESS)  # copies per_replica policy
+    # copies per_replica policy repeats
+    parser.add_argument("--fleet", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_synthetic(args.one)))
         return
     if args.fleet:
-        copies, per_replica, policy = args.fleet
-        print(json.dumps(run_fleet_scale(int(copies), int(per_replica), policy)))
+        copies, per_replica, policy, repeats = args.fleet
+        print(json.dumps(run_fleet_scale(int(copies), int(per_replica), policy, int(repeats))))
         return
     conv = [run_conv(p, repeats=3) for p in ("npu-first", "least-outstanding-tokens")]
     fidelity = run_fidelity()
@@ -275,14 +286,14 @@ def main() -> None:
         # wall per request relative to the smallest run: 1.0 = perfectly linear
         row["per_request_vs_smallest"] = row["us_per_request"] / first["us_per_request"]
     fleet_scaling = [
-        _subprocess(["--fleet", str(k), str(REQUESTS_PER_REPLICA), policy])
+        _subprocess(["--fleet", str(k), str(REQUESTS_PER_REPLICA), policy, "3"])
         for policy in FLEET_POLICIES
         for k in FLEET_SCALES
     ]
     if args.big:
         fleet_scaling.append(
             _subprocess(
-                ["--fleet", str(BIG_SCALE), str(BIG_REQUESTS_PER_REPLICA), "npu-first"], None
+                ["--fleet", str(BIG_SCALE), str(BIG_REQUESTS_PER_REPLICA), "npu-first", "1"], None
             )
         )
     for row in fleet_scaling:
@@ -303,8 +314,9 @@ def main() -> None:
         "fleet_scaling": fleet_scaling,
         "fleet_scaling_note": (
             f"x copies of the 80/20 fleet at x copies of the conversation rate, "
-            f"{REQUESTS_PER_REPLICA} requests per replica (--big: {BIG_REQUESTS_PER_REPLICA}); "
-            "cpu_us_per_request is the process's CPU time (wall time counts other processes)"
+            f"{REQUESTS_PER_REPLICA} requests per replica (--big: {BIG_REQUESTS_PER_REPLICA}), "
+            "best of 3 runs (--big: 1); cpu_us_per_request is the process's CPU time (wall time "
+            "counts other processes' turns on this shared machine)"
         ),
         "target_per_request_1200_vs_12_replicas": 1.3,
     }

@@ -50,6 +50,8 @@ class PerfEstimator:
         self._ttft_cache: dict[tuple[int, int], float] = {}  # (model, prompt) -> TTFT alone
         self._tpot_cache: dict[tuple[int, int], float] = {}  # (model, batch) -> TPOT
         self._by_key: dict[int, StepLatencyModel] = {}  # id(model) -> model (ttft_split's keys)
+        # replica -> (id(model), prefill s per queued token, model): ttft_split's per-call lookups
+        self._split_of: dict[str, tuple[int, float, StepLatencyModel]] = {}
 
     def _model(self, state: ReplicaState) -> StepLatencyModel | None:
         return self._models.get(state.replica_id)
@@ -92,13 +94,23 @@ class PerfEstimator:
     def ttft_split(self, state: ReplicaState) -> tuple[int, float]:
         """(model key, wait before this prompt's prefill): the TTFT estimate is the wait plus
         :meth:`ttft_alone_for` of the key, summed in the same order (so bit for bit)."""
-        model = self._models.get(state.replica_id)
-        if model is None:
-            return 0, state.predicted_ttft_s or 0.0
-        self._by_key[id(model)] = model
-        queued = state.queued_prefill_tokens * self._prefill_s_per_token(model)
-        in_flight = self._tpot_at_s(model, state.num_running) if state.num_running else 0.0
-        return id(model), queued + in_flight
+        split = self._split_of.get(state.replica_id)
+        if split is None:
+            model = self._models.get(state.replica_id)
+            if model is None:
+                return 0, state.predicted_ttft_s or 0.0
+            self._by_key[id(model)] = model
+            split = (id(model), self._prefill_s_per_token(model), model)
+            self._split_of[state.replica_id] = split
+        key, per_token_s, model = split
+        queued = state.queued_prefill_tokens * per_token_s
+        batch = state.num_running
+        if not batch:
+            return key, queued + 0.0
+        in_flight = self._tpot_cache.get((key, batch))
+        if in_flight is None:
+            in_flight = self._tpot_at_s(model, batch)
+        return key, queued + in_flight
 
     def ttft_alone_for(self, key: int, prompt_tokens: int) -> float:
         """The prompt's own prefill time on the model of ``key`` (from :meth:`ttft_split`)."""

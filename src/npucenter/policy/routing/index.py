@@ -98,6 +98,9 @@ class LeastView:
         best = score(first)
         best_pos = g.least_position(first)
         keys, count = g.keys, g.count
+        n = len(keys)
+        if (n < 2 or score(keys[1]) != best) and (n < 3 or score(keys[2]) != best):
+            return best, best_pos  # the usual case: no other key ties once scored
         stack = [1, 2]
         while stack:
             i = stack.pop()

@@ -47,8 +47,8 @@ class NpuFirst:
         """Best NPU unless its predicted TTFT breaks the SLO and a GPU would do better."""
         index, estimator = snapshot.index, self._estimator
         if index is not None and not request.exclude and splits_ttft(estimator):
-            best = self._best_by_kind(index, request)
-            return self._decide(request, best.get("npu"), lambda: best.get("gpu"))
+            npu = self._best_of_kind(index, request, "npu")
+            return self._decide(request, npu, lambda: self._best_of_kind(index, request, "gpu"))
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -83,26 +83,26 @@ class NpuFirst:
             )
         return RouteDecision(replica_id=npu[1].replica_id, reason="npu-first (GPU no better)")
 
-    def _best_by_kind(
-        self, index: ReplicaIndex, request: RouteRequest
-    ) -> dict[str, tuple[float, ReplicaState]]:
-        """Device kind -> (lowest predicted TTFT, its replica: the first in order on ties).
+    def _best_of_kind(
+        self, index: ReplicaIndex, request: RouteRequest, kind: str
+    ) -> tuple[float, ReplicaState] | None:
+        """The lowest predicted TTFT on a ``kind`` replica and that replica (first on ties).
 
         NOTE(routing): the index's view holds, per (model, kind, perf model), the replicas by
         their wait before a prefill; adding the prompt's own prefill time on that perf model
         gives each one's TTFT estimate, so the group's least wait is its least estimate.
         """
         view = index.view(self._view_name, self._place)
-        found: dict[str, tuple[float, int]] = {}
+        found: tuple[float, int] | None = None
         for group in view.groups():
-            model_id, kind, key = cast(tuple[str, str, int], group)
-            if model_id != request.model_id:
+            model_id, group_kind, key = cast(tuple[str, str, int], group)
+            if group_kind != kind or model_id != request.model_id:
                 continue
             shift = ttft_shift_s(key, request.prompt_tokens, self._estimator)
             least = view.least_shifted(group, shift)
-            if least is not None and (kind not in found or least < found[kind]):
-                found[kind] = least
-        return {kind: (s, index.states[pos]) for kind, (s, pos) in found.items()}
+            if least is not None and (found is None or least < found):
+                found = least
+        return None if found is None else (found[0], index.states[found[1]])
 
     def _place(self, state: ReplicaState) -> tuple[tuple[str, str, int], float]:
         """Group (model, kind, perf model) and key (wait before a prefill) in an index's view."""
