@@ -335,8 +335,11 @@ class _Cycle(VictimSearch):
         if not (classical or fair):
             return None
         lim = self.limit_cache.get((w.tenant, d)) or self.limits(w.tenant, d)
-        if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
-            fair = False  # its own limit blocks it: only its own lower-priority work helps
+        after = node.usage.get(d, 0) + w.num_cards
+        if after > lim.max_cards or after <= lim.nominal:
+            # its own limit blocks it (only its own lower-priority work helps), or it would not
+            # borrow (an owner reclaims instead): fair sharing is between borrowers
+            fair = False
         if classical and not self._classical_may_help(w, d, priority, node):
             classical = False
             _record(self.victim_failures, key, stamp, w.num_cards, priority)
