@@ -350,6 +350,7 @@ class UsageOut(_Out):
     cost_usd: float | None
     ref: str
     at_s: float
+    request_id: str | None = None  # a gateway request's x-request-id (tokens rows)
 
 
 class UsageSummaryRow(_Out):

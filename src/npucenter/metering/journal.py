@@ -13,6 +13,7 @@ of a request id wins; the store skips ids it has), then deleted: 0 rows lost, 0 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -42,11 +43,13 @@ class UsageJournal:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._max_lines = max_lines
-        # Segments left by an earlier process: replayed by the owner (see leftover()).
-        self._leftover = sorted(self.directory.glob(_SEGMENT_GLOB), key=_segment_number)
-        start = max((_segment_number(p) for p in self._leftover), default=0) + 1
-        self._next = start
-        self._closed: list[tuple[Path, set[str]]] = []  # older segments and their request ids
+        # Segments left by a stopped process (a live one holds a lock on each of its own):
+        # replayed by the owner of this journal (see leftover()).
+        found = sorted(self.directory.glob(_SEGMENT_GLOB), key=_segment_number)
+        self._leftover = [p for p in found if not _locked_by_another(p)]
+        self._next = max((_segment_number(p) for p in found), default=0) + 1
+        # Older segments, their request ids and their (locked) descriptors.
+        self._closed: list[tuple[Path, set[str], int]] = []
         self._committed: set[str] = set()  # committed ids still named by a kept segment
         self._open_segment()
 
@@ -70,13 +73,14 @@ class UsageJournal:
             if self._lines >= self._max_lines or (self._lines and self._ids <= self._committed):
                 self._close_segment()
                 self._open_segment()
-            kept: list[tuple[Path, set[str]]] = []
-            for path, ids in self._closed:
+            kept: list[tuple[Path, set[str], int]] = []
+            for path, ids, fd in self._closed:
                 if ids <= self._committed:
                     path.unlink(missing_ok=True)
+                    os.close(fd)
                     self._committed -= ids
                 else:
-                    kept.append((path, ids))
+                    kept.append((path, ids, fd))
             self._closed = kept
 
     def leftover(self) -> list[Path]:
@@ -91,28 +95,33 @@ class UsageJournal:
                 self._leftover.remove(path)
 
     def close(self) -> None:
-        """Close the current segment (kept on disk until its rows are committed)."""
+        """Close every segment; those not committed stay on disk for the next start to replay
+        (as when the process dies: its locks go with it)."""
         with self._lock:
             if self._fd >= 0:
                 os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
+            for _, _, fd in self._closed:
+                os.close(fd)
+            self._closed = []
 
     def _open_segment(self) -> None:
         self._path = self.directory / f"usage-{self._next:08d}.jsonl"
         self._next += 1
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while this process lives
         self._ids: set[str] = set()
         self._lines = 0
 
     def _close_segment(self) -> None:
         os.fsync(self._fd)
-        os.close(self._fd)
         if self._ids <= self._committed:
             self._path.unlink(missing_ok=True)
+            os.close(self._fd)
             self._committed -= self._ids
-        else:
-            self._closed.append((self._path, self._ids))
+        else:  # kept open (and locked) until its rows are committed
+            self._closed.append((self._path, self._ids, self._fd))
 
 
 def read_segments(paths: Iterable[Path]) -> list[UsageRecord]:
@@ -136,6 +145,21 @@ def read_segments(paths: Iterable[Path]) -> list[UsageRecord]:
                 if doc.get("final"):
                     final.add(record.request_id)
     return list(out.values())
+
+
+def _locked_by_another(path: Path) -> bool:
+    """Whether a live process holds ``path`` (its lock); a stopped process holds nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _segment_number(path: Path) -> int:

@@ -61,7 +61,7 @@ def test_what_a_killed_gateway_journaled_is_replayed_at_start(tmp_path: Path) ->
     first.record(_rec("sent", out=5), final=False)  # answer sent, killed before settling
     first.record(_rec("flushed-late", out=2), final=False)
     first.record(_rec("flushed-late", out=2), final=True)  # settled, killed before the flush
-    # kill -9: no close(), no flush
+    first.close()  # kill -9: no flush; the process's journal locks go with it
     second = StoreLedger(control, journal_dir=journal_dir)
     assert second.recover() >= 2
     assert _rows(control) == {"done": 7, "sent": 5, "flushed-late": 2}

@@ -49,7 +49,11 @@ def test_segments_are_deleted_once_every_request_in_them_is_committed(tmp_path: 
 
 def test_a_new_journal_hands_over_what_a_killed_process_left(tmp_path: Path) -> None:
     first = UsageJournal(tmp_path)
-    first.write(_rec("a"), final=True)  # never committed: the process is "killed" here
+    first.write(_rec("a"), final=True)  # never committed
+    live = UsageJournal(tmp_path)  # another live process: it leaves first's segment alone
+    assert live.leftover() == []
+    live.close()
+    first.close()  # the process dies here: its locks go with it
     second = UsageJournal(tmp_path)
     left = second.leftover()
     assert [r.request_id for r in read_segments(left)] == ["a"]
