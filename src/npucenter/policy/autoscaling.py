@@ -160,8 +160,8 @@ def _wanted(
         if idle_s >= policy.idle_to_zero_s:
             return 0, ScaleReason.IDLE, f"no request for {idle_s:.0f} s"
     if current == 0:
-        if load.num_queued > 0:
-            return 1, ScaleReason.COLD_START, f"{load.num_queued} requests held at zero replicas"
+        if busy > 0:
+            return 1, ScaleReason.COLD_START, f"{busy} requests held at zero replicas"
         return 0, ScaleReason.HOLD, "no replica and no request"
     by_queue = max(1, math.ceil(busy / policy.target_concurrency_per_replica))  # 1: not idle yet
     asks = [(by_queue, ScaleReason.QUEUE, f"{busy} requests held or running")]
