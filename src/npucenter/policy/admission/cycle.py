@@ -301,11 +301,7 @@ class _Cycle(VictimSearch):
         if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
             return PendingReason.QUOTA_IN_USE
         # outside a victim search the tree changes only by admission and preemption
-        version = (len(self.admitted), len(self.preempted))
-        cached = self.available_cache.get(key)
-        if cached is None or cached[0] != version:
-            cached = self.available_cache[key] = (version, available(node, d))
-        if w.num_cards > cached[1]:
+        if w.num_cards > self._available(w.tenant, d, node):
             return PendingReason.COHORT_EXHAUSTED
         index = self.types[d].find(w.num_cards, w.tp_size)
         if index is None:
@@ -373,20 +369,53 @@ class _Cycle(VictimSearch):
     def _classical_may_help(self, w: Workload, d: str, priority: PriorityClass, node: Node) -> bool:
         """Whether Kueue's classical attempts could find victims at all (cheap checks)."""
         lowest = self.lowest_running.get((w.tenant, d))  # kept exact by _own_candidates
-        if self.may_preempt_own and lowest is not None and lowest < priority:
-            return True  # its own lower-priority work may make room (and bring it within nominal)
-        if node.parent is None or not self.may_reclaim:
-            return False
-        victims = self.victimable(node.root, d)  # sorted by priority
-        if not victims:
-            return False  # nobody in its cohort tree borrows with work from before the cycle
-        if node.usage.get(d, 0) + w.num_cards <= node.subtree_quota.get(d, 0):
-            return True  # an owner within nominal reclaims
-        if node.depth > 1 and self.has_advantage(w, d):
+        own = self.may_preempt_own and lowest is not None and lowest < priority
+        reclaim = node.parent is not None and self.may_reclaim
+        victims = self.victimable(node.root, d) if reclaim else []  # sorted by priority
+        used, nominal = node.usage.get(d, 0), node.subtree_quota.get(d, 0)
+        if used + w.num_cards <= nominal:
+            return own or bool(victims)  # an owner within nominal reclaims
+        if victims and used < nominal:
+            return True  # with its own lower-priority work gone it may reclaim without borrowing
+        if victims and node.depth > 1 and self.has_advantage(w, d):
             return True  # a cohort below the root has room for it: a hierarchical advantage
-        if self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
-            return victims[0].priority_class < priority
-        return False  # it would borrow, and may not preempt to do so
+        # it would borrow: only its own lower-priority work and, with borrow_within_cohort,
+        # lower-priority borrowed work may go, and freeing c cards makes at most c available
+        freeable = self._own_low_cards(w, d, priority) if own else 0
+        if victims and self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
+            threshold = self.policy.borrow_within_cohort_max_priority
+            for entry in victims:
+                if entry.priority_class >= priority:
+                    break
+                if entry.tenant != w.tenant and (
+                    threshold is None or entry.priority_class <= threshold
+                ):
+                    freeable += entry.num_cards
+        if not freeable:
+            return False
+        return self._available(w.tenant, d, node) + freeable >= w.num_cards
+
+    def _own_low_cards(self, w: Workload, d: str, priority: PriorityClass) -> int:
+        """Cards of the tenant's work from before the cycle on ``d`` below ``priority``."""
+        total = 0
+        running, admitted_now = self.running, self.admitted_now
+        for entry in self.by_tenant_type.get((w.tenant, d), {}).values():
+            if (
+                entry.priority_class < priority
+                and entry.workload_id in running
+                and entry.workload_id not in admitted_now
+            ):
+                total += entry.num_cards
+        return total
+
+    def _available(self, tenant: str, d: str, node: Node) -> int:
+        """:func:`available`, cached while admissions and preemptions stay the same."""
+        version = (len(self.admitted), len(self.preempted))
+        key = (tenant, d)
+        cached = self.available_cache.get(key)
+        if cached is None or cached[0] != version:
+            cached = self.available_cache[key] = (version, available(node, d))
+        return cached[1]
 
     def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
         types = self.types[d]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.admission.topology import ServerState, TypeState
@@ -182,6 +182,7 @@ class Ledger:
         # (id(root), type) -> (preemptions when built, running work of borrowing tenants)
         self.own_orders: dict[tuple[str, str], list[Admitted]] = {}
         self.lca_cache: dict[tuple[str, str], Node] = {}
+        self.cohort_candidates_cache: dict[tuple[object, ...], tuple[list[Any], bool]] = {}
         self.borrowed_cache: dict[tuple[str, str, int], tuple[int, bool]] = {}
         # (id(root), device type) -> preemptions in this cycle (what most caches depend on)
         self.preempt_count: dict[tuple[int, str], int] = {}

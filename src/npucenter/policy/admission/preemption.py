@@ -271,6 +271,19 @@ class VictimSearch(FairSharing):
         forbidden = self.policy.borrow_within_cohort is PreemptionPolicy.NEVER
         if forbidden and not under_nominal and not self.has_advantage(w, device_type):
             return [], False  # no attempt could use another tenant's work
+        # the list depends on the preemptor's tree (preemptions there), its priority and its
+        # advantages; cached while those stay the same
+        key = (
+            w.tenant,
+            device_type,
+            int(priority),
+            self.preempt_count.get((id(node.root), device_type), 0),
+            under_nominal,
+            tuple(advantages.values()),
+        )
+        cached: tuple[list[Candidate], bool] | None = self.cohort_candidates_cache.get(key)
+        if cached is not None:
+            return cached
         threshold = self.policy.borrow_within_cohort_max_priority
         ancestors = {id(n) for n in node.path()[1:]}
         tenants: dict[str, tuple[Node, bool] | None] = {}  # tenant -> (upto, advantage) or None
@@ -306,7 +319,8 @@ class VictimSearch(FairSharing):
                 kind = CandidateKind.WHILE_BORROWING
             candidate = Candidate(entry, kind, upto, server_at[entry.server_id][1])
             (advantaged if advantage else rest).append(candidate)
-        return advantaged + rest, bool(advantaged)
+        result = self.cohort_candidates_cache[key] = (advantaged + rest, bool(advantaged))
+        return result
 
     def _common_ancestor(self, tenant: str, other: str, ancestors: set[int]) -> Node:
         key = (tenant, other)
@@ -423,10 +437,23 @@ class VictimSearch(FairSharing):
         if types.total_free + freed < w.num_cards:
             return None  # not even every candidate would free enough cards
         totals: dict[str, int] = {}
+        largest: dict[str, int] = {}
         for c in candidates:
             if c.entry.device_type == device_type:
-                totals[c.entry.tenant] = totals.get(c.entry.tenant, 0) + c.entry.num_cards
+                tenant, cards = c.entry.tenant, c.entry.num_cards
+                totals[tenant] = totals.get(tenant, 0) + cards
+                largest[tenant] = max(largest.get(tenant, 0), cards)
         nodes = self.nodes
+        for tenant in totals:
+            if tenant != w.tenant:
+                # another tenant loses work only while it borrows: at most its excess, plus
+                # what the last victim taken overshoots
+                node = nodes[tenant]
+                excess = node.old.get(device_type, 0) - node.subtree_quota.get(device_type, 0)
+                totals[tenant] = max(0, min(totals[tenant], excess + largest[tenant] - 1))
+        freed = sum(totals.values())
+        if types.total_free + freed < w.num_cards:
+            return None
         for tenant, cards in totals.items():
             remove_usage(nodes[tenant], device_type, cards, False)
         try:
