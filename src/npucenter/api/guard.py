@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from npucenter.api.errors import error_response
 from npucenter.errors import AuthenticationError, InvalidRequestError, NpuCenterError
+from npucenter.jobs.data import MAX_DATASET_BYTES
 from npucenter.store.results import MAX_RESULT_BYTES
 
 __all__ = ["MAX_API_BODY_BYTES", "MAX_RESULT_BODY_BYTES", "ApiGuard", "PayloadTooLargeError"]
@@ -32,6 +33,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_API_BODY_BYTES = 1024 * 1024  # any /api body but a job result
 MAX_RESULT_BODY_BYTES = 2 * MAX_RESULT_BYTES  # a result document, pretty-printed at most 2x
+MAX_DATASET_BODY_BYTES = 2 * MAX_DATASET_BYTES  # a JSONL data set as a JSON string (escapes)
 _GUARDED = {
     "/metrics": "metrics",
     "/docs": "docs",
@@ -117,6 +119,8 @@ class ApiGuard:
         path: str = scope["path"]
         if scope.get("method") == "PUT" and path.endswith("/result"):
             return max(self.max_body_bytes, MAX_RESULT_BODY_BYTES)
+        if scope.get("method") == "POST" and path == "/api/datasets":
+            return max(self.max_body_bytes, MAX_DATASET_BODY_BYTES)
         return self.max_body_bytes
 
 

@@ -21,6 +21,8 @@ from fastapi import FastAPI
 from npucenter.api.admission import run_admission
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.api.context import ControlPlane
+from npucenter.artifacts import artifact_store
+from npucenter.artifacts.service import JobFiles
 from npucenter.executors.jobs import JobRunner
 from npucenter.executors.sandbox import (
     JobIsolation,
@@ -53,6 +55,10 @@ def make_job_runner(
         from npucenter.executors.ray_jobs import RayJobLauncher  # jobs on Ray, same sandbox
 
         kwargs["launcher"] = RayJobLauncher(address=settings.ray_address or "auto")
+    if "files" not in kwargs:  # program jobs' inputs and outputs (preprocess, finetune)
+        kwargs["files"] = JobFiles(
+            tx=control.tx, store=artifact_store(settings), models_dir=settings.data_dir / "models"
+        )
     if settings.job_telemetry and "telemetry" not in kwargs:
         from npucenter.telemetry import TELEMETRY
 

@@ -274,6 +274,8 @@ class JobIn(_In):
     tenant: str | None = None  # admins submit on a tenant's behalf
     #: a fungible job: tried in order after device_type; it runs on the first with quota and room
     fallback_device_types: list[str] = Field(default_factory=list, max_length=8)
+    #: a preprocess/finetune job run by the center's own program (npucenter.jobs.spec); no command
+    spec: dict[str, Any] | None = None
 
 
 class JobStateIn(_In):

@@ -65,8 +65,11 @@ def install(app: typer.Typer) -> None:
     """Add the control-plane groups and `up`/`db` to the root app."""
     from npucenter.cli import db as _db
     from npucenter.cli import up as _up
+    from npucenter.cli.artifacts import adapter_app, dataset_app
 
     for name, sub in (
+        ("dataset", dataset_app),
+        ("adapter", adapter_app),
         ("tenant", tenant_app),
         ("key", key_app),
         ("quota", quota_app),
@@ -571,8 +574,10 @@ JOB_COLUMNS = [
 def job_submit(
     name: str = typer.Argument(...),
     command: list[str] | None = typer.Argument(None, help="Command (after --)."),
-    kind: str = typer.Option(..., "--kind", help="finetune | preprocess | benchmark."),
-    device: str = typer.Option(..., "--device", "-d", help="Device type or alias (rngd, h100)."),
+    kind: str | None = typer.Option(None, "--kind", help="finetune | preprocess | benchmark."),
+    device: str | None = typer.Option(
+        None, "--device", "-d", help="Device type or alias (rngd, h100)."
+    ),
     cards: int = typer.Option(1, "--cards", help="Cards, all on one server (a gang)."),
     image: str | None = typer.Option(None, "--image", help="Container image to run."),
     priority: str | None = typer.Option(
@@ -586,7 +591,19 @@ def job_submit(
     ),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Submit a job: `npucenter job submit ft --kind finetune -d h100 --cards 2 -- python train.py`."""
+    """Submit a job: `npucenter job submit ft --kind finetune -d h100 --cards 2 -- python train.py`,
+    or the job a YAML file describes: `npucenter job submit examples/jobs/lora-tiny.yaml`."""
+    if kind is None and name.endswith((".yaml", ".yml")):
+        from pathlib import Path
+
+        from npucenter.cli.artifacts import submit_job_file
+
+        submit_job_file(Path(name), tenant=tenant, json_out=json_out)
+        return
+    if kind is None or device is None:
+        raise InvalidConfigError(
+            "job submit", name, "give --kind and --device, or a job file (.yaml)"
+        )
     body = {
         "name": name,
         "kind": kind,

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from npucenter.clock import Clock, SystemClock
 from npucenter.engines.base import device_family
@@ -56,6 +56,7 @@ __all__ = [
     "ENV_RESULT_PATH",
     "RUNNER_NAME",
     "VISIBLE_DEVICES_ENV",
+    "JobFilesHook",
     "JobRunner",
     "TickReport",
     "expand_job_argv",
@@ -93,6 +94,18 @@ _EXPANDABLE = frozenset(
         *VISIBLE_DEVICES_ENV.values(),
     }
 )
+
+
+class JobFilesHook(Protocol):
+    """Inputs in, outputs out: what the runner calls around a job (``artifacts.JobFiles``)."""
+
+    def stage(self, job_id: int, work_dir: Path, uid: int | None) -> None:
+        """Put the job's inputs into ``work_dir`` (owned by ``uid``) before it starts."""
+        ...
+
+    def collect(self, repo: Repository, job: Job, work_dir: Path) -> str:
+        """Keep the outputs of a job that exited 0 (raises when they are not valid); a note."""
+        ...
 
 
 @dataclass(slots=True)
@@ -208,6 +221,9 @@ class JobRunner:
         launcher: runs each job's process elsewhere (a Ray cluster) under the same sandbox.
         busy_cards: (server, card index) still held by engines (running or stopping): an
             admitted job on one of them waits, so no job starts on a card a replica still holds.
+        files: copies a job's inputs into its work dir before it starts and collects its
+            outputs when it succeeded (:class:`JobFilesHook`; program jobs, issue 14; local
+            runs only: a Ray launcher does not stage them yet).
     """
 
     def __init__(
@@ -223,7 +239,9 @@ class JobRunner:
         sandbox: Sandbox | None = None,
         launcher: Any | None = None,
         busy_cards: Callable[[], set[tuple[str, int]]] | None = None,
+        files: JobFilesHook | None = None,
     ) -> None:
+        self.files = files
         self._tx = tx
         self._admit = admit
         self.work_dir = Path(work_dir)
@@ -399,6 +417,8 @@ class JobRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
         box = self.sandbox.prepare(view.job_id, run_dir / "work")
+        if self.files is not None:  # its inputs, copied in: it never sees the data dir
+            self.files.stage(view.job_id, box.work_dir, box.uid)
         log_path, result_path = run_dir / "output.log", box.work_dir / "result.json"
         result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
         env = job_environment(
@@ -564,6 +584,13 @@ class JobRunner:
                 code, reason, failure_code = None, refused, "not_supported"
             if run.over_limit is not None:
                 reason, failure_code = f"killed by the runner: {run.over_limit}", "limit_exceeded"
+            elif code == 0 and self.files is not None and self.launcher is None:
+                try:
+                    note = self.files.collect(repo, job, run.box.work_dir)
+                except NpuCenterError as exc:
+                    reason, failure_code = f"its output was not kept: {exc}", "output_invalid"
+                else:
+                    tail = f"{tail}\n[npucenter] {note}".strip() if note else tail
             repo.finish_job_run(
                 job,
                 exit_code=code,

@@ -27,8 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "Adapter",
     "Allocation",
     "ApiKey",
+    "Artifact",
     "Base",
     "CardRow",
     "Cohort",
@@ -36,6 +38,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobResult",
+    "JobSpec",
     "Quota",
     "ReplicaRow",
     "ServerRow",
@@ -296,3 +299,52 @@ class UsageEntry(Base):
 @event.listens_for(UsageEntry, "before_delete")
 def _ledger_is_append_only(mapper: Any, connection: Any, target: UsageEntry) -> None:
     raise RuntimeError("the usage ledger is append-only")
+
+
+# --- artifacts (migration 0006): data sets, adapters and job outputs of a tenant ------------
+class Artifact(Base):
+    """A tenant's stored file or directory (bytes in the artifact store under ``location``)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # dataset | adapter | output
+    name: Mapped[str] = mapped_column(String(128))
+    format: Mapped[str] = mapped_column(String(32))  # jsonl | packed-jsonl | peft-lora
+    sha256: Mapped[str] = mapped_column(String(64))
+    num_bytes: Mapped[int] = mapped_column(Integer)
+    num_records: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    location: Mapped[str] = mapped_column(String(512))  # the artifact store's key
+    source_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at_s: Mapped[float] = mapped_column(Float)
+
+
+class Adapter(Base):
+    """A LoRA adapter a fine-tune produced: served as ``<name>`` or ``<base_model>:<name>``."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    base_model: Mapped[str] = mapped_column(String(128))
+    rank: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    target_modules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    source_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at_s: Mapped[float] = mapped_column(Float)
+
+
+class JobSpec(Base):
+    """What a job program (``preprocess``, ``finetune``) is given: its spec, inputs by id."""
+
+    __tablename__ = "job_specs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)

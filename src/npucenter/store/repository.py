@@ -1,7 +1,8 @@
 """The one facade over the store: a transaction's reads and writes across every aggregate.
 
 Each aggregate lives in its own module (:mod:`.tenants`, :mod:`.keys`, :mod:`.fleet`,
-:mod:`.quotas`, :mod:`.deployments`, :mod:`.jobs`, :mod:`.ledger`, :mod:`.results`); this class
+:mod:`.quotas`, :mod:`.deployments`, :mod:`.jobs`, :mod:`.ledger`, :mod:`.results`,
+:mod:`.artifacts`); this class
 combines them so that callers open a transaction with ``Database.session()`` and wrap it in a
 :class:`Repository` (``now_s`` injected). Every SQLAlchemy query of the center is behind it:
 api/, gateway/ and executors/ call its methods and never build a query themselves.
@@ -9,6 +10,7 @@ api/, gateway/ and executors/ call its methods and never build a query themselve
 
 from __future__ import annotations
 
+from npucenter.store.artifacts import ARTIFACT_KINDS, ArtifactRecordStore
 from npucenter.store.base import StoreBase, canonical_device, check_runs_on
 from npucenter.store.deployments import REPLICA_STATES, DeploymentStore
 from npucenter.store.fleet import HEALTH_STATES, FleetStore
@@ -34,6 +36,7 @@ from npucenter.store.results import MAX_RESULT_BYTES, ResultStore
 from npucenter.store.tenants import TENANT_KINDS, TenantStore
 
 __all__ = [
+    "ARTIFACT_KINDS",
     "HEALTH_STATES",
     "JOB_KINDS",
     "JOB_STATES",
@@ -66,6 +69,7 @@ class Repository(
     TenantStore,
     FleetStore,
     LedgerStore,
+    ArtifactRecordStore,
 ):
     """Reads and writes of one transaction over every aggregate (see the module docstring).
 

@@ -1,6 +1,15 @@
 """Routers of the control-plane API, one module per object family, all under ``/api``."""
 
-from npucenter.api.routes import admission, deployments, fleet, jobs, quotas, tenants, usage
+from npucenter.api.routes import (
+    admission,
+    artifacts,
+    deployments,
+    fleet,
+    jobs,
+    quotas,
+    tenants,
+    usage,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -12,4 +21,5 @@ ROUTERS = (
     jobs.router,
     usage.router,
     admission.router,
+    artifacts.router,
 )

@@ -15,6 +15,7 @@ from npucenter.api.admission import admit_after_change, check_admissible_any
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
 from npucenter.api.views import job_out, job_view, tenant_names
+from npucenter.artifacts.service import program_job
 from npucenter.errors import PermissionDeniedError
 from npucenter.store.repository import canonical_device
 
@@ -30,7 +31,23 @@ def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> Jo
         tenant = ctx.owner(repo, body.tenant)
         accepts = [canonical_device(d) for d in (body.device_type, *body.fallback_device_types)]
         check_admissible_any(repo, tenant, accepts, body.num_cards)
-        job_id = repo.submit_job(tenant, **body.model_dump(exclude={"tenant"})).id
+        fields = body.model_dump(exclude={"tenant", "spec"})
+        spec = program_job(
+            repo,
+            tenant,
+            kind=body.kind,
+            spec=body.spec,
+            command=body.command,
+            image=body.image,
+            job_name=body.name,
+            models_dir=ctx.control.settings.data_dir / "models",
+        )
+        if spec is not None:
+            fields["command"] = spec[0]
+        job = repo.submit_job(tenant, **fields)
+        if spec is not None:
+            repo.set_job_spec(job, spec[1])
+        job_id = job.id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return job_view(repo, job_id)
