@@ -301,7 +301,7 @@ def _ledger_is_append_only(mapper: Any, connection: Any, target: UsageEntry) -> 
     raise RuntimeError("the usage ledger is append-only")
 
 
-# --- artifacts (migration 0006): data sets, adapters and job outputs of a tenant ------------
+# --- artifacts (migration 0007): data sets, adapters and job outputs of a tenant ------------
 class Artifact(Base):
     """A tenant's stored file or directory (bytes in the artifact store under ``location``)."""
 
