@@ -43,6 +43,8 @@ _KEYS = {
     "api_key_env",
     "enable_lora",
     "max_lora_rank",
+    "num_cpus",
+    "memory_gb",
 }
 
 
@@ -63,6 +65,8 @@ class EngineChoice:
     api_key_env: str | None = None  # external only: the variable holding the upstream key
     enable_lora: bool = False  # vLLM: --enable-lora and runtime adapter loading
     max_lora_rank: int | None = None
+    num_cpus: float | None = None  # what a scale-out executor (Ray) reserves besides the cards
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         ENGINES.get(self.name)  # raises UnknownPluginError listing the engines
@@ -164,6 +168,8 @@ def engine_choice(value: Any) -> EngineChoice:
         api_key_env=opt("api_key_env", str),
         enable_lora=bool(value.get("enable_lora", False)),
         max_lora_rank=opt("max_lora_rank", int),
+        num_cpus=opt("num_cpus", float),
+        memory_gb=opt("memory_gb", float),
     )
 
 

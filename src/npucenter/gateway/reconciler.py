@@ -109,6 +109,8 @@ class WantedReplica:
             ready_timeout_s=choice.ready_timeout_s,
             extra_args=choice.launch_args(),
             env=choice.launch_env(),
+            num_cpus=choice.num_cpus,  # Ray reserves these on the node (none when unset)
+            memory_gb=choice.memory_gb,
         )
 
     def endpoint(self, base_url: str, *, api_key: str | None = None) -> ReplicaEndpoint:

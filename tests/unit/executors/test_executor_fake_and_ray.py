@@ -102,3 +102,27 @@ async def test_ray_missing_raises_not_supported_with_pip_command(
         await RayExecutor().start(_spec())
     assert info.value.feature == "ray executor"
     assert RAY_INSTALL_HINT in info.value.hint
+
+
+def test_a_deployments_cpu_and_memory_come_from_its_fleet_entry_to_the_ray_actor() -> None:
+    from npucenter.engines import engine_choice
+    from npucenter.gateway.reconciler import WantedReplica
+
+    wanted = WantedReplica(
+        replica_id="h100-0-r0",
+        deployment_id=1,
+        deployment="chat",
+        tenant="acme",
+        model="llama-3.1-8b",
+        device="h100",
+        precision="fp8",
+        tp=2,
+        server="h100-0",
+        card_indices=(0, 1),
+        engine=engine_choice({"name": "virtual", "num_cpus": 6, "memory_gb": 48}),
+    )
+    options = ray_actor_options(wanted.spec(), wanted.replica_id)
+    assert options["num_cpus"] == 6.0 and options["memory"] == 48 * 1024**3
+    assert options["num_gpus"] == 2.0 and options["accelerator_type"] == "H100"
+    bare = replace(wanted, engine=engine_choice("virtual"))
+    assert ray_actor_options(bare.spec(), "x")["num_cpus"] == 0.0
