@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
+from factories import make_tenant
 from npucenter.errors import AuthenticationError, ConflictError, InvalidConfigError, NotFoundError
 from npucenter.store import Database
 from npucenter.store.models import ApiKey, UsageEntry
@@ -103,7 +104,7 @@ def test_tenant_quotas_are_values_with_tenant_level_cohort(db):
 def test_ledger_is_append_only(db):
     with db.session() as s:
         repo = _repo(s)
-        t = repo.create_tenant("acme", "company")
+        t = make_tenant(repo)
         repo.append_usage(
             tenant_id=t.id, kind="tokens", tokens_in=10, tokens_out=20, energy_j=3.5, ref="req-1"
         )
@@ -138,7 +139,7 @@ def test_unique_constraints_map_to_conflict(db):
 def test_a_write_based_on_a_stale_read_is_a_conflict(db):
     with db.session() as s:
         repo = _repo(s)
-        tenant = repo.create_tenant("acme", "company")
+        tenant = make_tenant(repo)
         job_id = repo.submit_job(
             tenant, name="j", kind="benchmark", device_type="rngd", num_cards=1, image="img"
         ).id

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from factories import make_tenant
 from npucenter.api import create_app
 from npucenter.api.admission import run_admission
 from npucenter.bench.stub import running_stub, stub_script
@@ -71,7 +72,7 @@ class Rig:
         )
         with self.control.tx() as repo:
             repo.create_server("h100-0", "h100", 4)
-            repo.set_quota(repo.create_tenant("acme", "company"), "h100", nominal_cards=4)
+            make_tenant(repo, device_type="h100", nominal_cards=4)
 
     def read(self) -> list[WantedReplica]:
         def options(_tenant: str, name: str) -> DeploymentOptions:
