@@ -282,3 +282,24 @@ def test_settings_build_the_sandbox_that_hides_the_data_dir_and_the_store(tmp_pa
     assert sandbox.policy.limits.cpu_s == 60 and sandbox.policy.limits.memory_gb is None
     assert sandbox.policy.env_allow == ("HF_HOME",)
     assert set(sandbox.hidden) == {(tmp_path / "data").resolve(), (tmp_path / "db").resolve()}
+
+
+def test_required_isolation_that_cannot_run_stops_the_center_from_starting(tmp_path, monkeypatch):
+    from fastapi import FastAPI
+
+    from npucenter.api.runner import install_job_runner
+    from npucenter.errors import NotSupportedError
+    from npucenter.executors import sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)  # no bwrap here
+    settings = Settings(data_dir=tmp_path, job_isolation="bwrap")
+    app = create_app(settings)
+    try:
+        with pytest.raises(NotSupportedError) as info:
+            install_job_runner(app, settings)
+        assert "bubblewrap" in info.value.reason
+        # auto (the default): the center starts; jobs are refused later, one by one
+        install_job_runner(app, Settings(data_dir=tmp_path))
+        assert isinstance(app, FastAPI) and app.state.job_runner.sandbox.unavailable_reason()
+    finally:
+        app.state.control.db.dispose()
