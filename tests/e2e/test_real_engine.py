@@ -2,10 +2,13 @@
 build (the tiny model, built into the data directory on first start, no download).
 
 One center (one vLLM engine) for the whole module, since vLLM takes 35-135 s to become ready on
-this machine; every wait is bounded. In order: the official openai client streams and not through
-/v1 with a tenant key and the ledger holds the engine's own usage; killing the vLLM process makes
-the reconciler start a new one and the gateway recovers; `deploy scale 0` and `deploy delete`
-stop it. Skipped when vLLM is not installed (pip install 'npucenter[engine]', `make engine`).
+this machine; every wait is bounded. The example fleet is used as it is, with LoRA serving turned
+on (``engine.enable_lora``). In order: the official openai client streams and not through /v1
+with a tenant key and the ledger holds the engine's own usage; a LoRA adapter (made here with
+peft) is loaded into the running engine, served under its name and unloaded; killing the vLLM
+process makes the reconciler start a new one and the gateway recovers; `deploy scale 0` and
+`deploy delete` stop it. Skipped when vLLM is not installed (pip install 'npucenter[engine]',
+`make engine`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 from _center import running_up
 
 pytestmark = [
@@ -87,7 +91,10 @@ class Center:
 
     def answers(self, key: str) -> bool:
         out = self.client(key).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=2,
+            extra_body={"ignore_eos": True},
         )
         return bool(out.usage and out.usage.completion_tokens == 2)
 
@@ -99,7 +106,10 @@ def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
     for name in ("NPUCENTER_VIRTUAL_FLEET", "NPUCENTER_FLEET", "NPUCENTER_TARIFF"):
         env.pop(name, None)
     log_path = tmp / "up.log"
-    args = ("--fleet", str(FLEET), "--log-level", "warning")
+    fleet = yaml.safe_load(FLEET.read_text())
+    fleet["services"][0]["engine"].update(enable_lora=True, max_lora_rank=8)
+    (tmp / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    args = ("--fleet", str(tmp / "fleet.yaml"), "--log-level", "warning")
     with running_up(tmp / "data", env, *args, log_path=log_path, stop_timeout_s=30) as up:
         c = Center(up.url, tmp / "data", up.log)
         _until(lambda: c.answers(ADMIN), "the vLLM engine serving", READY_S, c.log)
@@ -124,11 +134,22 @@ def test_the_openai_client_streams_and_not_and_the_ledger_holds_the_engines_usag
 ) -> None:
     client = center.client(tenant_key)
     assert [m.id for m in client.models.list()] == [MODEL]
+    greedy: dict[str, Any] = {"temperature": 0, "extra_body": {"ignore_eos": True}}
     out = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "The center serves"}], max_tokens=6
+        model=MODEL,
+        messages=[{"role": "user", "content": "The center serves"}],
+        max_tokens=6,
+        **greedy,
     )
     assert out.usage is not None and out.usage.completion_tokens == 6
-    assert out.usage.prompt_tokens > 3  # the chat template's tokens are the engine's count
+    assert out.choices[0].message.content  # the tiny model's tokens all decode to text
+    # the gateway's pre-admission count (the model's own tokenizer) is the engine's count
+    from npucenter.engines.tokenizer import tokenizer_counter
+
+    counter = tokenizer_counter(center.data / "models" / MODEL)
+    assert counter is not None
+    chat = {"messages": [{"role": "user", "content": "The center serves"}]}
+    assert counter(chat, "/v1/chat/completions") == out.usage.prompt_tokens
     chunks = list(
         client.chat.completions.create(
             model=MODEL,
@@ -136,11 +157,13 @@ def test_the_openai_client_streams_and_not_and_the_ledger_holds_the_engines_usag
             max_tokens=5,
             stream=True,
             stream_options={"include_usage": True},
+            **greedy,
         )
     )
     stream_usage = chunks[-1].usage
     assert stream_usage is not None and stream_usage.completion_tokens == 5
-    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content is not None) >= 1
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices]
+    assert sum(1 for d in deltas if d) == 5  # one text delta per token
     engine_usage = {
         (out.usage.prompt_tokens, out.usage.completion_tokens),
         (stream_usage.prompt_tokens, stream_usage.completion_tokens),
@@ -155,6 +178,50 @@ def test_the_openai_client_streams_and_not_and_the_ledger_holds_the_engines_usag
         return {(r["tokens_in"], r["tokens_out"]) for r in rows}
 
     assert _until(lambda: ledger() == engine_usage, "the ledger to hold both", 10, center.log)
+
+
+def test_a_lora_adapter_is_loaded_served_and_unloaded_at_run_time(
+    center: Center, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from npucenter.engines.lora import list_adapters, load_adapter, unload_adapter
+
+    adapter = _make_adapter(center.data / "models" / MODEL, tmp_path / "lab-adapter")
+    (engine,) = center.engines()
+    base = str(engine["base_url"])
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=120) as client:
+            await load_adapter(client, base, "lab-adapter", adapter)
+            assert await list_adapters(client, base, MODEL) == ["lab-adapter"]
+            out = await client.post(
+                f"{base}/v1/completions",
+                json={
+                    "model": "lab-adapter",
+                    "prompt": "The center",
+                    "max_tokens": 3,
+                    "ignore_eos": True,
+                },
+            )
+            assert out.status_code == 200 and out.json()["usage"]["completion_tokens"] == 3
+            await unload_adapter(client, base, "lab-adapter")
+            assert await list_adapters(client, base, MODEL) == []
+
+    asyncio.run(run())
+
+
+def _make_adapter(base_model: Path, out: Path) -> Path:
+    """A rank-8 LoRA adapter of the tiny model on q_proj/v_proj (peft; untrained)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_model)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    get_peft_model(model, config).save_pretrained(out)
+    return out
 
 
 def test_a_killed_vllm_is_restarted_and_the_gateway_recovers(

@@ -24,7 +24,10 @@ __all__ = ["EXTERNAL", "LORA_ENGINES", "EngineChoice", "engine_choice"]
 
 EXTERNAL = "external"
 
-#: Engines that serve LoRA adapters at run time, and how (docs/engines.md gives the sources).
+#: Engines that serve LoRA adapters at run time, and how. vLLM: docs.vllm.ai "LoRA Adapters"
+#: (dynamic serving) and measured here on its CPU build. furiosa-llm and vllm-rbln: their serving
+#: docs (developer.furiosa.ai furiosa-llm-serve, docs.rbln.ai vllm-rbln) document no LoRA
+#: serving, so they are not listed until a source says they do.
 LORA_ENGINES: dict[str, str] = {
     "vllm": "--enable-lora, VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, POST /v1/load_lora_adapter",
 }

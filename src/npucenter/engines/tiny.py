@@ -117,6 +117,24 @@ def ensure_tiny_model(directory: str | Path, *, seed: int = 0) -> Path:
     return build_tiny_model(path, seed=seed, overwrite=True)
 
 
+def _ascii_alphabet() -> list[str]:
+    """Byte-level symbols of tab, newline and printable ASCII (GPT-2's byte-to-unicode map).
+
+    NOTE(engines): an ASCII-only alphabet, and a corpus that fills all 512 ids with merges, make
+    every token the random model samples decode to text: with the 256-byte alphabet a quarter of
+    the ids were lone non-ASCII bytes and a fifth were beyond the tokenizer's vocabulary, so
+    streams were mostly empty deltas. Characters outside ASCII in a prompt are dropped.
+    """
+    printable = list(range(ord("!"), ord("~") + 1))
+    shifted = {b: 256 + i for i, b in enumerate(b for b in range(256) if b not in _GPT2_DIRECT)}
+    return [chr(b) for b in printable] + [chr(shifted[b]) for b in (9, 10, 32)]
+
+
+_GPT2_DIRECT = frozenset(
+    [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+)
+
+
 def _heavy_imports() -> tuple[Any, Any, Any]:
     try:
         import tokenizers
@@ -140,10 +158,14 @@ def _train_tokenizer(tokenizers: Any, transformers: Any) -> Any:
     trainer = tokenizers.trainers.BpeTrainer(
         vocab_size=int(TINY_CONFIG["vocab_size"]),
         special_tokens=list(_SPECIALS),
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=_ascii_alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(lines, trainer=trainer)
+    if tok.get_vocab_size() != TINY_CONFIG["vocab_size"]:  # the corpus must give every merge
+        raise InvalidConfigError(
+            "tiny tokenizer", tok.get_vocab_size(), f"must have {TINY_CONFIG['vocab_size']} tokens"
+        )
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

@@ -15,6 +15,7 @@ from npucenter.perf.model import (
     Prediction,
 )
 from npucenter.perf.power import IDLE_POWER_FRACTION, card_power_w, idle_power_w
+from npucenter.perf.profiles import measured_efficiency
 
 __all__ = [
     "IDLE_POWER_FRACTION",
@@ -54,7 +55,8 @@ def build_perf_model(
     """The performance model of ``model`` on ``tp`` cards of ``device``.
 
     Efficiency factors come from the calibration on published measurements (the device's own
-    fit, or the all-device fit for devices without rows) unless ``efficiency`` is given.
+    fit; for a device without rows, its profile measured on a machine (``perf.profiles``), else
+    the all-device fit) unless ``efficiency`` is given.
 
     Raises:
         NotFoundError: unknown model or device id.
@@ -73,7 +75,8 @@ def build_perf_model(
     prec = Precision.parse(precision) if precision is not None else default_precision(cat, device)
     if efficiency is None:
         shared, per_device = fitted_efficiencies()
-        efficiency = per_device.get(dev.device_id, shared)
+        # no published rows for the device: a profile measured on a machine, else the shared fit
+        efficiency = per_device.get(dev.device_id) or measured_efficiency(dev.device_id) or shared
     return PerfModel(mod, dev, prec, tp, efficiency)
 
 

@@ -1,7 +1,7 @@
 """The gateway's pre-admission count with the model's own tokenizer equals the engine's count.
 
-The expected figure (24 prompt tokens for one chat message) is what vLLM's CPU build reported
-in ``usage`` for the tiny model here; the real-engine tier checks the ledger against the engine.
+The reference is transformers' ``apply_chat_template`` (what vLLM renders and encodes); the
+real-engine tier checks the same counter against vLLM's own ``usage.prompt_tokens``.
 """
 
 from __future__ import annotations
@@ -22,14 +22,26 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_chat_prompts_are_counted_through_the_chat_template(tiny: Path) -> None:
+    from transformers import AutoTokenizer
+
     counter = tokenizer_counter(tiny)
     assert counter is not None
-    chat = {"messages": [{"role": "user", "content": "The center serves"}]}
-    assert counter(chat, "/v1/chat/completions") == 24  # vLLM's usage.prompt_tokens here
-    parts = {
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "The center serves"}]}]
-    }
-    assert counter(parts, "/v1/chat/completions") == 24
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "The center serves"},
+    ]
+    rendered = AutoTokenizer.from_pretrained(tiny).apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=True
+    )
+    ids = (
+        rendered["input_ids"]
+        if isinstance(rendered, dict) or hasattr(rendered, "keys")
+        else rendered
+    )
+    assert len(ids) > 10
+    assert counter({"messages": messages}, "/v1/chat/completions") == len(ids)
+    parts = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in messages]
+    assert counter({"messages": parts}, "/v1/chat/completions") == len(ids)
 
 
 def test_completion_prompts_text_ids_and_lists(tiny: Path) -> None:
