@@ -24,6 +24,7 @@ Errors are mapped to HTTP statuses and CLI exit codes here and only here (``http
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -44,6 +45,7 @@ __all__ = [
     "UnknownPluginError",
     "UpstreamError",
     "all_error_classes",
+    "retry_after_whole_s",
 ]
 
 
@@ -212,7 +214,7 @@ class RateLimitedError(QuotaExceededError):
             resource,
             requested,
             available,
-            hint=f"retry after {retry_after_s:.1f} s or ask for a higher limit",
+            hint=f"retry after {retry_after_whole_s(retry_after_s)} s or ask for a higher limit",
         )
         self.retry_after_s = retry_after_s
         self.details["retry_after_s"] = retry_after_s
@@ -321,3 +323,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return repr(value)
+
+
+def retry_after_whole_s(retry_after_s: float) -> int:
+    """Whole seconds to wait (at least 1): what ``Retry-After`` says and the message repeats."""
+    return max(1, math.ceil(retry_after_s))

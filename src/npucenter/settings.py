@@ -26,6 +26,7 @@ __all__ = [
     "ENV_ADMISSION_INTERVAL",
     "ENV_API_KEY",
     "ENV_CATALOG",
+    "ENV_CORS_ORIGINS",
     "ENV_DATABASE_URL",
     "ENV_DATA_DIR",
     "ENV_ENGINE_HOST",
@@ -97,6 +98,8 @@ ENV_RAY_ADDRESS = "NPUCENTER_RAY_ADDRESS"
 #: ``all``) opens them; default none (loopback and admin keys only). See docs/reliability.md.
 ENV_OPEN_ENDPOINTS = "NPUCENTER_OPEN_ENDPOINTS"
 OPEN_ENDPOINT_GROUPS = ("metrics", "docs")
+#: Browser origins allowed to call /v1 (CORS), comma-separated; ``*`` any; default none.
+ENV_CORS_ORIGINS = "NPUCENTER_CORS_ORIGINS"
 #: The address engines listen on (local executor: 127.0.0.1; Ray: each node's own address).
 ENV_ENGINE_HOST = "NPUCENTER_ENGINE_HOST"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -148,6 +151,7 @@ class Settings:
     ray_address: str | None = None  # the Ray cluster when executor == "ray"
     open_endpoints: frozenset[str] = frozenset()  # of OPEN_ENDPOINT_GROUPS, open off loopback
     engine_host: str | None = None  # where engines listen; None: the executor's default
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call /v1 ("*": any)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -197,6 +201,9 @@ class Settings:
             tariff_usd_per_device_hour=parse_tariff(env.get(ENV_TARIFF, "")),
             fleet_path=Path(env[ENV_FLEET]).expanduser() if env.get(ENV_FLEET) else None,
             open_endpoints=_open_endpoints(env.get(ENV_OPEN_ENDPOINTS, "")),
+            cors_origins=tuple(
+                o.strip().rstrip("/") for o in env.get(ENV_CORS_ORIGINS, "").split(",") if o.strip()
+            ),
             run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
             admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
             job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,

@@ -113,6 +113,7 @@ def create_app(
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["health"])
+    @app.get("/health", include_in_schema=False)  # the path load balancers and GuideLLM probe
     def healthz() -> dict[str, str | None]:
         """Liveness and the schema revision (no key needed)."""
         return {"status": "ok", "version": __version__, "schema": db.revision()}

@@ -36,6 +36,7 @@ MAX_RESULT_BODY_BYTES = 2 * MAX_RESULT_BYTES  # a result document, pretty-printe
 MAX_DATASET_BODY_BYTES = 2 * MAX_DATASET_BYTES  # a JSONL data set as a JSON string (escapes)
 _GUARDED = {
     "/metrics": "metrics",
+    "/v1/metrics": "metrics",  # the gateway's own path to the same text
     "/docs": "docs",
     "/docs/oauth2-redirect": "docs",
     "/redoc": "docs",

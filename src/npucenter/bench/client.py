@@ -246,6 +246,7 @@ class _StreamState:
                 or delta.get("reasoning_content")
                 or delta.get("reasoning")
                 or choice.get("text")
+                or delta.get("tool_calls")  # a tool call's name or arguments are tokens too
             )
             if text:
                 has_content = True

@@ -30,11 +30,13 @@ from npucenter.errors import (
     InvalidRequestError,
     NotFoundError,
     NpuCenterError,
+    PermissionDeniedError,
     UpstreamError,
 )
 from npucenter.gateway.accounting import finish, sample_history
 from npucenter.gateway.asgi import (
     ClientGone,
+    Message,
     Receive,
     Scope,
     Send,
@@ -50,13 +52,15 @@ from npucenter.gateway.dispatch import Dispatcher
 from npucenter.gateway.errors import error_body, error_headers
 from npucenter.gateway.forwarding import forward_stream, forward_unary
 from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from npucenter.gateway.pool import ReplicaEndpoint, UpstreamPool
+from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
 from npucenter.gateway.routing import DEFAULT_GATEWAY_POLICY, PolicyRouter, make_router
 from npucenter.gateway.scrape import scrape_replica
 from npucenter.gateway.upstream import FastUpstreamClient, HttpxUpstreamClient, UpstreamClient
 from npucenter.metering.ledger import InMemoryLedger, Ledger, PriceBook, UsageRecord, UsageTotals
 from npucenter.policy.routing import RouteRequest, prefix_block_hashes
 from npucenter.wire.openai import (
+    CHAT,
+    COMPLETIONS,
     parse_request,
     prompt_text,
     prompt_tokens,
@@ -87,6 +91,8 @@ class GatewayConfig:
     max_connections: int = 2048
     scrape_interval_s: float = 1.0  # engine /metrics (KV use, power); 0 = never
     upstream_client: str = "fast"  # "fast" (own keep-alive pool) | "httpx"
+    # browser origins allowed to call /v1 (CORS); "*" any; () none (no CORS headers)
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -143,6 +149,11 @@ class Gateway:
         # model id -> its tokenizer's prompt count (request, endpoint) -> tokens | None, set by
         # the reconciler for real engines with a local tokenizer; else wire.tokens' rule
         self.token_counters: dict[str, Callable[[dict[str, Any], str], int | None]] = {}
+        # model id -> the smallest max_model_len its engines report in /v1/models (learned once
+        # per replica by the ticker); models whose engines count prompts by wire.tokens' rule
+        self.context_tokens: dict[str, int] = {}
+        self.exact_prompt_counts: set[str] = set()
+        self._probed: set[str] = set()  # replica ids asked for their context
         self.usage_totals: dict[tuple[str, str], UsageTotals] = {}  # (tenant, model) -> totals
         # one sample a second: (Unix time, requests answered, output tokens) for the dashboard
         self.history: deque[tuple[float, int, int]] = deque(maxlen=600)
@@ -220,11 +231,39 @@ class Gateway:
             now_s = self.clock.now_s()
             interval_s = self.config.scrape_interval_s
             client = self._scrape_client
+            if client is not None:
+                await self._probe_contexts(client)
             if interval_s > 0 and now_s - last_scrape_s >= interval_s and client is not None:
                 last_scrape_s = now_s
                 await asyncio.gather(
                     *(scrape_replica(client, r, now_s, energy_marks) for r in self.pool.replicas())
                 )
+
+    async def _probe_contexts(self, client: httpx.AsyncClient) -> None:
+        """Learn each new replica's context length (``max_model_len`` in its /v1/models)."""
+        new = [r for r in self.pool.replicas() if r.replica_id not in self._probed]
+        if not new:
+            return
+        self._probed.update(r.replica_id for r in new)
+
+        async def probe(replica: Replica) -> None:
+            endpoint = replica.endpoint
+            headers = {"authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+            try:
+                resp = await client.get(f"{endpoint.base_url}/v1/models", headers=headers)
+                models = resp.json().get("data") or []
+            except (httpx.HTTPError, ValueError, AttributeError):
+                self._probed.discard(replica.replica_id)  # asked again on the next tick
+                return
+            for entry in models:
+                context = entry.get("max_model_len") if isinstance(entry, dict) else None
+                if isinstance(context, int) and context > 0:
+                    known = self.context_tokens.get(endpoint.model_id, context)
+                    self.context_tokens[endpoint.model_id] = min(known, context)
+                    if entry.get("owned_by") == "npucenter-virtual":
+                        self.exact_prompt_counts.add(endpoint.model_id)
+
+        await asyncio.gather(*(probe(r) for r in new))
 
     def upstream_client(self) -> UpstreamClient:
         """The client to engines (open once :meth:`start` ran)."""
@@ -250,19 +289,69 @@ class Gateway:
             await self.start()
         path: str = scope["path"]
         method: str = scope["method"]
-        if path.endswith("/chat/completions") and method == "POST":
-            await self._guarded(self._completion, scope, receive, send, "/v1/chat/completions")
+        request_id = f"req-{uuid.uuid4().hex[:20]}"
+        send = self._stamped(send, scope, _client_request_id(scope) or request_id)
+        if method == "OPTIONS":
+            await self._preflight(scope, send)
+        elif path.endswith("/chat/completions") and method == "POST":
+            await self._guarded(self._completion, scope, receive, send, CHAT, request_id)
         elif path.endswith("/completions") and method == "POST":
-            await self._guarded(self._completion, scope, receive, send, "/v1/completions")
+            await self._guarded(self._completion, scope, receive, send, COMPLETIONS, request_id)
         elif path.endswith("/models") and method == "GET":
-            await self._guarded(self._models, scope, receive, send, "/v1/models")
+            await self._guarded(self._models, scope, receive, send, "/v1/models", request_id)
+        elif "/models/" in path and method == "GET":
+            await self._guarded(self._model, scope, receive, send, "/v1/models/{id}", request_id)
         elif path.endswith("/metrics") and method == "GET":
             await respond(send, 200, self.metrics.render(), CONTENT_TYPE.encode())
-        elif path.endswith("/health") and method == "GET":
+        elif path.endswith("/health") and method in ("GET", "HEAD"):
             await respond(send, 200, b'{"status":"ok"}')
         else:
             exc = NotFoundError("endpoint", f"{method} {path}", valid=_ENDPOINTS)
             await respond(send, exc.http_status, error_body(exc))
+
+    def _stamped(self, send: Send, scope: Scope, shown_id: str) -> Send:
+        """``send`` adding ``x-request-id`` (and CORS headers for an allowed origin) to the head."""
+        extra = [(b"x-request-id", shown_id.encode())]
+        origin = header(scope, b"origin")
+        if origin is not None and self._origin_allowed(origin):
+            extra += [
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"access-control-expose-headers", b"x-request-id, retry-after"),
+                (b"vary", b"origin"),
+            ]
+
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        return stamped
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = self.config.cors_origins
+        return "*" in allowed or origin in allowed
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        """Answer a CORS preflight: 204 with what an allowed origin may send, else 403."""
+        origin = header(scope, b"origin")
+        if origin is None or not self._origin_allowed(origin):
+            exc = PermissionDeniedError(
+                f"origin {origin!r} may not call this API from a browser",
+                hint="the operator lists allowed origins in NPUCENTER_CORS_ORIGINS",
+            )
+            await respond(send, exc.http_status, error_body(exc))
+            return
+        asked = header(scope, b"access-control-request-headers")
+        headers = [
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (
+                b"access-control-allow-headers",
+                (asked or "authorization, content-type, x-request-id").encode("latin-1"),
+            ),
+            (b"access-control-max-age", b"600"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -282,10 +371,11 @@ class Gateway:
         receive: Receive,
         send: Send,
         endpoint: str,
+        request_id: str,
     ) -> None:
         """Run ``handler``; map errors; cancel it when the client goes; meter it in every case."""
         call = Call(
-            request_id=f"req-{uuid.uuid4().hex[:20]}",
+            request_id=request_id,
             endpoint=endpoint,
             started_s=self.clock.now_s(),
             started_wall_s=time.time(),
@@ -335,7 +425,7 @@ class Gateway:
             {
                 "type": "http.response.start",
                 "status": exc.http_status,
-                "headers": [*error_headers(exc), (b"x-request-id", call.request_id.encode())],
+                "headers": error_headers(exc),
             }
         )
         await send({"type": "http.response.body", "body": error_body(exc)})
@@ -352,6 +442,17 @@ class Gateway:
         ]
         call.responded = True
         await respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
+
+    async def _model(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
+        call.principal = self._authenticate(scope)
+        call.reservation = self.budgets.reserve(call.principal, 0)
+        name = scope["path"].rsplit("/models/", 1)[1]
+        served = self.models()
+        if name not in served and self.pool.resolve(name) not in served:
+            raise NotFoundError("model", name, valid=served)
+        body = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "npucenter"}
+        call.responded = True
+        await respond(send, 200, json.dumps(body).encode())
 
     async def _completion(self, call: Call, scope: Scope, receive: Receive, send: Send) -> None:
         call.principal = principal = self._authenticate(scope)
@@ -378,6 +479,7 @@ class Gateway:
             counted if counted is not None else prompt_tokens(request, call.endpoint, text, num_ids)
         )
         max_out = requested_max_tokens(request, self.config.default_max_tokens)
+        self._check_context(request, call.endpoint, model_id, est_in, exact=counted is not None)
         call.input_tokens = est_in
         call.reservation = self.budgets.reserve(principal, est_in + max_out)
         call.ticket = RouteRequest(
@@ -409,10 +511,53 @@ class Gateway:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _check_context(
+        self, request: dict[str, Any], endpoint: str, model_id: str, prompt: int, *, exact: bool
+    ) -> None:
+        """Refuse, before any budget is touched, what cannot fit the model's context: a
+        ``max_tokens`` as long as the context, or (where the prompt count is exact) prompt
+        plus ``max_tokens`` over it."""
+        context = self.context_tokens.get(model_id)
+        if context is None:
+            return
+        exact = exact or model_id in self.exact_prompt_counts
+        asked = request.get("max_completion_tokens", request.get("max_tokens"))
+        where = "messages" if endpoint == CHAT else "prompt"
+        if exact and prompt >= context:
+            raise InvalidRequestError(
+                f"This model's maximum context length is {context} tokens; the {where} has "
+                f"{prompt}.",
+                hint=f"shorten the {where}",
+                details={"param": where},
+            )
+        if asked is not None and (asked >= context or (exact and prompt + asked > context)):
+            raise InvalidRequestError(
+                f"This model's maximum context length is {context} tokens. However, you "
+                f"requested {prompt + asked} tokens ({prompt} in the {where}, {asked} in the "
+                "completion).",
+                hint=f"lower max_tokens to at most {max(1, context - prompt)}",
+                details={"param": "max_tokens"},
+            )
+
     def _authenticate(self, scope: Scope) -> Principal:
         principal = self.keys.resolve(bearer_key(header(scope, b"authorization")))
         require_inference(principal)
         return principal
 
 
-_ENDPOINTS = ["GET /v1/models", "POST /v1/chat/completions", "POST /v1/completions", "GET /metrics"]
+_ENDPOINTS = [
+    "GET /v1/models",
+    "GET /v1/models/{id}",
+    "POST /v1/chat/completions",
+    "POST /v1/completions",
+    "GET /v1/health",
+]
+_MAX_REQUEST_ID_CHARS = 128
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    """The client's own ``x-request-id`` when it is short printable ASCII (else ours is used)."""
+    value = header(scope, b"x-request-id")
+    if value and len(value) <= _MAX_REQUEST_ID_CHARS and value.isascii() and value.isprintable():
+        return value
+    return None

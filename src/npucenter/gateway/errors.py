@@ -8,7 +8,6 @@ the same body as a final SSE ``data:`` event (the ``openai`` client raises ``API
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from npucenter.errors import (
@@ -22,6 +21,7 @@ from npucenter.errors import (
     QuotaExceededError,
     RateLimitedError,
     UpstreamError,
+    retry_after_whole_s,
 )
 from npucenter.wire.sse import sse_event
 
@@ -71,7 +71,7 @@ def error_headers(exc: NpuCenterError) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json")]
     if exc.retryable:
         retry_after_s = float(exc.details.get("retry_after_s", 1.0))
-        headers.append((b"retry-after", str(max(1, math.ceil(retry_after_s))).encode()))
+        headers.append((b"retry-after", str(retry_after_whole_s(retry_after_s)).encode()))
     return headers
 
 

@@ -34,6 +34,10 @@ __all__ = ["forward_stream", "forward_unary"]
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 _EMPTY_CHOICES_RE = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _DONE = DONE_EVENT.rstrip()
+# an event that carries a token: text, content, reasoning, or a tool call (name or arguments)
+_TOKEN_RE = re.compile(
+    rb'"(?:content|text|reasoning_content|reasoning|arguments)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\['
+)
 
 
 async def _attempt(gw: Gateway, call: Call) -> Attempt:
@@ -85,7 +89,6 @@ async def forward_unary(gw: Gateway, call: Call, body: bytes, send: Send) -> Non
             resp.status_code,
             content,
             resp.header("content-type", "application/json").encode(),
-            extra=[(b"x-request-id", call.request_id.encode())],
         )
         return
     raise _exhausted(call)
@@ -115,12 +118,7 @@ async def forward_stream(
                         continue
                     call.status = "error"
                     call.responded = True
-                    await respond(
-                        send,
-                        resp.status_code,
-                        content,
-                        extra=[(b"x-request-id", call.request_id.encode())],
-                    )
+                    await respond(send, resp.status_code, content)
                     return
                 chunks = resp.aiter_raw()
                 try:
@@ -154,11 +152,11 @@ async def _pump(
             "headers": [
                 (b"content-type", b"text/event-stream"),
                 (b"cache-control", b"no-cache"),
-                (b"x-request-id", call.request_id.encode()),
             ],
         }
     )
-    call.first_token_s = gw.clock.now_s()
+    if _TOKEN_RE.search(first) is not None:  # TTFT: the first token, not the role chunk
+        call.first_token_s = gw.clock.now_s()
     done = await _send_events(gw, call, send, first, want_usage)
     call.responded = done
     try:
@@ -207,7 +205,7 @@ async def _send_events(gw: Gateway, call: Call, send: Send, ready: bytes, want_u
                     continue
             kept.append(event + b"\n\n")
         ready = b"".join(kept)
-    n = ready.count(b"data: {")
+    n = _count_token_events(ready)
     if n:
         call.num_events += n
         call.last_token_s = gw.clock.now_s()
@@ -227,6 +225,13 @@ def _exhausted(call: Call) -> NpuCenterError:
     )
 
 
+def _count_token_events(ready: bytes) -> int:
+    """Events in ``ready`` that carry a token (the output count when an engine sends no usage)."""
+    if ready.count(b"\n\n") <= 1:
+        return 1 if _TOKEN_RE.search(ready) is not None else 0
+    return sum(1 for event in ready.split(b"\n\n") if _TOKEN_RE.search(event) is not None)
+
+
 def _weight(call: Call) -> float:
     return call.principal.weight if call.principal is not None else 1.0
 
@@ -236,10 +241,17 @@ def _url(replica: Replica, endpoint: str) -> str:
 
 
 async def _first_events(chunks: AsyncIterator[bytes]) -> tuple[bytes, EventSplitter]:
-    """Read until at least one complete SSE event: (complete events, the splitter with the rest)."""
+    """Read until the first token (or the end of the stream): (complete events so far, the
+    splitter with the rest). Events before it (the role chunk an engine sends before prefill)
+    are held, so a replica that fails during prefill is still retried on another."""
     splitter = EventSplitter()
+    held = b""
     async for raw in chunks:
         ready = splitter.feed(raw)
         if ready:
-            return ready, splitter
+            held += ready
+            if _TOKEN_RE.search(ready) is not None or _DONE in ready:
+                return held, splitter
+    if held:
+        return held, splitter
     raise httpx.RemoteProtocolError("the stream ended before its first event")

@@ -82,7 +82,7 @@ def build_gateway(control: ControlPlane, settings: Settings | None = None) -> tu
         ledger=ledger,
         router=make_router(settings.routing_policy, clock),
         prices=PriceBook(usd_per_device_hour=dict(fleet.tariff_usd_per_device_hour)),
-        config=GatewayConfig(),
+        config=GatewayConfig(cors_origins=settings.cors_origins),
         clock=clock,
     )
     return gateway, fleet

@@ -53,11 +53,11 @@ class Http1Response:
         "_chunked",
         "_conn",
         "_done",
+        "_headers",
         "_keep",
         "_length",
         "_pool",
         "_read_timeout_s",
-        "headers",
         "raw_headers",
         "status_code",
     )
@@ -76,28 +76,53 @@ class Http1Response:
         self._conn = conn
         self.status_code = status_code
         self.raw_headers = raw_headers  # as sent (names keep their case)
-        # lower-case name -> value (the last one wins)
-        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
-        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self._headers: dict[str, str] | None = None
+        chunked = False
+        length: bytes | None = None
+        self._keep = True
+        for name, value in raw_headers:  # the three that frame the body, without a dict
+            low = name.lower()
+            if low == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif low == b"content-length":
+                length = value
+            elif low == b"connection":
+                self._keep = value.lower() != b"close"
+        self._chunked = chunked and not no_body
         self._length: int | None = None
         if no_body:
-            self._chunked, self._length = False, 0
-        elif not self._chunked and "content-length" in self.headers:
+            self._length = 0
+        elif not chunked and length is not None:
             try:
-                self._length = int(self.headers["content-length"])
+                self._length = int(length)
             except ValueError:
                 conn.close()
                 raise httpx.RemoteProtocolError("bad content-length") from None
             if self._length < 0:
                 conn.close()
                 raise httpx.RemoteProtocolError("negative content-length")
-        self._keep = self.headers.get("connection", "").lower() != "close"
         self._read_timeout_s = read_timeout_s
         self._done = False
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers by lower-case name (the last one wins)."""
+        if self._headers is None:
+            self._headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers
+            }
+        return self._headers
+
     def header(self, name: str, default: str = "") -> str:
         """A response header by its lower-case name."""
-        return self.headers.get(name, default)
+        if self._headers is None:  # a scan of a few headers beats building the dict
+            wanted = name.encode("latin-1")
+            found = None
+            for key, value in self.raw_headers:
+                if key.lower() == wanted:
+                    found = value
+            return default if found is None else found.decode("latin-1")
+        return self._headers.get(name, default)
 
     async def aread(self) -> bytes:
         """The whole body."""
@@ -108,6 +133,13 @@ class Http1Response:
         reader = self._conn.reader
         timeout_s = self._read_timeout_s
         try:
+            if self._length is not None and self._length <= _STREAM_LIMIT:
+                if self._length:  # one read, one timer (the gateway's unary answers)
+                    async with asyncio.timeout(timeout_s):
+                        data = await reader.readexactly(self._length)
+                    yield data
+                self._done = True
+                return
             async with asyncio.timeout(None) as cm:
                 if self._length is not None:
                     left = self._length

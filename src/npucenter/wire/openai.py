@@ -17,7 +17,11 @@ from npucenter.wire.tokens import count_chat_tokens, count_text_tokens
 
 __all__ = [
     "CHAT",
+    "CHAT_FIELDS",
     "COMPLETIONS",
+    "COMPLETIONS_FIELDS",
+    "ROLES",
+    "VLLM_FIELDS",
     "completion_body",
     "find_usage",
     "new_id",
@@ -27,6 +31,7 @@ __all__ = [
     "requested_max_tokens",
     "stream_chunk",
     "usage_dict",
+    "validate_request",
     "with_include_usage",
 ]
 
@@ -35,11 +40,11 @@ COMPLETIONS = "/v1/completions"
 
 
 def parse_request(raw: bytes, endpoint: str) -> dict[str, Any]:
-    """The JSON object of a completions or chat request, with its required fields checked.
+    """The JSON object of a completions or chat request, checked by :func:`validate_request`.
 
     Raises:
-        InvalidRequestError: not a JSON object, or ``model``/``messages``/``prompt`` missing
-            (``details["field"]`` names the parameter).
+        InvalidRequestError: not a JSON object, ``model``/``messages``/``prompt`` missing
+            (``details["field"]`` names it), or a field the OpenAI API refuses (``param``).
     """
     try:
         request = json.loads(raw)
@@ -60,6 +65,7 @@ def parse_request(raw: bytes, endpoint: str) -> dict[str, Any]:
             )
     elif "prompt" not in request:
         raise InvalidRequestError("`prompt` is required", details={"field": "prompt"})
+    validate_request(request, endpoint)
     return request
 
 
@@ -218,3 +224,260 @@ def _completions_prompt(prompt: Any) -> tuple[str, int]:
         else:
             raise bad
     return "\n".join(texts), num_ids
+
+
+# --- validation ------------------------------------------------------------------------------
+
+#: The OpenAI API's own request fields (chat completions, completions).
+CHAT_FIELDS = frozenset(
+    {
+        "model", "messages", "audio", "frequency_penalty", "function_call", "functions",
+        "logit_bias", "logprobs", "max_completion_tokens", "max_tokens", "metadata", "modalities",
+        "n", "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier",
+        "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+    }
+)  # fmt: skip
+COMPLETIONS_FIELDS = frozenset(
+    {
+        "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs",
+        "max_tokens", "n", "presence_penalty", "seed", "stop", "stream", "stream_options",
+        "suffix", "temperature", "top_p", "user",
+    }
+)  # fmt: skip
+#: vLLM's extensions (furiosa-llm and vllm-rbln are vLLM-based): passed on to engines.
+VLLM_FIELDS = frozenset(
+    {
+        "top_k", "min_p", "repetition_penalty", "length_penalty", "ignore_eos", "min_tokens",
+        "stop_token_ids", "include_stop_str_in_output", "skip_special_tokens",
+        "spaces_between_special_tokens", "truncate_prompt_tokens", "prompt_logprobs",
+        "allowed_token_ids", "bad_words", "use_beam_search", "guided_json", "guided_regex",
+        "guided_choice", "guided_grammar", "guided_decoding_backend", "guided_whitespace_pattern",
+        "structured_outputs", "chat_template", "chat_template_kwargs", "add_generation_prompt",
+        "continue_final_message", "add_special_tokens", "documents", "mm_processor_kwargs",
+        "priority", "request_id", "return_tokens_as_token_ids", "return_token_ids", "echo",
+        "cache_salt", "kv_transfer_params", "vllm_xargs", "logits_processors", "response_format",
+    }
+)  # fmt: skip
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_TOOL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def validate_request(request: dict[str, Any], endpoint: str) -> None:
+    """Check a parsed request as the OpenAI API does: unknown fields, types, ranges, roles.
+
+    vLLM's extensions are known fields too (the gateway passes them on to engines).
+
+    Raises:
+        InvalidRequestError: ``details["param"]`` names the offending parameter
+            (``messages[2].role`` inside a message).
+    """
+    chat = endpoint == CHAT
+    known = CHAT_FIELDS if chat else COMPLETIONS_FIELDS
+    for name in request:
+        if name not in known and name not in VLLM_FIELDS:
+            _refuse(name, f"Unrecognized request argument supplied: {name}")
+    _number(request, "temperature", 0.0, 2.0)
+    _number(request, "top_p", 0.0, 1.0)
+    _number(request, "frequency_penalty", -2.0, 2.0)
+    _number(request, "presence_penalty", -2.0, 2.0)
+    _integer(request, "n", 1, 128)
+    _integer(request, "max_tokens", 1)
+    _integer(request, "max_completion_tokens", 1)
+    _integer(request, "seed", None)
+    _integer(request, "min_tokens", 0)
+    _integer(request, "top_k", -1)
+    _number(request, "min_p", 0.0, 1.0)
+    _number(request, "repetition_penalty", 0.0, None, above=True)
+    for name in ("stream", "ignore_eos", "store", "parallel_tool_calls"):
+        _boolean(request, name)
+    _typed(request, "user", str, "a string")
+    _typed(request, "metadata", dict, "an object")
+    _check_stream_options(request)
+    _check_stop(request.get("stop"))
+    _check_logit_bias(request.get("logit_bias"))
+    _check_response_format(request.get("response_format"))
+    if chat:
+        _check_messages(request["messages"])
+        _boolean(request, "logprobs")
+        _integer(request, "top_logprobs", 0, 20)
+        if request.get("top_logprobs") is not None and not request.get("logprobs"):
+            _refuse("top_logprobs", "logprobs must be true when top_logprobs is set")
+        _check_tools(request)
+    else:
+        _integer(request, "logprobs", 0, 5)
+        _boolean(request, "echo")
+        _typed(request, "suffix", str, "a string")
+        _integer(request, "best_of", 1, 20)
+
+
+def _refuse(param: str, message: str) -> None:
+    raise InvalidRequestError(message, details={"param": param})
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _number(
+    request: dict[str, Any], name: str, low: float, high: float | None, *, above: bool = False
+) -> None:
+    value = request.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _refuse(name, f"Invalid type for '{name}': expected a number, but got {_kind(value)}.")
+    if value < low or (above and value == low) or (high is not None and value > high):
+        bound = f"above {low:g}" if high is None else f"between {low:g} and {high:g}"
+        _refuse(name, f"Invalid value for '{name}': must be {bound}, got {value}.")
+
+
+def _integer(request: dict[str, Any], name: str, low: int | None, high: int | None = None) -> None:
+    value = request.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        _refuse(name, f"Invalid type for '{name}': expected an integer, but got {_kind(value)}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        _refuse(name, f"Invalid value for '{name}': must be {bound}, got {value}.")
+
+
+def _boolean(request: dict[str, Any], name: str) -> None:
+    value = request.get(name)
+    if value is not None and not isinstance(value, bool):
+        _refuse(name, f"Invalid type for '{name}': expected a boolean, but got {_kind(value)}.")
+
+
+def _typed(request: dict[str, Any], name: str, kind: type, what: str) -> None:
+    value = request.get(name)
+    if value is not None and not isinstance(value, kind):
+        _refuse(name, f"Invalid type for '{name}': expected {what}, but got {_kind(value)}.")
+
+
+def _check_stream_options(request: dict[str, Any]) -> None:
+    options = request.get("stream_options")
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        _refuse("stream_options", "Invalid type for 'stream_options': expected an object.")
+    if not request.get("stream"):
+        _refuse("stream_options", "stream_options is only allowed when stream is true.")
+    for name in ("include_usage", "continuous_usage_stats"):
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            _refuse(f"stream_options.{name}", f"Invalid type for 'stream_options.{name}'.")
+
+
+def _check_stop(stop: Any) -> None:
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        _refuse("stop", "Invalid type for 'stop': expected a string or an array of strings.")
+    if len(stop) > 4:
+        _refuse("stop", "Invalid value for 'stop': at most 4 stop sequences.")
+
+
+def _check_logit_bias(bias: Any) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, dict):
+        _refuse("logit_bias", "Invalid type for 'logit_bias': expected an object.")
+    for value in bias.values():
+        if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 100:
+            _refuse("logit_bias", "Invalid value for 'logit_bias': numbers in [-100, 100].")
+
+
+def _check_response_format(fmt: Any) -> None:
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict):
+        _refuse("response_format", "Invalid type for 'response_format': expected an object.")
+    kind = fmt.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        _refuse(
+            "response_format.type",
+            f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object' and "
+            "'json_schema'.",
+        )
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            _refuse(
+                "response_format.json_schema",
+                "Missing required parameter: 'response_format.json_schema' (with a 'name').",
+            )
+        if spec.get("schema") is not None and not isinstance(spec.get("schema"), dict):
+            _refuse("response_format.json_schema.schema", "the schema must be an object")
+
+
+def _check_messages(messages: list[Any]) -> None:
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            _refuse(where, f"Invalid type for '{where}': expected an object.")
+        role = message.get("role")
+        if role is None:
+            _refuse(f"{where}.role", f"Missing required parameter: '{where}.role'.")
+        if role not in ROLES:
+            supported = ", ".join(f"'{r}'" for r in ROLES)
+            _refuse(f"{where}.role", f"Invalid value: {role!r}. Supported values are: {supported}.")
+        content = message.get("content")
+        if content is None:
+            if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+                continue
+            _refuse(f"{where}.content", f"Missing required parameter: '{where}.content'.")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    _refuse(f"{where}.content[{j}]", "each content part needs a 'type'")
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    _refuse(f"{where}.content[{j}].text", "a text part needs a 'text' string")
+        elif not isinstance(content, str):
+            _refuse(
+                f"{where}.content",
+                f"Invalid type for '{where}.content': expected a string or an array of parts.",
+            )
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            _refuse(f"{where}.tool_call_id", f"Missing required parameter: '{where}.tool_call_id'.")
+
+
+def _check_tools(request: dict[str, Any]) -> None:
+    tools = request.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            _refuse("tools", "Invalid type for 'tools': expected an array.")
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(tool, dict) or tool.get("type") != "function":
+                _refuse(f"tools[{i}].type", "Invalid value: tools must be of type 'function'.")
+            name = function.get("name") if isinstance(function, dict) else None
+            if not isinstance(name, str) or not name or not set(name) <= _TOOL_NAME_CHARS:
+                _refuse(f"tools[{i}].function.name", "a function needs a name of [a-zA-Z0-9_-]")
+            params = function.get("parameters")  # type: ignore[union-attr]
+            if params is not None and not isinstance(params, dict):
+                _refuse(f"tools[{i}].function.parameters", "parameters must be a JSON schema")
+    choice = request.get("tool_choice")
+    if choice is None or choice in ("none", "auto"):
+        return
+    if choice != "required":
+        function = choice.get("function") if isinstance(choice, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            _refuse(
+                "tool_choice",
+                "Invalid value for 'tool_choice': 'none', 'auto', 'required' or a function.",
+            )
+        if not any(t["function"]["name"] == name for t in tools or ()):
+            _refuse("tool_choice", f"tool_choice names a function not in tools: {name}")
+    if not tools:
+        _refuse("tool_choice", "tool_choice is only allowed when tools are specified.")

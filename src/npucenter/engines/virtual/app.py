@@ -20,8 +20,14 @@ from typing import Any
 
 from npucenter.engines.virtual.loop import EngineLoop, RequestHandle
 from npucenter.engines.virtual.metrics import EngineMetrics
+from npucenter.engines.virtual.output import (
+    OutputPlan,
+    plan_output,
+    refuse_unsupported,
+    word_seed,
+)
 from npucenter.errors import InvalidRequestError, NotFoundError, NpuCenterError, UpstreamError
-from npucenter.wire.openai import new_id, usage_dict
+from npucenter.wire.openai import CHAT, COMPLETIONS, new_id, usage_dict, validate_request
 from npucenter.wire.sse import DONE_EVENT, sse_event
 from npucenter.wire.tokens import (
     count_chat_tokens,
@@ -54,8 +60,7 @@ class _Parsed:
     max_tokens: int
     stream: bool
     include_usage: bool
-    natural_stop: bool  # the output ends by itself (no max_tokens, no ignore_eos)
-    seed: int
+    plan: OutputPlan  # what the request's tokens say
 
 
 class VirtualEngineApp:
@@ -151,14 +156,20 @@ class VirtualEngineApp:
             raise InvalidRequestError("only n=1 is supported", details={"param": "n"})
         if chat:
             prompt_tokens = count_chat_tokens(body.get("messages"))
+            validate_request(body, CHAT)
             seed_text = json.dumps(body.get("messages"), sort_keys=True)
             max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         else:
             if "prompt" not in body:
                 raise InvalidRequestError("prompt is required", details={"param": "prompt"})
             prompt_tokens = count_prompt_tokens(body["prompt"])
+            validate_request(body, COMPLETIONS)
             seed_text = json.dumps(body["prompt"])
             max_tokens = body.get("max_tokens", 16)  # the OpenAI completions default
+        prompt = body.get("prompt")
+        refuse_unsupported(
+            body, chat=chat, token_ids_prompt=isinstance(prompt, list) and _all_ints(prompt)
+        )
         ignore_eos = bool(body.get("ignore_eos", False))
         room = self.max_model_len - prompt_tokens
         if room < 1:
@@ -187,14 +198,23 @@ class VirtualEngineApp:
         stream = bool(body.get("stream", False))
         options = body.get("stream_options") or {}
         include_usage = bool(options.get("include_usage", False)) if stream else False
+        plan = plan_output(
+            body,
+            chat=chat,
+            num_tokens=max_tokens,
+            natural=natural,
+            seed=word_seed(body, seed_text),
+        )
+        if min_tokens is not None and plan.num_tokens < min_tokens:
+            plan.num_tokens = min_tokens  # ignore_eos-like: pad with plain words
+            plan.pieces = None if plan.pieces is None else _padded(plan, min_tokens)
         return _Parsed(
             chat=chat,
             prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
+            max_tokens=plan.num_tokens,
             stream=stream,
             include_usage=include_usage,
-            natural_stop=natural,
-            seed=len(seed_text),
+            plan=plan,
         )
 
     async def _generate(self, chat: bool, raw: bytes, receive: Receive, send: Send) -> None:
@@ -233,20 +253,37 @@ class VirtualEngineApp:
             if self.loop.fatal is not None:
                 raise UpstreamError("the virtual engine's loop has stopped") from None
             return  # aborted because the client went away: nobody to answer
-        text = synthetic_text(0, result.completion_tokens, req.seed)
-        reason = "stop" if req.natural_stop else "length"
-        usage = usage_dict(result.prompt_tokens, result.completion_tokens)
+        plan = req.plan
+        n = result.completion_tokens
+        text = plan.echo + plan.text(0, n)
+        usage = usage_dict(result.prompt_tokens, n)
         rid = new_id(req.chat)
         if req.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if plan.tool_call is not None:
+                call_id, name = plan.tool_call
+                message["content"] = None
+                message["tool_calls"] = [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": plan.text(0, n)},
+                    }
+                ]
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": reason,
+                "message": message,
+                "logprobs": plan.chat_logprobs(0, n),
+                "finish_reason": plan.finish_reason,
             }
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": plan.completion_logprobs(0, n, len(plan.echo)),
+                "finish_reason": plan.finish_reason,
+            }
             obj = "text_completion"
         body = {
             "id": rid,
@@ -268,23 +305,34 @@ class VirtualEngineApp:
         if req.chat:
             first = '{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}'
             await _sse(send, head + first + "]}")
+        plan = req.plan
+        plain = plan.pieces is None and plan.top_logprobs is None and plan.tool_call is None
+        if plan.echo:
+            echoed = _dumps(plan.echo)
+            await _sse(
+                send,
+                head + f'{{"index":0,"text":{echoed},"logprobs":null,"finish_reason":null}}]}}',
+            )
         sent = 0
         queue = handle.queue
         while True:
             n = await queue.get()
             if n is None:
                 break
-            piece = _dumps(synthetic_text(sent, n, req.seed))
-            sent += n
-            if req.chat:
-                choice = f'{{"index":0,"delta":{{"content":{piece}}},"logprobs":null,"finish_reason":null}}'
+            if plain:  # the hot path: no JSON encoder for the chunk
+                piece = _dumps(plan.text(sent, n))
+                if req.chat:
+                    choice = f'{{"index":0,"delta":{{"content":{piece}}},"logprobs":null,"finish_reason":null}}'
+                else:
+                    choice = f'{{"index":0,"text":{piece},"logprobs":null,"finish_reason":null}}'
             else:
-                choice = f'{{"index":0,"text":{piece},"logprobs":null,"finish_reason":null}}'
+                choice = _dumps(self._chunk_choice(req, sent, n))
+            sent += n
             await _sse(send, head + choice + "]}")
         if not handle.result.done() or handle.result.cancelled():
             return  # aborted: the client is gone
         result = handle.result.result()
-        reason = "stop" if req.natural_stop else "length"
+        reason = plan.finish_reason
         usage = _dumps(usage_dict(result.prompt_tokens, result.completion_tokens))
         if req.chat:
             last = f'{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"{reason}"}}'
@@ -296,6 +344,40 @@ class VirtualEngineApp:
         else:
             await _sse(send, head + last + '],"usage":' + usage + "}")
         await send({"type": "http.response.body", "body": DONE_EVENT, "more_body": False})
+
+    @staticmethod
+    def _chunk_choice(req: _Parsed, start: int, n: int) -> dict[str, Any]:
+        plan = req.plan
+        text = plan.text(start, n)
+        if not req.chat:
+            logprobs = plan.completion_logprobs(start, n, len(plan.echo) + len(plan.text(0, start)))
+            return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": None}
+        delta: dict[str, Any]
+        if plan.tool_call is not None:
+            call: dict[str, Any] = {"index": 0, "function": {"arguments": text}}
+            if start == 0:  # the first piece names the call
+                call_id, name = plan.tool_call
+                call = {
+                    "index": 0,
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": text},
+                }
+            delta = {"tool_calls": [call]}
+        else:
+            delta = {"content": text}
+        logprobs = plan.chat_logprobs(start, n)
+        return {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}
+
+
+def _all_ints(values: list[Any]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def _padded(plan: OutputPlan, num_tokens: int) -> list[str]:
+    pieces = plan.pieces or []
+    extra = [synthetic_text(i, 1, plan.seed) for i in range(len(pieces), num_tokens)]
+    return [*pieces, *extra]
 
 
 class _MethodNotAllowed(Exception):
