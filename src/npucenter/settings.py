@@ -18,12 +18,14 @@ from pathlib import Path
 import platformdirs
 
 from npucenter.errors import InvalidConfigError
+from npucenter.policy.admission.types import AdmissionPolicy
 
 __all__ = [
     "DEFAULT_ROUTING_POLICY",
     "DEFAULT_URL",
     "ENV_ADMIN_KEY",
     "ENV_ADMISSION_INTERVAL",
+    "ENV_ADMISSION_POLICY",
     "ENV_API_KEY",
     "ENV_CATALOG",
     "ENV_CORS_ORIGINS",
@@ -72,6 +74,8 @@ ENV_JOB_RUNNER = "NPUCENTER_JOB_RUNNER"
 ENV_JOB_TELEMETRY = "NPUCENTER_JOB_TELEMETRY"
 #: Seconds between the job runner's periodic admission ticks.
 ENV_ADMISSION_INTERVAL = "NPUCENTER_ADMISSION_INTERVAL_S"
+#: The live admission cycle's policy knobs, ``knob=value,...`` (docs/admission.md).
+ENV_ADMISSION_POLICY = "NPUCENTER_ADMISSION_POLICY"
 #: The gateway's routing policy in `npucenter up` (default ``prefix-affinity``).
 ENV_ROUTING_POLICY = "NPUCENTER_ROUTING_POLICY"
 #: ``0``: `npucenter up` registers no fleet and launches no replicas (an external executor).
@@ -139,6 +143,7 @@ class Settings:
     fleet_path: Path | None = None
     run_jobs: bool = True  # `npucenter up` runs admitted jobs as local processes
     admission_interval_s: float = 2.0  # the job runner's periodic admission tick
+    admission_policy: str = ""  # knob=value,... of policy.admission.AdmissionPolicy; "" default
     job_telemetry: str | None = None  # reader of this node's cards for jobs' measured energy
     routing_policy: str = DEFAULT_ROUTING_POLICY  # the gateway's, in `npucenter up`
     launch_fleet: bool = True  # `npucenter up` registers the fleet and launches its replicas
@@ -171,6 +176,7 @@ class Settings:
             raise InvalidConfigError(
                 ENV_ADMISSION_INTERVAL, self.admission_interval_s, "must be > 0 seconds"
             )
+        AdmissionPolicy.from_text(self.admission_policy)  # refuse a bad one at start
         for name, value, valid in (
             (ENV_JOB_ISOLATION, self.job_isolation, ("auto", "bwrap", "none")),
             (ENV_JOB_NETWORK, self.job_network, ("none", "host")),
@@ -206,6 +212,7 @@ class Settings:
             ),
             run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
             admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
+            admission_policy=env.get(ENV_ADMISSION_POLICY, ""),
             job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,
             routing_policy=env.get(ENV_ROUTING_POLICY, DEFAULT_ROUTING_POLICY),
             launch_fleet=env.get(ENV_VIRTUAL_FLEET, "1") != "0",

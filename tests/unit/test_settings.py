@@ -60,3 +60,15 @@ def test_no_module_but_settings_reads_the_environment() -> None:
         if path.name != "settings.py" and re.search(r"os\.environ|getenv", path.read_text())
     ]
     assert readers == []
+
+
+def test_the_admission_policy_setting_is_read_and_a_bad_one_refused(tmp_path: Path) -> None:
+    from npucenter.errors import InvalidConfigError
+    from npucenter.policy.admission import AdmissionPolicy, FairSharingBasis
+
+    env = {"NPUCENTER_ADMISSION_POLICY": "fair_sharing_basis=usage,fair_sharing_preemption=on"}
+    s = Settings.from_env(env, data_dir=tmp_path)
+    policy = AdmissionPolicy.from_text(s.admission_policy)
+    assert policy.fair_sharing_basis is FairSharingBasis.USAGE and policy.fair_sharing_preemption
+    with pytest.raises(InvalidConfigError):
+        Settings.from_env({"NPUCENTER_ADMISSION_POLICY": "within_tenant=any"}, data_dir=tmp_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 from npucenter.api.context import ControlPlane
 from npucenter.api.schemas import AdmissionReport, AllocationOut, PendingOut
@@ -24,9 +25,11 @@ from npucenter.errors import (
 )
 from npucenter.policy.admission import (
     AdmissionDecision,
+    AdmissionPolicy,
     AdmissionSnapshot,
     Admitted,
     Card,
+    FairSharingBasis,
     Workload,
     WorkloadKind,
     decide_admission,
@@ -42,6 +45,7 @@ __all__ = [
     "check_admissible",
     "check_admissible_any",
     "run_admission",
+    "usage_history",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,10 +53,14 @@ log = logging.getLogger(__name__)
 
 def run_admission(control: ControlPlane) -> AdmissionReport:
     """Run one admission cycle against the store and apply it; returns what changed."""
+    policy = AdmissionPolicy.from_text(control.settings.admission_policy)
     with control.admission_lock, control.tx() as repo:
         now_s = repo.now_s()
         snapshot, pending = build_snapshot(repo, now_s)
-        decision = decide_admission(snapshot, pending, now_s)
+        if policy.fair_sharing_basis is FairSharingBasis.USAGE:
+            history = usage_history(repo, now_s, policy.usage_half_life_s)
+            snapshot = replace(snapshot, usage_history_card_s=history)
+        decision = decide_admission(snapshot, pending, now_s, policy=policy)
         return _apply(repo, decision, len(pending))
 
 
@@ -128,6 +136,22 @@ def _tenant_quota(tenant: str, views: list[QuotaView]) -> TenantQuota:
         borrow_unnamed_device_types=first.borrow_unnamed_device_types,
         fair_share_weight=first.fair_share_weight,
     )
+
+
+def usage_history(repo: Repository, now_s: float, half_life_s: float) -> dict[str, float]:
+    """Each tenant's decayed card-seconds from the usage ledger (fair sharing by usage).
+
+    A ledger row's device-seconds count as used at its time and decay with ``half_life_s``;
+    rows older than ten half-lives (under 0.1 % left) are not read.
+    """
+    names = {t.id: t.name for t in repo.list_tenants()}
+    out: dict[str, float] = {}
+    for row in repo.list_usage(since_s=now_s - 10 * half_life_s, limit=100_000):
+        if row.device_seconds > 0 and row.tenant_id in names:
+            age_s = max(0.0, now_s - row.at_s)
+            kept = row.device_seconds * 0.5 ** (age_s / half_life_s)
+            out[names[row.tenant_id]] = out.get(names[row.tenant_id], 0.0) + kept
+    return out
 
 
 def check_admissible_any(

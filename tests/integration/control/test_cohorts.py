@@ -94,3 +94,41 @@ def test_a_fungible_job_runs_on_its_fallback_device_and_is_refused_only_if_none_
     # 2 rngd cards exceed acme's rngd limit (no cohort): refused unless another type could
     alone = admin.post("/api/jobs", json={**job, "name": "g", "device_type": "rngd"})
     assert alone.status_code == 429
+
+
+def test_the_live_cycle_shares_by_recent_usage_when_the_setting_says_so(app, admin, tenant_client):
+    from dataclasses import replace
+
+    control = app.state.control
+    control.settings = replace(control.settings, admission_policy="fair_sharing_basis=usage")
+    admin.post("/api/servers", json={"name": "rngd-1", "device_type": "rngd", "num_cards": 8})
+    for name in ("heavy", "light", "lender"):
+        tenant_client(name, "university")
+        cards = 2 if name == "lender" else 1  # the cohort lends 2 idle cards
+        admin.put(
+            "/api/quotas",
+            json={"tenant": name, "device_type": "rngd", "nominal_cards": cards, "cohort": "c"},
+        )
+    with control.tx() as repo:  # heavy used the center for hours
+        heavy = repo.get_tenant("heavy")
+        repo.append_usage(
+            tenant_id=heavy.id, kind="job", device_type="furiosa_rngd", device_seconds=50_000.0
+        )
+    # both queue while the server is down (no cycle admits anything), then it comes back
+    admin.patch("/api/servers/rngd-1", json={"health": "down"})
+    for name in ("heavy", "light"):
+        for i in range(4):
+            r = admin.post(
+                "/api/jobs",
+                json={"tenant": name, "name": f"{name}{i}", "kind": "finetune",
+                      "device_type": "rngd", "num_cards": 1, "image": "img"},
+            )  # fmt: skip
+            assert r.status_code == 201, r.text
+    admin.patch("/api/servers/rngd-1", json={"health": "healthy"})
+    admin.post("/api/admission/cycle")
+    held: dict[str, int] = {}
+    for job in admin.get("/api/jobs").json():
+        if job["state"] != "queued":
+            held[job["tenant"]] = held.get(job["tenant"], 0) + 1
+    # each its nominal card; both borrowed cards go to the tenant with less recent use
+    assert (held["light"], held["heavy"]) == (3, 1)

@@ -377,6 +377,54 @@ class AdmissionPolicy:
         if not (math.isfinite(self.usage_half_life_s) and self.usage_half_life_s > 0):
             raise InvalidConfigError("usage_half_life_s", self.usage_half_life_s, "must be > 0")
 
+    @classmethod
+    def from_text(cls, text: str) -> AdmissionPolicy:
+        """A policy from ``"knob=value,..."`` (the ``NPUCENTER_ADMISSION_POLICY`` setting).
+
+        Knobs are the field names (``-`` may stand for ``_``); booleans are ``true``/``false``
+        (or ``on``/``off``, ``1``/``0``). Example: ``"fair_sharing_basis=usage,
+        borrow_within_cohort=lower-priority,fair_sharing_preemption=on"``; ``""`` is the default.
+
+        Raises:
+            InvalidConfigError: an unknown knob, a pair without ``=``, or a bad value.
+        """
+        fields: dict[str, object] = {}
+        known = set(cls.__dataclass_fields__)
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            name = name.strip().replace("-", "_")
+            value = value.strip()
+            if not sep or name not in known:
+                raise InvalidConfigError(
+                    "admission_policy",
+                    part,
+                    "use knob=value with knobs " + ", ".join(sorted(known)),
+                )
+            kind = cls.__dataclass_fields__[name].type
+            if kind in ("bool", bool):
+                if value.lower() not in ("true", "false", "on", "off", "1", "0"):
+                    raise InvalidConfigError(
+                        f"admission_policy.{name}", value, "must be true/false"
+                    )
+                fields[name] = value.lower() in ("true", "on", "1")
+            elif kind in ("float", float):
+                try:
+                    fields[name] = float(value)
+                except ValueError:
+                    raise InvalidConfigError(
+                        f"admission_policy.{name}", value, "must be a number"
+                    ) from None
+            elif name == "borrow_within_cohort_max_priority":
+                fields[name] = None if value.lower() in ("", "none") else PriorityClass.parse(value)
+            else:
+                fields[name] = value
+        try:
+            return cls(**fields)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise InvalidConfigError("admission_policy", text, str(exc)) from None
+
 
 DEFAULT_ADMISSION_POLICY = AdmissionPolicy()
 
