@@ -71,9 +71,10 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        group = _GUARDED.get(path) or ("metrics" if path.endswith("/metrics") else None)
         try:
-            if path in _GUARDED:
-                await self._check_exposure(scope, _GUARDED[path])
+            if group is not None:  # /metrics, and the gateway's own /v1/.../metrics
+                await self._check_exposure(scope, group)
             elif path == "/api" or path.startswith("/api/"):
                 receive = await self._check_api(scope, receive)
         except NpuCenterError as exc:

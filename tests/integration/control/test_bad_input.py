@@ -354,6 +354,8 @@ def test_metrics_and_docs_are_for_loopback_and_admins_unless_opened(
     for path in ("/openapi.json", "/docs", "/redoc"):
         _error(remote.get(path), 401, "unauthenticated")
         assert remote.get(path, headers={"Authorization": f"Bearer {admin_key}"}).status_code == 200
+    for path in ("/metrics", "/v1/metrics", "/v1/x/metrics"):  # guarded before any mount
+        _error(remote.get(path), 401, "unauthenticated")
     assert TestClient(app).get("/openapi.json").status_code == 200  # loopback
     opened = create_app(
         Settings(data_dir=tmp_path, database_url=database_url, open_endpoints=frozenset({"docs"})),
