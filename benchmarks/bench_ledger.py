@@ -131,7 +131,7 @@ def main() -> None:
         result["after"]["request_path_cpu_us_per_request"] + result["after"]["flush_cpu_us_per_row"]
     )
     result["cpu_us_per_request"] = {"before": total_before, "after": total_after}
-    path = write_result("ledger", result)
+    path = write_result("ledger" if not args.database_url else "ledger-other-database", result)
     print(
         f"ledger, {n} rows in batches of {args.batch} (this machine):\n"
         f"  before: {total_before:8.1f} µs CPU/request (ORM row + flush, off the request path)\n"
