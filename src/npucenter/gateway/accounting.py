@@ -108,7 +108,7 @@ def usage_record(
         request_id=call.request_id,
         tenant=principal.tenant,
         key_id=principal.key_id,
-        service=model,
+        service=call.adapter.service if call.adapter is not None else model,
         endpoint=call.endpoint,
         replica_id=call.replica.replica_id if call.replica else "",
         device_id=call.device_id,

@@ -34,6 +34,7 @@ from npucenter.errors import (
     UpstreamError,
 )
 from npucenter.gateway.accounting import finish, sample_history
+from npucenter.gateway.adapters import AdapterLoader, AdapterResolver, adapter_prefix
 from npucenter.gateway.asgi import (
     ClientGone,
     Message,
@@ -144,6 +145,10 @@ class Gateway:
         self._ticker: asyncio.Task[None] | None = None
         self._uses_prefixes = bool(getattr(self.router, "uses_prefixes", False))
         self.started_wall_s = time.time()
+        # LoRA adapters (gateway/adapters.py): set by the live center; None serves no adapter.
+        self.adapters: AdapterResolver | None = None
+        self.adapter_loader: AdapterLoader = AdapterLoader(lambda _model: ("virtual", True))
+        self._control_client: httpx.AsyncClient | None = None
         self.expected_models: set[str] = set()  # served once their replicas are up (starting)
         self.replica_servers: dict[str, str] = {}  # replica id -> server, placed outside the fleet
         # model id -> its tokenizer's prompt count (request, endpoint) -> tokens | None, set by
@@ -205,6 +210,9 @@ class Gateway:
         if self._scrape_client is not None:
             await self._scrape_client.aclose()
             self._scrape_client = None
+        if self._control_client is not None:
+            await self._control_client.aclose()
+            self._control_client = None
 
     async def flush(self) -> None:
         """Write the buffered ledger rows now."""
@@ -270,6 +278,12 @@ class Gateway:
         if self._upstream is None:
             raise UpstreamError("the gateway has not started")
         return self._upstream
+
+    def control_client(self) -> httpx.AsyncClient:
+        """The client of engines' control calls (loading and unloading adapters)."""
+        if self._control_client is None:
+            self._control_client = httpx.AsyncClient(transport=self._transport, timeout=120.0)
+        return self._control_client
 
     def models(self) -> list[str]:
         """Models served now or starting, sorted."""
@@ -440,6 +454,19 @@ class Gateway:
             {"id": m, "object": "model", "created": created, "owned_by": "npucenter"}
             for m in self.models()
         ]
+        if self.adapters is not None:  # the caller's own adapters only
+            served = set(self.models())
+            data += [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": call.principal.tenant,
+                    "parent": base,
+                }
+                for name, base in self.adapters.names(call.principal)
+                if self.pool.resolve(base) in served
+            ]
         call.responded = True
         await respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
 
@@ -461,6 +488,16 @@ class Gateway:
         call.model_id = model_id = self.pool.resolve(request["model"])
         if model_id != request["model"]:  # an alias (a deployment's name): the engine's name
             request = {**request, "model": model_id}
+            raw = json.dumps(request).encode()
+        adapter = None
+        if self.adapters is not None and not self.pool.replicas(model_id):
+            adapter = self.adapters.resolve(principal, request["model"])
+        if adapter is not None:  # served on its base model's replicas, under its engine name
+            call.adapter = adapter
+            call.model_id = model_id = self.pool.resolve(adapter.base_model)
+            if self.pool.replicas(model_id):
+                self.adapter_loader.check(model_id)
+            request = {**request, "model": adapter.served_name}
             raw = json.dumps(request).encode()
         if not self.pool.replicas(model_id):
             if model_id in self.expected_models:
@@ -491,7 +528,9 @@ class Gateway:
             max_output_tokens=max_out,
             prefix_hashes=(
                 prefix_block_hashes(
-                    text,
+                    text
+                    if adapter is None
+                    else adapter_prefix(adapter, self.config.prefix_block_chars) + text,
                     block_chars=self.config.prefix_block_chars,
                     max_blocks=self.config.max_prefix_blocks,
                 )

@@ -49,6 +49,7 @@ class Call:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     responded: bool = False  # the final byte went out (no more disconnect handling)
     journaled: bool = False  # its final ledger row is in the usage journal already
+    adapter: Any = None  # the LoRA adapter it asked for (gateway.adapters.AdapterTarget)
 
 
 class Attempt:

@@ -50,6 +50,8 @@ async def _send(gw: Gateway, attempt: Attempt, body: bytes) -> UpstreamResponse:
     """POST ``body`` to the attempt's replica; returns once the response head is in."""
     upstream = gw.upstream_client()
     call = attempt.call
+    if call.adapter is not None:  # loaded on demand on the replica the router picked
+        await gw.adapter_loader.ensure(gw.control_client(), attempt.replica, call.adapter)
     headers = {"content-type": "application/json", "x-request-id": call.request_id}
     if attempt.replica.endpoint.api_key:  # an external server's own key, never the tenant's
         headers["authorization"] = f"Bearer {attempt.replica.endpoint.api_key}"

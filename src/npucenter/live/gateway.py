@@ -19,9 +19,16 @@ import logging
 from dataclasses import replace
 
 from npucenter.api.context import ControlPlane
+from npucenter.artifacts import artifact_store
 from npucenter.clock import SystemClock
 from npucenter.files.fleet import load_fleet
 from npucenter.fleet import Fleet, default_fleet
+from npucenter.gateway.adapters import (
+    AdapterLoader,
+    AdapterTarget,
+    engine_served_name,
+    split_model_name,
+)
 from npucenter.gateway.app import Gateway, GatewayConfig
 from npucenter.gateway.auth import CachingKeyResolver, Principal, TenantLimits
 from npucenter.gateway.routing import make_router
@@ -34,9 +41,11 @@ __all__ = [
     "ENV_ROUTING_POLICY",
     "ENV_VIRTUAL_FLEET",
     "OPERATOR_TENANT",
+    "StoreAdapterResolver",
     "StoreKeyResolver",
     "StoreLedger",
     "build_gateway",
+    "serve_adapters",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,4 +94,61 @@ def build_gateway(control: ControlPlane, settings: Settings | None = None) -> tu
         config=GatewayConfig(cors_origins=settings.cors_origins),
         clock=clock,
     )
+    serve_adapters(gateway, control, fleet)
     return gateway, fleet
+
+
+class StoreAdapterResolver:
+    """The caller's adapters from the store; their weights from the artifact store."""
+
+    def __init__(self, control: ControlPlane) -> None:
+        self._control = control
+        self._store = artifact_store(control.settings)
+
+    def resolve(self, principal: Principal, requested: str) -> AdapterTarget | None:
+        if principal.tenant_id is None:
+            return None
+        base, name = split_model_name(requested)
+        with self._control.tx() as repo:
+            adapter = repo.find_adapter(name, tenant_id=principal.tenant_id)
+            if adapter is None or (base is not None and base != adapter.base_model):
+                return None
+            location = repo.adapter_artifact(adapter).location
+            target = AdapterTarget(
+                tenant_id=adapter.tenant_id,
+                name=adapter.name,
+                base_model=adapter.base_model,
+                path=str(self._store.materialize(location)),
+            )
+        return target
+
+    def names(self, principal: Principal) -> list[tuple[str, str]]:
+        if principal.tenant_id is None:
+            return []
+        with self._control.tx() as repo:
+            return [
+                (a.name, a.base_model) for a in repo.list_adapters(tenant_id=principal.tenant_id)
+            ]
+
+
+def serve_adapters(gateway: Gateway, control: ControlPlane, fleet: Fleet) -> None:
+    """Serve tenants' LoRA adapters on their base models' replicas (gateway/adapters.py)."""
+    from npucenter.api.routes.artifacts import ADAPTER_LISTENERS
+    from npucenter.engines import engine_choice
+
+    engines: dict[str, tuple[str, bool]] = {}
+    for group in fleet.services:
+        choice = engine_choice({"name": group.engine, **dict(group.engine_options)})
+        lora = choice.name == "virtual" or bool(getattr(choice, "enable_lora", False))
+        for name in (group.model_id, group.alias):
+            if name:
+                engines.setdefault(name, (choice.name, lora))
+    gateway.adapters = StoreAdapterResolver(control)
+    gateway.adapter_loader = AdapterLoader(lambda model: engines.get(model, ("virtual", True)))
+
+    def unload(tenant_id: int, name: str) -> None:
+        gateway.adapter_loader.unload_soon(
+            gateway.control_client(), engine_served_name(tenant_id, name)
+        )
+
+    ADAPTER_LISTENERS.append(unload)

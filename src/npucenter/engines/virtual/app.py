@@ -80,6 +80,10 @@ class VirtualEngineApp:
         self.max_model_len = max_model_len
         self.metrics = metrics
         self._created = int(time.time())
+        # LoRA adapters loaded at run time (vLLM's /v1/load_lora_adapter, the same body): the
+        # twin runs the same flow as a real engine. Assumption, stated: an adapter adds no step
+        # cost here (the perf model has no LoRA term yet); its requests cost as the base model's.
+        self.adapters: dict[str, str] = {}  # served name -> path it was loaded from
         self._models_body = _dumps(
             {
                 "object": "list",
@@ -102,6 +106,50 @@ class VirtualEngineApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    def _models(self) -> bytes:
+        if not self.adapters:
+            return self._models_body
+        doc = json.loads(self._models_body)
+        doc["data"] += [
+            {"id": name, "object": "model", "created": self._created, "parent": self.model_name}
+            for name in sorted(self.adapters)
+        ]
+        return _dumps(doc).encode()
+
+    async def _adapter(self, path: str, raw: bytes, send: Send) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        name = body.get("lora_name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            await _error(send, 400, "lora_name is required", "invalid_request_error", "lora_name")
+            return
+        if path.endswith("/load_lora_adapter"):
+            if name in self.adapters:
+                await _error(
+                    send,
+                    400,
+                    f"The lora adapter '{name}' has already been loaded.",
+                    "invalid_request_error",
+                    "lora_name",
+                )
+                return
+            self.adapters[name] = str(body.get("lora_path", ""))
+            text = f"Success: LoRA adapter '{name}' added successfully."
+        else:
+            if self.adapters.pop(name, None) is None:
+                await _error(
+                    send,
+                    404,
+                    f"The lora adapter '{name}' cannot be found.",
+                    "not_found_error",
+                    None,
+                )
+                return
+            text = f"Success: LoRA adapter '{name}' removed successfully."
+        await _respond(send, 200, text.encode(), [(b"content-type", b"text/plain")])
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -121,13 +169,15 @@ class VirtualEngineApp:
                     raise _MethodNotAllowed
                 body = await _read_body(receive)
                 await self._generate(path == "/v1/chat/completions", body, receive, send)
+            elif path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter") and method == "POST":
+                await self._adapter(path, await _read_body(receive), send)
             elif method not in ("GET", "HEAD"):
                 raise _MethodNotAllowed
             elif path == "/health":
                 status = 200 if self.loop.fatal is None else 503
                 await _respond(send, status, b"", [])
             elif path == "/v1/models":
-                await _respond(send, 200, self._models_body, _JSON_HEADERS)
+                await _respond(send, 200, self._models(), _JSON_HEADERS)
             elif path == "/metrics" and self.metrics is not None:
                 headers = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
                 await _respond(send, 200, self.metrics.render(), headers)
@@ -150,8 +200,8 @@ class VirtualEngineApp:
     # --- generation ---------------------------------------------------------------------------
     def _parse(self, chat: bool, body: dict[str, Any]) -> _Parsed:
         model = body.get("model")
-        if model is not None and model != self.model_name:
-            raise NotFoundError("model", str(model), valid=[self.model_name])
+        if model is not None and model != self.model_name and model not in self.adapters:
+            raise NotFoundError("model", str(model), valid=[self.model_name, *self.adapters])
         if body.get("n", 1) != 1:
             raise InvalidRequestError("only n=1 is supported", details={"param": "n"})
         if chat:
