@@ -121,15 +121,15 @@ def make_admitted(
 
 
 def make_snapshot(
-    fleet: Iterable[Server] = (),
+    fleet: Iterable[Server] | None = None,
     quotas: Iterable[TenantQuota] = (),
     running: Iterable[Admitted] = (),
     *,
     now_s: float = 0.0,
     **kw: Any,
 ) -> AdmissionSnapshot:
-    """An admission snapshot (one 8-card server and no quotas when nothing is given)."""
-    servers = tuple(fleet) or (make_server(),)
+    """An admission snapshot (one 8-card server when no fleet is given, no quotas)."""
+    servers = (make_server(),) if fleet is None else tuple(fleet)
     return AdmissionSnapshot(
         fleet=servers, quotas=tuple(quotas), running=tuple(running), now_s=now_s, **kw
     )

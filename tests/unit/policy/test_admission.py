@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from factories import make_quota, make_server, make_snapshot, make_workload
 from npucenter.errors import InvalidConfigError
 from npucenter.policy import admission as adm
 from npucenter.policy.admission import (
@@ -29,23 +30,19 @@ P = PriorityClass
 
 
 def server(sid: str, cards: int = 8, device: str = "rngd", **kw: object) -> Server:
-    return Server(server_id=sid, device_type=device, num_cards=cards, **kw)  # type: ignore[arg-type]
+    return make_server(sid, num_cards=cards, device_type=device, **kw)
 
 
 def quota(tenant: str, nominal: int = 0, *, cohort: str | None = "c", **kw: object) -> TenantQuota:
-    kw.setdefault("priority_class", P.PRODUCTION)
-    return TenantQuota(tenant=tenant, cohort=cohort, nominal_cards={"rngd": nominal}, **kw)  # type: ignore[arg-type]
+    return make_quota(tenant, nominal, cohort=cohort, **kw)
 
 
 def wl(wid: str, tenant: str, cards: int = 1, **kw: object) -> Workload:
-    kw.setdefault("device_type", "rngd")
-    return Workload(workload_id=wid, tenant=tenant, num_cards=cards, **kw)  # type: ignore[arg-type]
+    return make_workload(wid, tenant, cards, **kw)
 
 
 def snap(fleet, quotas, running=(), now_s: float = 0.0, **kw) -> AdmissionSnapshot:
-    return AdmissionSnapshot(
-        fleet=tuple(fleet), quotas=tuple(quotas), running=tuple(running), now_s=now_s, **kw
-    )
+    return make_snapshot(fleet, quotas, running, now_s=now_s, **kw)
 
 
 def run(snapshot: AdmissionSnapshot, pending, **kw):
