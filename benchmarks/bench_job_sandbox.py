@@ -55,8 +55,9 @@ def main() -> None:
     args = parser.parse_args()
     sandboxed = Sandbox()
     reason = sandboxed.unavailable_reason()
-    if reason is not None:
-        raise SystemExit(f"bench_job_sandbox: the sandbox cannot run here: {reason}")
+    if reason is not None:  # `make bench` goes on: nothing to measure here
+        print(f"bench_job_sandbox: skipped, the sandbox cannot run here: {reason}")
+        return
     bare = Sandbox(SandboxPolicy(isolation=JobIsolation.NONE))
     programs = {"true": ["true"], "python -c pass": [sys.executable, "-c", "pass"]}
     result: dict[str, object] = {"runs": args.runs, "root": sandboxed.is_root, "programs": {}}
