@@ -426,11 +426,16 @@ class Gateway:
                 raise
             task.uncancel()
             call.status = "cancelled"
-        except Exception as exc:  # a bug: answer 500, keep serving
+        except Exception:  # a bug: answer without its text (it is in the log), keep serving
             log.exception("gateway request %s failed", call.request_id)
             call.status = "error"
             if not call.responded:
-                await self._send_error(call, send, UpstreamError(f"gateway error: {exc!r}"))
+                error = UpstreamError(
+                    "the gateway failed on this request",
+                    hint="the operator finds it in the server log by its request id",
+                    details={"request_id": call.request_id},
+                )
+                await self._send_error(call, send, error)
         finish(self, call)
 
     async def _send_error(self, call: Call, send: Send, exc: NpuCenterError) -> None:
