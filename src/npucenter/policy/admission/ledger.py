@@ -183,6 +183,7 @@ class Ledger:
         self.own_orders: dict[tuple[str, str], list[Admitted]] = {}
         self.lca_cache: dict[tuple[str, str], Node] = {}
         self.cohort_candidates_cache: dict[tuple[object, ...], tuple[list[Any], bool]] = {}
+        self.candidate_objects: dict[tuple[str, int, int], Any] = {}  # preemption.Candidate
         self.borrowed_cache: dict[tuple[str, str, int], tuple[int, bool]] = {}
         # (id(root), device type) -> preemptions in this cycle (what most caches depend on)
         self.preempt_count: dict[tuple[int, str], int] = {}

@@ -71,6 +71,10 @@ class Candidate:
     kind: CandidateKind
     upto: Node | None  # the common ancestor with the preemptor (None: own tenant)
     index: int  # its server's index among the servers of its device type
+    cards: int = 0  # how many cards it holds (set from the entry)
+
+    def __post_init__(self) -> None:
+        self.cards = len(self.entry.card_indices)
 
     @property
     def reason(self) -> PreemptionReason:
@@ -317,7 +321,12 @@ class VictimSearch(FairSharing):
                 kind = CandidateKind.WITHOUT_BORROWING
             else:
                 kind = CandidateKind.WHILE_BORROWING
-            candidate = Candidate(entry, kind, upto, server_at[entry.server_id][1])
+            made = (entry.workload_id, kind, id(upto))
+            candidate = self.candidate_objects.get(made)  # one object per victim and ground
+            if candidate is None:
+                candidate = self.candidate_objects[made] = Candidate(
+                    entry, kind, upto, server_at[entry.server_id][1]
+                )
             (advantaged if advantage else rest).append(candidate)
         result = self.cohort_candidates_cache[key] = (advantaged + rest, bool(advantaged))
         return result
@@ -407,14 +416,14 @@ class VictimSearch(FairSharing):
     def _lift(self, victims: list[Candidate]) -> None:
         for c in victims:
             node = self.nodes[c.entry.tenant]
-            remove_usage(node, c.entry.device_type, c.entry.num_cards, False)
-            remove_usage(node, c.entry.device_type, c.entry.num_cards, True)
+            remove_usage(node, c.entry.device_type, c.cards, False)
+            remove_usage(node, c.entry.device_type, c.cards, True)
 
     def _drop(self, victims: list[Candidate]) -> None:
         for c in victims:
             node = self.nodes[c.entry.tenant]
-            add_usage(node, c.entry.device_type, c.entry.num_cards, False)
-            add_usage(node, c.entry.device_type, c.entry.num_cards, True)
+            add_usage(node, c.entry.device_type, c.cards, False)
+            add_usage(node, c.entry.device_type, c.cards, True)
 
     def _search(
         self, w: Workload, device_type: str, candidates: list[Candidate], borrow: bool
@@ -428,19 +437,37 @@ class VictimSearch(FairSharing):
         then the fewest victims, then the fewest cards wins.
         """
         mine = self.share_with(w.tenant, device_type, w.num_cards)
-        # validity only shrinks as victims are lifted: drop what is invalid already
-        candidates = [c for c in candidates if self._valid(w, device_type, c, borrow, mine)]
+        # validity only shrinks as victims are lifted: drop what is invalid already (a tenant's
+        # borrowing is checked once, not per workload)
+        borrowing: dict[tuple[str, int], bool] = {}
+        kept: list[Candidate] = []
+        for c in candidates:
+            kind = c.kind
+            if kind is CandidateKind.OWN:
+                kept.append(c)
+                continue
+            if borrow and kind is CandidateKind.WITHOUT_BORROWING:
+                continue
+            key = (c.entry.tenant, id(c.upto))
+            ok = borrowing.get(key)
+            if ok is None:
+                ok = borrowing[key] = self.borrowing_before(c.entry.tenant, device_type, c.upto)
+            if ok and (
+                kind is not CandidateKind.FAIR or self._valid(w, device_type, c, borrow, mine)
+            ):
+                kept.append(c)
+        candidates = kept
         if not candidates:
             return None
         types = self.types[device_type]
-        freed = sum(c.entry.num_cards for c in candidates if c.entry.device_type == device_type)
+        freed = sum(c.cards for c in candidates if c.entry.device_type == device_type)
         if types.total_free + freed < w.num_cards:
             return None  # not even every candidate would free enough cards
         totals: dict[str, int] = {}
         largest: dict[str, int] = {}
         for c in candidates:
             if c.entry.device_type == device_type:
-                tenant, cards = c.entry.tenant, c.entry.num_cards
+                tenant, cards = c.entry.tenant, c.cards
                 totals[tenant] = totals.get(tenant, 0) + cards
                 largest[tenant] = max(largest.get(tenant, 0), cards)
         nodes = self.nodes
@@ -465,6 +492,19 @@ class VictimSearch(FairSharing):
         if types.find(w.num_cards, w.tp_size) is not None:
             chosen = self._greedy(w, device_type, candidates, [], borrow, mine)
             return None if chosen is None else self._pruned(w, device_type, chosen, borrow)
+        first = candidates[0]
+        if first.kind is not CandidateKind.OWN and first.cards == min(c.cards for c in candidates):
+            # one victim of the lowest class and the fewest cards that makes room is the best set
+            # the search below could find (ties aside): try it before grouping every candidate
+            self._lift([first])
+            try:
+                alone = self._server_fits(w, device_type, first.index, [first]) and (
+                    self.quota_reason(w.tenant, device_type, w.num_cards, borrow=borrow) is None
+                )
+            finally:
+                self._drop([first])
+            if alone:
+                return self._pruned(w, device_type, [first], borrow)
         on_server: dict[int, list[Candidate]] = {}  # servers in order of their first candidate
         lowest: dict[int, int] = {}  # server index -> lowest priority among its candidates
         fewest_cards = w.num_cards
@@ -478,8 +518,8 @@ class VictimSearch(FairSharing):
                 local.append(c)
                 if rank < lowest[c.index]:
                     lowest[c.index] = rank
-            if c.entry.num_cards < fewest_cards:
-                fewest_cards = c.entry.num_cards
+            if c.cards < fewest_cards:
+                fewest_cards = c.cards
         floor = (0, min(lowest.values()), 1, fewest_cards)
         best: list[Candidate] | None = None
         best_cost: tuple[int, int, int, int, int] | None = None
@@ -497,7 +537,7 @@ class VictimSearch(FairSharing):
                 sum(1 for c in chosen if c.kind is CandidateKind.OWN),
                 max(int(c.entry.priority_class) for c in chosen),
                 len(chosen),
-                sum(c.entry.num_cards for c in chosen),
+                sum(c.cards for c in chosen),
                 index,
             )
             if best_cost is None or cost < best_cost:
