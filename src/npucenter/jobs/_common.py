@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from npucenter.settings import environ
+
 __all__ = ["load_spec", "say", "write_result"]
 
 
@@ -30,7 +32,7 @@ def say(message: str) -> None:
 
 def write_result(document: dict[str, Any]) -> None:
     """Write the job's result (``$NPUCENTER_RESULT_PATH``, else ``result.json``)."""
-    path = Path(os.environ.get("NPUCENTER_RESULT_PATH") or "result.json")
+    path = Path(environ().get("NPUCENTER_RESULT_PATH") or "result.json")
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(document, indent=1))
     os.replace(tmp, path)
