@@ -88,9 +88,16 @@ def run_fleet_scale(
     trace_s = time.perf_counter() - made
     center.run(trace.head(min(n, 2000)))
     walls, cpus = [], []
+
+    def progress(done: int, total: int) -> None:  # on stderr: how far a long run got, and RSS
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        print(f"{done:,}/{total:,} requests, peak RSS {rss_mb:,.0f} MB", file=sys.stderr)
+
     for _ in range(repeats):
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        result = center.run(trace)
+        result = center.run(
+            trace, progress=progress if n >= 1_000_000 else None, progress_every=500_000
+        )
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
     wall_s, cpu_s = min(walls), min(cpus)
