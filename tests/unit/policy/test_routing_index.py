@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from npucenter.policy.routing import ReplicaIndex, ReplicaState
 from npucenter.policy.routing.index import LeastView
 
@@ -80,3 +82,24 @@ def test_a_long_random_history_matches_brute_force() -> None:
         for shift in (0.0, 1.0):
             shifted = min((k + shift, i) for k, i in live)
             assert view.least_shifted("m", shift) == shifted
+
+
+def test_a_least_only_view_matches_brute_force_and_refuses_scores() -> None:
+    rng = random.Random(11)
+    n = 40
+    keys = [(rng.randrange(3), rng.randrange(2)) for _ in range(n)]
+    healthy = [True] * n
+    view = LeastView(
+        lambda s: (s.model_id, keys[int(s.replica_id[1:])]),
+        [_state(i) for i in range(n)],
+        scored=False,
+    )
+    for _ in range(5000):  # stale entries pile up and the heap is rebuilt
+        pos = rng.randrange(n)
+        keys[pos] = (rng.randrange(3), rng.randrange(2))
+        healthy[pos] = rng.random() > 0.1
+        view.update(pos, _state(pos, healthy=healthy[pos]))
+        live = [(keys[i], i) for i in range(n) if healthy[i]]
+        assert view.least("m") == (min(live) if live else None)
+    with pytest.raises(TypeError):
+        view.least_scored("m", float)

@@ -34,11 +34,14 @@ class LeastView:
     are rebuilt when stale entries outnumber live ones), so updates and queries cost O(log n).
     """
 
-    def __init__(self, place: PlaceFn, states: Sequence[ReplicaState]) -> None:
+    def __init__(
+        self, place: PlaceFn, states: Sequence[ReplicaState], *, scored: bool = True
+    ) -> None:
         self._place = place
+        self._scored = scored  # False: least() only, one heap of (key, position) per group
         self._where: list[tuple[Hashable, Key] | None] = [None] * len(states)
         self._stamp = [0] * len(states)  # bumped whenever a replica moves
-        self._groups: dict[Hashable, _Group] = {}
+        self._groups: dict[Hashable, _Group | _Entries] = {}
         self._group_keys: tuple[Hashable, ...] = ()
         for pos, state in enumerate(states):
             self.update(pos, state)
@@ -57,7 +60,8 @@ class LeastView:
         if new is not None:
             group = self._groups.get(new[0])
             if group is None:
-                group = self._groups[new[0]] = _Group(self._stamp)
+                group = _Group(self._stamp) if self._scored else _Entries(self._stamp)
+                self._groups[new[0]] = group
                 self._group_keys = tuple(self._groups)
             group.join(new[1], pos, stamp)
 
@@ -70,6 +74,8 @@ class LeastView:
         g = self._groups.get(group)
         if g is None:
             return None
+        if isinstance(g, _Entries):
+            return g.least()
         key = g.least_key()
         return None if key is None else (key, g.least_position(key))
 
@@ -92,6 +98,8 @@ class LeastView:
         g = self._groups.get(group)
         if g is None:
             return None
+        if isinstance(g, _Entries):
+            raise TypeError("least_scored needs a view made with scored=True")
         first = g.least_key()
         if first is None:
             return None
@@ -114,6 +122,34 @@ class LeastView:
             stack.append(2 * i + 1)
             stack.append(2 * i + 2)
         return best, best_pos
+
+
+class _Entries:
+    """One group of a view that only answers least(): a heap of (key, position, stamp)."""
+
+    __slots__ = ("heap", "live", "stamp")
+
+    def __init__(self, stamp: list[int]) -> None:
+        self.stamp = stamp  # the view's: an entry is live while its stamp is the position's
+        self.heap: list[tuple[Key, int, int]] = []
+        self.live = 0
+
+    def join(self, key: Key, pos: int, stamp: int) -> None:
+        self.live += 1
+        heapq.heappush(self.heap, (key, pos, stamp))
+        if len(self.heap) > 2 * self.live + 64:
+            live = [e for e in self.heap if self.stamp[e[1]] == e[2]]
+            heapq.heapify(live)
+            self.heap = live
+
+    def leave(self, key: Key) -> None:
+        self.live -= 1
+
+    def least(self) -> tuple[Key, int] | None:
+        heap, stamp = self.heap, self.stamp
+        while heap and stamp[heap[0][1]] != heap[0][2]:
+            heapq.heappop(heap)
+        return (heap[0][0], heap[0][1]) if heap else None
 
 
 class _Group:
@@ -199,14 +235,15 @@ class ReplicaIndex:
             self._members = members
         return self._members.get(model_id, [])
 
-    def view(self, name: str, place: PlaceFn) -> LeastView:
+    def view(self, name: str, place: PlaceFn, *, scored: bool = True) -> LeastView:
         """The view registered as ``name``, made from the current states on first use.
 
-        One name must always come with the same ``place`` (a policy's own name).
+        One name must always come with the same ``place`` (a policy's own name). A view that
+        is only asked for :meth:`LeastView.least` may say ``scored=False`` (cheaper updates).
         """
         view = self._views.get(name)
         if view is None:
-            view = self._views[name] = LeastView(place, self.states)
+            view = self._views[name] = LeastView(place, self.states, scored=scored)
         return view
 
 

@@ -29,7 +29,7 @@ class LeastOutstandingTokens:
         """Least outstanding prompt + output tokens."""
         index = snapshot.index
         if index is not None and not request.exclude:
-            view = index.view("least-outstanding-tokens", _place)
+            view = index.view("least-outstanding-tokens", _place, scored=False)
             least = view.least(request.model_id)
             if least is None:
                 return no_replica(request)
