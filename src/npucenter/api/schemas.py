@@ -225,6 +225,9 @@ class DeploymentIn(_In):
     replicas: int = Field(default=1, ge=0, le=256)
     priority_class: PriorityClass | None = None
     tenant: str | None = None  # admins deploy on a tenant's behalf
+    engine: str = Field(default="virtual", min_length=1, max_length=32)
+    # the engine's options (docs/engines.md): model_path, max_model_len, base_url, api_key_env...
+    engine_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class DeploymentPatch(_In):
@@ -259,6 +262,8 @@ class DeploymentOut(_Out):
     priority_class: str
     created_at_s: float
     replica_states: list[ReplicaOut]
+    engine: str = "virtual"
+    engine_options: dict[str, Any] | None = None
 
 
 class JobIn(_In):

@@ -456,6 +456,7 @@ DEPLOY_COLUMNS = [
     "replicas",
     "num_placed_replicas",
     "priority_class",
+    "engine",
 ]
 
 
@@ -470,6 +471,15 @@ def deploy_create(
     replicas: int = typer.Option(1, "--replicas", help="Replica count."),
     priority: str | None = typer.Option(None, "--priority", help="At most the tenant's class."),
     tenant: str | None = typer.Option(None, "--tenant", help="Admins deploy for a tenant."),
+    engine: str = typer.Option(
+        "virtual", "--engine", help="virtual|vllm|furiosa-llm|vllm-rbln|external."
+    ),
+    engine_option: list[str] = typer.Option(
+        [],
+        "--engine-option",
+        help="KEY=VALUE engine option, repeatable (model_path, max_model_len, base_url, "
+        "api_key_env, ...; docs/engines.md).",
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Deploy an inference service (checked against the performance model)."""
@@ -482,8 +492,23 @@ def deploy_create(
         "replicas": replicas,
         "priority_class": priority,
         "tenant": tenant,
+        "engine": engine,
+        "engine_options": _engine_options(engine_option),
     }
     _table(json_out, DEPLOY_COLUMNS, "POST", "/api/deployments", body)
+
+
+def _engine_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a mapping; values are read as YAML scalars (1024, true, text)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidConfigError("--engine-option", pair, "must be KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value) if value else ""
+    return out
 
 
 @deploy_app.command("list")

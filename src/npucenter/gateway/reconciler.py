@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from npucenter.engines import EngineChoice, ReplicaSpec
+from npucenter.engines import EngineChoice, ReplicaSpec, engine_choice
 from npucenter.engines.models import ensure_model, resolve_model_path
 from npucenter.engines.tokenizer import tokenizer_counter
 from npucenter.errors import NpuCenterError, UpstreamError
@@ -184,9 +184,13 @@ def wanted_replicas(
         server = cards[0][0]
         tenant = names.get(dep.tenant_id, str(dep.tenant_id))
         opts = options(tenant, dep.name) if options is not None else None
-        if opts is None:
-            opts = DeploymentOptions(alias=dep.name if dep.name != dep.model else None)
-        # NOTE(engines): a deployment the fleet file does not describe runs the virtual engine
+        if opts is None:  # not the fleet file's: its row says which engine serves it
+            stored = _stored_engine(dep)
+            if stored is None:
+                continue
+            opts = DeploymentOptions(
+                alias=dep.name if dep.name != dep.model else None, engine=stored
+            )
         out.append(
             WantedReplica(
                 replica_id=f"{server}-r{cards[0][1]}",
@@ -589,6 +593,16 @@ class DeploymentReconciler:
         if index is not None and hasattr(index, "forget"):
             for rid in replica_ids:
                 index.forget(rid)
+
+
+def _stored_engine(dep: Any) -> EngineChoice | None:
+    """The engine a deployment's row names (virtual when none); None when it is not usable."""
+    name = getattr(dep, "engine", None) or "virtual"
+    try:
+        return engine_choice({**(getattr(dep, "engine_options", None) or {}), "name": name})
+    except NpuCenterError as exc:  # checked when created; a later release may disagree
+        log.error("deployment %s: engine %s not usable (%s); not served", dep.name, name, exc)
+        return None
 
 
 def _task_name(w: WantedReplica) -> str:

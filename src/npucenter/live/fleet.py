@@ -126,6 +126,8 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
                     precision=precision,
                     replicas=fleet.num_replicas(service),
                     priority_class=None if service.tenant else "production",
+                    engine=service.engine,  # shown by the API; the file's entry is what runs
+                    engine_options=_thawed(dict(service.engine_options)),
                 )
                 out.deployments.append(name)
             elif (dep.model, dep.device_type, dep.tp) != (model, device, service.tp):
@@ -235,6 +237,19 @@ def _place_as_in_the_file(
         taken.update(c.id for c in cards if c is not None)
         out.append(where.replica_id)
     return out
+
+
+def _thawed(value: Any) -> Any:
+    """The fleet parser's frozen engine options as JSON values (pairs back into mappings)."""
+    if isinstance(value, dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        if value and all(
+            isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in value
+        ):
+            return {k: _thawed(v) for k, v in value}
+        return [_thawed(v) for v in value]
+    return value
 
 
 def deployment_options(fleet: Fleet) -> Any:

@@ -6,6 +6,7 @@ A replica is ``pending`` until admission places it on cards; releasing it bills 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 
@@ -35,8 +36,14 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         precision: str,
         replicas: int,
         priority_class: str | None = None,
+        engine: str = "virtual",
+        engine_options: dict[str, Any] | None = None,
     ) -> Deployment:
-        """Create a deployment after checking the model runs on the device (perf model)."""
+        """Create a deployment after checking the model runs on the device (perf model).
+
+        ``engine`` and ``engine_options`` are stored as given (the API checks them with
+        ``npucenter.engines.engine_choice`` first).
+        """
         check_name("deployment name", name)
         device_id = canonical_device(device_type)
         model_id, precision_id = check_runs_on(model, device_id, precision, tp)
@@ -59,6 +66,8 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             priority_class=self.priority_for(tenant.id, device_id, priority_class),
             created_at_s=now,
             updated_at_s=now,
+            engine=engine,
+            engine_options=dict(engine_options or {}),
         )
         self.session.add(dep)
         self.session.flush()

@@ -180,6 +180,10 @@ class Deployment(Base):
     priority_class: Mapped[str] = mapped_column(String(32))
     created_at_s: Mapped[float] = mapped_column(Float)
     updated_at_s: Mapped[float] = mapped_column(Float)
+    # the engine that serves it and its options (npucenter.engines.EngineChoice; never a secret:
+    # an external server's key is named by an environment variable, api_key_env)
+    engine: Mapped[str] = mapped_column(String(32), default="virtual", server_default="virtual")
+    engine_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class ReplicaRow(Base):

@@ -8,6 +8,7 @@ from npucenter.api.admission import admit_after_change, check_admissible
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
 from npucenter.api.views import deployment_out, deployment_view, placements, tenant_names
+from npucenter.engines import engine_choice
 
 __all__ = ["router"]
 
@@ -19,9 +20,11 @@ def create_deployment(
     body: DeploymentIn, ctx: RequestContext = Depends(caller_context)
 ) -> DeploymentOut:
     """Deploy a service; 422 when the model cannot run on the device at this TP/precision."""
+    choice = engine_choice({**body.engine_options, "name": body.engine})  # 4xx when not valid
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
-        dep = repo.create_deployment(tenant, **body.model_dump(exclude={"tenant"}))
+        fields = body.model_dump(exclude={"tenant", "engine"})
+        dep = repo.create_deployment(tenant, engine=choice.name, **fields)
         if dep.replicas:
             check_admissible(repo, tenant, dep.device_type, dep.tp)
         dep_id = dep.id
