@@ -187,6 +187,8 @@ def test_a_lora_adapter_is_loaded_served_and_unloaded_at_run_time(
 
     from npucenter.engines.lora import list_adapters, load_adapter, unload_adapter
 
+    pytest.importorskip("peft", reason="peft makes the adapter (the engine extra)")
+
     adapter = _make_adapter(center.data / "models" / MODEL, tmp_path / "lab-adapter")
     (engine,) = center.engines()
     base = str(engine["base_url"])

@@ -401,7 +401,7 @@ class DeploymentReconciler:
                 await self._reach_external(w)
             else:
                 spec = w.spec(self.engine, models_dir=self.models_dir)
-                if spec.engine != "virtual":
+                if spec.engine != "virtual" and self._in_models_dir(spec.model_path):
                     await asyncio.to_thread(ensure_model, w.model, spec.model_path)
                 replica = await self.executor.start(spec, replica_id=rid)
                 if spec.engine != "virtual":
@@ -429,6 +429,12 @@ class DeploymentReconciler:
         self._running[rid] = w
         self._publish()  # serve it as soon as it is up
         return True
+
+    def _in_models_dir(self, path: str | None) -> bool:
+        """Whether ``path`` is under ``models_dir`` (the center builds models only there)."""
+        if path is None or self.models_dir is None:
+            return False
+        return Path(path).resolve().is_relative_to(Path(self.models_dir).resolve())
 
     async def _use_tokenizer(self, model: str, model_path: str | None) -> None:
         """Let the gateway count ``model``'s prompts with its own tokenizer (when local)."""
@@ -577,14 +583,21 @@ class DeploymentReconciler:
         pool.set_aliases({a: m for a, m in aliases.items() if a not in ambiguous})
         self.gateway.expected_models = {w.model for w in self._wanted} | (set(aliases) - ambiguous)
 
-    def _log_tail(self, replica_id: str) -> str:
+    def _log_tail(self, replica_id: str, num_lines: int = 20) -> str:
         tail = getattr(self.executor, "log_tail", None)
-        if tail is None:
+        if tail is not None:
+            try:
+                return str(tail(replica_id))
+            except NpuCenterError:
+                pass  # a start that failed leaves no record; its log file stays
+        log_dir = getattr(self.executor, "log_dir", None)
+        if log_dir is None:
             return ""
         try:
-            return str(tail(replica_id))
-        except NpuCenterError:
+            text = (Path(log_dir) / f"{replica_id}.log").read_text(errors="replace")
+        except OSError:
             return ""
+        return "\n".join(text.splitlines()[-num_lines:])
 
     def _forget_prefixes(self, replica_ids: list[str]) -> None:
         index = getattr(
