@@ -163,7 +163,7 @@ class VictimSearch(FairSharing):
         return self._victimable_entry(root, device_type)[1]
 
     def victimable_tenants(self, root: Node, device_type: str) -> frozenset[str]:
-        """The tenants of :meth:`_victimable`'s entries."""
+        """The tenants of :meth:`victimable`'s entries."""
         return self._victimable_entry(root, device_type)[2]
 
     def _victimable_entry(
