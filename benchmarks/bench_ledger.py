@@ -5,26 +5,43 @@ one flush, in one transaction per flush batch. After: on the request path, two j
 (the reservation before the answer's last bytes, the settlement at its end: one ``os.write``
 each); off it, one multi-row INSERT per batch and an fsync of the journal. Rows are synthetic;
 SQLite in a temporary directory on this machine (``--database-url`` for another database).
-Batches of 200 rows: the gateway's 0.2 s flush at 1,000 requests/s.
+Batches of 200 rows: the gateway's 0.2 s flush at 1,000 requests/s. Then the same through the
+gateway: streamed requests through an in-process gateway and fake engine with an in-memory
+ledger, the old store ledger and the new one, interleaved three times; the difference of the
+medians of CPU per request is what the ledger costs on the real path.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
 from _common import write_result
 
 from npucenter.api.context import ControlPlane
+from npucenter.clock import SystemClock
+from npucenter.gateway import Gateway, ReplicaEndpoint, StaticKeyResolver
+from npucenter.gateway.auth import Principal
 from npucenter.gateway.usage import StoreLedger
 from npucenter.metering.journal import UsageJournal
-from npucenter.metering.ledger import UsageRecord
+from npucenter.metering.ledger import InMemoryLedger, Ledger, UsageRecord
 from npucenter.settings import Settings
 from npucenter.store import Database, upgrade
+from npucenter.wire.fake import FakeOpenAI, FakeScript
+
+_BODY = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "Hello, ledger."}],
+    "max_tokens": 16,
+    "stream": True,
+}
 
 
 def _records(prefix: str, n: int, tenant: str) -> list[UsageRecord]:
@@ -73,11 +90,76 @@ def _timed(fn: object, *args: object) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+async def _gateway_cpu_s(ledger: Ledger, tenant: str, n: int) -> float:
+    """CPU seconds of ``n`` streamed requests through an in-process gateway (fake engine)."""
+    gateway = Gateway(
+        keys=StaticKeyResolver({"sk": Principal(key_id="key-1", tenant=tenant)}),
+        ledger=ledger,
+        endpoints=[ReplicaEndpoint(replica_id="r0", base_url="http://engine", model_id="m")],
+        transport=httpx.ASGITransport(app=FakeOpenAI(FakeScript())),
+        clock=SystemClock(),
+    )
+    await gateway.start()
+    transport = httpx.ASGITransport(app=gateway)
+    headers = {"Authorization": "Bearer sk"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+
+        async def one() -> None:
+            resp = await client.post("/v1/chat/completions", json=_BODY, headers=headers)
+            assert resp.status_code == 200 and b"[DONE]" in resp.content
+
+        await asyncio.gather(*(one() for _ in range(32)))  # warm up
+        cpu = time.process_time()
+        for _ in range(n // 16):
+            await asyncio.gather(*(one() for _ in range(16)))
+        await gateway.flush()
+        cpu = time.process_time() - cpu
+    await gateway.aclose()
+    return cpu
+
+
+def _gateway_delta(
+    control: ControlPlane, tenant: str, journal_dir: Path, n: int
+) -> dict[str, float]:
+    """CPU per request through the gateway: in-memory ledger vs the store's (journal + bulk),
+    interleaved three times each; medians."""
+    memory: list[float] = []
+    old: list[float] = []
+    store: list[float] = []
+    with control.tx() as repo:
+        tenant_id = repo.get_tenant(tenant).id
+    for k in range(3):
+        memory.append(asyncio.run(_gateway_cpu_s(InMemoryLedger(), tenant, n)) / n)
+        old.append(asyncio.run(_gateway_cpu_s(_OldLedger(control, tenant_id), tenant, n)) / n)
+        ledger = StoreLedger(control, journal_dir=journal_dir / str(k))
+        store.append(asyncio.run(_gateway_cpu_s(ledger, tenant, n)) / n)
+    base = statistics.median(memory)
+    return {
+        "in_memory_ledger_cpu_us_per_request": 1e6 * base,
+        "before_cpu_us_per_request": 1e6 * statistics.median(old),
+        "after_cpu_us_per_request": 1e6 * statistics.median(store),
+        "before_ledger_cpu_us_per_request": 1e6 * (statistics.median(old) - base),
+        "after_ledger_cpu_us_per_request": 1e6 * (statistics.median(store) - base),
+    }
+
+
+class _OldLedger:
+    """The gateway's store ledger before: per-row ORM objects in the flush thread, no journal."""
+
+    def __init__(self, control: ControlPlane, tenant_id: int) -> None:
+        self._control = control
+        self._tenant_id = tenant_id
+
+    def append(self, records: list[UsageRecord]) -> None:
+        _old_append(self._control, self._tenant_id, list(records))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--database-url", default="")
+    parser.add_argument("--gateway-requests", type=int, default=1600)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -107,6 +189,7 @@ def main() -> None:
             wall_new, cpu_new = wall_new + w, cpu_new + c
         with control.tx() as repo:
             stored = len(repo.list_usage(kind="tokens", limit=10 * args.rows))
+        through = _gateway_delta(control, name, Path(tmp) / "gw-journal", args.gateway_requests)
         control.db.dispose()
     n = args.rows
     result = {
@@ -131,6 +214,7 @@ def main() -> None:
         result["after"]["request_path_cpu_us_per_request"] + result["after"]["flush_cpu_us_per_row"]
     )
     result["cpu_us_per_request"] = {"before": total_before, "after": total_after}
+    result["through_the_gateway"] = {"requests": args.gateway_requests, **through}
     path = write_result("ledger" if not args.database_url else "ledger-other-database", result)
     print(
         f"ledger, {n} rows in batches of {args.batch} (this machine):\n"
@@ -138,6 +222,11 @@ def main() -> None:
         f"  after:  {total_after:8.1f} µs CPU/request = "
         f"{result['after']['request_path_cpu_us_per_request']:.1f} on the request path (2 journal "
         f"lines) + {result['after']['flush_cpu_us_per_row']:.1f} bulk insert\n"
+        f"  through the gateway (streamed, in-process fake engine, CPU/request): in-memory "
+        f"ledger {through['in_memory_ledger_cpu_us_per_request']:.0f} µs; store ledger before "
+        f"{through['before_cpu_us_per_request']:.0f} (+{through['before_ledger_cpu_us_per_request']:.0f}),"
+        f" after {through['after_cpu_us_per_request']:.0f} "
+        f"(+{through['after_ledger_cpu_us_per_request']:.0f})\n"
         f"  rows stored: {stored} (expected {2 * n})\n  -> {path}"
     )
     if stored != 2 * n:
