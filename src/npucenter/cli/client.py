@@ -13,6 +13,7 @@ import httpx
 
 from npucenter.errors import (
     AuthenticationError,
+    InvalidConfigError,
     NpuCenterError,
     UpstreamError,
     all_error_classes,
@@ -61,6 +62,14 @@ class Client:
     ) -> None:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
+        if self.url.endswith("/v1") or self.url.endswith("/api"):
+            base = self.url.rsplit("/", 1)[0]
+            raise InvalidConfigError(
+                "NPUCENTER_URL",
+                self.url,
+                f"must be the center's base URL (without {self.url[len(base) :]})",
+                hint=f"set NPUCENTER_URL={base}; OpenAI clients take {base}/v1",
+            )
         self._owns_http = http is None
         # ``http``: an existing client (e.g. FastAPI's TestClient) to send through.
         self._http = http or httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)

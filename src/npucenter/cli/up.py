@@ -62,6 +62,7 @@ def up(
             executor=(executor or ("ray" if ray_address else settings.executor)).lower(),
             ray_address=ray_address or settings.ray_address,
         )
+    _check_port_free(host, port)  # before migrations and engines, not as uvicorn's raw errno
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:
@@ -83,6 +84,26 @@ def up(
         highlight=False,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import errno
+    import socket
+
+    from npucenter.errors import ConflictError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConflictError(
+                f"port {port} on {host} is in use (another `npucenter up`?)",
+                hint=f"stop it, or pick another port: npucenter up --port {port + 1}",
+            ) from None
 
 
 def _where(settings: Settings) -> str:
