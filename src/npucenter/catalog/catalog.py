@@ -19,7 +19,32 @@ from npucenter.catalog.model import Model
 from npucenter.catalog.precision import Precision
 from npucenter.errors import InvalidConfigError, NotFoundError
 
-__all__ = ["Catalog", "Measurement", "default_catalog", "package_text"]
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "Catalog",
+    "Measurement",
+    "default_catalog",
+    "package_text",
+    "parse_measurements",
+]
+
+# The columns of measurements.csv (a validation file must have them all; notes may be empty).
+MEASUREMENT_COLUMNS = (
+    "device_id",
+    "num_devices",
+    "model",
+    "precision",
+    "engine",
+    "scenario",
+    "input_tokens",
+    "output_tokens",
+    "batch_or_concurrency",
+    "metric",
+    "value",
+    "unit",
+    "source_url",
+    "notes",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +194,27 @@ def _model_from_row(row: Mapping[str, str]) -> Model:
         tie_word_embeddings=row["tie_word_embeddings"].strip().lower() == "true",
         source_url=row["source_url"],
     )
+
+
+def parse_measurements(text: str, *, name: str = "measurements") -> tuple[Measurement, ...]:
+    """Rows of a CSV in measurements.csv's format (already read; the caller does the I/O).
+
+    Raises:
+        InvalidConfigError: a column is missing or a number does not parse (names the line).
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in MEASUREMENT_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InvalidConfigError(
+            name, ",".join(missing), f"missing column(s); expected {','.join(MEASUREMENT_COLUMNS)}"
+        )
+    out = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            out.append(_measurement_from_row({k: (v or "").strip() for k, v in row.items() if k}))
+        except ValueError as exc:
+            raise InvalidConfigError(f"{name} line {line}", dict(row), str(exc)) from exc
+    return tuple(out)
 
 
 def _measurement_from_row(row: Mapping[str, str]) -> Measurement:

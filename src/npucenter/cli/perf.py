@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from npucenter.catalog.catalog import parse_measurements
 from npucenter.cli._common import console, handle_errors, print_json
 from npucenter.files.catalog import load_catalog
-from npucenter.perf import build_perf_model, calibrate
+from npucenter.perf import CalibrationReport, build_perf_model, calibrate, validate
 from npucenter.perf.compare import (
     DEFAULT_MAX_NUM_SEQS,
     ComparisonRow,
@@ -209,7 +210,37 @@ def calibrate_cmd(
     if json_out:
         print_json(report.to_dict())
         return
-    table = Table(title="Calibration: predicted vs published")
+    _print_report(report, "Calibration: predicted vs published")
+
+
+@app.command("validate")
+@handle_errors
+def validate_cmd(
+    measurements: Path = typer.Option(
+        ..., "--measurements", help="CSV in measurements.csv's format (independent rows)."
+    ),
+    catalog: list[Path] | None = CatalogOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Score the fitted model against a measurements file without refitting."""
+    from npucenter.errors import InvalidConfigError
+
+    try:
+        text = measurements.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfigError(
+            "--measurements", str(measurements), exc.strerror or "unreadable"
+        ) from exc
+    rows = parse_measurements(text, name=str(measurements))
+    report = validate(rows, load_catalog(catalog or []))
+    if json_out:
+        print_json(report.to_dict())
+        return
+    _print_report(report, f"Validation on {measurements.name}: predicted vs published")
+
+
+def _print_report(report: CalibrationReport, title: str) -> None:
+    table = Table(title=title)
     for col in (
         "#",
         "device",
@@ -259,9 +290,21 @@ def calibrate_cmd(
     s = report.summary()
     console.print(
         f"rows predicted: {s['rows']} of {s['rows_total']} · median |error| "
-        f"{s['median_abs_pct_error']:.1f} % · max {s['max_abs_pct_error']:.1f} % · "
-        f"leave-one-out median {s['loo_median_abs_pct_error']:.1f} %"
+        f"{s['median_abs_pct_error']:.1f} % · max {s['max_abs_pct_error']:.1f} %" + _loo_text(s)
     )
+    for metric, m in report.per_metric().items():
+        console.print(
+            f"  {metric}: {m['rows']} rows · median |error| {m['median_abs_pct_error']:.1f} %"
+            + _loo_text(m)
+        )
+    for r in report.rows:
+        if r.note:
+            console.print(f"[dim]row {r.index}: {escape(r.note)}[/]", soft_wrap=True)
+
+
+def _loo_text(summary: dict[str, float | int]) -> str:
+    loo = summary["loo_median_abs_pct_error"]
+    return "" if loo != loo else f" · leave-one-out median {loo:.1f} %"  # NaN: not computed
 
 
 def _int(text: str) -> int:

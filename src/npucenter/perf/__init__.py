@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from npucenter.catalog.catalog import Catalog, default_catalog
 from npucenter.catalog.precision import Precision
-from npucenter.perf.calibration import CalibrationReport, calibrate, fitted_efficiencies
+from npucenter.perf.calibration import (
+    CalibrationReport,
+    calibrate,
+    engine_precision,
+    fitted_efficiencies,
+    validate,
+)
 from npucenter.perf.model import (
     MEMORY_UTILIZATION,
     Efficiency,
@@ -31,16 +37,13 @@ __all__ = [
     "default_precision",
     "fitted_efficiencies",
     "idle_power_w",
+    "validate",
 ]
 
 
 def default_precision(catalog: Catalog, device: str) -> Precision:
     """The precision a device serves LLMs in by default: FP8 where supported, else 16-bit."""
-    dev = catalog.device(device)
-    for choice in (Precision.FP8, Precision.BF16, Precision.FP16, Precision.INT8):
-        if choice in dev.precisions:
-            return choice
-    return Precision.BF16
+    return engine_precision(catalog, device)
 
 
 def build_perf_model(

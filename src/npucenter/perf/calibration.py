@@ -25,14 +25,18 @@ from npucenter.catalog.catalog import Catalog, Measurement, default_catalog
 from npucenter.catalog.precision import Precision
 from npucenter.errors import NpuCenterError
 from npucenter.perf.model import Efficiency, PerfModel
+from npucenter.perf.profiles import measured_efficiency
 
 __all__ = [
+    "METRICS",
     "OFFLINE_MAX_BATCH",
     "CalibrationReport",
     "RowResult",
     "calibrate",
+    "engine_precision",
     "fitted_efficiencies",
     "predict_measurement",
+    "validate",
 ]
 
 # TensorRT-LLM's default max_batch_size when building engines (trtllm-build) is 2048.
@@ -41,6 +45,22 @@ _PRIOR_WEIGHT = 0.25  # strength of the pull toward the all-device fit (per log-
 _LOWER = np.array([0.05, 0.05, 0.0])
 _UPPER = np.array([1.0, 1.0, 0.05])
 _START = np.array([0.5, 0.7, 0.003])
+
+# NOTE(calibration): every metric is predicted as itself and its unit must be the one listed
+# (a row in other units is refused with a reason, never converted silently). ``ttft_ms`` is the
+# batch-1 prompt latency of the "latency_batch1" rows; the mean/p99 metrics are those of a
+# serving run. With fixed lengths and a fixed batch every request sees the same steady state,
+# so p99 equals the mean; a scenario row (a length distribution) is where they differ.
+METRICS: Mapping[str, tuple[str, ...]] = {
+    "output_tokens_per_s": ("tokens/s",),
+    "output_tokens_per_s_per_device": ("tokens/s/GPU", "tokens/s/device", "tokens/s/card"),
+    "ttft_ms": ("ms",),
+    "ttft_mean_ms": ("ms",),
+    "ttft_p99_ms": ("ms",),
+    "tpot_mean_ms": ("ms",),
+    "tpot_p99_ms": ("ms",),
+}
+_LATENCY_METRICS = ("ttft_ms", "ttft_mean_ms", "ttft_p99_ms", "tpot_mean_ms", "tpot_p99_ms")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +77,7 @@ class RowResult:
     loo_predicted: float | None
     setting: str  # TP/DP/batch used for the prediction
     reason: str = ""
+    note: str = ""  # e.g. the precision a row with none stated was predicted at
     source_url: str = ""
 
     @property
@@ -89,21 +110,24 @@ class CalibrationReport:
 
     def summary(self) -> dict[str, float | int]:
         """Median and max absolute % error, in-sample and leave-one-out."""
-        errs = [abs(r.pct_error) for r in self.predicted_rows if r.pct_error is not None]
-        loo = [abs(r.loo_pct_error) for r in self.predicted_rows if r.loo_pct_error is not None]
+        return _error_summary(self.predicted_rows, rows_total=len(self.rows))
+
+    def per_metric(self) -> dict[str, dict[str, float | int]]:
+        """The same summary for each metric on its own."""
+        metrics = sorted({r.metric for r in self.predicted_rows})
         return {
-            "rows": len(errs),
-            "rows_total": len(self.rows),
-            "median_abs_pct_error": float(np.median(errs)) if errs else math.nan,
-            "max_abs_pct_error": float(np.max(errs)) if errs else math.nan,
-            "loo_median_abs_pct_error": float(np.median(loo)) if loo else math.nan,
-            "loo_max_abs_pct_error": float(np.max(loo)) if loo else math.nan,
+            m: _error_summary(
+                [r for r in self.predicted_rows if r.metric == m],
+                rows_total=sum(1 for r in self.rows if r.metric == m),
+            )
+            for m in metrics
         }
 
     def to_dict(self) -> dict[str, object]:
         """The JSON document of ``npucenter perf calibrate --json``."""
         return {
-            **self.summary(),
+            **_json_safe(self.summary()),
+            "per_metric": {m: _json_safe(v) for m, v in self.per_metric().items()},
             "per_row": [
                 {
                     "index": r.index,
@@ -118,6 +142,7 @@ class CalibrationReport:
                     "loo_pct_error": r.loo_pct_error,
                     "setting": r.setting,
                     "reason": r.reason,
+                    "note": r.note,
                     "source_url": r.source_url,
                 }
                 for r in self.rows
@@ -134,35 +159,124 @@ class CalibrationReport:
         }
 
 
+def _json_safe(summary: Mapping[str, float | int]) -> dict[str, float | int | None]:
+    """NaN (no rows, or no leave-one-out) becomes null: the document stays strict JSON."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
+
+
+def _error_summary(rows: Sequence[RowResult], *, rows_total: int) -> dict[str, float | int]:
+    errs = [abs(r.pct_error) for r in rows if r.pct_error is not None]
+    loo = [abs(r.loo_pct_error) for r in rows if r.loo_pct_error is not None]
+    return {
+        "rows": len(errs),
+        "rows_total": rows_total,
+        "median_abs_pct_error": float(np.median(errs)) if errs else math.nan,
+        "max_abs_pct_error": float(np.max(errs)) if errs else math.nan,
+        "loo_median_abs_pct_error": float(np.median(loo)) if loo else math.nan,
+        "loo_max_abs_pct_error": float(np.max(loo)) if loo else math.nan,
+    }
+
+
+def engine_precision(catalog: Catalog, device: str) -> Precision:
+    """The precision a device's engine serves LLMs in by default: FP8 where supported, else 16-bit."""
+    dev = catalog.device(device)
+    for choice in (Precision.FP8, Precision.BF16, Precision.FP16, Precision.INT8):
+        if choice in dev.precisions:
+            return choice
+    return Precision.BF16
+
+
 def predict_measurement(
-    catalog: Catalog, row: Measurement, efficiency: Efficiency
+    catalog: Catalog,
+    row: Measurement,
+    efficiency: Efficiency,
+    *,
+    precision: Precision | None = None,
 ) -> tuple[float, str]:
-    """Predict one row's metric; returns (value, setting). Raises NpuCenterError if it cannot."""
-    if not row.precision:
+    """Predict one row's metric as that same metric; returns (value, setting).
+
+    ``precision`` stands in for a row that states none (validation); calibration never guesses.
+    Raises NpuCenterError if the row cannot be predicted (the message says why).
+    """
+    units = METRICS.get(row.metric)
+    if units is None:
+        raise _Unpredictable(f"metric {row.metric!r} is not modelled (known: {', '.join(METRICS)})")
+    if row.unit not in units:
+        raise _Unpredictable(
+            f"unit {row.unit!r} does not match metric {row.metric} (expects {' or '.join(units)})"
+        )
+    if not row.precision and precision is None:
         raise _Unpredictable("precision not stated")
     if row.input_tokens is None or row.output_tokens is None:
         raise _Unpredictable("input/output lengths not stated")
     model = catalog.model(row.model_name)
     device = catalog.device(row.device_id)
-    precision = Precision.parse(row.precision)
+    prec = Precision.parse(row.precision) if row.precision else precision
+    assert prec is not None
     splits = [row.num_devices]
     if row.scenario.startswith("vendor"):
         splits = [tp for tp in (1, 2, 4, 8, 16) if row.num_devices % tp == 0]
+    latency = row.metric in _LATENCY_METRICS
     best: tuple[float, str] | None = None
     for tp in splits:
         try:
-            pm = PerfModel(model, device, precision, tp, efficiency)
+            pm = PerfModel(model, device, prec, tp, efficiency)
         except NpuCenterError:
             continue
         dp = row.num_devices // tp
         value, setting = _predict_metric(pm, row, dp)
-        if best is None or value > best[0] or row.metric == "ttft_ms":
+        # an unstated split: the vendor ran the best one (highest rate, lowest latency)
+        if best is None or (value < best[0] if latency else value > best[0]):
             best = (value, setting)
     if best is None:
         raise _Unpredictable(
             f"{model.model_id} does not fit {row.num_devices} × {device.device_id}"
         )
     return best
+
+
+def validate(
+    measurements: Sequence[Measurement], catalog: Catalog | None = None
+) -> CalibrationReport:
+    """Score the fitted model against ``measurements`` without refitting (independent rows).
+
+    Each row is predicted with the efficiency :func:`npucenter.perf.build_perf_model` would use
+    for its device; a row without a precision is predicted at :func:`engine_precision` and its
+    ``note`` says so. Rows that cannot be predicted carry a ``reason``.
+    """
+    cat = catalog or default_catalog()
+    shared, per_device = fitted_efficiencies()
+    results = []
+    for i, row in enumerate(measurements):
+        predicted: float | None = None
+        setting = reason = note = ""
+        try:
+            dev = cat.device(row.device_id)
+            eff = per_device.get(dev.device_id) or measured_efficiency(dev.device_id) or shared
+            guess: Precision | None = None
+            if not row.precision:
+                guess = engine_precision(cat, dev.device_id)
+                note = f"precision not stated: predicted at {guess.value} (the engine's default)"
+            predicted, setting = predict_measurement(cat, row, eff, precision=guess)
+        except NpuCenterError as exc:
+            reason, note = str(exc), ""
+        results.append(
+            RowResult(
+                index=i,
+                device_id=row.device_id,
+                model=row.model_name,
+                scenario=row.scenario,
+                metric=row.metric,
+                published=row.value,
+                predicted=predicted,
+                loo_predicted=None,
+                setting=setting,
+                reason=reason,
+                note=note,
+                source_url=row.source_url,
+            )
+        )
+    return CalibrationReport(rows=tuple(results), efficiencies=per_device, shared=shared)
 
 
 def calibrate(catalog: Catalog | None = None, *, leave_one_out: bool = True) -> CalibrationReport:
@@ -221,15 +335,20 @@ class _Unpredictable(NpuCenterError):
 
 def _predict_metric(pm: PerfModel, row: Measurement, dp: int) -> tuple[float, str]:
     assert row.input_tokens is not None and row.output_tokens is not None
-    if row.metric == "ttft_ms":
+    if row.metric == "ttft_ms":  # batch-1 prompt latency
         return pm.ttft_s(row.input_tokens, 1) * 1e3, f"TP{pm.tp} batch 1"
     cap = pm.max_batch(row.input_tokens + row.output_tokens)
     batch = min(row.batch, cap) if row.batch is not None else min(cap, OFFLINE_MAX_BATCH)
     batch = max(batch, 1)
-    per_replica = pm.predict(row.input_tokens, row.output_tokens, batch).output_tokens_per_s
-    total = per_replica * dp
+    pred = pm.predict(row.input_tokens, row.output_tokens, batch)
+    setting = f"TP{pm.tp} × DP{dp}, batch {batch}"
+    if row.metric.startswith("ttft_"):
+        return pred.ttft_s * 1e3, setting + " (fixed lengths: p99 = mean)"
+    if row.metric.startswith("tpot_"):
+        return pred.tpot_s * 1e3, setting + " (fixed lengths: p99 = mean)"
+    total = pred.output_tokens_per_s * dp
     value = total / row.num_devices if row.metric.endswith("_per_device") else total
-    return value, f"TP{pm.tp} × DP{dp}, batch {batch}"
+    return value, setting
 
 
 def _reason_unusable(cat: Catalog, row: Measurement) -> str:
