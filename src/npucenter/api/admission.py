@@ -36,6 +36,7 @@ from npucenter.policy.admission import (
     servers_from_cards,
 )
 from npucenter.policy.quota import PriorityClass, StopPolicy, TenantQuota
+from npucenter.store.coordination import cycle_lock
 from npucenter.store.models import Allocation, CardRow, ServerRow, Tenant
 from npucenter.store.repository import QuotaView, Repository
 
@@ -55,6 +56,7 @@ def run_admission(control: ControlPlane) -> AdmissionReport:
     """Run one admission cycle against the store and apply it; returns what changed."""
     policy = AdmissionPolicy.from_text(control.settings.admission_policy)
     with control.admission_lock, control.tx() as repo:
+        cycle_lock(repo.session)  # one cycle at a time across processes (PostgreSQL)
         now_s = repo.now_s()
         snapshot, pending = build_snapshot(repo, now_s)
         if policy.fair_sharing_basis is FairSharingBasis.USAGE:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
@@ -42,6 +42,9 @@ class ControlPlane:
     admission_lock: threading.Lock = field(default_factory=threading.Lock)
     rates: CardRates = field(default_factory=CardRates)
     on_change: list[Callable[[], None]] = field(default_factory=list)
+    # Awaited before the leader's loops (job runner) start: several processes on one
+    # PostgreSQL elect one leader (live/leader.py); None: this process leads.
+    until_leader: Callable[[], Awaitable[None]] | None = None
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:

@@ -93,7 +93,7 @@ def job_runner_hook(runner: JobRunner) -> Any:
     @contextlib.asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         control: ControlPlane = app.state.control
-        task = asyncio.create_task(runner.run_forever(), name="job-runner")
+        task = asyncio.create_task(_when_leading(control, runner), name="job-runner")
         control.on_change.append(runner.wake)
         try:
             yield
@@ -108,6 +108,12 @@ def job_runner_hook(runner: JobRunner) -> Any:
                 log.info("stopped jobs %s with the center; they are queued again", requeued)
 
     return run
+
+
+async def _when_leading(control: ControlPlane, runner: JobRunner) -> None:
+    if control.until_leader is not None:  # a follower runs no job (the leader does)
+        await control.until_leader()
+    await runner.run_forever()
 
 
 def _engine_cards(app: FastAPI) -> set[tuple[str, int]]:

@@ -63,6 +63,9 @@ def up(
             ray_address=ray_address or settings.ray_address,
         )
     _check_port_free(host, port)  # before migrations and engines, not as uvicorn's raw errno
+    from npucenter.live.leader import hold_center_lock
+
+    center_lock = hold_center_lock(settings)  # SQLite: one process; PostgreSQL: several
     app = build_server_app(settings)
     generated = app.state.generated_admin_key
     if generated:
@@ -84,6 +87,8 @@ def up(
         highlight=False,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+    if center_lock is not None:
+        center_lock.close()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -11,7 +11,8 @@ with its burst, so jobs, replicas and requests are governed by one statement of 
 share; requests per minute is a bucket of ``limit`` refilled at ``limit / 60`` per second, one
 token a request. Reconciliation may push the token bucket below zero (a request used
 more than it reserved), which then delays the tenant's next requests. One gateway process holds
-the counters; several gateway processes would need a shared counter.
+the counters; several gateway processes share the buckets through ``leases``
+(:mod:`npucenter.gateway.lease`: slices leased from the database).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from npucenter.clock import Clock
 from npucenter.errors import QuotaExceededError, RateLimitedError
 from npucenter.gateway.auth import Principal
+from npucenter.gateway.lease import LeaseBook
 from npucenter.policy.quota import DEFAULT_TOKEN_BURST_S, TokenBudget
 
 __all__ = ["BudgetBook", "Reservation", "TenantBudgetView"]
@@ -70,6 +72,8 @@ class BudgetBook:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._tenants: dict[str, _TenantState] = {}
+        # Set when several gateways share the buckets (gateway/lease.py); None: this process's.
+        self.leases: LeaseBook | None = None
 
     def reserve(self, principal: Principal, estimated_tokens: int) -> Reservation:
         """Hold ``estimated_tokens`` and one request for ``principal``'s tenant, or raise.
@@ -92,6 +96,10 @@ class BudgetBook:
                     max(0.0, available),
                     hint="lower max_tokens, or ask the operator for more quota",
                 )
+        if self.leases is not None:  # several gateways: slices of buckets in the database
+            self._reserve_leased(state, tenant, estimated_tokens)
+            state.reserved += estimated_tokens
+            return Reservation(tenant=tenant, estimated_tokens=estimated_tokens)
         requests = self._take_request(state, tenant, now_s)
         if state.tokens is not None:
             state.tokens = state.tokens.require(estimated_tokens, now_s=now_s)
@@ -108,7 +116,14 @@ class BudgetBook:
         state = self._tenants[reservation.tenant]
         state.reserved -= reservation.estimated_tokens
         state.used += actual_tokens
-        if state.tokens is not None:
+        if self.leases is not None and state.tokens is not None:
+            self.leases.settle(
+                reservation.tenant,
+                "tokens",
+                estimated=reservation.estimated_tokens,
+                actual=actual_tokens,
+            )
+        elif state.tokens is not None:
             state.tokens = state.tokens.settle(
                 estimated_tokens=reservation.estimated_tokens,
                 actual_tokens=actual_tokens,
@@ -137,6 +152,26 @@ class BudgetBook:
     def tenants(self) -> list[str]:
         """Tenants seen so far, sorted."""
         return sorted(self._tenants)
+
+    def _reserve_leased(self, state: _TenantState, tenant: str, estimated_tokens: int) -> None:
+        assert self.leases is not None
+        limits = state.limits
+        if limits.requests_per_min is not None:
+            rpm = limits.requests_per_min
+            self.leases.require(tenant, "requests", 1.0, rate_per_s=rpm / 60.0, burst=rpm)
+        if state.tokens is not None:
+            try:
+                self.leases.require(
+                    tenant,
+                    "tokens",
+                    estimated_tokens,
+                    rate_per_s=state.tokens.rate_tokens_per_s,
+                    burst=state.tokens.burst_tokens,
+                )
+            except (QuotaExceededError, RateLimitedError):
+                if limits.requests_per_min is not None:  # the request was not made
+                    self.leases.settle(tenant, "requests", estimated=1.0, actual=0.0)
+                raise
 
     @staticmethod
     def _take_request(state: _TenantState, tenant: str, now_s: float) -> TokenBudget | None:

@@ -17,6 +17,7 @@ from npucenter.executors import executor_for
 from npucenter.gateway.metrics import CONTENT_TYPE
 from npucenter.live.fleet import serve_fleet
 from npucenter.live.gateway import build_gateway
+from npucenter.live.leader import Leadership, share_replicas
 from npucenter.settings import Settings
 from npucenter.web.dashboard import install_dashboard
 from npucenter.web.series import LiveSeries, sample_forever
@@ -51,6 +52,11 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     app.state.dashboard_series = series
     install_dashboard(app, gateway, fleet, series=series)
     launch = settings.launch_fleet
+    # Several processes on one PostgreSQL: one leads (engines, admission, jobs), the others serve
+    leadership = Leadership(app.state.control.db)
+    app.state.leadership = leadership
+    if leadership.shared:
+        app.state.control.until_leader = leadership.until_leader
     add_lifespan_hook(
         app,
         lambda app_: serve_fleet(
@@ -60,8 +66,10 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
             control=app_.state.control,
             data_dir=settings.data_dir,
             executor=executor_for(settings),  # NPUCENTER_EXECUTOR: local (default) or ray
+            leadership=leadership,
         ),
     )
+    add_lifespan_hook(app, lambda _app: share_replicas(gateway, leadership))
     add_lifespan_hook(app, lambda _app: sample_forever(series, gateway))
 
 

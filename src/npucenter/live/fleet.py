@@ -300,6 +300,7 @@ async def serve_fleet(
     executor: Any = None,
     interval_s: float = 2.0,
     data_dir: Path | None = None,
+    leadership: Any = None,
 ) -> AsyncIterator[None]:
     """Start the gateway and (``launch``) serve the store's deployments; stop both at exit.
 
@@ -309,45 +310,76 @@ async def serve_fleet(
     replica, woken by every change the API commits. Without it the gateway serves nothing of its
     own (an external executor's business) and the store is left alone. With ``data_dir``, real
     engines load local models from ``<data_dir>/models`` (the tiny test model is built there on
-    first use) and engines' logs go to ``<data_dir>/logs/engines``.
+    first use) and engines' logs go to ``<data_dir>/logs/engines``. With a shared ``leadership``
+    (:class:`npucenter.live.leader.Leadership`, PostgreSQL), only while this process leads.
     """
     from npucenter.gateway.reconciler import DeploymentReconciler, wanted_replicas
 
     await gateway.start()
+    if executor is None and launch and control is not None:
+        from npucenter.executors.local import LocalProcessExecutor
+
+        log_dir = data_dir / "logs" / "engines" if data_dir is not None else None
+        executor = LocalProcessExecutor(log_dir=log_dir)
+
+    async def lead() -> tuple[DeploymentReconciler, asyncio.Task[None]]:
+        await asyncio.to_thread(register_fleet, control, fleet)
+        options, names = deployment_options(fleet), device_names(fleet)
+
+        def read() -> list[Any]:
+            with control.tx() as repo:
+                return wanted_replicas(repo, options=options, device_names=names)
+
+        from npucenter.settings import secret_from_env
+
+        reconciler = DeploymentReconciler(
+            read=read,
+            executor=executor,
+            gateway=gateway,
+            interval_s=interval_s,
+            models_dir=data_dir / "models" if data_dir is not None else None,
+            secret=secret_from_env,
+        )
+        gateway.reconciler = reconciler  # type: ignore[attr-defined]
+        gateway.expected_models = set(fleet.models)
+        control.on_change.append(reconciler.wake)
+        # Replicas start in the background: the server answers at once (503 + Retry-After
+        # for a model whose replicas are still starting).
+        return reconciler, asyncio.create_task(
+            reconciler.run_forever(), name="deployment-reconciler"
+        )
+
+    async def lead_when_elected() -> None:  # several processes: only the leader runs engines
+        assert leadership is not None
+        while True:
+            await leadership.until_leader()
+            reconciler, ticking = await lead()
+            try:
+                await leadership.until_lost()
+            finally:
+                with contextlib.suppress(ValueError):
+                    control.on_change.remove(reconciler.wake)
+                ticking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticking
+            await reconciler.shutdown()  # lost: another process starts them now
+
     reconciler: DeploymentReconciler | None = None
     task: asyncio.Task[None] | None = None
+    electing: asyncio.Task[None] | None = None
     try:
         if launch and control is not None:
-            await asyncio.to_thread(register_fleet, control, fleet)
-            if executor is None:
-                from npucenter.executors.local import LocalProcessExecutor
-
-                log_dir = data_dir / "logs" / "engines" if data_dir is not None else None
-                executor = LocalProcessExecutor(log_dir=log_dir)
-            options, names = deployment_options(fleet), device_names(fleet)
-
-            def read() -> list[Any]:
-                with control.tx() as repo:
-                    return wanted_replicas(repo, options=options, device_names=names)
-
-            from npucenter.settings import secret_from_env
-
-            reconciler = DeploymentReconciler(
-                read=read,
-                executor=executor,
-                gateway=gateway,
-                interval_s=interval_s,
-                models_dir=data_dir / "models" if data_dir is not None else None,
-                secret=secret_from_env,
-            )
-            gateway.reconciler = reconciler  # type: ignore[attr-defined]
-            gateway.expected_models = set(fleet.models)
-            control.on_change.append(reconciler.wake)
-            # Replicas start in the background: the server answers at once (503 + Retry-After
-            # for a model whose replicas are still starting).
-            task = asyncio.create_task(reconciler.run_forever(), name="deployment-reconciler")
+            if leadership is None or not leadership.shared:
+                reconciler, task = await lead()
+            else:
+                gateway.expected_models = set(fleet.models)  # until the leader's pool is read
+                electing = asyncio.create_task(lead_when_elected(), name="leader-election")
         yield
     finally:
+        if electing is not None:
+            electing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await electing
         if reconciler is not None:
             with contextlib.suppress(ValueError):
                 control.on_change.remove(reconciler.wake)
@@ -358,3 +390,5 @@ async def serve_fleet(
         await gateway.aclose()
         if executor is not None:
             await executor.shutdown()
+        if leadership is not None:
+            leadership.release()

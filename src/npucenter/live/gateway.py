@@ -31,10 +31,13 @@ from npucenter.gateway.adapters import (
 )
 from npucenter.gateway.app import Gateway, GatewayConfig
 from npucenter.gateway.auth import CachingKeyResolver, Principal, TenantLimits
+from npucenter.gateway.lease import LeaseBook
 from npucenter.gateway.routing import make_router
 from npucenter.gateway.usage import OPERATOR_TENANT, StoreLedger
+from npucenter.live.leader import DatabaseBuckets, WallClock
 from npucenter.metering.ledger import PriceBook
 from npucenter.settings import ENV_FLEET, ENV_ROUTING_POLICY, ENV_VIRTUAL_FLEET, Settings
+from npucenter.store.coordination import is_postgres
 
 __all__ = [
     "ENV_FLEET",
@@ -94,6 +97,8 @@ def build_gateway(control: ControlPlane, settings: Settings | None = None) -> tu
         config=GatewayConfig(cors_origins=settings.cors_origins),
         clock=clock,
     )
+    if is_postgres(control.db.url):  # several gateways may share it: lease slices of buckets
+        gateway.budgets.leases = LeaseBook(DatabaseBuckets(control.db), WallClock())
     serve_adapters(gateway, control, fleet)
     return gateway, fleet
 

@@ -42,6 +42,8 @@ __all__ = [
     "Quota",
     "ReplicaRow",
     "ServerRow",
+    "SharedBucket",
+    "SharedDocument",
     "Tenant",
     "UsageEntry",
 ]
@@ -352,3 +354,23 @@ class JobSpec(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SharedBucket(Base):
+    """A token bucket several gateway processes share (:mod:`npucenter.store.coordination`)."""
+
+    __tablename__ = "shared_buckets"
+    bucket: Mapped[str] = mapped_column(String(160), primary_key=True)  # "<tenant>/<kind>"
+    rate_per_s: Mapped[float] = mapped_column(Float)
+    burst: Mapped[float] = mapped_column(Float)
+    level: Mapped[float] = mapped_column(Float)  # at updated_s
+    updated_s: Mapped[float] = mapped_column(Float)
+
+
+class SharedDocument(Base):
+    """A document the leading process publishes for the others (e.g. the replicas it serves)."""
+
+    __tablename__ = "shared_documents"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at_s: Mapped[float] = mapped_column(Float)
