@@ -65,6 +65,7 @@ class Measurement:
     unit: str
     source_url: str
     notes: str
+    target_qps: float | None = None  # a Server-style scenario's offered load (optional column)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +234,7 @@ def _measurement_from_row(row: Mapping[str, str]) -> Measurement:
         unit=row["unit"],
         source_url=row["source_url"],
         notes=row["notes"],
+        target_qps=_num(row.get("target_qps", "")),
     )
 
 

@@ -232,7 +232,9 @@ def validate_cmd(
             "--measurements", str(measurements), exc.strerror or "unreadable"
         ) from exc
     rows = parse_measurements(text, name=str(measurements))
-    report = validate(rows, load_catalog(catalog or []))
+    from npucenter.plan.fidelity import predict_scenario_row
+
+    report = validate(rows, load_catalog(catalog or []), scenario_predictor=predict_scenario_row)
     if json_out:
         print_json(report.to_dict())
         return

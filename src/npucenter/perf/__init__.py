@@ -90,8 +90,9 @@ class PerfModelCache:
     times; building one runs the calibration lookup, so they share this memo.
     """
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, efficiency: Efficiency | None = None) -> None:
         self.catalog = catalog
+        self.efficiency = efficiency  # None: the calibrated factors; else these for every model
         self._models: dict[tuple[str, str, str | None, int], PerfModel] = {}
 
     def get(self, model: str, device: str, precision: str | None, tp: int) -> PerfModel:
@@ -100,7 +101,12 @@ class PerfModelCache:
         pm = self._models.get(key)
         if pm is None:
             pm = build_perf_model(
-                self.catalog, model=model, device=device, precision=precision, tp=tp
+                self.catalog,
+                model=model,
+                device=device,
+                precision=precision,
+                tp=tp,
+                efficiency=self.efficiency,
             )
             self._models[key] = pm
         return pm

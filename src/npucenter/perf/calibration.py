@@ -14,7 +14,7 @@ memorisation.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -30,8 +30,10 @@ from npucenter.perf.profiles import measured_efficiency
 __all__ = [
     "METRICS",
     "OFFLINE_MAX_BATCH",
+    "SCENARIO_PREFIX",
     "CalibrationReport",
     "RowResult",
+    "ScenarioPredictor",
     "calibrate",
     "engine_precision",
     "fitted_efficiencies",
@@ -45,6 +47,13 @@ _PRIOR_WEIGHT = 0.25  # strength of the pull toward the all-device fit (per log-
 _LOWER = np.array([0.05, 0.05, 0.0])
 _UPPER = np.array([1.0, 1.0, 0.05])
 _START = np.array([0.5, 0.7, 0.003])
+
+#: Predicts a scenario row (lengths from a distribution, arrivals, limits) by running the twin.
+#: Injected by the caller (``npucenter.plan.fidelity.predict_scenario_row``): perf sits below sim.
+ScenarioPredictor = Callable[
+    [Catalog, Measurement, Efficiency, Precision | None], tuple[float, str]
+]
+SCENARIO_PREFIX = "mlperf-"  # rows whose scenario is a preset of npucenter.workload.mlperf
 
 # NOTE(calibration): every metric is predicted as itself and its unit must be the one listed
 # (a row in other units is refused with a reason, never converted silently). ``ttft_ms`` is the
@@ -192,6 +201,7 @@ def predict_measurement(
     efficiency: Efficiency,
     *,
     precision: Precision | None = None,
+    scenario_predictor: ScenarioPredictor | None = None,
 ) -> tuple[float, str]:
     """Predict one row's metric as that same metric; returns (value, setting).
 
@@ -207,6 +217,10 @@ def predict_measurement(
         )
     if not row.precision and precision is None:
         raise _Unpredictable("precision not stated")
+    if row.scenario.startswith(SCENARIO_PREFIX):
+        if scenario_predictor is None:
+            raise _Unpredictable(f"scenario row ({row.scenario}): predicted by the twin only")
+        return scenario_predictor(catalog, row, efficiency, precision)
     if row.input_tokens is None or row.output_tokens is None:
         raise _Unpredictable("input/output lengths not stated")
     model = catalog.model(row.model_name)
@@ -236,7 +250,10 @@ def predict_measurement(
 
 
 def validate(
-    measurements: Sequence[Measurement], catalog: Catalog | None = None
+    measurements: Sequence[Measurement],
+    catalog: Catalog | None = None,
+    *,
+    scenario_predictor: ScenarioPredictor | None = None,
 ) -> CalibrationReport:
     """Score the fitted model against ``measurements`` without refitting (independent rows).
 
@@ -257,7 +274,9 @@ def validate(
             if not row.precision:
                 guess = engine_precision(cat, dev.device_id)
                 note = f"precision not stated: predicted at {guess.value} (the engine's default)"
-            predicted, setting = predict_measurement(cat, row, eff, precision=guess)
+            predicted, setting = predict_measurement(
+                cat, row, eff, precision=guess, scenario_predictor=scenario_predictor
+            )
         except NpuCenterError as exc:
             reason, note = str(exc), ""
         results.append(

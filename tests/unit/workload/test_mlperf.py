@@ -1,0 +1,47 @@
+"""MLPerf scenario presets: arrival processes and limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npucenter.errors import InvalidConfigError, NotFoundError
+from npucenter.workload.mlperf import MLPERF_SCENARIOS, mlperf_scenario, scenario_trace
+from npucenter.workload.synthetic import FixedLength
+
+_LEN = FixedLength(tokens=16)
+
+
+def test_names_resolve_with_or_without_the_prefix() -> None:
+    assert mlperf_scenario("Server") is MLPERF_SCENARIOS["mlperf-server"]
+    assert mlperf_scenario("mlperf-offline").arrival == "offline"
+    with pytest.raises(NotFoundError):
+        mlperf_scenario("singlestream")
+
+
+def test_interactive_limits_are_tighter_than_server() -> None:
+    server, inter = mlperf_scenario("server").slo, mlperf_scenario("interactive").slo
+    assert inter.ttft_s < server.ttft_s and inter.tpot_s < server.tpot_s
+    assert all(s.source for s in MLPERF_SCENARIOS.values())
+
+
+def test_offline_sends_every_query_at_once() -> None:
+    tr = scenario_trace(
+        mlperf_scenario("offline"),
+        num_requests=50,
+        prompt=_LEN,
+        output=_LEN,
+        rng=np.random.default_rng(0),
+    )
+    assert len(tr) == 50 and float(tr.arrival_s.max()) == 0.0
+
+
+def test_server_is_poisson_at_the_target_qps_and_needs_one() -> None:
+    sc = mlperf_scenario("server")
+    tr = scenario_trace(
+        sc, num_requests=4000, prompt=_LEN, output=_LEN, rng=np.random.default_rng(1), target_qps=8
+    )
+    rate = (len(tr) - 1) / float(tr.arrival_s[-1])
+    assert rate == pytest.approx(8.0, rel=0.08)
+    with pytest.raises(InvalidConfigError):
+        scenario_trace(sc, num_requests=5, prompt=_LEN, output=_LEN, rng=np.random.default_rng(0))
