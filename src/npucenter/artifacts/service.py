@@ -139,12 +139,12 @@ def prepare_program(
     spec = program_spec(kind, doc)
     dataset = repo.get_artifact(spec.dataset, kind="dataset", owner=tenant.id, tenant_id=tenant.id)
     if resolve_model_path(spec.base_model, None, models_dir) is None:
-        raise NotFoundError(
-            "model",
-            spec.base_model,
-            hint=f"put the base model's directory (config, weights, tokenizer) at "
-            f"{models_dir / spec.base_model}, or use tiny-llama (built on first use)",
+        err = NotFoundError("model", spec.base_model)
+        err.hint = (
+            f"put the base model's directory (config, weights, tokenizer) at "
+            f"{models_dir / spec.base_model}, or use tiny-llama (built on first use)"
         )
+        raise err
     stored = spec.to_dict()
     stored.update(program=kind, dataset_id=dataset.id)
     if isinstance(spec, FinetuneSpec):
@@ -214,7 +214,7 @@ class JobFiles:
             source = resolve_model_path(spec["base_model"], None, self.models_dir)
             ensure_model(spec["base_model"], source)
             if source is None or not Path(source).is_dir():
-                raise NotFoundError("model", spec["base_model"], hint="the base model went away")
+                raise NotFoundError("model", spec["base_model"])
             shutil.copytree(source, model_dir, dirs_exist_ok=True)
         program = dict(spec, model_dir="inputs/model", dataset="inputs/data.jsonl")
         (work_dir / "spec.json").write_text(json.dumps(program, indent=1))

@@ -118,7 +118,7 @@ def check_jsonl(data: bytes, *, max_bytes: int = MAX_DATASET_BYTES) -> DatasetIn
             continue
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise _line_error(line_no, f"not JSON ({exc.msg} at column {exc.colno})") from None
         formats.add(_shape(obj, line_no))
         if len(formats) > 1:

@@ -75,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     from npucenter.jobs.preprocess import tokenize_records
 
     seed, steps = int(spec["seed"]), int(spec["steps"])
+    targets = sorted(str(t) for t in spec["target_modules"])
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
     lora = LoraConfig(
         r=int(spec["rank"]),
-        lora_alpha=float(spec["alpha"]),
+        lora_alpha=float(spec["alpha"]),  # type: ignore[arg-type]  # peft takes a float too
         lora_dropout=float(spec["dropout"]),
-        target_modules=list(spec["target_modules"]),
+        target_modules=targets,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(spec["learning_rate"]))
     say(
-        f"finetune: LoRA r={lora.r} alpha={lora.lora_alpha:g} on {sorted(lora.target_modules)} of "
+        f"finetune: LoRA r={lora.r} alpha={lora.lora_alpha:g} on {targets} of "
         f"{spec['base_model']}, {len(records)} records -> {len(rows)} rows, {num_tokens} tokens, "
         f"{sum(p.numel() for p in trainable)} trainable parameters"
     )
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "adapter": spec.get("adapter", ""),
             "rank": lora.r,
             "alpha": lora.lora_alpha,
-            "target_modules": sorted(lora.target_modules),
+            "target_modules": targets,
             "steps": steps,
             "learning_rate": float(spec["learning_rate"]),
             "seed": seed,

@@ -157,3 +157,32 @@ def test_a_finetune_job_trains_registers_its_adapter_and_bills_its_card(admin, c
     # the job's work dir held the inputs; the data dir was never bound into it
     work = Path(center.state.control.settings.data_dir) / "jobs" / f"job-{job['id']}" / "work"
     assert json.loads((work / "spec.json").read_text())["dataset"] == "inputs/data.jsonl"
+
+
+def test_a_preprocess_job_stores_the_packed_data_set_a_fine_tune_can_name(admin, center):
+    lab = _tenant(admin, center, "lab")
+    assert _upload(lab, "tiny", DATA).status_code == 201
+    spec = {"base_model": "tiny-llama", "dataset": "tiny", "max_seq_len": 16}
+    body = {"name": "pp", "kind": "preprocess", "device_type": "h100", "spec": spec}
+    job = lab.post("/api/jobs", json=body).json()
+    assert job["command"][1:3] == ["-m", "npucenter.jobs.preprocess"]
+    # a spec is for the center's programs only; a missing base model is named
+    bench = body | {"kind": "benchmark"}
+    assert lab.post("/api/jobs", json=bench).status_code == 422
+    missing = body | {"spec": spec | {"base_model": "no-such-model"}}
+    assert lab.post("/api/jobs", json=missing).json()["error"]["code"] == "not_found"
+
+    runner = make_job_runner(center.state.control, grace_s=1.0)
+    try:
+        assert asyncio.run(runner.tick()).started == [job["id"]]
+        assert asyncio.run(runner.wait_exited(job["id"], 120.0)) is not None
+        asyncio.run(runner.tick())
+    finally:
+        asyncio.run(runner.shutdown())
+    done = lab.get(f"/api/jobs/{job['id']}").json()
+    assert done["state"] == "succeeded", done["log_tail"]
+    assert "tokenised" in done["log_tail"]
+    result = lab.get(f"/api/jobs/{job['id']}/result").json()
+    packed = lab.get("/api/datasets/tiny-packed").json()
+    assert packed["format"] == "packed-jsonl" and packed["source_job_id"] == job["id"]
+    assert packed["num_records"] == result["num_rows"] >= result["num_tokens"] // 16
