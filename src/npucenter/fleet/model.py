@@ -31,6 +31,7 @@ from typing import Any
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.fleet.placement import pinned_cards
 from npucenter.fleet.spec import FleetSpec, ServerPool, fleet_spec_from_mapping
+from npucenter.policy.autoscaling import AutoscalePolicy
 from npucenter.policy.quota import TenantQuota
 
 __all__ = [
@@ -62,6 +63,7 @@ class ServiceGroup:
     tenant: str | None = None  # the owning tenant; None: the operator
     engine: str = "virtual"  # the engine that serves it (npucenter.engines; the edge validates)
     engine_options: tuple[tuple[str, Any], ...] = ()  # the fleet entry's engine options, frozen
+    autoscale: AutoscalePolicy | None = None  # None: a fixed replica count
 
     @property
     def deployment_name(self) -> str:
@@ -185,6 +187,7 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
             tenant=d.tenant,
             engine=d.engine,
             engine_options=d.engine_options,
+            autoscale=d.autoscale,
         )
         for d in spec.deployments
     )

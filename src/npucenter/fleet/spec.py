@@ -9,6 +9,7 @@ docs/simulator.md for the format. Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from npucenter.errors import InvalidConfigError
 from npucenter.fleet.jobs import JobSpec, jobs_from_list
 from npucenter.fleet.tenants import tenant_quotas_from_mapping
+from npucenter.policy.autoscaling import AutoscalePolicy
 from npucenter.policy.quota import TenantQuota
 from npucenter.workload.slo import Slo, slo_from_spec
 
@@ -53,6 +55,9 @@ _DEPLOY_KEYS = {
     "block_size_tokens",
     "enable_chunked_prefill",
     "engine",
+    "autoscale",
+    "min_replicas",
+    "max_replicas",
 }
 
 
@@ -97,6 +102,7 @@ class FleetDeployment:
     max_num_batched_tokens: int = 8192
     block_size_tokens: int = 16
     enable_chunked_prefill: bool = True
+    autoscale: AutoscalePolicy | None = None  # None: a fixed replica count
     # The live center's engine (name and its options, frozen to stay hashable); the simulator
     # models every replica itself and ignores it. npucenter.engines.engine_choice validates it.
     engine: str = "virtual"
@@ -352,8 +358,33 @@ def _deployment(entry: Mapping[str, Any]) -> FleetDeployment:
         max_num_batched_tokens=int(entry.get("max_num_batched_tokens", 8192)),
         block_size_tokens=int(entry.get("block_size_tokens", 16)),
         enable_chunked_prefill=bool(entry.get("enable_chunked_prefill", True)),
+        autoscale=_autoscale(entry),
         **_engine(entry.get("engine")),
     )
+
+
+def _autoscale(entry: Mapping[str, Any]) -> AutoscalePolicy | None:
+    """``min_replicas``/``max_replicas`` and the ``autoscale:`` mapping (any AutoscalePolicy
+    field) of a service; None when it names none (a fixed replica count)."""
+    knobs = entry.get("autoscale") or {}
+    if not isinstance(knobs, Mapping):
+        raise InvalidConfigError("services.autoscale", knobs, "must be a mapping")
+    fields = {f.name for f in dataclasses.fields(AutoscalePolicy)}
+    unknown = sorted(set(knobs) - fields)
+    if unknown:
+        raise InvalidConfigError(
+            "services.autoscale", unknown, f"unknown keys; valid: {sorted(fields)}"
+        )
+    given = dict(knobs)
+    for key in ("min_replicas", "max_replicas"):
+        if key in entry:
+            given[key] = entry[key]
+    if not given:
+        return None
+    try:
+        return AutoscalePolicy(**given)
+    except TypeError as exc:
+        raise InvalidConfigError("services.autoscale", given, str(exc)) from None
 
 
 def _engine(value: Any) -> dict[str, Any]:

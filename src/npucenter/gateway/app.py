@@ -151,6 +151,13 @@ class Gateway:
         self._control_client: httpx.AsyncClient | None = None
         self.expected_models: set[str] = set()  # served once their replicas are up (starting)
         self.replica_servers: dict[str, str] = {}  # replica id -> server, placed outside the fleet
+        # Autoscaled models that may have no replica (live/autoscaler.py): a request for one is
+        # held up to cold_start_hold_s while a replica starts (then 503 + Retry-After), counted
+        # in held_for_replica (the autoscaler's cold-start signal), and on_cold_start is called.
+        self.standby_models: set[str] = set()
+        self.cold_start_hold_s = 60.0
+        self.held_for_replica: dict[str, int] = {}
+        self.on_cold_start: Callable[[], None] | None = None
         # model id -> its tokenizer's prompt count (request, endpoint) -> tokens | None, set by
         # the reconciler for real engines with a local tokenizer; else wire.tokens' rule
         self.token_counters: dict[str, Callable[[dict[str, Any], str], int | None]] = {}
@@ -287,7 +294,7 @@ class Gateway:
 
     def models(self) -> list[str]:
         """Models served now or starting, sorted."""
-        return sorted({*self.pool.models(), *self.expected_models})
+        return sorted({*self.pool.models(), *self.expected_models, *self.standby_models})
 
     # --- ASGI ------------------------------------------------------------------------------
 
@@ -504,8 +511,10 @@ class Gateway:
                 self.adapter_loader.check(model_id)
             request = {**request, "model": adapter.served_name}
             raw = json.dumps(request).encode()
+        if not self.pool.replicas(model_id) and model_id in self.standby_models:
+            await self._hold_for_replica(model_id)
         if not self.pool.replicas(model_id):
-            if model_id in self.expected_models:
+            if model_id in self.expected_models or model_id in self.standby_models:
                 raise CapacityUnavailableError(
                     f"the {model_id} replicas are still starting",
                     hint="retry in a few seconds",
@@ -554,6 +563,18 @@ class Gateway:
             await forward_unary(self, call, raw, send)
 
     # --- helpers ---------------------------------------------------------------------------
+
+    async def _hold_for_replica(self, model_id: str) -> None:
+        """Wait (bounded) for a replica of an autoscaled model at zero replicas."""
+        self.held_for_replica[model_id] = self.held_for_replica.get(model_id, 0) + 1
+        try:
+            if self.on_cold_start is not None:
+                self.on_cold_start()
+            deadline = time.monotonic() + self.cold_start_hold_s
+            while not self.pool.replicas(model_id) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        finally:
+            self.held_for_replica[model_id] -= 1
 
     def _check_context(
         self, request: dict[str, Any], endpoint: str, model_id: str, prompt: int, *, exact: bool

@@ -345,9 +345,15 @@ async def serve_fleet(
         control.on_change.append(reconciler.wake)
         # Replicas start in the background: the server answers at once (503 + Retry-After
         # for a model whose replicas are still starting).
-        return reconciler, asyncio.create_task(
-            reconciler.run_forever(), name="deployment-reconciler"
-        )
+        from npucenter.live.autoscaler import Autoscaler
+
+        autoscaler = Autoscaler(control, gateway, fleet, interval_s=interval_s)
+        gateway.autoscaler = autoscaler  # type: ignore[attr-defined]
+
+        async def loops() -> None:  # the reconciler and the autoscaler, cancelled together
+            await asyncio.gather(reconciler.run_forever(), autoscaler.run_forever())
+
+        return reconciler, asyncio.create_task(loops(), name="deployment-reconciler")
 
     async def lead_when_elected() -> None:  # several processes: only the leader runs engines
         assert leadership is not None

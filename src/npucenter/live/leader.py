@@ -169,7 +169,10 @@ def pool_document(gateway: Any) -> dict[str, Any]:
     return {
         "endpoints": sorted(endpoints, key=lambda e: e["replica_id"]),
         "aliases": dict(sorted(gateway.pool.aliases().items())),
-        "expected_models": sorted(gateway.expected_models),
+        # a follower answers 503 + Retry-After (not 404) for a model scaled to zero
+        "expected_models": sorted(
+            gateway.expected_models | getattr(gateway, "standby_models", set())
+        ),
         "replica_servers": dict(sorted(getattr(gateway, "replica_servers", {}).items())),
     }
 

@@ -1,0 +1,156 @@
+"""Autoscaling in the live center: the leader feeds the pure policy and asks admission.
+
+Every ``interval_s`` (and at once when the gateway holds a request at zero replicas) the
+leading process reads, for each deployment whose fleet entry names ``min_replicas`` /
+``max_replicas`` / ``autoscale:``, what its gateway sees — requests held for a replica and
+running on its replicas, their mean KV-cache use, whether any request came since the last
+look — and asks :func:`npucenter.policy.autoscaling.decide_scale` (the twin's policy) for a
+replica count. A change is the same as ``npucenter deploy scale``: the store's desired count,
+then an admission cycle (admission and the tenant's quota bound it: replicas it cannot place
+stay pending). A model of a deployment that may go to zero stays known to the gateway
+(``standby_models``): its requests are held while a replica starts, never answered 404.
+
+NOTE(autoscaling): SLO attainment is not fed yet (None: the policy ignores it); queue depth is
+this process's (with several gateways, the leader's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from npucenter.errors import NpuCenterError
+from npucenter.fleet import Fleet
+from npucenter.policy.autoscaling import AutoscalePolicy, DeploymentLoad, decide_scale
+
+__all__ = ["Autoscaler"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    tenant: str
+    name: str
+    model: str
+    policy: AutoscalePolicy
+    last_request_s: float
+    last_change_s: float | None = None
+    requests_seen: int = 0
+
+
+class Autoscaler:
+    """Scales the fleet's autoscaled deployments on the gateway's signals (leader only)."""
+
+    def __init__(
+        self,
+        control: Any,
+        gateway: Any,
+        fleet: Fleet,
+        *,
+        interval_s: float = 2.0,
+        now_s: Callable[[], float] = time.time,
+    ) -> None:
+        from npucenter.live.gateway import OPERATOR_TENANT
+
+        self.control = control
+        self.gateway = gateway
+        self.interval_s = interval_s
+        self.now_s = now_s
+        start = now_s()
+        self.tracked = [
+            _Tracked(
+                tenant=s.tenant or OPERATOR_TENANT,
+                name=s.deployment_name,
+                model=s.model_id,
+                policy=s.autoscale,
+                last_request_s=start,  # idle counts from the center's start
+            )
+            for s in fleet.services
+            if s.autoscale is not None
+        ]
+        self._wake = asyncio.Event()
+
+    def install(self) -> None:
+        """Keep scalable models known to the gateway; wake on a request held at zero."""
+        self.gateway.standby_models |= {t.model for t in self.tracked if t.policy.min_replicas == 0}
+        self.gateway.on_cold_start = self.wake
+
+    def wake(self) -> None:
+        """Decide at once (called on the event loop by the gateway)."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        """Decide every ``interval_s`` or when woken, until cancelled."""
+        if not self.tracked:
+            return
+        self.install()
+        while True:
+            try:
+                await self.tick()
+            except NpuCenterError as exc:
+                log.warning("autoscaler: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            self._wake.clear()
+
+    async def tick(self) -> list[tuple[str, int, int]]:
+        """One decision per tracked deployment; returns (name, from, to) of those changed."""
+        rows = await asyncio.to_thread(self._read)
+        now = self.now_s()
+        changes = []
+        for t in self.tracked:
+            row = rows.get((t.tenant, t.name))
+            if row is None:
+                continue
+            dep_id, desired = row
+            decision = decide_scale(t.policy, self._load(t, desired, now), now_s=now)
+            if decision.desired != desired:
+                await asyncio.to_thread(self._scale, dep_id, decision.desired)
+                t.last_change_s = now
+                changes.append((t.name, desired, decision.desired))
+                log.info(
+                    "autoscaler: %s %d -> %d replicas (%s: %s)",
+                    t.name, desired, decision.desired, decision.reason.value, decision.detail,
+                )  # fmt: skip
+        return changes
+
+    def _load(self, t: _Tracked, desired: int, now: float) -> DeploymentLoad:
+        gw = self.gateway
+        replicas = [r for r in gw.pool.replicas(t.model) if r.is_up(gw.pool.now_s())]
+        running = sum(r.inflight for r in replicas)
+        held = gw.held_for_replica.get(t.model, 0) + gw.dispatcher.queued(t.model)
+        seen = sum(v.num_requests for (_tenant, m), v in gw.usage_totals.items() if m == t.model)
+        if seen != t.requests_seen or running or held:
+            t.last_request_s = now
+            t.requests_seen = seen
+        kv = sum(r.kv_usage_fraction for r in replicas) / len(replicas) if replicas else 0.0
+        return DeploymentLoad(
+            num_ready=len(replicas),
+            num_starting=max(0, desired - len(replicas)),
+            num_queued=held,
+            num_running=running,
+            kv_used_fraction=kv,
+            last_request_s=t.last_request_s,
+            last_change_s=t.last_change_s,
+        )
+
+    def _read(self) -> dict[tuple[str, str], tuple[int, int]]:
+        with self.control.tx() as repo:
+            names = {x.id: x.name for x in repo.list_tenants()}
+            return {
+                (names.get(d.tenant_id, ""), d.name): (d.id, d.replicas)
+                for d in repo.list_deployments()
+            }
+
+    def _scale(self, dep_id: int, replicas: int) -> None:
+        from npucenter.api.admission import admit_after_change
+
+        with self.control.tx() as repo:
+            repo.scale_deployment(repo.get_deployment(dep_id), replicas)
+        admit_after_change(self.control)
