@@ -400,6 +400,8 @@ class JobRunner:
         if not await asyncio.to_thread(self._mark_running, view):
             return
         try:
+            if self.files is not None and self.launcher is None:
+                await asyncio.to_thread(self._stage, view)  # copies (a model): off the loop
             run = self._spawn(view) if self.launcher is None else await self._spawn_remote(view)
         except (OSError, NpuCenterError) as exc:
             reason = f"the command could not start: {exc}"
@@ -417,8 +419,6 @@ class JobRunner:
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
         box = self.sandbox.prepare(view.job_id, run_dir / "work")
-        if self.files is not None:  # its inputs, copied in: it never sees the data dir
-            self.files.stage(view.job_id, box.work_dir, box.uid)
         log_path, result_path = run_dir / "output.log", box.work_dir / "result.json"
         result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
         env = job_environment(
@@ -500,6 +500,15 @@ class JobRunner:
             result_path=result_path,
             last_sample_s=self.clock.now_s(),
         )
+
+    def _stage(self, view: _JobView) -> None:
+        # Its inputs, copied into its work dir (it never sees the data dir); a worker thread.
+        assert self.files is not None
+        run_dir = self.work_dir / f"job-{view.job_id}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o700)
+        box = self.sandbox.prepare(view.job_id, run_dir / "work")
+        self.files.stage(view.job_id, box.work_dir, box.uid)
 
     async def _sample_power(self) -> None:
         if self.telemetry is None or not self._runs:
