@@ -101,7 +101,7 @@ ENV_RAY_ADDRESS = "NPUCENTER_RAY_ADDRESS"
 #: What /metrics, /docs and /openapi.json show to clients off loopback: ``metrics,docs`` (or
 #: ``all``) opens them; default none (loopback and admin keys only). See docs/reliability.md.
 ENV_OPEN_ENDPOINTS = "NPUCENTER_OPEN_ENDPOINTS"
-OPEN_ENDPOINT_GROUPS = ("metrics", "docs")
+OPEN_ENDPOINT_GROUPS = ("metrics", "docs", "results")  # results: the console's proving ground
 #: Browser origins allowed to call /v1 (CORS), comma-separated; ``*`` any; default none.
 ENV_CORS_ORIGINS = "NPUCENTER_CORS_ORIGINS"
 #: The address engines listen on (local executor: 127.0.0.1; Ray: each node's own address).

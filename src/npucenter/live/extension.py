@@ -19,6 +19,7 @@ from npucenter.live.fleet import serve_fleet
 from npucenter.live.gateway import build_gateway
 from npucenter.live.leader import Leadership, share_replicas
 from npucenter.settings import Settings
+from npucenter.web.console import install_console
 from npucenter.web.dashboard import install_dashboard
 from npucenter.web.series import LiveSeries, sample_forever
 
@@ -51,6 +52,7 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     series = LiveSeries()  # the dashboard's charts: the gateway's counters, sampled every second
     app.state.dashboard_series = series
     install_dashboard(app, gateway, fleet, series=series)
+    install_console(app, public_results="results" in settings.open_endpoints)
     launch = settings.launch_fleet
     # Several processes on one PostgreSQL: one leads (engines, admission, jobs), the others serve
     leadership = Leadership(app.state.control.db)

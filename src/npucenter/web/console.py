@@ -1,0 +1,673 @@
+"""The console at ``/console``: tenants' and the operator's pages, a view of the control-plane API.
+
+Every page calls the same functions the ``/api`` routes run (``npucenter.api.routes.*``) with a
+:class:`RequestContext` of the signed-in key, so a page can show or do nothing the API cannot,
+and a tenant's scope is the API's: another tenant's object is a 404 here too, also by URL.
+
+Sign-in takes an API key by form POST (never in a URL or a log). The session is server-side (a
+random token in a cookie: HttpOnly, SameSite=Strict, Secure off loopback, path ``/console``);
+the key it holds is checked again on every request, so revoking it signs the session out. Every
+form carries the session's CSRF token (the sign-in form a double-submit one); a POST without it
+is refused (403). Server-rendered, no script: a Content-Security-Policy forbids scripts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import inspect
+import io
+import secrets
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from npucenter.api.context import ControlPlane, RequestContext, admin_context
+from npucenter.api.routes import artifacts as artifacts_routes
+from npucenter.api.routes import deployments as deployment_routes
+from npucenter.api.routes import fleet as fleet_routes
+from npucenter.api.routes import jobs as job_routes
+from npucenter.api.routes import quotas as quota_routes
+from npucenter.api.routes import tenants as tenant_routes
+from npucenter.api.routes import usage as usage_routes
+from npucenter.api.schemas import JobIn, KeyIn, QuotaIn, UsageOut
+from npucenter.errors import AuthenticationError, NpuCenterError
+from npucenter.policy.principal import Principal
+from npucenter.render.svg import Series, bar_chart, line_chart
+
+__all__ = ["SESSION_COOKIE", "SESSION_IDLE_S", "ConsoleSessions", "install_console"]
+
+SESSION_COOKIE = "npc_console"
+LOGIN_CSRF_COOKIE = "npc_console_login"
+SESSION_IDLE_S = 8 * 3600.0  # a session unused this long is forgotten
+_MAX_SESSIONS = 10_000
+_MAX_FORM_BYTES = 64 * 1024
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_HEADERS = {
+    "content-security-policy": _CSP,
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+_PAGES = ("console_pages.html",)
+_env = jinja2.Environment(
+    loader=jinja2.DictLoader(
+        {
+            name: resources.files("npucenter.web").joinpath(f"templates/{name}").read_text()
+            for name in _PAGES
+        }
+    ),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_env.filters["num"] = lambda v: f"{v:,.0f}" if isinstance(v, float) else f"{v:,}"
+_env.filters["fix"] = lambda v, n=2: "—" if v is None else f"{v:,.{n}f}"
+_env.filters["when"] = lambda s: (
+    "—" if s is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s))
+)
+
+
+@dataclass
+class _Session:
+    secret: str
+    csrf: str
+    last_s: float
+
+
+@dataclass
+class ConsoleSessions:
+    """Server-side sessions: token -> the key it signed in with (in memory, per process)."""
+
+    clock: Callable[[], float] = time.monotonic
+    _by_token: dict[str, _Session] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self, secret: str) -> tuple[str, str]:
+        """A new session for ``secret``: (token, csrf)."""
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        with self._lock:
+            self._expire()
+            if len(self._by_token) >= _MAX_SESSIONS:  # the oldest goes
+                oldest = min(self._by_token, key=lambda t: self._by_token[t].last_s)
+                del self._by_token[oldest]
+            self._by_token[token] = _Session(secret=secret, csrf=csrf, last_s=self.clock())
+        return token, csrf
+
+    def get(self, token: str) -> _Session | None:
+        """The live session of a token (touching it), else None."""
+        with self._lock:
+            session = self._by_token.get(token)
+            if session is None or self.clock() - session.last_s > SESSION_IDLE_S:
+                self._by_token.pop(token, None)
+                return None
+            session.last_s = self.clock()
+            return session
+
+    def close(self, token: str) -> None:
+        """Forget a session."""
+        with self._lock:
+            self._by_token.pop(token, None)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for token in [t for t, s in self._by_token.items() if now - s.last_s > SESSION_IDLE_S]:
+            del self._by_token[token]
+
+
+class _Redirect(Exception):
+    def __init__(self, to: str) -> None:
+        self.to = to
+
+
+@dataclass
+class _Page:
+    """One request's signed-in caller: its API context, session token and CSRF token."""
+
+    ctx: RequestContext
+    token: str
+    csrf: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.ctx.is_admin
+
+    @property
+    def who(self) -> str:
+        p = self.ctx.principal
+        return "admin" if p.is_admin else f"tenant {p.tenant}"
+
+
+def _secure(request: Request) -> bool:
+    client = request.client.host if request.client else ""
+    return request.url.scheme == "https" or client not in _LOOPBACK
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise _Refused(413, "the form is too large")
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise _Refused(415, "send the form as application/x-www-form-urlencoded")
+    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {k: v[-1] for k, v in parsed.items()}
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSessions:
+    """Add the console's pages under ``/console`` to an app made by ``create_app``.
+
+    ``public_results``: the proving ground's page is readable without signing in.
+    """
+    sessions = ConsoleSessions()
+    app.state.console_sessions = sessions
+
+    def control() -> ControlPlane:
+        c: ControlPlane = app.state.control
+        return c
+
+    def page(request: Request) -> _Page:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        session = sessions.get(token) if token else None
+        if session is None:
+            raise _Redirect("/console/login")
+        try:
+            principal = control().authenticate(session.secret)
+        except AuthenticationError:  # the key was revoked: the session ends with it
+            sessions.close(token)
+            raise _Redirect("/console/login") from None
+        return _Page(
+            ctx=RequestContext(control=control(), principal=principal),
+            token=token,
+            csrf=session.csrf,
+        )
+
+    def html(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        text = _env.get_template("console_pages.html").render(page_name=template, **values)
+        return HTMLResponse(text, status_code=status, headers=_HEADERS)
+
+    def fail(p: _Page | None, status: int, message: str, hint: str = "") -> HTMLResponse:
+        return html(
+            "error", status, p=p, title=f"{status}", message=message, hint=hint, nav=_nav(p)
+        )
+
+    async def checked_form(request: Request, p: _Page) -> dict[str, str]:
+        form = await _form(request)
+        if not hmac.compare_digest(form.get("csrf", ""), p.csrf):
+            raise _Refused(403, "this form has no valid CSRF token: reload the page and retry")
+        return form
+
+    def handle(
+        fn: Callable[..., Any],
+    ) -> Callable[..., Any]:
+        async def run(request: Request, **kw: Any) -> Response:
+            p: _Page | None = None
+            try:
+                p = page(request)
+                response: Response = await fn(request, p, **kw)
+                return response
+            except _Redirect as r:
+                return RedirectResponse(r.to, status_code=303, headers=_HEADERS)
+            except _Refused as r:
+                return fail(p, r.status, r.message)
+            except NpuCenterError as exc:
+                return fail(p, exc.http_status, exc.message, exc.hint)
+            except ValidationError as exc:
+                msg = "; ".join(
+                    f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                return fail(p, 422, msg)
+
+        run.__name__ = fn.__name__
+        params = [v for k, v in inspect.signature(fn).parameters.items() if k != "p"]
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return run
+
+    # ---- sign-in -------------------------------------------------------------------------
+
+    @app.get("/console/login", include_in_schema=False)
+    def login_form(request: Request) -> Response:
+        csrf = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+        response = html("login", p=None, csrf=csrf, nav=[], error="")
+        _set_cookie(response, request, LOGIN_CSRF_COOKIE, csrf, max_age=3600)
+        return response
+
+    @app.post("/console/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        try:
+            form = await _form(request)
+        except _Refused as r:
+            return fail(None, r.status, r.message)
+        cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
+            return fail(None, 403, "the sign-in form has no valid CSRF token: reload and retry")
+        secret = form.get("key", "").strip()
+        try:
+            control().authenticate(secret)
+        except NpuCenterError:
+            return html("login", 401, p=None, csrf=cookie, nav=[], error="that key is not valid")
+        token, _ = sessions.open(secret)
+        response = RedirectResponse("/console", status_code=303, headers=_HEADERS)
+        _set_cookie(response, request, SESSION_COOKIE, token)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/console")
+        return response
+
+    @app.post("/console/logout", include_in_schema=False)
+    @handle
+    async def logout(request: Request, p: _Page) -> Response:
+        await checked_form(request, p)
+        sessions.close(p.token)
+        response = RedirectResponse("/console/login", status_code=303, headers=_HEADERS)
+        response.delete_cookie(SESSION_COOKIE, path="/console")
+        return response
+
+    @app.get("/console", include_in_schema=False)
+    @handle
+    async def home(request: Request, p: _Page) -> Response:
+        return RedirectResponse(
+            "/console/fleet" if p.is_admin else "/console/usage", status_code=303
+        )
+
+    # ---- tenant pages ---------------------------------------------------------------------
+
+    @app.get("/console/usage", include_in_schema=False)
+    @handle
+    async def usage(request: Request, p: _Page) -> Response:
+        rows = usage_routes.list_usage(
+            tenant=None, kind=None, since_s=None, limit=100_000, ctx=p.ctx
+        )
+        table = _usage_table(rows)
+        return html(
+            "usage",
+            p=p,
+            nav=_nav(p),
+            title="Usage",
+            table=table,
+            totals=_sum_rows(table),
+            chart=_usage_chart(rows),
+            num_rows=len(rows),
+        )
+
+    @app.get("/console/usage.csv", include_in_schema=False)
+    @handle
+    async def usage_csv(request: Request, p: _Page) -> Response:
+        rows = usage_routes.list_usage(
+            tenant=None, kind=None, since_s=None, limit=100_000, ctx=p.ctx
+        )
+        out = io.StringIO()
+        fields = list(UsageOut.model_fields)
+        writer = csv.writer(out)
+        writer.writerow(fields)
+        for r in rows:
+            writer.writerow([getattr(r, f) for f in fields])
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={**_HEADERS, "content-disposition": 'attachment; filename="usage.csv"'},
+        )
+
+    @app.get("/console/quotas", include_in_schema=False)
+    @handle
+    async def quotas(request: Request, p: _Page) -> Response:
+        rows = quota_routes.list_quotas(ctx=p.ctx)
+        tenants = tenant_routes.list_tenants(ctx=p.ctx) if p.is_admin else []
+        return html("quotas", p=p, nav=_nav(p), title="Quotas", rows=rows, tenants=tenants)
+
+    @app.post("/console/quotas", include_in_schema=False)
+    @handle
+    async def quota_set(request: Request, p: _Page) -> Response:
+        form = await checked_form(request, p)
+        fields: dict[str, Any] = {
+            k: form[k]
+            for k in ("tenant", "device_type", "nominal_cards", "priority_class")
+            if form.get(k, "") != ""
+        }
+        for k in ("borrowing_limit_cards", "lending_limit_cards", "tokens_per_s", "cohort"):
+            if form.get(k, "").strip():
+                fields[k] = form[k].strip()
+        body = QuotaIn.model_validate(fields, strict=False)  # the API's own validation
+        quota_routes.set_quota(body, ctx=admin_context(p.ctx))  # the route's own check: 403
+        return RedirectResponse("/console/quotas", status_code=303, headers=_HEADERS)
+
+    @app.get("/console/keys", include_in_schema=False)
+    @handle
+    async def keys(request: Request, p: _Page) -> Response:
+        rows = tenant_routes.list_keys(ctx=p.ctx)
+        return html("keys", p=p, nav=_nav(p), title="API keys", rows=rows, created=None)
+
+    @app.post("/console/keys", include_in_schema=False)
+    @handle
+    async def key_create(request: Request, p: _Page) -> Response:
+        form = await checked_form(request, p)
+        body = KeyIn.model_validate(
+            {"name": form.get("name", ""), "tenant": form.get("tenant") or None}
+        )
+        created = tenant_routes.create_key(body, ctx=p.ctx)
+        rows = tenant_routes.list_keys(ctx=p.ctx)
+        return html("keys", 201, p=p, nav=_nav(p), title="API keys", rows=rows, created=created)
+
+    @app.post("/console/keys/{key_id}/revoke", include_in_schema=False)
+    @handle
+    async def key_revoke(request: Request, p: _Page, key_id: int) -> Response:
+        await checked_form(request, p)
+        tenant_routes.revoke_key(key_id, ctx=p.ctx)
+        return RedirectResponse("/console/keys", status_code=303, headers=_HEADERS)
+
+    @app.get("/console/deployments", include_in_schema=False)
+    @handle
+    async def deployments(request: Request, p: _Page) -> Response:
+        rows = deployment_routes.list_deployments(ctx=p.ctx)
+        return html("deployments", p=p, nav=_nav(p), title="Deployments", rows=rows)
+
+    @app.get("/console/jobs", include_in_schema=False)
+    @handle
+    async def jobs(request: Request, p: _Page) -> Response:
+        rows = job_routes.list_jobs(state=None, ctx=p.ctx)
+        return html("jobs", p=p, nav=_nav(p), title="Jobs", rows=rows, reasons=_reasons(p, rows))
+
+    @app.post("/console/jobs", include_in_schema=False)
+    @handle
+    async def job_submit(request: Request, p: _Page) -> Response:
+        form = await checked_form(request, p)
+        fields: dict[str, Any] = {
+            "name": form.get("name", ""),
+            "kind": form.get("kind", ""),
+            "device_type": form.get("device_type", ""),
+            "num_cards": form.get("num_cards") or 1,
+            "command": form.get("command", "").split(),
+        }
+        if form.get("tenant"):
+            fields["tenant"] = form["tenant"]
+        job = job_routes.submit_job(JobIn.model_validate(fields, strict=False), ctx=p.ctx)
+        return RedirectResponse(f"/console/jobs/{job.id}", status_code=303, headers=_HEADERS)
+
+    @app.get("/console/jobs/{job_id}", include_in_schema=False)
+    @handle
+    async def job(request: Request, p: _Page, job_id: int) -> Response:
+        one = job_routes.get_job(job_id, ctx=p.ctx)  # 404 for another tenant's
+        events = job_routes.job_events(job_id, ctx=p.ctx)
+        result = job_routes.get_job_result(job_id, ctx=p.ctx) if one.has_result else None
+        return html(
+            "job", p=p, nav=_nav(p), title=f"Job {one.id}", job=one, events=events, result=result
+        )
+
+    @app.post("/console/jobs/{job_id}/cancel", include_in_schema=False)
+    @handle
+    async def job_cancel(request: Request, p: _Page, job_id: int) -> Response:
+        await checked_form(request, p)
+        job_routes.cancel_job(job_id, ctx=p.ctx)
+        return RedirectResponse(f"/console/jobs/{job_id}", status_code=303, headers=_HEADERS)
+
+    @app.get("/console/data", include_in_schema=False)
+    @handle
+    async def data(request: Request, p: _Page) -> Response:
+        return html(
+            "data",
+            p=p,
+            nav=_nav(p),
+            title="Data sets and adapters",
+            datasets=artifacts_routes.list_datasets(ctx=p.ctx),
+            adapters=artifacts_routes.list_adapters(ctx=p.ctx),
+        )
+
+    # ---- operator pages -------------------------------------------------------------------
+
+    @app.get("/console/fleet", include_in_schema=False)
+    @handle
+    async def fleet(request: Request, p: _Page) -> Response:
+        servers = fleet_routes.list_servers(ctx=p.ctx)
+        grid = [_server_view(s) for s in servers]
+        counts: dict[str, int] = defaultdict(int)
+        for s in grid:
+            for c in s["cards"]:
+                counts[c["state"]] += 1
+        return html("fleet", p=p, nav=_nav(p), title="Fleet", grid=grid, counts=dict(counts))
+
+    @app.get("/console/queue", include_in_schema=False)
+    @handle
+    async def queue(request: Request, p: _Page) -> Response:
+        rows = [
+            *job_routes.list_jobs(state="queued", ctx=p.ctx),
+            *job_routes.list_jobs(state="preempted", ctx=p.ctx),
+        ]
+        rows.sort(key=lambda j: (j.created_at_s, j.id))
+        return html(
+            "queue", p=p, nav=_nav(p), title="Admission queue", rows=rows, reasons=_reasons(p, rows)
+        )
+
+    @app.get("/console/results", include_in_schema=False)
+    async def results(request: Request) -> Response:
+        try:
+            p = page(request)
+        except _Redirect as r:
+            if not public_results:
+                return RedirectResponse(r.to, status_code=303, headers=_HEADERS)
+            p = None
+        ctx = p.ctx if p is not None else _public_ctx(control())
+        rows = job_routes.list_jobs(state=None, ctx=ctx)
+        docs = []
+        for j in rows:
+            if j.kind == "benchmark" and j.has_result:
+                docs.append((j, job_routes.get_job_result(j.id, ctx=ctx)))
+        table = _results_table(docs, show_tenant=p is not None)
+        return html("results", p=p, nav=_nav(p), title="Proving ground", table=table, num=len(docs))
+
+    return sessions
+
+
+def _public_ctx(control: ControlPlane) -> RequestContext:
+    """An admin context for the public proving-ground page (reads benchmark results only)."""
+    return RequestContext(
+        control=control, principal=Principal(key_id="public-results", tenant="", is_admin=True)
+    )
+
+
+def _set_cookie(
+    response: Response, request: Request, name: str, value: str, *, max_age: int | None = None
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/console",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+
+
+def _nav(p: _Page | None) -> list[tuple[str, str]]:
+    if p is None:
+        return [("/console/results", "Proving ground")]
+    items = [
+        ("/console/usage", "Usage"),
+        ("/console/quotas", "Quotas"),
+        ("/console/keys", "Keys"),
+        ("/console/deployments", "Deployments"),
+        ("/console/jobs", "Jobs"),
+        ("/console/data", "Data sets & adapters"),
+        ("/console/fleet", "Fleet"),
+        ("/console/queue", "Queue"),
+        ("/console/results", "Proving ground"),
+    ]
+    return items
+
+
+def _model_of(row: UsageOut) -> str:
+    """A gateway row's model (its ref is ``endpoint service status request key replica``)."""
+    if row.kind != "tokens":
+        return row.device_type or "—"
+    parts = row.ref.split()
+    return parts[1] if len(parts) > 1 else "—"
+
+
+def _usage_table(rows: list[UsageOut]) -> list[dict[str, Any]]:
+    by: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r.tenant, r.kind, _model_of(r))
+        t = by.setdefault(
+            key,
+            {
+                "tenant": key[0],
+                "kind": key[1],
+                "model": key[2],
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "device_hours": 0.0,
+                "energy_kwh": 0.0,
+                "cost_usd": 0.0,
+                "entries": 0,
+            },
+        )
+        t["tokens_in"] += r.tokens_in
+        t["tokens_out"] += r.tokens_out
+        t["device_hours"] += r.device_seconds / 3600.0
+        t["energy_kwh"] += r.energy_j / 3.6e6
+        t["cost_usd"] += r.cost_usd or 0.0
+        t["entries"] += 1
+    return [by[k] for k in sorted(by)]
+
+
+def _sum_rows(table: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("tokens_in", "tokens_out", "device_hours", "energy_kwh", "cost_usd", "entries")
+    return {k: sum(t[k] for t in table) for k in keys}
+
+
+def _usage_chart(rows: list[UsageOut]) -> str:
+    """Cumulative tokens (in + out) over time, one line per model; minutes since the first row."""
+    tokens = [r for r in rows if r.tokens_in or r.tokens_out]
+    if not tokens:
+        return line_chart([], title="Tokens over time", unit="tokens", empty_text="no tokens yet")
+    t0 = min(r.at_s for r in tokens)
+    lines: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    totals: dict[str, float] = defaultdict(float)
+    for r in sorted(tokens, key=lambda r: r.at_s):
+        m = _model_of(r)
+        totals[m] += r.tokens_in + r.tokens_out
+        lines[m].append(((r.at_s - t0) / 60.0, totals[m]))
+    return line_chart(
+        [Series(m, pts) for m, pts in sorted(lines.items())],
+        title="Tokens over time (cumulative)",
+        unit="tokens",
+        x_label="minutes since the first request",
+        width=640,
+        height=240,
+        step=True,
+    )
+
+
+def _reasons(p: _Page, rows: list[Any]) -> dict[int, str]:
+    """Each job's latest reason from its history (why it is pending, or how it ended)."""
+    out: dict[int, str] = {}
+    for j in rows[:200]:
+        events = job_routes.job_events(j.id, ctx=p.ctx)
+        out[j.id] = events[-1].reason if events else ""
+    return out
+
+
+def _card_state(card: Any, health: str) -> str:
+    if health != "healthy" or card.health != "healthy":
+        return "unhealthy"
+    if card.held_by is None:
+        return "idle"
+    return "job" if card.held_by.startswith("job:") else "serving"
+
+
+def _server_view(s: Any) -> dict[str, Any]:
+    cards = [
+        {
+            "index": c.index,
+            "state": _card_state(c, s.health),
+            "held_by": c.held_by or "",
+            "tenant": c.tenant or "",
+            "borrowed": c.borrowed,
+        }
+        for c in s.cards
+    ]
+    busy = sum(1 for c in cards if c["state"] in ("serving", "job"))
+    return {
+        "name": s.name,
+        "device": s.device_type,
+        "kind": s.device_kind.upper(),
+        "health": s.health,
+        "cards": cards,
+        "share": busy / len(cards) if cards else 0.0,
+    }
+
+
+_RESULT_KEYS = (
+    ("ttft_p50_ms", "TTFT p50 (ms)"),
+    ("ttft_p99_ms", "TTFT p99 (ms)"),
+    ("tpot_p50_ms", "TPOT p50 (ms)"),
+    ("tpot_p99_ms", "TPOT p99 (ms)"),
+    ("output_tokens_per_s", "output tok/s"),
+    ("goodput_rps", "goodput (req/s)"),
+    ("tokens_per_joule", "tok/J"),
+    ("usd_per_million_tokens", "$/M tok"),
+)
+
+
+def _find(doc: Any, key: str) -> Any:
+    """The first value under ``key`` anywhere in a result document (depth-first)."""
+    if isinstance(doc, dict):
+        if key in doc and not isinstance(doc[key], dict | list):
+            return doc[key]
+        for v in doc.values():
+            found = _find(v, key)
+            if found is not None:
+                return found
+    elif isinstance(doc, list):
+        for v in doc[:50]:
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _results_table(docs: list[tuple[Any, dict[str, Any]]], *, show_tenant: bool) -> dict[str, Any]:
+    """Benchmark results side by side, one column per job, grouped by device type."""
+    columns = []
+    for j, doc in sorted(docs, key=lambda jd: (jd[0].device_type, jd[0].id)):
+        columns.append(
+            {
+                "job": j.id,
+                "name": j.name,
+                "tenant": j.tenant if show_tenant else "",
+                "device": _find(doc, "device") or j.device_type,
+                "model": _find(doc, "model") or "—",
+                "values": [_find(doc, k) for k, _ in _RESULT_KEYS],
+            }
+        )
+    rows = [
+        {"label": label, "values": [c["values"][i] for c in columns]}
+        for i, (_, label) in enumerate(_RESULT_KEYS)
+    ]
+    rows = [r for r in rows if any(v is not None for v in r["values"])]
+    chart = ""
+    tput = [
+        (f"{c['device']} #{c['job']}", float(c["values"][4]))
+        for c in columns
+        if isinstance(c["values"][4], int | float)
+    ]
+    if tput:
+        chart = bar_chart(tput, unit="tok/s", title="Output tokens per second by run")
+    return {"columns": columns, "rows": rows, "chart": chart}

@@ -1,0 +1,212 @@
+"""The console (web/console.py) on the control-plane app: sign-in, scope, CSRF, forms.
+
+Every page is the API's own functions under the signed-in key; these tests drive the pages the
+way a browser without JavaScript does (form posts, cookies) and check what one tenant can see of
+another's (nothing: 404, also by URL).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from npucenter.api import create_app
+from npucenter.settings import Settings
+from npucenter.web.console import SESSION_COOKIE, install_console
+
+ADMIN = "npc_console_test_admin_key_0123456789"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[object]:
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/c.db", admin_key=ADMIN
+    )
+    app = create_app(settings)
+    install_console(app)
+    yield app
+    app.state.control.db.dispose()
+
+
+def _api(app: object, key: str) -> TestClient:
+    return TestClient(app, headers={"authorization": f"Bearer {key}"})  # type: ignore[arg-type]
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def _browser(app: object) -> TestClient:
+    return TestClient(app, base_url="https://testserver", follow_redirects=False)  # type: ignore[arg-type]
+
+
+def _sign_in(app: object, key: str) -> TestClient:
+    browser = _browser(app)
+    form = browser.get("/console/login")
+    response = browser.post("/console/login", data={"csrf": _csrf(form.text), "key": key})
+    assert response.status_code == 303, response.text
+    assert key not in response.headers["location"]
+    return browser
+
+
+@pytest.fixture
+def center(app: object) -> dict[str, str]:
+    admin = _api(app, ADMIN)
+    keys = {}
+    for name in ("lab", "corp"):
+        assert admin.post("/api/tenants", json={"name": name, "kind": "university"}).is_success
+        assert admin.put(
+            "/api/quotas", json={"tenant": name, "device_type": "h100", "nominal_cards": 2}
+        ).is_success
+        keys[name] = admin.post("/api/keys", json={"tenant": name, "name": "k"}).json()["key"]
+    assert admin.post(
+        "/api/servers", json={"name": "s1", "device_type": "h100", "num_cards": 4}
+    ).is_success
+    return keys
+
+
+def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(app, center) -> None:
+    browser = _browser(app)
+    assert browser.get("/console").headers["location"] == "/console/login"
+    page = browser.get("/console/login")
+    assert page.status_code == 200
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none'
+    bad = browser.post("/console/login", data={"csrf": _csrf(page.text), "key": "npc_nope"})
+    assert bad.status_code == 401
+    ok = browser.post("/console/login", data={"csrf": _csrf(page.text), "key": center["lab"]})
+    cookie = ok.headers["set-cookie"]
+    assert SESSION_COOKIE in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Secure" in cookie  # the test client is not on loopback
+    usage = browser.get("/console/usage")
+    assert usage.status_code == 200 and "signed in as tenant lab" in usage.text
+    out = browser.post("/console/logout", data={"csrf": _csrf(usage.text)})
+    assert out.status_code == 303
+    assert browser.get("/console/usage").headers["location"] == "/console/login"
+
+
+def test_a_post_without_the_csrf_token_is_refused(app, center) -> None:
+    browser = _sign_in(app, center["lab"])
+    assert browser.post("/console/keys", data={"name": "x"}).status_code == 403
+    assert browser.post("/console/keys", data={"name": "x", "csrf": "guess"}).status_code == 403
+    fresh = _browser(app)  # the sign-in form's own token
+    fresh.get("/console/login")
+    assert fresh.post("/console/login", data={"key": center["lab"]}).status_code == 403
+    keys = _api(app, center["lab"]).get("/api/keys").json()
+    assert [k["name"] for k in keys] == ["k"]  # nothing was created
+
+
+def test_a_tenant_creates_and_revokes_keys_and_sees_its_jobs_and_usage(app, center) -> None:
+    browser = _sign_in(app, center["lab"])
+    page = browser.get("/console/keys")
+    created = browser.post("/console/keys", data={"csrf": _csrf(page.text), "name": "ci"})
+    assert created.status_code == 201
+    secret = re.search(r'id="new-key-secret">([^<]+)<', created.text).group(1)
+    assert _api(app, secret).get("/api/whoami").json()["tenant"] == "lab"
+    assert secret not in browser.get("/console/keys").text  # shown once
+    key_id = next(k["id"] for k in _api(app, secret).get("/api/keys").json() if k["name"] == "ci")
+    revoked = browser.post(f"/console/keys/{key_id}/revoke", data={"csrf": _csrf(page.text)})
+    assert revoked.status_code == 303
+    assert _api(app, secret).get("/api/whoami").status_code == 401
+
+    jobs = browser.get("/console/jobs")
+    submitted = browser.post(
+        "/console/jobs",
+        data={
+            "csrf": _csrf(jobs.text),
+            "name": "bench-1",
+            "kind": "benchmark",
+            "device_type": "h100",
+            "num_cards": "1",
+            "command": "echo hi",
+        },
+    )
+    assert submitted.status_code == 303, submitted.text
+    job_id = int(submitted.headers["location"].rsplit("/", 1)[1])
+    assert [j["id"] for j in _api(app, center["lab"]).get("/api/jobs").json()] == [job_id]
+    assert "bench-1" in browser.get("/console/jobs").text
+    detail = browser.get(f"/console/jobs/{job_id}")
+    assert detail.status_code == 200 and 'id="job-state"' in detail.text
+
+    before = browser.get("/console/usage").text
+    assert 'id="total-tokens-in">0<' in before
+    _api(app, ADMIN).post(
+        "/api/usage",
+        json={"tenant": "lab", "kind": "tokens", "tokens_in": 1200, "tokens_out": 34,
+              "ref": "/v1/chat/completions llama-3.1-8b 200 r1 key-1 rep-0"},
+    )
+    after = browser.get("/console/usage").text
+    assert 'id="total-tokens-in">1,200<' in after and "llama-3.1-8b" in after
+    assert "<svg" in after
+    csv_text = browser.get("/console/usage.csv").text
+    assert csv_text.splitlines()[0].startswith("id,") and ",1200," in csv_text
+
+
+def test_another_tenant_sees_none_of_it_also_by_guessed_urls(app, center) -> None:
+    lab = _api(app, center["lab"])
+    job = lab.post(
+        "/api/jobs", json={"name": "secret-job", "kind": "benchmark", "device_type": "h100",
+                           "command": ["true"]},
+    ).json()
+    _api(app, ADMIN).post("/api/usage", json={"tenant": "lab", "kind": "tokens", "tokens_in": 77})
+    lab_key_id = lab.get("/api/keys").json()[0]["id"]
+
+    corp = _sign_in(app, center["corp"])
+    for path in ("/console/jobs", "/console/usage", "/console/keys", "/console/quotas",
+                 "/console/queue", "/console/usage.csv", "/console/fleet"):
+        page = corp.get(path)
+        assert page.status_code == 200, path
+        assert "secret-job" not in page.text and ">lab<" not in page.text, path
+        assert ",lab," not in page.text, path
+    assert corp.get(f"/console/jobs/{job['id']}").status_code == 404
+    csrf = _csrf(corp.get("/console/keys").text)
+    assert corp.post(f"/console/keys/{lab_key_id}/revoke", data={"csrf": csrf}).status_code == 404
+    assert corp.post(f"/console/jobs/{job['id']}/cancel", data={"csrf": csrf}).status_code == 404
+    assert lab.get("/api/whoami").status_code == 200  # still valid
+    assert lab.get(f"/api/jobs/{job['id']}").json()["state"] != "cancelled"
+
+
+def test_the_admin_edits_quotas_through_the_apis_validation(app, center) -> None:
+    admin = _sign_in(app, ADMIN)
+    page = admin.get("/console/quotas")
+    assert ">lab<" in page.text and ">corp<" in page.text
+    csrf = _csrf(page.text)
+    bad = admin.post(
+        "/console/quotas",
+        data={"csrf": csrf, "tenant": "lab", "device_type": "h100", "nominal_cards": "-1"},
+    )
+    assert bad.status_code == 422 and "nominal_cards" in bad.text
+    good = admin.post(
+        "/console/quotas",
+        data={"csrf": csrf, "tenant": "lab", "device_type": "h100", "nominal_cards": "3",
+              "borrowing_limit_cards": "1"},
+    )
+    assert good.status_code == 303, good.text
+    quota = next(q for q in _api(app, ADMIN).get("/api/quotas").json() if q["tenant"] == "lab")
+    assert (quota["nominal_cards"], quota["borrowing_limit_cards"]) == (3, 1)
+    tenant = _sign_in(app, center["corp"])  # a tenant cannot
+    refused = tenant.post(
+        "/console/quotas",
+        data={"csrf": _csrf(tenant.get("/console/quotas").text), "tenant": "corp",
+              "device_type": "h100", "nominal_cards": "50"},
+    )
+    assert refused.status_code == 403
+    fleet = admin.get("/console/fleet")
+    assert fleet.status_code == 200 and "s1" in fleet.text and fleet.text.count("card s-") == 4
+
+
+def test_the_proving_ground_is_private_unless_opened(app, center, tmp_path) -> None:
+    assert _browser(app).get("/console/results").status_code == 303
+    settings = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/c.db", admin_key=ADMIN
+    )
+    open_app = create_app(settings)
+    install_console(open_app, public_results=True)
+    page = _browser(open_app).get("/console/results")
+    assert page.status_code == 200 and "Proving ground" in page.text
+    open_app.state.control.db.dispose()
