@@ -137,8 +137,13 @@ def test_a_tenant_creates_and_revokes_keys_and_sees_its_jobs_and_usage(app, cent
     assert 'id="total-tokens-in">0<' in before
     _api(app, ADMIN).post(
         "/api/usage",
-        json={"tenant": "lab", "kind": "tokens", "tokens_in": 1200, "tokens_out": 34,
-              "ref": "/v1/chat/completions llama-3.1-8b 200 r1 key-1 rep-0"},
+        json={
+            "tenant": "lab",
+            "kind": "tokens",
+            "tokens_in": 1200,
+            "tokens_out": 34,
+            "ref": "/v1/chat/completions llama-3.1-8b 200 r1 key-1 rep-0",
+        },
     )
     after = browser.get("/console/usage").text
     assert 'id="total-tokens-in">1,200<' in after and "llama-3.1-8b" in after
@@ -150,15 +155,27 @@ def test_a_tenant_creates_and_revokes_keys_and_sees_its_jobs_and_usage(app, cent
 def test_another_tenant_sees_none_of_it_also_by_guessed_urls(app, center) -> None:
     lab = _api(app, center["lab"])
     job = lab.post(
-        "/api/jobs", json={"name": "secret-job", "kind": "benchmark", "device_type": "h100",
-                           "command": ["true"]},
+        "/api/jobs",
+        json={
+            "name": "secret-job",
+            "kind": "benchmark",
+            "device_type": "h100",
+            "command": ["true"],
+        },
     ).json()
     _api(app, ADMIN).post("/api/usage", json={"tenant": "lab", "kind": "tokens", "tokens_in": 77})
     lab_key_id = lab.get("/api/keys").json()[0]["id"]
 
     corp = _sign_in(app, center["corp"])
-    for path in ("/console/jobs", "/console/usage", "/console/keys", "/console/quotas",
-                 "/console/queue", "/console/usage.csv", "/console/fleet"):
+    for path in (
+        "/console/jobs",
+        "/console/usage",
+        "/console/keys",
+        "/console/quotas",
+        "/console/queue",
+        "/console/usage.csv",
+        "/console/fleet",
+    ):
         page = corp.get(path)
         assert page.status_code == 200, path
         assert "secret-job" not in page.text and ">lab<" not in page.text, path
@@ -183,8 +200,13 @@ def test_the_admin_edits_quotas_through_the_apis_validation(app, center) -> None
     assert bad.status_code == 422 and "nominal_cards" in bad.text
     good = admin.post(
         "/console/quotas",
-        data={"csrf": csrf, "tenant": "lab", "device_type": "h100", "nominal_cards": "3",
-              "borrowing_limit_cards": "1"},
+        data={
+            "csrf": csrf,
+            "tenant": "lab",
+            "device_type": "h100",
+            "nominal_cards": "3",
+            "borrowing_limit_cards": "1",
+        },
     )
     assert good.status_code == 303, good.text
     quota = next(q for q in _api(app, ADMIN).get("/api/quotas").json() if q["tenant"] == "lab")
@@ -192,8 +214,12 @@ def test_the_admin_edits_quotas_through_the_apis_validation(app, center) -> None
     tenant = _sign_in(app, center["corp"])  # a tenant cannot
     refused = tenant.post(
         "/console/quotas",
-        data={"csrf": _csrf(tenant.get("/console/quotas").text), "tenant": "corp",
-              "device_type": "h100", "nominal_cards": "50"},
+        data={
+            "csrf": _csrf(tenant.get("/console/quotas").text),
+            "tenant": "corp",
+            "device_type": "h100",
+            "nominal_cards": "50",
+        },
     )
     assert refused.status_code == 403
     fleet = admin.get("/console/fleet")
