@@ -86,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    # the job's cards (CUDA_VISIBLE_DEVICES set by the runner) when torch sees one, else the CPU
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = get_peft_model(model, lora).to(device)
     records = read_records(Path(spec["dataset"]).read_text(encoding="utf-8"))
     sequences = tokenize_records(tokenizer, records)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows, masks = pack(sequences, max_seq_len=int(spec["max_seq_len"]), pad_id=int(pad_id))
-    input_ids, attention = torch.tensor(rows), torch.tensor(masks)
+    input_ids, attention = torch.tensor(rows, device=device), torch.tensor(masks, device=device)
     labels = input_ids.masked_fill(attention == 0, -100)
     num_tokens = int(attention.sum())
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"finetune: LoRA r={lora.r} alpha={lora.lora_alpha:g} on {targets} of "
         f"{spec['base_model']}, {len(records)} records -> {len(rows)} rows, {num_tokens} tokens, "
-        f"{sum(p.numel() for p in trainable)} trainable parameters"
+        f"{sum(p.numel() for p in trainable)} trainable parameters, on {device}"
     )
 
     losses: list[float] = []
@@ -107,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = _latest_checkpoint(Path(CHECKPOINT_DIR))
     if checkpoint is not None:
         state = json.loads((checkpoint / "state.json").read_text())
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt"))
+        weights = load_file(str(checkpoint / "adapter_model.safetensors"), device=device)
+        set_peft_model_state_dict(model, weights)
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device))
         first_step, losses = int(state["step"]), [float(x) for x in state["losses"]]
         say(f"resumed from {checkpoint.name} (step {first_step}/{steps})")
 
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     for step in range(first_step, steps):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randperm(len(rows), generator=gen)[:batch_size]
+        idx = torch.randperm(len(rows), generator=gen)[:batch_size].to(device)
         out = model(input_ids=input_ids[idx], attention_mask=attention[idx], labels=labels[idx])
         out.loss.backward()
         optimizer.step()
