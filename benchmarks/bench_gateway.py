@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 KEY = "sk-bench"
+ADMIN_KEY = "bench-gateway-admin-0123456789"
 BODY = json.dumps(
     {
         "model": "m",
@@ -46,8 +47,13 @@ BODY = json.dumps(
 # --- the processes -------------------------------------------------------------------------------
 
 
-def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
-    """Run the gateway alone (the bench starts this in a child process)."""
+def serve_gateway(
+    port: int, upstream: str, profile_out: str | None, key_out: str | None = None
+) -> None:
+    """Run the gateway (the bench starts this in a child process): the bare ASGI gateway, or
+    with ``key_out`` the real path — `npucenter up`'s whole app on a fresh SQLite store, a
+    tenant key (its secret written to ``key_out``), the tenant's token rate on (set far above
+    what the run asks, so it never refuses) and every request metered into the store's ledger."""
     import uvicorn
 
     from npucenter.gateway import (
@@ -58,13 +64,18 @@ def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
         StaticKeyResolver,
     )
 
-    gateway = Gateway(
-        keys=StaticKeyResolver({KEY: Principal(key_id="bench", tenant="bench")}),
-        endpoints=[
-            ReplicaEndpoint(replica_id="r0", base_url=upstream, model_id="m", max_inflight=4096)
-        ],
-        config=GatewayConfig(scrape_interval_s=0),
+    endpoint = ReplicaEndpoint(
+        replica_id="rngd-0-r0", base_url=upstream, model_id="m", device_id="rngd", max_inflight=4096
     )
+    app: object
+    if key_out is None:
+        app = Gateway(
+            keys=StaticKeyResolver({KEY: Principal(key_id="bench", tenant="bench")}),
+            endpoints=[endpoint],
+            config=GatewayConfig(scrape_interval_s=0),
+        )
+    else:
+        app = _real_center(endpoint, key_out)
     profiler = cProfile.Profile() if profile_out else None
 
     def dump(*_: object) -> None:
@@ -81,7 +92,7 @@ def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
     if profiler is not None:
         profiler.enable()
     uvicorn.run(
-        gateway,
+        app,  # type: ignore[arg-type]
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -89,6 +100,31 @@ def serve_gateway(port: int, upstream: str, profile_out: str | None) -> None:
         loop="uvloop",
         http="httptools",
     )
+
+
+def _real_center(endpoint: object, key_out: str) -> object:
+    import tempfile
+
+    import npucenter.live.extension  # noqa: F401  (registers the gateway server extension)
+    from npucenter.api.app import build_server_app
+    from npucenter.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "NPUCENTER_ADMIN_KEY": ADMIN_KEY,
+            "NPUCENTER_VIRTUAL_FLEET": "0",
+            "NPUCENTER_JOB_RUNNER": "0",
+        },
+        data_dir=tempfile.mkdtemp(prefix="npucenter-bench-gateway-"),
+    )
+    app = build_server_app(settings)
+    with app.state.control.tx() as repo:
+        tenant = repo.create_tenant("bench", "company")
+        repo.set_quota(tenant, "rngd", nominal_cards=1, tokens_per_s=1e9)
+        _, secret = repo.create_key(tenant_id=tenant.id, scope="tenant", name="bench")
+    Path(key_out).write_text(secret)
+    app.state.gateway.pool.set([endpoint])
+    return app
 
 
 # cProfile charges the loop's waiting to the coroutine frame that waits longest (the lifespan
@@ -172,10 +208,12 @@ class _Conn:
         return status
 
 
-async def _run_rate(port: int, path: str, rate_rps: float, duration_s: float) -> dict[str, object]:
+async def _run_rate(
+    port: int, path: str, rate_rps: float, duration_s: float, key: str = KEY
+) -> dict[str, object]:
     head = (
         f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        f"authorization: Bearer {KEY}\r\ncontent-length: {len(BODY)}\r\n\r\n"
+        f"authorization: Bearer {key}\r\ncontent-length: {len(BODY)}\r\n\r\n"
     ).encode() + BODY
     idle: list[_Conn] = []
     for _ in range(64):
@@ -219,6 +257,7 @@ async def _run_rate(port: int, path: str, rate_rps: float, duration_s: float) ->
         "num_requests": n,
         "num_errors": errors,
         "achieved_rps": len(latencies) / elapsed,
+        "ok_rps": (len(latencies) - errors) / elapsed if latencies else 0.0,
         "p50_ms": _pct(warm, 50) * 1e3,
         "p90_ms": _pct(warm, 90) * 1e3,
         "p99_ms": _pct(warm, 99) * 1e3,
@@ -238,14 +277,16 @@ def _pct(sorted_values: list[float], q: float) -> float:
 
 
 def _start_gateway(
-    upstream_url: str, profile_out: str | None = None
+    upstream_url: str, profile_out: str | None = None, key_out: str | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     argv = [sys.executable, __file__, "--serve-gateway", str(port), "--upstream", upstream_url]
     if profile_out:
         argv += ["--profile-out", profile_out]
+    if key_out:
+        argv += ["--key-out", key_out]
     proc = _spawn(argv)
-    _wait_up(port, "/health")
+    _wait_up(port, "/health", timeout_s=60.0)
     return proc, port
 
 
@@ -258,8 +299,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run(rates: list[float], duration_s: float) -> dict[str, object]:
-    """Measure direct vs gateway at each rate; profile the gateway at 500 requests/s."""
+def run(rates: list[float], duration_s: float, *, real_path: bool = True) -> dict[str, object]:
+    """Measure direct vs the bare gateway vs the real path (a tenant key, limits on, the SQLite
+    ledger) at each rate; profile both at 500 requests/s."""
+    import tempfile
+
     import uvloop
 
     up_port = _free_port()
@@ -274,46 +318,84 @@ def run(rates: list[float], duration_s: float) -> dict[str, object]:
             "16",
         ]
     )
+    path = "/v1/chat/completions"
     gw = None
+    profiles: dict[str, dict[str, object]] = {}
+    key_file = Path(tempfile.mkdtemp(prefix="npucenter-bench-key-")) / "key"
     try:
         _wait_up(up_port, "/health")
         upstream_url = f"http://127.0.0.1:{up_port}"
+        rows: list[dict[str, object]] = []
+        real: list[dict[str, object]] = []
         gw, gw_port = _start_gateway(upstream_url)
-        rows = []
+        directs = {}
         for rate in rates:
-            direct = uvloop.run(_run_rate(up_port, "/v1/chat/completions", rate, duration_s))
-            via = uvloop.run(_run_rate(gw_port, "/v1/chat/completions", rate, duration_s))
-            rows.append(
-                {
-                    "rate_rps": rate,
-                    "direct": direct,
-                    "gateway": via,
-                    "added_p50_ms": float(via["p50_ms"]) - float(direct["p50_ms"]),  # type: ignore[arg-type]
-                    "added_p99_ms": float(via["p99_ms"]) - float(direct["p99_ms"]),  # type: ignore[arg-type]
-                }
-            )
-        _stop(gw)
-        profile_path = RESULTS / "gateway_profile.json"
-        gw, gw_port = _start_gateway(upstream_url, str(profile_path))
-        uvloop.run(_run_rate(gw_port, "/v1/chat/completions", 500, duration_s))
+            direct = directs[rate] = uvloop.run(_run_rate(up_port, path, rate, duration_s))
+            via = uvloop.run(_run_rate(gw_port, path, rate, duration_s))
+            rows.append(_row(rate, direct, via))
         _stop(gw)
         gw = None
-        report = json.loads(profile_path.read_text()) if profile_path.exists() else {}
-        profile = report.get("text", "")
-        categories = report.get("by_category", {})
+        if real_path:
+            gw, gw_port = _start_gateway(upstream_url, key_out=str(key_file))
+            secret = key_file.read_text()
+            for rate in rates:
+                via = uvloop.run(_run_rate(gw_port, path, rate, duration_s, key=secret))
+                real.append(_row(rate, directs[rate], via))
+            _stop(gw)
+            gw = None
+        for name, key_out in (("bare", None), ("real", str(key_file))):
+            if name == "real" and not real_path:
+                continue
+            profile_path = RESULTS / f"gateway_profile_{name}.json"
+            gw, gw_port = _start_gateway(upstream_url, str(profile_path), key_out=key_out)
+            secret = key_file.read_text() if key_out else KEY
+            uvloop.run(_run_rate(gw_port, path, 500, duration_s, key=secret))
+            _stop(gw)
+            gw = None
+            profiles[name] = json.loads(profile_path.read_text()) if profile_path.exists() else {}
+            profile_path.unlink(missing_ok=True)
     finally:
         if gw is not None:
             _stop(gw)
         _stop(upstream)
+    bare = profiles.get("bare", {})
     return {
         "benchmark": "gateway_overhead",
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "duration_s_per_run": duration_s,
         "goal": {"added_p50_ms": 1.0, "added_p99_ms": 5.0},
         "rows": rows,
-        "profile_top": _profile_lines(profile),
+        "bare_path": [_headline(r) for r in rows],
+        "real_path": [_headline(r) for r in real],
+        "real_path_rows": real,
+        "profile_top": _profile_lines(str(bare.get("text", ""))),
         "profile_requests": int(500 * duration_s),
-        "profile_self_time_s_by_category": categories,
+        "profile_self_time_s_by_category": bare.get("by_category", {}),
+        "real_path_profile_top": _profile_lines(str(profiles.get("real", {}).get("text", ""))),
+        "real_path_profile_self_time_s_by_category": profiles.get("real", {}).get(
+            "by_category", {}
+        ),
+    }
+
+
+def _row(rate: float, direct: dict[str, object], via: dict[str, object]) -> dict[str, object]:
+    return {
+        "rate_rps": rate,
+        "direct": direct,
+        "gateway": via,
+        "added_p50_ms": float(via["p50_ms"]) - float(direct["p50_ms"]),  # type: ignore[arg-type]
+        "added_p99_ms": float(via["p99_ms"]) - float(direct["p99_ms"]),  # type: ignore[arg-type]
+    }
+
+
+def _headline(row: dict[str, object]) -> dict[str, object]:
+    via: dict[str, object] = row["gateway"]  # type: ignore[assignment]
+    return {
+        "rate_rps": row["rate_rps"],
+        "added_p50_ms": row["added_p50_ms"],
+        "added_p99_ms": row["added_p99_ms"],
+        "errors": via["num_errors"],
+        "ok_rps": via["ok_rps"],
     }
 
 
@@ -441,17 +523,21 @@ def main() -> None:
     parser.add_argument("--serve-gateway", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--key-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-real-path", action="store_true", help="skip the real path (tenant key, store)"
+    )
     parser.add_argument("--rates", default="200,500,1000")
     parser.add_argument("--duration-s", type=float, default=6.0)
     parser.add_argument("--quick", action="store_true", help="2 s per run, 40-request agreement")
     parser.add_argument("--no-agreement", action="store_true", help="skip the live-vs-sim replay")
     args = parser.parse_args()
     if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.upstream, args.profile_out)
+        serve_gateway(args.serve_gateway, args.upstream, args.profile_out, args.key_out)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     rates = [float(r) for r in args.rates.split(",")]
-    result = run(rates, 2.0 if args.quick else args.duration_s)
+    result = run(rates, 2.0 if args.quick else args.duration_s, real_path=not args.no_real_path)
     if not args.no_agreement:
         result["agreement"] = run_agreement(40 if args.quick else 120, 2.0)
     (RESULTS / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -468,11 +554,24 @@ def main() -> None:
             f"{d['p99_ms']:>9.2f}ms {g['p99_ms']:>6.2f}ms {row['added_p99_ms']:>5.2f}ms "
             f"{g['achieved_rps']:>7.0f} {g['num_errors']:>6}"
         )
+    if result["real_path"]:
+        print("real path (tenant key, limits on, SQLite ledger):")
+        for real in result["real_path"]:  # type: ignore[attr-defined]
+            print(
+                f"{real['rate_rps']:>6.0f} +p50 {real['added_p50_ms']:>7.2f}ms "
+                f"+p99 {real['added_p99_ms']:>8.2f}ms  ok {real['ok_rps']:>6.0f}/s "
+                f"errors {real['errors']}"
+            )
     print("goal: added p50 <= 1 ms, p99 <= 5 ms")
     n = result["profile_requests"]
     print(f"where the gateway's time goes at 500 req/s (cProfile self time, {n} requests):")
     for label, seconds in result["profile_self_time_s_by_category"].items():  # type: ignore[attr-defined]
         print(f"  {label:<50} {seconds:7.3f} s  ({seconds / n * 1e6:6.0f} us/request)")
+    real_profile = result.get("real_path_profile_self_time_s_by_category") or {}
+    if real_profile:
+        print(f"where the real path's time goes at 500 req/s ({n} requests):")
+        for label, seconds in real_profile.items():  # type: ignore[attr-defined]
+            print(f"  {label:<50} {seconds:7.3f} s  ({seconds / n * 1e6:6.0f} us/request)")
     agreement = result.get("agreement")
     if isinstance(agreement, dict):
         print(f"live (gateway + virtual engines) vs simulator, {agreement['trace']}:")

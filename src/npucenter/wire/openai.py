@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from npucenter.errors import InvalidRequestError
@@ -267,7 +268,8 @@ _TOOL_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX
 def validate_request(request: dict[str, Any], endpoint: str) -> None:
     """Check a parsed request as the OpenAI API does: unknown fields, types, ranges, roles.
 
-    vLLM's extensions are known fields too (the gateway passes them on to engines).
+    vLLM's extensions are known fields too (the gateway passes them on to engines). One pass
+    over the fields the request has (the gateway's hot path), each with its own check.
 
     Raises:
         InvalidRequestError: ``details["param"]`` names the offending parameter
@@ -275,41 +277,20 @@ def validate_request(request: dict[str, Any], endpoint: str) -> None:
     """
     chat = endpoint == CHAT
     known = CHAT_FIELDS if chat else COMPLETIONS_FIELDS
+    checks = _CHAT_CHECKS if chat else _COMPLETIONS_CHECKS
     for name in request:
-        if name not in known and name not in VLLM_FIELDS:
+        check = checks.get(name)
+        if check is not None:
+            check(request, name)
+        elif name not in known and name not in VLLM_FIELDS:
             _refuse(name, f"Unrecognized request argument supplied: {name}")
-    _number(request, "temperature", 0.0, 2.0)
-    _number(request, "top_p", 0.0, 1.0)
-    _number(request, "frequency_penalty", -2.0, 2.0)
-    _number(request, "presence_penalty", -2.0, 2.0)
-    _integer(request, "n", 1, 128)
-    _integer(request, "max_tokens", 1)
-    _integer(request, "max_completion_tokens", 1)
-    _integer(request, "seed", None)
-    _integer(request, "min_tokens", 0)
-    _integer(request, "top_k", -1)
-    _number(request, "min_p", 0.0, 1.0)
-    _number(request, "repetition_penalty", 0.0, None, above=True)
-    for name in ("stream", "ignore_eos", "store", "parallel_tool_calls"):
-        _boolean(request, name)
-    _typed(request, "user", str, "a string")
-    _typed(request, "metadata", dict, "an object")
-    _check_stream_options(request)
-    _check_stop(request.get("stop"))
-    _check_logit_bias(request.get("logit_bias"))
-    _check_response_format(request.get("response_format"))
     if chat:
-        _check_messages(request["messages"])
-        _boolean(request, "logprobs")
-        _integer(request, "top_logprobs", 0, 20)
         if request.get("top_logprobs") is not None and not request.get("logprobs"):
             _refuse("top_logprobs", "logprobs must be true when top_logprobs is set")
-        _check_tools(request)
-    else:
-        _integer(request, "logprobs", 0, 5)
-        _boolean(request, "echo")
-        _typed(request, "suffix", str, "a string")
-        _integer(request, "best_of", 1, 20)
+        if "tool_choice" in request:
+            _check_tool_choice(request)
+    if request.get("stream_options") is not None and not request.get("stream"):
+        _refuse("stream_options", "stream_options is only allowed when stream is true.")
 
 
 def _refuse(param: str, message: str) -> None:
@@ -364,21 +345,20 @@ def _typed(request: dict[str, Any], name: str, kind: type, what: str) -> None:
         _refuse(name, f"Invalid type for '{name}': expected {what}, but got {_kind(value)}.")
 
 
-def _check_stream_options(request: dict[str, Any]) -> None:
+def _check_stream_options(request: dict[str, Any], _name: str = "stream_options") -> None:
     options = request.get("stream_options")
     if options is None:
         return
     if not isinstance(options, dict):
         _refuse("stream_options", "Invalid type for 'stream_options': expected an object.")
-    if not request.get("stream"):
-        _refuse("stream_options", "stream_options is only allowed when stream is true.")
     for name in ("include_usage", "continuous_usage_stats"):
         value = options.get(name)
         if value is not None and not isinstance(value, bool):
             _refuse(f"stream_options.{name}", f"Invalid type for 'stream_options.{name}'.")
 
 
-def _check_stop(stop: Any) -> None:
+def _check_stop(request: dict[str, Any], _name: str = "stop") -> None:
+    stop = request.get("stop")
     if stop is None or isinstance(stop, str):
         return
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -387,7 +367,8 @@ def _check_stop(stop: Any) -> None:
         _refuse("stop", "Invalid value for 'stop': at most 4 stop sequences.")
 
 
-def _check_logit_bias(bias: Any) -> None:
+def _check_logit_bias(request: dict[str, Any], _name: str = "logit_bias") -> None:
+    bias = request.get("logit_bias")
     if bias is None:
         return
     if not isinstance(bias, dict):
@@ -397,7 +378,8 @@ def _check_logit_bias(bias: Any) -> None:
             _refuse("logit_bias", "Invalid value for 'logit_bias': numbers in [-100, 100].")
 
 
-def _check_response_format(fmt: Any) -> None:
+def _check_response_format(request: dict[str, Any], _name: str = "response_format") -> None:
+    fmt = request.get("response_format")
     if fmt is None:
         return
     if not isinstance(fmt, dict):
@@ -420,7 +402,10 @@ def _check_response_format(fmt: Any) -> None:
             _refuse("response_format.json_schema.schema", "the schema must be an object")
 
 
-def _check_messages(messages: list[Any]) -> None:
+def _check_messages(request: dict[str, Any], _name: str = "messages") -> None:
+    messages = request["messages"]
+    if not isinstance(messages, list):
+        _refuse("messages", "Invalid type for 'messages': expected an array.")
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -451,7 +436,7 @@ def _check_messages(messages: list[Any]) -> None:
             _refuse(f"{where}.tool_call_id", f"Missing required parameter: '{where}.tool_call_id'.")
 
 
-def _check_tools(request: dict[str, Any]) -> None:
+def _check_tools(request: dict[str, Any], _name: str = "tools") -> None:
     tools = request.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -466,6 +451,10 @@ def _check_tools(request: dict[str, Any]) -> None:
             params = function.get("parameters")  # type: ignore[union-attr]
             if params is not None and not isinstance(params, dict):
                 _refuse(f"tools[{i}].function.parameters", "parameters must be a JSON schema")
+
+
+def _check_tool_choice(request: dict[str, Any]) -> None:
+    tools = request.get("tools")
     choice = request.get("tool_choice")
     if choice is None or choice in ("none", "auto"):
         return
@@ -481,3 +470,58 @@ def _check_tools(request: dict[str, Any]) -> None:
             _refuse("tool_choice", f"tool_choice names a function not in tools: {name}")
     if not tools:
         _refuse("tool_choice", "tool_choice is only allowed when tools are specified.")
+
+
+Check = Callable[[dict[str, Any], str], None]
+
+
+def _num(low: float, high: float | None, *, above: bool = False) -> Check:
+    return lambda request, name: _number(request, name, low, high, above=above)
+
+
+def _int(low: int | None, high: int | None = None) -> Check:
+    return lambda request, name: _integer(request, name, low, high)
+
+
+def _of(kind: type, what: str) -> Check:
+    return lambda request, name: _typed(request, name, kind, what)
+
+
+_COMMON_CHECKS: dict[str, Check] = {
+    "temperature": _num(0.0, 2.0),
+    "top_p": _num(0.0, 1.0),
+    "frequency_penalty": _num(-2.0, 2.0),
+    "presence_penalty": _num(-2.0, 2.0),
+    "n": _int(1, 128),
+    "max_tokens": _int(1),
+    "seed": _int(None),
+    "min_tokens": _int(0),
+    "top_k": _int(-1),
+    "min_p": _num(0.0, 1.0),
+    "repetition_penalty": _num(0.0, None, above=True),
+    "stream": _boolean,
+    "ignore_eos": _boolean,
+    "user": _of(str, "a string"),
+    "stream_options": _check_stream_options,
+    "stop": _check_stop,
+    "logit_bias": _check_logit_bias,
+    "response_format": _check_response_format,
+}
+_CHAT_CHECKS: dict[str, Check] = {
+    **_COMMON_CHECKS,
+    "messages": _check_messages,
+    "max_completion_tokens": _int(1),
+    "store": _boolean,
+    "parallel_tool_calls": _boolean,
+    "metadata": _of(dict, "an object"),
+    "logprobs": _boolean,
+    "top_logprobs": _int(0, 20),
+    "tools": _check_tools,
+}
+_COMPLETIONS_CHECKS: dict[str, Check] = {
+    **_COMMON_CHECKS,
+    "logprobs": _int(0, 5),
+    "echo": _boolean,
+    "suffix": _of(str, "a string"),
+    "best_of": _int(1, 20),
+}
