@@ -24,7 +24,7 @@ from npucenter.files.catalog import load_catalog
 from npucenter.files.fleet import load_fleet_spec
 from npucenter.fleet.spec import FleetSpec
 from npucenter.policy.routing import ROUTING_POLICIES
-from npucenter.sim.center import build_center, distserve_goodput
+from npucenter.sim.center import Center, build_center, distserve_goodput
 from npucenter.sim.report import render_html_report
 from npucenter.sim.results import SimResult
 from npucenter.workload import (
@@ -105,6 +105,12 @@ def simulate(
         help="Comma-separated policies to run side by side (replaces --policy; JSON maps "
         "policy -> summary).",
     ),
+    autoscaling: bool = typer.Option(
+        False,
+        "--autoscaling",
+        help="Compare the fleet fixed (every placed replica all along) and autoscaled (its "
+        "services' min_replicas/max_replicas/autoscale:): card-hours, energy, SLO attainment.",
+    ),
 ) -> None:
     """Simulate FLEET serving TRACE with a routing policy; print latency, goodput and energy."""
     spec = load_fleet_spec(fleet)
@@ -122,6 +128,9 @@ def simulate(
         raise InvalidConfigError("trace", trace, "has no requests")
     if compare:
         _compare(spec, cat, tr, [p.strip() for p in compare.split(",") if p.strip()], json_out)
+        return
+    if autoscaling:
+        _compare_autoscaling(spec, cat, tr, policy, json_out)
         return
     show = not (quiet or print_summary_json)
     started = time.perf_counter()
@@ -189,6 +198,49 @@ def _compare(
     if json_out is not None:
         json_out.write_text(json.dumps(_jsonable(docs), indent=2) + "\n", encoding="utf-8")
     console.print(table)
+
+
+def _compare_autoscaling(
+    spec: FleetSpec, cat: Any, tr: Trace, policy: str, json_out: Path | None
+) -> None:
+    """The same trace on the fleet fixed and autoscaled; one row each."""
+    if not any(d.autoscale is not None for d in spec.deployments):
+        raise InvalidConfigError(
+            "fleet",
+            spec.name,
+            "no service autoscales",
+            hint="give a service min_replicas/max_replicas (docs/simulator.md)",
+        )
+    table = Table(title=f"{spec.name} · {tr.name} · {len(tr)} requests · {policy}")
+    table.add_column("fleet", no_wrap=True)
+    for col in ("card-hours", "energy kWh", "SLO met", "TTFT s p50/p99", "ups/downs", "wall s"):
+        table.add_column(col, justify="right")
+    docs: dict[str, Any] = {}
+    for name, auto in (("fixed", False), ("autoscaled", True)):
+        started = time.perf_counter()
+        s = Center(spec, cat, policy=policy, autoscale=auto).run(tr).summary
+        s["wall_s"] = time.perf_counter() - started
+        docs[name] = s
+        scaled = s.get("autoscaling", {})
+        ups = sum(v["scale_ups"] for v in scaled.values())
+        downs = sum(v["scale_downs"] for v in scaled.values())
+        table.add_row(
+            name,
+            f"{s['held']['card_hours']:.2f}",
+            f"{s['held']['energy_j'] / 3.6e6:.3f}",
+            f"{s['slo_attainment']:.2%}",
+            f"{s['ttft_s']['p50']:.3f} / {s['ttft_s']['p99']:.3f}",
+            f"{ups} / {downs}" if auto else "-",
+            f"{s['wall_s']:.2f}",
+        )
+    if json_out is not None:
+        json_out.write_text(json.dumps(_jsonable(docs), indent=2) + "\n", encoding="utf-8")
+    console.print(table)
+    console.print(
+        "card-hours and energy: the cards the replicas held (a scaled-down replica's cards are "
+        "released: 0 W); cold starts per engine: docs/simulator.md",
+        highlight=False,
+    )
 
 
 def _print_table(result: SimResult) -> None:

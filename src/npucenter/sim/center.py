@@ -29,6 +29,7 @@ from npucenter.policy.routing import (
     RoutingSnapshot,
     make_routing_policy,
 )
+from npucenter.sim.autoscale import TwinAutoscaler, held_usage
 from npucenter.sim.jobs import JobTimeline, simulate_jobs
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.results import SimResult
@@ -38,7 +39,7 @@ from npucenter.workload.trace import Trace
 __all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 
 # event kinds; at equal times arrivals, then wake-ups, hand-offs, replicas stopped or restarted
-_WAKE, _HANDOFF, _CAPACITY = 0, 1, 2
+_WAKE, _HANDOFF, _CAPACITY, _SCALE = 0, 1, 2, 3  # _SCALE: an autoscaling decision
 _BLOCK = 65_536  # requests converted to Python numbers at a time
 # pools smaller than this are scanned by the policies (cheaper than keeping ordered views there;
 # the decisions are the same either way)
@@ -106,8 +107,10 @@ class Center:
         *,
         policy: str = "least-outstanding-tokens",
         perf_models: PerfModelCache | None = None,  # shared with other centers of one catalog
+        autoscale: bool = True,  # False: every placed replica serves all along (a fixed fleet)
     ) -> None:
         self.fleet = fleet
+        self.autoscale = autoscale
         self.catalog = catalog
         self.policy_name = policy
         self._perf = perf_models if perf_models is not None else PerfModelCache(catalog)
@@ -225,10 +228,28 @@ class Center:
             timeline_bin_s = max(1.0, trace.duration_s / 120.0)
         replicas, pools = self._fresh(timeline_bin_s)
         svc_pools = self._pools_for(trace, pools)
-        loop = _Loop(self.fleet, trace, replicas, svc_pools, self._capacity_events())
+        scaler = None
+        if self.autoscale and any(d.autoscale is not None for d in self.fleet.deployments):
+            scaler = TwinAutoscaler(
+                self.fleet.deployments, replicas, {p.name: p for p in svc_pools}
+            )
+        loop = _Loop(
+            self.fleet,
+            trace,
+            replicas,
+            svc_pools,
+            self._capacity_events(),
+            autoscaler=scaler if scaler is not None and scaler.active else None,
+        )
         loop.run(progress, progress_every)
         horizon = float(np.nanmax(loop.finish_s)) if np.any(np.isfinite(loop.finish_s)) else 0.0
         horizon = max(horizon, float(trace.arrival_s[-1]) if n else 0.0)
+        scaled = loop.autoscaler.finish(loop, horizon) if loop.autoscaler is not None else {}
+        held_s = (
+            loop.autoscaler.held_seconds(replicas, horizon)
+            if loop.autoscaler is not None
+            else {r.index: horizon for r in replicas}
+        )
         result = SimResult.build(
             trace=trace,
             fleet=self.fleet,
@@ -248,6 +269,10 @@ class Center:
         )
         if self.jobs is not None:
             result.summary["jobs"] = self.jobs.summary(self.fleet, horizon)
+        # the cards the replicas held (all along in a fixed fleet) and their energy meanwhile
+        result.summary["held"] = held_usage(replicas, held_s)
+        if scaled:
+            result.summary["autoscaling"] = scaled
         return result
 
     def _capacity_events(self) -> list[tuple[float, int, bool]]:
@@ -288,6 +313,7 @@ class _Loop:
         replicas: Sequence[SimReplica],
         svc_pools: Sequence[_ServicePools],
         capacity: Sequence[tuple[float, int, bool]] = (),  # (time, replica index, up)
+        autoscaler: TwinAutoscaler | None = None,
     ) -> None:
         n = len(trace)
         self.fleet = fleet
@@ -308,6 +334,11 @@ class _Loop:
         for t, index, up in capacity:
             self.seq += 1
             heapq.heappush(self.heap, (t, _CAPACITY, self.seq, index, int(up)))
+        self.autoscaler = autoscaler
+        self.capacity_kind = _CAPACITY
+        self.service_number = {p.name: k for k, p in enumerate(svc_pools)}
+        if autoscaler is not None:
+            autoscaler.start(self, _SCALE, float(trace.arrival_s[-1]) if n else 0.0)
 
     def run(self, progress: Callable[[int, int], None] | None, every: int) -> None:
         trace = self.trace
@@ -336,8 +367,13 @@ class _Loop:
                     self._after_sync(rep)
                 elif kind == _HANDOFF:
                     self._handoff(a, t)
+                elif kind == _SCALE:
+                    assert self.autoscaler is not None
+                    self.autoscaler.tick(self, self.svc_pools[a].name, t)
                 else:
                     self._set_capacity(self.replicas[a], t, up=bool(b))
+                    if b and self.autoscaler is not None:
+                        self.autoscaler.on_up(self, self.replicas[a], t)
                 continue
             self.num_events += 1
             k = i - base
@@ -349,6 +385,8 @@ class _Loop:
             progress(n, n)
 
     def _arrive(self, idx: int, t: float, prompt: int, output: int, pools: _ServicePools) -> None:
+        if self.autoscaler is not None:
+            self.autoscaler.saw(pools.name, t)
         board = pools.entry
         decision = pools.policy.route(
             RoutingSnapshot(now_s=t, replicas=board.states, index=_routing_index(board)),
@@ -361,6 +399,8 @@ class _Loop:
         )
         rep = self.by_id.get(decision.replica_id) if decision.replica_id else None
         if rep is None:
+            if self.autoscaler is not None and self.autoscaler.hold(self, idx, t, pools.name):
+                return  # held while a replica starts (autoscaled at zero)
             self.rejected[idx] = True
             return
         core = rep.core

@@ -1,0 +1,230 @@
+"""Autoscaling in the twin: the live center's policy on virtual time, with cold starts.
+
+A service whose fleet entry names ``min_replicas``/``max_replicas``/``autoscale:`` is scaled by
+:func:`npucenter.policy.autoscaling.decide_scale` (the function the live center's leader runs)
+every ``interval_s`` of virtual time, and at once when a request arrives at zero replicas. The
+replicas the fleet places for it are the most it can have (its quota in the twin); the ones
+not wanted are off: not routed, and their cards are not held (not counted in card-hours nor in
+the held energy). A replica asked for serves after its engine's cold start
+(:data:`COLD_START_S`); requests that arrive with no replica serving are held while one starts
+and rejected after ``hold_s`` (the gateway's bound). A replica scaled down stops like one taken
+for a job: requests without a first token go elsewhere, streaming ones are lost.
+
+Only colocated replicas (role ``both``) are scaled; a disaggregated service keeps its count.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from npucenter.fleet.spec import FleetDeployment
+from npucenter.policy.autoscaling import AutoscalePolicy, DeploymentLoad, decide_scale
+
+__all__ = ["COLD_START_S", "COLD_START_SOURCES", "TwinAutoscaler", "held_usage"]
+
+#: Seconds from asking for a replica to its engine serving, per engine (the fleet's ``engine``).
+COLD_START_S: dict[str, float] = {"virtual": 1.0, "vllm": 35.0}
+COLD_START_SOURCES: dict[str, str] = {
+    "virtual": "measured on this machine: python -m npucenter.engines.virtual until /v1/models "
+    "answers, 0.98-1.56 s over 3 starts (2 shared vCPUs, load 6-10)",
+    "vllm": "measured on this machine: vLLM's CPU build ready 35-135 s after launch depending on "
+    "load (docs/engines.md); the lower end",
+}
+_DEFAULT_ENGINE = "virtual"
+
+
+@dataclass(slots=True, eq=False)
+class _Scaled:
+    pools: Any  # the center's _ServicePools
+    policy: AutoscalePolicy
+    replicas: list[Any]  # SimReplica, the ones it may turn on
+    cold_start_s: float
+    starting: dict[int, float] = field(default_factory=dict)  # replica index -> ready at
+    held: deque[tuple[int, float]] = field(default_factory=deque)  # (request index, since)
+    last_request_s: float | None = None
+    last_change_s: float | None = None
+    tick_pending: bool = False
+    num_up: int = 0
+    num_down: int = 0
+    num_held: int = 0
+
+
+class TwinAutoscaler:
+    """Scales a run's autoscaled services (one per :meth:`Center.run`)."""
+
+    def __init__(
+        self,
+        deployments: Sequence[FleetDeployment],
+        replicas: Sequence[Any],
+        pools: dict[str, Any],
+        *,
+        interval_s: float = 2.0,
+        hold_s: float = 60.0,
+        now_s: float = 0.0,
+    ) -> None:
+        self.interval_s = interval_s
+        self.hold_s = hold_s
+        self.on_since: dict[int, float] = {}  # replica index -> when its cards were taken
+        self.on_s: dict[int, float] = {}  # replica index -> seconds held so far
+        self.services: dict[str, _Scaled] = {}
+        for dep in deployments:
+            if dep.autoscale is None or dep.service in self.services or dep.service not in pools:
+                continue
+            mine = [r for r in replicas if r.service == dep.service and r.role == "both"]
+            if not mine:
+                continue
+            self.services[dep.service] = _Scaled(
+                pools=pools[dep.service],
+                policy=dep.autoscale,
+                replicas=mine,
+                cold_start_s=COLD_START_S.get(dep.engine, COLD_START_S[_DEFAULT_ENGINE]),
+            )
+        for svc in self.services.values():  # start at the minimum (at least one), warm
+            first = min(len(svc.replicas), max(1, svc.policy.min_replicas))
+            for k, rep in enumerate(svc.replicas):
+                if k < first:
+                    self.on_since[rep.index] = now_s
+                else:
+                    rep.healthy = False
+                    rep.refresh_state()
+
+    @property
+    def active(self) -> bool:
+        """Whether any service is scaled."""
+        return bool(self.services)
+
+    # --- hooks the center's loop calls ----------------------------------------------------------
+
+    def start(self, loop: Any, kind: int, until_s: float) -> None:
+        """Schedule each service's first decision."""
+        self._kind = kind
+        self._until_s = until_s
+        for name in self.services:
+            self._push(loop, 0.0, name)
+
+    def saw(self, service: str, t: float) -> None:
+        """A request for ``service`` arrived at ``t``."""
+        svc = self.services.get(service)
+        if svc is not None:
+            svc.last_request_s = t
+
+    def hold(self, loop: Any, idx: int, t: float, service: str) -> bool:
+        """Hold a request no replica took (True), asking for a cold start; False: not ours."""
+        svc = self.services.get(service)
+        if svc is None or any(r.healthy for r in svc.replicas):
+            return False
+        svc.held.append((idx, t))
+        svc.num_held += 1
+        if not svc.starting and not svc.tick_pending:
+            self._push(loop, t, service)  # decide now: a cold start
+        return True
+
+    def on_up(self, loop: Any, rep: Any, t: float) -> None:
+        """A replica finished its cold start: serve what was held."""
+        svc = self.services.get(rep.service)
+        if svc is None or svc.starting.pop(rep.index, None) is None:
+            return
+        trace = loop.trace
+        while svc.held:
+            idx, since = svc.held.popleft()
+            if t - since > self.hold_s:
+                loop.rejected[idx] = True
+                continue
+            prompt, output = int(trace.prompt_tokens[idx]), int(trace.output_tokens[idx])
+            loop._arrive(idx, t, prompt, output, svc.pools)
+
+    def tick(self, loop: Any, service: str, t: float) -> None:
+        """One decision for ``service`` at ``t``; the next one is scheduled."""
+        svc = self.services[service]
+        svc.tick_pending = False
+        on = [r for r in svc.replicas if r.healthy]
+        for rep in on:
+            rep.core.advance_until(t)
+            loop._after_sync(rep)
+        running = sum(r.core.num_running for r in on)
+        waiting = sum(r.core.num_waiting for r in on) + len(svc.held)
+        if running or waiting:
+            svc.last_request_s = t
+        load = DeploymentLoad(
+            num_ready=len(on),
+            num_starting=len(svc.starting),
+            num_queued=waiting,
+            num_running=running,
+            kv_used_fraction=sum(r.core.kv_used_fraction for r in on) / len(on) if on else 0.0,
+            last_request_s=svc.last_request_s,
+            last_change_s=svc.last_change_s,
+            quota_replicas=len(svc.replicas),
+        )
+        decision = decide_scale(svc.policy, load, now_s=t)
+        if decision.delta > 0:
+            off = [r for r in svc.replicas if not r.healthy and r.index not in svc.starting][
+                : decision.delta
+            ]
+            for rep in off:
+                svc.starting[rep.index] = t + svc.cold_start_s
+                self.on_since[rep.index] = t  # its cards are held while it loads
+                loop.seq += 1
+                heapq.heappush(
+                    loop.heap, (t + svc.cold_start_s, loop.capacity_kind, loop.seq, rep.index, 1)
+                )
+            svc.num_up += len(off)
+            svc.last_change_s = t
+        elif decision.delta < 0:
+            idle_first = sorted(on, key=lambda r: (r.core.outstanding_tokens, -r.index))
+            for rep in idle_first[: -decision.delta]:
+                loop._set_capacity(rep, t, up=False)
+                self.on_s[rep.index] = (
+                    self.on_s.get(rep.index, 0.0) + t - self.on_since.pop(rep.index, t)
+                )
+                svc.num_down += 1
+            svc.last_change_s = t
+        if t < self._until_s:
+            self._push(loop, t + self.interval_s, service)
+
+    def finish(self, loop: Any, horizon_s: float) -> dict[str, Any]:
+        """Close the books at ``horizon_s``: held requests never served are rejected."""
+        for svc in self.services.values():
+            while svc.held:
+                loop.rejected[svc.held.popleft()[0]] = True
+        for index, since in list(self.on_since.items()):
+            self.on_s[index] = self.on_s.get(index, 0.0) + max(0.0, horizon_s - since)
+        self.on_since.clear()
+        return {
+            name: {
+                "min_replicas": svc.policy.min_replicas,
+                "max_replicas": min(svc.policy.max_replicas, len(svc.replicas)),
+                "cold_start_s": svc.cold_start_s,
+                "scale_ups": svc.num_up,
+                "scale_downs": svc.num_down,
+                "held_requests": svc.num_held,
+            }
+            for name, svc in self.services.items()
+        }
+
+    def held_seconds(self, replicas: Sequence[Any], horizon_s: float) -> dict[int, float]:
+        """Seconds each replica held its cards (a replica not scaled: the whole run)."""
+        scaled = {r.index for svc in self.services.values() for r in svc.replicas}
+        return {
+            r.index: (self.on_s.get(r.index, 0.0) if r.index in scaled else horizon_s)
+            for r in replicas
+        }
+
+    def _push(self, loop: Any, t: float, service: str) -> None:
+        self.services[service].tick_pending = True
+        loop.seq += 1
+        heapq.heappush(loop.heap, (t, self._kind, loop.seq, loop.service_number[service], 0))
+
+
+def held_usage(replicas: Sequence[Any], held_s: dict[int, float]) -> dict[str, float]:
+    """Card-hours held by the replicas and their energy over that time (busy energy plus idle
+    power for the rest of the time held; cards not held are counted at 0 W: released)."""
+    card_h = sum(r.tp * held_s[r.index] for r in replicas) / 3600.0
+    energy = sum(
+        r.core.energy_j + r.perf.idle_power_w * max(0.0, held_s[r.index] - r.core.busy_s)
+        for r in replicas
+    )
+    return {"card_hours": card_h, "energy_j": energy}
