@@ -206,7 +206,9 @@ def calibrate_cmd(
     loo: bool = typer.Option(True, "--loo/--no-loo", help="Also compute leave-one-out errors."),
 ) -> None:
     """Fit efficiency factors to published measurements; show predicted vs published per row."""
-    report = calibrate(leave_one_out=loo)
+    from npucenter.plan.fidelity import predict_scenario_row
+
+    report = calibrate(leave_one_out=loo, scenario_predictor=predict_scenario_row)
     if json_out:
         print_json(report.to_dict())
         return

@@ -217,12 +217,12 @@ def predict_measurement(
         )
     if not row.precision and precision is None:
         raise _Unpredictable("precision not stated")
+    if row.input_tokens is None or row.output_tokens is None:
+        raise _Unpredictable("input/output lengths not stated")
     if row.scenario.startswith(SCENARIO_PREFIX):
         if scenario_predictor is None:
             raise _Unpredictable(f"scenario row ({row.scenario}): predicted by the twin only")
         return scenario_predictor(catalog, row, efficiency, precision)
-    if row.input_tokens is None or row.output_tokens is None:
-        raise _Unpredictable("input/output lengths not stated")
     model = catalog.model(row.model_name)
     device = catalog.device(row.device_id)
     prec = Precision.parse(row.precision) if row.precision else precision
@@ -298,27 +298,37 @@ def validate(
     return CalibrationReport(rows=tuple(results), efficiencies=per_device, shared=shared)
 
 
-def calibrate(catalog: Catalog | None = None, *, leave_one_out: bool = True) -> CalibrationReport:
-    """Fit efficiencies to every row of the catalog's measurements and report the errors."""
+def calibrate(
+    catalog: Catalog | None = None,
+    *,
+    leave_one_out: bool = True,
+    scenario_predictor: ScenarioPredictor | None = None,
+) -> CalibrationReport:
+    """Fit efficiencies to every row of the catalog's measurements and report the errors.
+
+    Scenario rows (``mlperf-*``) are predicted, and fitted, through ``scenario_predictor`` (a
+    twin run per evaluation); without one they are reported with a reason.
+    """
     cat = catalog or default_catalog()
     rows = list(cat.measurements)
-    usable = [i for i, row in enumerate(rows) if _reason_unusable(cat, row) == ""]
-    shared, per_device = _fit(cat, rows, usable)
+    sp = scenario_predictor
+    usable = [i for i, row in enumerate(rows) if _reason_unusable(cat, row, sp) == ""]
+    shared, per_device = _fit(cat, rows, usable, sp)
     loo: dict[int, float] = {}
     if leave_one_out:
         for i in usable:
             rest = [j for j in usable if j != i]
-            s_i, d_i = _fit(cat, rows, rest)
+            s_i, d_i = _fit(cat, rows, rest, sp)
             eff = d_i.get(rows[i].device_id, s_i)
-            loo[i] = predict_measurement(cat, rows[i], eff)[0]
+            loo[i] = predict_measurement(cat, rows[i], eff, scenario_predictor=sp)[0]
     results = []
     for i, row in enumerate(rows):
-        reason = _reason_unusable(cat, row)
+        reason = _reason_unusable(cat, row, sp)
         predicted: float | None = None
         setting = ""
         if not reason:
             predicted, setting = predict_measurement(
-                cat, row, per_device.get(row.device_id, shared)
+                cat, row, per_device.get(row.device_id, shared), scenario_predictor=sp
             )
         results.append(
             RowResult(
@@ -370,9 +380,9 @@ def _predict_metric(pm: PerfModel, row: Measurement, dp: int) -> tuple[float, st
     return value, setting
 
 
-def _reason_unusable(cat: Catalog, row: Measurement) -> str:
+def _reason_unusable(cat: Catalog, row: Measurement, sp: ScenarioPredictor | None = None) -> str:
     try:
-        predict_measurement(cat, row, Efficiency())
+        predict_measurement(cat, row, Efficiency(), scenario_predictor=sp)
     except NpuCenterError as exc:
         return str(exc)
     return ""
@@ -388,9 +398,16 @@ def _efficiency(theta: npt.NDArray[np.float64], source: str) -> Efficiency:
 
 
 def _log_residuals(
-    cat: Catalog, rows: Sequence[Measurement], idx: Iterable[int], eff: Efficiency
+    cat: Catalog,
+    rows: Sequence[Measurement],
+    idx: Iterable[int],
+    eff: Efficiency,
+    sp: ScenarioPredictor | None = None,
 ) -> list[float]:
-    return [math.log(predict_measurement(cat, rows[i], eff)[0] / rows[i].value) for i in idx]
+    return [
+        math.log(predict_measurement(cat, rows[i], eff, scenario_predictor=sp)[0] / rows[i].value)
+        for i in idx
+    ]
 
 
 def _fit_one(
@@ -398,9 +415,10 @@ def _fit_one(
     rows: Sequence[Measurement],
     idx: Sequence[int],
     prior: npt.NDArray[np.float64] | None,
+    sp: ScenarioPredictor | None = None,
 ) -> npt.NDArray[np.float64]:
     def residuals(theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        res = _log_residuals(cat, rows, idx, _efficiency(theta, "fit"))
+        res = _log_residuals(cat, rows, idx, _efficiency(theta, "fit"), sp)
         if prior is not None:
             scale = np.array([1.0, 1.0, 0.0])
             res.extend(_PRIOR_WEIGHT * scale * (np.log(theta[:3] + 1e-9) - np.log(prior + 1e-9)))
@@ -417,15 +435,18 @@ def _fit_one(
 
 
 def _fit(
-    cat: Catalog, rows: Sequence[Measurement], idx: Sequence[int]
+    cat: Catalog,
+    rows: Sequence[Measurement],
+    idx: Sequence[int],
+    sp: ScenarioPredictor | None = None,
 ) -> tuple[Efficiency, dict[str, Efficiency]]:
-    shared_theta = _fit_one(cat, rows, idx, None)
+    shared_theta = _fit_one(cat, rows, idx, None, sp)
     shared = _efficiency(shared_theta, f"shared fit on {len(idx)} rows")
     by_device: dict[str, list[int]] = {}
     for i in idx:
         by_device.setdefault(rows[i].device_id, []).append(i)
     per_device = {}
     for dev, dev_idx in sorted(by_device.items()):
-        theta = _fit_one(cat, rows, dev_idx, shared_theta)
+        theta = _fit_one(cat, rows, dev_idx, shared_theta, sp)
         per_device[dev] = _efficiency(theta, f"fitted on {len(dev_idx)} published rows")
     return shared, per_device

@@ -135,3 +135,14 @@ def test_cli_validate_json_scores_a_file(tmp_path: Path) -> None:
     ok, missing = doc["per_row"]
     assert ok["pct_error"] is not None and "precision not stated" in ok["note"]
     assert missing["pct_error"] is None and missing["reason"]
+
+
+def test_shipped_scenario_rows_are_reported_with_a_reason_not_fitted() -> None:
+    from npucenter.perf import calibrate
+
+    report = calibrate(leave_one_out=False)
+    scenario_rows = [r for r in report.rows if r.scenario.startswith("mlperf-")]
+    assert scenario_rows, "the MLPerf v4.0 rows ship in measurements.csv"
+    assert all(r.predicted is None and "lengths" in r.reason for r in scenario_rows)
+    metrics = {r.metric for r in scenario_rows}
+    assert {"ttft_p99_ms", "tpot_mean_ms", "output_tokens_per_s"} <= metrics
