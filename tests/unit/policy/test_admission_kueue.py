@@ -109,6 +109,72 @@ def test_no_two_tenants_preempt_each_other_in_one_cycle() -> None:
     assert d.pending_reason("b-borrow") is PendingReason.COHORT_EXHAUSTED
 
 
+@pytest.mark.parametrize("fallback", [True, False], ids=["fungible", "h100-only"])
+def test_two_owners_reclaim_their_nominal_of_different_types_from_each_other(
+    fallback: bool,
+) -> None:
+    """The property test's counterexample (last of five cycles), not a back-and-forth.
+
+    t1 borrows t2's RNGD card; t2 borrows one of t1's H100 cards. Both come back for their own
+    nominal in the same cycle: t2 reclaims its RNGD card from t1, and t1's 2-card gang (RNGD
+    first, H100 accepted, or H100 only) reclaims H100 cards from t2. Each reclaim takes back the
+    owner's nominal of one type from a tenant borrowing that type, so neither kills work within
+    the other's nominal and no cards go back and forth; Kueue's scheduler also issues both in
+    one cycle (it skips a second preemptor in a cohort only when their flavors overlap). Holding
+    t1 back a cycle would only leave t2 borrowing t1's cards one cycle longer.
+    """
+    fleet = [
+        Server(server_id="rngd-0", device_type="rngd", num_cards=1),
+        Server(server_id="h100-0", device_type="h100", num_cards=1),
+        Server(server_id="h100-1", device_type="h100", num_cards=1),
+        Server(server_id="h100-2", device_type="h100", num_cards=2),
+    ]
+    be = {"priority_class": P.BEST_EFFORT, "cohort": "x"}
+    quotas = [
+        quota("t0", nominal_cards={}, **be),
+        quota("t1", nominal_cards={"h100": 2, "rngd": 0}, borrowing_limit_cards={"h100": 0}, **be),
+        quota("t2", nominal_cards={"h100": 1, "rngd": 1}, lending_limit_cards={"h100": 0}, **be),
+        quota("t3", nominal_cards={}, **be),
+    ]
+    cohorts = (
+        CohortQuota(name="root"),
+        CohortQuota(name="x", parent="root", nominal_cards={"h100": 0, "rngd": 0}),
+        CohortQuota(name="y", parent="root"),
+    )
+    low = {"priority_class": P.BEST_EFFORT}
+    running = [
+        ran("t1-rngd", "t1", "rngd-0", (0,), admitted_s=100.0, **low),  # borrowed from t2
+        ran("t2-h100-a", "t2", "h100-2", (0,), device_type="h100", admitted_s=300.0, **low),
+        ran("t2-h100-b", "t2", "h100-0", (0,), device_type="h100", admitted_s=400.0, **low),
+    ]
+    gang = {"device_type": "rngd", "fallback_device_types": ("h100",)} if fallback else {}
+    pending = [
+        *(wl(f"t0-{i}", "t0", submitted_s=200.0 + i) for i in range(3)),  # no quota: waits
+        wl("t2-own", "t2", submitted_s=500.0),
+        wl("t1-gang", "t1", 2, submitted_s=501.0, **(gang or {"device_type": "h100"})),
+    ]
+    policy = AdmissionPolicy(
+        reclaim_within_cohort=PreemptionPolicy.ANY, within_tenant=PreemptionPolicy.NEVER
+    )
+    snapshot = snap(fleet, quotas, running, cohorts=cohorts)
+    d = decide_admission(snapshot, pending, policy=policy)
+    assert {(p.workload_id, p.by_workload_id, p.reason) for p in d.preempted} == {
+        ("t1-rngd", "t2-own", PreemptionReason.RECLAIM),
+        ("t2-h100-a", "t1-gang", PreemptionReason.RECLAIM),  # frees h100-2 for the gang
+    }
+    assert d.admitted_ids() == {"t2-own", "t1-gang"}
+    assert (held(d, "t1", "h100"), held(d, "t1", "rngd")) == (2, 0)  # t1's nominal
+    assert (held(d, "t2", "h100"), held(d, "t2", "rngd")) == (1, 1)  # t2's nominal
+    taken = {
+        (w.tenant, p.tenant, next(a.device_type for a in running if a.workload_id == p.workload_id))
+        for p in d.preempted
+        for w in pending
+        if w.workload_id == p.by_workload_id
+    }
+    assert taken == {("t2", "t1", "rngd"), ("t1", "t2", "h100")}  # one type each way
+    assert {p.reason for p in d.pending} == {PendingReason.NO_QUOTA_FOR_DEVICE}
+
+
 def test_owner_within_nominal_preempts_its_own_lower_priority_work_and_the_borrower() -> None:
     """Issue 17 (2), after Kueue's 'preempting locally and borrowing same resource in cohort':
     a holds 2 of its 4 nominal cards with best-effort work, b borrows the other 2. a's
