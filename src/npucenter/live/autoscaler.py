@@ -10,8 +10,14 @@ then an admission cycle (admission and the tenant's quota bound it: replicas it 
 stay pending). A model of a deployment that may go to zero stays known to the gateway
 (``standby_models``): its requests are held while a replica starts, never answered 404.
 
-NOTE(autoscaling): SLO attainment is not fed yet (None: the policy ignores it); queue depth is
-this process's (with several gateways, the leader's own).
+SLO attainment is read from the gateway's TTFT and TPOT histograms over the last interval,
+against the service's SLO (the fleet file's ``slos:``): the smaller of the fraction of requests
+whose TTFT was within the SLO and the fraction whose TPOT was (each counted at the largest
+histogram bucket edge not above the limit, so a miss is never counted as met).
+
+NOTE(autoscaling): the min of the two marginal fractions is an upper bound on the fraction that
+met both (the histograms do not pair them); queue depth is this process's (with several
+gateways, the leader's own).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +49,9 @@ class _Tracked:
     last_request_s: float
     last_change_s: float | None = None
     requests_seen: int = 0
+    ttft_limit_s: float = math.inf
+    tpot_limit_s: float = math.inf
+    counts: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # ttft n/met, tpot n/met
 
 
 class Autoscaler:
@@ -63,6 +73,7 @@ class Autoscaler:
         self.interval_s = interval_s
         self.now_s = now_s
         start = now_s()
+        slos = {svc.name: svc.slo for svc in fleet.spec.services}
         self.tracked = [
             _Tracked(
                 tenant=s.tenant or OPERATOR_TENANT,
@@ -70,6 +81,8 @@ class Autoscaler:
                 model=s.model_id,
                 policy=s.autoscale,
                 last_request_s=start,  # idle counts from the center's start
+                ttft_limit_s=_limit(slos, s.service or s.model_id, "ttft_s"),
+                tpot_limit_s=_limit(slos, s.service or s.model_id, "tpot_s"),
             )
             for s in fleet.services
             if s.autoscale is not None
@@ -136,9 +149,27 @@ class Autoscaler:
             num_queued=held,
             num_running=running,
             kv_used_fraction=kv,
+            slo_attainment=self._attainment(t),
             last_request_s=t.last_request_s,
             last_change_s=t.last_change_s,
         )
+
+    def _attainment(self, t: _Tracked) -> float | None:
+        """SLO attainment of the requests since the last look (None: none, or no SLO)."""
+        if math.isinf(t.ttft_limit_s) and math.isinf(t.tpot_limit_s):
+            return None
+        registry = self.gateway.metrics.registry
+        now = (
+            *_count_within(registry, "npucenter_gateway_ttft_seconds", t.model, t.ttft_limit_s),
+            *_count_within(registry, "npucenter_gateway_tpot_seconds", t.model, t.tpot_limit_s),
+        )
+        before, t.counts = t.counts, now
+        fractions = []
+        for k in (0, 2):
+            n = now[k] - before[k]
+            if n > 0:
+                fractions.append((now[k + 1] - before[k + 1]) / n)
+        return min(fractions) if fractions else None
 
     def _read(self) -> dict[tuple[str, str], tuple[int, int]]:
         with self.control.tx() as repo:
@@ -154,3 +185,26 @@ class Autoscaler:
         with self.control.tx() as repo:
             repo.scale_deployment(repo.get_deployment(dep_id), replicas)
         admit_after_change(self.control)
+
+
+def _limit(slos: dict[str, Any], service: str, field: str) -> float:
+    slo = slos.get(service)
+    return float(getattr(slo, field)) if slo is not None else math.inf
+
+
+def _count_within(registry: Any, name: str, model: str, limit_s: float) -> tuple[float, float]:
+    """(requests observed, those at or under the largest bucket edge <= ``limit_s``)."""
+    total = registry.get_sample_value(f"{name}_count", {"model": model}) or 0.0
+    if math.isinf(limit_s):
+        return total, total
+    met = 0.0
+    for metric in registry.collect():
+        if metric.name != name:
+            continue
+        for sample in metric.samples:
+            if sample.name != f"{name}_bucket" or sample.labels.get("model") != model:
+                continue
+            edge = float(sample.labels["le"])
+            if edge <= limit_s:
+                met = max(met, sample.value)
+    return total, met

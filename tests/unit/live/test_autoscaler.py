@@ -91,3 +91,33 @@ async def test_idle_to_zero_then_a_held_request_asks_for_one(monkeypatch) -> Non
     gw.held_for_replica["llama-3.1-8b"] = 5
     assert await scaler.tick() == [("llama-3.1-8b-rngd", 0, 1)]  # a cold start for held requests
     assert ("qwen2.5-7b-rngd", 0) not in repo.scaled  # a fixed deployment is never touched
+
+
+async def test_missed_ttft_slo_asks_for_one_more_replica(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import npucenter.api.admission as admission
+    from npucenter.gateway.metrics import GatewayMetrics
+
+    monkeypatch.setattr(admission, "admit_after_change", lambda control: None)
+    fleet = fleet_from_dict(
+        {
+            **FLEET,
+            "services": [FLEET["services"][0]],  # type: ignore[index]
+            "slos": {"llama-3.1-8b": "mlperf-llama-3.1-8b"},  # TTFT 2 s, TPOT 100 ms
+        }
+    )
+    repo = _Repo([_Dep(1, "llama-3.1-8b-rngd")])
+    gw = _Gateway(FakeClock())
+    gw.metrics = GatewayMetrics(gw.pool, lambda: 0)  # type: ignore[attr-defined]
+    scaler = Autoscaler(_Control(repo), gw, fleet, now_s=lambda: 1000.0)
+    gw.pool.set(
+        [ReplicaEndpoint(replica_id="r0", base_url="http://127.0.0.1:9", model_id="llama-3.1-8b")]
+    )
+    for _ in range(10):  # well served: within the SLO, nothing to do
+        gw.metrics.ttft.labels("llama-3.1-8b").observe(0.2)
+    assert scaler._attainment(scaler.tracked[0]) == 1.0
+    assert scaler._attainment(scaler.tracked[0]) is None  # nothing new since the last look
+    for ttft in (0.2, 3.0, 4.0, 5.0):  # 1 of 4 within 2 s
+        gw.metrics.ttft.labels("llama-3.1-8b").observe(ttft)
+    gw.held_for_replica["llama-3.1-8b"] = 1  # not idle
+    changes = await scaler.tick()
+    assert changes == [("llama-3.1-8b-rngd", 1, 2)]  # reason: SLO attainment 0.25
