@@ -553,22 +553,26 @@ def _sum_rows(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _usage_chart(rows: list[UsageOut]) -> str:
-    """Cumulative tokens (in + out) over time, one line per model; minutes since the first row."""
+    """Cumulative tokens (in + out) over time, one line per model, since the first row."""
     tokens = [r for r in rows if r.tokens_in or r.tokens_out]
     if not tokens:
         return line_chart([], title="Tokens over time", unit="tokens", empty_text="no tokens yet")
     t0 = min(r.at_s for r in tokens)
+    span_s = max(r.at_s for r in tokens) - t0
+    scale, unit_x = (1.0, "seconds") if span_s < 120 else (60.0, "minutes")
     lines: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     totals: dict[str, float] = defaultdict(float)
     for r in sorted(tokens, key=lambda r: r.at_s):
         m = _model_of(r)
+        if m not in lines:  # each line starts from nothing
+            lines[m].append(((r.at_s - t0) / scale, 0.0))
         totals[m] += r.tokens_in + r.tokens_out
-        lines[m].append(((r.at_s - t0) / 60.0, totals[m]))
+        lines[m].append(((r.at_s - t0) / scale, totals[m]))
     return line_chart(
         [Series(m, pts) for m, pts in sorted(lines.items())],
         title="Tokens over time (cumulative)",
         unit="tokens",
-        x_label="minutes since the first request",
+        x_label=f"{unit_x} since the first request",
         width=640,
         height=240,
         step=True,
