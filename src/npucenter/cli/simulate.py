@@ -63,9 +63,20 @@ def load_trace(spec: str, *, num_requests: int | None, seed: int) -> Trace:
             rng=np.random.default_rng(seed),
             name=f"synthetic-poisson-{rate_rps:g}rps",
         )
+    if spec.lower().startswith("mlperf-"):  # MLPerf scenario presets (workload/mlperf.py)
+        from npucenter.workload.mlperf import scenario_trace_from_spec
+
+        return scenario_trace_from_spec(
+            spec,
+            lengths=read_azure_trace("conv"),
+            num_requests=num_requests or 10_000,
+            rng=np.random.default_rng(seed),
+        )
     path = Path(spec)
     if not path.is_file():
-        raise NotFoundError("trace", spec, valid=[*AZURE_TRACES, "synthetic:RATE", "<file>"])
+        raise NotFoundError(
+            "trace", spec, valid=[*AZURE_TRACES, "synthetic:RATE", "mlperf-server:QPS", "<file>"]
+        )
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         return parse_request_log(text, fmt="jsonl", name=path.stem)
@@ -79,7 +90,13 @@ def load_trace(spec: str, *, num_requests: int | None, seed: int) -> Trace:
 @app.callback(invoke_without_command=True)
 @handle_errors
 def simulate(
-    trace: str = typer.Option("conv", "--trace", "-t", help="conv | code | synthetic:RATE | file"),
+    trace: str = typer.Option(
+        "conv",
+        "--trace",
+        "-t",
+        help="conv | code | synthetic:RATE | mlperf-offline | mlperf-server:QPS | "
+        "mlperf-interactive:QPS | file",
+    ),
     fleet: Path = typer.Option(..., "--fleet", "-f", help="Fleet YAML (see docs/simulator.md)."),
     policy: str = typer.Option(
         "least-outstanding-tokens",

@@ -17,7 +17,7 @@ import numpy as np
 
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.workload.slo import SLO_PRESETS, Slo
-from npucenter.workload.synthetic import LengthDistribution, PoissonArrivals
+from npucenter.workload.synthetic import EmpiricalLengths, LengthDistribution, PoissonArrivals
 from npucenter.workload.trace import Trace
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "MlperfScenario",
     "mlperf_scenario",
     "scenario_trace",
+    "scenario_trace_from_spec",
 ]
 
 #: The MLPerf Inference rules (scenario definitions: Offline, Server).
@@ -142,4 +143,37 @@ def scenario_trace(
         prompt_tokens=prompt.sample(num_requests, rng),
         output_tokens=output.sample(num_requests, rng),
         source=f"{scenario.name}: {scenario.source}"[:300],
+    )
+
+
+def scenario_trace_from_spec(
+    spec: str, *, lengths: Trace, num_requests: int, rng: np.random.Generator
+) -> Trace:
+    """``mlperf-offline`` or ``mlperf-server:QPS`` / ``mlperf-interactive:QPS`` as a trace.
+
+    Lengths are resampled from ``lengths`` (a trace the caller picks: the data set's own prompt
+    distribution is not published in a source we hold).
+    """
+    name, _, qps = spec.partition(":")
+    scenario = mlperf_scenario(name)
+    target: float | None = None
+    if qps:
+        try:
+            target = float(qps)
+        except ValueError as exc:
+            raise InvalidConfigError("trace", spec, "use mlperf-server:QPS, e.g. 20") from exc
+    trace = scenario_trace(
+        scenario,
+        num_requests=num_requests,
+        prompt=EmpiricalLengths.from_array(lengths.prompt_tokens),
+        output=EmpiricalLengths.from_array(lengths.output_tokens),
+        rng=rng,
+        target_qps=target,
+    )
+    return Trace(
+        name=f"{scenario.name}" + (f"-{target:g}qps" if target else ""),
+        arrival_s=trace.arrival_s,
+        prompt_tokens=trace.prompt_tokens,
+        output_tokens=trace.output_tokens,
+        source=f"{trace.source}; lengths resampled from {lengths.name}"[:300],
     )

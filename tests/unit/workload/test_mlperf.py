@@ -45,3 +45,22 @@ def test_server_is_poisson_at_the_target_qps_and_needs_one() -> None:
     assert rate == pytest.approx(8.0, rel=0.08)
     with pytest.raises(InvalidConfigError):
         scenario_trace(sc, num_requests=5, prompt=_LEN, output=_LEN, rng=np.random.default_rng(0))
+
+
+def test_a_spec_names_the_scenario_and_its_qps_and_resamples_the_lengths() -> None:
+    from npucenter.workload.mlperf import scenario_trace_from_spec
+    from npucenter.workload.trace import Trace
+
+    lengths = Trace(
+        name="src",
+        arrival_s=np.zeros(3),
+        prompt_tokens=np.array([10, 20, 30]),
+        output_tokens=np.array([5, 6, 7]),
+    )
+    rng = np.random.default_rng(0)
+    server = scenario_trace_from_spec("mlperf-server:5", lengths=lengths, num_requests=500, rng=rng)
+    assert float(server.arrival_s[-1]) > 0 and set(server.prompt_tokens.tolist()) <= {10, 20, 30}
+    offline = scenario_trace_from_spec("mlperf-offline", lengths=lengths, num_requests=9, rng=rng)
+    assert float(offline.arrival_s.max()) == 0.0
+    with pytest.raises(InvalidConfigError):
+        scenario_trace_from_spec("mlperf-server:fast", lengths=lengths, num_requests=9, rng=rng)
