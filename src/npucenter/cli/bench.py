@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,9 @@ _SCENARIOS = (
     "trace",
     "rate-sweep",
     "concurrency-sweep",
+    "mlperf-offline",  # the MLPerf presets of npucenter.workload.mlperf (same names as simulate)
+    "mlperf-server",
+    "mlperf-interactive",
 )
 
 
@@ -293,6 +297,18 @@ def run_cmd(
         label=label,
     )
     arrival = {"rate-sweep": "poisson", "concurrency-sweep": "concurrency"}.get(scenario, scenario)
+    if scenario.startswith("mlperf-"):  # Offline: every query at once; Server: Poisson at --rate
+        from npucenter.workload.mlperf import mlperf_scenario
+
+        preset = mlperf_scenario(scenario)
+        arrival = "poisson" if preset.needs_qps else "concurrency"
+        if not preset.needs_qps:
+            concurrency = concurrency or max_requests
+            if concurrency is None:
+                raise InvalidConfigError("max-requests", None, f"{scenario} needs --max-requests N")
+        if math.isfinite(preset.slo.ttft_s):
+            slo_ttft_ms = slo_ttft_ms or preset.slo.ttft_s * 1000
+            slo_tpot_ms = slo_tpot_ms or preset.slo.tpot_s * 1000
     rows = load_trace_rows(trace) if arrival == "trace" and trace else ()
     if arrival == "trace" and not trace:
         raise InvalidConfigError("trace", None, "give --trace azure-code|azure-conv|FILE")
