@@ -41,7 +41,8 @@ from npucenter.api.routes import quotas as quota_routes
 from npucenter.api.routes import tenants as tenant_routes
 from npucenter.api.routes import usage as usage_routes
 from npucenter.api.schemas import JobIn, KeyIn, QuotaIn, UsageOut
-from npucenter.errors import AuthenticationError, NpuCenterError
+from npucenter.bench.report import build_report, render_html
+from npucenter.errors import AuthenticationError, NotFoundError, NpuCenterError
 from npucenter.policy.principal import Principal
 from npucenter.render.svg import Series, bar_chart, line_chart
 
@@ -454,22 +455,48 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             "queue", p=p, nav=_nav(p), title="Admission queue", rows=rows, reasons=_reasons(p, rows)
         )
 
-    @app.get("/console/results", include_in_schema=False)
-    async def results(request: Request) -> Response:
+    def results_ctx(request: Request) -> tuple[_Page | None, RequestContext] | Response:
         try:
             p = page(request)
         except _Redirect as r:
             if not public_results:
                 return RedirectResponse(r.to, status_code=303, headers=_HEADERS)
-            p = None
-        ctx = p.ctx if p is not None else _public_ctx(control())
-        rows = job_routes.list_jobs(state=None, ctx=ctx)
-        docs = []
-        for j in rows:
-            if j.kind == "benchmark" and j.has_result:
-                docs.append((j, job_routes.get_job_result(j.id, ctx=ctx)))
-        table = _results_table(docs, show_tenant=p is not None)
+            return None, _public_ctx(control())
+        return p, p.ctx
+
+    def benchmark_docs(ctx: RequestContext) -> list[tuple[Any, dict[str, Any]]]:
+        jobs = job_routes.list_jobs(state=None, ctx=ctx)
+        return [
+            (j, job_routes.get_job_result(j.id, ctx=ctx))
+            for j in jobs
+            if j.kind == "benchmark" and j.has_result
+        ]
+
+    @app.get("/console/results", include_in_schema=False)
+    async def results(request: Request) -> Response:
+        found = results_ctx(request)
+        if isinstance(found, Response):
+            return found
+        p, ctx = found
+        docs = benchmark_docs(ctx)
+        table = _results_table(docs, show_tenant=p is not None and p.is_admin)
         return html("results", p=p, nav=_nav(p), title="Proving ground", table=table, num=len(docs))
+
+    @app.get("/console/results/{job_id}", include_in_schema=False)
+    async def result_report(request: Request, job_id: int) -> Response:
+        found = results_ctx(request)
+        if isinstance(found, Response):
+            return found
+        p, ctx = found
+        try:
+            one = job_routes.get_job(job_id, ctx=ctx)
+            if one.kind != "benchmark" or not one.has_result:
+                raise NotFoundError("benchmark result", str(job_id))
+            doc = job_routes.get_job_result(job_id, ctx=ctx)
+        except NpuCenterError as exc:
+            return fail(p, exc.http_status, exc.message, exc.hint)
+        report = build_report([doc], names=[f"job {job_id}"], twin=True)
+        return HTMLResponse(render_html(report), headers=_HEADERS)  # the bench report's page
 
     return sessions
 
@@ -618,60 +645,56 @@ def _server_view(s: Any) -> dict[str, Any]:
     }
 
 
-_RESULT_KEYS = (
-    ("ttft_p50_ms", "TTFT p50 (ms)"),
-    ("ttft_p99_ms", "TTFT p99 (ms)"),
-    ("tpot_p50_ms", "TPOT p50 (ms)"),
-    ("tpot_p99_ms", "TPOT p99 (ms)"),
-    ("output_tokens_per_s", "output tok/s"),
-    ("goodput_rps", "goodput (req/s)"),
-    ("tokens_per_joule", "tok/J"),
-    ("usd_per_million_tokens", "$/M tok"),
-)
-
-
-def _find(doc: Any, key: str) -> Any:
-    """The first value under ``key`` anywhere in a result document (depth-first)."""
-    if isinstance(doc, dict):
-        if key in doc and not isinstance(doc[key], dict | list):
-            return doc[key]
-        for v in doc.values():
-            found = _find(v, key)
-            if found is not None:
-                return found
-    elif isinstance(doc, list):
-        for v in doc[:50]:
-            found = _find(v, key)
-            if found is not None:
-                return found
-    return None
-
-
 def _results_table(docs: list[tuple[Any, dict[str, Any]]], *, show_tenant: bool) -> dict[str, Any]:
-    """Benchmark results side by side, one column per job, grouped by device type."""
-    columns = []
-    for j, doc in sorted(docs, key=lambda jd: (jd[0].device_type, jd[0].id)):
-        columns.append(
+    """Benchmark results side by side (bench.report's rows: one per run or suite scenario)."""
+    if not docs:
+        return {"rows": [], "chart": ""}
+    names = [f"job {j.id}" + (f" ({j.tenant})" if show_tenant else "") for j, _ in docs]
+    report = build_report([d for _, d in docs], names=names, twin=True)
+    job_of = dict(zip(names, (j.id for j, _ in docs), strict=True))
+    rows = []
+    for r in sorted(report["rows"], key=lambda r: (r["scenario"], str(r["device"]), r["file"])):
+        s = r["summary"]
+        ttft, tpot = s.get("ttft_s") or {}, s.get("tpot_s") or {}
+        twin = r.get("twin") or {}
+        rows.append(
             {
-                "job": j.id,
-                "name": j.name,
-                "tenant": j.tenant if show_tenant else "",
-                "device": _find(doc, "device") or j.device_type,
-                "model": _find(doc, "model") or "—",
-                "values": [_find(doc, k) for k, _ in _RESULT_KEYS],
+                "job": job_of[r["file"]],
+                "run": r["file"],
+                "scenario": r["scenario"],
+                "device": r["device"] or "—",
+                "model": r["model"] or "—",
+                "ttft": (_ms(ttft.get("p50")), _ms(ttft.get("p99"))),
+                "tpot": (_ms(tpot.get("p50")), _ms(tpot.get("p99"))),
+                "goodput": s.get("goodput_rps"),
+                "slo": s.get("slo_attainment_fraction"),
+                "tok_s": s.get("output_tokens_per_s"),
+                "tok_j": s.get("output_tokens_per_j"),
+                "usd_m": r.get("cost_usd_per_million_output_tokens"),
+                "twin": _twin_text(twin),
             }
         )
-    rows = [
-        {"label": label, "values": [c["values"][i] for c in columns]}
-        for i, (_, label) in enumerate(_RESULT_KEYS)
-    ]
-    rows = [r for r in rows if any(v is not None for v in r["values"])]
-    chart = ""
     tput = [
-        (f"{c['device']} #{c['job']}", float(c["values"][4]))
-        for c in columns
-        if isinstance(c["values"][4], int | float)
+        (f"{r['device']} · {r['run']}", float(r["tok_s"]))
+        for r in rows
+        if isinstance(r["tok_s"], int | float)
     ]
-    if tput:
-        chart = bar_chart(tput, unit="tok/s", title="Output tokens per second by run")
-    return {"columns": columns, "rows": rows, "chart": chart}
+    chart = bar_chart(tput, unit="tok/s", title="Output tokens per second by run") if tput else ""
+    return {"rows": rows, "chart": chart}
+
+
+def _ms(v: Any) -> float | None:
+    return float(v) * 1000.0 if isinstance(v, int | float) else None
+
+
+def _twin_text(twin: dict[str, Any]) -> str:
+    """The twin's saturation prediction beside the measurement, in words."""
+    if not twin:
+        return "—"
+    if "error" in twin:
+        return f"cannot predict: {twin['error']}"
+    pred = (twin.get("prediction") or {}).get("saturation_rps")
+    meas = (twin.get("measured") or {}).get("saturation_rps")
+    if isinstance(pred, int | float) and isinstance(meas, int | float):
+        return f"saturation {pred:,.3g} predicted / {meas:,.3g} measured req/s"
+    return "—"

@@ -236,3 +236,66 @@ def test_the_proving_ground_is_private_unless_opened(app, center, tmp_path) -> N
     page = _browser(open_app).get("/console/results")
     assert page.status_code == 200 and "Proving ground" in page.text
     open_app.state.control.db.dispose()
+
+
+def _bench_doc(device: str, e2e: float) -> dict[str, object]:
+    from npucenter.bench.metrics import summarize
+    from npucenter.bench.record import RequestRecord
+    from npucenter.bench.result import build_result
+
+    records = [
+        RequestRecord(
+            index=i,
+            scheduled_s=i * 0.1,
+            start_s=i * 0.1,
+            lag_s=0.0,
+            ttft_s=0.1,
+            e2e_s=e2e,
+            itl_s=(0.01,) * 19,
+            prompt_tokens=100,
+            target_input_tokens=100,
+            target_output_tokens=20,
+            output_tokens=20,
+            usage_reported=True,
+            ok=True,
+        )
+        for i in range(20)
+    ]
+    return build_result(
+        kind="run",
+        scenario={"name": "chat", "arrival": "poisson", "rate_rps": 10},
+        endpoint={"model": "llama-3.1-8b", "base_url": "http://127.0.0.1:1"},
+        summary=summarize(records),
+        records=records,
+        device=device,
+        label=f"{device} run",
+        extra={"target": {"device": device}},
+    )
+
+
+def test_the_proving_ground_shows_results_side_by_side_and_a_page_per_run(app, center) -> None:
+    lab = _api(app, center["lab"])
+    ids = []
+    for device, e2e in (("rngd", 1.0), ("h100", 2.0)):
+        job = lab.post(
+            "/api/jobs",
+            json={
+                "name": f"bench-{device}",
+                "kind": "benchmark",
+                "device_type": "h100",
+                "command": ["true"],
+            },
+        ).json()
+        assert lab.put(f"/api/jobs/{job['id']}/result", json=_bench_doc(device, e2e)).is_success
+        ids.append(job["id"])
+    browser = _sign_in(app, center["lab"])
+    page = browser.get("/console/results")
+    table = page.text[page.text.index('id="results-table"') :]
+    assert table.index(">h100<") < table.index(">rngd<")  # side by side, by device
+    assert "<svg" in page.text  # tokens per second by run
+    report = browser.get(f"/console/results/{ids[0]}")
+    assert report.status_code == 200 and "<svg" in report.text and "rngd" in report.text
+    assert "script-src" not in report.headers["content-security-policy"]
+    corp = _sign_in(app, center["corp"])  # another tenant: not its results
+    assert corp.get(f"/console/results/{ids[0]}").status_code == 404
+    assert f"job {ids[0]}" not in corp.get("/console/results").text
