@@ -22,9 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from npucenter.catalog.catalog import Catalog, Measurement, default_catalog
+from npucenter.catalog.device import Device
+from npucenter.catalog.model import Model
 from npucenter.catalog.precision import Precision
-from npucenter.errors import NpuCenterError
-from npucenter.perf.model import Efficiency, PerfModel
+from npucenter.errors import ModelDoesNotFitError, NpuCenterError
+from npucenter.perf.model import MEMORY_UTILIZATION, Efficiency, PerfModel
 from npucenter.perf.profiles import measured_efficiency
 
 __all__ = [
@@ -47,6 +49,11 @@ _PRIOR_WEIGHT = 0.25  # strength of the pull toward the all-device fit (per log-
 _LOWER = np.array([0.05, 0.05, 0.0])
 _UPPER = np.array([1.0, 1.0, 0.05])
 _START = np.array([0.5, 0.7, 0.003])
+# TensorRT-LLM's KvCacheConfig.free_gpu_memory_fraction default: the KV cache gets 90 % of the
+# memory left free after the weights (https://nvidia.github.io/TensorRT-LLM/examples/kvcacheconfig.html),
+# where vLLM-style reserves take 90 % of the whole card. Used only for a published setup that the
+# model's own reserve would refuse.
+TRTLLM_FREE_GPU_MEMORY_FRACTION = 0.9
 
 #: Predicts a scenario row (lengths from a distribution, arrivals, limits) by running the twin.
 #: Injected by the caller (``npucenter.plan.fidelity.predict_scenario_row``): perf sits below sim.
@@ -232,13 +239,29 @@ def predict_measurement(
         splits = [tp for tp in (1, 2, 4, 8, 16) if row.num_devices % tp == 0]
     latency = row.metric in _LATENCY_METRICS
     best: tuple[float, str] | None = None
+    stated = not row.scenario.startswith("vendor")  # the setup ran as published
     for tp in splits:
+        memory_note = ""
         try:
             pm = PerfModel(model, device, prec, tp, efficiency)
+        except ModelDoesNotFitError:
+            engine_util = _engine_memory_utilization(row, model, device, prec, tp)
+            if not stated or engine_util is None:
+                continue
+            try:
+                pm = PerfModel(model, device, prec, tp, efficiency, memory_utilization=engine_util)
+            except NpuCenterError:
+                continue
+            memory_note = (
+                f" (memory: the model's {MEMORY_UTILIZATION:.0%}-of-card reserve refuses this "
+                f"published setup; predicted with TensorRT-LLM's free_gpu_memory_fraction "
+                f"{TRTLLM_FREE_GPU_MEMORY_FRACTION} of the memory left after weights)"
+            )
         except NpuCenterError:
             continue
         dp = row.num_devices // tp
         value, setting = _predict_metric(pm, row, dp)
+        setting += memory_note
         # an unstated split: the vendor ran the best one (highest rate, lowest latency)
         if best is None or (value < best[0] if latency else value > best[0]):
             best = (value, setting)
@@ -378,6 +401,26 @@ def _predict_metric(pm: PerfModel, row: Measurement, dp: int) -> tuple[float, st
     total = pred.output_tokens_per_s * dp
     value = total / row.num_devices if row.metric.endswith("_per_device") else total
     return value, setting
+
+
+def _engine_memory_utilization(
+    row: Measurement, model: Model, device: Device, precision: Precision, tp: int
+) -> float | None:
+    """The share of card memory the row's engine gives weights + KV, where it is known."""
+    if not row.engine.lower().startswith("tensorrt") or not device.memory_gb:
+        return None
+    weights_gb = (
+        (
+            model.num_layers * model.layer_params * precision.weight_bytes
+            + model.embedding_params * 2
+        )
+        / tp
+        / 1e9
+    )
+    if weights_gb >= device.memory_gb:
+        return None
+    free = device.memory_gb - weights_gb
+    return (weights_gb + TRTLLM_FREE_GPU_MEMORY_FRACTION * free) / device.memory_gb
 
 
 def _reason_unusable(cat: Catalog, row: Measurement, sp: ScenarioPredictor | None = None) -> str:

@@ -146,3 +146,26 @@ def test_shipped_scenario_rows_are_reported_with_a_reason_not_fitted() -> None:
     assert all(r.predicted is None and "lengths" in r.reason for r in scenario_rows)
     metrics = {r.metric for r in scenario_rows}
     assert {"ttft_p99_ms", "tpot_mean_ms", "output_tokens_per_s"} <= metrics
+
+
+def test_a_published_trtllm_setup_the_reserve_refuses_is_predicted_with_the_engines_memory() -> (
+    None
+):
+    from npucenter.errors import ModelDoesNotFitError
+
+    cat = default_catalog()
+    row = dataclasses.replace(
+        _ROW,
+        model_name="Llama-3.1-70B",
+        engine="TensorRT-LLM 0.15.0",
+        metric="output_tokens_per_s",
+        unit="tokens/s",
+        batch=4,
+    )
+    with pytest.raises(ModelDoesNotFitError):  # 90 % of an 80 GB card cannot hold 70B FP8 + KV
+        PerfModel(cat.model("llama-3.1-70b"), cat.device(row.device_id), Precision.FP8, 1)
+    value, setting = predict_measurement(cat, row, Efficiency())
+    assert value > 0 and "free_gpu_memory_fraction" in setting
+    vllm = dataclasses.replace(row, engine="vLLM 0.6")
+    (refused,) = validate([vllm]).rows
+    assert refused.predicted is None and "does not fit" in refused.reason
