@@ -228,6 +228,9 @@ class DeploymentIn(_In):
     engine: str = Field(default="virtual", min_length=1, max_length=32)
     # the engine's options (docs/engines.md): model_path, max_model_len, base_url, api_key_env...
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    # autoscaling (docs/control-plane.md): either set -> scaled on load, to zero when min is 0
+    min_replicas: int | None = Field(default=None, ge=0, le=256)
+    max_replicas: int | None = Field(default=None, ge=1, le=256)
 
 
 class DeploymentPatch(_In):
@@ -259,6 +262,8 @@ class DeploymentOut(_Out):
     precision: str
     replicas: int
     num_placed_replicas: int
+    min_replicas: int | None = None
+    max_replicas: int | None = None
     priority_class: str
     created_at_s: float
     replica_states: list[ReplicaOut]

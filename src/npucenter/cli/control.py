@@ -480,6 +480,10 @@ def deploy_create(
         help="KEY=VALUE engine option, repeatable (model_path, max_model_len, base_url, "
         "api_key_env, ...; docs/engines.md).",
     ),
+    min_replicas: int | None = typer.Option(
+        None, "--min-replicas", help="Autoscale: at least this many (0: to zero when idle)."
+    ),
+    max_replicas: int | None = typer.Option(None, "--max-replicas", help="Autoscale: at most."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Deploy an inference service (checked against the performance model)."""
@@ -494,6 +498,8 @@ def deploy_create(
         "tenant": tenant,
         "engine": engine,
         "engine_options": _engine_options(engine_option),
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
     }
     _table(json_out, DEPLOY_COLUMNS, "POST", "/api/deployments", body)
 

@@ -2,7 +2,7 @@
 
 Every ``interval_s`` (and at once when the gateway holds a request at zero replicas) the
 leading process reads, for each deployment whose fleet entry names ``min_replicas`` /
-``max_replicas`` / ``autoscale:``, what its gateway sees — requests held for a replica and
+``max_replicas`` / ``autoscale:`` (or was given min/max replicas through the API: ``npucenter deploy create --min-replicas 0 --max-replicas 4``), what its gateway sees — requests held for a replica and
 running on its replicas, their mean KV-cache use, whether any request came since the last
 look — and asks :func:`npucenter.policy.autoscaling.decide_scale` (the twin's policy) for a
 replica count. A change is the same as ``npucenter deploy scale``: the store's desired count,
@@ -88,10 +88,11 @@ class Autoscaler:
             if s.autoscale is not None
         ]
         self._wake = asyncio.Event()
+        self.stored: set[tuple[str, str]] = set()  # tracked from the store (API), not the file
 
     def install(self) -> None:
         """Keep scalable models known to the gateway; wake on a request held at zero."""
-        self.gateway.standby_models |= {t.model for t in self.tracked if t.policy.min_replicas == 0}
+        self.gateway.standby_models = {t.model for t in self.tracked if t.policy.min_replicas == 0}
         self.gateway.on_cold_start = self.wake
 
     def wake(self) -> None:
@@ -100,8 +101,6 @@ class Autoscaler:
 
     async def run_forever(self) -> None:
         """Decide every ``interval_s`` or when woken, until cancelled."""
-        if not self.tracked:
-            return
         self.install()
         while True:
             try:
@@ -116,12 +115,13 @@ class Autoscaler:
         """One decision per tracked deployment; returns (name, from, to) of those changed."""
         rows = await asyncio.to_thread(self._read)
         now = self.now_s()
+        self._track_stored(rows, now)
         changes = []
         for t in self.tracked:
             row = rows.get((t.tenant, t.name))
             if row is None:
                 continue
-            dep_id, desired = row
+            dep_id, desired = row[0], row[1]
             decision = decide_scale(t.policy, self._load(t, desired, now), now_s=now)
             if decision.desired != desired:
                 await asyncio.to_thread(self._scale, dep_id, decision.desired)
@@ -171,13 +171,38 @@ class Autoscaler:
                 fractions.append((now[k + 1] - before[k + 1]) / n)
         return min(fractions) if fractions else None
 
-    def _read(self) -> dict[tuple[str, str], tuple[int, int]]:
+    def _read(self) -> dict[tuple[str, str], tuple[Any, ...]]:
         with self.control.tx() as repo:
             names = {x.id: x.name for x in repo.list_tenants()}
             return {
-                (names.get(d.tenant_id, ""), d.name): (d.id, d.replicas)
+                (names.get(d.tenant_id, ""), d.name): (
+                    d.id,
+                    d.replicas,
+                    d.model,
+                    getattr(d, "min_replicas", None),
+                    getattr(d, "max_replicas", None),
+                )
                 for d in repo.list_deployments()
             }
+
+    def _track_stored(self, rows: dict[tuple[str, str], tuple[Any, ...]], now: float) -> None:
+        """Track deployments given min/max replicas through the API (the fleet file's win)."""
+        known = {(t.tenant, t.name): t for t in self.tracked}
+        for key, (_id, _replicas, model, low, high) in rows.items():
+            if (low is None and high is None) or key in known:
+                continue
+            bounds = {"min_replicas": low, "max_replicas": high}
+            policy = AutoscalePolicy(**{k: v for k, v in bounds.items() if v is not None})
+            self.tracked.append(
+                _Tracked(tenant=key[0], name=key[1], model=model, policy=policy, last_request_s=now)
+            )
+            self.stored.add(key)
+        for key in list(self.stored):  # deleted, or its bounds removed
+            row = rows.get(key)
+            if row is None or (row[3] is None and row[4] is None):
+                self.stored.discard(key)
+                self.tracked = [t for t in self.tracked if (t.tenant, t.name) != key]
+        self.install()
 
     def _scale(self, dep_id: int, replicas: int) -> None:
         from npucenter.api.admission import admit_after_change

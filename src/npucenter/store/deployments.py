@@ -38,6 +38,8 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         priority_class: str | None = None,
         engine: str = "virtual",
         engine_options: dict[str, Any] | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
     ) -> Deployment:
         """Create a deployment after checking the model runs on the device (perf model).
 
@@ -49,6 +51,11 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         model_id, precision_id = check_runs_on(model, device_id, precision, tp)
         if not 0 <= replicas <= 256:
             raise InvalidConfigError("replicas", replicas, "must be between 0 and 256")
+        if min_replicas is not None or max_replicas is not None:  # autoscaled: bounds checked
+            from npucenter.policy.autoscaling import AutoscalePolicy
+
+            bounds = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+            AutoscalePolicy(**{k: v for k, v in bounds.items() if v is not None})
         exists = self.session.scalar(
             select(Deployment).where(Deployment.tenant_id == tenant.id, Deployment.name == name)
         )
@@ -68,6 +75,8 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             updated_at_s=now,
             engine=engine,
             engine_options=dict(engine_options or {}),
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
         )
         self.session.add(dep)
         self.session.flush()

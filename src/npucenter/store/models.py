@@ -186,6 +186,9 @@ class Deployment(Base):
     # an external server's key is named by an environment variable, api_key_env)
     engine: Mapped[str] = mapped_column(String(32), default="virtual", server_default="virtual")
     engine_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # autoscaling bounds (live/autoscaler.py); both None: a fixed count (migration 0010)
+    min_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ReplicaRow(Base):

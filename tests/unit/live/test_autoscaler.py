@@ -30,6 +30,7 @@ class _Dep:
     name: str
     tenant_id: int = 1
     replicas: int = 1
+    model: str = "llama-3.1-8b"
 
 
 @dataclass
