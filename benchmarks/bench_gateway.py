@@ -50,7 +50,11 @@ BODY = json.dumps(
 
 
 def serve_gateway(
-    port: int, upstream: str, profile_out: str | None, key_out: str | None = None
+    port: int,
+    upstream: str,
+    profile_out: str | None,
+    key_out: str | None = None,
+    shedding: bool = True,
 ) -> None:
     """Run the gateway (the bench starts this in a child process): the bare ASGI gateway, or
     with ``key_out`` the real path — `npucenter up`'s whole app on a fresh SQLite store, a
@@ -78,6 +82,9 @@ def serve_gateway(
         )
     else:
         app = _real_center(endpoint, key_out)
+    if not shedding:  # the gateway as it was before load shedding, for the overload comparison
+        door = app.door if key_out is None else app.state.gateway.door  # type: ignore[attr-defined]
+        door.max_inflight, door.max_loop_lag_s = 1 << 60, 0.0
     profiler = cProfile.Profile() if profile_out else None
 
     def dump(*_: object) -> None:
@@ -293,11 +300,11 @@ async def _closed_loop(
         f"authorization: Bearer {key}\r\ncontent-length: {len(BODY)}\r\n\r\n"
     ).encode() + BODY
     conns = [_Conn(*await asyncio.open_connection("127.0.0.1", port)) for _ in range(concurrency)]
-    ok = answered = errors = 0
+    ok = answered = errors = shed = 0
     stop = time.perf_counter() + duration_s
 
     async def loop(conn: _Conn) -> None:
-        nonlocal ok, answered, errors
+        nonlocal ok, answered, errors, shed
         while time.perf_counter() < stop:
             try:
                 status = await conn.post(head)
@@ -306,6 +313,7 @@ async def _closed_loop(
                 return
             answered += 1
             ok += status == 200
+            shed += status in (429, 503)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in conns))
@@ -317,7 +325,8 @@ async def _closed_loop(
         "ok_rps": ok / elapsed,
         "num_answered": answered,
         "num_ok": ok,
-        "num_errors": errors + answered - ok,
+        "num_shed": shed,
+        "num_errors": errors + answered - ok - shed,
     }
 
 
@@ -373,7 +382,10 @@ def _pct(sorted_values: list[float], q: float) -> float:
 
 
 def _start_gateway(
-    upstream_url: str, profile_out: str | None = None, key_out: str | None = None
+    upstream_url: str,
+    profile_out: str | None = None,
+    key_out: str | None = None,
+    shedding: bool = True,
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     argv = [sys.executable, __file__, "--serve-gateway", str(port), "--upstream", upstream_url]
@@ -381,6 +393,8 @@ def _start_gateway(
         argv += ["--profile-out", profile_out]
     if key_out:
         argv += ["--key-out", key_out]
+    if not shedding:
+        argv.append("--no-shedding")
     proc = _spawn(argv)
     _wait_up(port, "/health", timeout_s=60.0)
     return proc, port
@@ -423,6 +437,7 @@ def run(
     key_file = Path(tempfile.mkdtemp(prefix="npucenter-bench-key-")) / "key"
     closed: dict[str, dict[str, object]] = {}
     overload: dict[str, object] = {}
+    overload_off: dict[str, object] = {}
     try:
         _wait_up(up_port, "/health")
         upstream_url = f"http://127.0.0.1:{up_port}"
@@ -450,20 +465,14 @@ def run(
             # 3x the measured capacity, open loop, bounded in time (loopback only)
             offered = 3 * float(cap["ok_rps"])  # type: ignore[arg-type]
             run3 = _measured(gw, _run_rate(gw_port, path, offered, overload_s, secret), db_file)
-            overload = {
-                "offered_rps": offered,
-                "capacity_rps": cap["ok_rps"],
-                "goodput_rps": run3["ok_rps"],
-                "goodput_over_capacity": float(run3["ok_rps"]) / float(cap["ok_rps"]),  # type: ignore[arg-type]
-                "shed": run3["num_shed"],
-                "shed_p50_ms": run3["shed_p50_ms"],
-                "shed_p99_ms": run3["shed_p99_ms"],
-                "ok_p50_ms": run3["p50_ms"],
-                "ok_p99_ms": run3["p99_ms"],
-                "errors": run3["num_errors"],
-                "duration_s": overload_s,
-                "run": run3,
-            }
+            overload = _overload(offered, cap, run3, overload_s)
+            _stop(gw)
+            # the same offered load on the gateway with shedding off (as before it existed)
+            gw, gw_port = _start_gateway(upstream_url, key_out=str(key_file), shedding=False)
+            secret = key_file.read_text()
+            db_file = Path(Path(str(key_file) + ".db").read_text())
+            run0 = _measured(gw, _run_rate(gw_port, path, offered, overload_s, secret), db_file)
+            overload_off = _overload(offered, cap, run0, overload_s)
             _stop(gw)
             gw = None
         for name, key_out in (("bare", None), ("real", str(key_file))):
@@ -492,12 +501,16 @@ def run(
         "bare_path": [_headline(r) for r in rows],
         "closed_loop": closed,
         "overload_3x": overload,
+        "overload_3x_without_shedding": overload_off,
         "ledger_rows_match_answers": all(
             bool(r["gateway"].get("ledger_rows_match_answers"))  # type: ignore[attr-defined]
             for r in real
         )
         and all(bool(c.get("ledger_rows_match_answers", True)) for c in closed.values())
-        and bool(overload.get("run", {}).get("ledger_rows_match_answers", True)),  # type: ignore[attr-defined]
+        and all(
+            bool(o.get("run", {}).get("ledger_rows_match_answers", True))  # type: ignore[attr-defined]
+            for o in (overload, overload_off)
+        ),
         "litellm": "skipped: the LiteLLM proxy is not installed here and could not be set up "
         "in its own venv within this session; issue 16's figures (LiteLLM 1.108.7) stand",
         "real_path_rows": real,
@@ -508,6 +521,26 @@ def run(
         "real_path_profile_self_time_s_by_category": profiles.get("real", {}).get(
             "by_category", {}
         ),
+    }
+
+
+def _overload(
+    offered: float, cap: dict[str, object], run: dict[str, object], duration_s: float
+) -> dict[str, object]:
+    capacity = float(cap["ok_rps"])  # type: ignore[arg-type]
+    return {
+        "offered_rps": offered,
+        "capacity_rps": capacity,
+        "goodput_rps": run["ok_rps"],
+        "goodput_over_capacity": float(run["ok_rps"]) / capacity,  # type: ignore[arg-type]
+        "shed": run["num_shed"],
+        "shed_p50_ms": run["shed_p50_ms"],
+        "shed_p99_ms": run["shed_p99_ms"],
+        "ok_p50_ms": run["p50_ms"],
+        "ok_p99_ms": run["p99_ms"],
+        "errors": run["num_errors"],
+        "duration_s": duration_s,
+        "run": run,
     }
 
 
@@ -660,6 +693,7 @@ def main() -> None:
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--no-shedding", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-real-path", action="store_true", help="skip the real path (tenant key, store)"
     )
@@ -669,7 +703,13 @@ def main() -> None:
     parser.add_argument("--no-agreement", action="store_true", help="skip the live-vs-sim replay")
     args = parser.parse_args()
     if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.upstream, args.profile_out, args.key_out)
+        serve_gateway(
+            args.serve_gateway,
+            args.upstream,
+            args.profile_out,
+            args.key_out,
+            shedding=not args.no_shedding,
+        )
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     rates = [float(r) for r in args.rates.split(",")]
@@ -704,10 +744,15 @@ def main() -> None:
             f"closed loop ({name}, 64 connections): {c['ok_rps']:.0f} ok/s, "
             f"{c['gateway_cpu_us_per_request']:.0f} us CPU/request, errors {c['num_errors']}"
         )
-    o: dict[str, Any] = result["overload_3x"]  # type: ignore[assignment]
-    if o:
+    for key, label in (
+        ("overload_3x_without_shedding", "no shedding"),
+        ("overload_3x", "shedding"),
+    ):
+        o: dict[str, Any] = result[key]  # type: ignore[assignment]
+        if not o:
+            continue
         print(
-            f"3x overload ({o['offered_rps']:.0f} req/s offered for {o['duration_s']:g} s): "
+            f"3x overload, {label} ({o['offered_rps']:.0f} req/s for {o['duration_s']:g} s): "
             f"goodput {o['goodput_rps']:.0f}/s = {o['goodput_over_capacity']:.0%} of capacity, "
             f"shed {o['shed']} (p50 {o['shed_p50_ms']:.1f} ms, p99 {o['shed_p99_ms']:.1f} ms), "
             f"ok p99 {o['ok_p99_ms']:.0f} ms, errors {o['errors']}"

@@ -56,6 +56,7 @@ from npucenter.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from npucenter.gateway.pool import Replica, ReplicaEndpoint, UpstreamPool
 from npucenter.gateway.routing import DEFAULT_GATEWAY_POLICY, PolicyRouter, make_router
 from npucenter.gateway.scrape import scrape_replica
+from npucenter.gateway.shedding import DoorGuard
 from npucenter.gateway.upstream import FastUpstreamClient, HttpxUpstreamClient, UpstreamClient
 from npucenter.metering.ledger import InMemoryLedger, Ledger, PriceBook, UsageRecord, UsageTotals
 from npucenter.policy.routing import RouteRequest, prefix_block_hashes
@@ -85,6 +86,10 @@ class GatewayConfig:
     read_timeout_s: float = 120.0  # between two bytes from an engine
     max_queued: int = 1024  # requests waiting in the gateway per model
     max_wait_s: float = 30.0  # longest wait for a replica slot
+    # load shedding (gateway/shedding.py): 503 + Retry-After at once instead of queueing
+    max_inflight_requests: int = 4096  # requests in progress in the gateway
+    max_loop_lag_s: float = 0.25  # the event loop this late: the gateway's CPU is saturated
+    max_expected_wait_s: float = 30.0  # a waiter expected to wait longer is refused now
     max_body_bytes: int = 8 * 1024 * 1024
     ledger_flush_interval_s: float = 0.2
     prefix_block_chars: int = 256
@@ -136,7 +141,9 @@ class Gateway:
             self.clock,
             max_queued=self.config.max_queued,
             max_wait_s=self.config.max_wait_s,
+            max_expected_wait_s=self.config.max_expected_wait_s,
         )
+        self.door = DoorGuard(self.config.max_inflight_requests, self.config.max_loop_lag_s)
         self.metrics = GatewayMetrics(self.pool, self.dispatcher.queued)
         self._transport = transport
         self._upstream: UpstreamClient | None = None
@@ -205,6 +212,7 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Stop the ticker, write pending ledger rows and close the upstream clients."""
+        self.door.close()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -306,6 +314,16 @@ class Gateway:
             return
         if kind != "http":
             return
+        if scope["method"] == "POST" and (refused := self.door.refusal()) is not None:
+            await respond(send, 503, error_body(refused), extra=error_headers(refused)[1:])
+            return
+        self.door.inflight += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.door.inflight -= 1
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._upstream is None or self._ticker is None:
             await self.start()
         path: str = scope["path"]

@@ -15,6 +15,7 @@ from npucenter.errors import CapacityUnavailableError, NotFoundError
 from npucenter.gateway.fair_queue import FairQueue
 from npucenter.gateway.pool import Replica, UpstreamPool
 from npucenter.gateway.routing import PolicyRouter
+from npucenter.gateway.shedding import WaitEstimator
 from npucenter.policy.routing import RouteRequest
 
 __all__ = ["Dispatcher"]
@@ -39,6 +40,7 @@ class Dispatcher:
         *,
         max_queued: int = 1024,
         max_wait_s: float = 30.0,
+        max_expected_wait_s: float = 30.0,
     ) -> None:
         self.pool = pool
         self.router = router
@@ -46,6 +48,7 @@ class Dispatcher:
         self.max_queued = max_queued
         self.max_wait_s = max_wait_s
         self._queues: dict[str, FairQueue[_Waiter]] = {}
+        self.waits = WaitEstimator(max_expected_wait_s)  # refuses a wait expected too long
 
     def queued(self, model_id: str | None = None) -> int:
         """Requests waiting (for one model)."""
@@ -68,6 +71,9 @@ class Dispatcher:
         queue = self._queues.get(ticket.model_id)
         if queue is None:
             queue = self._queues[ticket.model_id] = FairQueue(self.max_queued)
+        self.waits.check(ticket.model_id, len(queue) + 1)
+        if not queue:  # a busy period starts: the first service interval is measured from now
+            self.waits.served(ticket.model_id, self._clock.now_s(), measure=False)
         waiter = _Waiter(ticket, asyncio.get_running_loop().create_future())
         queue.push(
             waiter,
@@ -114,6 +120,7 @@ class Dispatcher:
             replica = self._take(waiter.ticket)
             assert replica is not None  # a replica had a free slot
             waiter.future.set_result(replica)
+            self.waits.served(model_id, self._clock.now_s())
 
     def _try_route(self, ticket: RouteRequest) -> Replica | None:
         queue = self._queues.get(ticket.model_id)

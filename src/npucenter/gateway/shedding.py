@@ -1,0 +1,120 @@
+"""Load shedding: answer 503 + ``Retry-After`` at once instead of queueing without bound.
+
+NOTE(gateway): two signals, both cheap. At the door (:class:`DoorGuard`), before the body or the
+key is read: requests in progress in the gateway are capped (``max_inflight_requests``), and
+while the event loop runs late (a timer probe every ``probe_interval_s`` fires more than
+``max_loop_lag_s`` late: the gateway's own CPU is the bottleneck) new completions are refused.
+A refused request costs a few microseconds, so the requests already taken in keep the CPU and
+goodput stays near capacity under overload. At the fair queue (:class:`WaitEstimator`): the
+expected wait of a new waiter is its place in the queue times the recent interval between two
+waiters being served (measured while the queue is not empty); above ``max_expected_wait_s`` (by
+default the longest wait, ``max_wait_s``) it is refused now rather than timed out later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from npucenter.errors import CapacityUnavailableError
+
+__all__ = ["DoorGuard", "WaitEstimator"]
+
+
+class DoorGuard:
+    """Requests in progress and the event loop's lateness; ``refusal()`` says when to shed."""
+
+    def __init__(
+        self,
+        max_inflight: int = 4096,
+        max_loop_lag_s: float = 0.25,
+        probe_interval_s: float = 0.05,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self.max_inflight = max_inflight
+        self.max_loop_lag_s = max_loop_lag_s
+        self.probe_interval_s = probe_interval_s
+        self.retry_after_s = retry_after_s
+        self.inflight = 0
+        self.loop_lag_s = 0.0
+        self.shed = 0  # requests refused so far
+        self._probe: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def refusal(self) -> CapacityUnavailableError | None:
+        """The error to answer now, or None when the request may come in."""
+        if self._probe is None and self.max_loop_lag_s > 0:
+            self._start_probe()
+        if self.inflight >= self.max_inflight:
+            why = f"the gateway has {self.inflight} requests in progress (its bound)"
+        elif self.max_loop_lag_s > 0 and self.loop_lag_s > self.max_loop_lag_s:
+            why = f"the gateway is saturated (its loop runs {self.loop_lag_s * 1e3:.0f} ms late)"
+        else:
+            return None
+        self.shed += 1
+        return CapacityUnavailableError(
+            why, hint="retry after the Retry-After seconds", retry_after_s=self.retry_after_s
+        )
+
+    def _start_probe(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._due = time.monotonic() + self.probe_interval_s
+        self._probe = loop.call_at(loop.time() + self.probe_interval_s, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        self.loop_lag_s = max(0.0, now - self._due)
+        if loop.is_closed():
+            self._probe = None
+            return
+        self._due = now + self.probe_interval_s
+        self._probe = loop.call_at(loop.time() + self.probe_interval_s, self._tick, loop)
+
+    def close(self) -> None:
+        """Stop the probe (the gateway is shutting down)."""
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
+
+
+class WaitEstimator:
+    """Per model, the recent interval between two waiters served (EWMA); refuses a waiter whose
+    expected wait exceeds ``max_expected_wait_s``."""
+
+    def __init__(self, max_expected_wait_s: float, alpha: float = 0.2) -> None:
+        self.max_expected_wait_s = max_expected_wait_s
+        self.alpha = alpha
+        self._interval_s: dict[str, float] = {}
+        self._last_s: dict[str, float] = {}
+
+    def served(self, model_id: str, now_s: float, *, measure: bool = True) -> None:
+        """A waiter of ``model_id`` got a slot at ``now_s`` (``measure=False``: the queue was
+        empty until now, so the time since the last one is no service interval)."""
+        last = self._last_s.get(model_id)
+        self._last_s[model_id] = now_s
+        if last is None or not measure:
+            return
+        gap = now_s - last
+        old = self._interval_s.get(model_id)
+        self._interval_s[model_id] = gap if old is None else old + self.alpha * (gap - old)
+
+    def expected_wait_s(self, model_id: str, position: int) -> float:
+        """Seconds until the waiter at ``position`` (1 = next) is served; 0 without a rate yet."""
+        interval = self._interval_s.get(model_id)
+        return 0.0 if interval is None else position * interval
+
+    def check(self, model_id: str, position: int) -> None:
+        """Raise CapacityUnavailableError (503, retryable) when the wait would be too long."""
+        wait = self.expected_wait_s(model_id, position)
+        if wait > self.max_expected_wait_s:
+            raise CapacityUnavailableError(
+                f"the wait for a {model_id} replica would be ~{wait:.1f} s "
+                f"(bound {self.max_expected_wait_s:g} s)",
+                hint="retry after the Retry-After seconds; the fleet is saturated",
+                retry_after_s=float(max(1, min(60, math.ceil(wait / 2)))),
+                model=model_id,
+            )

@@ -1,0 +1,47 @@
+"""The door guard and the wait estimate decide when to shed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from npucenter.errors import CapacityUnavailableError
+from npucenter.gateway.shedding import DoorGuard, WaitEstimator
+
+
+def test_the_wait_estimate_is_the_place_times_the_recent_service_interval() -> None:
+    w = WaitEstimator(max_expected_wait_s=3.0)
+    assert w.expected_wait_s("m", 10) == 0.0  # no rate yet: never refuses blind
+    w.served("m", 0.0)
+    w.served("m", 0.5)
+    assert w.expected_wait_s("m", 4) == pytest.approx(2.0)
+    w.check("m", 4)
+    with pytest.raises(CapacityUnavailableError) as err:
+        w.check("m", 7)
+    assert err.value.details["retry_after_s"] >= 1
+    assert w.expected_wait_s("other", 100) == 0.0
+
+
+def test_the_door_refuses_beyond_its_bound_and_counts() -> None:
+    door = DoorGuard(max_inflight=2, max_loop_lag_s=0)
+    assert door.refusal() is None
+    door.inflight = 2
+    refused = door.refusal()
+    assert isinstance(refused, CapacityUnavailableError) and door.shed == 1
+    door.inflight = 1
+    assert door.refusal() is None
+
+
+async def test_a_late_event_loop_sheds_until_it_catches_up() -> None:
+    door = DoorGuard(max_inflight=100, max_loop_lag_s=0.05, probe_interval_s=0.01)
+    assert door.refusal() is None  # starts the probe
+    await asyncio.sleep(0.015)
+    time.sleep(0.12)  # the loop is blocked: the probe fires late
+    await asyncio.sleep(0.001)
+    assert door.loop_lag_s > 0.05
+    assert door.refusal() is not None
+    await asyncio.sleep(0.05)  # on time again
+    assert door.refusal() is None
+    door.close()
