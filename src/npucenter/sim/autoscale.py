@@ -16,6 +16,7 @@ Only colocated replicas (role ``both``) are scaled; a disaggregated service keep
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class _Scaled:
     last_request_s: float | None = None
     last_change_s: float | None = None
     tick_pending: bool = False
+    ttft_limit_s: float = math.inf
+    tpot_limit_s: float = math.inf
+    num_done: int = 0  # requests finished since the last decision
+    num_met: int = 0  # of which met the service's SLO
     num_up: int = 0
     num_down: int = 0
     num_held: int = 0
@@ -65,6 +70,7 @@ class TwinAutoscaler:
         interval_s: float = 2.0,
         hold_s: float = 60.0,
         now_s: float = 0.0,
+        slos: dict[str, Any] | None = None,  # service -> Slo (ttft_s, tpot_s)
     ) -> None:
         self.interval_s = interval_s
         self.hold_s = hold_s
@@ -82,6 +88,8 @@ class TwinAutoscaler:
                 policy=dep.autoscale,
                 replicas=mine,
                 cold_start_s=COLD_START_S.get(dep.engine, COLD_START_S[_DEFAULT_ENGINE]),
+                ttft_limit_s=float(getattr((slos or {}).get(dep.service), "ttft_s", math.inf)),
+                tpot_limit_s=float(getattr((slos or {}).get(dep.service), "tpot_s", math.inf)),
             )
         for svc in self.services.values():  # start at the minimum (at least one), warm
             first = min(len(svc.replicas), max(1, svc.policy.min_replicas))
@@ -111,6 +119,19 @@ class TwinAutoscaler:
         svc = self.services.get(service)
         if svc is not None:
             svc.last_request_s = t
+
+    def done(self, loop: Any, service: str, idx: int, finish_s: float) -> None:
+        """Request ``idx`` of ``service`` finished: count whether it met the SLO."""
+        svc = self.services.get(service)
+        if svc is None:
+            return
+        first = loop.first_token_s[idx]
+        ttft = first - loop.trace.arrival_s[idx]
+        out = int(loop.trace.output_tokens[idx])
+        tpot = (finish_s - first) / (out - 1) if out > 1 else 0.0
+        svc.num_done += 1
+        if ttft <= svc.ttft_limit_s and tpot <= svc.tpot_limit_s:
+            svc.num_met += 1
 
     def hold(self, loop: Any, idx: int, t: float, service: str) -> bool:
         """Hold a request no replica took (True), asking for a cold start; False: not ours."""
@@ -155,10 +176,12 @@ class TwinAutoscaler:
             num_queued=waiting,
             num_running=running,
             kv_used_fraction=sum(r.core.kv_used_fraction for r in on) / len(on) if on else 0.0,
+            slo_attainment=svc.num_met / svc.num_done if svc.num_done else None,
             last_request_s=svc.last_request_s,
             last_change_s=svc.last_change_s,
             quota_replicas=len(svc.replicas),
         )
+        svc.num_done = svc.num_met = 0
         decision = decide_scale(svc.policy, load, now_s=t)
         if decision.delta > 0:
             off = [r for r in svc.replicas if not r.healthy and r.index not in svc.starting][

@@ -231,7 +231,10 @@ class Center:
         scaler = None
         if self.autoscale and any(d.autoscale is not None for d in self.fleet.deployments):
             scaler = TwinAutoscaler(
-                self.fleet.deployments, replicas, {p.name: p for p in svc_pools}
+                self.fleet.deployments,
+                replicas,
+                {p.name: p for p in svc_pools},
+                slos={svc.name: svc.slo for svc in self.fleet.services},
             )
         loop = _Loop(
             self.fleet,
@@ -437,6 +440,8 @@ class _Loop:
                     heapq.heappush(self.heap, (c.finish_s + delay, _HANDOFF, self.seq, idx, 0))
                 else:
                     self.finish_s[idx] = c.finish_s
+                    if self.autoscaler is not None:  # the SLO attainment it scales on
+                        self.autoscaler.done(self, rep.service, idx, c.finish_s)
             core.completions.clear()
         rep.refresh_state()
         when = core.next_event_s()
