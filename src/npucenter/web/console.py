@@ -319,7 +319,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         writer = csv.writer(out)
         writer.writerow(fields)
         for r in rows:
-            writer.writerow([getattr(r, f) for f in fields])
+            writer.writerow([_cell(getattr(r, f)) for f in fields])
         return Response(
             out.getvalue(),
             media_type="text/csv",
@@ -499,6 +499,13 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         return HTMLResponse(render_html(report), headers=_HEADERS)  # the bench report's page
 
     return sessions
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ gets a leading '."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _public_ctx(control: ControlPlane) -> RequestContext:

@@ -299,3 +299,11 @@ def test_the_proving_ground_shows_results_side_by_side_and_a_page_per_run(app, c
     corp = _sign_in(app, center["corp"])  # another tenant: not its results
     assert corp.get(f"/console/results/{ids[0]}").status_code == 404
     assert f"job {ids[0]}" not in corp.get("/console/results").text
+
+
+def test_the_csv_export_does_not_hand_a_spreadsheet_a_formula(app, center) -> None:
+    _api(app, ADMIN).post(
+        "/api/usage", json={"tenant": "lab", "kind": "tokens", "tokens_in": 5, "ref": "=1+2"}
+    )
+    csv_text = _sign_in(app, center["lab"]).get("/console/usage.csv").text
+    assert ",'=1+2," in csv_text and ",=1+2," not in csv_text
