@@ -82,6 +82,10 @@ def serve_gateway(
         )
     else:
         app = _real_center(endpoint, key_out)
+    if key_out is not None and os.environ.get("BENCH_GATEWAY_NO_FAST_PATH"):  # before/after
+        app.user_middleware = [
+            m for m in app.user_middleware if m.cls.__name__ != "GatewayFastPath"
+        ]  # type: ignore[attr-defined]
     if not shedding:  # the gateway as it was before load shedding, for the overload comparison
         door = app.door if key_out is None else app.state.gateway.door  # type: ignore[attr-defined]
         door.max_inflight, door.max_loop_lag_s = 1 << 60, 0.0

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from npucenter.api.app import SERVER_EXTENSIONS, add_lifespan_hook
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.executors import executor_for
+from npucenter.gateway.fastpath import GatewayFastPath
 from npucenter.gateway.metrics import CONTENT_TYPE
 from npucenter.live.fleet import serve_fleet
 from npucenter.live.gateway import build_gateway
@@ -32,6 +33,7 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
     app.state.gateway = gateway
     app.state.fleet = fleet
     app.mount("/v1", gateway)
+    app.add_middleware(GatewayFastPath, gateway=gateway)  # completions skip the API's routing
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
