@@ -317,6 +317,10 @@ class Sandbox:
         if self.bwrap is None:
             raise NotSupportedError("job isolation", "bubblewrap (bwrap) is not installed")
         mounts: list[tuple[str, list[str]]] = []  # (destination, bwrap args), mounted by depth
+        # NOTE: the private /tmp is mounted before what lies below it (a checkout or venv under
+        # /tmp, as in CI's clones), which bwrap would otherwise cover with the empty tmpfs.
+        tmp_bytes = str(int(self.policy.limits.tmp_gb * _GB))
+        mounts.append(("/tmp", ["--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp"]))
         for top in _SYSTEM_TOP:
             if os.path.islink(top):
                 mounts.append((top, ["--symlink", os.readlink(top), top]))
@@ -326,7 +330,7 @@ class Sandbox:
             if os.path.isdir(path) or os.path.isfile(path):
                 mounts.append((path, ["--ro-bind", path, path]))
         for hidden in self.hidden:
-            if any(_under(hidden, Path(dest)) for dest, _ in mounts):
+            if any(_under(hidden, Path(d)) for d, spec in mounts if spec[0] == "--ro-bind"):
                 mounts.append((str(hidden), ["--tmpfs", str(hidden)]))
         mounts = _dedupe(mounts)
         args = [self.bwrap]
@@ -344,8 +348,6 @@ class Sandbox:
         args += ["--proc", "/proc", "--dev", "/dev"]
         for name in _device_nodes():
             args += ["--dev-bind", name, name]
-        tmp_bytes = str(int(self.policy.limits.tmp_gb * _GB))
-        args += ["--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp"]
         args += ["--bind", str(box.work_dir), box.inside_work_dir]
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         if self.policy.network == JobNetwork.NONE:

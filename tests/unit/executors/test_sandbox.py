@@ -49,6 +49,20 @@ def test_a_hidden_path_under_a_bound_one_is_covered(tmp_path):
     assert argv.index(str((ro / "data").resolve())) > argv.index(str(ro))
 
 
+def test_software_under_tmp_is_bound_on_top_of_the_private_tmp(tmp_path):
+    # a checkout or venv under /tmp (CI's clones, pytest's tmp_path) must stay visible
+    ro = tmp_path / "venv"
+    ro.mkdir()
+    sandbox, box = _box(tmp_path, SandboxPolicy(ro_paths=(ro,)))
+    argv = sandbox.command(["true"], box)
+    tmpfs = next(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/tmp")
+    assert argv[tmpfs - 2 : tmpfs] == [
+        "--size",
+        str(int(SandboxPolicy().limits.tmp_gb * 1024**3)),
+    ]
+    assert argv.index(str(ro)) > tmpfs  # the bind lands on the tmpfs, not under it
+
+
 def test_the_environment_is_an_allow_list(tmp_path):
     sandbox, box = _box(tmp_path, SandboxPolicy(env_allow=("HF_HOME", "NPUCENTER_X")))
     base = {"PATH": "/bin", "HF_HOME": "/m", "AWS_SECRET": "s", "NPUCENTER_X": "no", "TZ": "UTC"}
