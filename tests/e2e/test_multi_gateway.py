@@ -154,3 +154,41 @@ def test_two_gateways_share_one_budget_one_engine_and_a_leader(
             assert "this process leads the center" in b.log()
             _until_served(b.url, ADMIN)
             assert len(_children(b.proc.pid)) == 1
+
+
+SCALED_FLEET = """\
+name: multigw-zero
+servers:
+  - {device: rngd, count: 1, cards_per_server: 2}
+services:
+  - {model: llama-3.1-8b, device: rngd, tp: 1, replicas_per_server: 1,
+     min_replicas: 0, max_replicas: 1, autoscale: {idle_to_zero_s: 3}}
+"""
+
+
+def test_a_follower_holds_a_request_at_zero_and_the_leader_starts_a_replica(
+    database_url: str, tmp_path: Path
+) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(SCALED_FLEET)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NPUCENTER_")}
+    env |= {
+        "NPUCENTER_DATABASE_URL": database_url,
+        "NPUCENTER_ADMIN_KEY": ADMIN,
+        "NPUCENTER_JOB_RUNNER": "0",
+    }
+    args = ("--fleet", str(fleet), "--log-level", "warning")
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    with running_up(tmp_path / "a", env, *args, log_path=tmp_path / "a.log") as a:
+        with running_up(tmp_path / "b", env, *args, log_path=tmp_path / "b.log") as b:
+            deadline = time.monotonic() + 60
+            while True:  # idle: the leader scales it to zero
+                (dep,) = httpx.get(f"{a.url}/api/deployments", headers=admin).json()
+                if dep["replicas"] == 0 and not _children(a.proc.pid):
+                    break
+                assert time.monotonic() < deadline, a.log()
+                time.sleep(0.3)
+            time.sleep(1.5)  # the follower has read the pool the leader published
+            resp = _chat(b.url, ADMIN)  # held by the follower; the leader sees it and starts one
+            assert resp.status_code == 200, resp.text + b.log()
+            assert len(_children(a.proc.pid)) == 1 and _children(b.proc.pid) == []

@@ -16,8 +16,9 @@ whose TTFT was within the SLO and the fraction whose TPOT was (each counted at t
 histogram bucket edge not above the limit, so a miss is never counted as met).
 
 NOTE(autoscaling): the min of the two marginal fractions is an upper bound on the fraction that
-met both (the histograms do not pair them); queue depth is this process's (with several
-gateways, the leader's own).
+met both (the histograms do not pair them). With several gateways the followers publish the
+requests they hold at zero replicas (``held/<host>-<pid>`` in the store, read when younger than
+5 s) and the leader counts them; their slot queues and SLO histograms are not counted.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from typing import Any
 
 from npucenter.errors import NpuCenterError
 from npucenter.fleet import Fleet
+from npucenter.live.leader import HELD_PREFIX
 from npucenter.policy.autoscaling import AutoscalePolicy, DeploymentLoad, decide_scale
+from npucenter.store import coordination
 
 __all__ = ["Autoscaler"]
 
@@ -89,6 +92,7 @@ class Autoscaler:
         ]
         self._wake = asyncio.Event()
         self.stored: set[tuple[str, str]] = set()  # tracked from the store (API), not the file
+        self._remote_held: dict[str, int] = {}
 
     def install(self) -> None:
         """Keep scalable models known to the gateway; wake on a request held at zero."""
@@ -115,6 +119,7 @@ class Autoscaler:
         """One decision per tracked deployment; returns (name, from, to) of those changed."""
         rows = await asyncio.to_thread(self._read)
         now = self.now_s()
+        self._remote_held = await asyncio.to_thread(self._read_remote_held, now)
         self._track_stored(rows, now)
         changes = []
         for t in self.tracked:
@@ -137,7 +142,11 @@ class Autoscaler:
         gw = self.gateway
         replicas = [r for r in gw.pool.replicas(t.model) if r.is_up(gw.pool.now_s())]
         running = sum(r.inflight for r in replicas)
-        held = gw.held_for_replica.get(t.model, 0) + gw.dispatcher.queued(t.model)
+        held = (
+            gw.held_for_replica.get(t.model, 0)
+            + gw.dispatcher.queued(t.model)
+            + self._remote_held.get(t.model, 0)  # held by the other gateways (followers)
+        )
         seen = sum(v.num_requests for (_tenant, m), v in gw.usage_totals.items() if m == t.model)
         if seen != t.requests_seen or running or held:
             t.last_request_s = now
@@ -184,6 +193,17 @@ class Autoscaler:
                 )
                 for d in repo.list_deployments()
             }
+
+    def _read_remote_held(self, now: float) -> dict[str, int]:
+        """Requests other gateways hold for a model at zero (published in the last 5 s)."""
+        db = getattr(self.control, "db", None)
+        if db is None or not coordination.is_postgres(getattr(db, "url", "")):
+            return {}
+        out: dict[str, int] = {}
+        for _name, doc in coordination.read_published_prefix(db, HELD_PREFIX, since_s=now - 5.0):
+            for model, n in doc.items():
+                out[model] = out.get(model, 0) + int(n)
+        return out
 
     def _track_stored(self, rows: dict[tuple[str, str], tuple[Any, ...]], now: float) -> None:
         """Track deployments given min/max replicas through the API (the fleet file's win)."""

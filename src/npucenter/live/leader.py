@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: The name of the leader's published pool in the store.
 POOL_DOCUMENT = "gateway-pool"
+#: Followers publish the requests they hold for a model at zero under this prefix.
+HELD_PREFIX = "held/"
 
 
 def hold_center_lock(settings: Settings) -> TextIO | None:
@@ -174,6 +177,7 @@ def pool_document(gateway: Any) -> dict[str, Any]:
             gateway.expected_models | getattr(gateway, "standby_models", set())
         ),
         "replica_servers": dict(sorted(getattr(gateway, "replica_servers", {}).items())),
+        "standby_models": sorted(getattr(gateway, "standby_models", set())),
     }
 
 
@@ -183,6 +187,7 @@ def apply_pool_document(gateway: Any, document: dict[str, Any]) -> None:
     gateway.pool.set_aliases(document.get("aliases", {}))
     gateway.expected_models = set(document.get("expected_models", []))
     gateway.replica_servers = dict(document.get("replica_servers", {}))
+    gateway.standby_models = set(document.get("standby_models", []))
 
 
 @contextlib.asynccontextmanager
@@ -194,9 +199,12 @@ async def share_replicas(
     clock = now_s or time.time
     db = leadership.db
 
+    held_name = f"{HELD_PREFIX}{socket.gethostname()}-{os.getpid()}"
+
     async def loop() -> None:
         last: dict[str, Any] | None = None
         seen_s = -1.0
+        held_last: dict[str, int] = {}
         while True:
             try:
                 if leadership.is_leader:
@@ -212,6 +220,13 @@ async def share_replicas(
                     if got is not None and got[1] != seen_s:
                         apply_pool_document(gateway, got[0])
                         seen_s = got[1]
+                    # requests held here for a model at zero: the leader's autoscaler counts them
+                    held = {m: n for m, n in gateway.held_for_replica.items() if n}
+                    if held or held != held_last:
+                        await asyncio.to_thread(
+                            coordination.publish, db, held_name, held, now_s=clock()
+                        )
+                        held_last = held
                 leases = gateway.budgets.leases
                 if leases is not None:
                     for key, tokens in leases.collect_idle(1.0):

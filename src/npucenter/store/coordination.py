@@ -33,6 +33,7 @@ __all__ = [
     "lease",
     "publish",
     "read_published",
+    "read_published_prefix",
 ]
 
 #: The advisory lock key of the center's leader (arbitrary, fixed: "npuc" in ASCII).
@@ -124,6 +125,20 @@ def read_published(db: Database, name: str) -> tuple[dict[str, Any], float] | No
     with db.session() as session:
         row = session.get(SharedDocument, name)
         return None if row is None else (dict(row.document), row.updated_at_s)
+
+
+def read_published_prefix(
+    db: Database, prefix: str, *, since_s: float
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every document whose name starts with ``prefix`` published at or after ``since_s``."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(SharedDocument).where(
+                SharedDocument.name.startswith(prefix, autoescape=True),
+                SharedDocument.updated_at_s >= since_s,
+            )
+        ).all()
+        return [(row.name, dict(row.document)) for row in rows]
 
 
 def cycle_lock(session: Session) -> None:

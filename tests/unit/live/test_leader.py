@@ -55,9 +55,11 @@ def test_followers_serve_the_leaders_pool_without_its_secrets() -> None:
     )
     leader.pool.set_aliases({"chat": "m"})
     leader.expected_models = {"m", "other"}
+    leader.standby_models = {"scaled"}  # type: ignore[attr-defined]
     doc = pool_document(leader)
     assert "sk-1" not in repr(doc)
     apply_pool_document(follower, doc)
     assert sorted(r.replica_id for r in follower.pool.replicas("m")) == ["ext", "rngd-0-r0"]
     assert follower.pool.resolve("chat") == "m"
-    assert follower.expected_models == {"m", "other"}
+    assert follower.expected_models == {"m", "other", "scaled"}
+    assert follower.standby_models == {"scaled"}  # type: ignore[attr-defined]  # held there too

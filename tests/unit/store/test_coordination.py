@@ -47,3 +47,11 @@ def test_published_documents_replace_each_other(db: Database) -> None:
 def test_is_postgres() -> None:
     assert co.is_postgres("postgresql+psycopg://h/db")
     assert not co.is_postgres(f"sqlite:///{Path('x.db')}")
+
+
+def test_documents_by_prefix_only_recent_ones(db: Database) -> None:
+    co.publish(db, "held/a-1", {"m": 2}, now_s=100.0)
+    co.publish(db, "held/b-2", {"m": 1}, now_s=90.0)
+    co.publish(db, "other", {"m": 9}, now_s=100.0)
+    got = co.read_published_prefix(db, "held/", since_s=95.0)
+    assert got == [("held/a-1", {"m": 2})]
