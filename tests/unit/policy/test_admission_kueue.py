@@ -175,6 +175,46 @@ def test_two_owners_reclaim_their_nominal_of_different_types_from_each_other(
     assert {p.reason for p in d.pending} == {PendingReason.NO_QUOTA_FOR_DEVICE}
 
 
+def test_two_borrowers_do_not_take_each_others_lower_priority_cards_in_one_cycle() -> None:
+    """A counterexample hypothesis found: with borrow_within_cohort, t0's and t1's education
+    jobs (both borrowing H100) each took the other's best-effort borrowed card in one cycle. A
+    tenant never takes back cards of a type from a tenant that took them in the same cycle
+    (Kueue skips a second preemptor in a cohort when their flavors overlap); t1's job may take
+    its card in the next cycle."""
+    fleet = [Server(server_id=f"h100-{i}", device_type="h100", num_cards=1) for i in range(3)]
+    edu = {"priority_class": P.EDUCATION}
+    quotas = [
+        quota("t0", nominal_cards={"h100": 1}, **edu),
+        quota("t1", nominal_cards={"h100": 0}, **edu),
+        quota("t2", nominal_cards={"h100": 2}, priority_class=P.BEST_EFFORT),
+    ]
+    h100 = {"device_type": "h100", "admitted_s": 100.0}
+    running = [
+        ran("t0-own", "t0", "h100-0", (0,), priority_class=P.EDUCATION, **h100),
+        ran("t0-low", "t0", "h100-1", (0,), priority_class=P.BEST_EFFORT, **h100),  # borrowed
+        ran("t1-low", "t1", "h100-2", (0,), priority_class=P.BEST_EFFORT, **h100),  # borrowed
+    ]
+    fungible = {"device_type": "rngd", "fallback_device_types": ("h100",)}
+    pending = [
+        wl("t0-job", "t0", submitted_s=207.0, **fungible),
+        wl("t1-job", "t1", submitted_s=208.0, **fungible),
+    ]
+    policy = AdmissionPolicy(
+        reclaim_within_cohort=PreemptionPolicy.LOWER_PRIORITY,
+        within_tenant=PreemptionPolicy.NEVER,
+        borrow_within_cohort=PreemptionPolicy.LOWER_PRIORITY,
+    )
+    snapshot = snap(fleet, quotas, running)
+    d = decide_admission(snapshot, pending, policy=policy)
+    assert [(p.workload_id, p.by_workload_id) for p in d.preempted] == [("t1-low", "t0-job")]
+    assert d.preempted[0].reason is PreemptionReason.RECLAIM_WHILE_BORROWING
+    assert d.admitted_ids() == {"t0-job"}
+    assert "t1-job" in {p.workload_id for p in d.pending}
+    # next cycle (t1-low requeued, still best effort): t1's job takes t0's borrowed card
+    d2 = decide_admission(then(snapshot, d, 300.0), [pending[1]], policy=policy)
+    assert [(p.workload_id, p.by_workload_id) for p in d2.preempted] == [("t0-low", "t1-job")]
+
+
 def test_owner_within_nominal_preempts_its_own_lower_priority_work_and_the_borrower() -> None:
     """Issue 17 (2), after Kueue's 'preempting locally and borrowing same resource in cohort':
     a holds 2 of its 4 nominal cards with best-effort work, b borrows the other 2. a's

@@ -472,6 +472,7 @@ class _Cycle(VictimSearch):
         self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
         if entry.tenant != by.tenant:
             self.reclaimed.add(entry.tenant)
+            self.took.add((by.tenant, entry.tenant, device_type))
         self.preempted.append(
             Preemption(
                 workload_id=entry.workload_id,

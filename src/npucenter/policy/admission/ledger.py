@@ -187,6 +187,9 @@ class Ledger:
         self.borrowed_cache: dict[tuple[str, str, int], tuple[int, bool]] = {}
         # (id(root), device type) -> preemptions in this cycle (what most caches depend on)
         self.preempt_count: dict[tuple[int, str], int] = {}
+        # (preemptor's tenant, victim's tenant, device type) of this cycle's preemptions between
+        # tenants: a tenant never takes back cards of a type from a tenant that took them
+        self.took: set[tuple[str, str, str]] = set()
         self.advantage_cache: dict[tuple[str, str, int], tuple[tuple[int, int], bool]] = {}
         self.victimable_cache: dict[
             tuple[int, str], tuple[int, list[Admitted], frozenset[str]]

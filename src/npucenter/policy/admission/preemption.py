@@ -42,6 +42,9 @@ __all__ = ["Candidate", "CandidateKind", "VictimSearch"]
 # reverse move would need a share below itself.  Shares of victims count only the work they ran
 # before the cycle (as reclaim does), so they change only by preemption; a zero-weight
 # preemptor (infinite share) never preempts by fair sharing.
+# Nor by any other rule in one cycle: a tenant's work of a type is never a candidate for a
+# tenant it took cards of that type from in this cycle (Kueue skips a second preemptor in a
+# cohort whose flavors overlap the first's); it may be in the next cycle.
 
 
 class CandidateKind(enum.IntEnum):
@@ -294,10 +297,13 @@ class VictimSearch(FairSharing):
         advantaged: list[Candidate] = []
         rest: list[Candidate] = []
         server_at = self.server_at
+        took = self.took
         for entry in self.victimable(node.root, device_type):
             tenant = entry.tenant
             if tenant == w.tenant or (lower_only and entry.priority_class >= priority):
                 continue
+            if (tenant, w.tenant, device_type) in took:  # no cards back and forth (cached by
+                continue  # preempt_count: this set changes only by a preemption on the type)
             if tenant in tenants:
                 found = tenants[tenant]
             else:
@@ -371,7 +377,7 @@ class VictimSearch(FairSharing):
         shares: dict[str, float] = {}
         out: list[tuple[float, Candidate]] = []
         for entry in self.victimable(node.root, device_type):
-            if entry.tenant == w.tenant:
+            if entry.tenant == w.tenant or (entry.tenant, w.tenant, device_type) in self.took:
                 continue
             if lower_only and entry.priority_class >= priority:
                 continue
