@@ -53,6 +53,7 @@ LOGIN_CSRF_COOKIE = "npc_console_login"
 SESSION_IDLE_S = 8 * 3600.0  # a session unused this long is forgotten
 _MAX_SESSIONS = 10_000
 _MAX_FORM_BYTES = 64 * 1024
+_CHART_POINTS = 300  # per line: a chart is 640 px wide
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -603,7 +604,7 @@ def _usage_chart(rows: list[UsageOut]) -> str:
         totals[m] += r.tokens_in + r.tokens_out
         lines[m].append(((r.at_s - t0) / scale, totals[m]))
     return line_chart(
-        [Series(m, pts) for m, pts in sorted(lines.items())],
+        [Series(m, _thin(pts, _CHART_POINTS)) for m, pts in sorted(lines.items())],
         title="Tokens over time (cumulative)",
         unit="tokens",
         x_label=f"{unit_x} since the first request",
@@ -611,6 +612,14 @@ def _usage_chart(rows: list[UsageOut]) -> str:
         height=240,
         step=True,
     )
+
+
+def _thin(points: list[tuple[float, float | None]], most: int) -> list[tuple[float, float | None]]:
+    """At most ``most`` points of a cumulative line, evenly spaced, the last one kept."""
+    if len(points) <= most:
+        return points
+    stride = -(-len(points) // most)
+    return [*points[::stride][: most - 1], points[-1]]
 
 
 def _reasons(p: _Page, rows: list[Any]) -> dict[int, str]:
