@@ -55,6 +55,7 @@ def serve_gateway(
     profile_out: str | None,
     key_out: str | None = None,
     shedding: bool = True,
+    slots: int = 4096,
 ) -> None:
     """Run the gateway (the bench starts this in a child process): the bare ASGI gateway, or
     with ``key_out`` the real path — `npucenter up`'s whole app on a fresh SQLite store, a
@@ -71,7 +72,11 @@ def serve_gateway(
     )
 
     endpoint = ReplicaEndpoint(
-        replica_id="rngd-0-r0", base_url=upstream, model_id="m", device_id="rngd", max_inflight=4096
+        replica_id="rngd-0-r0",
+        base_url=upstream,
+        model_id="m",
+        device_id="rngd",
+        max_inflight=slots,
     )
     app: object
     if key_out is None:
@@ -83,12 +88,17 @@ def serve_gateway(
     else:
         app = _real_center(endpoint, key_out)
     if key_out is not None and os.environ.get("BENCH_GATEWAY_NO_FAST_PATH"):  # before/after
-        app.user_middleware = [
-            m for m in app.user_middleware if m.cls.__name__ != "GatewayFastPath"
-        ]  # type: ignore[attr-defined]
+        server: Any = app
+        server.user_middleware = [
+            m for m in server.user_middleware if m.cls.__name__ != "GatewayFastPath"
+        ]
+    gateway: Any = app if key_out is None else app.state.gateway  # type: ignore[attr-defined]
+    if slots != 4096:  # the overload scenario's bound on the expected wait
+        gateway.dispatcher.waits.max_expected_wait_s = OVERLOAD_MAX_WAIT_S
     if not shedding:  # the gateway as it was before load shedding, for the overload comparison
-        door = app.door if key_out is None else app.state.gateway.door  # type: ignore[attr-defined]
-        door.max_inflight, door.max_loop_lag_s = 1 << 60, 0.0
+        gateway.door.max_inflight, gateway.door.max_loop_lag_s = 1 << 60, 0.0
+        gateway.dispatcher.waits.max_expected_wait_s = float("inf")
+        gateway.dispatcher.max_queued, gateway.dispatcher.max_wait_s = 1 << 60, 3600.0
     profiler = cProfile.Profile() if profile_out else None
 
     def dump(*_: object) -> None:
@@ -205,10 +215,13 @@ class _Conn:
         self.writer = writer
 
     async def post(self, head: bytes) -> int:
+        """The answer's status; 0 for a 503 shed at the gateway's door (no request id)."""
         self.writer.write(head)
         header = await self.reader.readuntil(b"\r\n\r\n")
         status = int(header[9:12])
         lower = header.lower()
+        if status == 503 and b"x-request-id" not in lower:
+            status = 0
         i = lower.find(b"content-length:")
         if i >= 0:
             n = int(lower[i + 15 : lower.index(b"\r\n", i)])
@@ -237,9 +250,10 @@ async def _run_rate(
     lags: list[float] = []
     errors = 0
     answered = 0
+    door = 0  # shed before the key was read: nobody to charge, no ledger row
 
     async def one(due: float) -> None:
-        nonlocal errors, answered
+        nonlocal errors, answered, door
         try:
             conn = idle.pop() if idle else _Conn(*await asyncio.open_connection("127.0.0.1", port))
         except OSError:
@@ -255,8 +269,9 @@ async def _run_rate(
         answered += 1
         if status == 200:
             latencies.append(time.perf_counter() - start)
-        elif status in (429, 503):
+        elif status in (0, 429, 503):
             shed.append(time.perf_counter() - start)
+            door += status == 0
         else:
             errors += 1
         idle.append(conn)
@@ -282,6 +297,7 @@ async def _run_rate(
         "num_answered": answered,
         "num_errors": errors,
         "num_shed": len(shed),
+        "num_shed_at_door": door,
         "shed_p50_ms": _pct(shed, 50) * 1e3,
         "shed_p99_ms": _pct(shed, 99) * 1e3,
         "achieved_rps": answered / elapsed,
@@ -304,11 +320,11 @@ async def _closed_loop(
         f"authorization: Bearer {key}\r\ncontent-length: {len(BODY)}\r\n\r\n"
     ).encode() + BODY
     conns = [_Conn(*await asyncio.open_connection("127.0.0.1", port)) for _ in range(concurrency)]
-    ok = answered = errors = shed = 0
+    ok = answered = errors = shed = door = 0
     stop = time.perf_counter() + duration_s
 
     async def loop(conn: _Conn) -> None:
-        nonlocal ok, answered, errors, shed
+        nonlocal ok, answered, errors, shed, door
         while time.perf_counter() < stop:
             try:
                 status = await conn.post(head)
@@ -317,7 +333,8 @@ async def _closed_loop(
                 return
             answered += 1
             ok += status == 200
-            shed += status in (429, 503)
+            shed += status in (0, 429, 503)
+            door += status == 0
 
     t0 = time.perf_counter()
     await asyncio.gather(*(loop(c) for c in conns))
@@ -330,6 +347,7 @@ async def _closed_loop(
         "num_answered": answered,
         "num_ok": ok,
         "num_shed": shed,
+        "num_shed_at_door": door,
         "num_errors": errors + answered - ok - shed,
     }
 
@@ -362,7 +380,7 @@ def _measured(
     answered = int(out["num_answered"])  # type: ignore[call-overload]
     out["gateway_cpu_us_per_request"] = cpu / answered * 1e6 if answered else float("nan")
     # a request shed at the door (before its key is read) has nobody to charge: no row
-    answered -= int(out.get("num_shed", 0))  # type: ignore[call-overload]
+    answered -= int(out.get("num_shed_at_door", 0))  # type: ignore[call-overload]
     if db_file is not None:
         deadline = time.monotonic() + 5.0  # the ticker writes the journal's rows every 0.2 s
         while True:
@@ -390,6 +408,7 @@ def _start_gateway(
     profile_out: str | None = None,
     key_out: str | None = None,
     shedding: bool = True,
+    slots: int = 4096,
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     argv = [sys.executable, __file__, "--serve-gateway", str(port), "--upstream", upstream_url]
@@ -399,6 +418,7 @@ def _start_gateway(
         argv += ["--key-out", key_out]
     if not shedding:
         argv.append("--no-shedding")
+    argv += ["--slots", str(slots)]
     proc = _spawn(argv)
     _wait_up(port, "/health", timeout_s=60.0)
     return proc, port
@@ -463,22 +483,12 @@ def run(
             for rate in rates:
                 via = _measured(gw, _run_rate(gw_port, path, rate, duration_s, secret), db_file)
                 real.append(_row(rate, directs[rate], via))
-            closed["real"] = cap = _measured(
+            closed["real"] = _measured(
                 gw, _closed_loop(gw_port, path, 64, duration_s, secret), db_file
             )
-            # 3x the measured capacity, open loop, bounded in time (loopback only)
-            offered = 3 * float(cap["ok_rps"])  # type: ignore[arg-type]
-            run3 = _measured(gw, _run_rate(gw_port, path, offered, overload_s, secret), db_file)
-            overload = _overload(offered, cap, run3, overload_s)
-            _stop(gw)
-            # the same offered load on the gateway with shedding off (as before it existed)
-            gw, gw_port = _start_gateway(upstream_url, key_out=str(key_file), shedding=False)
-            secret = key_file.read_text()
-            db_file = Path(Path(str(key_file) + ".db").read_text())
-            run0 = _measured(gw, _run_rate(gw_port, path, offered, overload_s, secret), db_file)
-            overload_off = _overload(offered, cap, run0, overload_s)
             _stop(gw)
             gw = None
+            overload, overload_off = _overload_pair(overload_s, key_file)
         for name, key_out in (("bare", None), ("real", str(key_file))):
             if name == "real" and not real_path:
                 continue
@@ -528,6 +538,64 @@ def run(
     }
 
 
+OVERLOAD_SLOTS = 8  # the replica's slots in the overload scenario
+OVERLOAD_SERVICE_S = 0.02  # each request holds its slot this long (the stub's time to answer)
+OVERLOAD_MAX_WAIT_S = 0.5  # the gateway's max_expected_wait_s in the scenario
+
+
+def _overload_pair(
+    overload_s: float, key_file: Path
+) -> tuple[dict[str, object], dict[str, object]]:
+    """3x overload of a replica: the real path in front of one stub replica with
+    ``OVERLOAD_SLOTS`` slots answering in ``OVERLOAD_SERVICE_S`` (capacity ~400 requests/s,
+    so that one load-generating process can offer 3x of it on this machine; 3x the gateway's
+    own CPU capacity is beyond what it can send here). Its capacity is measured closed-loop,
+    then 3x that is offered open-loop for ``overload_s`` to the gateway without shedding (the
+    queue unbounded, as before) and with it (``max_expected_wait_s`` = OVERLOAD_MAX_WAIT_S)."""
+    port = _free_port()
+    stub = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "npucenter.gateway.testing",
+            "--port",
+            str(port),
+            "--output-tokens",
+            "16",
+            "--ttft-s",
+            str(OVERLOAD_SERVICE_S),
+        ]
+    )
+    path = "/v1/chat/completions"
+    gw = None
+    out: dict[bool, dict[str, object]] = {}
+    try:
+        _wait_up(port, "/health")
+        cap: dict[str, object] = {}
+        offered = 0.0
+        for shedding in (False, True):
+            gw, gw_port = _start_gateway(
+                f"http://127.0.0.1:{port}",
+                key_out=str(key_file),
+                shedding=shedding,
+                slots=OVERLOAD_SLOTS,
+            )
+            secret = key_file.read_text()
+            db_file = Path(Path(str(key_file) + ".db").read_text())
+            if not cap:
+                cap = _measured(gw, _closed_loop(gw_port, path, 64, 2.0, secret), db_file)
+                offered = 3 * float(cap["ok_rps"])  # type: ignore[arg-type]
+            run = _measured(gw, _run_rate(gw_port, path, offered, overload_s, secret), db_file)
+            out[shedding] = _overload(offered, cap, run, overload_s)
+            _stop(gw)
+            gw = None
+    finally:
+        if gw is not None:
+            _stop(gw)
+        _stop(stub)
+    return out[True], out[False]
+
+
 def _overload(
     offered: float, cap: dict[str, object], run: dict[str, object], duration_s: float
 ) -> dict[str, object]:
@@ -544,6 +612,9 @@ def _overload(
         "ok_p99_ms": run["p99_ms"],
         "errors": run["num_errors"],
         "duration_s": duration_s,
+        "replica_slots": OVERLOAD_SLOTS,
+        "service_s": OVERLOAD_SERVICE_S,
+        "max_expected_wait_s": OVERLOAD_MAX_WAIT_S,
         "run": run,
     }
 
@@ -698,6 +769,7 @@ def main() -> None:
     parser.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-shedding", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--slots", type=int, default=4096, help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-real-path", action="store_true", help="skip the real path (tenant key, store)"
     )
@@ -713,6 +785,7 @@ def main() -> None:
             args.profile_out,
             args.key_out,
             shedding=not args.no_shedding,
+            slots=args.slots,
         )
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -756,7 +829,7 @@ def main() -> None:
         if not o:
             continue
         print(
-            f"3x overload, {label} ({o['offered_rps']:.0f} req/s for {o['duration_s']:g} s): "
+            f"3x overload of an 8-slot replica, {label} ({o['offered_rps']:.0f} req/s for {o['duration_s']:g} s): "
             f"goodput {o['goodput_rps']:.0f}/s = {o['goodput_over_capacity']:.0%} of capacity, "
             f"shed {o['shed']} (p50 {o['shed_p50_ms']:.1f} ms, p99 {o['shed_p99_ms']:.1f} ms), "
             f"ok p99 {o['ok_p99_ms']:.0f} ms, errors {o['errors']}"

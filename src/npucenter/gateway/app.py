@@ -88,7 +88,7 @@ class GatewayConfig:
     max_wait_s: float = 30.0  # longest wait for a replica slot
     # load shedding (gateway/shedding.py): 503 + Retry-After at once instead of queueing
     max_inflight_requests: int = 4096  # requests in progress in the gateway
-    max_loop_lag_s: float = 0.25  # the event loop this late: the gateway's CPU is saturated
+    max_loop_lag_s: float = 0.05  # the event loop this late for 0.2 s: the CPU is saturated
     max_expected_wait_s: float = 30.0  # a waiter expected to wait longer is refused now
     max_body_bytes: int = 8 * 1024 * 1024
     ledger_flush_interval_s: float = 0.2

@@ -2,8 +2,10 @@
 
 NOTE(gateway): two signals, both cheap. At the door (:class:`DoorGuard`), before the body or the
 key is read: requests in progress in the gateway are capped (``max_inflight_requests``), and
-while the event loop runs late (a timer probe every ``probe_interval_s`` fires more than
-``max_loop_lag_s`` late: the gateway's own CPU is the bottleneck) new completions are refused.
+while the event loop runs late (a timer probe every ``probe_interval_s``; when even the least
+late of the last ``window`` probes fired more than ``max_loop_lag_s`` late, work waits for the
+CPU all the time, not just behind one long step such as a ledger flush holding the GIL: the
+gateway's own CPU is the bottleneck) new completions are refused (CoDel's idea, on the loop).
 A refused request costs a few microseconds, so the requests already taken in keep the CPU and
 goodput stays near capacity under overload. At the fair queue (:class:`WaitEstimator`): the
 expected wait of a new waiter is its place in the queue times the recent interval between two
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 
 from npucenter.errors import CapacityUnavailableError
 
@@ -28,16 +31,18 @@ class DoorGuard:
     def __init__(
         self,
         max_inflight: int = 4096,
-        max_loop_lag_s: float = 0.25,
-        probe_interval_s: float = 0.05,
+        max_loop_lag_s: float = 0.05,
+        probe_interval_s: float = 0.02,
         retry_after_s: float = 1.0,
+        window: int = 10,
     ) -> None:
         self.max_inflight = max_inflight
         self.max_loop_lag_s = max_loop_lag_s
         self.probe_interval_s = probe_interval_s
         self.retry_after_s = retry_after_s
         self.inflight = 0
-        self.loop_lag_s = 0.0
+        self.loop_lag_s = 0.0  # the least lateness over the last ``window`` probes
+        self._lags: deque[float] = deque(maxlen=max(1, window))
         self.shed = 0  # requests refused so far
         self._probe: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -67,7 +72,8 @@ class DoorGuard:
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         now = time.monotonic()
-        self.loop_lag_s = max(0.0, now - self._due)
+        self._lags.append(max(0.0, now - self._due))
+        self.loop_lag_s = min(self._lags)
         if loop.is_closed():
             self._probe = None
             return

@@ -35,11 +35,15 @@ def test_the_door_refuses_beyond_its_bound_and_counts() -> None:
 
 
 async def test_a_late_event_loop_sheds_until_it_catches_up() -> None:
-    door = DoorGuard(max_inflight=100, max_loop_lag_s=0.05, probe_interval_s=0.01)
+    door = DoorGuard(max_inflight=100, max_loop_lag_s=0.05, probe_interval_s=0.01, window=3)
     assert door.refusal() is None  # starts the probe
     await asyncio.sleep(0.015)
-    time.sleep(0.12)  # the loop is blocked: the probe fires late
+    time.sleep(0.12)  # one long step: one late probe is no overload
     await asyncio.sleep(0.001)
+    assert door.refusal() is None
+    for _ in range(3):  # late again and again: the CPU is saturated
+        time.sleep(0.08)
+        await asyncio.sleep(0.001)
     assert door.loop_lag_s > 0.05
     assert door.refusal() is not None
     await asyncio.sleep(0.05)  # on time again
