@@ -8,7 +8,8 @@ Sign-in takes an API key by form POST (never in a URL or a log). The session is 
 random token in a cookie: HttpOnly, SameSite=Strict, Secure off loopback, path ``/console``);
 the key it holds is checked again on every request, so revoking it signs the session out. Every
 form carries the session's CSRF token (the sign-in form a double-submit one); a POST without it
-is refused (403). Server-rendered, no script: a Content-Security-Policy forbids scripts.
+is refused (403). Server-rendered, no script: a Content-Security-Policy forbids scripts. The
+pages' database work runs in the thread pool, never on the event loop the gateway shares.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import jinja2
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from npucenter.api.context import ControlPlane, RequestContext, admin_context
 from npucenter.api.routes import artifacts as artifacts_routes
@@ -212,21 +214,24 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             "error", status, p=p, title=f"{status}", message=message, hint=hint, nav=_nav(p)
         )
 
-    async def checked_form(request: Request, p: _Page) -> dict[str, str]:
-        form = await _form(request)
-        if not hmac.compare_digest(form.get("csrf", ""), p.csrf):
-            raise _Refused(403, "this form has no valid CSRF token: reload the page and retry")
-        return form
-
     def handle(
-        fn: Callable[..., Any],
+        fn: Callable[..., Response],
     ) -> Callable[..., Any]:
+        """A signed-in page: a POST's form is read and its CSRF token checked first; the body
+        (database work) runs in the thread pool, off the event loop the gateway shares."""
+
         async def run(request: Request, **kw: Any) -> Response:
             p: _Page | None = None
             try:
-                p = page(request)
-                response: Response = await fn(request, p, **kw)
-                return response
+                p = await run_in_threadpool(page, request)
+                form: dict[str, str] = {}
+                if request.method == "POST":
+                    form = await _form(request)
+                    if not hmac.compare_digest(form.get("csrf", ""), p.csrf):
+                        raise _Refused(
+                            403, "this form has no valid CSRF token: reload the page and retry"
+                        )
+                return await run_in_threadpool(fn, request, p, form, **kw)
             except _Redirect as r:
                 return RedirectResponse(r.to, status_code=303, headers=_HEADERS)
             except _Refused as r:
@@ -240,7 +245,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
                 return fail(p, 422, msg)
 
         run.__name__ = fn.__name__
-        params = [v for k, v in inspect.signature(fn).parameters.items() if k != "p"]
+        params = [v for k, v in inspect.signature(fn).parameters.items() if k not in ("p", "form")]
         run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         return run
 
@@ -264,7 +269,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             return fail(None, 403, "the sign-in form has no valid CSRF token: reload and retry")
         secret = form.get("key", "").strip()
         try:
-            control().authenticate(secret)
+            await run_in_threadpool(control().authenticate, secret)
         except NpuCenterError:
             return html("login", 401, p=None, csrf=cookie, nav=[], error="that key is not valid")
         token, _ = sessions.open(secret)
@@ -275,8 +280,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.post("/console/logout", include_in_schema=False)
     @handle
-    async def logout(request: Request, p: _Page) -> Response:
-        await checked_form(request, p)
+    def logout(request: Request, p: _Page, form: dict[str, str]) -> Response:
         sessions.close(p.token)
         response = RedirectResponse("/console/login", status_code=303, headers=_HEADERS)
         response.delete_cookie(SESSION_COOKIE, path="/console")
@@ -284,7 +288,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console", include_in_schema=False)
     @handle
-    async def home(request: Request, p: _Page) -> Response:
+    def home(request: Request, p: _Page, form: dict[str, str]) -> Response:
         return RedirectResponse(
             "/console/fleet" if p.is_admin else "/console/usage", status_code=303
         )
@@ -293,7 +297,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/usage", include_in_schema=False)
     @handle
-    async def usage(request: Request, p: _Page) -> Response:
+    def usage(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = usage_routes.list_usage(
             tenant=None, kind=None, since_s=None, limit=100_000, ctx=p.ctx
         )
@@ -311,7 +315,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/usage.csv", include_in_schema=False)
     @handle
-    async def usage_csv(request: Request, p: _Page) -> Response:
+    def usage_csv(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = usage_routes.list_usage(
             tenant=None, kind=None, since_s=None, limit=100_000, ctx=p.ctx
         )
@@ -329,15 +333,14 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/quotas", include_in_schema=False)
     @handle
-    async def quotas(request: Request, p: _Page) -> Response:
+    def quotas(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = quota_routes.list_quotas(ctx=p.ctx)
         tenants = tenant_routes.list_tenants(ctx=p.ctx) if p.is_admin else []
         return html("quotas", p=p, nav=_nav(p), title="Quotas", rows=rows, tenants=tenants)
 
     @app.post("/console/quotas", include_in_schema=False)
     @handle
-    async def quota_set(request: Request, p: _Page) -> Response:
-        form = await checked_form(request, p)
+    def quota_set(request: Request, p: _Page, form: dict[str, str]) -> Response:
         fields: dict[str, Any] = {
             k: form[k]
             for k in ("tenant", "device_type", "nominal_cards", "priority_class")
@@ -352,14 +355,13 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/keys", include_in_schema=False)
     @handle
-    async def keys(request: Request, p: _Page) -> Response:
+    def keys(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = tenant_routes.list_keys(ctx=p.ctx)
         return html("keys", p=p, nav=_nav(p), title="API keys", rows=rows, created=None)
 
     @app.post("/console/keys", include_in_schema=False)
     @handle
-    async def key_create(request: Request, p: _Page) -> Response:
-        form = await checked_form(request, p)
+    def key_create(request: Request, p: _Page, form: dict[str, str]) -> Response:
         body = KeyIn.model_validate(
             {"name": form.get("name", ""), "tenant": form.get("tenant") or None}
         )
@@ -369,27 +371,25 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.post("/console/keys/{key_id}/revoke", include_in_schema=False)
     @handle
-    async def key_revoke(request: Request, p: _Page, key_id: int) -> Response:
-        await checked_form(request, p)
+    def key_revoke(request: Request, p: _Page, form: dict[str, str], key_id: int) -> Response:
         tenant_routes.revoke_key(key_id, ctx=p.ctx)
         return RedirectResponse("/console/keys", status_code=303, headers=_HEADERS)
 
     @app.get("/console/deployments", include_in_schema=False)
     @handle
-    async def deployments(request: Request, p: _Page) -> Response:
+    def deployments(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = deployment_routes.list_deployments(ctx=p.ctx)
         return html("deployments", p=p, nav=_nav(p), title="Deployments", rows=rows)
 
     @app.get("/console/jobs", include_in_schema=False)
     @handle
-    async def jobs(request: Request, p: _Page) -> Response:
+    def jobs(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = job_routes.list_jobs(state=None, ctx=p.ctx)
         return html("jobs", p=p, nav=_nav(p), title="Jobs", rows=rows, reasons=_reasons(p, rows))
 
     @app.post("/console/jobs", include_in_schema=False)
     @handle
-    async def job_submit(request: Request, p: _Page) -> Response:
-        form = await checked_form(request, p)
+    def job_submit(request: Request, p: _Page, form: dict[str, str]) -> Response:
         fields: dict[str, Any] = {
             "name": form.get("name", ""),
             "kind": form.get("kind", ""),
@@ -404,7 +404,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/jobs/{job_id}", include_in_schema=False)
     @handle
-    async def job(request: Request, p: _Page, job_id: int) -> Response:
+    def job(request: Request, p: _Page, form: dict[str, str], job_id: int) -> Response:
         one = job_routes.get_job(job_id, ctx=p.ctx)  # 404 for another tenant's
         events = job_routes.job_events(job_id, ctx=p.ctx)
         result = job_routes.get_job_result(job_id, ctx=p.ctx) if one.has_result else None
@@ -414,14 +414,13 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.post("/console/jobs/{job_id}/cancel", include_in_schema=False)
     @handle
-    async def job_cancel(request: Request, p: _Page, job_id: int) -> Response:
-        await checked_form(request, p)
+    def job_cancel(request: Request, p: _Page, form: dict[str, str], job_id: int) -> Response:
         job_routes.cancel_job(job_id, ctx=p.ctx)
         return RedirectResponse(f"/console/jobs/{job_id}", status_code=303, headers=_HEADERS)
 
     @app.get("/console/data", include_in_schema=False)
     @handle
-    async def data(request: Request, p: _Page) -> Response:
+    def data(request: Request, p: _Page, form: dict[str, str]) -> Response:
         return html(
             "data",
             p=p,
@@ -435,7 +434,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/fleet", include_in_schema=False)
     @handle
-    async def fleet(request: Request, p: _Page) -> Response:
+    def fleet(request: Request, p: _Page, form: dict[str, str]) -> Response:
         servers = fleet_routes.list_servers(ctx=p.ctx)
         grid = [_server_view(s) for s in servers]
         counts: dict[str, int] = defaultdict(int)
@@ -446,7 +445,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     @app.get("/console/queue", include_in_schema=False)
     @handle
-    async def queue(request: Request, p: _Page) -> Response:
+    def queue(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = [
             *job_routes.list_jobs(state="queued", ctx=p.ctx),
             *job_routes.list_jobs(state="preempted", ctx=p.ctx),
@@ -474,7 +473,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         ]
 
     @app.get("/console/results", include_in_schema=False)
-    async def results(request: Request) -> Response:
+    def results(request: Request) -> Response:  # sync: FastAPI runs it in the thread pool
         found = results_ctx(request)
         if isinstance(found, Response):
             return found
@@ -484,7 +483,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         return html("results", p=p, nav=_nav(p), title="Proving ground", table=table, num=len(docs))
 
     @app.get("/console/results/{job_id}", include_in_schema=False)
-    async def result_report(request: Request, job_id: int) -> Response:
+    def result_report(request: Request, job_id: int) -> Response:
         found = results_ctx(request)
         if isinstance(found, Response):
             return found
