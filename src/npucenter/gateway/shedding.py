@@ -45,12 +45,15 @@ class DoorGuard:
         self._lags: deque[float] = deque(maxlen=max(1, window))
         self.shed = 0  # requests refused so far
         self._probe: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
 
     def refusal(self) -> CapacityUnavailableError | None:
         """The error to answer now, or None when the request may come in."""
-        if self._probe is None and self.max_loop_lag_s > 0:
-            self._start_probe()
+        if self.max_loop_lag_s > 0 and (
+            self._probe is None or self._loop is not asyncio.get_running_loop()
+        ):
+            self._start_probe()  # first request, or served from another loop than before
         if self.inflight >= self.max_inflight:
             why = f"the gateway has {self.inflight} requests in progress (its bound)"
         elif self.max_loop_lag_s > 0 and self.loop_lag_s > self.max_loop_lag_s:
@@ -67,6 +70,11 @@ class DoorGuard:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        if self._probe is not None:
+            self._probe.cancel()
+        self._loop = loop
+        self._lags.clear()
+        self.loop_lag_s = 0.0
         self._due = time.monotonic() + self.probe_interval_s
         self._probe = loop.call_at(loop.time() + self.probe_interval_s, self._tick, loop)
 

@@ -49,3 +49,20 @@ async def test_a_late_event_loop_sheds_until_it_catches_up() -> None:
     await asyncio.sleep(0.05)  # on time again
     assert door.refusal() is None
     door.close()
+
+
+def test_a_door_used_from_a_new_event_loop_probes_that_loop() -> None:
+    door = DoorGuard(max_inflight=100, max_loop_lag_s=0.05, probe_interval_s=0.01)
+
+    async def first() -> None:
+        door.refusal()
+        door.loop_lag_s = 9.0  # as if the old loop had been late when it closed
+
+    asyncio.run(first())
+
+    async def second() -> bool:
+        refused = door.refusal() is not None
+        door.close()
+        return refused
+
+    assert asyncio.run(second()) is False
