@@ -9,6 +9,7 @@ LoRA Adapters"). Engines without runtime adapters raise ``NotSupportedError`` na
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,20 @@ import httpx
 from npucenter.engines.options import LORA_ENGINES
 from npucenter.errors import NotSupportedError, UpstreamError
 
-__all__ = ["list_adapters", "load_adapter", "require_lora", "unload_adapter"]
+__all__ = [
+    "LOAD_PATH",
+    "UNLOAD_PATH",
+    "check_loaded",
+    "list_adapters",
+    "load_adapter",
+    "post_load",
+    "post_unload",
+    "require_lora",
+    "unload_adapter",
+]
+
+LOAD_PATH = "/v1/load_lora_adapter"
+UNLOAD_PATH = "/v1/unload_lora_adapter"
 
 
 def require_lora(engine: str) -> None:
@@ -37,11 +51,8 @@ async def load_adapter(
     Loading one that is loaded already is not an error (vLLM answers 400 "already loaded").
     """
     require_lora(engine)
-    body = {"lora_name": name, "lora_path": str(path)}
-    resp = await _post(client, base_url, "/v1/load_lora_adapter", body)
-    if resp.status_code == 400 and "already" in resp.text.lower():
-        return
-    _raise_for(resp, f"loading adapter {name!r}")
+    resp = await _answered(post_load(client, base_url, name, path), base_url, LOAD_PATH)
+    check_loaded(resp, f"loading adapter {name!r}")
 
 
 async def unload_adapter(
@@ -49,10 +60,33 @@ async def unload_adapter(
 ) -> None:
     """Unload ``name`` from the engine (one that is not loaded is not an error)."""
     require_lora(engine)
-    resp = await _post(client, base_url, "/v1/unload_lora_adapter", {"lora_name": name})
+    resp = await _answered(post_unload(client, base_url, name), base_url, UNLOAD_PATH)
     if resp.status_code in (400, 404) and "not" in resp.text.lower():
         return
     _raise_for(resp, f"unloading adapter {name!r}")
+
+
+async def post_load(
+    client: httpx.AsyncClient, base_url: str, name: str, path: str | Path
+) -> httpx.Response:
+    """POST the load call as is (no engine check; httpx errors propagate to the caller)."""
+    body = {"lora_name": name, "lora_path": str(path)}
+    return await client.post(base_url.rstrip("/") + LOAD_PATH, json=body)
+
+
+async def post_unload(client: httpx.AsyncClient, base_url: str, name: str) -> httpx.Response:
+    """POST the unload call as is (no engine check; httpx errors propagate to the caller)."""
+    return await client.post(base_url.rstrip("/") + UNLOAD_PATH, json={"lora_name": name})
+
+
+def check_loaded(resp: httpx.Response, what: str, **details: object) -> None:
+    """Raise :class:`UpstreamError` unless ``resp`` to a load call says the adapter is there.
+
+    One loaded already is there (vLLM and the virtual engine answer 400 "already loaded").
+    """
+    if resp.status_code == 400 and "already" in resp.text.lower():
+        return
+    _raise_for(resp, what, **details)
 
 
 async def list_adapters(client: httpx.AsyncClient, base_url: str, base_model: str) -> list[str]:
@@ -65,18 +99,16 @@ async def list_adapters(client: httpx.AsyncClient, base_url: str, base_model: st
     return [str(m["id"]) for m in resp.json().get("data", []) if m.get("id") != base_model]
 
 
-async def _post(
-    client: httpx.AsyncClient, base_url: str, path: str, body: dict[str, str]
-) -> httpx.Response:
+async def _answered(sent: Awaitable[httpx.Response], base_url: str, path: str) -> httpx.Response:
     try:
-        return await client.post(base_url.rstrip("/") + path, json=body)
+        return await sent
     except httpx.HTTPError as exc:
         raise UpstreamError(f"{path} at {base_url}: {exc!r}") from exc
 
 
-def _raise_for(resp: httpx.Response, what: str) -> None:
+def _raise_for(resp: httpx.Response, what: str, **details: object) -> None:
     if resp.status_code >= 400:
         raise UpstreamError(
             f"{what}: the engine answered HTTP {resp.status_code}: {resp.text[:300]}",
-            details={"status": resp.status_code},
+            details={"status": resp.status_code, **details},
         )

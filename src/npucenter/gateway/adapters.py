@@ -22,8 +22,9 @@ from typing import Protocol
 
 import httpx
 
+from npucenter.engines.lora import check_loaded, post_load, post_unload
 from npucenter.engines.options import LORA_ENGINES
-from npucenter.errors import NotSupportedError, UpstreamError
+from npucenter.errors import NotSupportedError
 from npucenter.gateway.auth import Principal
 from npucenter.gateway.pool import Replica
 
@@ -136,16 +137,8 @@ class AdapterLoader:
             if name in self._loaded.get(rid, {}):
                 return
             base_url = replica.endpoint.base_url.rstrip("/")
-            resp = await client.post(
-                f"{base_url}/v1/load_lora_adapter",
-                json={"lora_name": name, "lora_path": target.path},
-            )
-            if resp.status_code >= 400 and "already" not in resp.text.lower():
-                raise UpstreamError(
-                    f"loading adapter {target.name!r} on {rid}: HTTP {resp.status_code}: "
-                    f"{resp.text[:300]}",
-                    details={"status": resp.status_code, "replica": rid},
-                )
+            resp = await post_load(client, base_url, name, target.path)
+            check_loaded(resp, f"loading adapter {target.name!r} on {rid}", replica=rid)
             self._loaded.setdefault(rid, {})[name] = base_url
             log.info("adapter %s loaded on replica %s", name, rid)
 
@@ -157,9 +150,7 @@ class AdapterLoader:
             if base_url is None:
                 continue
             try:
-                await client.post(
-                    f"{base_url}/v1/unload_lora_adapter", json={"lora_name": served_name}
-                )
+                await post_unload(client, base_url, served_name)
             except httpx.HTTPError as exc:  # the replica is gone: nothing is loaded there
                 log.warning("unloading %s from %s: %r", served_name, rid, exc)
             done.append(rid)
