@@ -253,9 +253,7 @@ VLLM_FIELDS = frozenset(
         "top_k", "min_p", "repetition_penalty", "length_penalty", "ignore_eos", "min_tokens",
         "stop_token_ids", "include_stop_str_in_output", "skip_special_tokens",
         "spaces_between_special_tokens", "truncate_prompt_tokens", "prompt_logprobs",
-        "allowed_token_ids", "bad_words", "use_beam_search", "guided_json", "guided_regex",
-        "guided_choice", "guided_grammar", "guided_decoding_backend", "guided_whitespace_pattern",
-        "structured_outputs", "chat_template", "chat_template_kwargs", "add_generation_prompt",
+        "allowed_token_ids", "bad_words", "use_beam_search", "structured_outputs", "chat_template", "chat_template_kwargs", "add_generation_prompt",
         "continue_final_message", "add_special_tokens", "documents", "mm_processor_kwargs",
         "priority", "request_id", "return_tokens_as_token_ids", "return_token_ids", "echo",
         "cache_salt", "kv_transfer_params", "vllm_xargs", "logits_processors", "response_format",
@@ -487,6 +485,17 @@ def _of(kind: type, what: str) -> Check:
     return lambda request, name: _typed(request, name, kind, what)
 
 
+def _ignored_by_vllm(what: str) -> Check:
+    """A field vLLM (0.32) accepts and silently ignores: refused so that nothing is ignored."""
+
+    def check(request: dict[str, Any], name: str) -> None:
+        if name != "best_of" or request[name] not in (None, 1):
+            _refuse(name, f"'{name}' is not supported: {what}.")
+
+    return check
+
+
+_GUIDED = "vLLM ignores the removed guided_* fields; use response_format or structured_outputs"
 _COMMON_CHECKS: dict[str, Check] = {
     "temperature": _num(0.0, 2.0),
     "top_p": _num(0.0, 1.0),
@@ -506,6 +515,10 @@ _COMMON_CHECKS: dict[str, Check] = {
     "stop": _check_stop,
     "logit_bias": _check_logit_bias,
     "response_format": _check_response_format,
+    **{
+        f"guided_{kind}": _ignored_by_vllm(_GUIDED)
+        for kind in ("json", "regex", "choice", "grammar", "decoding_backend", "whitespace_pattern")
+    },
 }
 _CHAT_CHECKS: dict[str, Check] = {
     **_COMMON_CHECKS,
@@ -523,5 +536,5 @@ _COMPLETIONS_CHECKS: dict[str, Check] = {
     "logprobs": _int(0, 5),
     "echo": _boolean,
     "suffix": _of(str, "a string"),
-    "best_of": _int(1, 20),
+    "best_of": _ignored_by_vllm("no engine here honours best_of > 1; use n"),
 }

@@ -175,6 +175,7 @@ REFUSED = [
     ("chat/completions", {"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ("completions", {"suffix": "the end"}, "suffix"),
     ("completions", {"best_of": 3}, "best_of"),
+    ("chat/completions", {"guided_json": {"type": "object"}}, "guided_json"),
     ("completions", {"logprobs": 9}, "logprobs"),
     ("completions", {"echo": True, "prompt": [1, 2, 3]}, "echo"),
 ]
