@@ -79,25 +79,26 @@ class FairSharing(Ledger):
                     lendable = self._lendable(node, device_type)
                     if lendable > 0 and borrowed / lendable > value:
                         value = borrowed / lendable
-        weight = node.weight
-        if weight == 0:
-            return math.inf if value else 0.0
-        return value / weight
+        return _weighted(value, node.weight)
 
     def _ratio(self, tenant: str) -> float:
         """The unweighted dominant share of what the tenant holds now (cached)."""
         cached = self.ratio_cache.get(tenant)
         if cached is None:
             node = self.nodes[tenant]
-            cached = 0.0
-            for d, used in node.usage.items():
-                borrowed = used - node.subtree_quota.get(d, 0)
-                if borrowed > 0:
-                    lendable = self._lendable(node, d)
-                    if lendable > 0 and borrowed / lendable > cached:
-                        cached = borrowed / lendable
-            self.ratio_cache[tenant] = cached
+            cached = self.ratio_cache[tenant] = self._dominant(node, node.usage)
         return cached
+
+    def _dominant(self, node: Node, held: dict[str, int]) -> float:
+        """The most over device types of the cards ``held`` above quota over what is lendable."""
+        value = 0.0
+        for d, used in held.items():
+            borrowed = used - node.subtree_quota.get(d, 0)
+            if borrowed > 0:
+                lendable = self._lendable(node, d)
+                if lendable > 0 and borrowed / lendable > value:
+                    value = borrowed / lendable
+        return value
 
     def old_share(self, tenant: str) -> float:
         """The tenant's rank counting only the work it ran before the cycle (and still runs).
@@ -111,17 +112,8 @@ class FairSharing(Ledger):
         else:
             if node.parent is None:
                 return 0.0
-            value = 0.0
-            for d, used in node.old.items():
-                borrowed = used - node.subtree_quota.get(d, 0)
-                if borrowed > 0:
-                    lendable = self._lendable(node, d)
-                    if lendable > 0 and borrowed / lendable > value:
-                        value = borrowed / lendable
-        weight = node.weight
-        if weight == 0:
-            return math.inf if value else 0.0
-        return value / weight
+            value = self._dominant(node, node.old)
+        return _weighted(value, node.weight)
 
     def dominant_share(self, tenant: str) -> float:
         """The tenant's rank with what it holds now (cached until its usage changes)."""
@@ -129,3 +121,10 @@ class FairSharing(Ledger):
         if cached is None:
             cached = self.share_cache[tenant] = self.share_with(tenant, None, 0)
         return cached
+
+
+def _weighted(value: float, weight: float) -> float:
+    """A share divided by the tenant's weight (weight 0: infinite once it holds anything)."""
+    if weight == 0:
+        return math.inf if value else 0.0
+    return value / weight
