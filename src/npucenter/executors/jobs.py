@@ -412,16 +412,16 @@ class JobRunner:
         report.started.append(view.job_id)
 
     # --- processes (event-loop thread) ----------------------------------------------------
-    def _spawn(self, view: _JobView) -> _Run:
-        # job-<id>/ is the runner's (the log); job-<id>/work/ is the job's own, its only
-        # writable place; the runner never follows a link the job may have left there
+    def _run_dir(self, view: _JobView) -> Path:
+        """The job's run directory ``job-<id>/`` (created, mode 0700)."""
         run_dir = self.work_dir / f"job-{view.job_id}"
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o700)
-        box = self.sandbox.prepare(view.job_id, run_dir / "work")
-        log_path, result_path = run_dir / "output.log", box.work_dir / "result.json"
-        result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
-        env = job_environment(
+        return run_dir
+
+    def _environment(self, view: _JobView, box: JobBox) -> dict[str, str]:
+        """The job's environment (its result path as seen from inside ``box``)."""
+        return job_environment(
             view.job_id,
             kind=view.kind,
             device_type=view.device_type,
@@ -430,6 +430,15 @@ class JobRunner:
             result_path=box.inside("result.json"),
             allow=self.sandbox.policy.env_allow,
         )
+
+    def _spawn(self, view: _JobView) -> _Run:
+        # job-<id>/ is the runner's (the log); job-<id>/work/ is the job's own, its only
+        # writable place; the runner never follows a link the job may have left there
+        run_dir = self._run_dir(view)
+        box = self.sandbox.prepare(view.job_id, run_dir / "work")
+        log_path, result_path = run_dir / "output.log", box.work_dir / "result.json"
+        result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
+        env = self._environment(view, box)
         env["HOME"] = box.inside_work_dir
         if box.isolated:
             env["TMPDIR"] = "/tmp"  # its own, size-bounded
@@ -459,9 +468,7 @@ class JobRunner:
         )
 
     async def _spawn_remote(self, view: _JobView) -> _Run:
-        run_dir = self.work_dir / f"job-{view.job_id}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o700)
+        run_dir = self._run_dir(view)
         box = JobBox(
             job_id=view.job_id,
             work_dir=run_dir / "work",  # on the node, not here
@@ -469,15 +476,7 @@ class JobRunner:
             uid=None,
             isolated=self.sandbox.enabled,
         )
-        env = job_environment(
-            view.job_id,
-            kind=view.kind,
-            device_type=view.device_type,
-            server=view.server,
-            cards=view.cards,
-            result_path=box.inside("result.json"),
-            allow=self.sandbox.policy.env_allow,
-        )
+        env = self._environment(view, box)
         log_path, result_path = run_dir / "output.log", run_dir / "result.json"
         result_path.unlink(missing_ok=True)
         handle = await self.launcher.spawn(  # type: ignore[union-attr]
@@ -504,9 +503,7 @@ class JobRunner:
     def _stage(self, view: _JobView) -> None:
         # Its inputs, copied into its work dir (it never sees the data dir); a worker thread.
         assert self.files is not None
-        run_dir = self.work_dir / f"job-{view.job_id}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(run_dir, 0o700)
+        run_dir = self._run_dir(view)
         box = self.sandbox.prepare(view.job_id, run_dir / "work")
         self.files.stage(view.job_id, box.work_dir, box.uid)
 
