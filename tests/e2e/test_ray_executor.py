@@ -235,6 +235,15 @@ def _wait(what: str, check, timeout_s: float = 90.0, every_s: float = 0.5):
         time.sleep(every_s)
 
 
+def _actor_names() -> set[str]:
+    """replica ids of the center's replica actors Ray still holds a name for (not dead)."""
+    return {
+        e["name"][len(ACTOR_PREFIX) :]
+        for e in ray.util.list_named_actors(all_namespaces=True)
+        if e.get("namespace") == "npucenter" and e["name"].startswith(ACTOR_PREFIX)
+    }
+
+
 def _actors() -> dict[str, str]:
     """replica id -> node id of the center's live replica actors (asked of each actor)."""
     out = {}
@@ -286,8 +295,11 @@ def test_up_with_the_ray_executor_serves_and_recovers_from_a_dead_node(
             rngd = next(d for d in api.get("/api/deployments").json() if "rngd" in d["device_type"])
             scaled = api.patch(f"/api/deployments/{rngd['id']}", json={"replicas": 0})
             assert scaled.status_code == 200, scaled.text
-        _wait("the RNGD actor stopped", lambda: "rngd-0-r0" not in _actors(), timeout_s=60.0)
-        assert list(_actors()) == ["h100-0-r0"]
+        # stopped = its name released (an info call that fails while a node dies is no proof)
+        _wait("the RNGD actor stopped", lambda: "rngd-0-r0" not in _actor_names(), timeout_s=60.0)
+        _wait("only the H100 actor live", lambda: list(_actors()) == ["h100-0-r0"], timeout_s=30.0)
+        time.sleep(3.0)  # and nothing starts it again: the store says 0
+        assert "rngd-0-r0" not in _actor_names()
         log = up.log()
     assert not re.search(r"Traceback", log), log[-2000:]
     _wait("actors stopped with the center", lambda: _actors() == {}, timeout_s=30.0)
