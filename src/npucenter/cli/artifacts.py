@@ -16,7 +16,7 @@ import typer
 import yaml
 
 from npucenter.cli._common import handle_errors
-from npucenter.cli.control import JOB_COLUMNS, JSON_OPT, _call, _delete, _show, _table
+from npucenter.cli.calls import JOB_COLUMNS, JSON_OPT, _call, _delete, _show, _table
 from npucenter.errors import InvalidConfigError
 
 __all__ = ["adapter_app", "dataset_app", "submit_job_file"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,31 @@ from npucenter.workload.slo import goodput_rps, latency_summary, meets_slo, slo_
 from npucenter.workload.trace import Trace
 
 if TYPE_CHECKING:
-    from npucenter.sim.center import SimReplica
+    from npucenter.perf import PerfModel
+    from npucenter.sim.replica import ReplicaCore
+
+
+class SimReplica(Protocol):
+    """What a result reads of a simulated replica (``sim.center.SimReplica`` is one; a
+    protocol here keeps ``results`` below ``center`` with no import back)."""
+
+    @property
+    def replica_id(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def device_kind(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def tp(self) -> int: ...
+    @property
+    def core(self) -> ReplicaCore: ...
+    @property
+    def perf(self) -> PerfModel: ...
+
 
 __all__ = ["SimResult"]
 

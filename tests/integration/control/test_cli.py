@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from npucenter.cli import control
+from npucenter.cli import calls, control
 from npucenter.cli.client import Client
 from npucenter.cli.main import app as cli_app
 
@@ -26,9 +26,9 @@ def cli(anonymous, admin_key, monkeypatch):
 
     def run(*args: str, key: str | None = None):
         key = key or admin_key
-        monkeypatch.setattr(
-            control, "_api", lambda: Client("http://testserver", key, http=anonymous)
-        )
+        client = lambda: Client("http://testserver", key, http=anonymous)  # noqa: E731
+        monkeypatch.setattr(calls, "_api", client)  # the shared request helpers
+        monkeypatch.setattr(control, "_api", client)  # commands that open one client themselves
         return runner.invoke(cli_app, list(args))
 
     return run
