@@ -43,3 +43,17 @@ def test_the_architecture_page_draws_every_package_in_its_layer() -> None:
         if line.startswith("  ") and not line.startswith("   ")
     ]
     assert drawn == _layers()
+
+
+def test_no_module_imports_one_that_imports_it_back_at_run_time() -> None:
+    # type-only imports (under TYPE_CHECKING) may point back; a run-time circle may not
+    import grimp
+
+    graph = grimp.build_graph("npucenter", exclude_type_checking_imports=True)
+    circles = [
+        (module, other)
+        for module in graph.modules
+        for other in graph.find_modules_directly_imported_by(module)
+        if module < other and graph.chain_exists(importer=other, imported=module)
+    ]
+    assert circles == [], "modules that import each other (directly or through others)"
