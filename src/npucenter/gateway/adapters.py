@@ -10,6 +10,12 @@ loaded, its prefix cache warm: vLLM keys cached prefixes by LoRA). On the replic
 ``engine.enable_lora``; the virtual engine accepts the same call) under a name unique across
 tenants (``t<tenant id>-<name>``); a deleted adapter is unloaded from every replica holding it.
 An engine that cannot serve adapters answers ``not_supported`` naming it (``LORA_ENGINES``).
+
+A restarted engine holds no adapter: the reconciler calls :meth:`AdapterLoader.forget` for the
+replicas it restarts or stops (before they are routed to again), a replica whose address changed
+counts as another engine, and an engine that answers 404 for a loaded adapter (restarted behind
+the reconciler's back) has it forgotten and loaded again once (:meth:`AdapterLoader.lost`; the
+forwarding path resends the request).
 """
 
 from __future__ import annotations
@@ -107,6 +113,21 @@ class AdapterLoader:
         """Served names of the adapters loaded on ``replica_id``."""
         return set(self._loaded.get(replica_id, {}))
 
+    def forget(self, replica_id: str) -> set[str]:
+        """``replica_id``'s engine restarted or stopped: it holds none of its adapters now.
+
+        Returns the served names it held; each is loaded again on the next request routed there.
+        """
+        held = self._loaded.pop(replica_id, {})
+        if held:
+            log.info("adapters %s to load again on replica %s", sorted(held), replica_id)
+        return set(held)
+
+    def lost(self, replica: Replica, target: AdapterTarget) -> bool:
+        """The engine answered 404 for ``target``: forget it there; True if it was thought loaded."""
+        held = self._loaded.get(replica.endpoint.replica_id, {})
+        return held.pop(target.served_name, None) is not None
+
     def check(self, model_id: str) -> None:
         """Raise :class:`NotSupportedError` unless ``model_id``'s engine serves adapters now."""
         engine, enabled = self.engine_of(model_id)
@@ -130,13 +151,14 @@ class AdapterLoader:
         """Load ``target`` on ``replica`` unless it is there (raises httpx errors on no answer)."""
         self._loop = asyncio.get_running_loop()
         rid, name = replica.endpoint.replica_id, target.served_name
-        if name in self._loaded.get(rid, {}):
+        base_url = replica.endpoint.base_url.rstrip("/")
+        if self._loaded.get(rid, {}).get(name) == base_url:
             return
         lock = self._locks.setdefault((rid, name), asyncio.Lock())
         async with lock:
-            if name in self._loaded.get(rid, {}):
+            # loaded at another address: that was another engine (restarted elsewhere)
+            if self._loaded.get(rid, {}).get(name) == base_url:
                 return
-            base_url = replica.endpoint.base_url.rstrip("/")
             resp = await post_load(client, base_url, name, target.path)
             check_loaded(resp, f"loading adapter {target.name!r} on {rid}", replica=rid)
             self._loaded.setdefault(rid, {})[name] = base_url

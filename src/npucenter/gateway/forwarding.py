@@ -55,7 +55,16 @@ async def _send(gw: Gateway, attempt: Attempt, body: bytes) -> UpstreamResponse:
     headers = {"content-type": "application/json", "x-request-id": call.request_id}
     if attempt.replica.endpoint.api_key:  # an external server's own key, never the tenant's
         headers["authorization"] = f"Bearer {attempt.replica.endpoint.api_key}"
-    return await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+    resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+    if (
+        call.adapter is not None
+        and resp.status_code == 404
+        and gw.adapter_loader.lost(attempt.replica, call.adapter)
+    ):  # the engine restarted unseen and lost it: load it again, resend once
+        await resp.aclose()
+        await gw.adapter_loader.ensure(gw.control_client(), attempt.replica, call.adapter)
+        resp = await upstream.send(_url(attempt.replica, call.endpoint), body, headers)
+    return resp
 
 
 async def forward_unary(gw: Gateway, call: Call, body: bytes, send: Send) -> None:

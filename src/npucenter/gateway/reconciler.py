@@ -606,6 +606,10 @@ class DeploymentReconciler:
         if index is not None and hasattr(index, "forget"):
             for rid in replica_ids:
                 index.forget(rid)
+        loader = getattr(self.gateway, "adapter_loader", None)  # its adapters are gone too
+        if loader is not None:
+            for rid in replica_ids:
+                loader.forget(rid)
 
 
 def _stored_engine(dep: Any) -> EngineChoice | None:

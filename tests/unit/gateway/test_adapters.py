@@ -82,3 +82,31 @@ def test_an_engine_refusal_is_an_upstream_error_and_capabilities_name_the_engine
     with pytest.raises(NotSupportedError) as err:
         loader.check("b")
     assert "enable_lora" in err.value.hint
+
+
+def test_a_restarted_or_moved_engine_gets_its_adapter_loaded_again() -> None:
+    loads: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        loads.append(str(request.url.host))
+        return httpx.Response(200, text="Success")
+
+    loader = AdapterLoader(lambda model: ("vllm", True))
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+            r1 = _replica("r1")
+            await loader.ensure(client, r1, TARGET)
+            await loader.ensure(client, r1, TARGET)  # once
+            assert loader.forget("r1") == {"t3-mine"} and loader.loaded("r1") == set()
+            await loader.ensure(client, r1, TARGET)  # the restarted engine gets it again
+            moved = Replica(
+                ReplicaEndpoint(replica_id="r1", base_url="http://r1b:1", model_id="tiny-llama"),
+                FakeClock(),
+            )
+            await loader.ensure(client, moved, TARGET)  # same id, another address: another engine
+            assert loader.lost(moved, TARGET) and not loader.lost(moved, TARGET)
+            await loader.ensure(client, moved, TARGET)
+
+    asyncio.run(go())
+    assert loads == ["r1", "r1", "r1b", "r1b"]
