@@ -51,6 +51,8 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
             return []
         return [e for e in reconciler.engine_states() if e["deployment_id"] == dep_id]
 
+    app.state.deployment_engines = deployment_engines  # the console's engine logs page calls it
+
     series = LiveSeries()  # the dashboard's charts: the gateway's counters, sampled every second
     app.state.dashboard_series = series
     install_dashboard(app, gateway, fleet, series=series)

@@ -42,11 +42,16 @@ from npucenter.api.routes import jobs as job_routes
 from npucenter.api.routes import quotas as quota_routes
 from npucenter.api.routes import tenants as tenant_routes
 from npucenter.api.routes import usage as usage_routes
-from npucenter.api.schemas import JobIn, KeyIn, QuotaIn, UsageOut
+from npucenter.api.schemas import DeploymentIn, JobIn, KeyIn, QuotaIn, UsageOut
 from npucenter.bench.report import build_report, render_html
-from npucenter.errors import AuthenticationError, NotFoundError, NpuCenterError
+from npucenter.errors import (
+    AuthenticationError,
+    NotFoundError,
+    NpuCenterError,
+)
 from npucenter.policy.principal import Principal
 from npucenter.render.svg import Series, bar_chart, line_chart
+from npucenter.web.dashboard import replica_rows
 
 __all__ = ["SESSION_COOKIE", "SESSION_IDLE_S", "ConsoleSessions", "install_console"]
 
@@ -239,10 +244,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             except NpuCenterError as exc:
                 return fail(p, exc.http_status, exc.message, exc.hint)
             except ValidationError as exc:
-                msg = "; ".join(
-                    f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
-                return fail(p, 422, msg)
+                return fail(p, 422, _validation_text(exc))
 
         run.__name__ = fn.__name__
         params = [v for k, v in inspect.signature(fn).parameters.items() if k not in ("p", "form")]
@@ -336,7 +338,15 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
     def quotas(request: Request, p: _Page, form: dict[str, str]) -> Response:
         rows = quota_routes.list_quotas(ctx=p.ctx)
         tenants = tenant_routes.list_tenants(ctx=p.ctx) if p.is_admin else []
-        return html("quotas", p=p, nav=_nav(p), title="Quotas", rows=rows, tenants=tenants)
+        return html(
+            "quotas",
+            p=p,
+            nav=_nav(p),
+            title="Quotas",
+            rows=rows,
+            tenants=tenants,
+            selected=request.query_params.get("tenant", ""),
+        )
 
     @app.post("/console/quotas", include_in_schema=False)
     @handle
@@ -375,11 +385,60 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         tenant_routes.revoke_key(key_id, ctx=p.ctx)
         return RedirectResponse("/console/keys", status_code=303, headers=_HEADERS)
 
+    def deployments_page(p: _Page, status: int = 200, error: str = "", **kept: str) -> Response:
+        rows = deployment_routes.list_deployments(ctx=p.ctx)
+        return html(
+            "deployments",
+            status,
+            p=p,
+            nav=_nav(p),
+            title="Deployments",
+            rows=rows,
+            error=error,
+            kept=kept,
+            devices=_device_choices(p),
+        )
+
     @app.get("/console/deployments", include_in_schema=False)
     @handle
     def deployments(request: Request, p: _Page, form: dict[str, str]) -> Response:
-        rows = deployment_routes.list_deployments(ctx=p.ctx)
-        return html("deployments", p=p, nav=_nav(p), title="Deployments", rows=rows)
+        return deployments_page(p)
+
+    @app.post("/console/deployments", include_in_schema=False)
+    @handle
+    def deployment_create(request: Request, p: _Page, form: dict[str, str]) -> Response:
+        fields: dict[str, Any] = {
+            k: form[k].strip()
+            for k in ("name", "model", "device_type", "tp", "precision", "replicas", "engine")
+            if form.get(k, "").strip()
+        }
+        if p.is_admin and form.get("tenant", "").strip():
+            fields["tenant"] = form["tenant"].strip()
+        kept = {k: str(v) for k, v in fields.items()}
+        try:  # the API's validation and checks; its message shown above the form
+            body = DeploymentIn.model_validate(fields, strict=False)
+            dep = deployment_routes.create_deployment(body, ctx=p.ctx)
+        except NpuCenterError as exc:
+            message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            return deployments_page(p, exc.http_status, message, **kept)
+        except ValidationError as exc:
+            return deployments_page(p, 422, _validation_text(exc), **kept)
+        return RedirectResponse(f"/console/deployments/{dep.id}", status_code=303, headers=_HEADERS)
+
+    @app.get("/console/deployments/{dep_id}", include_in_schema=False)
+    @handle
+    def deployment(request: Request, p: _Page, form: dict[str, str], dep_id: int) -> Response:
+        one = deployment_routes.get_deployment(dep_id, ctx=p.ctx)  # 404 for another tenant's
+        engines_of = getattr(app.state, "deployment_engines", None)  # `npucenter up`'s route
+        engines = engines_of(dep_id, ctx=p.ctx) if engines_of is not None else None
+        return html(
+            "deployment",
+            p=p,
+            nav=_nav(p),
+            title=f"Deployment {one.id}",
+            dep=one,
+            engines=engines,
+        )
 
     @app.get("/console/jobs", include_in_schema=False)
     @handle
@@ -432,16 +491,56 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     # ---- operator pages -------------------------------------------------------------------
 
-    @app.get("/console/fleet", include_in_schema=False)
-    @handle
-    def fleet(request: Request, p: _Page, form: dict[str, str]) -> Response:
+    def fleet_body(
+        request: Request, p: _Page, form: dict[str, str], power: dict[str, float] | None = None
+    ) -> Response:
         servers = fleet_routes.list_servers(ctx=p.ctx)
-        grid = [_server_view(s) for s in servers]
+        grid = [_server_view(s, power) for s in servers]
         counts: dict[str, int] = defaultdict(int)
         for s in grid:
             for c in s["cards"]:
                 counts[c["state"]] += 1
-        return html("fleet", p=p, nav=_nav(p), title="Fleet", grid=grid, counts=dict(counts))
+        totals = {
+            "now_w": sum(s["power_w"] or 0.0 for s in grid),
+            "tdp_w": sum(s["tdp_w"] or 0.0 for s in grid),
+            "live": power is not None,
+        }
+        return html(
+            "fleet",
+            p=p,
+            nav=_nav(p),
+            title="Fleet",
+            grid=grid,
+            counts=dict(counts),
+            power=totals,
+        )
+
+    fleet_page = handle(fleet_body)
+
+    @app.get("/console/fleet", include_in_schema=False)
+    async def fleet(request: Request) -> Response:
+        # the gateway's replicas are read here, on its event loop (as the dashboard does)
+        return await fleet_page(request, power=_power_now(app))  # type: ignore[no-any-return]
+
+    @app.get("/console/tenants", include_in_schema=False)
+    @handle
+    def tenants(request: Request, p: _Page, form: dict[str, str]) -> Response:
+        ctx = admin_context(p.ctx)  # the operator's page: 403 for a tenant
+        quotas_by: dict[str, list[Any]] = defaultdict(list)
+        for q in quota_routes.list_quotas(ctx=ctx):
+            quotas_by[q.tenant].append(q)
+        usage_by: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for u in usage_routes.usage_summary(tenant=None, ctx=ctx):
+            t = usage_by[u.tenant]
+            t["tokens"] += u.tokens_in + u.tokens_out
+            t["device_hours"] += u.device_seconds / 3600.0
+            t["energy_kwh"] += u.energy_j / 3.6e6
+            t["entries"] += u.num_entries
+        rows = [
+            {"t": t, "quotas": quotas_by.get(t.name, []), "usage": usage_by.get(t.name, {})}
+            for t in tenant_routes.list_tenants(ctx=ctx)
+        ]
+        return html("tenants", p=p, nav=_nav(p), title="Tenants", rows=rows)
 
     @app.get("/console/queue", include_in_schema=False)
     @handle
@@ -501,6 +600,17 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
     return sessions
 
 
+def _validation_text(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field: message; ...`` (what the API's 422 says)."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _device_choices(p: _Page) -> list[str]:
+    """Device types to offer in a form: the caller's quotas' (a tenant deploys within them)."""
+    quotas = quota_routes.list_quotas(ctx=p.ctx)
+    return sorted({q.device_type for q in quotas})
+
+
 def _cell(value: Any) -> Any:
     """A CSV cell a spreadsheet will not run: text starting with = + - @ gets a leading '."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -540,6 +650,7 @@ def _nav(p: _Page | None) -> list[tuple[str, str]]:
         ("/console/jobs", "Jobs"),
         ("/console/data", "Data sets & adapters"),
         ("/console/fleet", "Fleet"),
+        *([("/console/tenants", "Tenants")] if p.is_admin else []),
         ("/console/queue", "Queue"),
         ("/console/results", "Proving ground"),
     ]
@@ -638,7 +749,33 @@ def _card_state(card: Any, health: str) -> str:
     return "job" if card.held_by.startswith("job:") else "serving"
 
 
-def _server_view(s: Any) -> dict[str, Any]:
+def _power_now(app: FastAPI) -> dict[str, float] | None:
+    """Each server's power now: its serving replicas' (the dashboard's figure), by server name.
+
+    None without a live gateway (the control-plane app alone). Call on the gateway's loop.
+    """
+    gateway = getattr(app.state, "gateway", None)
+    fleet = getattr(app.state, "fleet", None)
+    if gateway is None or fleet is None:
+        return None
+    out: dict[str, float] = defaultdict(float)
+    for row in replica_rows(gateway, fleet):
+        if row["state"] != "not running":
+            out[str(row["server"])] += float(row["power_w"])
+    return dict(out)
+
+
+def _card_tdp_w(device_type: str) -> float | None:
+    """A card's TDP from the device catalog (sourced there), or None where it has none."""
+    try:
+        from npucenter.catalog import default_catalog
+
+        return default_catalog().device(device_type).tdp_w
+    except NpuCenterError:
+        return None
+
+
+def _server_view(s: Any, power: dict[str, float] | None = None) -> dict[str, Any]:
     cards = [
         {
             "index": c.index,
@@ -650,7 +787,10 @@ def _server_view(s: Any) -> dict[str, Any]:
         for c in s.cards
     ]
     busy = sum(1 for c in cards if c["state"] in ("serving", "job"))
+    tdp = _card_tdp_w(s.device_type)
     return {
+        "power_w": None if power is None else power.get(s.name, 0.0),
+        "tdp_w": None if tdp is None else tdp * len(cards),
         "name": s.name,
         "device": s.device_type,
         "kind": s.device_kind.upper(),

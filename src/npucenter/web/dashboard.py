@@ -36,7 +36,7 @@ from npucenter.web.series import (
     window_of,
 )
 
-__all__ = ["DEFAULT_REFRESH_S", "install_dashboard", "render_dashboard"]
+__all__ = ["DEFAULT_REFRESH_S", "install_dashboard", "render_dashboard", "replica_rows"]
 
 DEFAULT_REFRESH_S = 5
 _MAX_REFRESH_S = 3600
@@ -121,7 +121,7 @@ def _snapshot(
     """Copy what the page shows out of the live gateway (on its event loop; cheap)."""
     wall_s = time.time() if now_wall_s is None else now_wall_s
     series = series if series is not None else _series_from_history(gateway)
-    replicas = _replica_rows(gateway, fleet)
+    replicas = replica_rows(gateway, fleet)
     tenants = _tenant_rows(gateway)
     return {
         "fleet": fleet,
@@ -175,7 +175,7 @@ def _refresh_s(query: Any) -> int:
     return 0 if value <= 0 else min(value, _MAX_REFRESH_S)
 
 
-def _replica_rows(gateway: Gateway, fleet: Fleet) -> list[dict[str, Any]]:
+def replica_rows(gateway: Gateway, fleet: Fleet) -> list[dict[str, Any]]:
     """One row per running replica, then the fleet's placed replicas no engine answers for."""
     now_s = gateway.pool.now_s()
     placed = {p.replica_id: p for p in fleet.replicas()}

@@ -307,3 +307,57 @@ def test_the_csv_export_does_not_hand_a_spreadsheet_a_formula(app, center) -> No
     )
     csv_text = _sign_in(app, center["lab"]).get("/console/usage.csv").text
     assert ",'=1+2," in csv_text and ",=1+2," not in csv_text
+
+
+def test_a_tenant_deploys_by_form_within_its_quota_and_no_one_else_sees_it(app, center) -> None:
+    lab, corp = _sign_in(app, center["lab"]), _sign_in(app, center["corp"])
+    page = lab.get("/console/deployments")
+    assert page.status_code == 200 and 'id="deploy-form"' in page.text
+    form = {"name": "chat", "model": "llama-3.1-8b", "device_type": "h100", "tp": "1"}
+    assert lab.post("/console/deployments", data=form).status_code == 403  # no CSRF token
+    made = lab.post("/console/deployments", data={**form, "csrf": _csrf(page.text)})
+    assert made.status_code == 303, made.text
+    dep_path = made.headers["location"]
+    assert re.fullmatch(r"/console/deployments/\d+", dep_path)
+    shown = lab.get(dep_path)
+    assert shown.status_code == 200 and "llama-3.1-8b" in shown.text and "Engine logs" in shown.text
+    api = _api(app, center["lab"]).get("/api/deployments").json()
+    assert [d["name"] for d in api] == ["chat"]
+    # beyond the quota (2 cards): the API's refusal, shown above the form; nothing is created
+    big = {**form, "name": "big", "tp": "4", "csrf": _csrf(page.text)}
+    refused = lab.post("/console/deployments", data=big)
+    assert refused.status_code >= 400 and 'id="deploy-error"' in refused.text, refused.text
+    assert 'value="big"' in refused.text  # the form keeps what was typed
+    assert [d["name"] for d in _api(app, center["lab"]).get("/api/deployments").json()] == ["chat"]
+    bad = lab.post(
+        "/console/deployments", data={**form, "name": "x", "tp": "0", "csrf": _csrf(page.text)}
+    )
+    assert bad.status_code == 422 and "tp" in bad.text
+    # another tenant: not in its list, and 404 by the URL
+    assert "chat" not in corp.get("/console/deployments").text.split('id="deploy-form"')[0]
+    assert corp.get(dep_path).status_code == 404
+
+
+def test_the_operator_has_a_tenants_page_and_tenants_do_not(app, center) -> None:
+    admin, lab = _sign_in(app, ADMIN), _sign_in(app, center["lab"])
+    page = admin.get("/console/tenants")
+    assert page.status_code == 200
+    table = page.text.split('id="tenant-table"')[1]
+    assert "lab" in table and "corp" in table
+    assert re.search(r"h100\w* 2 / 0", table), table  # nominal / in use
+    assert 'href="/console/quotas?tenant=lab#q-tenant"' in table
+    quotas = admin.get("/console/quotas?tenant=corp")
+    assert "<option selected>corp</option>" in quotas.text
+    assert lab.get("/console/tenants").status_code == 403
+    assert "/console/tenants" not in lab.get("/console/usage").text
+
+
+def test_the_fleet_grid_shows_power_against_the_cards_tdp(app, center) -> None:
+    from npucenter.catalog import default_catalog
+
+    admin = _sign_in(app, ADMIN)
+    page = admin.get("/console/fleet").text
+    tdp = default_catalog().device("h100").tdp_w
+    assert tdp  # the catalog's sourced figure; the page multiplies it by the server's 4 cards
+    assert f"TDP {4 * tdp:,.0f} W" in page
+    assert "no live gateway in this process" in page  # no gateway here: no power figure invented
