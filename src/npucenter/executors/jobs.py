@@ -15,7 +15,11 @@ command that cannot start fails the job. A job whose work dir outgrows ``disk_gb
 and failed with ``limit_exceeded``. A job with only a
 container image fails with ``not_supported``: a container executor (Ray) is the way to run
 images. Children never outlive the runner: the guards of :mod:`npucenter.executors.local`
-(process groups, PR_SET_PDEATHSIG, an atexit hook); spawn from a thread that outlives them.
+(process groups, PR_SET_PDEATHSIG with SIGKILL, an atexit hook; spawn from a thread that
+outlives them), bubblewrap's ``--die-with-parent``, and, should all of them fail (a SIGKILLed
+center under a setuid bubblewrap), the run's process mark (:mod:`npucenter.executors.runmark`):
+a restarted runner stops every process a dead center left running before it queues the job
+again, so no job ever runs twice at once.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -45,6 +50,13 @@ from npucenter.engines.furiosa import furiosa_devices_arg
 from npucenter.errors import NotSupportedError, NpuCenterError
 from npucenter.executors.procs import Ticker, kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
+from npucenter.executors.runmark import (
+    clear_mark,
+    find_marks,
+    is_alive,
+    stop_family,
+    write_mark,
+)
 from npucenter.executors.sandbox import ENV_ALLOW, JobBox, Sandbox, directory_bytes
 from npucenter.settings import environ
 from npucenter.store.models import Job
@@ -272,14 +284,21 @@ class JobRunner:
         self._ticker.wake()
 
     async def recover(self) -> list[int]:
-        """Requeue jobs a previous runner left ``running`` (the center stopped under them)."""
-        return await asyncio.to_thread(self._requeue_orphaned)
+        """Requeue jobs a previous runner left ``running`` (the center stopped under them).
+
+        Any process such a runner left alive (its process mark names it) is stopped first,
+        so the requeued run never overlaps the old one.
+        """
+        stuck = await asyncio.to_thread(self._stop_orphans)
+        return await asyncio.to_thread(self._requeue_orphaned, stuck)
 
     async def shutdown(self) -> list[int]:
         """Kill every process (SIGTERM, then SIGKILL) and requeue its job; returns their ids."""
         runs = list(self._runs.values())
         self._runs.clear()
         await asyncio.gather(*(self._stop_proc(r.proc) for r in runs))
+        for run in runs:
+            _forget(run)
         ids = [r.view.job_id for r in runs]
         if ids:
             await asyncio.to_thread(self._requeue, ids, "the center stopped while it ran")
@@ -305,6 +324,8 @@ class JobRunner:
         for run in self._runs.values():
             if not isinstance(run.proc, subprocess.Popen):
                 run.proc.kill_now()
+            elif run.proc.poll() is not None:
+                _forget(run)
 
     # --- one tick -----------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -319,6 +340,7 @@ class JobRunner:
             exited = [r for r in self._runs.values() if r.proc.poll() is not None]
             for run in exited:
                 del self._runs[run.view.job_id]
+                _forget(run)
                 if await asyncio.to_thread(self._record_exit, run):
                     report.finished.append(run.view.job_id)
             if exited:  # their cards are free: admit again before starting
@@ -343,6 +365,7 @@ class JobRunner:
             doomed.append(run)
         await asyncio.gather(*(self._stop_proc(run.proc) for run in doomed))
         for run in doomed:
+            _forget(run)
             report.killed.append(run.view.job_id)
             log.info("killed job %d (pid %d): it lost its cards", run.view.job_id, run.proc.pid)
 
@@ -449,8 +472,15 @@ class JobRunner:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with open(fd, "wb") as out:
             proc = spawn_group(
-                argv, env=env, out=out, cwd=box.work_dir, preexec=self.sandbox.preexec(box)
+                argv,
+                env=env,
+                out=out,
+                cwd=box.work_dir,
+                preexec=self.sandbox.preexec(box),
+                death_signal=signal.SIGKILL,  # a tenant's code may ignore SIGTERM
             )
+        # what a restarted runner reads should this one die without stopping the job
+        write_mark(run_dir, job_id=view.job_id, pid=proc.pid, admitted_at_s=view.admitted_at_s)
         log.info(
             "started job %d (pid %d, %s): %s",
             view.job_id,
@@ -616,13 +646,44 @@ class JobRunner:
                 if job.state == "running":
                     repo.preempt_job(job, reason=reason)
 
-    def _requeue_orphaned(self) -> list[int]:
+    def _stop_orphans(self) -> frozenset[int]:
+        """Stop what a dead runner left alive; the ids of jobs whose process would not stop."""
+        stuck: set[int] = set()
+        for run_dir, mark in find_marks(self.work_dir):
+            if mark.job_id in self._runs:
+                continue
+            if is_alive(mark):
+                log.warning(
+                    "job %d: its process %d (started by center pid %d) outlived that center; "
+                    "stopping it before the job is queued again",
+                    mark.job_id,
+                    mark.pid,
+                    mark.center_pid,
+                )
+                if not stop_family(mark, grace_s=self.grace_s):
+                    log.error("job %d: process %d did not stop", mark.job_id, mark.pid)
+                    stuck.add(mark.job_id)
+                    continue
+            clear_mark(run_dir)
+        return frozenset(stuck)
+
+    def _requeue_orphaned(self, stuck: frozenset[int] = frozenset()) -> list[int]:
         with self._tx() as repo:
             ids = [
                 j.id
                 for j in repo.list_jobs(state="running")
                 if j.runner == RUNNER_NAME and j.id not in self._runs
             ]
+        for job_id in sorted(stuck & set(ids)):  # still alive: never start it a second time
+            reason = "its process outlived a stopped center and could not be stopped"
+            with self._guard(job_id, "fail"), self._tx() as repo:
+                repo.finish_job_run(
+                    repo.get_job(job_id),
+                    exit_code=None,
+                    failure_code="cannot_stop",
+                    failure_reason=reason,
+                )
+        ids = [i for i in ids if i not in stuck]
         self._requeue(ids, "the center restarted while it ran; requeued")
         if ids:
             log.warning("requeued jobs %s left running by a stopped center", ids)
@@ -635,6 +696,12 @@ class JobRunner:
             yield
         except NpuCenterError as exc:
             log.warning("job %d: %s skipped: %s", job_id, what, exc)
+
+
+def _forget(run: _Run) -> None:
+    # its process has exited: a restarted runner has nothing to stop for it
+    if isinstance(run.proc, subprocess.Popen):
+        clear_mark(run.log_path.parent)
 
 
 def _must_exist(program: str, path: str, box: JobBox) -> None:

@@ -35,11 +35,13 @@ def spawn_group(
     out: IO[Any],
     cwd: str | Path | None = None,
     preexec: Callable[[], None] | None = None,
+    death_signal: int = signal.SIGTERM,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new process group that dies with this process; output to ``out``.
 
-    ``preexec`` runs in the child before exec (a sandbox's rlimits). Raises ``OSError`` when
-    the program cannot be started (the caller says what it was).
+    ``preexec`` runs in the child before exec (a sandbox's rlimits); ``death_signal`` is what
+    the child gets when this process dies (SIGKILL for a tenant's job: it cannot ignore it).
+    Raises ``OSError`` when the program cannot be started (the caller says what it was).
     """
     parent = os.getpid()
 
@@ -47,7 +49,7 @@ def spawn_group(
         if preexec is not None:
             preexec()
         if _HAS_PRCTL:
-            _die_with_parent(parent)
+            _die_with_parent(parent, death_signal)
 
     return subprocess.Popen(
         list(argv),
@@ -165,9 +167,9 @@ _PRCTL = _load_prctl()
 _HAS_PRCTL = _PRCTL is not None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    # runs in the child between fork and exec: ask for SIGTERM when the parent dies, and
+def _die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
+    # runs in the child between fork and exec: ask for ``sig`` when the parent dies, and
     # exit at once if it died before we asked
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)  # type: ignore[operator]
+    _PRCTL(_PR_SET_PDEATHSIG, sig)  # type: ignore[operator]
     if os.getppid() != parent_pid:
         os._exit(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -293,6 +294,70 @@ def test_shutdown_kills_and_requeues_and_a_restart_recovers(admin, center, runne
     assert asyncio.run(third.recover()) == [job_id]
     assert acme.get(f"/api/jobs/{job_id}").json()["num_preemptions"] == 2
     asyncio.run(third.shutdown())
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "none"])
+def test_a_restarted_runner_stops_what_a_dead_one_left_running_then_runs_it_once(
+    admin, center, fleet, isolation
+):
+    # A center that dies without stopping its job (the kernel's parent-death signal lost, as
+    # under a setuid bubblewrap): the job ignores SIGTERM, has a grandchild in its own session,
+    # and appends to a file each time it starts and when it ends.
+    if isolation == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    from npucenter.api.runner import job_sandbox
+
+    control = center.state.control
+    settings = Settings(
+        data_dir=control.settings.data_dir,
+        database_url=control.settings.database_url,
+        job_isolation=isolation,
+    )
+    sandbox = lambda: job_sandbox(settings)  # noqa: E731
+    acme = _tenant(admin, center, "acme", nominal=4)
+    script = (
+        "import signal, subprocess, sys, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        "open('runs', 'a').write('start\\n'); "
+        "time.sleep(float(open('duration').read())); "
+        "open('runs', 'a').write('done\\n')"
+    )
+    job_id = _submit(acme, [PY, "-c", script])
+    first = make_job_runner(control, grace_s=0.5, sandbox=sandbox())
+    work = control.settings.data_dir / "jobs" / f"job-{job_id}" / "work"
+    work.mkdir(parents=True)
+    (work / "duration").write_text("120")
+    assert asyncio.run(first.tick()).started == [job_id]
+    pid = first.running_pids()[job_id]
+    _wait_for(lambda: (work / "runs").exists())
+    family = {pid} | _descendants(pid)  # the sandbox (if any), the job, its grandchild
+    assert len(family) >= 2
+    first._runs.clear()  # the center dies: nothing stops its job, the store says running
+    assert all(_alive(p) for p in family)
+    assert acme.get(f"/api/jobs/{job_id}").json()["state"] == "running"
+
+    (work / "duration").write_text("0.2")  # the next run ends at once
+    again = make_job_runner(control, grace_s=0.5, sandbox=sandbox())
+    try:
+        assert asyncio.run(again.recover()) == [job_id]
+        assert not any(_alive(p) for p in family)  # the whole family, before the job is queued
+        assert acme.get(f"/api/jobs/{job_id}").json()["num_preemptions"] == 1
+        assert asyncio.run(again.tick()).started == [job_id]
+        _finish(again, job_id)
+    finally:
+        asyncio.run(again.shutdown())
+    job = acme.get(f"/api/jobs/{job_id}").json()
+    assert job["state"] == "succeeded", job
+    assert (work / "runs").read_text().split() == ["start", "start", "done"]
+    assert not (work.parent / "process.json").exists()
+
+
+def _wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_the_server_hook_runs_jobs_as_they_are_submitted(database_url, tmp_path, admin_key):
