@@ -1,0 +1,621 @@
+"""One admission cycle: the two phases behind :func:`npucenter.policy.admission.decide_admission`.
+
+The state lives only for one call; inputs are never mutated. Everything that orders anything breaks
+ties by id, so the decision does not depend on the order of the inputs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+
+from npucenter.errors import InvalidConfigError
+from npucenter.policy.admission.types import (
+    AdmissionDecision,
+    AdmissionPolicy,
+    AdmissionSnapshot,
+    Admitted,
+    Pending,
+    PendingReason,
+    Preemption,
+    PreemptionPolicy,
+    PreemptionReason,
+    TenantUsage,
+    Workload,
+)
+from npucenter.policy.quota import PriorityClass, StopPolicy
+
+from .ledger import Node, available
+from .preemption import Candidate, VictimSearch
+
+__all__ = ["run_cycle"]
+
+# NOTE(admission): the cycle runs two phases over per-tenant queues (priority, then submission
+# time).  Phase 1 admits only workloads that stay within their tenant's nominal quota on one of
+# their device types, so an owner is served before any borrower; if one does not fit, it may
+# preempt (see preemption.py).  A tenant that loses work to reclaim in phase 1 has its deferred
+# workloads tried again as owners before phase 2, so a workload set aside as "would borrow" is
+# never served after the borrowers.  Phase 2 admits the rest, borrowing.  In each phase the next
+# tenant served is the one whose head has the highest priority class, then the lowest fair
+# share with the head admitted (fair_sharing.py), then the earliest submission.  A fungible
+# workload tries its device types in order: the first that fits without preemption wins, else
+# the first where preemption makes room (Kueue's whenCanPreempt: TryNextFlavor).
+
+_PER_TENANT_TYPE = frozenset(
+    {
+        PendingReason.QUOTA_IN_USE,
+        PendingReason.COHORT_EXHAUSTED,
+        PendingReason.BUDGET_EXHAUSTED,
+        PendingReason.HELD,
+        PendingReason.NO_QUOTA_FOR_DEVICE,
+    }
+)
+_LASTING = frozenset(
+    {
+        PendingReason.QUOTA_LIMIT,
+        PendingReason.NO_QUOTA_FOR_DEVICE,
+        PendingReason.UNSCHEDULABLE,
+    }
+)
+
+_UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
+
+_HeapEntry = tuple[int, float, float, str, int, str]
+
+
+class _Cycle(VictimSearch):
+    """One cycle: the ledger, fair sharing and victim search, run in two phases."""
+
+    def __init__(self, snapshot: AdmissionSnapshot, now_s: float, policy: AdmissionPolicy) -> None:
+        super().__init__(snapshot, now_s, policy)
+        self.reclaimed: set[str] = set()  # tenants that lost work to another tenant
+        self.pending_on: dict[str, str] = {}  # workload id -> device type its reason is about
+        self.fair_failures: _Memo = {}
+        self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
+        # (tenant, type, fallbacks, cards, tp, owners) -> (stamp, priority, (reason, type))
+        self.blocked: dict[
+            tuple[str, str, tuple[str, ...], int, int, bool],
+            tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]],
+        ] = {}
+        # caches valid while (admissions, preemptions) stay the same
+        self.available_cache: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}
+        self.top_share_cache: dict[tuple[int, str], tuple[tuple[int, int], float]] = {}
+
+    # -- the phases ---------------------------------------------------------------------------
+
+    def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
+        queues: dict[str, list[Workload]] = {}
+        seen: set[str] = set()
+        for w in pending:
+            if w.workload_id in seen:
+                raise InvalidConfigError("pending", w.workload_id, "appears twice in the queue")
+            if w.workload_id in self.running:
+                raise InvalidConfigError("pending", w.workload_id, "is already running")
+            seen.add(w.workload_id)
+            quota = self.quotas.get(w.tenant)
+            if w.tenant not in self.known_tenants or quota is None:
+                self.pending.append((w.workload_id, w, PendingReason.UNKNOWN_TENANT))
+                continue
+            if quota.stop_policy is not StopPolicy.NONE:
+                self.pending.append((w.workload_id, w, PendingReason.HELD))
+                continue
+            self.priority[w.workload_id] = self.priority_of(w)
+            queues.setdefault(w.tenant, []).append(w)
+        for queue in queues.values():
+            queue.sort(key=lambda w: (-self.priority[w.workload_id], w.submitted_s, w.workload_id))
+        deferred = self._phase(queues, owners=True)
+        while True:  # owners reclaimed from in phase 1 are owners again for what they deferred
+            again = {t: deferred.pop(t) for t in sorted(self.reclaimed) if t in deferred}
+            self.reclaimed.clear()
+            if not again:
+                break
+            deferred.update(self._phase(again, owners=True))
+        self._phase(deferred, owners=False)
+        return self._decision()
+
+    def _owner_types(self, w: Workload) -> tuple[str, ...]:
+        """The workload's device types on which it stays within its tenant's nominal quota."""
+        node = self.nodes[w.tenant]
+        usage, quota = node.usage, node.subtree_quota
+        return tuple(d for d in w.device_types if usage.get(d, 0) + w.num_cards <= quota.get(d, 0))
+
+    def _phase(
+        self, queues: dict[str, list[Workload]], *, owners: bool
+    ) -> dict[str, list[Workload]]:
+        deferred: dict[str, list[Workload]] = {}
+        position = dict.fromkeys(queues, 0)
+        version = dict.fromkeys(queues, 0)
+        heap: list[_HeapEntry] = []
+        priority = self.priority
+        fair = self.policy.fair_sharing
+        nodes = self.nodes
+
+        def entry_for(tenant: str) -> _HeapEntry | None:
+            """The heap entry of the tenant's next head, or None when done.
+
+            Either way the tenant's version moves on, so any older entry of it goes stale.
+            """
+            version[tenant] += 1
+            queue, at = queues[tenant], position[tenant]
+            if owners:  # defer heads that would borrow, without a heap round
+                node = nodes[tenant]
+                usage, quota = node.usage, node.subtree_quota
+                while at < len(queue):
+                    head = queue[at]
+                    d = head.device_type
+                    if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
+                        break
+                    if head.fallback_device_types and self._owner_types(head):
+                        break
+                    deferred.setdefault(tenant, []).append(head)
+                    at += 1
+                position[tenant] = at
+            while at < len(queue):  # heads that fail as an identical ask did: no heap round
+                head = queue[at]
+                blocked = self.blocked_reason(head, priority[head.workload_id], owners)
+                if blocked is None:
+                    break
+                self.pending.append((head.workload_id, head, blocked))
+                at += 1
+            position[tenant] = at
+            if at >= len(queue):
+                return None
+            head = queue[at]
+            share = self.share_with(tenant, head.device_type, head.num_cards) if fair else 0.0
+            wid = head.workload_id
+            return (-priority[wid], share, head.submitted_s, wid, version[tenant], tenant)
+
+        for tenant in sorted(queues):
+            entry = entry_for(tenant)
+            if entry is not None:
+                heap.append(entry)
+        heapq.heapify(heap)
+        preempted, pending = self.preempted, self.pending
+        following: _HeapEntry | None = None
+        while True:
+            if following is not None:  # one heap operation instead of a push and a pop
+                entry = heapq.heappushpop(heap, following)
+            elif heap:
+                entry = heapq.heappop(heap)
+            else:
+                break
+            tenant = entry[5]
+            if entry[4] != version[tenant]:  # stale: the tenant was re-ranked since
+                following = None
+                continue
+            w = queues[tenant][position[tenant]]
+            position[tenant] += 1
+            stopped_before = len(preempted)
+            outcome = self.try_admit(w, priority[w.workload_id], owners=owners)
+            if isinstance(outcome, PendingReason):
+                pending.append((w.workload_id, w, outcome))
+            following = entry_for(tenant)
+            if len(preempted) > stopped_before:
+                for stop in preempted[stopped_before:]:
+                    if stop.tenant != tenant and stop.tenant in queues:
+                        rerank = entry_for(stop.tenant)  # its share fell: re-rank it
+                        if rerank is not None:
+                            heapq.heappush(heap, rerank)
+        return deferred
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def try_admit(
+        self, w: Workload, priority: PriorityClass, *, owners: bool
+    ) -> Admitted | PendingReason:
+        """Admit ``w`` (preempting if allowed and needed), or say why it must wait.
+
+        ``owners``: phase 1, where only device types within the tenant's nominal are tried.
+        """
+        if w.fallback_device_types:
+            return self._try_types(w, priority, owners)
+        d = w.device_type
+        outcome = self._admit_on(w, d, priority)
+        if isinstance(outcome, Admitted):
+            return outcome
+        if outcome not in _UNSEARCHABLE and self.may_preempt:
+            found = self._search_for(w, d, priority)
+            if found is not None:
+                return self._preempt_and_place(w, d, priority, found)
+        key = (w.tenant, d, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+        self.blocked[key] = (self._block_stamp(w), priority, (outcome, d))
+        return outcome
+
+    def _try_types(
+        self, w: Workload, priority: PriorityClass, owners: bool
+    ) -> Admitted | PendingReason:
+        """:meth:`try_admit` for a fungible workload: each type as is, then with preemption."""
+        device_types = (owners and self._owner_types(w)) or w.device_types
+        reasons: list[tuple[PendingReason, str]] = []
+        for d in device_types:
+            outcome = self._admit_on(w, d, priority)
+            if isinstance(outcome, Admitted):
+                return outcome
+            reasons.append((outcome, d))
+        if self.may_preempt:
+            for reason, d in reasons:  # nothing fits as is: preempt on the first type that can
+                if reason not in _UNSEARCHABLE:
+                    found = self._search_for(w, d, priority)
+                    if found is not None:
+                        return self._preempt_and_place(w, d, priority, found)
+        chosen = next((r for r in reasons if r[0] not in _LASTING), reasons[0])
+        self.pending_on[w.workload_id] = chosen[1]
+        key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+        self.blocked[key] = (self._block_stamp(w), priority, chosen)
+        return chosen[0]
+
+    def _preempt_and_place(
+        self,
+        w: Workload,
+        d: str,
+        priority: PriorityClass,
+        found: tuple[list[Candidate], int],
+    ) -> Admitted:
+        victims, index = found
+        for victim in victims:
+            self._preempt(victim, w, priority)
+        return self._place(w, d, priority, index)
+
+    def _block_stamp(self, w: Workload) -> tuple[int, int]:
+        """What a failure of ``w`` depends on: preemptions in its tree on its device types (all
+        preemptions when fair-sharing preemption may weigh shares over every type)."""
+        if self.fair_on:
+            return len(self.preempted), 0
+        root = id(self.nodes[w.tenant].root)
+        count = self.preempt_count
+        if not w.fallback_device_types:
+            return count.get((root, w.device_type), 0), 0
+        return sum(count.get((root, d), 0) for d in w.device_types), 0
+
+    def blocked_reason(
+        self, w: Workload, priority: PriorityClass, owners: bool
+    ) -> PendingReason | None:
+        """The reason an identical ask of the tenant failed, if that failure still stands.
+
+        Admissions only take cards and quota (and victims are judged by the work they ran
+        before the cycle), so a failure stands until the next preemption for every ask of the
+        same shape at the same or a lower priority.
+        """
+        key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+        found = self.blocked.get(key)
+        if found is None or priority > found[1]:
+            return None
+        if found[0] != self._block_stamp(w):
+            return None
+        reason, d = found[2]
+        self.pending_on[w.workload_id] = d
+        return reason
+
+    def _admit_on(self, w: Workload, d: str, priority: PriorityClass) -> Admitted | PendingReason:
+        """Place ``w`` on ``d`` without preemption, or say why not."""
+        key = (w.tenant, d)
+        lim = self.limit_cache.get(key) or self.limits(w.tenant, d)
+        static = self.static_cache.get((w.tenant, d, w.num_cards, w.tp_size))
+        if static is None:
+            static = self._static_reason(w, d, lim)
+        if static:
+            return static
+        if lim.budget_s is not None and self._over_budget(w, d, lim.budget_s):
+            return PendingReason.BUDGET_EXHAUSTED
+        node = lim.node
+        if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
+            return PendingReason.QUOTA_IN_USE
+        # outside a victim search the tree changes only by admission and preemption
+        if w.num_cards > self._available(w.tenant, d, node):
+            return PendingReason.COHORT_EXHAUSTED
+        index = self.types[d].find(w.num_cards, w.tp_size)
+        if index is None:
+            return PendingReason.NO_CAPACITY
+        return self._place(w, d, priority, index)
+
+    def _search_for(
+        self, w: Workload, d: str, priority: PriorityClass
+    ) -> tuple[list[Candidate], int] | None:
+        """Run the victim search unless it cannot succeed (or failed for a smaller ask).
+
+        Between preemptions in its tree on ``d``, candidates only shrink and usage only grows,
+        so a failure for (tenant, type, tp) at c cards and priority p stands for any c' >= c at
+        any p' <= p (fair-sharing victims are ranked by the work they ran before the cycle, so
+        their shares change only by preemption too, on any type).
+        """
+        node = self.nodes[w.tenant]
+        key = (w.tenant, d, w.tp_size)
+        stamp = self.preempt_count.get((id(node.root), d), 0)
+        fair_stamp = len(self.preempted)
+        classical = not _failed(self.victim_failures, key, stamp, w.num_cards, priority)
+        fair = (
+            self.fair_on
+            and node.parent is not None
+            and not _failed(self.fair_failures, key, fair_stamp, w.num_cards, priority)
+        )
+        if not (classical or fair):
+            return None
+        lim = self.limit_cache.get((w.tenant, d)) or self.limits(w.tenant, d)
+        after = node.usage.get(d, 0) + w.num_cards
+        if after > lim.max_cards or after <= lim.nominal:
+            # its own limit blocks it (only its own lower-priority work helps), or it would not
+            # borrow (an owner reclaims instead): fair sharing is between borrowers
+            fair = False
+        if classical and not self._classical_may_help(w, d, priority, node):
+            classical = False
+            _record(self.victim_failures, key, stamp, w.num_cards, priority)
+        if fair:  # some borrowing tenant must rank above it after it is admitted
+            mine = self.share_with(w.tenant, d, w.num_cards)
+            fair = not math.isinf(mine) and mine <= self._top_share(node, d)
+            if not fair:
+                _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
+        if not (classical or fair):
+            return None
+        found = self.find_victims(w, d, priority, classical=classical, fair=fair)
+        if found is None:
+            if classical:
+                _record(self.victim_failures, key, stamp, w.num_cards, priority)
+            if fair:
+                _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
+        return found
+
+    def _top_share(self, node: Node, d: str) -> float:
+        """The highest fair share among tenants whose work on ``d`` may be a victim."""
+        root = node.root
+        version = (0, len(self.preempted))  # old shares change only by preemption (any type)
+        key = (id(root), d)
+        cached = self.top_share_cache.get(key)
+        if cached is None or cached[0] != version:
+            tenants = self.victimable_tenants(root, d)
+            top = max((self.old_share(t) for t in tenants), default=-1.0)
+            cached = self.top_share_cache[key] = (version, top)
+        return cached[1]
+
+    def _classical_may_help(self, w: Workload, d: str, priority: PriorityClass, node: Node) -> bool:
+        """Whether Kueue's classical attempts could find victims at all (cheap checks)."""
+        lowest = self.lowest_running.get((w.tenant, d))  # kept exact by _own_candidates
+        own = self.may_preempt_own and lowest is not None and lowest < priority
+        reclaim = node.parent is not None and self.may_reclaim
+        victims = self.victimable(node.root, d) if reclaim else []  # sorted by priority
+        used, nominal = node.usage.get(d, 0), node.subtree_quota.get(d, 0)
+        if used + w.num_cards <= nominal:
+            return own or bool(victims)  # an owner within nominal reclaims
+        if victims and used < nominal:
+            return True  # with its own lower-priority work gone it may reclaim without borrowing
+        if victims and node.depth > 1 and self.has_advantage(w, d):
+            return True  # a cohort below the root has room for it: a hierarchical advantage
+        # it would borrow: only its own lower-priority work and, with borrow_within_cohort,
+        # lower-priority borrowed work may go, and freeing c cards makes at most c available
+        freeable = self._own_low_cards(w, d, priority) if own else 0
+        if victims and self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
+            threshold = self.policy.borrow_within_cohort_max_priority
+            for entry in victims:
+                if entry.priority_class >= priority:
+                    break
+                if entry.tenant != w.tenant and (
+                    threshold is None or entry.priority_class <= threshold
+                ):
+                    freeable += entry.num_cards
+        if not freeable:
+            return False
+        return self._available(w.tenant, d, node) + freeable >= w.num_cards
+
+    def _own_low_cards(self, w: Workload, d: str, priority: PriorityClass) -> int:
+        """Cards of the tenant's work from before the cycle on ``d`` below ``priority``."""
+        total = 0
+        running, admitted_now = self.running, self.admitted_now
+        for entry in self.by_tenant_type.get((w.tenant, d), {}).values():
+            if (
+                entry.priority_class < priority
+                and entry.workload_id in running
+                and entry.workload_id not in admitted_now
+            ):
+                total += entry.num_cards
+        return total
+
+    def _available(self, tenant: str, d: str, node: Node) -> int:
+        """:func:`available`, cached while admissions and preemptions stay the same."""
+        version = (len(self.admitted), len(self.preempted))
+        key = (tenant, d)
+        cached = self.available_cache.get(key)
+        if cached is None or cached[0] != version:
+            cached = self.available_cache[key] = (version, available(node, d))
+        return cached[1]
+
+    def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
+        types = self.types[d]
+        node = self.nodes[w.tenant]
+        used = node.usage.get(d, 0)
+        nominal = node.subtree_quota.get(d, 0)
+        cards = types.servers[index].pick(w.num_cards, w.tp_size)
+        placed = Admitted(
+            workload_id=w.workload_id,
+            tenant=w.tenant,
+            kind=w.kind,
+            device_type=d,
+            server_id=types.servers[index].server.server_id,
+            card_indices=cards,
+            tp_size=w.tp_size,
+            priority_class=priority,
+            admitted_s=self.now_s,
+            borrowed_cards=max(0, used + w.num_cards - nominal) - max(0, used - nominal),
+            max_duration_s=w.max_duration_s,
+        )
+        types.take(index, cards)
+        self._account(placed, +1, old=False)
+        if w.max_duration_s is not None:
+            key = (w.tenant, d)
+            self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
+        self.admitted.append(placed)
+        self.admitted_now.add(w.workload_id)
+        return placed
+
+    def _preempt(self, victim: Candidate, by: Workload, priority: PriorityClass) -> None:
+        entry = victim.entry
+        reason = victim.reason
+        if entry.tenant == by.tenant:
+            message = f"preempted for {by.workload_id} ({priority.label}) of the same tenant"
+        elif reason is PreemptionReason.RECLAIM:
+            message = (
+                f"tenant {by.tenant} reclaimed its nominal {entry.device_type} cards for "
+                f"{by.workload_id}; requeue it"
+            )
+        elif reason is PreemptionReason.FAIR_SHARING:
+            message = (
+                f"tenant {by.tenant} has a lower fair share of borrowed {entry.device_type} "
+                f"cards; preempted for {by.workload_id}; requeue it"
+            )
+        else:
+            message = (
+                f"preempted for the higher-priority borrower {by.workload_id} of tenant "
+                f"{by.tenant} (borrow within cohort); requeue it"
+            )
+        device_type, index = self.server_at[entry.server_id]
+        self.types[device_type].release(index, entry.card_indices)
+        self._account(entry, -1, old=True)
+        key = (id(self.nodes[entry.tenant].root), device_type)
+        self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
+        if entry.tenant != by.tenant:
+            self.reclaimed.add(entry.tenant)
+            self.took.add((by.tenant, entry.tenant, device_type))
+        self.preempted.append(
+            Preemption(
+                workload_id=entry.workload_id,
+                tenant=entry.tenant,
+                reason=reason,
+                by_workload_id=by.workload_id,
+                message=message,
+            )
+        )
+
+    # -- the record ---------------------------------------------------------------------------
+
+    def _message(self, w: Workload, d: str, reason: PendingReason) -> str:
+        """One actionable line for a pending record, from the state at the end of the cycle."""
+        quota = self.quotas.get(w.tenant)
+        if reason is PendingReason.UNKNOWN_TENANT:
+            return f"tenant {w.tenant} has no quota; ask the operator to set one"
+        if quota is None:  # pragma: no cover - every other reason has a quota
+            return reason.value
+        if reason is PendingReason.HELD:
+            return (
+                f"tenant {w.tenant} is held (stop policy {quota.stop_policy.value}); "
+                "it starts when the operator releases the tenant"
+            )
+        used = self.used(w.tenant, d)
+        also = ""
+        if w.fallback_device_types:
+            also = f" (accepts {', '.join(w.device_types)}; none admits it now)"
+        if reason is PendingReason.UNSCHEDULABLE:
+            text = (
+                f"no healthy {d} server can hold {w.num_cards} cards in TP groups of "
+                f"{w.tp_size}; ask for fewer cards or another device type"
+            )
+        elif reason is PendingReason.NO_QUOTA_FOR_DEVICE:
+            text = (
+                f"tenant {w.tenant}'s quota names no {d} cards, so it may not borrow them; "
+                "ask the operator for a nominal quota on it or to allow borrowing unnamed types"
+            )
+        elif reason is PendingReason.QUOTA_LIMIT:
+            text = (
+                f"{w.num_cards} {d} cards exceed what tenant {w.tenant}'s quota and cohort could "
+                f"ever give ({self.limits(w.tenant, d).max_cards:g}); ask the operator for more"
+            )
+        elif reason is PendingReason.BUDGET_EXHAUSTED:
+            used_s = self.budget_used.get((w.tenant, d), 0.0)
+            text = (
+                f"tenant {w.tenant} has used {used_s:g} of "
+                f"{quota.device_seconds_budget.get(d, 0.0):g} {d} device-seconds; wait for "
+                "the next period or ask for a larger budget"
+            )
+        elif reason is PendingReason.QUOTA_IN_USE:
+            text = (
+                f"tenant {w.tenant} holds {used} of its {self.limits(w.tenant, d).max_cards:g} "
+                f"{d} cards; it starts when the tenant's own work ends"
+            )
+        elif reason is PendingReason.COHORT_EXHAUSTED:
+            left = available(self.nodes[w.tenant], d)
+            text = (
+                f"cohort {quota.cohort or '(none)'} can lend {max(0, left)} more {d} cards to "
+                f"tenant {w.tenant}; it starts when cohort members release cards"
+            )
+        else:
+            text = (
+                f"no {d} server has {w.num_cards} free cards in TP groups of {w.tp_size} "
+                f"({self.types[d].total_free} free in all); it starts when cards free up"
+            )
+        return text + also
+
+    def _pending_records(self) -> tuple[Pending, ...]:
+        texts: dict[tuple[PendingReason, str, str, int, int, tuple[str, ...]], str] = {}
+        records = []
+        pending_on = self.pending_on
+        for _, w, reason in sorted(self.pending):  # ids are unique: sorts by id
+            d = pending_on.get(w.workload_id, w.device_type)
+            if reason in _PER_TENANT_TYPE:  # the text names no size: share it
+                key = (reason, w.tenant, d, 0, 0, w.fallback_device_types)
+            else:
+                key = (reason, w.tenant, d, w.num_cards, w.tp_size, w.fallback_device_types)
+            text = texts.get(key)
+            if text is None:
+                text = texts[key] = self._message(w, d, reason)
+            records.append(
+                Pending(workload_id=w.workload_id, tenant=w.tenant, reason=reason, message=text)
+            )
+        return tuple(records)
+
+    def _decision(self) -> AdmissionDecision:
+        usage: dict[str, TenantUsage] = {}
+        for tenant in sorted(self.quotas):
+            quota = self.quotas[tenant]
+            node = self.nodes[tenant]
+            held = node.usage
+            used = {d: held[d] for d in sorted(held) if held[d] > 0}
+            borrowed = {d: n - quota.nominal(d) for d, n in used.items() if n > quota.nominal(d)}
+            usage[tenant] = TenantUsage(
+                tenant=tenant,
+                cohort=quota.cohort,
+                used_cards=used,
+                nominal_cards=dict(quota.nominal_cards),
+                borrowed_cards=borrowed,
+                dominant_share=self.dominant_share(tenant),
+            )
+        return AdmissionDecision(
+            now_s=self.now_s,
+            admitted=tuple(self.admitted),
+            preempted=tuple(self.preempted),
+            pending=self._pending_records(),
+            usage=usage,
+        )
+
+
+_Memo = dict[tuple[str, str, int], tuple[int, list[int | None]]]
+
+
+def _failed(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, priority: int) -> bool:
+    """Whether a search at ``cards`` and ``priority`` is known to fail (same stamp)."""
+    found = memo.get(key)
+    if found is None or found[0] != stamp:
+        return False
+    smallest = found[1]  # priority -> fewest cards that failed at it
+    for p in range(int(priority), len(smallest)):
+        failed_cards = smallest[p]
+        if failed_cards is not None and failed_cards <= cards:
+            return True
+    return False
+
+
+def _record(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, priority: int) -> None:
+    found = memo.get(key)
+    if found is None or found[0] != stamp:
+        found = memo[key] = (stamp, [None] * len(PriorityClass))
+    smallest = found[1]
+    current = smallest[int(priority)]
+    if current is None or cards < current:
+        smallest[int(priority)] = cards
+
+
+def run_cycle(
+    snapshot: AdmissionSnapshot,
+    pending: Sequence[Workload],
+    now_s: float,
+    policy: AdmissionPolicy,
+) -> AdmissionDecision:
+    """Run one cycle; see :func:`npucenter.policy.admission.decide_admission`."""
+    return _Cycle(snapshot, now_s, policy).run(pending)
