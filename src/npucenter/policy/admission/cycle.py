@@ -79,7 +79,7 @@ class _Cycle(VictimSearch):
         ] = {}
         # caches valid while (admissions, preemptions) stay the same
         self.available_cache: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}
-        self.top_share_cache: dict[tuple[int, str], tuple[tuple[int, int], float]] = {}
+        self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
 
     # -- the phases ---------------------------------------------------------------------------
 
@@ -341,7 +341,7 @@ class _Cycle(VictimSearch):
             _record(self.victim_failures, key, stamp, w.num_cards, priority)
         if fair:  # some borrowing tenant must rank above it after it is admitted
             mine = self.share_with(w.tenant, d, w.num_cards)
-            fair = not math.isinf(mine) and mine <= self._top_share(node, d)
+            fair = not math.isinf(mine) and mine <= self._top_share(w, d, priority)
             if not fair:
                 _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
         if not (classical or fair):
@@ -354,43 +354,50 @@ class _Cycle(VictimSearch):
                 _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
         return found
 
-    def _top_share(self, node: Node, d: str) -> float:
-        """The highest fair share among tenants whose work on ``d`` may be a victim."""
-        root = node.root
-        version = (0, len(self.preempted))  # old shares change only by preemption (any type)
-        key = (id(root), d)
+    def _top_share(self, w: Workload, d: str, priority: PriorityClass) -> float:
+        """The highest fair share among the tenants whose work on ``d`` may be a victim of
+        ``w`` (-1 when there are none); cached while preemptions stay the same."""
+        version = len(self.preempted)  # old shares change only by preemption (any type)
+        key = (w.tenant, d, int(priority))
         cached = self.top_share_cache.get(key)
         if cached is None or cached[0] != version:
-            tenants = self.victimable_tenants(root, d)
-            top = max((self.old_share(t) for t in tenants), default=-1.0)
+            lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
+            top = -1.0
+            for tenant, per_class in self.eligible_victims(w.tenant, d):
+                if lower_only and not any(per_class[:priority]):
+                    continue
+                share = self.old_share(tenant)
+                if share > top:
+                    top = share
             cached = self.top_share_cache[key] = (version, top)
         return cached[1]
 
     def _classical_may_help(self, w: Workload, d: str, priority: PriorityClass, node: Node) -> bool:
-        """Whether Kueue's classical attempts could find victims at all (cheap checks)."""
+        """Whether Kueue's classical attempts could find victims at all (cheap, exact checks:
+        False only where the search would fail)."""
         lowest = self.lowest_running.get((w.tenant, d))  # kept exact by _own_candidates
         own = self.may_preempt_own and lowest is not None and lowest < priority
-        reclaim = node.parent is not None and self.may_reclaim
-        victims = self.victimable(node.root, d) if reclaim else []  # sorted by priority
+        # other tenants' work that may be a victim at all: [] without a cohort or reclaim
+        others = self.eligible_victims(w.tenant, d)
+        if self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY:
+            usable = any(any(per_class[:priority]) for _, per_class in others)
+        else:
+            usable = bool(others)
         used, nominal = node.usage.get(d, 0), node.subtree_quota.get(d, 0)
         if used + w.num_cards <= nominal:
-            return own or bool(victims)  # an owner within nominal reclaims
-        if victims and used < nominal:
+            return own or usable  # an owner within nominal reclaims
+        if usable and used < nominal:
             return True  # with its own lower-priority work gone it may reclaim without borrowing
-        if victims and node.depth > 1 and self.has_advantage(w, d):
+        if usable and node.depth > 1 and self.has_advantage(w, d):
             return True  # a cohort below the root has room for it: a hierarchical advantage
         # it would borrow: only its own lower-priority work and, with borrow_within_cohort,
         # lower-priority borrowed work may go, and freeing c cards makes at most c available
         freeable = self._own_low_cards(w, d, priority) if own else 0
-        if victims and self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
+        if others and self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
             threshold = self.policy.borrow_within_cohort_max_priority
-            for entry in victims:
-                if entry.priority_class >= priority:
-                    break
-                if entry.tenant != w.tenant and (
-                    threshold is None or entry.priority_class <= threshold
-                ):
-                    freeable += entry.num_cards
+            below = priority if threshold is None else min(int(priority), threshold + 1)
+            for _, per_class in others:
+                freeable += sum(per_class[:below])
         if not freeable:
             return False
         return self._available(w.tenant, d, node) + freeable >= w.num_cards

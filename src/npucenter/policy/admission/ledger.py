@@ -192,8 +192,11 @@ class Ledger:
         self.took: set[tuple[str, str, str]] = set()
         self.advantage_cache: dict[tuple[str, str, int], tuple[tuple[int, int], bool]] = {}
         self.victimable_cache: dict[
-            tuple[int, str], tuple[int, list[Admitted], frozenset[str]]
+            tuple[int, str], tuple[int, list[Admitted], dict[str, list[int]]]
         ] = {}
+        # (tenant, type) -> (preemptions in its tree on the type, other tenants whose work may
+        # be its victims at all, with their cards per priority class)
+        self.eligible_cache: dict[tuple[str, str], tuple[int, list[tuple[str, list[int]]]]] = {}
         # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
         self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}
         self.may_reclaim = policy.reclaim_within_cohort is not PreemptionPolicy.NEVER

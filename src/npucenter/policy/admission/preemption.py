@@ -165,13 +165,13 @@ class VictimSearch(FairSharing):
         Old usage only falls by preemption, so the list holds until the next preemption."""
         return self._victimable_entry(root, device_type)[1]
 
-    def victimable_tenants(self, root: Node, device_type: str) -> frozenset[str]:
-        """The tenants of :meth:`victimable`'s entries."""
+    def victim_cards(self, root: Node, device_type: str) -> dict[str, list[int]]:
+        """Per tenant of :meth:`victimable`'s entries: its cards there per priority class."""
         return self._victimable_entry(root, device_type)[2]
 
     def _victimable_entry(
         self, root: Node, device_type: str
-    ) -> tuple[int, list[Admitted], frozenset[str]]:
+    ) -> tuple[int, list[Admitted], dict[str, list[int]]]:
         key = (id(root), device_type)
         stamp = self.preempt_count.get(key, 0)
         found = self.victimable_cache.get(key)
@@ -179,6 +179,8 @@ class VictimSearch(FairSharing):
             nodes, running = self.nodes, self.running
             borrowing: dict[str, bool] = {}
             out = []
+            cards: dict[str, list[int]] = {}
+            classes = len(PriorityClass)
             # the list only shrinks: rebuild from the last one, not from all running work
             source = self._victim_order(root, device_type) if found is None else found[1]
             for entry in source:
@@ -193,9 +195,40 @@ class VictimSearch(FairSharing):
                     )
                 if over:
                     out.append(entry)
-            tenants = frozenset(e.tenant for e in out)
-            found = self.victimable_cache[key] = (stamp, out, tenants)
+                    per = cards.get(tenant)
+                    if per is None:
+                        per = cards[tenant] = [0] * classes
+                    per[entry.priority_class] += len(entry.card_indices)
+            found = self.victimable_cache[key] = (stamp, out, cards)
         return found
+
+    def eligible_victims(self, tenant: str, device_type: str) -> list[tuple[str, list[int]]]:
+        """Other tenants whose work on ``device_type`` may be a victim of ``tenant``'s work at
+        all, with their cards there per priority class (cached until the next preemption in the
+        tree on the type).
+
+        A superset of what :meth:`_cohort_candidates` and the fair-sharing search may take: the
+        tenant borrows with its old work up to the common ancestor, and did not take cards of the
+        type from ``tenant`` in this cycle. Empty for a tenant without a cohort or when no
+        tenant may be reclaimed from.
+        """
+        node = self.nodes[tenant]
+        key = (tenant, device_type)
+        stamp = self.preempt_count.get((id(node.root), device_type), 0)
+        found = self.eligible_cache.get(key)
+        if found is None or found[0] != stamp:
+            out: list[tuple[str, list[int]]] = []
+            if node.parent is not None and self.may_reclaim:
+                ancestors = {id(n) for n in node.path()[1:]}
+                took = self.took
+                for other, per in self.victim_cards(node.root, device_type).items():
+                    if other == tenant or (other, tenant, device_type) in took:
+                        continue
+                    upto = self._common_ancestor(tenant, other, ancestors)
+                    if self._borrowed_before(other, device_type, upto):
+                        out.append((other, per))
+            found = self.eligible_cache[key] = (stamp, out)
+        return found[1]
 
     def _own_candidates(
         self, w: Workload, device_type: str, priority: PriorityClass
