@@ -303,3 +303,64 @@ def test_up_with_the_ray_executor_serves_and_recovers_from_a_dead_node(
         log = up.log()
     assert not re.search(r"Traceback", log), log[-2000:]
     _wait("actors stopped with the center", lambda: _actors() == {}, timeout_s=30.0)
+
+
+async def test_a_fine_tune_on_ray_gets_its_inputs_and_returns_its_adapter(
+    cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program job through Ray: the runner's files hook stages the data set and the tiny base
+    model, they travel with the run into the job's sandboxed work dir on the h100 node, the LoRA
+    trains there, and the adapter comes back and is registered for the tenant."""
+    pytest.importorskip("peft")
+    from fastapi.testclient import TestClient
+
+    from npucenter.api import create_app
+    from npucenter.api.runner import make_job_runner
+    from npucenter.executors.ray_jobs import RayJobLauncher
+    from npucenter.executors.sandbox import Sandbox
+    from npucenter.settings import Settings
+
+    if Sandbox().unavailable_reason() is not None:
+        pytest.skip(f"job sandbox unavailable: {Sandbox().unavailable_reason()}")
+    monkeypatch.setenv("NPUCENTER_ADMIN_KEY", ADMIN)
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, admin_key=ADMIN, executor="ray")
+    settings.ensure_data_dir()
+    app = create_app(settings)
+    runner = make_job_runner(
+        app.state.control, grace_s=1.0, launcher=RayJobLauncher(address=cluster.address)
+    )
+    examples = Path(__file__).resolve().parents[2] / "examples" / "jobs"
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
+            body = {"name": "h100-0", "device_type": "h100", "num_cards": 1}
+            assert admin.post("/api/servers", json=body).status_code == 201
+            assert admin.post("/api/tenants", json={"name": "lab", "kind": "university"}).is_success
+            quota = {"tenant": "lab", "device_type": "h100", "nominal_cards": 1}
+            assert admin.put("/api/quotas", json=quota).status_code == 200
+            key = admin.post("/api/keys", json={"tenant": "lab"}).json()["key"]
+            lab = TestClient(app, headers={"Authorization": f"Bearer {key}"})
+            content = (examples / "lora-tiny.jsonl").read_text()
+            r = lab.post("/api/datasets", json={"name": "tiny", "content": content})
+            assert r.status_code == 201, r.text
+            spec = {"base_model": "tiny-llama", "dataset": "tiny", "adapter": "ray-tiny"}
+            spec |= {"steps": 3, "max_seq_len": 32, "checkpoint_every": 100}
+            job = {"name": "ft", "kind": "finetune", "device_type": "h100", "spec": spec}
+            r = lab.post("/api/jobs", json=job)
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            assert (await runner.tick()).started == [job_id]
+            assert await runner.wait_exited(job_id, 240.0) is not None
+            await runner.tick()
+            done = lab.get(f"/api/jobs/{job_id}").json()
+            adapters = lab.get("/api/adapters").json()
+    finally:
+        await runner.shutdown()
+        app.state.control.db.dispose()
+    assert done["state"] == "succeeded", done
+    assert "step 3/3 loss" in done["log_tail"]
+    assert "adapter 'ray-tiny' registered" in done["log_tail"]
+    assert [(a["name"], a["source_job_id"]) for a in adapters] == [("ray-tiny", job_id)]
+    assert adapters[0]["num_bytes"] > 0
+    # the adapter came back from the node into the run dir, where the hook collected it
+    assert (data / "jobs" / f"job-{job_id}" / "work" / "adapter" / "adapter_config.json").is_file()

@@ -185,6 +185,8 @@ def program_job(
 class JobFiles:
     """The job runner's hook for program jobs: stage inputs, collect outputs (see module doc)."""
 
+    outputs: tuple[str, ...] = (ADAPTER_DIR, OUTPUT_FILE)  # what a Ray run sends back
+
     def __init__(
         self,
         *,

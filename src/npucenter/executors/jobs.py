@@ -109,7 +109,13 @@ _EXPANDABLE = frozenset(
 
 
 class JobFilesHook(Protocol):
-    """Inputs in, outputs out: what the runner calls around a job (``artifacts.JobFiles``)."""
+    """Inputs in, outputs out: what the runner calls around a job (``artifacts.JobFiles``).
+
+    On Ray the same calls run on the center around the run: inputs staged in the run dir go
+    with it to the node, the names in ``outputs`` come back from there (``ray_jobs``).
+    """
+
+    outputs: tuple[str, ...]  # what :meth:`collect` reads, as names under the work dir
 
     def stage(self, job_id: int, work_dir: Path, uid: int | None) -> None:
         """Put the job's inputs into ``work_dir`` (owned by ``uid``) before it starts."""
@@ -234,8 +240,8 @@ class JobRunner:
         busy_cards: (server, card index) still held by engines (running or stopping): an
             admitted job on one of them waits, so no job starts on a card a replica still holds.
         files: copies a job's inputs into its work dir before it starts and collects its
-            outputs when it succeeded (:class:`JobFilesHook`; program jobs, issue 14; local
-            runs only: a Ray launcher does not stage them yet).
+            outputs when it succeeded (:class:`JobFilesHook`; program jobs, issue 14; on Ray
+            the inputs go with the run to the node and the outputs come back).
     """
 
     def __init__(
@@ -423,7 +429,7 @@ class JobRunner:
         if not await asyncio.to_thread(self._mark_running, view):
             return
         try:
-            if self.files is not None and self.launcher is None:
+            if self.files is not None:
                 await asyncio.to_thread(self._stage, view)  # copies (a model): off the loop
             run = self._spawn(view) if self.launcher is None else await self._spawn_remote(view)
         except (OSError, NpuCenterError) as exc:
@@ -519,6 +525,8 @@ class JobRunner:
             policy=self.sandbox.policy,
             log_path=log_path,
             result_path=result_path,
+            stage_dir=box.work_dir if self.files is not None else None,
+            outputs=self.files.outputs if self.files is not None else (),
         )
         log.info("started job %d on Ray: %s", view.job_id, view.command[0])
         return _Run(
@@ -534,6 +542,10 @@ class JobRunner:
         # Its inputs, copied into its work dir (it never sees the data dir); a worker thread.
         assert self.files is not None
         run_dir = self._run_dir(view)
+        if self.launcher is not None:  # staged here, shipped with the run (ray_jobs)
+            (run_dir / "work").mkdir(mode=0o700, exist_ok=True)
+            self.files.stage(view.job_id, run_dir / "work", None)
+            return
         box = self.sandbox.prepare(view.job_id, run_dir / "work")
         self.files.stage(view.job_id, box.work_dir, box.uid)
 
@@ -620,7 +632,7 @@ class JobRunner:
                 code, reason, failure_code = None, refused, "not_supported"
             if run.over_limit is not None:
                 reason, failure_code = f"killed by the runner: {run.over_limit}", "limit_exceeded"
-            elif code == 0 and self.files is not None and self.launcher is None:
+            elif code == 0 and self.files is not None:  # on Ray: the outputs it sent back
                 try:
                     note = self.files.collect(repo, job, run.box.work_dir)
                 except NpuCenterError as exc:

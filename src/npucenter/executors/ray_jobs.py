@@ -12,14 +12,27 @@ does. The handle looks like a process to the runner (``poll``, ``returncode``); 
 ends it writes the log and result next to the runner's own files, so recording the exit is the
 same code path. Stopping is bounded: the actor SIGTERMs the job's group, SIGKILLs it after the
 grace, and is killed.
+
+A program job's files travel with its run through the runner's :class:`JobFilesHook`, the same
+one the local path calls: the runner stages the inputs (data set, base model, ``spec.json``)
+into the job's run dir on the center, :func:`pack_tree` ships them with the run (one tar in
+Ray's object store), the actor unpacks them into the job's work dir on the node (owned by the
+job's uid) before it starts; when the job exits 0 the actor packs the outputs the hook names
+(regular files only, no link followed, bounded in size) and the handle unpacks them into the
+run dir on the center, where the hook collects them as for a local run (the adapter registered,
+the packed data set stored). A run on Ray starts from its inputs: a preempted fine-tune's
+checkpoint stays on the node it ran on, so it starts over when admitted again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
+import stat
+import tarfile
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +42,10 @@ from npucenter.engines import device_family
 from npucenter.errors import UpstreamError
 from npucenter.executors.ray import RAY_NAMESPACE, RAY_RESOURCE, RayExecutor
 
-__all__ = ["RayJobHandle", "RayJobLauncher", "job_actor_options"]
+__all__ = ["RayJobHandle", "RayJobLauncher", "job_actor_options", "pack_tree", "unpack_tree"]
+
+#: The most bytes of outputs a job's run sends back to the center (an adapter, a packed set).
+MAX_RETURN_BYTES = 1024**3
 
 _FAMILY_VISIBLE = {
     "rngd": "NPUCENTER_FURIOSA_DEVICES",
@@ -55,6 +71,66 @@ def job_actor_options(device_type: str, num_cards: int, job_id: int) -> dict[str
     return options
 
 
+def pack_tree(root: Path, names: Sequence[str] = (), *, max_bytes: int | None = None) -> bytes:
+    """``names`` under ``root`` (all of it when empty) as one tar; regular files and dirs only.
+
+    A link or another special file is not followed and not packed; :class:`ValueError` when the
+    regular files add up to more than ``max_bytes``.
+    """
+    buffer = io.BytesIO()
+    total = 0
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tops = [root / n for n in names] if names else sorted(root.iterdir())
+        for top in tops:
+            if not top.exists() and not top.is_symlink():
+                continue
+            for path in _walk(top):
+                st = os.lstat(path)
+                arcname = str(path.relative_to(root))
+                if stat.S_ISDIR(st.st_mode):
+                    tar.addfile(_member(arcname, tarfile.DIRTYPE, 0))
+                elif stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+                    if max_bytes is not None and total > max_bytes:
+                        raise ValueError(f"the outputs are over {max_bytes} bytes")
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    with open(fd, "rb") as f:
+                        tar.addfile(_member(arcname, tarfile.REGTYPE, st.st_size), f)
+    return buffer.getvalue()
+
+
+def unpack_tree(data: bytes, dest: Path, uid: int | None = None) -> list[str]:
+    """Unpack a :func:`pack_tree` tar into ``dest`` (owned by ``uid``); the top names in it.
+
+    Only plain files and dirs inside ``dest`` are made (tarfile's ``data`` filter).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        members = tar.getmembers()
+        if any(not (m.isreg() or m.isdir()) for m in members):
+            raise ValueError("a bundle holds plain files and dirs only")
+        tar.extractall(dest, filter="data")
+    if uid is not None:
+        for m in members:
+            os.lchown(dest / m.name, uid, uid)
+    return sorted({m.name.split("/", 1)[0] for m in members})
+
+
+def _walk(top: Path) -> list[Path]:
+    out = [top]
+    if top.is_dir() and not top.is_symlink():
+        for base, dirs, files in os.walk(top):  # os.walk does not follow links to dirs
+            out += [Path(base) / n for n in sorted((*dirs, *files))]
+    return out
+
+
+def _member(name: str, kind: bytes, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    info.mode = 0o700 if kind == tarfile.DIRTYPE else 0o600
+    return info
+
+
 class _JobProcess:
     """Runs on the chosen node: one job run, in the sandbox, on the cards Ray assigned."""
 
@@ -73,6 +149,8 @@ class _JobProcess:
         command: Sequence[str],
         job_env: Mapping[str, str],
         policy: Any,
+        inputs: bytes | None = None,
+        outputs: Sequence[str] = (),
     ) -> dict[str, Any]:
         import tempfile
 
@@ -107,6 +185,8 @@ class _JobProcess:
         except NotSupportedError as exc:
             return {"refused": f"{exc.message}; {exc.hint}"}
         box = sandbox.prepare(job_id, run_dir / "work")
+        if inputs is not None:  # staged by the runner's files hook on the center
+            unpack_tree(inputs, box.work_dir, box.uid)
         env = dict(job_env)
         inherited = environ()
         if ids:  # the cards Ray assigned are the job's
@@ -129,11 +209,18 @@ class _JobProcess:
             )
         code = self.proc.wait()
         document, note = _read_result(box.work_dir / "result.json")
+        returned = None
+        if code == 0 and outputs:  # back to the center, which collects them as a local run's
+            try:
+                returned = pack_tree(box.work_dir, outputs, max_bytes=MAX_RETURN_BYTES)
+            except (OSError, ValueError) as exc:
+                note = f"{note}; outputs not returned: {exc}".strip("; ")
         return {
             "exit_code": code,
             "log_tail": _read_tail(log_path),
             "result": document,
             "note": note,
+            "outputs": returned,
             "node_id": ray.get_runtime_context().get_node_id(),
             "cards": ids,
         }
@@ -159,9 +246,17 @@ class RayJobHandle:
     pid = -1  # no local process
 
     def __init__(
-        self, ray: Any, actor: Any, ref: Any, *, log_path: Path, result_path: Path
+        self,
+        ray: Any,
+        actor: Any,
+        ref: Any,
+        *,
+        log_path: Path,
+        result_path: Path,
+        outputs_dir: Path | None = None,
     ) -> None:
         self._ray = ray
+        self.outputs_dir = outputs_dir  # where the job's returned outputs are unpacked
         self._actor = actor
         self._ref = ref
         self.log_path = log_path
@@ -189,6 +284,11 @@ class RayJobHandle:
         self.log_path.write_text(tail)
         if outcome.get("result") is not None:
             self.result_path.write_text(json.dumps(outcome["result"]))
+        if outcome.get("outputs") and self.outputs_dir is not None:
+            try:
+                unpack_tree(outcome["outputs"], self.outputs_dir)
+            except (OSError, ValueError, tarfile.TarError) as exc:  # collect says it is missing
+                self.log_path.write_text(f"{tail}\n[npucenter] outputs not unpacked: {exc}")
         self.returncode = int(outcome.get("exit_code", 0) if not self.refused else 0)
         with contextlib.suppress(Exception):
             self._ray.kill(self._actor, no_restart=True)
@@ -245,9 +345,18 @@ class RayJobLauncher:
         policy: Any,
         log_path: Path,
         result_path: Path,
+        stage_dir: Path | None = None,
+        outputs: Sequence[str] = (),
     ) -> RayJobHandle:
-        """One actor for one run of the job; returns at once (the run goes on there)."""
+        """One actor for one run of the job; returns at once (the run goes on there).
+
+        ``stage_dir``: the job's inputs staged on the center, shipped to its work dir on the
+        node; ``outputs``: what comes back from there into ``stage_dir`` when it exits 0.
+        """
         ray = await self.connect()
+        inputs = None
+        if stage_dir is not None and stage_dir.is_dir():
+            inputs = await asyncio.to_thread(pack_tree, stage_dir)
         from npucenter.executors.ray import SERVER_LABEL, _labelled_servers
 
         options = job_actor_options(device_type, num_cards, job_id)
@@ -270,5 +379,9 @@ class RayJobLauncher:
                 f"ray: no node took job {job_id} ({wants}) within {self.place_timeout_s:g} s",
                 details={"resources": wants},
             ) from exc
-        ref = actor.run.remote(job_id, device_type, list(command), dict(job_env), policy)
-        return RayJobHandle(ray, actor, ref, log_path=log_path, result_path=result_path)
+        ref = actor.run.remote(
+            job_id, device_type, list(command), dict(job_env), policy, inputs, list(outputs)
+        )
+        return RayJobHandle(
+            ray, actor, ref, log_path=log_path, result_path=result_path, outputs_dir=stage_dir
+        )
