@@ -366,15 +366,21 @@ class UsageOut(_Out):
 
 
 class UsageSummaryRow(_Out):
-    """Ledger totals of one tenant and kind."""
+    """Ledger totals of one group (tenant, kind, model or adapter, time bucket: what ``by``
+    and ``bucket_s`` asked for; the others are null)."""
 
-    tenant: str
-    kind: str
+    tenant: str | None = None
+    kind: str | None = None
+    model: str | None = None  # a gateway row's model or adapter; a card-time row's device
+    bucket_start_s: float | None = None
     device_seconds: float
     tokens_in: int
     tokens_out: int
     energy_j: float
+    cost_usd: float | None = None  # null: no row of the group is priced
     num_entries: int
+    first_at_s: float
+    last_at_s: float
 
 
 class AllocationOut(_Out):

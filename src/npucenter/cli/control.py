@@ -699,16 +699,26 @@ def usage_list(
 @usage_app.command("summary")
 @handle_errors
 def usage_summary(
-    tenant: str | None = typer.Option(None, "--tenant"), json_out: bool = JSON_OPT
+    tenant: str | None = typer.Option(None, "--tenant"),
+    kind: str | None = typer.Option(None, "--kind"),
+    by: str = typer.Option("tenant,kind", "--by", help="comma-separated: tenant, kind, model"),
+    bucket_s: float | None = typer.Option(None, "--bucket-s", help="also per time bucket"),
+    json_out: bool = JSON_OPT,
 ) -> None:
-    """Totals per tenant and kind."""
+    """Totals per tenant and kind (or --by), per time bucket with --bucket-s."""
+    groups = [g.strip() for g in by.split(",") if g.strip()]
+    columns = [*groups, *(["bucket_start_s"] if bucket_s else [])]
+    columns += ["device_seconds", "tokens_in", "tokens_out", "energy_j", "cost_usd", "num_entries"]
     _table(
         json_out,
-        ["tenant", "kind", "device_seconds", "tokens_in", "tokens_out", "energy_j", "num_entries"],
+        columns,
         "GET",
         "/api/usage/summary",
         title="usage",
         tenant=tenant,
+        kind=kind,
+        by=by,
+        bucket_s=bucket_s,
     )
 
 

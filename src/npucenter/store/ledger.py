@@ -4,22 +4,30 @@ Rows are never updated or deleted (the model refuses it). Held cards are billed 
 allocation's billing cursor, which ``checkpoint_usage`` moves forward. The gateway's rows come
 in batches (:meth:`LedgerStore.append_request_rows`): one multi-row INSERT per batch, at most one
 row per request id (a row already there is skipped, so replaying a batch is harmless).
+Totals are summed in SQL (:meth:`LedgerStore.summarize_usage`: GROUP BY tenant, kind, model or
+adapter, time bucket), so a summary costs one query however long the ledger grows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import BigInteger, ColumnElement, case, cast, func, insert, literal, select
 
 from npucenter.errors import InvalidConfigError, NotFoundError
-from npucenter.store.base import StoreBase, check_name
+from npucenter.store.base import StoreBase, check_choice, check_name
 from npucenter.store.models import Allocation, Deployment, Job, ReplicaRow, Tenant, UsageEntry
 
-__all__ = ["LedgerStore", "RequestUsage"]
+__all__ = ["SUMMARY_GROUPS", "LedgerStore", "RequestUsage", "UsageTotals"]
 
 _MAX_ROWS_PER_INSERT = 500  # bound on one statement's bound parameters (SQLite: 32766)
+#: What a usage summary can be grouped by (``model``: a gateway row's model or adapter service,
+#: else the device type of a card-time row).
+SUMMARY_GROUPS = ("tenant", "kind", "model")
+_MAX_SUMMARY_GROUPS = 100_000
+_NO_MODEL = "—"  # an em dash: a row that names no model or device
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +44,24 @@ class RequestUsage:
     cost_usd: float | None = None
     ref: str = ""
     at_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageTotals:
+    """Ledger totals of one group (the fields not grouped by are None)."""
+
+    tenant_id: int | None
+    kind: str | None
+    model: str | None
+    bucket_start_s: float | None  # the time bucket's start (epoch-aligned), when bucketed
+    device_seconds: float
+    tokens_in: int
+    tokens_out: int
+    energy_j: float
+    cost_usd: float | None  # None: no row of the group is priced
+    num_entries: int
+    first_at_s: float
+    last_at_s: float
 
 
 class LedgerStore(StoreBase):
@@ -143,6 +169,103 @@ class LedgerStore(StoreBase):
         if since_s is not None:
             stmt = stmt.where(UsageEntry.at_s >= since_s)
         return list(self.session.scalars(stmt))
+
+    def summarize_usage(
+        self,
+        *,
+        by: Sequence[str] = ("tenant", "kind"),
+        tenant_id: int | None = None,
+        kind: str | None = None,
+        since_s: float | None = None,
+        bucket_s: float | None = None,
+    ) -> list[UsageTotals]:
+        """Ledger totals per group, summed by the database (one GROUP BY query).
+
+        ``by``: any of :data:`SUMMARY_GROUPS`; ``bucket_s``: also per time bucket of that many
+        seconds (epoch-aligned: 3600 gives clock hours). Groups come sorted by their keys.
+        """
+        for group in by:
+            check_choice("by", group, SUMMARY_GROUPS)
+        if bucket_s is not None and not 1e-3 <= bucket_s <= 1e9:
+            raise InvalidConfigError("bucket_s", bucket_s, "must be between 0.001 and 1e9")
+        keys: list[ColumnElement[Any]] = []
+        if "tenant" in by:
+            keys.append(UsageEntry.tenant_id.label("tenant_id"))
+        if "kind" in by:
+            keys.append(UsageEntry.kind.label("kind"))
+        if "model" in by:
+            keys.append(self._model_column().label("model"))
+        if bucket_s is not None:
+            keys.append(self._bucket_column(bucket_s).label("bucket"))
+        stmt = select(
+            *keys,
+            func.sum(UsageEntry.device_seconds).label("device_seconds"),
+            func.sum(UsageEntry.tokens_in).label("tokens_in"),
+            func.sum(UsageEntry.tokens_out).label("tokens_out"),
+            func.sum(UsageEntry.energy_j).label("energy_j"),
+            func.sum(UsageEntry.cost_usd).label("cost_usd"),
+            func.count().label("num_entries"),
+            func.min(UsageEntry.at_s).label("first_at_s"),
+            func.max(UsageEntry.at_s).label("last_at_s"),
+        )
+        if tenant_id is not None:
+            stmt = stmt.where(UsageEntry.tenant_id == tenant_id)
+        if kind is not None:
+            stmt = stmt.where(UsageEntry.kind == kind)
+        if since_s is not None:
+            stmt = stmt.where(UsageEntry.at_s >= since_s)
+        if keys:
+            stmt = stmt.group_by(*keys).order_by(*keys)
+        out: list[UsageTotals] = []
+        for row in self.session.execute(stmt.limit(_MAX_SUMMARY_GROUPS)).mappings():
+            if not row["num_entries"]:  # no row at all: an aggregate without GROUP BY says so
+                continue
+            bucket = row["bucket"] if bucket_s is not None else None
+            out.append(
+                UsageTotals(
+                    tenant_id=row["tenant_id"] if "tenant" in by else None,
+                    kind=row["kind"] if "kind" in by else None,
+                    model=row["model"] if "model" in by else None,
+                    bucket_start_s=None if bucket is None else float(bucket) * (bucket_s or 0.0),
+                    device_seconds=float(row["device_seconds"] or 0.0),
+                    tokens_in=int(row["tokens_in"] or 0),
+                    tokens_out=int(row["tokens_out"] or 0),
+                    energy_j=float(row["energy_j"] or 0.0),
+                    cost_usd=None if row["cost_usd"] is None else float(row["cost_usd"]),
+                    num_entries=int(row["num_entries"]),
+                    first_at_s=float(row["first_at_s"]),
+                    last_at_s=float(row["last_at_s"]),
+                )
+            )
+        return out
+
+    def _model_column(self) -> ColumnElement[str]:
+        """A row's model: the second word of a gateway row's ref (``endpoint service status
+        request key replica``; the service is the model or the adapter), else its device type."""
+        ref = UsageEntry.ref
+        if self._dialect() == "postgresql":
+            word: ColumnElement[str] = func.split_part(ref, " ", 2)
+        else:  # SQLite: the text between the first and the second space
+            rest = func.substr(ref, func.instr(ref, " ") + 1)
+            word = case(
+                (func.instr(ref, " ") == 0, literal("")),
+                (func.instr(rest, " ") == 0, rest),
+                else_=func.substr(rest, 1, func.instr(rest, " ") - 1),
+            )
+        return case(
+            (UsageEntry.kind == "tokens", func.coalesce(func.nullif(word, ""), _NO_MODEL)),
+            else_=func.coalesce(UsageEntry.device_type, _NO_MODEL),
+        )
+
+    def _bucket_column(self, bucket_s: float) -> ColumnElement[Any]:
+        """The index of a row's time bucket, floor(at_s / bucket_s)."""
+        scaled = UsageEntry.at_s / literal(bucket_s)
+        if self._dialect() == "postgresql":
+            return func.floor(scaled)
+        return cast(scaled, BigInteger)  # SQLite truncates toward zero: at_s >= 0 here
+
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
 
     def checkpoint_usage(self) -> list[UsageEntry]:
         """Bill every held card up to now (moves each allocation's billing cursor)."""

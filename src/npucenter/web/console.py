@@ -42,7 +42,7 @@ from npucenter.api.routes import jobs as job_routes
 from npucenter.api.routes import quotas as quota_routes
 from npucenter.api.routes import tenants as tenant_routes
 from npucenter.api.routes import usage as usage_routes
-from npucenter.api.schemas import DeploymentIn, JobIn, KeyIn, QuotaIn, UsageOut
+from npucenter.api.schemas import DeploymentIn, JobIn, KeyIn, QuotaIn, UsageOut, UsageSummaryRow
 from npucenter.bench.report import build_report, render_html
 from npucenter.errors import (
     AuthenticationError,
@@ -300,19 +300,18 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
     @app.get("/console/usage", include_in_schema=False)
     @handle
     def usage(request: Request, p: _Page, form: dict[str, str]) -> Response:
-        rows = usage_routes.list_usage(
-            tenant=None, kind=None, since_s=None, limit=100_000, ctx=p.ctx
-        )
-        table = _usage_table(rows)
+        groups = _usage_summary(p.ctx, by="tenant,kind,model")
+        table = _usage_table(groups)
+        totals = _sum_rows(table)
         return html(
             "usage",
             p=p,
             nav=_nav(p),
             title="Usage",
             table=table,
-            totals=_sum_rows(table),
-            chart=_usage_chart(rows),
-            num_rows=len(rows),
+            totals=totals,
+            chart=_usage_chart(p.ctx, groups),
+            num_rows=totals["entries"],
         )
 
     @app.get("/console/usage.csv", include_in_schema=False)
@@ -657,39 +656,30 @@ def _nav(p: _Page | None) -> list[tuple[str, str]]:
     return items
 
 
-def _model_of(row: UsageOut) -> str:
-    """A gateway row's model (its ref is ``endpoint service status request key replica``)."""
-    if row.kind != "tokens":
-        return row.device_type or "—"
-    parts = row.ref.split()
-    return parts[1] if len(parts) > 1 else "—"
+def _usage_summary(
+    ctx: RequestContext, *, by: str, kind: str | None = None, bucket_s: float | None = None
+) -> list[UsageSummaryRow]:
+    """``GET /api/usage/summary``: the ledger summed by the database, the caller's scope."""
+    return usage_routes.usage_summary(
+        tenant=None, kind=kind, since_s=None, by=by, bucket_s=bucket_s, ctx=ctx
+    )
 
 
-def _usage_table(rows: list[UsageOut]) -> list[dict[str, Any]]:
-    by: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for r in rows:
-        key = (r.tenant, r.kind, _model_of(r))
-        t = by.setdefault(
-            key,
-            {
-                "tenant": key[0],
-                "kind": key[1],
-                "model": key[2],
-                "tokens_in": 0,
-                "tokens_out": 0,
-                "device_hours": 0.0,
-                "energy_kwh": 0.0,
-                "cost_usd": 0.0,
-                "entries": 0,
-            },
-        )
-        t["tokens_in"] += r.tokens_in
-        t["tokens_out"] += r.tokens_out
-        t["device_hours"] += r.device_seconds / 3600.0
-        t["energy_kwh"] += r.energy_j / 3.6e6
-        t["cost_usd"] += r.cost_usd or 0.0
-        t["entries"] += 1
-    return [by[k] for k in sorted(by)]
+def _usage_table(groups: list[UsageSummaryRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tenant": g.tenant,
+            "kind": g.kind,
+            "model": g.model,
+            "tokens_in": g.tokens_in,
+            "tokens_out": g.tokens_out,
+            "device_hours": g.device_seconds / 3600.0,
+            "energy_kwh": g.energy_j / 3.6e6,
+            "cost_usd": g.cost_usd or 0.0,
+            "entries": g.num_entries,
+        }
+        for g in groups
+    ]
 
 
 def _sum_rows(table: list[dict[str, Any]]) -> dict[str, Any]:
@@ -697,24 +687,28 @@ def _sum_rows(table: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: sum(t[k] for t in table) for k in keys}
 
 
-def _usage_chart(rows: list[UsageOut]) -> str:
-    """Cumulative tokens (in + out) over time, one line per model, since the first row."""
-    tokens = [r for r in rows if r.tokens_in or r.tokens_out]
+def _usage_chart(ctx: RequestContext, groups: list[UsageSummaryRow]) -> str:
+    """Cumulative tokens (in + out) over time, one line per model, since the first request:
+    the gateway's rows summed per model and time bucket (about ``_CHART_POINTS`` a line)."""
+    tokens = [g for g in groups if g.kind == "tokens" and (g.tokens_in or g.tokens_out)]
     if not tokens:
         return line_chart([], title="Tokens over time", unit="tokens", empty_text="no tokens yet")
-    t0 = min(r.at_s for r in tokens)
-    span_s = max(r.at_s for r in tokens) - t0
+    t0 = min(g.first_at_s for g in tokens)
+    span_s = max(g.last_at_s for g in tokens) - t0
     scale, unit_x = (1.0, "seconds") if span_s < 120 else (60.0, "minutes")
+    buckets = _usage_summary(
+        ctx, by="model", kind="tokens", bucket_s=max(span_s / _CHART_POINTS, 1e-3)
+    )
     lines: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     totals: dict[str, float] = defaultdict(float)
-    for r in sorted(tokens, key=lambda r: r.at_s):
-        m = _model_of(r)
-        if m not in lines:  # each line starts from nothing
-            lines[m].append(((r.at_s - t0) / scale, 0.0))
-        totals[m] += r.tokens_in + r.tokens_out
-        lines[m].append(((r.at_s - t0) / scale, totals[m]))
+    for b in sorted(buckets, key=lambda b: b.last_at_s):
+        m = b.model or "—"
+        if m not in lines:  # each line starts from nothing at its first request
+            lines[m].append(((b.first_at_s - t0) / scale, 0.0))
+        totals[m] += b.tokens_in + b.tokens_out
+        lines[m].append(((b.last_at_s - t0) / scale, totals[m]))
     return line_chart(
-        [Series(m, _thin(pts, _CHART_POINTS)) for m, pts in sorted(lines.items())],
+        [Series(m, _thin(pts, _CHART_POINTS + 2)) for m, pts in sorted(lines.items())],
         title="Tokens over time (cumulative)",
         unit="tokens",
         x_label=f"{unit_x} since the first request",
