@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -51,9 +52,11 @@ from npucenter.errors import NotSupportedError, NpuCenterError
 from npucenter.executors.procs import Ticker, kill_now, spawn_group
 from npucenter.executors.procs import terminate as _terminate
 from npucenter.executors.runmark import (
+    ENV_RUN_TOKEN,
     clear_mark,
     find_marks,
-    is_alive,
+    has_family,
+    read_mark,
     stop_family,
     write_mark,
 )
@@ -304,7 +307,7 @@ class JobRunner:
         self._runs.clear()
         await asyncio.gather(*(self._stop_proc(r.proc) for r in runs))
         for run in runs:
-            _forget(run)
+            await asyncio.to_thread(_forget, run)
         ids = [r.view.job_id for r in runs]
         if ids:
             await asyncio.to_thread(self._requeue, ids, "the center stopped while it ran")
@@ -346,7 +349,7 @@ class JobRunner:
             exited = [r for r in self._runs.values() if r.proc.poll() is not None]
             for run in exited:
                 del self._runs[run.view.job_id]
-                _forget(run)
+                await asyncio.to_thread(_forget, run)
                 if await asyncio.to_thread(self._record_exit, run):
                     report.finished.append(run.view.job_id)
             if exited:  # their cards are free: admit again before starting
@@ -371,7 +374,7 @@ class JobRunner:
             doomed.append(run)
         await asyncio.gather(*(self._stop_proc(run.proc) for run in doomed))
         for run in doomed:
-            _forget(run)
+            await asyncio.to_thread(_forget, run)
             report.killed.append(run.view.job_id)
             log.info("killed job %d (pid %d): it lost its cards", run.view.job_id, run.proc.pid)
 
@@ -468,6 +471,7 @@ class JobRunner:
         log_path, result_path = run_dir / "output.log", box.work_dir / "result.json"
         result_path.unlink(missing_ok=True)  # a result of an earlier (preempted) run
         env = self._environment(view, box)
+        env[ENV_RUN_TOKEN] = secrets.token_hex(8)
         env["HOME"] = box.inside_work_dir
         if box.isolated:
             env["TMPDIR"] = "/tmp"  # its own, size-bounded
@@ -486,7 +490,13 @@ class JobRunner:
                 death_signal=signal.SIGKILL,  # a tenant's code may ignore SIGTERM
             )
         # what a restarted runner reads should this one die without stopping the job
-        write_mark(run_dir, job_id=view.job_id, pid=proc.pid, admitted_at_s=view.admitted_at_s)
+        write_mark(
+            run_dir,
+            job_id=view.job_id,
+            pid=proc.pid,
+            admitted_at_s=view.admitted_at_s,
+            run_token=env[ENV_RUN_TOKEN],
+        )
         log.info(
             "started job %d (pid %d, %s): %s",
             view.job_id,
@@ -664,7 +674,7 @@ class JobRunner:
         for run_dir, mark in find_marks(self.work_dir):
             if mark.job_id in self._runs:
                 continue
-            if is_alive(mark):
+            if has_family(mark):
                 log.warning(
                     "job %d: its process %d (started by center pid %d) outlived that center; "
                     "stopping it before the job is queued again",
@@ -711,9 +721,17 @@ class JobRunner:
 
 
 def _forget(run: _Run) -> None:
-    # its process has exited: a restarted runner has nothing to stop for it
-    if isinstance(run.proc, subprocess.Popen):
-        clear_mark(run.log_path.parent)
+    # Its first process has exited: what it left in its session (an unisolated job's background
+    # children; a sandboxed job's die with its pid namespace) is killed, then nothing is left
+    # for a restarted runner to stop.
+    if not isinstance(run.proc, subprocess.Popen):
+        return
+    run_dir = run.log_path.parent
+    mark = read_mark(run_dir)
+    if mark is not None and mark.pid == run.proc.pid and has_family(mark):
+        log.info("job %d: killing what it left running", run.view.job_id)
+        stop_family(mark, grace_s=0.0, wait_s=2.0)
+    clear_mark(run_dir)
 
 
 def _must_exist(program: str, path: str, box: JobBox) -> None:

@@ -28,11 +28,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = [
+    "ENV_RUN_TOKEN",
     "MARK_NAME",
     "ProcessMark",
     "boot_id",
     "clear_mark",
     "find_marks",
+    "has_family",
     "is_alive",
     "read_mark",
     "stop_family",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 MARK_NAME = "process.json"
+#: Set in every job's environment: a random token per run, which a process of a run whose
+#: first process has gone must carry to be taken for one of its family.
+ENV_RUN_TOKEN = "NPUCENTER_JOB_RUN_TOKEN"
 _MAX_MARK_BYTES = 4096
 
 
@@ -53,6 +58,7 @@ class ProcessMark:
     boot_id: str  # /proc/sys/kernel/random/boot_id: a mark from before a reboot names nothing
     admitted_at_s: float | None  # the admission the run belonged to
     center_pid: int  # the runner's process (for the log)
+    run_token: str = ""  # in the environment of the run's processes (ENV_RUN_TOKEN)
 
 
 def boot_id() -> str:
@@ -63,7 +69,14 @@ def boot_id() -> str:
         return ""
 
 
-def write_mark(run_dir: Path, *, job_id: int, pid: int, admitted_at_s: float | None) -> None:
+def write_mark(
+    run_dir: Path,
+    *,
+    job_id: int,
+    pid: int,
+    admitted_at_s: float | None,
+    run_token: str = "",
+) -> None:
     """Record ``pid`` as job ``job_id``'s process (atomically; no link followed)."""
     ticks = _stat(pid)
     mark = ProcessMark(
@@ -73,6 +86,7 @@ def write_mark(run_dir: Path, *, job_id: int, pid: int, admitted_at_s: float | N
         boot_id=boot_id(),
         admitted_at_s=admitted_at_s,
         center_pid=os.getpid(),
+        run_token=run_token,
     )
     tmp = run_dir / f".{MARK_NAME}.{os.getpid()}"
     tmp.unlink(missing_ok=True)
@@ -100,6 +114,7 @@ def read_mark(run_dir: Path) -> ProcessMark | None:
             boot_id=str(data["boot_id"]),
             admitted_at_s=None if data["admitted_at_s"] is None else float(data["admitted_at_s"]),
             center_pid=int(data["center_pid"]),
+            run_token=str(data.get("run_token", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -136,23 +151,29 @@ def is_alive(mark: ProcessMark) -> bool:
 def stop_family(mark: ProcessMark, grace_s: float = 5.0, wait_s: float = 10.0) -> bool:
     """SIGTERM, then after ``grace_s`` SIGKILL, the mark's process and its family.
 
-    The family: its descendants and the members of its session (each identified by pid and start
-    time, so nothing that merely reuses a pid is signalled). Returns whether all of it is gone
-    (bounded by ``grace_s + wait_s``).
+    The family: the process and its descendants, and the members of its session (which outlive
+    it: an unisolated job's grandchildren after the job itself was killed). Each is identified by
+    pid and start time, so nothing that merely reuses a pid is signalled. Returns whether all of
+    it is gone (bounded by ``grace_s + wait_s``).
     """
-    if not is_alive(mark):
+    family = _family(mark)
+    if not family:
         return True
-    family = _family(mark.pid)
     _signal(family, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while _living(family) and time.monotonic() < deadline:
         time.sleep(0.05)
-    family |= _family(mark.pid) if is_alive(mark) else set()  # forked while we waited
+    family |= _family(mark)  # forked while we waited
     _signal(family, signal.SIGKILL)
     deadline = time.monotonic() + wait_s
     while _living(family) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not _living(family)
+
+
+def has_family(mark: ProcessMark) -> bool:
+    """Whether anything of the mark's run still lives (its process, or its session)."""
+    return bool(_family(mark))
 
 
 # --- /proc ---------------------------------------------------------------------------------
@@ -171,28 +192,52 @@ def _stat(pid: int) -> tuple[int, int, int, str] | None:
         return None
 
 
-def _family(pid: int) -> set[tuple[int, int]]:
-    """``(pid, start ticks)`` of ``pid``, its descendants and its session's members."""
+def _family(mark: ProcessMark) -> set[tuple[int, int]]:
+    """``(pid, start ticks)`` of the mark's live process, its descendants and its session."""
+    if mark.start_ticks < 0 or mark.boot_id != boot_id():
+        return set()
     table: dict[int, tuple[int, int, int, str]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _stat(int(entry))
-            if stat is not None:
+            if stat is not None and stat[3] != "Z":
                 table[int(entry)] = stat
     children: dict[int, list[int]] = {}
     for child, (ppid, _sid, _ticks, _state) in table.items():
         children.setdefault(ppid, []).append(child)
-    members = {p for p, (_ppid, sid, _t, _s) in table.items() if sid == pid}
+    # members of session ``pid`` started no earlier than the mark's process: while its leader
+    # lives the session is its run's; once it is gone, the pid (and a session named after it)
+    # may be another's, so a member must also carry the run's token in its environment
+    leader = table.get(mark.pid)
+    leads = leader is not None and leader[2] == mark.start_ticks
+    token = f"{ENV_RUN_TOKEN}={mark.run_token}".encode()
+    roots = [
+        p
+        for p, (_ppid, sid, ticks, _state) in table.items()
+        if sid == mark.pid
+        and ticks >= mark.start_ticks
+        and (leads or (mark.run_token and _carries(p, token)))
+    ]
+    if leads:
+        roots.append(mark.pid)
     seen: set[int] = set()
-    stack = [pid, *members]
-    while stack:
-        current = stack.pop()
+    while roots:
+        current = roots.pop()
         if current in seen:
             continue
         seen.add(current)
-        stack.extend(children.get(current, ()))
-    members = seen - {os.getpid()}
-    return {(p, table[p][2]) for p in members if p in table and table[p][3] != "Z"}
+        roots.extend(children.get(current, ()))
+    seen.discard(os.getpid())
+    return {(p, table[p][2]) for p in seen}
+
+
+def _carries(pid: int, entry: bytes) -> bool:
+    """Whether ``entry`` (``NAME=value``) is in the environment ``pid`` started with."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry in f.read(1 << 20).split(b"\0")
+    except OSError:
+        return False
 
 
 def _living(family: Iterable[tuple[int, int]]) -> bool:

@@ -318,12 +318,13 @@ def test_a_restarted_runner_stops_what_a_dead_one_left_running_then_runs_it_once
     script = (
         "import signal, subprocess, sys, time; "
         "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', sys.argv[1]]); "
         "open('runs', 'a').write('start\\n'); "
         "time.sleep(float(open('duration').read())); "
         "open('runs', 'a').write('done\\n')"
     )
-    job_id = _submit(acme, [PY, "-c", script])
+    tag = f"orphan-{isolation}-{os.getpid()}-{control.settings.data_dir.name}"
+    job_id = _submit(acme, [PY, "-c", script, tag])
     first = make_job_runner(control, grace_s=0.5, sandbox=sandbox())
     work = control.settings.data_dir / "jobs" / f"job-{job_id}" / "work"
     work.mkdir(parents=True)
@@ -351,6 +352,20 @@ def test_a_restarted_runner_stops_what_a_dead_one_left_running_then_runs_it_once
     assert job["state"] == "succeeded", job
     assert (work / "runs").read_text().split() == ["start", "start", "done"]
     assert not (work.parent / "process.json").exists()
+    assert not _tagged(tag)  # the second run's grandchild went with it
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes with ``tag`` in their command line."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            pid = int(cmdline.parent.name)
+            if tag.encode() in cmdline.read_bytes().split(b"\0") and _alive(pid):
+                found.append(pid)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _wait_for(condition, timeout_s: float = 20.0) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from npucenter.executors.runmark import (
+    ENV_RUN_TOKEN,
     MARK_NAME,
     clear_mark,
     find_marks,
+    has_family,
     is_alive,
     read_mark,
     stop_family,
@@ -97,3 +102,36 @@ def test_stop_family_takes_the_descendants_and_the_session_even_ignoring_sigterm
     proc.wait(timeout=5)
     assert not any(_alive(p) for p in family)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("token", ["t0k3n", ""])
+def test_the_session_outliving_its_dead_leader_is_stopped_when_it_carries_the_token(
+    tmp_path: Path, token: str
+) -> None:
+    # an unisolated job killed by its parent-death signal leaves its grandchild behind; once
+    # the leader is gone, only a member carrying the run's token is taken for the run's
+    leaver = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('ready', flush=True); time.sleep(0.5)"
+    )
+    env = dict(os.environ, **({ENV_RUN_TOKEN: token} if token else {}))
+    leader = subprocess.Popen(
+        [sys.executable, "-c", leaver], stdout=subprocess.PIPE, start_new_session=True, env=env
+    )
+    assert leader.stdout is not None and leader.stdout.readline().strip() == b"ready"
+    family = _children(leader.pid)
+    write_mark(tmp_path, job_id=9, pid=leader.pid, admitted_at_s=None, run_token="t0k3n")
+    mark = read_mark(tmp_path)
+    assert mark is not None and mark.run_token == "t0k3n" and len(family) == 1
+    leader.wait(timeout=10)  # the leader is gone (and reaped); its session is not
+    assert all(_alive(p) for p in family)
+    assert not is_alive(mark)
+    try:
+        assert has_family(mark) is bool(token)
+        assert stop_family(mark, grace_s=0.3)
+        assert any(_alive(p) for p in family) is not bool(token)
+    finally:
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
