@@ -275,7 +275,7 @@ class JobIn(_In):
     """Submit a job: an image or a command, and the cards it needs (one server)."""
 
     name: str = Name
-    kind: Literal["finetune", "preprocess", "benchmark"]
+    kind: Literal["finetune", "preprocess", "benchmark", "simulate", "plan"]
     device_type: str = Field(min_length=1, max_length=64)
     num_cards: int = Field(default=1, ge=1, le=64)
     image: str | None = Field(default=None, max_length=512)
@@ -284,7 +284,8 @@ class JobIn(_In):
     tenant: str | None = None  # admins submit on a tenant's behalf
     #: a fungible job: tried in order after device_type; it runs on the first with quota and room
     fallback_device_types: list[str] = Field(default_factory=list, max_length=8)
-    #: a preprocess/finetune job run by the center's own program (npucenter.jobs.spec); no command
+    #: a preprocess/finetune job run by the center's own program (npucenter.jobs.spec), or a
+    #: simulate/plan job running the twin (npucenter.jobs.twin); no command
     spec: dict[str, Any] | None = None
 
 

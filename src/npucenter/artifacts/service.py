@@ -38,6 +38,7 @@ from npucenter.jobs.data import MAX_DATASET_BYTES, check_jsonl
 from npucenter.jobs.finetune import ADAPTER_DIR
 from npucenter.jobs.preprocess import OUTPUT_FILE
 from npucenter.jobs.spec import PROGRAM_KINDS, FinetuneSpec, program_spec
+from npucenter.jobs.twin import TWIN_KINDS, twin_spec
 from npucenter.store.models import Artifact, Job, Tenant
 from npucenter.store.repository import Repository
 
@@ -132,6 +133,8 @@ def prepare_program(
     models_dir: Path,
 ) -> tuple[list[str], dict[str, Any]]:
     """Validate a program job's spec against the tenant's artifacts; ``(command, stored spec)``."""
+    if kind in TWIN_KINDS:  # the twin: its inputs are inline, no artifact to resolve
+        return program_command(kind), twin_spec(kind, doc)
     if kind not in PROGRAM_KINDS:
         raise InvalidConfigError(
             "spec", kind, f"a spec is for {' and '.join(PROGRAM_KINDS)} jobs; give others a command"
@@ -173,6 +176,11 @@ def program_job(
 ) -> tuple[list[str], dict[str, Any]] | None:
     """A submitted job's program ``(command, spec)``, or None for a job with its own command."""
     if spec is None:
+        if kind in TWIN_KINDS:
+            raise InvalidRequestError(
+                f"a {kind} job runs the center's twin: give it a spec, not a command",
+                hint="see docs/console.md (the twin page) for the spec",
+            )
         return None
     if command or image:
         raise InvalidRequestError(
@@ -204,6 +212,9 @@ class JobFiles:
             spec = repo.job_spec(job_id)
             if spec is None:
                 return
+            if spec.get("program") in TWIN_KINDS:  # inputs inline: the spec is all it reads
+                _write_spec(work_dir, spec, uid)
+                return
             dataset = repo.get_artifact(spec["dataset_id"], kind="dataset")
             location = dataset.location
         inputs = work_dir / "inputs"
@@ -228,7 +239,7 @@ class JobFiles:
     def collect(self, repo: Repository, job: Job, work_dir: Path) -> str:
         """After a program job succeeded: keep its output; a note for its log (raises if invalid)."""
         spec = repo.job_spec(job.id)
-        if spec is None:
+        if spec is None or spec.get("program") in TWIN_KINDS:  # its result is all it leaves
             return ""
         tenant = repo.get_tenant(job.tenant_id)
         if spec["program"] == "finetune":
@@ -305,3 +316,10 @@ def _check_output(path: Path, required: tuple[str, ...]) -> None:
     for name in required:
         if not (path / name).is_file():
             raise InvalidRequestError(f"{what} lacks {name}")
+
+
+def _write_spec(work_dir: Path, spec: dict[str, Any], uid: int | None) -> None:
+    path = work_dir / "spec.json"
+    path.write_text(json.dumps(spec, indent=1))
+    if uid is not None:
+        os.lchown(path, uid, uid)

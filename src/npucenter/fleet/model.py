@@ -40,6 +40,7 @@ __all__ = [
     "PinnedReplica",
     "ServiceGroup",
     "default_fleet",
+    "default_fleet_mapping",
     "fleet_from_dict",
     "fleet_from_spec",
 ]
@@ -217,17 +218,20 @@ def default_fleet(model_id: str = DEFAULT_MODEL) -> Fleet:
     free for jobs and deployments. The tariff is an example price list of the center (not a
     device figure).
     """
-    return fleet_from_dict(
-        {
-            "name": "default",
-            "servers": [
-                {"device": "rngd", "count": 2, "cards_per_server": 8},
-                {"device": "h100", "count": 1, "cards_per_server": 8},
-            ],
-            "services": [
-                {"model": model_id, "device": d, "precision": "fp8", "replicas_per_server": 2}
-                for d in ("rngd", "h100")
-            ],
-            "tariff_usd_per_device_hour": {"rngd": 1.0, "h100": 2.0},
-        }
-    )
+    return fleet_from_dict(default_fleet_mapping(model_id))
+
+
+def default_fleet_mapping(model_id: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The fleet file of :func:`default_fleet` (what `npucenter up` runs without ``--fleet``)."""
+    return {
+        "name": "default",
+        "servers": [
+            {"device": "rngd", "count": 2, "cards_per_server": 8},
+            {"device": "h100", "count": 1, "cards_per_server": 8},
+        ],
+        "services": [
+            {"model": model_id, "device": d, "precision": "fp8", "replicas_per_server": 2}
+            for d in ("rngd", "h100")
+        ],
+        "tariff_usd_per_device_hour": {"rngd": 1.0, "h100": 2.0},
+    }

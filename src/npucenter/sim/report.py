@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from npucenter.render.svg import Series, line_chart
 from npucenter.sim.results import SimResult
 
-__all__ = ["render_html_report"]
+__all__ = ["render_html_report", "report_charts"]
 
 
 def _cdf(name: str, values: np.ndarray, points: int = 200) -> Series:
@@ -56,16 +56,34 @@ def render_html_report(result: SimResult, *, title: str = "npucenter simulation"
     table = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
     )
+    charts = report_charts(s, result.ttft_s, result.tpot_s, result.e2e_s)
+    notes = "".join(f"<li>{html.escape(a)}</li>" for a in s.get("assumptions", []))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
+        "th{text-align:left;padding-right:1em}svg{margin:0.5em;border:1px solid #ddd}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1><table>{table}</table>"
+        f"<div>{''.join(charts)}</div><h2>Assumptions</h2><ul>{notes}</ul>"
+        f"<p>Trace: {html.escape(result.trace.source)}</p></body></html>"
+    )
+
+
+def report_charts(
+    s: Mapping[str, Any], ttft_s: np.ndarray, tpot_s: np.ndarray, e2e_s: np.ndarray
+) -> list[str]:
+    """The report's SVG charts from a summary and the per-request latencies (or quantiles of
+    them: the console draws a simulation job's result with it)."""
     charts = [
         line_chart(
-            [_cdf("TTFT", result.ttft_s), _cdf("end-to-end", result.e2e_s)],
+            [_cdf("TTFT", ttft_s), _cdf("end-to-end", e2e_s)],
             title="Latency CDF",
             x_label="seconds (log)",
             y_label="fraction of requests",
             log_x=True,
         ),
         line_chart(
-            [_cdf("TPOT", result.tpot_s)],
+            [_cdf("TPOT", tpot_s)],
             title="Time per output token CDF",
             x_label="seconds",
             y_label="fraction of requests",
@@ -94,16 +112,7 @@ def render_html_report(result: SimResult, *, title: str = "npucenter simulation"
             util, title="Busy fraction over time", x_label="simulated time (s)", y_label="busy"
         )
     )
-    notes = "".join(f"<li>{html.escape(a)}</li>" for a in s.get("assumptions", []))
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
-        "th{text-align:left;padding-right:1em}svg{margin:0.5em;border:1px solid #ddd}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1><table>{table}</table>"
-        f"<div>{''.join(charts)}</div><h2>Assumptions</h2><ul>{notes}</ul>"
-        f"<p>Trace: {html.escape(result.trace.source)}</p></body></html>"
-    )
+    return charts
 
 
 def _pcts(d: dict[str, float]) -> str:

@@ -18,7 +18,7 @@ from npucenter.store.quotas import QuotaStore
 
 __all__ = ["JOB_KINDS", "JOB_STATES", "JOB_TRANSITIONS", "MAX_LOG_TAIL_CHARS", "JobStore"]
 
-JOB_KINDS = ("finetune", "preprocess", "benchmark")
+JOB_KINDS = ("finetune", "preprocess", "benchmark", "simulate", "plan")
 JOB_STATES = ("queued", "admitted", "running", "succeeded", "failed", "preempted", "cancelled")
 # NOTE(control): the job state machine. preempted always goes back to queued (the admission
 # cycle does both steps in one transaction); succeeded, failed and cancelled are terminal.

@@ -217,7 +217,9 @@ class Job(Base):
     __mapper_args__ = {"version_id_col": version}
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(16))  # finetune | preprocess | benchmark
+    kind: Mapped[str] = mapped_column(
+        String(16)
+    )  # finetune | preprocess | benchmark | simulate | plan
     image: Mapped[str | None] = mapped_column(String(512), nullable=True)
     command: Mapped[list[str]] = mapped_column(JSON, default=list)
     device_type: Mapped[str] = mapped_column(String(64))  # where it runs (first choice if queued)

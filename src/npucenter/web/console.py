@@ -18,6 +18,7 @@ import csv
 import hmac
 import inspect
 import io
+import re
 import secrets
 import threading
 import time
@@ -25,10 +26,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import jinja2
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
@@ -46,12 +49,19 @@ from npucenter.api.schemas import DeploymentIn, JobIn, KeyIn, QuotaIn, UsageOut,
 from npucenter.bench.report import build_report, render_html
 from npucenter.errors import (
     AuthenticationError,
+    InvalidConfigError,
     NotFoundError,
     NpuCenterError,
 )
+from npucenter.files.fleet import read_fleet_file
+from npucenter.fleet.model import default_fleet_mapping
+from npucenter.jobs.twin import MAX_SIM_REQUESTS, TWIN_KINDS
 from npucenter.policy.principal import Principal
+from npucenter.policy.routing import ROUTING_POLICIES
 from npucenter.render.svg import Series, bar_chart, line_chart
+from npucenter.sim.report import report_charts
 from npucenter.web.dashboard import replica_rows
+from npucenter.workload import AZURE_TRACES
 
 __all__ = ["SESSION_COOKIE", "SESSION_IDLE_S", "ConsoleSessions", "install_console"]
 
@@ -553,6 +563,64 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             "queue", p=p, nav=_nav(p), title="Admission queue", rows=rows, reasons=_reasons(p, rows)
         )
 
+    # ---- the twin: simulate / plan as jobs ---------------------------------------------------
+
+    def twin_page(p: _Page, status: int = 200, error: str = "") -> Response:
+        rows = [j for j in job_routes.list_jobs(state=None, ctx=p.ctx) if j.kind in TWIN_KINDS]
+        return html(
+            "twin",
+            status,
+            p=p,
+            nav=_nav(p),
+            title="Twin",
+            rows=rows[::-1],
+            fleets=list(_twin_fleets(control()).items()),
+            plans=list(_twin_plans().items()),
+            traces=[*AZURE_TRACES, "synthetic"],
+            policies=ROUTING_POLICIES.names(),
+            devices=_device_choices(p),
+            max_requests=MAX_SIM_REQUESTS,
+            error=error,
+        )
+
+    @app.get("/console/twin", include_in_schema=False)
+    @handle
+    def twin(request: Request, p: _Page, form: dict[str, str]) -> Response:
+        return twin_page(p)
+
+    @app.post("/console/twin", include_in_schema=False)
+    @handle
+    def twin_submit(request: Request, p: _Page, form: dict[str, str]) -> Response:
+        try:
+            body = _twin_job(form, control())
+            if p.is_admin and form.get("tenant", "").strip():
+                body.tenant = form["tenant"].strip()
+            job = job_routes.submit_job(body, ctx=p.ctx)  # the API's checks: quota, spec
+        except NpuCenterError as exc:
+            message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            return twin_page(p, exc.http_status, message)
+        except ValidationError as exc:
+            return twin_page(p, 422, _validation_text(exc))
+        return RedirectResponse(f"/console/twin/{job.id}", status_code=303, headers=_HEADERS)
+
+    @app.get("/console/twin/{job_id}", include_in_schema=False)
+    @handle
+    def twin_run(request: Request, p: _Page, form: dict[str, str], job_id: int) -> Response:
+        one = job_routes.get_job(job_id, ctx=p.ctx)  # 404 for another tenant's
+        if one.kind not in TWIN_KINDS:
+            raise NotFoundError("twin job", str(job_id))
+        doc = job_routes.get_job_result(job_id, ctx=p.ctx) if one.has_result else None
+        report = _twin_report(one.kind, doc) if doc is not None else None
+        return html(
+            "twin_run",
+            p=p,
+            nav=_nav(p),
+            title=f"Twin job {one.id}",
+            job=one,
+            progress=_twin_progress(one.log_tail or ""),
+            report=report,
+        )
+
     def results_ctx(request: Request) -> tuple[_Page | None, RequestContext] | Response:
         try:
             p = page(request)
@@ -597,6 +665,134 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         return HTMLResponse(render_html(report), headers=_HEADERS)  # the bench report's page
 
     return sessions
+
+
+_SIM_PROGRESS = re.compile(r"simulated (\d+)/(\d+) requests")
+
+
+def _examples_dir() -> Path:
+    """The source tree's ``examples/`` (absent from an installed wheel: then none are offered)."""
+    return Path(__file__).resolve().parents[3] / "examples"
+
+
+def _twin_fleets(control: ControlPlane) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Fleets a simulation may run on: key -> (label, the fleet file's mapping).
+
+    The center's own (``npucenter up --fleet``'s file, else the default fleet), then the shipped
+    example fleets that use the shipped catalog. The form sends a key, never a path.
+    """
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    path = control.settings.fleet_path
+    try:
+        own = read_fleet_file(path) if path is not None else default_fleet_mapping()
+    except NpuCenterError:
+        own = None
+    if isinstance(own, dict) and not own.get("catalog"):
+        label = f"this center's fleet ({path.name if path is not None else 'the default fleet'})"
+        out["center"] = (label, own)
+    for file in sorted((_examples_dir() / "fleets").glob("*.yaml")):
+        try:
+            doc = read_fleet_file(file)
+        except NpuCenterError:
+            continue
+        if isinstance(doc, dict) and doc.get("services") and not doc.get("catalog"):
+            out[f"example:{file.stem}"] = (f"examples/fleets/{file.name}", doc)
+    return out
+
+
+def _twin_plans() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Plan specs a plan job may run: the shipped examples (key -> (label, mapping))."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for file in sorted((_examples_dir() / "plans").glob("*.yaml")):
+        try:
+            doc = read_fleet_file(file)  # YAML with the fleet reader's errors
+        except NpuCenterError:
+            continue
+        if isinstance(doc, dict):
+            out[f"example:{file.stem}"] = (f"examples/plans/{file.name}", doc)
+    return out
+
+
+def _twin_job(form: dict[str, str], control: ControlPlane) -> JobIn:
+    """The job a twin form asks for (validated again by the API as any submitted spec)."""
+    kind = form.get("kind", "simulate")
+    device = form.get("device_type", "").strip()
+    if kind == "plan":
+        plans = _twin_plans()
+        key = form.get("plan", "")
+        if key not in plans:
+            raise NotFoundError("plan spec", key, valid=list(plans))
+        label, doc = plans[key]
+        spec: dict[str, Any] = {"plan": doc, "plan_label": label, "verify": "verify" in form}
+        name = f"plan {doc.get('name', key.partition(':')[2])}"
+    else:
+        fleets = _twin_fleets(control)
+        key = form.get("fleet", "")
+        if key not in fleets:
+            raise NotFoundError("fleet", key, valid=list(fleets))
+        label, doc = fleets[key]
+        trace = form.get("trace", "conv")
+        if trace == "synthetic":
+            trace = f"synthetic:{form.get('rate_rps', '').strip() or '10'}"
+        spec = {
+            "fleet": doc,
+            "fleet_label": label,
+            "trace": trace,
+            "num_requests": _int(form.get("num_requests", "1000"), "num_requests"),
+            "policy": form.get("policy", "least-outstanding-tokens"),
+            "rate_scale": _float(form.get("rate_scale", "1") or "1", "rate_scale"),
+        }
+        name = f"simulate {doc.get('name', key)} {trace}"
+    fields = {"name": name[:128], "kind": kind, "device_type": device, "num_cards": 1}
+    return JobIn.model_validate({**fields, "spec": spec})
+
+
+def _int(text: str, field: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InvalidConfigError(field, text, "must be an integer") from None
+
+
+def _float(text: str, field: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise InvalidConfigError(field, text, "must be a number") from None
+
+
+def _twin_progress(log_tail: str) -> dict[str, Any]:
+    """How far a twin job is, from its log: ``done``/``total`` requests and the last line."""
+    lines = [line for line in log_tail.splitlines() if line.strip()]
+    found = _SIM_PROGRESS.findall(log_tail)
+    done, total = (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
+    return {"done": done, "total": total, "last": lines[-1] if lines else ""}
+
+
+def _twin_report(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """What the twin job page shows of a result: the simulate report's rows and charts
+    (drawn by sim.report's own chart code from the stored quantiles), or the plan's table."""
+    if kind == "plan":
+        rows = [("plan", doc), *list((doc.get("baselines") or {}).items())]
+        costs = [
+            (name, float(r["cost_per_hour"]))
+            for name, r in rows
+            if isinstance(r.get("cost_per_hour"), int | float)
+        ]
+        chart = bar_chart(costs, unit="USD/h", title="Cost per hour: plan and baselines")
+        return {"kind": "plan", "rows": rows, "doc": doc, "charts": [chart] if costs else []}
+    s = doc.get("summary") or {}
+    cdf = doc.get("cdf") or {}
+    try:
+        charts = report_charts(
+            s,
+            np.asarray(cdf.get("ttft_s") or [], dtype=float),
+            np.asarray(cdf.get("tpot_s") or [], dtype=float),
+            np.asarray(cdf.get("e2e_s") or [], dtype=float),
+        )
+    except (KeyError, TypeError, ValueError):  # not a document the simulate program wrote
+        charts = []
+    return {"kind": "simulate", "s": s, "doc": doc, "charts": charts}
 
 
 def _validation_text(exc: ValidationError) -> str:
@@ -648,6 +844,7 @@ def _nav(p: _Page | None) -> list[tuple[str, str]]:
         ("/console/deployments", "Deployments"),
         ("/console/jobs", "Jobs"),
         ("/console/data", "Data sets & adapters"),
+        ("/console/twin", "Twin"),
         ("/console/fleet", "Fleet"),
         *([("/console/tenants", "Tenants")] if p.is_admin else []),
         ("/console/queue", "Queue"),

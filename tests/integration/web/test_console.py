@@ -361,3 +361,81 @@ def test_the_fleet_grid_shows_power_against_the_cards_tdp(app, center) -> None:
     assert tdp  # the catalog's sourced figure; the page multiplies it by the server's 4 cards
     assert f"TDP {4 * tdp:,.0f} W" in page
     assert "no live gateway in this process" in page  # no gateway here: no power figure invented
+
+
+def _simulate_result(tmp_path: Path) -> dict[str, object]:
+    """What `python -m npucenter.jobs.simulate` writes for a small run (run here in process)."""
+    import json
+    import os
+
+    from npucenter.fleet.model import default_fleet_mapping
+    from npucenter.jobs import simulate
+    from npucenter.jobs.twin import twin_spec
+
+    spec = twin_spec("simulate", {"fleet": default_fleet_mapping(), "num_requests": 200})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    os.environ["NPUCENTER_RESULT_PATH"] = str(tmp_path / "result.json")
+    try:
+        assert simulate.main(["--spec", str(tmp_path / "spec.json")]) == 0
+    finally:
+        del os.environ["NPUCENTER_RESULT_PATH"]
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def test_the_twin_page_submits_a_simulation_job_and_shows_its_report(app, center, tmp_path) -> None:
+    lab, corp = _sign_in(app, center["lab"]), _sign_in(app, center["corp"])
+    page = lab.get("/console/twin")
+    assert page.status_code == 200 and 'id="simulate-form"' in page.text
+    assert 'value="center"' in page.text  # this center's own fleet is offered
+    form = {"kind": "simulate", "fleet": "center", "trace": "conv", "num_requests": "200"}
+    form |= {"policy": "least-outstanding-tokens", "device_type": "h100"}
+    assert lab.post("/console/twin", data=form).status_code == 403  # no CSRF token
+    made = lab.post("/console/twin", data={**form, "csrf": _csrf(page.text)})
+    assert made.status_code == 303, made.text
+    run_path = made.headers["location"]
+    job = _api(app, center["lab"]).get(f"/api/jobs/{run_path.rsplit('/', 1)[1]}").json()
+    assert job["kind"] == "simulate" and job["num_cards"] == 1
+    assert "npucenter.jobs.simulate" in " ".join(job["command"])  # the center's program
+    running = lab.get(run_path)
+    assert running.status_code == 200 and 'http-equiv="refresh"' in running.text
+    # a path outside the offered fleets, or a fleet by path, is refused; nothing is submitted
+    bad = lab.post(
+        "/console/twin", data={**form, "fleet": "../../etc/passwd", "csrf": _csrf(page.text)}
+    )
+    assert bad.status_code == 404 and 'id="twin-error"' in bad.text
+    huge = lab.post(
+        "/console/twin", data={**form, "num_requests": "10000000", "csrf": _csrf(page.text)}
+    )
+    assert huge.status_code == 422 and "num_requests" in huge.text
+    assert len(_api(app, center["lab"]).get("/api/jobs").json()) == 1
+    # the result the program writes, shown as the report with sim.report's charts
+    admin = _api(app, ADMIN)
+    job_id = job["id"]
+    admin.post(f"/api/jobs/{job_id}/state", json={"state": "running"})
+    assert admin.put(f"/api/jobs/{job_id}/result", json=_simulate_result(tmp_path)).is_success
+    admin.post(f"/api/jobs/{job_id}/state", json={"state": "succeeded"})
+    done = lab.get(run_path).text
+    assert 'http-equiv="refresh"' not in done
+    assert done.count("<svg") >= 3 and "Latency CDF" in done and 'id="twin-slo"' in done
+    # another tenant: not listed, 404 by URL; a job that is not a twin job is not a twin page
+    assert run_path not in corp.get("/console/twin").text
+    assert corp.get(run_path).status_code == 404
+    other = _api(app, center["corp"]).post(
+        "/api/jobs",
+        json={"name": "b", "kind": "benchmark", "device_type": "h100", "command": ["true"]},
+    )
+    assert (
+        _sign_in(app, center["corp"]).get(f"/console/twin/{other.json()['id']}").status_code == 404
+    )
+
+
+def test_a_twin_job_without_a_spec_or_with_a_bad_one_is_refused_by_the_api(app, center) -> None:
+    api = _api(app, center["lab"])
+    base = {"name": "s", "kind": "simulate", "device_type": "h100"}
+    assert api.post("/api/jobs", json={**base, "command": ["echo"]}).status_code == 400
+    fleet = {"servers": [{"device": "h100", "count": 1, "cards_per_server": 8}], "services": []}
+    bad = api.post("/api/jobs", json={**base, "spec": {"fleet": fleet}})
+    assert bad.status_code == 422, bad.text
+    typo = api.post("/api/jobs", json={**base, "spec": {"fleet": {}, "tracee": "conv"}})
+    assert typo.status_code == 422 and "tracee" in typo.text
+    assert api.get("/api/jobs").json() == []

@@ -158,6 +158,8 @@ class WorkloadKind(enum.StrEnum):
     FINETUNE = "finetune"
     PREPROCESS = "preprocess"
     BENCHMARK = "benchmark"
+    SIMULATE = "simulate"  # the twin as a job (npucenter.jobs.twin)
+    PLAN = "plan"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
