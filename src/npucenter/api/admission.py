@@ -45,6 +45,7 @@ __all__ = [
     "build_snapshot",
     "check_admissible",
     "check_admissible_any",
+    "quota_cards",
     "run_admission",
     "usage_history",
 ]
@@ -208,6 +209,12 @@ def check_admissible(repo: Repository, tenant: Tenant, device_type: str, num_car
             hint=f"the quota allows at most {limit:g} {device_type} cards at once "
             "(nominal + borrowing limit); ask the operator for more",
         )
+
+
+def quota_cards(repo: Repository, tenant: Tenant, device_type: str) -> float:
+    """The most ``device_type`` cards ``tenant``'s quota lets it hold at once (nominal +
+    borrowing limit; inf without a limit)."""
+    return _tenant_quota(tenant.name, repo.tenant_quotas(tenant.id)).max_cards(device_type)
 
 
 def _running(repo: Repository, servers: list[ServerRow], names: dict[int, str]) -> list[Admitted]:

@@ -131,6 +131,8 @@ class CardOut(_Out):
     held_by: str | None = None  # "job:ID" | "deployment:ID/replica:N" | None
     tenant: str | None = None
     borrowed: bool = False
+    # a replica holder's engine: starting | running | pending | failed (None: not reported)
+    run_state: str | None = None
 
 
 class ServerOut(_Out):
@@ -144,6 +146,8 @@ class ServerOut(_Out):
     labels: dict[str, Any]
     num_cards: int
     num_free_cards: int
+    # held cards on which nothing runs: a replica whose engine is pending or failed
+    num_idle_held_cards: int = 0
     cards: list[CardOut]
 
 
@@ -231,12 +235,21 @@ class DeploymentIn(_In):
     # autoscaling (docs/control-plane.md): either set -> scaled on load, to zero when min is 0
     min_replicas: int | None = Field(default=None, ge=0, le=256)
     max_replicas: int | None = Field(default=None, ge=1, le=256)
+    # with min_replicas 0: idle this long -> 0 replicas (default: the policy's, 300 s)
+    idle_to_zero_s: float | None = Field(default=None, ge=0, le=30 * 86400)
 
 
 class DeploymentPatch(_In):
-    """Scale a deployment."""
+    """Scale a deployment, or set its autoscaling bounds (only the fields given change).
 
-    replicas: int = Field(ge=0, le=256)
+    ``min_replicas``/``max_replicas``/``idle_to_zero_s`` set to null together make the count
+    fixed again; ``max_replicas`` must fit the tenant's quota (409 otherwise).
+    """
+
+    replicas: int | None = Field(default=None, ge=0, le=256)
+    min_replicas: int | None = Field(default=None, ge=0, le=256)
+    max_replicas: int | None = Field(default=None, ge=1, le=256)
+    idle_to_zero_s: float | None = Field(default=None, ge=0, le=30 * 86400)
 
 
 class ReplicaOut(_Out):
@@ -247,6 +260,10 @@ class ReplicaOut(_Out):
     server: str | None = None
     card_indexes: list[int] = Field(default_factory=list)
     num_borrowed_cards: int = 0
+    # a placed replica's engine as the reconciler saw it: starting | running | pending |
+    # failed (None: not reported); why it is not running
+    run_state: str | None = None
+    run_reason: str | None = None
 
 
 class DeploymentOut(_Out):
@@ -262,8 +279,11 @@ class DeploymentOut(_Out):
     precision: str
     replicas: int
     num_placed_replicas: int
+    # placed replicas whose engine runs (the reconciler's word; placed ones when none reports)
+    num_running_replicas: int = 0
     min_replicas: int | None = None
     max_replicas: int | None = None
+    idle_to_zero_s: float | None = None
     priority_class: str
     created_at_s: float
     replica_states: list[ReplicaOut]

@@ -46,11 +46,12 @@ def tenant_names(repo: Repository) -> dict[int, str]:
     return {t.id: t.name for t in repo.list_tenants()}
 
 
-def _holder(alloc: Allocation, repo: Repository) -> str:
+def _holder(alloc: Allocation, repo: Repository) -> tuple[str, str | None]:
+    """What holds a card, and its engine's run state (replicas only)."""
     if alloc.job_id is not None:
-        return f"job:{alloc.job_id}"
+        return f"job:{alloc.job_id}", None
     rep = repo.get_replica(alloc.replica_id)
-    return f"deployment:{rep.deployment_id}/replica:{rep.index}"
+    return f"deployment:{rep.deployment_id}/replica:{rep.index}", rep.run_state
 
 
 def server_out(
@@ -65,13 +66,15 @@ def server_out(
     cards = []
     for card in server.cards:
         alloc = allocs.get(card.id)
+        held_by, run_state = _holder(alloc, repo) if alloc else (None, None)
         cards.append(
             CardOut(
                 index=card.index,
                 health=card.health,
-                held_by=_holder(alloc, repo) if alloc else None,
+                held_by=held_by,
                 tenant=names.get(alloc.tenant_id) if alloc else None,
                 borrowed=bool(alloc and alloc.borrowed),
+                run_state=run_state,
             )
         )
     return ServerOut(
@@ -83,6 +86,7 @@ def server_out(
         labels=dict(server.labels or {}),
         num_cards=len(cards),
         num_free_cards=sum(1 for c in cards if c.held_by is None and c.health != "down"),
+        num_idle_held_cards=sum(1 for c in cards if c.run_state in ("pending", "failed")),
         cards=cards,
     )
 
@@ -119,13 +123,17 @@ def deployment_out(
                 server=server.name if server else None,
                 card_indexes=sorted(card_index[a.card_id] for a in allocs),
                 num_borrowed_cards=sum(1 for a in allocs if a.borrowed),
+                run_state=rep.run_state if rep.state == "placed" else None,
+                run_reason=rep.run_reason if rep.state == "placed" else None,
             )
         )
+    placed = [r for r in replicas if r.state == "placed"]
     return _owned(
         DeploymentOut,
         dep,
         names,
-        num_placed_replicas=sum(1 for r in replicas if r.state == "placed"),
+        num_placed_replicas=len(placed),
+        num_running_replicas=sum(1 for r in placed if r.run_state in (None, "running")),
         replica_states=replicas,
     )
 

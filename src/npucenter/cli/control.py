@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from npucenter.cli._common import console, handle_errors, print_json
 from npucenter.cli.calls import JOB_COLUMNS, JSON_OPT, _api, _call, _cell, _delete, _show, _table
-from npucenter.errors import InvalidConfigError
+from npucenter.errors import InvalidConfigError, NotFoundError
 
 __all__ = [
     "admission_app",
@@ -300,6 +300,7 @@ SERVER_COLUMNS = [
     "health",
     "num_cards",
     "num_free_cards",
+    "num_idle_held_cards",
 ]
 
 
@@ -341,7 +342,7 @@ def fleet_show(
     _show(
         doc["cards"],
         False,
-        ["index", "health", "held_by", "tenant", "borrowed"],
+        ["index", "health", "held_by", "tenant", "borrowed", "run_state"],
         f"{doc['name']} ({doc['device_type']})",
     )
 
@@ -382,6 +383,7 @@ DEPLOY_COLUMNS = [
     "precision",
     "replicas",
     "num_placed_replicas",
+    "num_running_replicas",
     "priority_class",
     "engine",
 ]
@@ -463,7 +465,15 @@ def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) ->
     _show(
         doc["replica_states"],
         False,
-        ["index", "state", "server", "card_indexes", "num_borrowed_cards"],
+        [
+            "index",
+            "state",
+            "server",
+            "card_indexes",
+            "num_borrowed_cards",
+            "run_state",
+            "run_reason",
+        ],
         f"{doc['name']}: {doc['model']} on {doc['device_type']} TP={doc['tp']}",
     )
     if doc["engines"]:
@@ -502,6 +512,57 @@ def deploy_scale(
 ) -> None:
     """Scale a deployment."""
     _table(json_out, DEPLOY_COLUMNS, "PATCH", f"/api/deployments/{dep_id}", {"replicas": replicas})
+
+
+AUTOSCALE_COLUMNS = ["id", "tenant", "name", "replicas", "min_replicas", "max_replicas"]
+AUTOSCALE_COLUMNS += ["idle_to_zero_s", "num_running_replicas"]
+
+
+@deploy_app.command("autoscale")
+@handle_errors
+def deploy_autoscale(
+    ref: str = typer.Argument(..., help="Deployment name or id."),
+    min_replicas: int | None = typer.Option(None, "--min", help="At least this many (0: to zero)."),
+    max_replicas: int | None = typer.Option(None, "--max", help="At most (within the quota)."),
+    idle_s: float | None = typer.Option(
+        None, "--idle-s", help="With --min 0: idle this many seconds -> 0 replicas."
+    ),
+    tenant: str | None = typer.Option(None, "--tenant", help="Admins: the owner of NAME."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Set a deployment's autoscaling bounds (the autoscaler uses them at its next tick)."""
+    body = {
+        k: v
+        for k, v in (
+            ("min_replicas", min_replicas),
+            ("max_replicas", max_replicas),
+            ("idle_to_zero_s", idle_s),
+        )
+        if v is not None
+    }
+    if not body:
+        raise InvalidConfigError("deploy autoscale", ref, "give --min, --max or --idle-s")
+    dep_id = _deployment_id(ref, tenant)
+    _table(json_out, AUTOSCALE_COLUMNS, "PATCH", f"/api/deployments/{dep_id}", body)
+
+
+def _deployment_id(ref: str, tenant: str | None) -> int:
+    """The id of the deployment named ``ref`` (or ``ref`` itself when it is an id)."""
+    if ref.isdigit():
+        return int(ref)
+    found = [
+        d
+        for d in _call("GET", "/api/deployments")
+        if d["name"] == ref and (tenant is None or d["tenant"] == tenant)
+    ]
+    if len(found) == 1:
+        return int(found[0]["id"])
+    if not found:
+        raise NotFoundError("deployment", ref)
+    owners = ", ".join(sorted(d["tenant"] for d in found))
+    raise InvalidConfigError(
+        "deployment", ref, f"several tenants have one of this name ({owners}); give --tenant"
+    )
 
 
 @deploy_app.command("delete")

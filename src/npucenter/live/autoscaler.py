@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from npucenter.errors import NpuCenterError
@@ -50,6 +50,7 @@ class _Tracked:
     model: str
     policy: AutoscalePolicy
     last_request_s: float
+    base: AutoscalePolicy | None = None  # the fleet file's (None: the API's defaults)
     last_change_s: float | None = None
     requests_seen: int = 0
     ttft_limit_s: float = math.inf
@@ -190,6 +191,7 @@ class Autoscaler:
                     d.model,
                     getattr(d, "min_replicas", None),
                     getattr(d, "max_replicas", None),
+                    getattr(d, "idle_to_zero_s", None),
                 )
                 for d in repo.list_deployments()
             }
@@ -206,20 +208,38 @@ class Autoscaler:
         return out
 
     def _track_stored(self, rows: dict[tuple[str, str], tuple[Any, ...]], now: float) -> None:
-        """Track deployments given min/max replicas through the API (the fleet file's win)."""
+        """Track deployments given bounds through the API, and use the bounds the store holds.
+
+        Bounds set on a deployment (``npucenter deploy autoscale``, PATCH) win over the fleet
+        file's for the fields set; they are read every tick, so a change counts at the next.
+        """
         known = {(t.tenant, t.name): t for t in self.tracked}
-        for key, (_id, _replicas, model, low, high) in rows.items():
-            if (low is None and high is None) or key in known:
-                continue
-            bounds = {"min_replicas": low, "max_replicas": high}
-            policy = AutoscalePolicy(**{k: v for k, v in bounds.items() if v is not None})
-            self.tracked.append(
-                _Tracked(tenant=key[0], name=key[1], model=model, policy=policy, last_request_s=now)
-            )
-            self.stored.add(key)
+        for key, row in rows.items():
+            stored = _stored_bounds(row)
+            t = known.get(key)
+            if t is None:
+                if not stored:
+                    continue
+                t = _Tracked(
+                    tenant=key[0], name=key[1], model=row[2], policy=AutoscalePolicy(),
+                    last_request_s=now,
+                )  # fmt: skip
+                self.tracked.append(t)
+                self.stored.add(key)
+            if t.base is None and key not in self.stored:
+                t.base = t.policy  # the fleet file's, kept under what the store says
+            base = t.base if t.base is not None else AutoscalePolicy()
+            try:
+                policy = replace(base, **stored)
+            except NpuCenterError as exc:  # e.g. a stored min above the file's max
+                log.warning("autoscaler: bounds of %s not used: %s", t.name, exc)
+                policy = base
+            if policy != t.policy:
+                log.info("autoscaler: %s bounds %s", t.name, stored or "from the fleet file")
+                t.policy = policy
         for key in list(self.stored):  # deleted, or its bounds removed
             row = rows.get(key)
-            if row is None or (row[3] is None and row[4] is None):
+            if row is None or not _stored_bounds(row):
                 self.stored.discard(key)
                 self.tracked = [t for t in self.tracked if (t.tenant, t.name) != key]
         self.install()
@@ -230,6 +250,12 @@ class Autoscaler:
         with self.control.tx() as repo:
             repo.scale_deployment(repo.get_deployment(dep_id), replicas)
         admit_after_change(self.control)
+
+
+def _stored_bounds(row: tuple[Any, ...]) -> dict[str, Any]:
+    """The bounds a deployment's row sets (min, max, idle period), by policy field."""
+    names = ("min_replicas", "max_replicas", "idle_to_zero_s")
+    return {k: v for k, v in zip(names, row[3:6], strict=True) if v is not None}
 
 
 def _limit(slos: dict[str, Any], service: str, field: str) -> float:

@@ -1,11 +1,14 @@
 """Deployments (inference services) and their replicas: create, scale, place and release.
 
 A replica is ``pending`` until admission places it on cards; releasing it bills its cards.
+A placed replica's ``run_state`` is what the reconciler saw of its engine (``starting``,
+``running``, ``pending``: no node takes it, ``failed``); its cards are billed only while its
+engine runs (or when no reconciler reports: the placement is all that is known).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -17,9 +20,14 @@ from npucenter.store.ledger import LedgerStore
 from npucenter.store.models import Allocation, Deployment, ReplicaRow, Tenant
 from npucenter.store.quotas import QuotaStore
 
-__all__ = ["REPLICA_STATES", "DeploymentStore"]
+__all__ = ["REPLICA_STATES", "RUN_STATES", "UNBILLED_RUN_STATES", "DeploymentStore"]
 
 REPLICA_STATES = ("pending", "placed")
+#: what the reconciler reports of a placed replica's engine
+RUN_STATES = ("starting", "running", "pending", "failed")
+#: run states whose time is not billed: no engine serves on the cards (yet)
+UNBILLED_RUN_STATES = frozenset({"starting", "pending", "failed"})
+_REASON_LEN = 512
 
 
 class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
@@ -40,6 +48,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         engine_options: dict[str, Any] | None = None,
         min_replicas: int | None = None,
         max_replicas: int | None = None,
+        idle_to_zero_s: float | None = None,
     ) -> Deployment:
         """Create a deployment after checking the model runs on the device (perf model).
 
@@ -54,7 +63,11 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         if min_replicas is not None or max_replicas is not None:  # autoscaled: bounds checked
             from npucenter.policy.autoscaling import AutoscalePolicy
 
-            bounds = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+            bounds = {
+                "min_replicas": min_replicas,
+                "max_replicas": max_replicas,
+                "idle_to_zero_s": idle_to_zero_s,
+            }
             AutoscalePolicy(**{k: v for k, v in bounds.items() if v is not None})
         exists = self.session.scalar(
             select(Deployment).where(Deployment.tenant_id == tenant.id, Deployment.name == name)
@@ -77,6 +90,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             engine_options=dict(engine_options or {}),
             min_replicas=min_replicas,
             max_replicas=max_replicas,
+            idle_to_zero_s=idle_to_zero_s,
         )
         self.session.add(dep)
         self.session.flush()
@@ -143,6 +157,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         rep.state = "placed"
         rep.server_id = cards[0].server_id
         rep.placed_at_s = now
+        rep.run_state = rep.run_reason = rep.run_since_s = None  # until the reconciler reports
         for i, card in enumerate(cards):
             self.session.add(
                 Allocation(
@@ -158,21 +173,97 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         self, rep: ReplicaRow, dep: Deployment, *, reason: str, kind: str = "replica"
     ) -> float:
         """Free a replica's cards, bill them to the ledger and mark it pending; device-seconds."""
-        allocs = list(
-            self.session.scalars(select(Allocation).where(Allocation.replica_id == rep.id))
-        )
-        used, _ = self._bill(
-            allocs,
-            dep.tenant_id,
-            dep.device_type,
-            kind,
-            f"deployment:{dep.id}/replica:{rep.index} {reason}",
-        )
+        allocs = self._replica_allocations(rep)
+        if rep.run_state in UNBILLED_RUN_STATES:  # its engine never ran (since its last bill)
+            for alloc in allocs:
+                self.session.delete(alloc)
+            used = 0.0
+        else:
+            used, _ = self._bill(
+                allocs,
+                dep.tenant_id,
+                dep.device_type,
+                kind,
+                f"deployment:{dep.id}/replica:{rep.index} {reason}",
+            )
         rep.state = "pending"
         rep.server_id = None
         rep.placed_at_s = None
+        rep.run_state = rep.run_reason = rep.run_since_s = None
         self.session.flush()
         return used
+
+    def record_run_states(self, states: Mapping[int, tuple[str, str | None]]) -> list[int]:
+        """Record what the reconciler saw of placed replicas: replica id -> (state, reason).
+
+        A replica going from billed (running, not reported) to unbilled (starting, pending,
+        failed) is billed up to now; one coming back starts its billing cursor now, so the
+        time no engine ran is never billed. Replicas no longer placed are left alone. Returns
+        the ids whose state or reason changed.
+        """
+        for state, _reason in states.values():
+            if state not in RUN_STATES:
+                raise InvalidConfigError("run_state", state, f"must be one of {RUN_STATES}")
+        now = self.now_s()
+        changed = []
+        for rep in self.replicas_by_id(states).values():
+            state, reason = states[rep.id]
+            reason = reason[:_REASON_LEN] if reason else None
+            if rep.state != "placed" or (rep.run_state, rep.run_reason) == (state, reason):
+                continue
+            was_billed = rep.run_state not in UNBILLED_RUN_STATES
+            billed = state not in UNBILLED_RUN_STATES
+            allocs = self._replica_allocations(rep)
+            if was_billed and not billed:
+                dep = self.row(Deployment, rep.deployment_id)
+                assert dep is not None
+                self._bill(
+                    allocs,
+                    dep.tenant_id,
+                    dep.device_type,
+                    "replica",
+                    f"deployment:{dep.id}/replica:{rep.index} {state}: {reason or '-'}",
+                    release=False,
+                )
+            elif billed and not was_billed:
+                for alloc in allocs:
+                    alloc.since_s = now  # billed from now: the time it did not run is not
+            if rep.run_state != state:
+                rep.run_since_s = now
+            rep.run_state, rep.run_reason = state, reason
+            changed.append(rep.id)
+        self.session.flush()
+        return changed
+
+    def set_autoscale(
+        self,
+        dep: Deployment,
+        *,
+        min_replicas: int | None,
+        max_replicas: int | None,
+        idle_to_zero_s: float | None,
+    ) -> Deployment:
+        """Set a deployment's autoscaling bounds (all None: a fixed count again).
+
+        Raises:
+            InvalidConfigError: bounds the policy refuses (min > max, max < 1, idle < 0).
+        """
+        from npucenter.policy.autoscaling import AutoscalePolicy
+
+        given = {
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "idle_to_zero_s": idle_to_zero_s,
+        }
+        AutoscalePolicy(**{k: v for k, v in given.items() if v is not None})  # checks them
+        dep.min_replicas, dep.max_replicas = min_replicas, max_replicas
+        dep.idle_to_zero_s = idle_to_zero_s
+        dep.updated_at_s = self.now_s()
+        self.session.flush()
+        return dep
+
+    def _replica_allocations(self, rep: ReplicaRow) -> list[Allocation]:
+        return list(self.session.scalars(select(Allocation).where(Allocation.replica_id == rep.id)))
 
     def get_replica(self, replica_id: int) -> ReplicaRow:
         """A replica by id."""

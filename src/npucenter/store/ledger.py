@@ -291,6 +291,10 @@ class LedgerStore(StoreBase):
         for rep_id, allocs in reps.items():
             rep = self.row(ReplicaRow, rep_id)
             assert rep is not None
+            if rep.run_state in ("starting", "pending", "failed"):  # no engine serves: unbilled
+                for alloc in allocs:
+                    alloc.since_s = self.now_s()
+                continue
             dep = self.row(Deployment, rep.deployment_id)
             assert dep is not None
             rows += self._bill(

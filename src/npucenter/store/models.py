@@ -189,6 +189,9 @@ class Deployment(Base):
     # autoscaling bounds (live/autoscaler.py); both None: a fixed count (migration 0010)
     min_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # with min_replicas 0: no request for this long -> 0 replicas (None: the policy's default;
+    # migration 0012)
+    idle_to_zero_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ReplicaRow(Base):
@@ -205,6 +208,11 @@ class ReplicaRow(Base):
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id"), nullable=True)
     created_at_s: Mapped[float] = mapped_column(Float)
     placed_at_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # what the reconciler saw of a placed replica (migration 0012): starting | running |
+    # pending (no node takes it) | failed; None: not reported. Only running (or None) bills.
+    run_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    run_reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    run_since_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Job(Base):

@@ -162,3 +162,22 @@ def test_delete_commands_print_what_they_removed(cli):
     assert _json(cli("fleet", "list", "--json")) == []
     gone = cli("quota", "delete", str(quota["id"]), "--json")
     assert gone.exit_code != 0  # a second delete is an error, not a silent success
+
+
+def test_deploy_autoscale_sets_bounds_by_name(cli):
+    _json(cli("tenant", "create", "lab", "--kind", "university", "--json"))
+    _json(cli("fleet", "add", "rngd-0", "--device", "rngd", "--cards", "2", "--json"))
+    _json(cli("quota", "set", "--tenant", "lab", "--device", "rngd", "--nominal", "2", "--json"))
+    args = ("deploy", "create", "chat", "-m", "llama-3.1-8b", "-d", "rngd", "--tenant", "lab")
+    _json(cli(*args, "--json"))
+    doc = _json(cli("deploy", "autoscale", "chat", "--min", "0", "--max", "2", "--idle-s", "60",
+                    "--json"))  # fmt: skip
+    assert (doc["min_replicas"], doc["max_replicas"], doc["idle_to_zero_s"]) == (0, 2, 60.0)
+    over = cli("deploy", "autoscale", "chat", "--max", "5")
+    assert over.exit_code == 4 and "quota of lab allows 2" in over.output
+    missing = cli("deploy", "autoscale", "nochat", "--max", "1")
+    assert missing.exit_code == 3
+    nothing = cli("deploy", "autoscale", "chat")
+    assert nothing.exit_code == 2
+    table = cli("deploy", "list")
+    assert table.exit_code == 0 and "num_running_replicas" in table.stdout.replace("\n", "")

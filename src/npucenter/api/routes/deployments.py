@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from npucenter.api.admission import admit_after_change, check_admissible
+from npucenter.api.admission import admit_after_change, check_admissible, quota_cards
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
 from npucenter.api.views import deployment_out, deployment_view, placements, tenant_names
 from npucenter.engines import engine_choice
+from npucenter.errors import ConflictError, InvalidRequestError
+from npucenter.store.models import Deployment
+from npucenter.store.repository import Repository
 
 __all__ = ["router"]
 
@@ -54,12 +57,52 @@ def get_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)) -
 def scale_deployment(
     dep_id: int, body: DeploymentPatch, ctx: RequestContext = Depends(caller_context)
 ) -> DeploymentOut:
-    """Scale to ``replicas``."""
+    """Scale to ``replicas``, and/or set the autoscaling bounds (a tenant: its own only).
+
+    400 when no field is given or min > max; 409 when ``max_replicas`` replicas do not fit the
+    tenant's quota. The leader's autoscaler uses new bounds at its next tick.
+    """
+    bounds = {"min_replicas", "max_replicas", "idle_to_zero_s"} & body.model_fields_set
+    if body.replicas is None and not bounds:
+        raise InvalidRequestError(
+            "nothing to change",
+            hint="give replicas, or min_replicas/max_replicas/idle_to_zero_s",
+        )
     with ctx.tx() as repo:
-        repo.scale_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope), body.replicas)
+        dep = repo.get_deployment(dep_id, tenant_id=ctx.scope)
+        if bounds:
+            _set_bounds(repo, dep, body, bounds)
+        if body.replicas is not None:
+            repo.scale_deployment(dep, body.replicas)
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return deployment_view(repo, dep_id)
+
+
+def _set_bounds(repo: Repository, dep: Deployment, body: DeploymentPatch, given: set[str]) -> None:
+    """The deployment's bounds with the fields given changed; checked against the quota."""
+    new = {
+        k: getattr(body, k) if k in given else getattr(dep, k)
+        for k in ("min_replicas", "max_replicas", "idle_to_zero_s")
+    }
+    low, high = new["min_replicas"], new["max_replicas"]
+    if low is not None and high is not None and low > high:
+        raise InvalidRequestError(
+            f"min_replicas {low} is above max_replicas {high}",
+            hint="give 0 <= min_replicas <= max_replicas",
+            details={"min_replicas": low, "max_replicas": high},
+        )
+    if high is not None:
+        tenant = repo.get_tenant(dep.tenant_id)
+        limit = quota_cards(repo, tenant, dep.device_type)
+        if high * dep.tp > limit:
+            raise ConflictError(
+                f"max_replicas {high} of {dep.name} needs {high * dep.tp} {dep.device_type} "
+                f"cards; the quota of {tenant.name} allows {limit:g}",
+                hint=f"give --max {int(limit // dep.tp)} or less, or ask the operator for quota",
+                details={"max_replicas": high, "cards": high * dep.tp, "quota_cards": limit},
+            )
+    repo.set_autoscale(dep, **new)
 
 
 @router.delete("/deployments/{dep_id}", status_code=status.HTTP_204_NO_CONTENT)
