@@ -307,6 +307,12 @@ def _print_table(result: SimResult) -> None:
         table.add_row(
             "preempted (jobs, replicas)", f"{jobs['preemptions']}, {jobs['replica_preemptions']}"
         )
+    for name, a in s.get("adapters", {}).items():  # LoRA adapters its requests named
+        table.add_row(
+            f"adapters of {name} (requests, loads, hit rate)",
+            f"{a['requests']}, {a['loads']} (waited {a['load_wait_s']:.1f} s), "
+            + (f"{a['hit_rate']:.1%}" if a["hit_rate"] is not None else "-"),
+        )
     table.add_row(
         "simulated / wall (s)",
         f"{s['simulated_s']:.0f} / {s['wall_s']:.2f} ({s['speedup_vs_real_time']:.0f}x real time)",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from npucenter.errors import InvalidConfigError
+from npucenter.fleet.adapters import AdapterMix, adapter_mix_from_mapping
 from npucenter.fleet.jobs import JobSpec, jobs_from_list
 from npucenter.fleet.tenants import tenant_quotas_from_mapping
 from npucenter.policy.autoscaling import AutoscalePolicy
@@ -25,6 +26,7 @@ __all__ = ["FleetDeployment", "FleetService", "FleetSpec", "ServerPool", "fleet_
 
 _ROLES = ("both", "prefill", "decode")
 _TOP_KEYS = {
+    "adapters",
     "name",
     "description",
     "servers",
@@ -128,6 +130,7 @@ class FleetService:
     slo: Slo
     routing: str | None = None
     traffic_share: float = 1.0
+    adapters: AdapterMix | None = None  # the LoRA adapters its requests name (fleet/adapters.py)
 
     def __post_init__(self) -> None:
         if not self.traffic_share >= 0:
@@ -262,6 +265,7 @@ def fleet_spec_from_mapping(
         slos = _mapping(data, "slos")
         routing = _mapping(data, "routing")
         traffic = _mapping(data, "traffic")
+        adapters = _mapping(data, "adapters")
         default = data.get("slo", default_slo)
         services = []
         for name in dict.fromkeys(d.service for d in deployments):
@@ -275,9 +279,13 @@ def fleet_spec_from_mapping(
                     slo=slo_from_spec(slos.get(name, default)),
                     routing=str(routing[name]) if name in routing else None,
                     traffic_share=float(traffic.get(name, 1.0)),
+                    adapters=(
+                        adapter_mix_from_mapping(name, adapters[name]) if name in adapters else None
+                    ),
                 )
             )
-        for key, where in ((slos, "slos"), (routing, "routing"), (traffic, "traffic")):
+        named = ((slos, "slos"), (routing, "routing"), (traffic, "traffic"), (adapters, "adapters"))
+        for key, where in named:
             for name in key:
                 if name not in {s.name for s in services}:
                     raise InvalidConfigError(where, name, "no such service")

@@ -33,6 +33,7 @@ from npucenter.engines.options import LORA_ENGINES
 from npucenter.errors import NotSupportedError
 from npucenter.gateway.auth import Principal
 from npucenter.gateway.pool import Replica
+from npucenter.policy.routing.prefix_affinity import adapter_block
 
 __all__ = [
     "AdapterLoader",
@@ -94,7 +95,7 @@ def split_model_name(requested: str) -> tuple[str | None, str]:
 
 def adapter_prefix(target: AdapterTarget, block_chars: int) -> str:
     """One leading block naming the adapter: prefix hashes of its requests are its own."""
-    return f"\0lora:{target.served_name}".ljust(block_chars, "\0")[: max(block_chars, 1)]
+    return adapter_block(target.served_name, block_chars)
 
 
 class AdapterLoader:

@@ -7,6 +7,7 @@ millions of steps in one vectorised call.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -17,6 +18,7 @@ from npucenter.catalog.device import Device
 from npucenter.catalog.model import Model
 from npucenter.catalog.precision import Precision
 from npucenter.errors import InvalidConfigError, ModelDoesNotFitError
+from npucenter.perf.lora import LoraShape, lora_flops_per_token, lora_weight_bytes
 from npucenter.perf.power import IDLE_POWER_FRACTION, idle_power_w
 
 __all__ = [
@@ -161,6 +163,8 @@ class PerfModel:
         self._c_pair = 4.0 * model.num_layers * model.q_dim / flops_rate
         self._m_weights = weight_bytes_read / bytes_rate
         self._m_kv = self.kv_bytes_per_token * kv_replication / bytes_rate
+        self._flops_rate, self._bytes_rate = flops_rate, bytes_rate
+        self.lora: LoraShape | None = None  # set by with_lora
         if tp > 1:
             assert device.interconnect_gbps is not None
             ring_bytes_per_token = 2.0 * (tp - 1) / tp * model.hidden_size * 2.0
@@ -174,6 +178,19 @@ class PerfModel:
         tdp = float(device.tdp_w) if device.tdp_w is not None else 0.0
         self.idle_power_w = tp * (idle_power_w(device) or 0.0)
         self.max_power_w = tp * tdp
+
+    def with_lora(self, shape: LoraShape) -> PerfModel:
+        """This replica serving LoRA adapters of ``shape`` (see :mod:`npucenter.perf.lora`).
+
+        A copy whose every token also runs the adapter's two thin matmuls and whose every step
+        also reads ``max_loras`` adapters' weights.
+        """
+        out = copy.copy(self)
+        out.lora = shape
+        out._c_token = self._c_token + lora_flops_per_token(self.model, shape) / self._flops_rate
+        extra = shape.max_loras * lora_weight_bytes(self.model, shape)
+        out._m_weights = self._m_weights + extra / self._bytes_rate
+        return out
 
     # --- static helpers ---------------------------------------------------------------------
     @staticmethod
@@ -326,6 +343,12 @@ class PerfModel:
             )
         for name in self.model.assumed:
             out.append(f"{self.model.model_id}.{name} from user catalog")
+        if self.lora is not None:
+            out.append(
+                f"LoRA r={self.lora.rank} on {'/'.join(self.lora.target_modules)} "
+                f"(max_loras {self.lora.max_loras}): its FLOPs on every token, its weights read "
+                "every step (an upper bound; the roofline, no measured LoRA kernel figure)"
+            )
         return tuple(out)
 
 

@@ -29,6 +29,7 @@ from npucenter.policy.routing import (
     RoutingSnapshot,
     make_routing_policy,
 )
+from npucenter.sim.adapters import TwinAdapters, replica_devices
 from npucenter.sim.autoscale import TwinAutoscaler, held_usage
 from npucenter.sim.jobs import JobTimeline, simulate_jobs
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
@@ -40,6 +41,7 @@ __all__ = ["Center", "SimReplica", "build_center", "distserve_goodput"]
 
 # event kinds; at equal times arrivals, then wake-ups, hand-offs, replicas stopped or restarted
 _WAKE, _HANDOFF, _CAPACITY, _SCALE = 0, 1, 2, 3  # _SCALE: an autoscaling decision
+_LOADED = 4  # a request's LoRA adapter is loaded on its replica (sim/adapters.py)
 _BLOCK = 65_536  # requests converted to Python numbers at a time
 # pools smaller than this are scanned by the policies (cheaper than keeping ordered views there;
 # the decisions are the same either way)
@@ -95,6 +97,7 @@ class _ServicePools:
     policy: RoutingPolicy
     decode_policy: RoutingPolicy | None
     prefill_only: bool = False  # every entry replica prefills only (routed as 1-token requests)
+    adapters: TwinAdapters | None = None  # the LoRA adapters its requests name, this run
 
 
 class Center:
@@ -124,6 +127,11 @@ class Center:
         """Place the replicas by the admission policy and build their perf models, once."""
         perf = [
             self._perf.get(d.model, d.device, d.precision, d.tp) for d in self.fleet.deployments
+        ]
+        mixes = {s.name: s.adapters for s in self.fleet.services if s.adapters is not None}
+        perf = [  # a service whose requests name adapters pays the LoRA term (perf/lora.py)
+            pm.with_lora(mixes[d.service].shape()) if d.service in mixes else pm
+            for d, pm in zip(self.fleet.deployments, perf, strict=True)
         ]
         self.placement = place_fleet(self.fleet)
         self._layout: list[tuple[str, FleetDeployment, PerfModel]] = [
@@ -228,6 +236,11 @@ class Center:
             timeline_bin_s = max(1.0, trace.duration_s / 120.0)
         replicas, pools = self._fresh(timeline_bin_s)
         svc_pools = self._pools_for(trace, pools)
+        for number, p in enumerate(svc_pools):
+            mix = self.fleet.service(p.name).adapters if p.name in pools else None
+            if mix is not None:
+                devices = replica_devices(replicas, p.name)
+                p.adapters = TwinAdapters(p.name, mix, trace.service_index, number, devices)
         scaler = None
         if self.autoscale and any(d.autoscale is not None for d in self.fleet.deployments):
             scaler = TwinAutoscaler(
@@ -276,6 +289,9 @@ class Center:
         result.summary["held"] = held_usage(replicas, held_s)
         if scaled:
             result.summary["autoscaling"] = scaled
+        adapters = {p.name: p.adapters.summary() for p in svc_pools if p.adapters is not None}
+        if adapters:
+            result.summary["adapters"] = adapters
         return result
 
     def _capacity_events(self) -> list[tuple[float, int, bool]]:
@@ -373,6 +389,8 @@ class _Loop:
                 elif kind == _SCALE:
                     assert self.autoscaler is not None
                     self.autoscaler.tick(self, self.svc_pools[a].name, t)
+                elif kind == _LOADED:
+                    self._loaded(a, self.replicas[b], t)
                 else:
                     self._set_capacity(self.replicas[a], t, up=bool(b))
                     if b and self.autoscaler is not None:
@@ -391,6 +409,8 @@ class _Loop:
         if self.autoscaler is not None:
             self.autoscaler.saw(pools.name, t)
         board = pools.entry
+        adapters = pools.adapters
+        adapter = adapters.label(idx) if adapters is not None else -1
         decision = pools.policy.route(
             RoutingSnapshot(now_s=t, replicas=board.states, index=_routing_index(board)),
             RouteRequest(
@@ -398,6 +418,7 @@ class _Loop:
                 model_id=pools.model_id,
                 prompt_tokens=prompt,
                 max_output_tokens=1 if pools.prefill_only else output,
+                prefix_hashes=adapters.hashes[adapter] if adapters and adapter >= 0 else (),
             ),
         )
         rep = self.by_id.get(decision.replica_id) if decision.replica_id else None
@@ -406,6 +427,23 @@ class _Loop:
                 return  # held while a replica starts (autoscaled at zero)
             self.rejected[idx] = True
             return
+        if adapters is not None and adapter >= 0:
+            ready_s = adapters.acquire(rep.index, adapter, t)
+            if ready_s > t:  # the gateway loads it on that replica first, then forwards
+                self.seq += 1
+                heapq.heappush(self.heap, (ready_s, _LOADED, self.seq, idx, rep.index))
+                return
+        self._enter(idx, t, prompt, output, rep)
+
+    def _loaded(self, idx: int, rep: SimReplica, t: float) -> None:
+        """Request ``idx``'s adapter is loaded on ``rep``: it enters the engine now."""
+        prompt, output = int(self.trace.prompt_tokens[idx]), int(self.trace.output_tokens[idx])
+        if not rep.healthy:  # taken away for a job meanwhile: routed again
+            self._arrive(idx, t, prompt, output, self.pools_of[rep.service])
+            return
+        self._enter(idx, t, prompt, output, rep)
+
+    def _enter(self, idx: int, t: float, prompt: int, output: int, rep: SimReplica) -> None:
         core = rep.core
         core.advance_until(t)
         try:
@@ -460,6 +498,8 @@ class _Loop:
         if pools is None:  # a service without traffic in this trace
             return
         rep.healthy = up  # routing skips an unhealthy replica, in its place in the pool's order
+        if pools.adapters is not None:  # its engine stops: it comes back with no adapter
+            pools.adapters.forget(rep.index)
         if up:
             rep.refresh_state()
             return

@@ -28,6 +28,7 @@ __all__ = [
     "PrefixAffinity",
     "PrefixAffinityWeights",
     "PrefixIndex",
+    "adapter_block",
     "prefix_block_hashes",
 ]
 
@@ -52,6 +53,15 @@ class PrefixAffinityWeights:
             raise InvalidConfigError(
                 "max_blocks_per_replica", self.max_blocks_per_replica, "must be >= 1"
             )
+
+
+def adapter_block(name: str, block_chars: int = 256) -> str:
+    """One leading block naming a LoRA adapter: its requests' prefix hashes are its own.
+
+    The gateway puts it before an adapter request's prompt and the twin hashes it alone, so
+    prefix affinity keeps an adapter's requests where it is loaded, live and simulated alike.
+    """
+    return f"\0lora:{name}".ljust(block_chars, "\0")[: max(block_chars, 1)]
 
 
 def prefix_block_hashes(
