@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npucenter.engines.virtual.loop import EngineLoop, RequestHandle
+from npucenter.engines.virtual.lora import LoraStepCost
 from npucenter.engines.virtual.metrics import EngineMetrics
 from npucenter.engines.virtual.output import (
     OutputPlan,
@@ -74,6 +75,8 @@ class VirtualEngineApp:
         max_model_len: int,
         metrics: EngineMetrics | None = None,
         owned_by: str = "npucenter-virtual",
+        lora_cost: LoraStepCost | None = None,
+        adapter_load_s: float = 0.0,
     ) -> None:
         self.loop = loop
         self.model_name = model_name
@@ -81,9 +84,12 @@ class VirtualEngineApp:
         self.metrics = metrics
         self._created = int(time.time())
         # LoRA adapters loaded at run time (vLLM's /v1/load_lora_adapter, the same body): the
-        # twin runs the same flow as a real engine. Assumption, stated: an adapter adds no step
-        # cost here (the perf model has no LoRA term yet); its requests cost as the base model's.
+        # twin runs the same flow as a real engine. While some are loaded every step pays the
+        # perf model's LoRA term (engines/virtual/lora.py); a load takes the measured time of
+        # the real engine on this device where there is one (else none).
         self.adapters: dict[str, str] = {}  # served name -> path it was loaded from
+        self.lora_cost = lora_cost
+        self.adapter_load_s = adapter_load_s
         self._models_body = _dumps(
             {
                 "object": "list",
@@ -135,7 +141,12 @@ class VirtualEngineApp:
                     "lora_name",
                 )
                 return
-            self.adapters[name] = str(body.get("lora_path", ""))
+            lora_path = str(body.get("lora_path", ""))
+            if self.adapter_load_s > 0:
+                await asyncio.sleep(self.adapter_load_s)
+            self.adapters[name] = lora_path
+            if self.lora_cost is not None:
+                self.lora_cost.loaded(name, lora_path)
             text = f"Success: LoRA adapter '{name}' added successfully."
         else:
             if self.adapters.pop(name, None) is None:
@@ -147,6 +158,8 @@ class VirtualEngineApp:
                     None,
                 )
                 return
+            if self.lora_cost is not None:
+                self.lora_cost.unloaded(name)
             text = f"Success: LoRA adapter '{name}' removed successfully."
         await _respond(send, 200, text.encode(), [(b"content-type", b"text/plain")])
 

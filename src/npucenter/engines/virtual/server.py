@@ -17,8 +17,10 @@ from npucenter.clock import Clock
 from npucenter.engines.virtual.app import VirtualEngineApp
 from npucenter.engines.virtual.core import ReplicaConfig, make_replica_core
 from npucenter.engines.virtual.loop import EngineLoop
+from npucenter.engines.virtual.lora import LoraStepCost
 from npucenter.engines.virtual.metrics import EngineMetrics
 from npucenter.errors import InvalidConfigError
+from npucenter.perf.lora import ADAPTER_LOAD_S
 from npucenter.settings import parent_pid
 
 __all__ = ["VirtualEngineConfig", "build_app", "serve"]
@@ -71,8 +73,9 @@ def build_app(
     kv_capacity = int(perf.kv_capacity_tokens)
     context = _model_context(perf)
     max_model_len = min(config.max_model_len or context or kv_capacity, kv_capacity)
+    lora_cost = LoraStepCost(perf)  # the perf model's LoRA term while adapters are loaded
     core, request_cls = make_replica_core(
-        perf,
+        lora_cost,
         ReplicaConfig(
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens,
@@ -97,7 +100,16 @@ def build_app(
         on_finish=metrics.observe,
     )
     metrics.attach(loop)
-    return VirtualEngineApp(loop, model_name=name, max_model_len=max_model_len, metrics=metrics)
+    device = getattr(getattr(perf, "device", None), "device_id", config.device)
+    measured = ADAPTER_LOAD_S.get(device)  # a load takes what it took on the real engine
+    return VirtualEngineApp(
+        loop,
+        model_name=name,
+        max_model_len=max_model_len,
+        metrics=metrics,
+        lora_cost=lora_cost,
+        adapter_load_s=(measured.seconds if measured else 0.0) * config.time_scale,
+    )
 
 
 def serve(config: VirtualEngineConfig, *, perf: Any = None) -> None:
