@@ -26,12 +26,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 
 from npucenter.errors import AuthenticationError, InvalidConfigError, NotFoundError
 from npucenter.policy.principal import Principal
 from npucenter.store.base import StoreBase, check_choice
-from npucenter.store.models import ApiKey, Tenant
+from npucenter.store.models import ApiKey, ConsoleSession, Tenant
 
 __all__ = [
     "KEY_PREFIX",
@@ -220,6 +220,8 @@ class KeyStore(StoreBase):
             raise NotFoundError("key", str(key_id))
         if key.revoked_at_s is None:
             key.revoked_at_s = self.now_s()
+        # its console sessions end with it (store.sessions also checks the key on every use)
+        self.session.execute(delete(ConsoleSession).where(ConsoleSession.key_id == key.id))
         return key
 
     def lookup_key(self, secret: str) -> Principal:
@@ -229,6 +231,10 @@ class KeyStore(StoreBase):
             raise AuthenticationError(
                 "the API key is not valid", hint="check NPUCENTER_API_KEY or ask for a new key"
             )
+        return self.principal_of(key)
+
+    def principal_of(self, key: ApiKey) -> Principal:
+        """The principal a key row stands for (its tenant's name, its scope)."""
         name = ""
         if key.tenant_id is not None:
             tenant = self.row(Tenant, key.tenant_id)

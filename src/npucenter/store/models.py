@@ -34,6 +34,7 @@ __all__ = [
     "Base",
     "CardRow",
     "Cohort",
+    "ConsoleSession",
     "Deployment",
     "Job",
     "JobEvent",
@@ -387,3 +388,18 @@ class SharedDocument(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at_s: Mapped[float] = mapped_column(Float)
+
+
+class ConsoleSession(Base):
+    """A console sign-in (migration 0011): a hash of its token, never the token or the key.
+
+    ``key_id`` is the API key that signed in (its principal); ``expires_at_s`` moves forward
+    while the session is used (idle timeout), never past ``created_at_s`` plus the longest life.
+    """
+
+    __tablename__ = "console_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at_s: Mapped[float] = mapped_column(Float)
+    expires_at_s: Mapped[float] = mapped_column(Float, index=True)

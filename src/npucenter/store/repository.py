@@ -2,7 +2,7 @@
 
 Each aggregate lives in its own module (:mod:`.tenants`, :mod:`.keys`, :mod:`.fleet`,
 :mod:`.quotas`, :mod:`.deployments`, :mod:`.jobs`, :mod:`.ledger`, :mod:`.results`,
-:mod:`.artifacts`); this class
+:mod:`.artifacts`, :mod:`.sessions`); this class
 combines them so that callers open a transaction with ``Database.session()`` and wrap it in a
 :class:`Repository` (``now_s`` injected). Every SQLAlchemy query of the center is behind it:
 api/, gateway/ and executors/ call its methods and never build a query themselves.
@@ -33,6 +33,7 @@ from npucenter.store.keys import (
 from npucenter.store.ledger import LedgerStore
 from npucenter.store.quotas import PRIORITY_CLASSES, QuotaStore, QuotaView
 from npucenter.store.results import MAX_RESULT_BYTES, ResultStore
+from npucenter.store.sessions import ConsoleSessionStore, SessionView
 from npucenter.store.tenants import TENANT_KINDS, TenantStore
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "Principal",
     "QuotaView",
     "Repository",
+    "SessionView",
     "StoreBase",
     "canonical_device",
     "check_runs_on",
@@ -65,6 +67,7 @@ class Repository(
     JobStore,
     ResultStore,
     QuotaStore,
+    ConsoleSessionStore,
     KeyStore,
     TenantStore,
     FleetStore,

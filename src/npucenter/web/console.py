@@ -4,9 +4,11 @@ Every page calls the same functions the ``/api`` routes run (``npucenter.api.rou
 :class:`RequestContext` of the signed-in key, so a page can show or do nothing the API cannot,
 and a tenant's scope is the API's: another tenant's object is a 404 here too, also by URL.
 
-Sign-in takes an API key by form POST (never in a URL or a log). The session is server-side (a
-random token in a cookie: HttpOnly, SameSite=Strict, Secure off loopback, path ``/console``);
-the key it holds is checked again on every request, so revoking it signs the session out. Every
+Sign-in takes an API key by form POST (never in a URL or a log); failed sign-ins are limited per
+client address and key prefix (429, Retry-After). The session is a row in the database (a hash
+of a random token in a cookie: HttpOnly, SameSite=Strict, Secure off loopback, path
+``/console``), shared by every process on it (:mod:`npucenter.web.sessions`); the key that
+signed in is checked on every request, so revoking it signs the session out. Every
 form carries the session's CSRF token (the sign-in form a double-submit one); a POST without it
 is refused (403). Server-rendered, no script: a Content-Security-Policy forbids scripts. The
 pages' database work runs in the thread pool, never on the event loop the gateway shares.
@@ -20,11 +22,10 @@ import inspect
 import io
 import re
 import secrets
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,13 @@ from npucenter.policy.routing import ROUTING_POLICIES
 from npucenter.render.svg import Series, bar_chart, line_chart
 from npucenter.sim.report import report_charts
 from npucenter.web.dashboard import replica_rows
+from npucenter.web.sessions import SESSION_IDLE_S, ConsoleSessions, SignInLimiter
 from npucenter.workload import AZURE_TRACES
 
 __all__ = ["SESSION_COOKIE", "SESSION_IDLE_S", "ConsoleSessions", "install_console"]
 
 SESSION_COOKIE = "npc_console"
 LOGIN_CSRF_COOKIE = "npc_console_login"
-SESSION_IDLE_S = 8 * 3600.0  # a session unused this long is forgotten
-_MAX_SESSIONS = 10_000
 _MAX_FORM_BYTES = 64 * 1024
 _CHART_POINTS = 300  # per line: a chart is 640 px wide
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -99,53 +99,6 @@ _env.filters["fix"] = lambda v, n=2: "—" if v is None else f"{v:,.{n}f}"
 _env.filters["when"] = lambda s: (
     "—" if s is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s))
 )
-
-
-@dataclass
-class _Session:
-    secret: str
-    csrf: str
-    last_s: float
-
-
-@dataclass
-class ConsoleSessions:
-    """Server-side sessions: token -> the key it signed in with (in memory, per process)."""
-
-    clock: Callable[[], float] = time.monotonic
-    _by_token: dict[str, _Session] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def open(self, secret: str) -> tuple[str, str]:
-        """A new session for ``secret``: (token, csrf)."""
-        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        with self._lock:
-            self._expire()
-            if len(self._by_token) >= _MAX_SESSIONS:  # the oldest goes
-                oldest = min(self._by_token, key=lambda t: self._by_token[t].last_s)
-                del self._by_token[oldest]
-            self._by_token[token] = _Session(secret=secret, csrf=csrf, last_s=self.clock())
-        return token, csrf
-
-    def get(self, token: str) -> _Session | None:
-        """The live session of a token (touching it), else None."""
-        with self._lock:
-            session = self._by_token.get(token)
-            if session is None or self.clock() - session.last_s > SESSION_IDLE_S:
-                self._by_token.pop(token, None)
-                return None
-            session.last_s = self.clock()
-            return session
-
-    def close(self, token: str) -> None:
-        """Forget a session."""
-        with self._lock:
-            self._by_token.pop(token, None)
-
-    def _expire(self) -> None:
-        now = self.clock()
-        for token in [t for t, s in self._by_token.items() if now - s.last_s > SESSION_IDLE_S]:
-            del self._by_token[token]
 
 
 class _Redirect(Exception):
@@ -197,8 +150,10 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     ``public_results``: the proving ground's page is readable without signing in.
     """
-    sessions = ConsoleSessions()
+    sessions = ConsoleSessions(control=lambda: control())  # rows in the database
+    limiter = SignInLimiter()  # failed sign-ins, per client address and key prefix
     app.state.console_sessions = sessions
+    app.state.console_sign_in_limiter = limiter
 
     def control() -> ControlPlane:
         c: ControlPlane = app.state.control
@@ -206,16 +161,11 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
 
     def page(request: Request) -> _Page:
         token = request.cookies.get(SESSION_COOKIE, "")
-        session = sessions.get(token) if token else None
+        session = sessions.get(token) if token else None  # None too once its key is revoked
         if session is None:
             raise _Redirect("/console/login")
-        try:
-            principal = control().authenticate(session.secret)
-        except AuthenticationError:  # the key was revoked: the session ends with it
-            sessions.close(token)
-            raise _Redirect("/console/login") from None
         return _Page(
-            ctx=RequestContext(control=control(), principal=principal),
+            ctx=RequestContext(control=control(), principal=session.principal),
             token=token,
             csrf=session.csrf,
         )
@@ -280,11 +230,21 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
             return fail(None, 403, "the sign-in form has no valid CSRF token: reload and retry")
         secret = form.get("key", "").strip()
+        client = request.client.host if request.client else ""
+        wait_s = limiter.retry_after_s(client, secret)
+        if wait_s:  # refused before any key is checked
+            error = f"too many failed sign-ins from here or for this key: try again in {wait_s} s"
+            refused = html("login", 429, p=None, csrf=cookie, nav=[], error=error)
+            refused.headers["retry-after"] = str(wait_s)
+            return refused
         try:
-            await run_in_threadpool(control().authenticate, secret)
-        except NpuCenterError:
+            principal = await run_in_threadpool(control().authenticate, secret)
+        except AuthenticationError:
+            limiter.failed(client, secret)
             return html("login", 401, p=None, csrf=cookie, nav=[], error="that key is not valid")
-        token, _ = sessions.open(secret)
+        except NpuCenterError as exc:
+            return fail(None, exc.http_status, exc.message, exc.hint)
+        token, _ = await run_in_threadpool(sessions.open, principal)
         response = RedirectResponse("/console", status_code=303, headers=_HEADERS)
         _set_cookie(response, request, SESSION_COOKIE, token)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/console")
@@ -540,7 +500,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             quotas_by[q.tenant].append(q)
         usage_by: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for u in usage_routes.usage_summary(tenant=None, ctx=ctx):
-            t = usage_by[u.tenant]
+            t = usage_by[u.tenant or ""]
             t["tokens"] += u.tokens_in + u.tokens_out
             t["device_hours"] += u.device_seconds / 3600.0
             t["energy_kwh"] += u.energy_j / 3.6e6
