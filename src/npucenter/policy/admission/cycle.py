@@ -126,9 +126,13 @@ class _Cycle(VictimSearch):
         position = dict.fromkeys(queues, 0)
         version = dict.fromkeys(queues, 0)
         heap: list[_HeapEntry] = []
+        pending = self.pending
         priority = self.priority
         fair = self.policy.fair_sharing
         nodes = self.nodes
+        blocked, pending_on = self.blocked, self.pending_on
+        fair_on = self.fair_on
+        preempted = self.preempted
 
         def entry_for(tenant: str) -> _HeapEntry | None:
             """The heap entry of the tenant's next head, or None when done.
@@ -150,12 +154,25 @@ class _Cycle(VictimSearch):
                     deferred.setdefault(tenant, []).append(head)
                     at += 1
                 position[tenant] = at
-            while at < len(queue):  # heads that fail as an identical ask did: no heap round
+            # heads that fail as an identical ask did: no heap round. Admissions only take
+            # cards and quota (and victims are judged by the work they ran before the cycle), so
+            # a failure stands until the next preemption that may matter (_block_stamp) for every
+            # ask of the same shape at the same or a lower priority
+            while at < len(queue):
                 head = queue[at]
-                blocked = self.blocked_reason(head, priority[head.workload_id], owners)
-                if blocked is None:
+                wid = head.workload_id
+                found = blocked.get(
+                    (tenant, head.device_type, head.fallback_device_types, head.num_cards,
+                     head.tp_size, owners)
+                )  # fmt: skip
+                if (
+                    found is None
+                    or priority[wid] > found[1]
+                    or found[0] != ((len(preempted), 0) if fair_on else self._block_stamp(head))
+                ):
                     break
-                self.pending.append((head.workload_id, head, blocked))
+                reason, pending_on[wid] = found[2]
+                pending.append((wid, head, reason))
                 at += 1
             position[tenant] = at
             if at >= len(queue):
@@ -170,7 +187,6 @@ class _Cycle(VictimSearch):
             if entry is not None:
                 heap.append(entry)
         heapq.heapify(heap)
-        preempted, pending = self.preempted, self.pending
         following: _HeapEntry | None = None
         while True:
             if following is not None:  # one heap operation instead of a push and a pop
@@ -266,25 +282,6 @@ class _Cycle(VictimSearch):
         if not w.fallback_device_types:
             return count.get((root, w.device_type), 0), 0
         return sum(count.get((root, d), 0) for d in w.device_types), 0
-
-    def blocked_reason(
-        self, w: Workload, priority: PriorityClass, owners: bool
-    ) -> PendingReason | None:
-        """The reason an identical ask of the tenant failed, if that failure still stands.
-
-        Admissions only take cards and quota (and victims are judged by the work they ran
-        before the cycle), so a failure stands until the next preemption for every ask of the
-        same shape at the same or a lower priority.
-        """
-        key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
-        found = self.blocked.get(key)
-        if found is None or priority > found[1]:
-            return None
-        if found[0] != self._block_stamp(w):
-            return None
-        reason, d = found[2]
-        self.pending_on[w.workload_id] = d
-        return reason
 
     def _admit_on(self, w: Workload, d: str, priority: PriorityClass) -> Admitted | PendingReason:
         """Place ``w`` on ``d`` without preemption, or say why not."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from npucenter.policy.admission.fair_sharing import FairSharing
@@ -680,17 +681,28 @@ class VictimSearch(FairSharing):
         return sum(n // w.tp_size for n in counts.values()) >= w.num_cards // w.tp_size
 
     def _fits_without(self, w: Workload, device_type: str, victims: list[Candidate]) -> int | None:
-        """The best-fit server for ``w`` if ``victims`` were stopped (topology only), or None."""
+        """The best-fit server for ``w`` if ``victims`` were stopped (topology only), or None.
+
+        Among servers without victims the best fit is what :meth:`TypeState.find` returns, so
+        only the victims' servers are checked one by one.
+        """
         extra: dict[int, list[int]] = {}
         for victim in victims:
             if victim.entry.device_type == device_type:
                 extra.setdefault(victim.index, []).extend(victim.entry.card_indices)
         types = self.types[device_type]
         best: tuple[int, int] | None = None
-        for i, s in enumerate(types.servers):
+        found = types.find(w.num_cards, w.tp_size)
+        if found is not None and found not in extra:
+            best = (types.servers[found].free_total, found)
+            indices: Iterable[int] = sorted(extra)
+        else:  # the best fit now is a victim's server (or none fits): check them all
+            indices = range(len(types.servers))
+        for i in indices:
+            s = types.servers[i]
             back = extra.get(i, ())
             total = s.free_total + len(back)
-            if total < w.num_cards or (best is not None and total >= best[0]):
+            if total < w.num_cards or (best is not None and (total, i) >= best):
                 continue
             if w.tp_size > 1:
                 counts = dict(s.free_in_group)
