@@ -14,14 +14,19 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from npucenter.policy.routing.types import ReplicaState, RouteRequest
 
-__all__ = ["LeastView", "ReplicaIndex", "RoutingSnapshot", "candidates"]
+__all__ = ["ColumnView", "LeastView", "ReplicaIndex", "RoutingSnapshot", "candidates"]
 
 #: keys are compared with < and ==: a tuple of numbers or one number (no NaN).
 Key = Any
 #: where a healthy replica goes in a view: (its group, its key)
 PlaceFn = Callable[[ReplicaState], tuple[Hashable, Key]]
+#: a healthy replica's group and its numbers in a column view (always the same count)
+RowFn = Callable[[ReplicaState], tuple[Hashable, tuple[float, ...]]]
 
 
 class LeastView:
@@ -124,6 +129,53 @@ class LeastView:
         return best, best_pos
 
 
+class ColumnView:
+    """Healthy replicas' numbers as numpy columns, per group: a scan done in C, not in Python.
+
+    NOTE(routing): for a policy whose choice no single ordering holds (a score that combines
+    several numbers with a per-request weight, such as prefix affinity's load relative to the
+    busiest candidate, or the larger of two pressures), the view keeps each replica's numbers
+    in one row of a float array, written on each update (``row(state)``, the very floats the
+    policy's scan computes). A request then costs a few vector operations over the group's
+    rows, evaluated in the scan's order of operations (IEEE doubles, no fused operations), so
+    the argmin/argmax is the scan's choice, ties (first in snapshot order) included.
+    """
+
+    def __init__(self, row: RowFn, states: Sequence[ReplicaState], width: int) -> None:
+        self._row = row
+        self.values: npt.NDArray[np.float64] = np.zeros((max(1, len(states)), width))
+        self._group: list[Hashable | None] = [None] * len(states)
+        self._members: dict[Hashable, npt.NDArray[np.intp]] = {}
+        self._dirty: set[Hashable] = set()
+        for pos, state in enumerate(states):
+            self.update(pos, state)
+
+    def update(self, pos: int, state: ReplicaState) -> None:
+        """Replica ``pos`` now has ``state`` (an unhealthy replica leaves its group)."""
+        if state.healthy:
+            group, numbers = self._row(state)
+            self.values[pos] = numbers
+        else:
+            group = None
+        old = self._group[pos]
+        if group != old:
+            self._group[pos] = group
+            self._dirty.add(old)
+            self._dirty.add(group)
+
+    def members(self, group: Hashable) -> npt.NDArray[np.intp]:
+        """Positions of the group's healthy replicas, ascending (snapshot order)."""
+        if self._dirty:
+            for g in self._dirty:
+                self._members.pop(g, None)
+            self._dirty.clear()
+        members = self._members.get(group)
+        if members is None:
+            members = np.array([p for p, g in enumerate(self._group) if g == group], dtype=np.intp)
+            self._members[group] = members
+        return members
+
+
 class _Entries:
     """One group of a view that only answers least(): a heap of (key, position, stamp)."""
 
@@ -211,7 +263,9 @@ class ReplicaIndex:
     def __init__(self, states: Sequence[ReplicaState]) -> None:
         self.states: list[ReplicaState] = list(states)
         self._views: dict[str, LeastView] = {}
+        self._columns: dict[str, ColumnView] = {}
         self._members: dict[str, list[int]] | None = None  # model -> healthy positions
+        self._position: dict[str, int] | None = None  # replica id -> position
 
     def __len__(self) -> int:
         return len(self.states)
@@ -222,8 +276,18 @@ class ReplicaIndex:
         self.states[pos] = state
         if old.healthy != state.healthy or old.model_id != state.model_id:
             self._members = None
+        if old.replica_id != state.replica_id:
+            self._position = None
         for view in self._views.values():
             view.update(pos, state)
+        for columns in self._columns.values():
+            columns.update(pos, state)
+
+    def position(self, replica_id: str) -> int | None:
+        """The position of the replica with this id (None: not in the index)."""
+        if self._position is None:
+            self._position = {s.replica_id: p for p, s in enumerate(self.states)}
+        return self._position.get(replica_id)
 
     def members(self, model_id: str) -> list[int]:
         """Positions of the model's healthy replicas, in snapshot order (do not modify)."""
@@ -245,6 +309,14 @@ class ReplicaIndex:
         if view is None:
             view = self._views[name] = LeastView(place, self.states, scored=scored)
         return view
+
+    def columns(self, name: str, row: RowFn, width: int) -> ColumnView:
+        """The column view registered as ``name`` (``width`` numbers per replica), made from
+        the current states on first use; one name always comes with the same ``row``."""
+        columns = self._columns.get(name)
+        if columns is None:
+            columns = self._columns[name] = ColumnView(row, self.states, width)
+        return columns
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

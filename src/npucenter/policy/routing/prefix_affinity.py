@@ -13,8 +13,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.routing.index import RoutingSnapshot, candidates
+from npucenter.policy.routing.index import ReplicaIndex, RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
     ReplicaState,
@@ -89,6 +91,7 @@ class PrefixIndex:
     def __init__(self, max_blocks_per_replica: int = 16_384) -> None:
         self._max = max_blocks_per_replica
         self._blocks: dict[str, OrderedDict[int, None]] = {}  # replica_id -> block hashes
+        self._holders: dict[int, set[str]] = {}  # block hash -> replicas thought to hold it
 
     def matched_blocks(self, replica_id: str, hashes: Sequence[int]) -> int:
         """How many leading blocks of ``hashes`` the replica is thought to hold."""
@@ -107,15 +110,30 @@ class PrefixIndex:
         if not hashes:
             return
         blocks = self._blocks.setdefault(replica_id, OrderedDict())
+        holders = self._holders
         for h in hashes:
-            blocks[h] = None
-            blocks.move_to_end(h)
+            if h in blocks:
+                blocks.move_to_end(h)
+            else:
+                blocks[h] = None
+                holders.setdefault(h, set()).add(replica_id)
         while len(blocks) > self._max:
-            blocks.popitem(last=False)
+            self._drop(replica_id, blocks.popitem(last=False)[0])
+
+    def holders(self, block_hash: int) -> frozenset[str] | set[str]:
+        """The replicas thought to hold this block (do not modify)."""
+        return self._holders.get(block_hash, frozenset())
 
     def forget(self, replica_id: str) -> None:
         """The replica restarted: its cache is empty."""
-        self._blocks.pop(replica_id, None)
+        for h in self._blocks.pop(replica_id, ()):
+            self._drop(replica_id, h)
+
+    def _drop(self, replica_id: str, block_hash: int) -> None:
+        held = self._holders[block_hash]
+        held.discard(replica_id)
+        if not held:
+            del self._holders[block_hash]
 
 
 @ROUTING_POLICIES.register("prefix-affinity", aliases=("prefix",))
@@ -138,6 +156,8 @@ class PrefixAffinity:
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """Choose the best-scoring healthy replica and remember its prefixes."""
+        if snapshot.index is not None and not request.exclude:
+            return self._route_columns(snapshot.index, request)
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -155,14 +175,64 @@ class PrefixAffinity:
             score = w.prefix * match - w.queue * loads[i] / max_load - w.kv * state.kv_used_fraction
             if score > best_score:
                 best_i, best_score, best_match = i, score, matched
-        chosen = cands[best_i].replica_id
+        return self._decide(cands[best_i].replica_id, best_match, request)
+
+    def _decide(self, chosen: str, best_match: int, request: RouteRequest) -> RouteDecision:
         self.index.record(chosen, request.prefix_hashes)
+        n_blocks = len(request.prefix_hashes)
         reason = (
             f"prefix affinity: {best_match}/{n_blocks} blocks cached"
             if best_match
             else "prefix affinity: no cached prefix; least loaded"
         )
         return RouteDecision(replica_id=chosen, reason=reason)
+
+    def _route_columns(self, index: ReplicaIndex, request: RouteRequest) -> RouteDecision:
+        """The scan's choice from a column view of (outstanding tokens, requests, KV use).
+
+        NOTE(routing): the score weighs load by the busiest candidate's, a per-request factor,
+        so no ordering of replicas holds it; the view keeps the numbers as float columns and
+        the score is the scan's expression on vectors, in its order of operations (first best
+        on ties). Only replicas thought to hold the prompt's first block (the prefix index's
+        holders) are looked at one by one, for their matched blocks.
+        """
+        view = index.columns("prefix-affinity", _row, 3)
+        members = view.members(request.model_id)
+        if not len(members):
+            return no_replica(request)
+        rows = view.values[members]
+        outstanding = rows[:, 0]
+        loads = outstanding if outstanding.any() else rows[:, 1]
+        max_load = float(loads.max()) or 1.0
+        kv_used = rows[:, 2]
+        w = self.weights
+        hashes = request.prefix_hashes
+        n_blocks = len(hashes)
+        match = np.zeros(len(members))
+        matched_at: dict[int, int] = {}
+        if n_blocks:
+            for rid in self.index.holders(hashes[0]):
+                pos = index.position(rid)
+                if pos is None:
+                    continue
+                i = int(np.searchsorted(members, pos))
+                if i == len(members) or members[i] != pos or kv_used[i] > w.kv_high_fraction:
+                    continue  # not a candidate, or its cached prefixes do not count
+                matched_at[i] = self.index.matched_blocks(rid, hashes)
+                match[i] = matched_at[i] / n_blocks
+        scores = w.prefix * match - w.queue * loads / max_load - w.kv * kv_used
+        best = int(np.argmax(scores))  # the first of equal best scores
+        chosen = index.states[int(members[best])].replica_id
+        return self._decide(chosen, matched_at.get(best, 0), request)
+
+
+def _row(state: ReplicaState) -> tuple[str, tuple[float, float, float]]:
+    """A replica's row in prefix affinity's column view, grouped by model."""
+    return state.model_id, (
+        float(state.outstanding_tokens),
+        float(state.num_running + state.num_waiting),
+        state.kv_used_fraction,
+    )
 
 
 def _load(state: ReplicaState, by_tokens: bool) -> float:

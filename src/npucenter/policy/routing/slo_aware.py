@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable
 from typing import cast
 
+import numpy as np
+
 from npucenter.policy.routing.estimate import splits_ttft, ttft_ranked, ttft_shift_s, ttft_split
 from npucenter.policy.routing.index import ReplicaIndex, RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
@@ -35,12 +37,17 @@ class SloAware:
         self._estimator = ctx.estimator
         self._ttft_slo_s = ctx.ttft_slo_s if ctx.ttft_slo_s is not None else DEFAULT_TTFT_SLO_S
         self._tpot_slo_s = ctx.tpot_slo_s if ctx.tpot_slo_s is not None else math.inf
+        self._keys: list[int] = []  # perf-model keys of ttft_split, by their code in a column
+        self._code_of: dict[int, int] = {}
 
     def route(self, snapshot: RoutingSnapshot, request: RouteRequest) -> RouteDecision:
         """Lowest predicted SLO pressure."""
         index = snapshot.index
-        if index is not None and not request.exclude and self._ttft_only_orderable():
-            return self._route_indexed(index, request)
+        if index is not None and not request.exclude:
+            if self._ttft_only_orderable():
+                return self._route_indexed(index, request)
+            if self._two_limits_columnable():
+                return self._route_columns(index, request)
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -60,6 +67,57 @@ class SloAware:
         """Pressure is the TTFT alone, by an estimate an index can keep in order."""
         tpot_counts = self._estimator is not None and math.isfinite(self._tpot_slo_s)
         return not tpot_counts and self._ttft_slo_s > 0 and splits_ttft(self._estimator)
+
+    def _two_limits_columnable(self) -> bool:
+        """Pressure is the larger of TTFT and TPOT pressure, by an estimate split per replica."""
+        return (
+            self._estimator is not None
+            and math.isfinite(self._tpot_slo_s)
+            and self._ttft_slo_s > 0
+            and splits_ttft(self._estimator)
+        )
+
+    def _row(self, state: ReplicaState) -> tuple[str, tuple[float, float, float]]:
+        """A replica's row in a column view: (perf-model code, wait before a prefill, TPOT
+        pressure), the scan's floats; grouped by model."""
+        estimator = self._estimator
+        assert estimator is not None
+        key, wait_s = ttft_split(state, estimator)
+        code = self._code_of.get(key)
+        if code is None:
+            code = self._code_of[key] = len(self._keys)
+            self._keys.append(key)
+        return state.model_id, (
+            float(code),
+            wait_s,
+            estimator.estimate_tpot_s(state) / self._tpot_slo_s,
+        )
+
+    def _route_columns(self, index: ReplicaIndex, request: RouteRequest) -> RouteDecision:
+        """The scan's choice with both limits, from a column view: per candidate
+        ``max((wait + prefill) / TTFT limit, TPOT / TPOT limit)`` as vectors, first least.
+
+        NOTE(routing): the larger of two pressures has ties no single ordering holds (every
+        idle replica has the same TPOT pressure), so this is a scan, but of float columns the
+        replicas keep current (no snapshot, no per-replica Python): a few vector operations.
+        """
+        view = index.columns(f"slo-aware-columns:{id(self)}", self._row, 3)
+        members = view.members(request.model_id)
+        if not len(members):
+            return no_replica(request)
+        rows = view.values[members]
+        shifts = np.array(
+            [ttft_shift_s(key, request.prompt_tokens, self._estimator) for key in self._keys]
+        )
+        ttft = (rows[:, 1] + shifts[rows[:, 0].astype(np.intp)]) / self._ttft_slo_s
+        pressures = np.maximum(ttft, rows[:, 2])
+        best = int(np.argmin(pressures))  # the first of equal least pressures
+        pressure = float(pressures[best])
+        verdict = "meets SLO" if pressure <= 1 else "no replica predicted to meet SLO"
+        return RouteDecision(
+            replica_id=index.states[int(members[best])].replica_id,
+            reason=f"slo-aware: pressure {pressure:.2f}, {verdict}",
+        )
 
     def _place(self, state: ReplicaState) -> tuple[tuple[str, str, int], float]:
         """Group (model, kind, perf model) and key (wait before a prefill) in an index's view."""
