@@ -24,6 +24,29 @@ def test_the_wait_estimate_is_the_place_times_the_recent_service_interval() -> N
     assert w.expected_wait_s("other", 100) == 0.0
 
 
+def test_slots_freed_in_bursts_give_the_mean_interval_not_the_last_gaps() -> None:
+    # 16 slots free together every 40 ms: the mean interval is 2.5 ms, whatever the bursts
+    w = WaitEstimator(max_expected_wait_s=0.5)
+    w.served("m", 0.0, measure=False)
+    for burst in range(1, 41):
+        for _ in range(16):
+            w.served("m", burst * 0.04)
+        # sampled within and at the end of bursts alike: within 20 % of the truth
+        assert w.expected_wait_s("m", 200) == pytest.approx(0.5, rel=0.2)
+    with pytest.raises(CapacityUnavailableError):
+        w.check("m", 250)
+
+
+def test_a_new_busy_period_does_not_count_the_idle_time_before_it() -> None:
+    w = WaitEstimator(max_expected_wait_s=10.0)
+    w.served("m", 0.0)
+    w.served("m", 0.1)
+    w.served("m", 50.0, measure=False)  # the queue was empty for 50 s
+    assert w.expected_wait_s("m", 1) == pytest.approx(0.1)
+    w.served("m", 50.2)
+    assert w.expected_wait_s("m", 1) == pytest.approx(0.2)
+
+
 def test_the_door_refuses_beyond_its_bound_and_counts() -> None:
     door = DoorGuard(max_inflight=2, max_loop_lag_s=0)
     assert door.refusal() is None
