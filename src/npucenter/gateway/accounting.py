@@ -76,7 +76,9 @@ def finish(gw: Gateway, call: Call) -> None:
                 )
     if principal is None:
         return  # unauthenticated: nobody to charge (counted in the metrics above)
-    record = usage_record(gw, call, billed_in, billed_out, end_s)
+    record = call.settled
+    if record is None or record.status != call.status:  # else the row journaled as final
+        record = usage_record(gw, call, billed_in, billed_out, end_s)
     if gw.journal is not None and not call.journaled:
         gw.journal(record, final=True)
     gw.pending_usage.append(record)
@@ -95,6 +97,8 @@ def settle(gw: Gateway, call: Call, *, final: bool) -> None:
     row = usage_record(gw, call, call.input_tokens, call.output_tokens, gw.clock.now_s())
     gw.journal(row, final=final)
     call.journaled = final
+    if final:
+        call.settled = row
 
 
 def usage_record(

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -328,7 +328,7 @@ class Gateway:
             await self.start()
         path: str = scope["path"]
         method: str = scope["method"]
-        request_id = f"req-{uuid.uuid4().hex[:20]}"
+        request_id = f"req-{_ids.getrandbits(80):020x}"
         send = self._stamped(send, scope, _client_request_id(scope) or request_id)
         if method == "OPTIONS":
             await self._preflight(scope, send)
@@ -627,6 +627,10 @@ class Gateway:
         require_inference(principal)
         return principal
 
+
+# Request ids: 80 random bits from a generator seeded by the OS (no system call a request, as
+# uuid4 made: ~30 us under load); unique, not secret (the client sees its own in x-request-id).
+_ids = random.Random()
 
 _ENDPOINTS = [
     "GET /v1/models",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from npucenter.gateway.auth import Principal
 from npucenter.gateway.budget import Reservation
 from npucenter.gateway.pool import Replica
+from npucenter.metering.ledger import UsageRecord
 from npucenter.policy.routing import RouteRequest
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Call:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     responded: bool = False  # the final byte went out (no more disconnect handling)
     journaled: bool = False  # its final ledger row is in the usage journal already
+    settled: UsageRecord | None = None  # that row (the ledger gets the same one)
     adapter: Any = None  # the LoRA adapter it asked for (gateway.adapters.AdapterTarget)
 
 

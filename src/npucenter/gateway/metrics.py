@@ -24,6 +24,7 @@ __all__ = ["CONTENT_TYPE", "OTHER_MODEL", "GatewayMetrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER_MODEL = "other"  # the model label of every name the pool does not serve
+_MAX_CACHED_CHILDREN = 4096  # per family: client-chosen model names cannot grow it without bound
 
 _LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -123,15 +124,35 @@ class GatewayMetrics:
 
 
 class _ModelLabelled:
-    """A metric family whose first label (``model``) is bounded by :meth:`model_label`."""
+    """A metric family whose first label (``model``) is bounded by :meth:`model_label`.
+
+    NOTE(gateway): the children are cached by the labels asked for (3-4 lookups a request,
+    each a lock, a tuple and the pool's model check in prometheus_client); the cache is
+    dropped when the pool's models or aliases change (``UpstreamPool.version``), since
+    a model's label is ``other`` while the pool does not serve it.
+    """
 
     def __init__(self, metrics: GatewayMetrics, family: Any) -> None:
         self._metrics = metrics
         self._family = family
+        self._children: dict[tuple[str | None, ...], Any] = {}
+        self._version = -1
 
     def labels(self, model: str | None, *rest: str) -> Any:
         """The child for ``(model label, *rest)``."""
-        return self._family.labels(self._metrics.model_label(model), *rest)
+        version = self._metrics._pool.version
+        if version != self._version:
+            self._children.clear()
+            self._version = version
+        key = (model, *rest)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _MAX_CACHED_CHILDREN:
+                self._children.clear()
+            child = self._children[key] = self._family.labels(
+                self._metrics.model_label(model), *rest
+            )
+        return child
 
     def collect(self) -> Any:
         """The family's samples (as the wrapped metric's ``collect``)."""

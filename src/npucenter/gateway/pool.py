@@ -179,6 +179,7 @@ class UpstreamPool:
         self._by_model: dict[str, list[Replica]] = {}
         self._boards: dict[str, _Board] = {}  # model id -> its replicas' routing index
         self._aliases: dict[str, str] = {}  # another name -> model id (a deployment's name)
+        self.version = 0  # bumped when the served models or aliases may have changed
         self.set(endpoints)
 
     def set(self, endpoints: Iterable[ReplicaEndpoint]) -> None:
@@ -200,6 +201,7 @@ class UpstreamPool:
         self._by_model = by_model
         now_s = self._clock.now_s()
         self._boards = {model: _Board(group, now_s) for model, group in by_model.items()}
+        self.version += 1
 
     def add(self, endpoint: ReplicaEndpoint) -> None:
         """Add or replace one replica."""
@@ -225,6 +227,7 @@ class UpstreamPool:
     def set_aliases(self, aliases: Mapping[str, str]) -> None:
         """Other names tenants may ask for (alias -> model id, e.g. a deployment's name)."""
         self._aliases = {a: m for a, m in aliases.items() if a != m}
+        self.version += 1
 
     def aliases(self) -> dict[str, str]:
         """Alias -> model id."""

@@ -374,32 +374,44 @@ class TokenBudget:
         """
         if not self.metered:
             return self
+        return self._at(self._level_at(now_s), max(now_s, self.updated_s))
+
+    def _level_at(self, now_s: float) -> float:
         elapsed_s = max(0.0, now_s - self.updated_s)
-        level = min(self.burst_tokens, self.level_tokens + elapsed_s * self.rate_tokens_per_s)
-        return replace(self, level_tokens=level, updated_s=max(now_s, self.updated_s))
+        return min(self.burst_tokens, self.level_tokens + elapsed_s * self.rate_tokens_per_s)
+
+    def _at(self, level_tokens: float, updated_s: float) -> TokenBudget:
+        # the gateway's hot path (twice a request): one constructor call, not dataclasses.replace
+        return TokenBudget(
+            tenant=self.tenant,
+            rate_tokens_per_s=self.rate_tokens_per_s,
+            burst_tokens=self.burst_tokens,
+            level_tokens=level_tokens,
+            updated_s=updated_s,
+        )
 
     def admit(self, tokens: float, *, now_s: float) -> TokenAdmission:
         """Take ``tokens`` from the bucket if it holds them at ``now_s``; never raises on refusal."""
         if tokens < 0 or math.isnan(tokens):
             raise InvalidConfigError("tokens", tokens, "must be >= 0")
-        current = self.refilled(now_s)
-        if not current.metered:
+        if not self.metered:
             return TokenAdmission(
                 admitted=True,
-                budget=current,
+                budget=self,
                 requested_tokens=tokens,
                 available_tokens=math.inf,
                 retry_after_s=0.0,
             )
-        available = current.level_tokens
+        available = self._level_at(now_s)
         if tokens <= available:
             return TokenAdmission(
                 admitted=True,
-                budget=replace(current, level_tokens=available - tokens),
+                budget=self._at(available - tokens, max(now_s, self.updated_s)),
                 requested_tokens=tokens,
                 available_tokens=available,
                 retry_after_s=0.0,
             )
+        current = self._at(available, max(now_s, self.updated_s))
         if tokens > current.burst_tokens or current.rate_tokens_per_s == 0:
             retry_after_s = math.inf
         else:
@@ -436,8 +448,7 @@ class TokenBudget:
 
     def settle(self, *, estimated_tokens: float, actual_tokens: float, now_s: float) -> TokenBudget:
         """Correct an admitted estimate once the true count is known (refund or extra charge)."""
-        current = self.refilled(now_s)
-        if not current.metered:
-            return current
-        level = min(current.burst_tokens, current.level_tokens + estimated_tokens - actual_tokens)
-        return replace(current, level_tokens=level)
+        if not self.metered:
+            return self
+        level = min(self.burst_tokens, self._level_at(now_s) + estimated_tokens - actual_tokens)
+        return self._at(level, max(now_s, self.updated_s))
