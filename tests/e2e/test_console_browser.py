@@ -2,9 +2,10 @@
 with their keys in chromium (Playwright, the system's chromium), the API beside it.
 
 A tenant signs in, sees its pages and the fleet, creates a key (shown once), sends requests
-through /v1 and watches its usage rise, submits a job through the form and follows it; another
-tenant sees none of it, also by typing the first one's URLs; a POST without the CSRF token is
-refused. ``NPUCENTER_CONSOLE_SHOTS=DIR`` also writes the screenshots there (docs/img/).
+through /v1 and watches its usage rise, submits a job through the form and follows it, deploys a
+service from the form and reads its engine's log, runs a small simulation as a job and sees its
+charts; another tenant sees none of it, also by typing the first one's URLs; a POST without the
+CSRF token is refused. The operator sees the fleet with its power, the tenants and the queue. ``NPUCENTER_CONSOLE_SHOTS=DIR`` also writes the screenshots there (docs/img/).
 Needs chromium and playwright like tests/e2e/test_dashboard_browser.py; skipped without them.
 """
 
@@ -234,6 +235,81 @@ def test_the_operator_sees_the_fleet_and_the_queue(
     page.wait_for_url("**/console/login")
     page.goto(f"{url}/console/fleet")
     assert page.url.endswith("/console/login")
+    assert page.problems == []
+
+
+def test_a_tenant_deploys_runs_the_twin_and_reads_its_engine_logs(
+    center: dict[str, str], new_page: Any, tmp_path: Path
+) -> None:
+    url = center["url"]
+    page = new_page()
+    _sign_in(page, url, center["acme"])
+
+    # deploy a service from the form (the API's checks; acme's quota is 2 rngd cards)
+    page.get_by_role("link", name="Deployments").click()
+    page.get_by_label("name", exact=True).fill("ui-chat")
+    page.get_by_label("model").fill(MODEL)
+    page.get_by_label("device type").fill("rngd")
+    page.get_by_label("precision").fill("fp8")
+    page.get_by_role("button", name="Deploy").click()
+    page.wait_for_url(re.compile(r".*/console/deployments/\d+$"))
+    dep_path = page.url.split(url, 1)[1]
+    # its replica's engine comes up; the page shows its state and log (reload, bounded)
+    engine = page.locator("section.engine")
+    deadline = time.monotonic() + 30
+    while "· ready" not in (engine.first.inner_text() if engine.count() else ""):
+        assert time.monotonic() < deadline, page.locator("main").inner_text()
+        time.sleep(0.5)
+        page.reload()
+    assert f"virtual engine: {MODEL} on rngd" in engine.first.locator("pre").inner_text()
+    _shot(page, "console-deployment", tmp_path)
+
+    # run a small simulation of this center's fleet as a job; its page follows it to the report
+    page.get_by_role("link", name="Twin").click()
+    page.get_by_label("fleet").select_option("center")
+    page.get_by_label("requests (first N)").fill("300")
+    page.get_by_label("run on (device type)").first.fill("rngd")
+    page.get_by_role("button", name="Run simulation").click()
+    page.wait_for_url(re.compile(r".*/console/twin/\d+$"))
+    twin_path = page.url.split(url, 1)[1]
+    deadline = time.monotonic() + 60  # the page reloads itself every 3 s while the job runs
+    while page.locator("#job-state").inner_text() != "succeeded" and time.monotonic() < deadline:
+        assert page.locator("#job-state").inner_text() in ("queued", "admitted", "running")
+        time.sleep(1)
+        page.reload()
+    assert page.locator("#job-state").inner_text() == "succeeded", page.content()
+    assert page.locator("#twin-charts svg").count() >= 3
+    assert page.locator("#twin-charts svg polyline").count() >= 1
+    _shot(page, "console-twin", tmp_path)
+    assert page.problems == []
+
+    # another tenant: neither the deployment nor the twin run, also by the URLs
+    other = new_page()
+    _sign_in(other, url, center["globex"])
+    other.goto(f"{url}/console/deployments")
+    assert "ui-chat" not in other.locator("#deployment-table").inner_text()
+    for path in (dep_path, twin_path):
+        resp = other.goto(f"{url}{path}")
+        assert resp.status == 404, path
+        assert "ui-chat" not in other.content() and "acme" not in other.content()
+    other.goto(f"{url}/console/twin")
+    assert twin_path not in other.content()
+
+
+def test_the_operator_sees_tenants_and_power(
+    center: dict[str, str], new_page: Any, tmp_path: Path
+) -> None:
+    url = center["url"]
+    page = new_page()
+    _sign_in(page, url, ADMIN)
+    power = page.locator("#fleet-power").inner_text()
+    assert re.search(r"Power now [\d,]+ W of the cards' TDP [\d,]+ W", power), power
+    page.get_by_role("link", name="Tenants").click()
+    table = page.get_by_role("table", name=re.compile("Tenants"))
+    assert "acme" in table.inner_text() and "globex" in table.inner_text()
+    _shot(page, "console-tenants", tmp_path)
+    page.get_by_role("link", name="Edit the quotas of globex").click()
+    assert page.get_by_label("tenant").input_value() == "globex"
     assert page.problems == []
 
 

@@ -59,7 +59,15 @@ def parse_args(argv: list[str] | None = None) -> VirtualEngineConfig:
 def main(argv: list[str] | None = None) -> int:
     """Run the engine; returns the process exit code."""
     try:
-        serve(parse_args(argv))
+        config = parse_args(argv)
+        # one line in its log, as a real engine's start-up lines (`npucenter deploy logs`)
+        sys.stderr.write(
+            f"virtual engine: {config.model} on {config.device} tp={config.tp} "
+            f"precision={config.precision or 'default'}, listening on "
+            f"{config.host}:{config.port} (time scale {config.time_scale:g})\n"
+        )
+        sys.stderr.flush()
+        serve(config)
     except NpuCenterError as exc:
         sys.stderr.write(f"error[{exc.code}]: {exc}\n")
         return exc.exit_code
