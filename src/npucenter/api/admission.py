@@ -254,7 +254,7 @@ def _running(repo: Repository, servers: list[ServerRow], names: dict[int, str]) 
                 f"replica:{rep_id}",
                 names[dep.tenant_id],
                 WorkloadKind.REPLICA,
-                dep.device_type,
+                rep.device_type or dep.device_type,
                 dep.tp,
                 dep.priority_class,
                 rep.placed_at_s,
@@ -311,12 +311,14 @@ def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
     deployments = {d.id: d for d in repo.list_deployments()}
     for rep in repo.replicas_in_state("pending"):
         dep = deployments[rep.deployment_id]
+        accepts = dep.accepted_device_types()
         out.append(
             Workload(
                 workload_id=f"replica:{rep.id}",
                 tenant=names[dep.tenant_id],
                 kind=WorkloadKind.REPLICA,
-                device_type=dep.device_type,
+                device_type=accepts[0],
+                fallback_device_types=tuple(accepts[1:]),
                 num_cards=dep.tp,
                 tp_size=dep.tp,
                 priority_class=PriorityClass.parse(dep.priority_class),
@@ -363,7 +365,13 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
         else:
             rep = repo.get_replica(int(raw_id))
             dep = repo.get_deployment(rep.deployment_id)
-            repo.place_replica(rep, dep, card_ids, num_borrowed=placed.borrowed_cards)
+            repo.place_replica(  # a fungible replica runs where admission put it
+                rep,
+                dep,
+                card_ids,
+                num_borrowed=placed.borrowed_cards,
+                device_type=placed.device_type,
+            )
         admitted.append(
             AllocationOut(
                 workload=placed.workload_id,

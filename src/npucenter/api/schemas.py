@@ -237,6 +237,9 @@ class DeploymentIn(_In):
     max_replicas: int | None = Field(default=None, ge=1, le=256)
     # with min_replicas 0: idle this long -> 0 replicas (default: the policy's, 300 s)
     idle_to_zero_s: float | None = Field(default=None, ge=0, le=30 * 86400)
+    #: fungible replicas: tried in order after device_type; each replica runs on the first with
+    #: quota and room, served by the engine of that device's family (docs/admission.md)
+    fallback_device_types: list[str] = Field(default_factory=list, max_length=8)
 
 
 class DeploymentPatch(_In):
@@ -264,6 +267,7 @@ class ReplicaOut(_Out):
     # failed (None: not reported); why it is not running
     run_state: str | None = None
     run_reason: str | None = None
+    device_type: str | None = None  # a placed replica's device type (admission's choice)
 
 
 class DeploymentOut(_Out):
@@ -275,6 +279,7 @@ class DeploymentOut(_Out):
     name: str
     model: str
     device_type: str
+    device_types: list[str] = Field(default_factory=list)  # accepted, in order (first: device_type)
     tp: int
     precision: str
     replicas: int

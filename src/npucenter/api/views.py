@@ -125,6 +125,7 @@ def deployment_out(
                 num_borrowed_cards=sum(1 for a in allocs if a.borrowed),
                 run_state=rep.run_state if rep.state == "placed" else None,
                 run_reason=rep.run_reason if rep.state == "placed" else None,
+                device_type=(rep.device_type or dep.device_type) if rep.state == "placed" else None,
             )
         )
     placed = [r for r in replicas if r.state == "placed"]
@@ -135,6 +136,7 @@ def deployment_out(
         num_placed_replicas=len(placed),
         num_running_replicas=sum(1 for r in placed if r.run_state in (None, "running")),
         replica_states=replicas,
+        device_types=dep.accepted_device_types(),
     )
 
 

@@ -394,7 +394,13 @@ DEPLOY_COLUMNS = [
 def deploy_create(
     name: str = typer.Argument(...),
     model: str = typer.Option(..., "--model", "-m", help="Catalog model id, e.g. llama-3.1-8b."),
-    device: str = typer.Option(..., "--device", "-d", help="Device type or alias (rngd, h100)."),
+    device: str = typer.Option(
+        ...,
+        "--device",
+        "-d",
+        help="Device type or alias (rngd, h100); a comma list (rngd,atom,h100) places each "
+        "replica on the first with quota and room.",
+    ),
     tp: int = typer.Option(1, "--tp", help="Tensor-parallel cards per replica (one server)."),
     precision: str = typer.Option("bf16", "--precision", help="bf16|fp16|fp8|int8|int4."),
     replicas: int = typer.Option(1, "--replicas", help="Replica count."),
@@ -416,10 +422,14 @@ def deploy_create(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Deploy an inference service (checked against the performance model)."""
+    devices = [d.strip() for d in device.split(",") if d.strip()]
+    if not devices:
+        raise InvalidConfigError("--device", device, "name a device type, e.g. rngd or rngd,h100")
     body = {
         "name": name,
         "model": model,
-        "device_type": device,
+        "device_type": devices[0],
+        "fallback_device_types": devices[1:],
         "tp": tp,
         "precision": precision,
         "replicas": replicas,
@@ -471,10 +481,12 @@ def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) ->
             "server",
             "card_indexes",
             "num_borrowed_cards",
+            "device_type",
             "run_state",
             "run_reason",
         ],
-        f"{doc['name']}: {doc['model']} on {doc['device_type']} TP={doc['tp']}",
+        f"{doc['name']}: {doc['model']} on {','.join(doc.get('device_types') or [doc['device_type']])}"
+        f" TP={doc['tp']}",
     )
     if doc["engines"]:
         _show(

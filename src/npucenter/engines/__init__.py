@@ -18,7 +18,7 @@ from npucenter.engines.base import (
 )
 from npucenter.engines.external import ExternalEngine
 from npucenter.engines.furiosa import FuriosaLlmEngine
-from npucenter.engines.options import EngineChoice, engine_choice
+from npucenter.engines.options import EngineChoice, engine_choice, engine_for_device
 from npucenter.engines.rbln import VllmRblnEngine
 from npucenter.engines.virtual import VirtualEngine
 from npucenter.engines.vllm import VllmEngine
@@ -38,6 +38,7 @@ __all__ = [
     "default_engine_for_device",
     "device_family",
     "engine_choice",
+    "engine_for_device",
     "launch_spec",
     "require_device_family",
 ]

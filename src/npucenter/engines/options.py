@@ -14,13 +14,13 @@ that holds it (``api_key_env``), read when the replica is published.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from npucenter.engines.base import ENGINES
+from npucenter.engines.base import ENGINES, default_engine_for_device, device_family
 from npucenter.errors import InvalidConfigError, NotSupportedError
 
-__all__ = ["EXTERNAL", "LORA_ENGINES", "EngineChoice", "engine_choice"]
+__all__ = ["EXTERNAL", "LORA_ENGINES", "EngineChoice", "engine_choice", "engine_for_device"]
 
 EXTERNAL = "external"
 
@@ -124,6 +124,27 @@ class EngineChoice:
     def is_real(self) -> bool:
         """Whether a real engine serves (not the virtual one)."""
         return self.name != "virtual"
+
+
+def engine_for_device(choice: EngineChoice, device: str) -> EngineChoice:
+    """The engine that serves a replica of ``choice``'s deployment placed on ``device``.
+
+    A deployment that accepts several device types (a fallback list) names one engine; a
+    replica placed on a device of another family is served by that family's engine (furiosa-llm
+    on RNGD, vllm-rbln on RBLN, vllm on GPUs and CPUs) with the same options. The virtual and
+    external engines serve any device and are kept.
+
+    Raises:
+        NotFoundError: ``device`` is not in the catalog.
+        NotSupportedError: no engine launches on the device, or an option the family's engine
+            does not have (LoRA adapters outside vllm).
+    """
+    if not choice.is_real or choice.is_external:
+        return choice
+    families = ENGINES.get(choice.name).device_families
+    if "any" in families or device_family(device) in families:
+        return choice
+    return replace(choice, name=default_engine_for_device(device))  # checked again (LoRA)
 
 
 def engine_choice(value: Any) -> EngineChoice:

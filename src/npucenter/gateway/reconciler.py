@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from npucenter.engines import EngineChoice, ReplicaSpec, engine_choice
+from npucenter.engines import EngineChoice, ReplicaSpec, engine_choice, engine_for_device
 from npucenter.engines.models import ensure_model, resolve_model_path
 from npucenter.engines.tokenizer import tokenizer_counter
 from npucenter.errors import NpuCenterError, UpstreamError
@@ -191,6 +191,10 @@ def wanted_replicas(
             opts = DeploymentOptions(
                 alias=dep.name if dep.name != dep.model else None, engine=stored
             )
+        device = rep.device_type or dep.device_type  # a fungible replica's: where admission put it
+        engine = _engine_on(opts.engine, device, dep.name)
+        if engine is None:
+            continue
         out.append(
             WantedReplica(
                 replica_id=f"{server}-r{cards[0][1]}",
@@ -198,17 +202,26 @@ def wanted_replicas(
                 deployment=dep.name,
                 tenant=tenant,
                 model=dep.model,
-                device=(device_names or {}).get(dep.device_type, dep.device_type),
+                device=(device_names or {}).get(device, device),
                 precision=dep.precision,
                 tp=dep.tp,
                 server=server,
                 card_indices=tuple(c[1] for c in cards),
                 alias=opts.alias,
                 max_num_seqs=opts.max_num_seqs,
-                engine=opts.engine,
+                engine=engine,
             )
         )
     return out
+
+
+def _engine_on(choice: EngineChoice, device: str, deployment: str) -> EngineChoice | None:
+    """The engine of ``device``'s family for a deployment's replica (None: none can serve it)."""
+    try:
+        return engine_for_device(choice, device)
+    except NpuCenterError as exc:  # checked when created; a later catalog may disagree
+        log.error("deployment %s: no engine for %s (%s); not served", deployment, device, exc)
+        return None
 
 
 class DeploymentReconciler:

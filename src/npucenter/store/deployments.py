@@ -49,15 +49,26 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         min_replicas: int | None = None,
         max_replicas: int | None = None,
         idle_to_zero_s: float | None = None,
+        fallback_device_types: Sequence[str] = (),
     ) -> Deployment:
         """Create a deployment after checking the model runs on the device (perf model).
 
-        ``engine`` and ``engine_options`` are stored as given (the API checks them with
+        ``fallback_device_types`` makes its replicas fungible: admission places each on the
+        first of ``device_type`` and the fallbacks, in order, with quota and room; the model
+        must run on every one of them at this TP and precision. ``engine`` and
+        ``engine_options`` are stored as given (the API checks them with
         ``npucenter.engines.engine_choice`` first).
         """
         check_name("deployment name", name)
         device_id = canonical_device(device_type)
+        accepts = [device_id, *(canonical_device(d) for d in fallback_device_types)]
+        if len(set(accepts)) != len(accepts):
+            raise InvalidConfigError(
+                "fallback_device_types", list(fallback_device_types), "names a device type twice"
+            )
         model_id, precision_id = check_runs_on(model, device_id, precision, tp)
+        for other in accepts[1:]:  # the same model, TP and precision must run on each
+            check_runs_on(model, other, precision_id, tp)
         if not 0 <= replicas <= 256:
             raise InvalidConfigError("replicas", replicas, "must be between 0 and 256")
         if min_replicas is not None or max_replicas is not None:  # autoscaled: bounds checked
@@ -91,6 +102,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             idle_to_zero_s=idle_to_zero_s,
+            device_types=accepts if len(accepts) > 1 else [],
         )
         self.session.add(dep)
         self.session.flush()
@@ -149,11 +161,26 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         self.session.delete(dep)
 
     def place_replica(
-        self, rep: ReplicaRow, dep: Deployment, card_ids: Sequence[int], *, num_borrowed: int = 0
+        self,
+        rep: ReplicaRow,
+        dep: Deployment,
+        card_ids: Sequence[int],
+        *,
+        num_borrowed: int = 0,
+        device_type: str | None = None,
     ) -> None:
-        """Record an admitted replica on its cards."""
+        """Record an admitted replica on its cards (of ``device_type``: one of the types the
+        deployment accepts; None: its first)."""
         now = self.now_s()
         cards = self._cards(card_ids)
+        chosen = device_type or dep.device_type
+        if chosen not in dep.accepted_device_types():
+            raise InvalidConfigError(
+                "device_type",
+                chosen,
+                f"deployment {dep.name} accepts {dep.accepted_device_types()}",
+            )
+        rep.device_type = chosen
         rep.state = "placed"
         rep.server_id = cards[0].server_id
         rep.placed_at_s = now
@@ -182,12 +209,13 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             used, _ = self._bill(
                 allocs,
                 dep.tenant_id,
-                dep.device_type,
+                rep.device_type or dep.device_type,
                 kind,
                 f"deployment:{dep.id}/replica:{rep.index} {reason}",
             )
         rep.state = "pending"
         rep.server_id = None
+        rep.device_type = None  # admission chooses again
         rep.placed_at_s = None
         rep.run_state = rep.run_reason = rep.run_since_s = None
         self.session.flush()
@@ -220,7 +248,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
                 self._bill(
                     allocs,
                     dep.tenant_id,
-                    dep.device_type,
+                    rep.device_type or dep.device_type,
                     "replica",
                     f"deployment:{dep.id}/replica:{rep.index} {state}: {reason or '-'}",
                     release=False,

@@ -193,6 +193,13 @@ class Deployment(Base):
     # with min_replicas 0: no request for this long -> 0 replicas (None: the policy's default;
     # migration 0012)
     idle_to_zero_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the device types its replicas accept, in order (device_type first; migration 0013);
+    # empty or None: device_type only
+    device_types: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=list)
+
+    def accepted_device_types(self) -> list[str]:
+        """The device types its replicas accept, in order of preference."""
+        return list(self.device_types or ()) or [self.device_type]
 
 
 class ReplicaRow(Base):
@@ -214,6 +221,9 @@ class ReplicaRow(Base):
     run_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     run_reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
     run_since_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the device type admission placed it on (migration 0013); None while pending, and for
+    # rows placed before: the deployment's device_type
+    device_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Job(Base):

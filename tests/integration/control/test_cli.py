@@ -181,3 +181,15 @@ def test_deploy_autoscale_sets_bounds_by_name(cli):
     assert nothing.exit_code == 2
     table = cli("deploy", "list")
     assert table.exit_code == 0 and "num_running_replicas" in table.stdout.replace("\n", "")
+
+
+def test_deploy_create_takes_a_device_fallback_list(cli):
+    _json(cli("tenant", "create", "lab", "--kind", "university", "--json"))
+    _json(cli("fleet", "add", "h100-0", "--device", "h100", "--cards", "2", "--json"))
+    _json(cli("quota", "set", "--tenant", "lab", "--device", "h100", "--nominal", "1", "--json"))
+    doc = _json(cli("deploy", "create", "chat", "-m", "llama-3.1-8b", "-d", "rngd,h100",
+                    "--tenant", "lab", "--json"))  # fmt: skip
+    assert doc["device_types"] == ["furiosa_rngd", "nvidia_h100_sxm"]
+    assert [r["device_type"] for r in doc["replica_states"]] == ["nvidia_h100_sxm"]
+    empty = cli("deploy", "create", "x", "-m", "llama-3.1-8b", "-d", ",", "--tenant", "lab")
+    assert empty.exit_code == 2

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from npucenter.api.admission import admit_after_change, check_admissible, quota_cards
+from npucenter.api.admission import admit_after_change, check_admissible_any, quota_cards
 from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
 from npucenter.api.views import deployment_out, deployment_view, placements, tenant_names
-from npucenter.engines import engine_choice
+from npucenter.engines import engine_choice, engine_for_device
 from npucenter.errors import ConflictError, InvalidRequestError
 from npucenter.store.models import Deployment
 from npucenter.store.repository import Repository
@@ -28,8 +28,11 @@ def create_deployment(
         tenant = ctx.owner(repo, body.tenant)
         fields = body.model_dump(exclude={"tenant", "engine"})
         dep = repo.create_deployment(tenant, engine=choice.name, **fields)
+        accepts = dep.accepted_device_types()
+        for device_type in accepts:  # an engine of the device's family serves each replica
+            engine_for_device(choice, device_type)
         if dep.replicas:
-            check_admissible(repo, tenant, dep.device_type, dep.tp)
+            check_admissible_any(repo, tenant, accepts, dep.tp)
         dep_id = dep.id
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
@@ -94,7 +97,8 @@ def _set_bounds(repo: Repository, dep: Deployment, body: DeploymentPatch, given:
         )
     if high is not None:
         tenant = repo.get_tenant(dep.tenant_id)
-        limit = quota_cards(repo, tenant, dep.device_type)
+        # fungible replicas may spread over every type they accept
+        limit = sum(quota_cards(repo, tenant, d) for d in dep.accepted_device_types())
         if high * dep.tp > limit:
             raise ConflictError(
                 f"max_replicas {high} of {dep.name} needs {high * dep.tp} {dep.device_type} "
