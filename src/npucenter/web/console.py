@@ -95,7 +95,7 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _env.filters["num"] = lambda v: f"{v:,.0f}" if isinstance(v, float) else f"{v:,}"
-_env.filters["fix"] = lambda v, n=2: "—" if v is None else f"{v:,.{n}f}"
+_env.filters["fix"] = lambda v, n=2: f"{v:,.{n}f}" if isinstance(v, int | float) else "—"
 _env.filters["when"] = lambda s: (
     "—" if s is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s))
 )
@@ -627,6 +627,16 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
     return sessions
 
 
+_SIM_FIELDS = {
+    "requests",
+    "completed",
+    "rejected",
+    "goodput_rps",
+    "slo_attainment",
+    "energy_j_per_output_token",
+    "mean_power_w",
+    "simulated_s",
+}
 _SIM_PROGRESS = re.compile(r"simulated (\d+)/(\d+) requests")
 
 
@@ -733,16 +743,34 @@ def _twin_report(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
     """What the twin job page shows of a result: the simulate report's rows and charts
     (drawn by sim.report's own chart code from the stored quantiles), or the plan's table."""
     if kind == "plan":
-        rows = [("plan", doc), *list((doc.get("baselines") or {}).items())]
+        baselines = doc.get("baselines")
+        if not isinstance(baselines, dict) or not all(
+            isinstance(r, dict) for r in baselines.values()
+        ):
+            return {"kind": "other", "doc": doc, "charts": []}
+        rows = [(str(n), _plan_row(r)) for n, r in [("plan", doc), *baselines.items()]]
         costs = [
             (name, float(r["cost_per_hour"]))
             for name, r in rows
             if isinstance(r.get("cost_per_hour"), int | float)
         ]
         chart = bar_chart(costs, unit="USD/h", title="Cost per hour: plan and baselines")
-        return {"kind": "plan", "rows": rows, "doc": doc, "charts": [chart] if costs else []}
-    s = doc.get("summary") or {}
-    cdf = doc.get("cdf") or {}
+        comparison = doc.get("comparison")
+        about = {
+            "name": str(doc.get("name") or "—"),
+            "objective": str(doc.get("objective") or "—"),
+            "comparison": [str(c) for c in comparison] if isinstance(comparison, list) else [],
+        }
+        return {"kind": "plan", "rows": rows, "doc": about, "charts": [chart] if costs else []}
+    s = doc.get("summary")
+    cdf = doc.get("cdf")
+    if (
+        not isinstance(s, dict)
+        or not isinstance(cdf, dict)
+        or any(not isinstance(s.get(k), dict) for k in ("ttft_s", "tpot_s", "timeline"))
+        or not _SIM_FIELDS.issubset(s)
+    ):  # not a document the simulate program wrote (a result may be uploaded): shown as JSON
+        return {"kind": "other", "doc": doc, "charts": []}
     try:
         charts = report_charts(
             s,
@@ -750,9 +778,37 @@ def _twin_report(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
             np.asarray(cdf.get("tpot_s") or [], dtype=float),
             np.asarray(cdf.get("e2e_s") or [], dtype=float),
         )
-    except (KeyError, TypeError, ValueError):  # not a document the simulate program wrote
+    except (AttributeError, KeyError, TypeError, ValueError):  # a timeline it cannot draw
         charts = []
-    return {"kind": "simulate", "s": s, "doc": doc, "charts": charts}
+    view = {k: s.get(k) for k in (*_SIM_FIELDS, "wall_s")}
+    for k in ("ttft_s", "tpot_s"):
+        view[k] = {q: s[k].get(q) for q in ("p50", "p90", "p99")}
+    notes = s.get("assumptions")
+    view["assumptions"] = [str(a) for a in notes] if isinstance(notes, list) else []
+    about = {k: str(doc.get(k) or "—") for k in ("fleet_label", "trace", "policy", "trace_source")}
+    return {"kind": "simulate", "s": view, "doc": about, "charts": charts}
+
+
+def _plan_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One plan or baseline of ``npucenter plan --json``, with every field the page shows."""
+    servers = r.get("servers")
+    return {
+        **{
+            k: r.get(k)
+            for k in (
+                "npu_share",
+                "power_w",
+                "cost_per_hour",
+                "cost_per_million_output_tokens",
+                "energy_j_per_output_token",
+            )
+        },
+        "feasible": bool(r.get("feasible")),
+        "verified": bool(r.get("verified")),
+        "found_by": str(r.get("found_by") or ""),
+        "reason": str(r.get("reason") or ""),
+        "servers": {str(d): n for d, n in servers.items()} if isinstance(servers, dict) else {},
+    }
 
 
 def _validation_text(exc: ValidationError) -> str:

@@ -439,3 +439,87 @@ def test_a_twin_job_without_a_spec_or_with_a_bad_one_is_refused_by_the_api(app, 
     typo = api.post("/api/jobs", json={**base, "spec": {"fleet": {}, "tracee": "conv"}})
     assert typo.status_code == 422 and "tracee" in typo.text
     assert api.get("/api/jobs").json() == []
+
+
+_TINY_PLAN = {
+    "name": "tiny",
+    "objective": "cost",
+    "power": {"cap_w": 50000, "pue": 1.3, "price_usd_per_kwh": 0.13, "price_source": "test"},
+    "devices": [
+        {
+            "device": d,
+            "cards_per_server": 8,
+            "server_cost_usd_per_hour": cost,
+            "cost_source": "test",
+            "max_servers": 10,
+        }
+        for d, cost in (("furiosa_rngd", 16.0), ("nvidia_h100_sxm", 39.0))
+    ],
+    "services": [
+        {
+            "name": "code",
+            "model": "llama-3.1-8b",
+            "precision": "fp8",
+            "tp": [1],
+            "traffic": {"trace": "code", "rate_scale": 10},
+            "slo": {"preset": "mlperf-llama-3.1-8b", "attainment_fraction": 0.9},
+        }
+    ],
+}
+
+
+def test_a_plan_job_from_the_form_and_its_report(app, center, tmp_path) -> None:
+    import json
+    import os
+
+    from npucenter.jobs import plan
+    from npucenter.jobs.twin import twin_spec
+
+    lab = _sign_in(app, center["lab"])
+    page = lab.get("/console/twin")
+    key = re.search(r'<select id="t-plan" name="plan"><option value="([^"]+)"', page.text)
+    assert key, "no example plan offered"
+    form = {"kind": "plan", "plan": key.group(1), "device_type": "h100", "csrf": _csrf(page.text)}
+    made = lab.post("/console/twin", data=form)
+    assert made.status_code == 303, made.text
+    job = _api(app, center["lab"]).get(f"/api/jobs/{made.headers['location'].rsplit('/', 1)[1]}")
+    assert job.json()["kind"] == "plan"
+    # the planner's result for a small plan (run here in process), shown as the plan's report
+    (tmp_path / "spec.json").write_text(json.dumps(twin_spec("plan", {"plan": _TINY_PLAN})))
+    os.environ["NPUCENTER_RESULT_PATH"] = str(tmp_path / "result.json")
+    try:
+        assert plan.main(["--spec", str(tmp_path / "spec.json")]) == 0
+    finally:
+        del os.environ["NPUCENTER_RESULT_PATH"]
+    doc = json.loads((tmp_path / "result.json").read_text())
+    admin = _api(app, ADMIN)
+    admin.post(f"/api/jobs/{job.json()['id']}/state", json={"state": "running"})
+    assert admin.put(f"/api/jobs/{job.json()['id']}/result", json=doc).is_success
+    shown = lab.get(made.headers["location"]).text
+    table = shown.split('id="twin-plan"')[1].split("</table>")[0]
+    for name in ("plan", "all-gpu", "all-npu", "80-20"):
+        assert f'<td class="text">{name}' in table, name
+    assert "Cost per hour" in shown and "<svg" in shown.split('id="twin-charts"')[1]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"x": "<b>not a report</b>"},
+        {"summary": {"ttft_s": "<b>", "tpot_s": {}, "timeline": {}}, "cdf": {}},
+        {"baselines": {"all-gpu": "<b>"}},
+    ],
+)
+def test_a_twin_result_the_program_did_not_write_is_shown_escaped_not_drawn(
+    app, center, doc
+) -> None:
+    """A tenant may upload any result to its own job: the page shows it as JSON, never HTML."""
+    lab = _sign_in(app, center["lab"])
+    page = lab.get("/console/twin")
+    form = {"kind": "simulate", "fleet": "center", "device_type": "h100"}
+    made = lab.post("/console/twin", data={**form, "csrf": _csrf(page.text)})
+    job_id = made.headers["location"].rsplit("/", 1)[1]
+    assert _api(app, center["lab"]).put(f"/api/jobs/{job_id}/result", json=doc).is_success
+    shown = lab.get(made.headers["location"])
+    assert shown.status_code == 200 and 'id="job-result"' in shown.text
+    assert "<b>" not in shown.text
