@@ -123,3 +123,25 @@ def test_fine_tune_on_the_gpu_quota_then_chat_with_the_adapter_on_vllm(center) -
         return (tokens, jobs) if tokens and jobs and jobs[0]["device_seconds"] > 0 else None
 
     _until(usage, "the job's and the adapter's usage", 30, log)
+
+    # vLLM loses the adapter behind the gateway's back (as a restarted engine at the same
+    # address): it answers 404 for it, the gateway loads it again and resends the request
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    (dep,) = [
+        d
+        for d in httpx.get(f"{url}/api/deployments", headers=admin, timeout=30).json()
+        if d["model"] == "tiny-llama"
+    ]
+    engines = httpx.get(f"{url}/api/deployments/{dep['id']}/engines", headers=admin, timeout=30)
+    (engine,) = engines.json()
+    served = f"t{adapter['tenant_id']}-lora-tiny" if "tenant_id" in adapter else None
+    listed = httpx.get(f"{engine['base_url']}/v1/models", timeout=30).json()["data"]
+    names = [m["id"] for m in listed if m["id"] != "tiny-llama"]
+    assert len(names) == 1 and (served is None or names == [served]), names
+    gone = httpx.post(
+        f"{engine['base_url']}/v1/unload_lora_adapter", json={"lora_name": names[0]}, timeout=30
+    )
+    assert gone.status_code == 200, gone.text
+    again = _complete(url, lab, "lora-tiny")
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["text"].startswith(TRAINED)

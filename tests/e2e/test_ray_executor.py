@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,6 +332,8 @@ async def test_a_fine_tune_on_ray_gets_its_inputs_and_returns_its_adapter(
         app.state.control, grace_s=1.0, launcher=RayJobLauncher(address=cluster.address)
     )
     examples = Path(__file__).resolve().parents[2] / "examples" / "jobs"
+    node_runs = Path(tempfile.gettempdir()) / "npucenter-jobs"  # the nodes' run dirs (loopback)
+    before = set(node_runs.glob("job-*")) if node_runs.is_dir() else set()
     try:
         with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
             body = {"name": "h100-0", "device_type": "h100", "num_cards": 1}
@@ -364,3 +367,5 @@ async def test_a_fine_tune_on_ray_gets_its_inputs_and_returns_its_adapter(
     assert adapters[0]["num_bytes"] > 0
     # the adapter came back from the node into the run dir, where the hook collected it
     assert (data / "jobs" / f"job-{job_id}" / "work" / "adapter" / "adapter_config.json").is_file()
+    # the node kept nothing of it (its inputs and outputs travelled with the run)
+    assert set(node_runs.glob("job-*")) <= before

@@ -31,6 +31,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 import uuid
@@ -215,7 +216,7 @@ class _JobProcess:
                 returned = pack_tree(box.work_dir, outputs, max_bytes=MAX_RETURN_BYTES)
             except (OSError, ValueError) as exc:
                 note = f"{note}; outputs not returned: {exc}".strip("; ")
-        return {
+        outcome = {
             "exit_code": code,
             "log_tail": _read_tail(log_path),
             "result": document,
@@ -224,6 +225,8 @@ class _JobProcess:
             "node_id": ray.get_runtime_context().get_node_id(),
             "cards": ids,
         }
+        shutil.rmtree(run_dir, ignore_errors=True)  # its inputs and outputs went back with it
+        return outcome
 
     def stop(self, grace_s: float) -> None:
         import signal
