@@ -11,7 +11,10 @@ serves the engine; then, in order:
 2. **Twin vs real**: a seeded Poisson trace (requests of 32-256 prompt and 16-64 output tokens) is
    replayed through the gateway (/v1 with a tenant key, streaming, token-id prompts so counts
    are exact) and simulated by the twin (``sim.build_center`` on the same fleet file, with the
-   fitted profile). The TTFT and TPOT p50/p90 of both and their errors (measured / twin - 1) go
+   fitted profile). The twin runs twice: with the step times alone, then with a per-request
+   overhead (``request_overhead_s`` in the profile, measured on this machine: the median over
+   requests of measured TTFT - twin TTFT, i.e. the gateway hop and vLLM's front end around the
+   iterations). The TTFT and TPOT p50/p90 of both runs and their errors (measured / twin - 1) go
    to ``bench/results/twin_cpu_vllm.json``; docs/twin-fidelity.md quotes them.
 3. ``npucenter bench run`` against the same deployment through the gateway (``--device cpu
    --catalog-model tiny-llama``), so ``npucenter bench report`` shows the twin beside it.
@@ -72,6 +75,13 @@ def main() -> None:
     print(json.dumps(result["means_ms"]))
     summary = result.get("bench_run_summary") or {}
     print("bench run errors:", summary.get("errors"), summary.get("errors_by_kind"))
+    print(f"per-request overhead fitted: {result['request_overhead_s'] * 1e3:.1f} ms")
+    for row in result["comparison_steps_only"]:
+        print(
+            f"{row['metric']:>5} {row['quantile']} (step times only): measured "
+            f"{row['measured_ms']:.1f} ms, twin {row['twin_ms']:.1f} ms, "
+            f"error {row['error_fraction'] * 100:+.1f} %"
+        )
     for row in result["comparison"]:
         print(
             f"{row['metric']:>5} {row['quantile']}: measured {row['measured_ms']:.1f} ms, "
@@ -100,15 +110,27 @@ async def _run(url: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         "points": points,
         "efficiency": fit,
     }
-    if not args.no_write:
-        PROFILE.write_text(json.dumps({"profiles": [profile]}, indent=2) + "\n")
     trace = _trace(args.requests, args.rate)
     async with httpx.AsyncClient(base_url=engine["base_url"], timeout=60) as eng:
         before = await _engine_counters(eng)
         live = await _replay(url, key, trace)
         after = await _engine_counters(eng)
-    twin = _simulate(trace, fit)
+    # the step-time profile alone first (no per-request overhead), then the overhead fitted
+    # to what it leaves: the median over requests of measured TTFT - twin TTFT (the work
+    # around the iterations: gateway, HTTP, vLLM's front end; robust to a few stalled requests)
+    shipped = PROFILE.read_text()  # put back at the end with --no-write
+    try:
+        _write_profile(profile, overhead_s=0.0)
+        twin_steps_only = _simulate(trace)
+        gaps = [m[0] - t[0] for m, t in zip(live, twin_steps_only, strict=True)]
+        overhead_s = max(0.0, float(np.nanmedian(gaps)))
+        _write_profile(profile, overhead_s=overhead_s)
+        twin = _simulate(trace)
+    finally:
+        if args.no_write:
+            PROFILE.write_text(shipped)
     comparison = _compare(live, twin)
+    comparison_steps_only = _compare(live, twin_steps_only)
     engine_means = {
         "ttft_mean_ms": 1e3
         * _delta(after, before, "vllm:time_to_first_token_seconds_sum")
@@ -126,12 +148,16 @@ async def _run(url: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
         "tpot_mean_ms": 1e3 * float(np.nanmean([p for _, p in live])),
     }
     bench_doc = _bench_run(url, key, tmp)
+    twin_means["ttft_mean_ms_steps_only"] = 1e3 * float(np.nanmean([t for t, _ in twin_steps_only]))
     return {
         "profile": profile,
         "trace": {"requests": args.requests, "rate_rps": args.rate, "seed": 11},
         "live": _quantiles(live),
         "twin": _quantiles(twin),
+        "twin_steps_only": _quantiles(twin_steps_only),
         "comparison": comparison,
+        "comparison_steps_only": comparison_steps_only,
+        "request_overhead_s": overhead_s,
         "means_ms": {"client": client_means, "engine": engine_means, "twin": twin_means},
         "bench_run_summary": (bench_doc or {}).get("summary"),
     }
@@ -337,7 +363,13 @@ async def _replay(url: str, key: str, trace: Any) -> list[tuple[float, float]]:
         return list(await asyncio.gather(*(one(i) for i in range(len(trace)))))
 
 
-def _simulate(trace: Any, fit: dict[str, float]) -> list[tuple[float, float]]:
+def _write_profile(profile: dict[str, Any], *, overhead_s: float) -> None:
+    """The package's profile file, which the twin reads (``--no-write`` puts it back after)."""
+    profile["efficiency"]["request_overhead_s"] = round(overhead_s, 6)
+    PROFILE.write_text(json.dumps({"profiles": [profile]}, indent=2) + "\n")
+
+
+def _simulate(trace: Any) -> list[tuple[float, float]]:
     import yaml
 
     from npucenter.catalog import default_catalog

@@ -55,13 +55,16 @@ class Efficiency:
     step_overhead_s: float = 0.003  # scheduler, sampling, kernel launches per iteration
     allreduce_latency_s: float = 20e-6  # fixed cost of one all-reduce over the interconnect
     source: str = "prior"  # "prior", "fitted on N rows", "user"
+    # Once per request, outside the engine's iterations: its API front end (HTTP, tokenisation,
+    # hand-off to the engine core) and the hops to it. 0 unless measured (a machine's profile).
+    request_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("compute_fraction", "memory_fraction"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise InvalidConfigError(name, value, "must be in (0, 1]")
-        for name in ("step_overhead_s", "allreduce_latency_s"):
+        for name in ("step_overhead_s", "allreduce_latency_s", "request_overhead_s"):
             if getattr(self, name) < 0:
                 raise InvalidConfigError(name, getattr(self, name), "must be >= 0")
 
@@ -175,6 +178,8 @@ class PerfModel:
             self._comm_fixed = 0.0
             self._comm_token = 0.0
         self._overhead = eff.step_overhead_s
+        #: added once to a request's first-token and finish times by the twin (not a step cost)
+        self.request_overhead_s = eff.request_overhead_s
         tdp = float(device.tdp_w) if device.tdp_w is not None else 0.0
         self.idle_power_w = tp * (idle_power_w(device) or 0.0)
         self.max_power_w = tp * tdp
@@ -332,6 +337,11 @@ class PerfModel:
             f"{self.efficiency.step_overhead_s * 1e3:.2f} ms",
             f"KV cache may use {MEMORY_UTILIZATION:.0%} of card memory minus weights",
         ]
+        if self.request_overhead_s:
+            out.append(
+                f"per-request overhead {self.request_overhead_s * 1e3:.1f} ms (front end and "
+                "hops, outside the iterations) added to each request's TTFT and end-to-end time"
+            )
         if self.device.tdp_w is None:
             out.append(f"{self.device.device_id}: no power figure; energy is not modelled (0 W)")
         elif self.device.idle_w is None:

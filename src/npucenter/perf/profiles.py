@@ -41,6 +41,7 @@ def measured_efficiency(device_id: str) -> Efficiency | None:
         compute_fraction=float(fit["compute_fraction"]),
         memory_fraction=float(fit["memory_fraction"]),
         step_overhead_s=float(fit["step_overhead_s"]),
+        request_overhead_s=float(fit.get("request_overhead_s", 0.0)),
         source=f"fitted on {len(profile['points'])} step times measured on this machine "
         f"({profile['measured_with']})",
     )

@@ -467,17 +467,18 @@ class _Loop:
         core = rep.core
         if core.completions:
             prefill_only = rep.role == "prefill"
+            front_s = rep.perf.request_overhead_s  # the engine's front end, once per request
             for c in core.completions:
                 idx = c.index
                 self.preemptions[idx] += c.num_preemptions
                 if not math.isnan(c.first_token_s) and math.isnan(self.first_token_s[idx]):
-                    self.first_token_s[idx] = c.first_token_s
+                    self.first_token_s[idx] = c.first_token_s + front_s
                 if prefill_only and self.trace.output_tokens[idx] > 1:
                     delay = self._transfer_s(rep, int(self.trace.prompt_tokens[idx]))
                     self.seq += 1
                     heapq.heappush(self.heap, (c.finish_s + delay, _HANDOFF, self.seq, idx, 0))
                 else:
-                    self.finish_s[idx] = c.finish_s
+                    self.finish_s[idx] = c.finish_s + front_s
                     if self.autoscaler is not None:  # the SLO attainment it scales on
                         self.autoscaler.done(self, rep.service, idx, c.finish_s)
             core.completions.clear()
