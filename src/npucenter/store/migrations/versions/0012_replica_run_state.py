@@ -6,20 +6,16 @@ reconciler reported it), ``run_reason`` (why it is not running: "no Ray node has
 policy's default).
 
 Revision ID: 0012
-Revises: 0011 (0010 until 0011 exists)
+Revises: 0011
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-# 0011 (console sessions) is another helper's, landing in the same session: until it is on
-# main this one follows 0010. NOTE(migrations): make it the literal "0011" once 0011 is in.
-down_revision = "0011" if any(Path(__file__).parent.glob("0011_*.py")) else "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
