@@ -34,7 +34,7 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[
 from _center import running_up  # noqa: E402
 
 from npucenter.engines import ReplicaSpec  # noqa: E402
-from npucenter.errors import UpstreamError  # noqa: E402
+from npucenter.errors import CapacityUnavailableError, UpstreamError  # noqa: E402
 from npucenter.executors.ray import ACTOR_PREFIX, SERVER_LABEL, RayExecutor  # noqa: E402
 
 pytestmark = [
@@ -51,11 +51,12 @@ FLEET = """\
 name: ray-e2e
 servers:
   - {device: rngd, count: 1, cards_per_server: 2}
-  - {device: h100, count: 1, cards_per_server: 1}
+  - {device: h100, count: 1, cards_per_server: 5}
 services:
   - {model: llama-3.1-8b, device: rngd, tp: 2, replicas_per_server: 1}
   - {model: llama-3.1-8b, device: h100, tp: 1, replicas_per_server: 1}
-"""
+  - {model: qwen2.5-7b, device: h100, tp: 4, replicas_per_server: 1}
+"""  # the store's h100-0 has 5 cards, its Ray node 1 GPU: the TP-4 replica never runs
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +135,40 @@ async def test_replicas_are_actors_on_the_node_with_their_cards(cluster) -> None
         await ex.shutdown()
 
 
-async def test_a_replica_no_node_fits_fails_in_bounded_time_with_a_reason(cluster) -> None:
-    ex = RayExecutor(address=cluster.address, place_timeout_s=3.0)
+async def test_a_replica_no_node_has_cards_for_is_refused_at_once_with_the_reason(
+    cluster,
+) -> None:
+    ex = RayExecutor(address=cluster.address, place_timeout_s=60.0)
     started = time.monotonic()
-    with pytest.raises(UpstreamError) as info:
+    with pytest.raises(CapacityUnavailableError) as info:
         await ex.start(_spec("h100", 4), replica_id="h100-9-r0")  # 4 GPUs: no node has them
-    assert time.monotonic() - started < 20.0
-    assert info.value.details["resources"]["num_gpus"] == 4.0
-    assert "h100-9-r0" in ex.reasons and ex.replicas() == []
+    assert time.monotonic() - started < 10.0  # not the placement timeout
+    assert info.value.message.startswith("no Ray node has GPU:4, accelerator_type:H100")
+    assert info.value.details["resources"]["GPU"] == 4.0
+    assert ex.reasons["h100-9-r0"] == info.value.message and ex.replicas() == []
+    # the labelled node is the one that must have them (rngd-0: 2 FURIOSA cards)
+    with pytest.raises(CapacityUnavailableError) as info:
+        await ex.start(_spec("rngd", 4), replica_id="rngd-0-r0")
+    assert info.value.message.startswith("no Ray node labelled npucenter-server=rngd-0 has")
     names = {n["name"] for n in ray.util.list_named_actors(all_namespaces=True)}
-    assert ACTOR_PREFIX + "h100-9-r0" not in names  # the pending actor was killed
+    assert not names & {ACTOR_PREFIX + "h100-9-r0", ACTOR_PREFIX + "rngd-0-r0"}  # none made
     await ex.shutdown()
+
+
+async def test_a_replica_whose_node_is_busy_fails_in_bounded_time_with_a_reason(cluster) -> None:
+    ex = RayExecutor(address=cluster.address, place_timeout_s=3.0)
+    try:
+        await ex.start(_spec("rngd", 2), replica_id="rngd-7-r0")  # the head's two cards
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as info:  # a node has them, but lends them now
+            await ex.start(_spec("rngd", 2), replica_id="rngd-8-r0")
+        assert time.monotonic() - started < 20.0
+        assert info.value.details["resources"]["resources"] == {"FURIOSA": 2.0}
+        assert "rngd-8-r0" in ex.reasons
+        names = {n["name"] for n in ray.util.list_named_actors(all_namespaces=True)}
+        assert ACTOR_PREFIX + "rngd-8-r0" not in names  # the pending actor was killed
+    finally:
+        await ex.shutdown()
 
 
 JOB = r"""
@@ -279,8 +303,28 @@ def test_up_with_the_ray_executor_serves_and_recovers_from_a_dead_node(
         placed = _wait("two replica actors", lambda: (a := _actors()) and len(a) == 2 and a)
         assert placed == {"rngd-0-r0": nodes["head"], "h100-0-r0": nodes["gpu"]}
         with httpx.Client(base_url=up.url, headers={"Authorization": f"Bearer {ADMIN}"}) as api:
-            deployments = api.get("/api/deployments").json()
-            assert sum(d["num_placed_replicas"] for d in deployments) == len(placed)
+            # the store says what Ray runs: the TP-4 replica is placed on cards, not running
+            def big() -> dict[str, Any] | None:
+                deps = api.get("/api/deployments").json()
+                (dep,) = [d for d in deps if d["tp"] == 4]
+                return dep if dep["replica_states"][0]["run_state"] == "pending" else None
+
+            stuck = _wait("the TP-4 replica pending", big, timeout_s=30.0)
+            reason = stuck["replica_states"][0]["run_reason"]
+            assert reason.startswith("no Ray node labelled npucenter-server=h100-0 has GPU:4")
+
+            def running() -> list[dict[str, Any]] | None:  # written at the reconciler's tick
+                deps = api.get("/api/deployments").json()
+                return deps if sum(d["num_running_replicas"] for d in deps) == 2 else None
+
+            deployments = _wait("two replicas running in the store", running, timeout_s=30.0)
+            assert len(placed) == 2 and sum(d["num_placed_replicas"] for d in deployments) == 3
+            fleet = {s["name"]: s for s in api.get("/api/servers").json()}
+            assert fleet["h100-0"]["num_idle_held_cards"] == 4
+            # and it is never billed: the cards' checkpoint bills the two that run only
+            rows = api.post("/api/usage/checkpoint").json()
+            billed = {r["ref"].split("/")[0] for r in rows if r["device_seconds"] > 0}
+            assert f"deployment:{stuck['id']}" not in billed and len(billed) == 2
 
         cluster.remove_node(cluster.gpu_node, allow_graceful=False)  # the H100 node dies
         moved = _wait(

@@ -21,6 +21,10 @@ namespace ``npucenter``) that starts the replica's engine as a child process on 
   used), Ray picks any node with the resources, so a dead node's replicas start elsewhere.
 - **The bind address is configuration** (``bind_host``; default: the node's own address as
   Ray knows it), never ``0.0.0.0``.
+- **A replica no node can take fails at once**: before creating the actor, the live nodes'
+  totals (the labelled node's, when one is asked for) are checked against what it asks;
+  none fits -> :class:`CapacityUnavailableError` "no Ray node has RBLN:4" (the reconciler
+  records the replica as ``pending`` with that reason and retries with a back-off).
 - **Every call is bounded in time**: placement (``place_timeout_s``: no node fits -> the actor
   is killed and the replica is FAILED with the reason), readiness (the engine's own timeout),
   every other call (``call_timeout_s``) and stop (``grace_s`` + ``call_timeout_s``, then
@@ -52,7 +56,13 @@ from typing import Any
 import httpx
 
 from npucenter.engines import ENGINES, PARENT_PID_ENV, ReplicaSpec, device_family
-from npucenter.errors import NotFoundError, NotSupportedError, NpuCenterError, UpstreamError
+from npucenter.errors import (
+    CapacityUnavailableError,
+    NotFoundError,
+    NotSupportedError,
+    NpuCenterError,
+    UpstreamError,
+)
 from npucenter.executors.base import EXECUTORS, ReplicaState, RunningReplica
 from npucenter.executors.local import healthy
 from npucenter.settings import environ
@@ -358,6 +368,7 @@ class RayExecutor:
         server = _server_of(rid)
         if server is not None and server in await asyncio.to_thread(_labelled_servers, ray):
             options["label_selector"] = {SERVER_LABEL: server}
+        await self._require_a_fitting_node(ray, options, spec, rid)
         actor = await self._create(ray, options, spec, rid)
         try:
             info = await self._call(
@@ -489,6 +500,41 @@ class RayExecutor:
                     raise UpstreamError(f"ray: replica {rid!r} cannot be created: {exc}") from exc
                 await asyncio.sleep(0.2)
 
+    async def _require_a_fitting_node(
+        self, ray: Any, options: dict[str, Any], spec: ReplicaSpec, rid: str
+    ) -> None:
+        """Raise at once when no live node (the labelled one, if asked) has what it asks for.
+
+        Totals, not what is free: a node that has the cards but lends them now may free them,
+        so only a cluster with no such node is refused without waiting ``place_timeout_s``.
+
+        Raises:
+            CapacityUnavailableError: "no Ray node has RBLN:4" (retryable: a node may join).
+        """
+        ask = _resource_ask(options)
+        nodes = await asyncio.to_thread(ray.nodes)
+        wanted_label = (options.get("label_selector") or {}).get(SERVER_LABEL)
+        live = [
+            n
+            for n in nodes
+            if n.get("Alive")
+            and (wanted_label is None or (n.get("Labels") or {}).get(SERVER_LABEL) == wanted_label)
+        ]
+        if any(_fits(n.get("Resources") or {}, ask) for n in live):
+            return
+        what = ", ".join(f"{k}:{v:g}" for k, v in ask.items())
+        where = f" labelled {SERVER_LABEL}={wanted_label}" if wanted_label else ""
+        reason = f"no Ray node{where} has {what}"
+        self._failed(rid, spec, reason)
+        raise CapacityUnavailableError(
+            reason,
+            hint="start a node with those resources (`ray start --resources ...`), "
+            "or scale the deployment down",
+            replica_id=rid,
+            resources=ask,
+            num_live_nodes=len(live),
+        )
+
     async def _adopt(self, ray: Any, rid: str) -> bool:
         try:
             actor = ray.get_actor(ACTOR_PREFIX + rid, namespace=self.namespace)
@@ -556,6 +602,24 @@ def _in_daemon_thread(fn: Any, *args: Any) -> concurrent.futures.Future[None]:
 
     threading.Thread(target=run, name="ray-init", daemon=True).start()
     return future
+
+
+def _resource_ask(options: dict[str, Any]) -> dict[str, float]:
+    """The node resources an actor's options ask for, by Ray's resource names."""
+    ask = {k: float(v) for k, v in (options.get("resources") or {}).items()}
+    if options.get("num_gpus"):
+        ask["GPU"] = float(options["num_gpus"])
+    if options.get("num_cpus"):
+        ask["CPU"] = float(options["num_cpus"])
+    if options.get("memory"):
+        ask["memory"] = float(options["memory"])
+    if options.get("accelerator_type"):
+        ask[f"accelerator_type:{options['accelerator_type']}"] = 0.001  # Ray's own amount
+    return ask
+
+
+def _fits(resources: dict[str, Any], ask: dict[str, float]) -> bool:
+    return all(float(resources.get(k, 0.0)) >= v for k, v in ask.items())
 
 
 def _server_of(replica_id: str) -> str | None:

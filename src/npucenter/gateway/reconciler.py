@@ -11,7 +11,10 @@ starting as ``expected_models`` (503 + Retry-After instead of 404 meanwhile), an
 each running replica was placed on as ``replica_servers`` (the dashboard's server column).
 
 An engine's id is ``<server>-r<first card>``: stable while the replica keeps its cards, so a
-restarted center finds the same ids. The reconciler never writes the store.
+restarted center finds the same ids. The one thing it writes to the store (``record``) is what
+it saw of each placed replica: ``running``, ``starting``, ``pending`` (nothing can take it:
+"no Ray node has RBLN:4") or ``failed``, with the reason; the store bills a replica's cards only
+while it runs, and `deploy list`/`fleet list` show it.
 
 NOTE(engines): each deployment names its engine (:class:`~npucenter.engines.EngineChoice`, from
 the fleet file; virtual by default). Starts and restarts run as background tasks: a tick waits
@@ -39,7 +42,7 @@ import httpx
 from npucenter.engines import EngineChoice, ReplicaSpec, engine_choice, engine_for_device
 from npucenter.engines.models import ensure_model, resolve_model_path
 from npucenter.engines.tokenizer import tokenizer_counter
-from npucenter.errors import NpuCenterError, UpstreamError
+from npucenter.errors import CapacityUnavailableError, NpuCenterError, UpstreamError
 from npucenter.executors.base import Executor, ReplicaState
 from npucenter.executors.procs import Ticker
 from npucenter.gateway.pool import ReplicaEndpoint
@@ -57,6 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The longest reason the store keeps for a replica's run state (replicas.run_reason).
+REASON_LEN = 512
 #: Sequences a replica runs at once when its deployment says nothing (vLLM's and the twin's).
 DEFAULT_MAX_NUM_SEQS = 256
 
@@ -87,6 +92,10 @@ class WantedReplica:
     alias: str | None = None
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     engine: EngineChoice = field(default_factory=EngineChoice)
+    # the store's replica row and the run state it holds (written back when it changes);
+    # not part of what runs
+    store_id: int | None = field(default=None, compare=False)
+    stored_run: tuple[str | None, str | None] = field(default=(None, None), compare=False)
 
     def spec(self, engine: str = "virtual", *, models_dir: Path | None = None) -> ReplicaSpec:
         """The engine replica to start (``engine``: the default when the deployment names none)."""
@@ -139,6 +148,7 @@ class EngineFailure:
     at_s: float = 0.0  # wall-clock time of the failure
     num_attempts: int = 1
     retry_at_s: float = 0.0  # monotonic time of the next try
+    no_capacity: bool = False  # nothing can take it now (no node has its cards): pending
 
 
 @dataclass(slots=True)
@@ -210,6 +220,8 @@ def wanted_replicas(
                 alias=opts.alias,
                 max_num_seqs=opts.max_num_seqs,
                 engine=engine,
+                store_id=rep.id,
+                stored_run=(rep.run_state, rep.run_reason),
             )
         )
     return out
@@ -245,8 +257,10 @@ class DeploymentReconciler:
         models_dir: Path | None = None,
         start_wait_s: float = 1.0,
         secret: Callable[[str], str | None] | None = None,
+        record: Callable[[dict[int, tuple[str, str | None]]], None] | None = None,
     ) -> None:
         self.read = read
+        self.record = record
         self.executor = executor
         self.gateway = gateway
         self.interval_s = interval_s
@@ -291,7 +305,9 @@ class DeploymentReconciler:
         """One tick: read, stop what is no longer wanted, start what is, restart failed ones."""
         async with self._ticker.bind():
             wanted = await asyncio.to_thread(self.read)
-            return await self._apply(wanted)
+            report = await self._apply(wanted)
+            await self._record_run_states()
+            return report
 
     async def shutdown(self) -> None:
         """Stop every engine this reconciler runs and empty the gateway's pool of them."""
@@ -343,6 +359,55 @@ class DeploymentReconciler:
                 }
             )
         return out
+
+    def run_states(self) -> dict[int, tuple[str, str | None]]:
+        """Store replica id -> (run state, reason) of every wanted replica, as seen now.
+
+        ``running`` (serving), ``starting`` (asked for, not ready; or restarting), ``pending``
+        (nothing can take it now: "no Ray node has RBLN:4") or ``failed`` (its start failed,
+        its engine died, or its external server does not answer), with the reason.
+        """
+        executor_state = {r.replica_id: r for r in self.executor.replicas()}
+        reasons = getattr(self.executor, "reasons", {})
+        out: dict[int, tuple[str, str | None]] = {}
+        for w in self._wanted:
+            if w.store_id is None:
+                continue
+            rid = w.replica_id
+            failure = self._failures.get(rid)
+            if rid in self._external:
+                down = rid in self._external_down
+                out[w.store_id] = (
+                    ("failed", "the external server does not answer") if down else ("running", None)
+                )
+            elif rid in self._running:
+                replica = executor_state.get(rid)
+                if replica is not None and replica.state == ReplicaState.READY:
+                    out[w.store_id] = ("running", None)
+                elif replica is not None and replica.state == ReplicaState.STARTING:
+                    out[w.store_id] = ("starting", "restarting")
+                else:
+                    why = reasons.get(rid) or "its engine exited; restarting"
+                    out[w.store_id] = ("failed", str(why)[:REASON_LEN])
+            elif rid in self._starting or failure is None:
+                out[w.store_id] = ("starting", None)
+            else:
+                state = "pending" if failure.no_capacity else "failed"
+                out[w.store_id] = (state, failure.error[:REASON_LEN])
+        return out
+
+    async def _record_run_states(self) -> None:
+        """Write the run states that differ from the store's (as read this tick) (``record``)."""
+        if self.record is None:
+            return
+        stored = {w.store_id: w.stored_run for w in self._wanted if w.store_id is not None}
+        changed = {k: v for k, v in self.run_states().items() if stored.get(k) != v}
+        if not changed:
+            return
+        try:
+            await asyncio.to_thread(self.record, changed)
+        except Exception as exc:  # the database is down: written again next tick
+            log.warning("recording replicas' run states: %s", exc)
 
     # --- one tick --------------------------------------------------------------------------
 
@@ -473,6 +538,7 @@ class DeploymentReconciler:
             at_s=time.time(),
             num_attempts=attempts,
             retry_at_s=time.monotonic() + (0.0 if attempts == 1 else backoff_s),
+            no_capacity=isinstance(exc, CapacityUnavailableError),
         )
         log.error("replica %s of %s did not start: %s", rid, w.deployment, exc)
 

@@ -16,9 +16,15 @@ whose TTFT was within the SLO and the fraction whose TPOT was (each counted at t
 histogram bucket edge not above the limit, so a miss is never counted as met).
 
 NOTE(autoscaling): the min of the two marginal fractions is an upper bound on the fraction that
-met both (the histograms do not pair them). With several gateways the followers publish the
-requests they hold at zero replicas (``held/<host>-<pid>`` in the store, read when younger than
-5 s) and the leader counts them; their slot queues and SLO histograms are not counted.
+met both (the histograms do not pair them).
+
+With several gateways every one publishes its load each second (:func:`gateway_load`: per
+model, the requests it holds at zero replicas or queues for a slot, those it runs, how many it
+has seen, and its cumulative TTFT/TPOT histograms) as one small row ``load/<host>-<pid>`` in
+the store; the leader adds the rows younger than ``stale_s`` (5 s) to its own: queue depth and
+running requests are summed, idleness is "no gateway saw a request", and SLO attainment is
+counted over every gateway's histograms. A gateway that stops publishing drops out after
+``stale_s``; an interval whose summed counts went down (one left) counts no attainment.
 """
 
 from __future__ import annotations
@@ -34,7 +40,15 @@ from typing import Any
 
 from npucenter.errors import NpuCenterError
 from npucenter.fleet import Fleet
-from npucenter.live.leader import HELD_PREFIX
+from npucenter.live.load import (
+    LOAD_PREFIX,
+    TPOT_METRIC,
+    TTFT_METRIC,
+    load_row_name,
+    merge_buckets,
+    merge_loads,
+    model_buckets,
+)
 from npucenter.policy.autoscaling import AutoscalePolicy, DeploymentLoad, decide_scale
 from npucenter.store import coordination
 
@@ -69,6 +83,8 @@ class Autoscaler:
         *,
         interval_s: float = 2.0,
         now_s: Callable[[], float] = time.time,
+        stale_s: float = 5.0,
+        own_row: str | None = None,
     ) -> None:
         from npucenter.live.gateway import OPERATOR_TENANT
 
@@ -76,6 +92,8 @@ class Autoscaler:
         self.gateway = gateway
         self.interval_s = interval_s
         self.now_s = now_s
+        self.stale_s = stale_s  # other gateways' rows older than this are ignored
+        self.own_row = own_row or load_row_name()  # this process's row: counted in process
         start = now_s()
         slos = {svc.name: svc.slo for svc in fleet.spec.services}
         self.tracked = [
@@ -93,7 +111,7 @@ class Autoscaler:
         ]
         self._wake = asyncio.Event()
         self.stored: set[tuple[str, str]] = set()  # tracked from the store (API), not the file
-        self._remote_held: dict[str, int] = {}
+        self._remote: dict[str, dict[str, Any]] = {}  # model -> the other gateways' load
 
     def install(self) -> None:
         """Keep scalable models known to the gateway; wake on a request held at zero."""
@@ -120,7 +138,7 @@ class Autoscaler:
         """One decision per tracked deployment; returns (name, from, to) of those changed."""
         rows = await asyncio.to_thread(self._read)
         now = self.now_s()
-        self._remote_held = await asyncio.to_thread(self._read_remote_held, now)
+        self._remote = await asyncio.to_thread(self._read_remote, now)
         self._track_stored(rows, now)
         changes = []
         for t in self.tracked:
@@ -142,13 +160,15 @@ class Autoscaler:
     def _load(self, t: _Tracked, desired: int, now: float) -> DeploymentLoad:
         gw = self.gateway
         replicas = [r for r in gw.pool.replicas(t.model) if r.is_up(gw.pool.now_s())]
-        running = sum(r.inflight for r in replicas)
+        remote = self._remote.get(t.model, {})
+        running = sum(r.inflight for r in replicas) + int(remote.get("running", 0))
         held = (
             gw.held_for_replica.get(t.model, 0)
             + gw.dispatcher.queued(t.model)
-            + self._remote_held.get(t.model, 0)  # held by the other gateways (followers)
+            + int(remote.get("held", 0))  # held or queued by the other gateways
         )
         seen = sum(v.num_requests for (_tenant, m), v in gw.usage_totals.items() if m == t.model)
+        seen += int(remote.get("requests", 0))
         if seen != t.requests_seen or running or held:
             t.last_request_s = now
             t.requests_seen = seen
@@ -165,20 +185,21 @@ class Autoscaler:
         )
 
     def _attainment(self, t: _Tracked) -> float | None:
-        """SLO attainment of the requests since the last look (None: none, or no SLO)."""
+        """SLO attainment of the requests since the last look, over every gateway (None: none,
+        or no SLO)."""
         if math.isinf(t.ttft_limit_s) and math.isinf(t.tpot_limit_s):
             return None
         registry = self.gateway.metrics.registry
-        now = (
-            *_count_within(registry, "npucenter_gateway_ttft_seconds", t.model, t.ttft_limit_s),
-            *_count_within(registry, "npucenter_gateway_tpot_seconds", t.model, t.tpot_limit_s),
-        )
+        remote = self._remote.get(t.model, {})
+        ttft = merge_buckets(model_buckets(registry, TTFT_METRIC, t.model), remote.get("ttft", []))
+        tpot = merge_buckets(model_buckets(registry, TPOT_METRIC, t.model), remote.get("tpot", []))
+        now = (*_count_within(ttft, t.ttft_limit_s), *_count_within(tpot, t.tpot_limit_s))
         before, t.counts = t.counts, now
         fractions = []
         for k in (0, 2):
-            n = now[k] - before[k]
-            if n > 0:
-                fractions.append((now[k + 1] - before[k + 1]) / n)
+            n, met = now[k] - before[k], now[k + 1] - before[k + 1]
+            if n > 0 and met >= 0:  # a drop: a gateway left (its counts went with it)
+                fractions.append(min(1.0, met / n))
         return min(fractions) if fractions else None
 
     def _read(self) -> dict[tuple[str, str], tuple[Any, ...]]:
@@ -196,16 +217,13 @@ class Autoscaler:
                 for d in repo.list_deployments()
             }
 
-    def _read_remote_held(self, now: float) -> dict[str, int]:
-        """Requests other gateways hold for a model at zero (published in the last 5 s)."""
+    def _read_remote(self, now: float) -> dict[str, dict[str, Any]]:
+        """The other gateways' load (rows published in the last ``stale_s``), summed by model."""
         db = getattr(self.control, "db", None)
         if db is None or not coordination.is_postgres(getattr(db, "url", "")):
             return {}
-        out: dict[str, int] = {}
-        for _name, doc in coordination.read_published_prefix(db, HELD_PREFIX, since_s=now - 5.0):
-            for model, n in doc.items():
-                out[model] = out.get(model, 0) + int(n)
-        return out
+        rows = coordination.read_published_prefix(db, LOAD_PREFIX, since_s=now - self.stale_s)
+        return merge_loads(doc for name, doc in rows if name != self.own_row)
 
     def _track_stored(self, rows: dict[tuple[str, str], tuple[Any, ...]], now: float) -> None:
         """Track deployments given bounds through the API, and use the bounds the store holds.
@@ -263,19 +281,13 @@ def _limit(slos: dict[str, Any], service: str, field: str) -> float:
     return float(getattr(slo, field)) if slo is not None else math.inf
 
 
-def _count_within(registry: Any, name: str, model: str, limit_s: float) -> tuple[float, float]:
+def _count_within(buckets: list[list[Any]], limit_s: float) -> tuple[float, float]:
     """(requests observed, those at or under the largest bucket edge <= ``limit_s``)."""
-    total = registry.get_sample_value(f"{name}_count", {"model": model}) or 0.0
+    total = float(buckets[-1][1]) if buckets else 0.0  # the +Inf bucket
     if math.isinf(limit_s):
         return total, total
     met = 0.0
-    for metric in registry.collect():
-        if metric.name != name:
-            continue
-        for sample in metric.samples:
-            if sample.name != f"{name}_bucket" or sample.labels.get("model") != model:
-                continue
-            edge = float(sample.labels["le"])
-            if edge <= limit_s:
-                met = max(met, sample.value)
+    for edge, count in buckets:
+        if float(edge) <= limit_s:
+            met = max(met, float(count))
     return total, met

@@ -330,10 +330,15 @@ async def serve_fleet(
             with control.tx() as repo:
                 return wanted_replicas(repo, options=options, device_names=names)
 
+        def record(states: dict[int, tuple[str, str | None]]) -> None:
+            with control.tx() as repo:  # what runs, for `deploy list` and the bill
+                repo.record_run_states(states)
+
         from npucenter.settings import secret_from_env
 
         reconciler = DeploymentReconciler(
             read=read,
+            record=record,
             executor=executor,
             gateway=gateway,
             interval_s=interval_s,

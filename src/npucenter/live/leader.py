@@ -9,7 +9,9 @@ the others try again every ``interval_s`` and take over when the leader's connec
 
 The others learn the replicas to send requests to from the leader: it publishes its pool (each
 replica's endpoint, the aliases, the models still starting) in the store whenever it changes;
-followers read it every ``interval_s``. Tenants' token and request buckets are shared through
+followers read it every ``interval_s``. Every gateway publishes its load (queues, running
+requests, latency histograms; ``load/<host>-<pid>``) every ``interval_s`` for the leader's
+autoscaler. Tenants' token and request buckets are shared through
 leases (:mod:`npucenter.gateway.lease`) on the same database.
 
 On SQLite one process owns the database: :func:`hold_center_lock` refuses a second one.
@@ -23,7 +25,6 @@ import dataclasses
 import fcntl
 import logging
 import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, TextIO
 from npucenter.errors import ConflictError
 from npucenter.gateway.lease import LeaseGrant
 from npucenter.gateway.pool import ReplicaEndpoint
+from npucenter.live.load import gateway_load, load_row_name
 from npucenter.settings import Settings
 from npucenter.store import coordination
 from npucenter.store.db import Database
@@ -48,8 +50,6 @@ log = logging.getLogger(__name__)
 
 #: The name of the leader's published pool in the store.
 POOL_DOCUMENT = "gateway-pool"
-#: Followers publish the requests they hold for a model at zero under this prefix.
-HELD_PREFIX = "held/"
 
 
 def hold_center_lock(settings: Settings) -> TextIO | None:
@@ -198,13 +198,11 @@ async def share_replicas(
     every gateway gives back the bucket slices it has not used for a second."""
     clock = now_s or time.time
     db = leadership.db
-
-    held_name = f"{HELD_PREFIX}{socket.gethostname()}-{os.getpid()}"
+    row = load_row_name()
 
     async def loop() -> None:
         last: dict[str, Any] | None = None
         seen_s = -1.0
-        held_last: dict[str, int] = {}
         while True:
             try:
                 if leadership.is_leader:
@@ -220,13 +218,10 @@ async def share_replicas(
                     if got is not None and got[1] != seen_s:
                         apply_pool_document(gateway, got[0])
                         seen_s = got[1]
-                    # requests held here for a model at zero: the leader's autoscaler counts them
-                    held = {m: n for m, n in gateway.held_for_replica.items() if n}
-                    if held or held != held_last:
-                        await asyncio.to_thread(
-                            coordination.publish, db, held_name, held, now_s=clock()
-                        )
-                        held_last = held
+                # this gateway's queues, running requests and latency: the leader's autoscaler
+                # adds every gateway's row (its own is read in process)
+                load = gateway_load(gateway)
+                await asyncio.to_thread(coordination.publish, db, row, load, now_s=clock())
                 leases = gateway.budgets.leases
                 if leases is not None:
                     for key, tokens in leases.collect_idle(1.0):
