@@ -6,13 +6,16 @@ for 8000. The commands run in a scratch directory where `examples` is the reposi
 README says its example paths are relative to the repository root), so nothing is written into
 the checkout. The center runs with the opt-ins the README names for a benchmark job
 (`NPUCENTER_JOB_NETWORK=host`, and `NPUCENTER_JOB_ISOLATION=none` where bubblewrap is missing).
+At the end, the tenant's key made in the tour is in no table of the store and no log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +83,34 @@ def test_every_tour_command_runs_as_written(tmp_path: Path) -> None:
                 if re.match(r"npucenter job result \d+", command):
                     _wait_for_job(command.split()[3], work, shell_env)
                 _run(["bash", "-c", command], work, shell_env, what=command)
+        # the tenant's key (made in the tour) is in no stored row and no log: the benchmark
+        # job called the gateway with a key of its own, revoked when it ended
+        tenant_key = shell_env["KAIST_KEY"]
+        assert tenant_key.startswith("npc_")
+        secret_part = tenant_key.split("_", 2)[2]
+        for where, text in _everything_kept(tmp_path / "data", tmp_path / "up.log"):
+            assert secret_part not in text, f"the tenant's key is in {where}"
+        job_keys = _rows(tmp_path / "data", "SELECT revoked_at_s FROM api_keys WHERE scope='job'")
+        assert job_keys and all(revoked is not None for (revoked,) in job_keys)
+
+
+def _rows(data_dir: Path, query: str) -> list[tuple]:
+    [db] = data_dir.glob("*.db")
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(query).fetchall()
+
+
+def _everything_kept(data_dir: Path, up_log: Path) -> list[tuple[str, str]]:
+    """(where, text) of every table of the store, the center's log and every job's log."""
+    kept = [(str(up_log), up_log.read_text(errors="replace"))]
+    tables = [
+        name for (name,) in _rows(data_dir, "SELECT name FROM sqlite_master WHERE type='table'")
+    ]
+    for table in tables:
+        kept.append((f"table {table}", repr(_rows(data_dir, f'SELECT * FROM "{table}"'))))
+    for log in data_dir.glob("jobs/job-*/output.log"):
+        kept.append((str(log), log.read_text(errors="replace")))
+    return kept
 
 
 def _as_a_reader_types_it(text: str, port: int) -> str:

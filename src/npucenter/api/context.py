@@ -57,10 +57,21 @@ class ControlPlane:
         for listener in list(self.on_change):
             listener()
 
-    def authenticate(self, secret: str) -> Principal:
-        """The principal of an API key secret (the gateway calls this too)."""
+    def authenticate(self, secret: str, route: str = "") -> Principal:
+        """The principal of an API key secret, for ``route`` ("METHOD /path", when known).
+
+        A job's own key (scope ``job``, given to it by the job runner for its run) calls /v1
+        (the gateway resolves keys itself) and ``PUT /api/jobs/<its id>/result``, nothing else.
+        """
         with self.tx() as repo:
-            return repo.lookup_key(secret)
+            principal = repo.lookup_key(secret)
+        if principal.job_id is not None and route != f"PUT /api/jobs/{principal.job_id}/result":
+            raise PermissionDeniedError(
+                f"a job's own key (job {principal.job_id}) calls /v1 and uploads its job's result "
+                "only",
+                hint="use a key of the tenant (`npucenter key create`) for the control plane",
+            )
+        return principal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

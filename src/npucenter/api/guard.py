@@ -51,13 +51,13 @@ class PayloadTooLargeError(InvalidRequestError):
 
 
 class ApiGuard:
-    """The middleware; ``authenticate(secret)`` returns a principal or raises (blocking)."""
+    """The middleware; ``authenticate(secret, route)`` returns a principal or raises (blocking)."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        authenticate: Callable[[str], Any],
+        authenticate: Callable[[str, str], Any],
         open_endpoints: frozenset[str] = frozenset(),
         max_body_bytes: int = MAX_API_BODY_BYTES,
     ) -> None:
@@ -87,7 +87,7 @@ class ApiGuard:
             return
         secret = _bearer(scope)
         if secret:
-            principal = await run_in_threadpool(self.authenticate, secret)
+            principal = await run_in_threadpool(self.authenticate, secret, "")
             if getattr(principal, "is_admin", False):
                 return
         raise AuthenticationError(
@@ -103,7 +103,8 @@ class ApiGuard:
                 "no API key given",
                 hint="send 'Authorization: Bearer <key>' (the CLI reads NPUCENTER_API_KEY)",
             )
-        principal = await run_in_threadpool(self.authenticate, secret)
+        route = f"{scope.get('method', '')} {scope['path']}"  # a job's key: its result only
+        principal = await run_in_threadpool(self.authenticate, secret, route)
         scope.setdefault("state", {})["principal"] = principal
         limit = self._limit(scope)
         length = _header(scope, b"content-length")

@@ -62,10 +62,12 @@ from npucenter.executors.runmark import (
 )
 from npucenter.executors.sandbox import ENV_ALLOW, JobBox, Sandbox, directory_bytes
 from npucenter.settings import environ
+from npucenter.store.keys import job_key_name
 from npucenter.store.models import Job
 from npucenter.store.repository import MAX_LOG_TAIL_CHARS, MAX_RESULT_BYTES, Repository
 
 __all__ = [
+    "ENV_API_KEY",
     "ENV_CARDS",
     "ENV_JOB_ID",
     "ENV_RESULT_PATH",
@@ -84,6 +86,7 @@ RUNNER_NAME = "local"
 ENV_JOB_ID = "NPUCENTER_JOB_ID"
 ENV_CARDS = "NPUCENTER_CARDS"  # the card indexes on the job's server, e.g. "0,1"
 ENV_RESULT_PATH = "NPUCENTER_RESULT_PATH"  # a JSON object written here becomes the job's result
+ENV_API_KEY = "NPUCENTER_API_KEY"  # the run's own key (scope "job"): /v1 and its result only
 #: The visible-devices variable of each device family, as the engines launch their servers
 #: (engines/vllm.py: CUDA_VISIBLE_DEVICES, engines/rbln.py: RBLN_DEVICES). furiosa-llm takes
 #: ``--devices npu:0,npu:1`` instead, given as NPUCENTER_FURIOSA_DEVICES.
@@ -165,6 +168,22 @@ class _Run:
     over_limit: str | None = None  # why the runner killed it (a limit), if it did
     last_power_w: float | None = None
     energy_j: float | None = None  # measured, when telemetry sees the cards
+    key_id: int | None = None  # the run's own API key (revoked when the run ends)
+
+    def key_ids(self) -> list[int]:
+        return [] if self.key_id is None else [self.key_id]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _JobKey:
+    """A run's own API key: made when it starts, in its environment only, revoked at its end."""
+
+    key_id: int
+    secret: str = field(repr=False)
+
+    def environment(self) -> dict[str, str]:
+        # the CLI (`npucenter bench run`) and OpenAI clients read these
+        return {ENV_API_KEY: self.secret, "OPENAI_API_KEY": self.secret}
 
 
 def job_environment(
@@ -245,6 +264,10 @@ class JobRunner:
         files: copies a job's inputs into its work dir before it starts and collects its
             outputs when it succeeded (:class:`JobFilesHook`; program jobs, issue 14; on Ray
             the inputs go with the run to the node and the outputs come back).
+        job_keys: give each run a key of its own (scope ``job``: the gateway's /v1 as its
+            tenant, and its own result) in ``NPUCENTER_API_KEY``/``OPENAI_API_KEY``, revoked
+            when the run ends; default: where the job can reach the gateway (the host's
+            network, no isolation, or Ray).
     """
 
     def __init__(
@@ -261,8 +284,10 @@ class JobRunner:
         launcher: Any | None = None,
         busy_cards: Callable[[], set[tuple[str, int]]] | None = None,
         files: JobFilesHook | None = None,
+        job_keys: bool | None = None,
     ) -> None:
         self.files = files
+        self._job_keys = job_keys
         self._tx = tx
         self._admit = admit
         self.work_dir = Path(work_dir)
@@ -280,6 +305,14 @@ class JobRunner:
         self._runs: dict[int, _Run] = {}
         self._ticker = Ticker("job runner", log)
         _LIVE_RUNNERS.add(self)
+
+    @property
+    def gives_keys(self) -> bool:
+        """Whether each run gets a key of its own (default: where a job can reach the gateway)."""
+        if self._job_keys is not None:
+            return self._job_keys
+        policy = self.sandbox.policy
+        return self.launcher is not None or not self.sandbox.enabled or policy.network == "host"
 
     # --- life cycle ---------------------------------------------------------------------
     async def run_forever(self) -> None:
@@ -308,6 +341,7 @@ class JobRunner:
         await asyncio.gather(*(self._stop_proc(r.proc) for r in runs))
         for run in runs:
             await asyncio.to_thread(_forget, run)
+            await asyncio.to_thread(self._revoke, run.key_ids())
         ids = [r.view.job_id for r in runs]
         if ids:
             await asyncio.to_thread(self._requeue, ids, "the center stopped while it ran")
@@ -335,6 +369,8 @@ class JobRunner:
                 run.proc.kill_now()
             elif run.proc.poll() is not None:
                 _forget(run)
+        with contextlib.suppress(Exception):  # the store may be gone at exit: recover() revokes
+            self._revoke([k for r in self._runs.values() for k in r.key_ids()])
 
     # --- one tick -----------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -350,6 +386,7 @@ class JobRunner:
             for run in exited:
                 del self._runs[run.view.job_id]
                 await asyncio.to_thread(_forget, run)
+                await asyncio.to_thread(self._revoke, run.key_ids())
                 if await asyncio.to_thread(self._record_exit, run):
                     report.finished.append(run.view.job_id)
             if exited:  # their cards are free: admit again before starting
@@ -375,6 +412,7 @@ class JobRunner:
         await asyncio.gather(*(self._stop_proc(run.proc) for run in doomed))
         for run in doomed:
             await asyncio.to_thread(_forget, run)
+            await asyncio.to_thread(self._revoke, run.key_ids())
             report.killed.append(run.view.job_id)
             log.info("killed job %d (pid %d): it lost its cards", run.view.job_id, run.proc.pid)
 
@@ -429,15 +467,21 @@ class JobRunner:
             ):
                 report.refused.append(view.job_id)
             return
-        if not await asyncio.to_thread(self._mark_running, view):
+        started, key = await asyncio.to_thread(self._mark_running, view)
+        if not started:
             return
         try:
             if self.files is not None:
                 await asyncio.to_thread(self._stage, view)  # copies (a model): off the loop
-            run = self._spawn(view) if self.launcher is None else await self._spawn_remote(view)
+            if self.launcher is None:
+                run = self._spawn(view, key)
+            else:
+                run = await self._spawn_remote(view, key)
         except (OSError, NpuCenterError) as exc:
             reason = f"the command could not start: {exc}"
             await asyncio.to_thread(self._fail_running, view, "cannot_start", reason)
+            if key is not None:
+                await asyncio.to_thread(self._revoke, [key.key_id])
             report.refused.append(view.job_id)
             return
         self._runs[view.job_id] = run
@@ -463,7 +507,7 @@ class JobRunner:
             allow=self.sandbox.policy.env_allow,
         )
 
-    def _spawn(self, view: _JobView) -> _Run:
+    def _spawn(self, view: _JobView, key: _JobKey | None = None) -> _Run:
         # job-<id>/ is the runner's (the log); job-<id>/work/ is the job's own, its only
         # writable place; the runner never follows a link the job may have left there
         run_dir = self._run_dir(view)
@@ -475,7 +519,9 @@ class JobRunner:
         env["HOME"] = box.inside_work_dir
         if box.isolated:
             env["TMPDIR"] = "/tmp"  # its own, size-bounded
-        command = expand_job_argv(view.command, env)
+        command = expand_job_argv(view.command, env)  # never its key: not an expandable name
+        if key is not None:
+            env.update(key.environment())
         if box.isolated:
             _must_exist(command[0], env.get("PATH", ""), box)
         argv = self.sandbox.command(command, box)
@@ -511,9 +557,10 @@ class JobRunner:
             log_path=log_path,
             result_path=result_path,
             last_sample_s=self.clock.now_s(),
+            key_id=None if key is None else key.key_id,
         )
 
-    async def _spawn_remote(self, view: _JobView) -> _Run:
+    async def _spawn_remote(self, view: _JobView, key: _JobKey | None = None) -> _Run:
         run_dir = self._run_dir(view)
         box = JobBox(
             job_id=view.job_id,
@@ -523,6 +570,8 @@ class JobRunner:
             isolated=self.sandbox.enabled,
         )
         env = self._environment(view, box)
+        if key is not None:
+            env.update(key.environment())
         log_path, result_path = run_dir / "output.log", run_dir / "result.json"
         result_path.unlink(missing_ok=True)
         handle = await self.launcher.spawn(  # type: ignore[union-attr]
@@ -546,6 +595,7 @@ class JobRunner:
             log_path=log_path,
             result_path=result_path,
             last_sample_s=self.clock.now_s(),
+            key_id=None if key is None else key.key_id,
         )
 
     def _stage(self, view: _JobView) -> None:
@@ -589,18 +639,32 @@ class JobRunner:
             jobs += [repo.get_job(i) for i in sorted(ours) if _exists(repo, i)]
             return {j.id: _view(repo, j) for j in jobs}
 
-    def _mark_running(self, view: _JobView) -> bool:
+    def _mark_running(self, view: _JobView) -> tuple[bool, _JobKey | None]:
+        # admitted -> running, and (where the job may reach the gateway) its own key, made in
+        # the same transaction: the key exists only while a run does
         with self._guard(view.job_id, "start"), self._tx() as repo:
             job = repo.get_job(view.job_id)
             if job.state != "admitted" or job.admitted_at_s != view.admitted_at_s:
-                return False
+                return False, None
             repo.start_job_run(
                 job,
                 runner=RUNNER_NAME,
                 reason=f"started on {view.server} cards {','.join(map(str, view.cards))}",
             )
-            return True
-        return False
+            if not self.gives_keys:
+                return True, None
+            row, secret = repo.create_key(
+                tenant_id=job.tenant_id, scope="job", name=job_key_name(job.id)
+            )
+            return True, _JobKey(key_id=row.id, secret=secret)
+        return False, None
+
+    def _revoke(self, key_ids: Sequence[int]) -> None:
+        # the run ended (exited, killed, requeued): its key stops authenticating at once (the
+        # gateway's key cache forgets it within seconds)
+        for key_id in key_ids:
+            with self._guard(key_id, "revoke its key"), self._tx() as repo:
+                repo.revoke_key(key_id)
 
     def _fail_unstarted(self, view: _JobView, code: str, reason: str) -> bool:
         with self._guard(view.job_id, "refuse"), self._tx() as repo:
@@ -690,6 +754,11 @@ class JobRunner:
         return frozenset(stuck)
 
     def _requeue_orphaned(self, stuck: frozenset[int] = frozenset()) -> list[int]:
+        with self._tx() as repo:  # keys of runs a stopped runner left: none runs any more
+            held = frozenset(r.key_id for r in self._runs.values() if r.key_id is not None)
+            revoked = repo.revoke_job_keys(keep=held)
+        if revoked:
+            log.info("revoked %d job key(s) a stopped center left", len(revoked))
         with self._tx() as repo:
             ids = [
                 j.id

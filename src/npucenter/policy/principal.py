@@ -45,6 +45,7 @@ class Principal:
     weight: float = 1.0  # fair-share weight among tenants of one priority
     limits: TenantLimits = field(default_factory=TenantLimits)
     tokens_used: float = 0.0  # tokens counted against token_quota before this process started
+    job_id: int | None = None  # a job's own key (scope "job"): /v1 and that job's result only
 
     @property
     def scope(self) -> str:

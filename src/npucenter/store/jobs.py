@@ -12,6 +12,7 @@ from sqlalchemy import select
 from npucenter.errors import ConflictError, InvalidConfigError, NotFoundError
 from npucenter.store.base import canonical_device, check_choice, check_name
 from npucenter.store.fleet import FleetStore
+from npucenter.store.keys import key_in_command, redact_secrets
 from npucenter.store.ledger import LedgerStore
 from npucenter.store.models import Allocation, CardRow, Job, JobEvent, ServerRow, Tenant
 from npucenter.store.quotas import QuotaStore
@@ -68,6 +69,16 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
             raise InvalidConfigError("num_cards", num_cards, "must be between 1 and 64")
         if not image and not command:
             raise InvalidConfigError("image", image, "a job needs an image or a command")
+        for field, argv in (("image", [image or ""]), ("command", list(command))):
+            at = key_in_command(argv)
+            if at is not None:  # stored and shown: a key must not be in it
+                raise InvalidConfigError(
+                    field,
+                    redact_secrets(argv[at]) if argv[at] != redact_secrets(argv[at]) else "…",
+                    "carries an API key, which would be stored with the job",
+                    hint="leave the key out: a running job gets a key of its own in "
+                    "NPUCENTER_API_KEY and OPENAI_API_KEY (docs/security.md)",
+                )
         now = self.now_s()
         job = Job(
             tenant_id=tenant.id,
@@ -214,6 +225,9 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
         ``failure_code``/``failure_reason`` say why when no exit code does (an image job the
         local runner cannot run, a command that would not start).
         """
+        # what a job printed or failed with is kept and shown: never a key in it
+        log_tail = redact_secrets(log_tail) if log_tail else log_tail
+        failure_reason = redact_secrets(failure_reason) if failure_reason else failure_reason
         ok = exit_code == 0 and failure_code is None
         if failure_code is None and not ok:
             failure_code = "exit_code"

@@ -24,7 +24,9 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, or_, select
 
@@ -41,7 +43,11 @@ __all__ = [
     "KeyStore",
     "Principal",
     "hash_secret",
+    "job_key_name",
+    "key_in_command",
     "new_secret",
+    "redact_document",
+    "redact_secrets",
     "verify_secret",
 ]
 
@@ -53,6 +59,77 @@ _GENERATED = re.compile(r"npc_([a-z2-9]{8})_[A-Za-z0-9_-]{32,}")
 # for passwords; API keys are verified once per process, then remembered).
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _MAX_SCAN_ROWS = 32
+_JOB_KEY_NAME = re.compile(r"job-(\d+)")
+REDACTED = "[redacted]"
+# what a key looks like where it must not be kept: a generated key (its short id stays, as in
+# listings), the value after "Bearer", an --api-key option or an api_key/password/secret field
+_KEY_SHAPED = re.compile(r"(npc_[a-z2-9]{8}_)[A-Za-z0-9_-]{8,}")
+_KEY_VALUED = re.compile(
+    r"""(?ix)
+    ( \bbearer\s+
+    | --?api[-_]?key(?:\s+|=)
+    | \b(?:api[-_]?key|authorization|password|secret)["']?\s*[:=]\s*["']?(?:bearer\s+)?
+    )
+    (?!\[redacted\]|\$|bearer\b)[^\s"',;}]+  # a $NAME or $(NAME) reference is no key
+    """
+)
+
+_SECRET_FIELD = re.compile(r"(?i)[\w-]*(?:api[-_]?key|authorization|password|secret)")
+
+
+def job_key_name(job_id: int) -> str:
+    """The name of job ``job_id``'s own key (scope ``job``)."""
+    return f"job-{job_id}"
+
+
+def redact_secrets(text: str, secrets_: tuple[str, ...] = ()) -> str:
+    """``text`` with every key-shaped part (and each of ``secrets_``) replaced by ``[redacted]``.
+
+    What a job printed, reported or failed with is stored and shown; a key in it must not be.
+    """
+    for secret in secrets_:
+        if len(secret) >= 8:
+            text = text.replace(secret, REDACTED)
+    text = _KEY_SHAPED.sub(lambda m: m.group(1) + REDACTED, text)
+    return _KEY_VALUED.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def key_in_command(argv: Sequence[str]) -> int | None:
+    """The index of the first argument of ``argv`` that carries a key, if one does.
+
+    A generated key anywhere in an argument, or the value of an ``--api-key`` option (a
+    ``$NAME`` reference excepted). Stricter than :func:`redact_secrets`, whose field names would
+    also match code (``api_key=os.environ[...]``) a command may rightly carry.
+    """
+    for i, arg in enumerate(argv):
+        if _KEY_SHAPED.search(arg):
+            return i
+        name, eq, value = arg.partition("=")
+        if name.lower() in ("--api-key", "--api_key"):
+            if not eq:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+                i += 1
+            if value and not value.startswith("$"):
+                return i
+    return None
+
+
+def redact_document(value: Any) -> Any:
+    """A JSON value with :func:`redact_secrets` applied to every string in it (keys too)."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {
+            redact_secrets(str(k)): (
+                REDACTED
+                if isinstance(v, str) and v and _SECRET_FIELD.fullmatch(str(k))
+                else redact_document(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_document(v) for v in value]
+    return value
 
 
 def new_secret() -> tuple[str, str]:
@@ -161,9 +238,11 @@ class KeyStore(StoreBase):
 
         ``secret`` (admin keys only): an operator-chosen secret, found by trying (tag ``*``).
         """
-        check_choice("scope", scope, ("admin", "tenant"))
-        if (scope == "tenant") != (tenant_id is not None):
+        check_choice("scope", scope, ("admin", "tenant", "job"))
+        if (scope != "admin") != (tenant_id is not None):
             raise InvalidConfigError("scope", scope, "tenant keys need a tenant; admin keys none")
+        if scope == "job" and _JOB_KEY_NAME.fullmatch(name) is None:
+            raise InvalidConfigError("name", name, "a job's key is named job-<id>")
         if secret is not None and scope != "admin":
             raise InvalidConfigError("secret", "…", "only an admin key may have a chosen secret")
         if secret is None:
@@ -213,6 +292,18 @@ class KeyStore(StoreBase):
             stmt = stmt.where(ApiKey.tenant_id == tenant_id)
         return list(self.session.scalars(stmt))
 
+    def revoke_job_keys(self, *, keep: frozenset[int] = frozenset()) -> list[int]:
+        """Revoke every job's key but those in ``keep`` (a runner that starts holds none)."""
+        rows = self.session.scalars(
+            select(ApiKey).where(ApiKey.scope == "job", ApiKey.revoked_at_s.is_(None))
+        )
+        revoked = []
+        for key in rows:
+            if key.id not in keep:
+                key.revoked_at_s = self.now_s()
+                revoked.append(key.id)
+        return revoked
+
     def revoke_key(self, key_id: int, *, tenant_id: int | None = None) -> ApiKey:
         """Mark a key revoked; it stops authenticating at once."""
         key = self.row(ApiKey, key_id)
@@ -239,6 +330,7 @@ class KeyStore(StoreBase):
         if key.tenant_id is not None:
             tenant = self.row(Tenant, key.tenant_id)
             name = tenant.name if tenant else ""
+        job = _JOB_KEY_NAME.fullmatch(key.name) if key.scope == "job" else None
         return Principal(
             key_id=f"key-{key.id}",
             key_row_id=key.id,
@@ -246,6 +338,7 @@ class KeyStore(StoreBase):
             tenant_id=key.tenant_id,
             scopes=frozenset({key.scope}),
             is_admin=key.scope == "admin",
+            job_id=int(job.group(1)) if job is not None else None,
         )
 
     def _find(self, secret: str, *, include_revoked: bool, limit: bool) -> ApiKey | None:

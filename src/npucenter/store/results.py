@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from npucenter.errors import InvalidConfigError, NotFoundError
 from npucenter.store.base import StoreBase
+from npucenter.store.keys import redact_document
 from npucenter.store.models import Job, JobResult
 
 __all__ = ["MAX_RESULT_BYTES", "ResultStore"]
@@ -26,6 +27,7 @@ class ResultStore(StoreBase):
             raise InvalidConfigError(
                 "result", type(document).__name__, "a result must be a JSON object"
             )
+        document = redact_document(document)  # a key a job reported is not kept
         try:
             num_bytes = len(json.dumps(document, separators=(",", ":"), allow_nan=False))
         except (TypeError, ValueError) as exc:

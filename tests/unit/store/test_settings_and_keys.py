@@ -96,3 +96,26 @@ def test_database_urls_are_shown_without_password():
         == "postgresql+psycopg://user@host:5432/db"
     )
     assert _safe("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_redaction_keeps_no_key_a_job_printed_or_reported() -> None:
+    from npucenter.store.keys import key_in_command, new_secret, redact_document, redact_secrets
+
+    short_id, secret = new_secret()
+    text = f"key={secret}\nAuthorization: Bearer sk-abc.def\n--api-key hunter2 --rate 10\n"
+    out = redact_secrets(text)
+    assert secret not in out and "sk-abc.def" not in out and "hunter2" not in out
+    assert f"npc_{short_id}_[redacted]" in out and "--rate 10" in out
+    assert redact_secrets(out) == out  # idempotent
+    assert redact_secrets("output_tokens_per_s 12.5, max_tokens=5") == (
+        "output_tokens_per_s 12.5, max_tokens=5"
+    )
+    assert redact_secrets("--api-key $(NPUCENTER_API_KEY)") == "--api-key $(NPUCENTER_API_KEY)"
+    doc = {"api_key": "x-123", "runs": [{"note": f"used {secret}"}], secret: 1}
+    assert secret not in repr(redact_document(doc)) and "x-123" not in repr(redact_document(doc))
+    # a command: a generated key anywhere, or an --api-key value; code naming api_key is fine
+    assert key_in_command(["bench", "--api-key", "abc"]) == 2
+    assert key_in_command(["bench", "--api-key=abc"]) == 1
+    assert key_in_command(["sh", "-c", f"curl -H 'Authorization: Bearer {secret}'"]) == 2
+    assert key_in_command(["bench", "--api-key", "$KEY"]) is None
+    assert key_in_command(["python", "-c", "OpenAI(api_key=os.environ['OPENAI_API_KEY'])"]) is None
