@@ -8,7 +8,8 @@ gateway does), so prefix affinity keeps an adapter's requests where it is loaded
 picked, an adapter not loaded there is loaded first, as the gateway's ``AdapterLoader`` does
 before it forwards: the request reaches the engine ``load_s`` later (one load at a time per
 replica; requests that find the load under way wait for it). A replica keeps what it loaded
-(``max_loaded``: LRU, as vLLM's ``--max-cpu-loras``); one taken away for a job comes back empty.
+(``max_loaded``: LRU, as vLLM's ``--max-cpu-loras``); one taken away (for a job, or scaled down
+by the autoscaler) comes back empty.
 The LoRA compute cost is the perf model's (:meth:`PerfModel.with_lora`).
 """
 

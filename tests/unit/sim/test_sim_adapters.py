@@ -137,3 +137,27 @@ def test_simulate_reports_adapter_loads(tmp_path: Path) -> None:
     assert "adapters of llama-3.1-8b" in result.output
     summary = json.loads(out.read_text())["adapters"]["llama-3.1-8b"]
     assert summary["loads"] == 1 and summary["requests"] == summary["hits"] + 1
+
+
+def test_a_replica_scaled_to_zero_comes_back_without_its_adapter() -> None:
+    from npucenter.workload.trace import Trace
+
+    fleet = _fleet({"shares": {"lab-a": 1.0}, "load_s": 1.0}, replicas=1)
+    fleet["services"][0] |= {
+        "min_replicas": 0,
+        "max_replicas": 1,
+        "autoscale": {"idle_to_zero_s": 30, "scale_down_delay_s": 0},
+    }
+    arrivals = np.concatenate([np.linspace(0.0, 5.0, 20), np.linspace(300.0, 305.0, 20)])
+    trace = Trace(
+        name="two-bursts",
+        arrival_s=arrivals,
+        prompt_tokens=np.full(40, 128),
+        output_tokens=np.full(40, 8),
+    )
+    spec = fleet_spec_from_mapping(fleet)
+    scaled = Center(spec, default_catalog(), autoscale=True).run(trace).summary
+    fixed = Center(spec, default_catalog(), autoscale=False).run(trace).summary
+    assert scaled["autoscaling"]["llama-3.1-8b"]["scale_downs"] >= 1
+    assert scaled["adapters"]["llama-3.1-8b"]["loads"] == 2  # once per engine start
+    assert fixed["adapters"]["llama-3.1-8b"]["loads"] == 1
