@@ -18,6 +18,7 @@ import yaml
 from npucenter.cli._common import handle_errors
 from npucenter.cli.calls import JOB_COLUMNS, JSON_OPT, _call, _delete, _show, _table
 from npucenter.errors import InvalidConfigError
+from npucenter.files.fleet import read_fleet_file
 
 __all__ = ["adapter_app", "dataset_app", "submit_job_file"]
 
@@ -27,7 +28,13 @@ adapter_app = typer.Typer(help="LoRA adapters your fine-tunes made.", no_args_is
 DATASET_COLUMNS = ["id", "tenant", "name", "format", "num_records", "num_bytes", "sha256"]
 ADAPTER_COLUMNS = ["id", "tenant", "name", "base_model", "rank", "target_modules", "source_job_id"]
 #: Device type a job file's kind asks for when it names none (fine-tunes go to the GPU pool).
-DEFAULT_DEVICE = {"finetune": "h100", "preprocess": "h100", "benchmark": "h100"}
+DEFAULT_DEVICE = {
+    "finetune": "h100",
+    "preprocess": "h100",
+    "benchmark": "h100",
+    "simulate": "h100",  # the twin holds one card while it runs (docs/console.md)
+    "plan": "h100",
+}
 
 
 def upload(path: Path, name: str | None = None, tenant: str | None = None) -> dict[str, Any]:
@@ -119,13 +126,15 @@ def submit_job_file(path: Path, *, tenant: str | None, json_out: bool) -> None:
         raise InvalidConfigError("job file", str(path), "must be a mapping")
     known = {"name", "kind", "device", "cards", "priority", "fallback_devices", "command", "image"}
     kind = doc.get("kind")
-    unknown = sorted(set(doc) - known - {"finetune", "preprocess", "tenant"})
+    unknown = sorted(set(doc) - known - {"finetune", "preprocess", "simulate", "plan", "tenant"})
     if unknown:
         raise InvalidConfigError(f"job file {path}: {unknown[0]}", doc[unknown[0]], "unknown key")
     if kind not in DEFAULT_DEVICE:
         raise InvalidConfigError("kind", kind, f"choose one of {', '.join(DEFAULT_DEVICE)}")
-    spec = doc.get(kind) if kind in ("finetune", "preprocess") else None
-    if spec is not None:
+    spec = doc.get(kind) if kind in ("finetune", "preprocess", "simulate", "plan") else None
+    if spec is not None and kind in ("simulate", "plan"):
+        spec = _twin_spec(path, kind, spec)
+    elif spec is not None:
         if not isinstance(spec, dict):
             raise InvalidConfigError(kind, spec, "must be a mapping")
         spec = dict(spec)
@@ -145,3 +154,17 @@ def submit_job_file(path: Path, *, tenant: str | None, json_out: bool) -> None:
         "spec": spec,
     }
     _table(json_out, JOB_COLUMNS, "POST", "/api/jobs", body)
+
+
+def _twin_spec(path: Path, kind: str, spec: Any) -> dict[str, Any]:
+    """A simulate/plan job's spec with its ``fleet:``/``plan:`` file (relative to the job file)
+    read into it: the job carries its inputs inline."""
+    if not isinstance(spec, dict):
+        raise InvalidConfigError(kind, spec, "must be a mapping")
+    spec = dict(spec)
+    key = "fleet" if kind == "simulate" else "plan"
+    if isinstance(spec.get(key), str):
+        source = path.parent / spec[key]
+        spec.setdefault(f"{key}_label", spec[key])
+        spec[key] = read_fleet_file(source)  # a YAML mapping; missing or bad files say so
+    return spec

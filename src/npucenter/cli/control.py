@@ -592,7 +592,9 @@ def deploy_delete(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) 
 def job_submit(
     name: str = typer.Argument(...),
     command: list[str] | None = typer.Argument(None, help="Command (after --)."),
-    kind: str | None = typer.Option(None, "--kind", help="finetune | preprocess | benchmark."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="finetune | preprocess | benchmark (simulate | plan: from a job file)."
+    ),
     device: str | None = typer.Option(
         None, "--device", "-d", help="Device type or alias (rngd, h100)."
     ),

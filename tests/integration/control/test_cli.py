@@ -193,3 +193,19 @@ def test_deploy_create_takes_a_device_fallback_list(cli):
     assert [r["device_type"] for r in doc["replica_states"]] == ["nvidia_h100_sxm"]
     empty = cli("deploy", "create", "x", "-m", "llama-3.1-8b", "-d", ",", "--tenant", "lab")
     assert empty.exit_code == 2
+
+
+def test_a_twin_job_file_is_submitted_with_its_fleet_file_inline(cli, tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).parents[3] / "examples" / "jobs" / "simulate-two-services.yaml"
+    cli("tenant", "create", "acme", "--kind", "company")
+    cli("fleet", "add", "gpu-1", "--device", "h100", "--cards", "2")
+    cli("quota", "set", "--tenant", "acme", "--device", "h100", "--nominal", "1")
+    job = _json(cli("job", "submit", str(example), "--tenant", "acme", "--json"))
+    assert job["kind"] == "simulate" and job["num_cards"] == 1
+    assert job["command"][1:3] == ["-m", "npucenter.jobs.simulate"]  # the center's program
+    moved = tmp_path / "sim.yaml"  # the same file away from its fleet file: not found, exit 3
+    moved.write_text(example.read_text())
+    missing = cli("job", "submit", str(moved), "--tenant", "acme")
+    assert missing.exit_code == 3 and "fleet file" in missing.stderr
