@@ -2,19 +2,29 @@
 
 A center in process (SQLite in a temporary directory, this machine): 45 servers of 8 h100 cards,
 200 tenants with a quota of 2 cards each, 180 deployments of 2 replicas (360 replicas, placed by
-the admission cycle), one queued job per tenant and 20,000 usage rows; then each page is fetched
-through the ASGI app (TestClient: no network) as the admin and as one tenant, ``--repeat`` times;
-the median and the max milliseconds per page are written to bench/results/bench_console.json.
+the admission cycle), one queued job per tenant and 20,000 gateway ledger rows (written in bulk
+as the gateway writes them: three models and an adapter, one row every 0.5 s); then each page is
+fetched through the ASGI app (TestClient: no network) as the admin and as one tenant,
+``--repeat`` times; the median and the max milliseconds per page are written to
+bench/results/bench_console.json, with the machine's load average before and after.
+
+In the same run, the usage totals two ways (``usage_totals``): reading the whole ledger through
+``GET /api/usage``'s function and summing in Python (what the usage page and
+``/api/usage/summary`` did before) against ``GET /api/usage/summary``'s function (the store's
+GROUP BY query).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,7 +32,10 @@ from _common import write_result
 from fastapi.testclient import TestClient
 
 from npucenter.api import create_app
+from npucenter.api.context import RequestContext
+from npucenter.api.routes import usage as usage_routes
 from npucenter.settings import Settings
+from npucenter.store.ledger import RequestUsage
 from npucenter.web.console import install_console
 
 ADMIN = "npc_bench_console_admin_key_0123456789"
@@ -31,11 +44,18 @@ PAGES = (
     "/console/quotas",
     "/console/keys",
     "/console/deployments",
+    "/console/deployments/1",
     "/console/jobs",
+    "/console/data",
     "/console/fleet",
+    "/console/tenants",
     "/console/queue",
+    "/console/twin",
     "/console/results",
 )
+ADMIN_ONLY = ("/console/tenants",)  # a tenant gets 403 there (deployment 1 is t000's: the tenant's)
+# the gateway's services: three models and an adapter (a service name of its own)
+SERVICES = ("llama-3.1-8b", "qwen-2.5-7b", "mistral-7b", "llama-3.1-8b:lab-support")
 
 
 def _populate(client: TestClient, *, tenants: int, servers: int, usage_rows: int) -> str:
@@ -70,18 +90,68 @@ def _populate(client: TestClient, *, tenants: int, servers: int, usage_rows: int
                 "tenant": f"t{t:03d}",
             },
         )
-    for i in range(usage_rows):
-        client.post(
-            "/api/usage",
-            json={
-                "tenant": f"t{i % tenants:03d}",
-                "kind": "tokens",
-                "tokens_in": 100,
-                "tokens_out": 20,
-                "ref": f"/v1/chat/completions llama-3.1-8b 200 r{i} k r",
-            },
-        )
+    _fill_ledger(client.app, tenants=tenants, rows=usage_rows)  # type: ignore[arg-type]
     return key
+
+
+def _fill_ledger(app: object, *, tenants: int, rows: int) -> None:
+    """``rows`` gateway rows, round-robin over tenants and services, one every 0.5 s, in bulk."""
+    control = app.state.control  # type: ignore[attr-defined]
+    with control.tx() as repo:
+        ids = {t.name: t.id for t in repo.list_tenants()}
+        tenant_ids = [ids[f"t{t:03d}"] for t in range(tenants)]
+        start_s = control.now_s() - rows * 0.5
+        batch = [
+            RequestUsage(
+                request_id=f"bench-{i}",
+                tenant_id=tenant_ids[i % tenants],
+                device_type="h100",
+                device_seconds=0.2,
+                tokens_in=100,
+                tokens_out=20,
+                energy_j=140.0,
+                cost_usd=0.2 * 2.0 / 3600.0,
+                ref=f"/v1/chat/completions {SERVICES[i % len(SERVICES)]} 200 bench-{i} k r",
+                at_s=start_s + i * 0.5,
+            )
+            for i in range(rows)
+        ]
+        repo.append_request_rows(batch)
+
+
+def _median_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return round(statistics.median(times), 1)
+
+
+def _usage_totals(app: object, repeat: int) -> dict[str, float]:
+    """The admin's usage totals by tenant, kind and model: whole ledger read vs GROUP BY."""
+    control = app.state.control  # type: ignore[attr-defined]
+    ctx = RequestContext(control=control, principal=control.authenticate(ADMIN))
+
+    def ledger_read() -> object:  # the former way: every row, then Python
+        rows = usage_routes.list_usage(tenant=None, kind=None, since_s=None, limit=100_000, ctx=ctx)
+        totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0] * 6)
+        for r in rows:
+            parts = r.ref.split()
+            t = totals[(r.tenant, r.kind, parts[1] if len(parts) > 1 else "")]
+            for i, v in enumerate(
+                (r.tokens_in, r.tokens_out, r.device_seconds, r.energy_j, r.cost_usd or 0.0, 1)
+            ):
+                t[i] += v
+        return totals
+
+    def summary() -> object:
+        return usage_routes.usage_summary(by="tenant,kind,model", ctx=ctx)
+
+    return {
+        "ledger_read_median_ms": _median_ms(ledger_read, repeat),
+        "summary_query_median_ms": _median_ms(summary, repeat),
+    }
 
 
 def _sign_in(app: object, key: str) -> TestClient:
@@ -113,9 +183,12 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         placed = sum(d["num_placed_replicas"] for d in api.get("/api/deployments").json())
         pages: dict[str, dict[str, float]] = {}
+        load_before = os.getloadavg()
         for who, key in (("admin", ADMIN), ("tenant", tenant_key)):
             browser = _sign_in(app, key)
             for path in PAGES:
+                if who == "tenant" and path in ADMIN_ONLY:
+                    continue
                 times = []
                 for _ in range(args.repeat):
                     start = time.perf_counter()
@@ -128,10 +201,17 @@ def main() -> None:
                     "bytes": len(response.content),
                 }
                 print(
-                    f"{who:6} {path:22} median {statistics.median(times):7.1f} ms  "
+                    f"{who:6} {path:24} median {statistics.median(times):7.1f} ms  "
                     f"max {max(times):7.1f} ms  {len(response.content):>8,} bytes"
                 )
+        totals = _usage_totals(app, args.repeat)
+        load_after = os.getloadavg()
+        print(
+            f"usage totals: whole ledger read {totals['ledger_read_median_ms']} ms, "
+            f"summary query {totals['summary_query_median_ms']} ms (medians)"
+        )
         app.state.control.db.dispose()
+    slowest = max(pages, key=lambda k: pages[k]["median_ms"])
     out = write_result(
         "bench_console",
         {
@@ -141,6 +221,14 @@ def main() -> None:
             "usage_rows": args.usage_rows,
             "setup_s": round(setup_s, 1),
             "pages": pages,
+            "slowest_page": {"page": slowest, **pages[slowest]},
+            "all_medians_under_300_ms": all(p["median_ms"] < 300 for p in pages.values()),
+            "usage_totals": totals,
+            "load_average_1m": {
+                "before": round(load_before[0], 2),
+                "after": round(load_after[0], 2),
+            },
+            "cpus": os.cpu_count(),
             "note": "measured on this machine (shared CPU), SQLite, in-process ASGI client",
         },
     )

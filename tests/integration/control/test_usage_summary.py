@@ -161,3 +161,29 @@ def test_an_empty_ledger_has_no_groups_and_bad_groupings_are_refused(admin) -> N
     bad = admin.get("/api/usage/summary", params={"by": "tenant,colour"})
     assert bad.status_code == 422 and "colour" in bad.text
     assert admin.get("/api/usage/summary", params={"bucket_s": 0}).status_code == 422
+
+
+def test_the_cli_summary_groups_and_buckets(ledger, anonymous, admin_key, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from npucenter.cli import calls, control
+    from npucenter.cli.client import Client
+    from npucenter.cli.main import app as cli_app
+
+    monkeypatch.setattr(control.console, "width", 200)
+    monkeypatch.setattr(
+        calls, "_api", lambda: Client("http://testserver", admin_key, http=anonymous)
+    )
+    runner = CliRunner()
+    args = ["usage", "summary", "--by", "tenant,model", "--bucket-s", "3600"]
+    doc = runner.invoke(cli_app, [*args, "--json"])
+    assert doc.exit_code == 0, doc.output
+    rows = json.loads(doc.stdout)
+    assert {r["model"] for r in rows} >= {"llama-3.1-8b", "lab-adapter", "h100"}
+    assert all(r["bucket_start_s"] % 3600 == 0 for r in rows)
+    table = runner.invoke(cli_app, args)
+    assert (
+        table.exit_code == 0 and "lab-adapter" in table.stdout and "bucket_start_s" in table.stdout
+    )
