@@ -69,6 +69,71 @@ def _conv_like(num_requests: int, rate_scale: float):
     )
 
 
+def _conv_blocks(num_requests: int, rate_scale: float, block: int = 65_536):
+    """The same kind of traffic as :func:`_conv_like`, made ``block`` requests at a time."""
+    import numpy as np
+
+    from npucenter.workload import Trace, read_azure_trace
+
+    conv = read_azure_trace("conv")
+    rate = conv.mean_rate_rps * rate_scale
+    rng = np.random.default_rng(0)
+    prompts, outputs = conv.prompt_tokens, conv.output_tokens
+    t0 = 0.0
+    for start in range(0, num_requests, block):
+        n = min(block, num_requests - start)
+        arrivals = t0 + np.cumsum(rng.exponential(1.0 / rate, n))
+        t0 = float(arrivals[-1])
+        yield Trace(
+            name=f"conv-like block {start // block}",
+            arrival_s=arrivals,
+            prompt_tokens=rng.choice(prompts, n),
+            output_tokens=rng.choice(outputs, n),
+            source="Poisson at the Azure conversation trace's rate x k, its lengths (bench_sim)",
+        )
+
+
+def run_streamed_scale(copies: int, per_replica: int, policy: str) -> dict[str, object]:
+    """``copies`` x the 80/20 fleet, its traffic streamed (``sim.stream``): bounded memory."""
+    from npucenter.sim.stream import run_streamed
+
+    center = _center(policy, copies)
+    replicas = len(center.placement.replicas)
+    n = replicas * per_replica
+    last = [time.perf_counter()]
+
+    def progress(done: int, sim_t: float) -> None:  # on stderr: how far a long run got
+        if done % 1_048_576 < 65_536 or done == n:
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            print(
+                f"{done:,}/{n:,} requests, {sim_t:,.0f} s simulated, peak RSS {rss_mb:,.0f} MB, "
+                f"{time.perf_counter() - last[0]:,.0f} s wall",
+                file=sys.stderr,
+            )
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    out = run_streamed(center, _conv_blocks(n, float(copies)), progress=progress)
+    wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "mode": "streamed",
+        "policy": policy,
+        "copies": copies,
+        "replicas": replicas,
+        "requests": n,
+        "completed": out["completed"],
+        "rejected": out["rejected"],
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        "us_per_request": wall_s / n * 1e6,
+        "cpu_us_per_request": cpu_s / n * 1e6,
+        "events": out["events"],
+        "simulated_s": out["simulated_s"],
+        "ttft_s": out["ttft_s"],
+        "tpot_s": out["tpot_s"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
 def run_fleet_scale(
     copies: int, per_replica: int, policy: str, repeats: int = 3
 ) -> dict[str, object]:
@@ -276,7 +341,13 @@ def main() -> None:
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     # copies per_replica policy repeats
     parser.add_argument("--fleet", nargs=4, help=argparse.SUPPRESS)
+    # copies per_replica policy: one streamed run (sim.stream), bounded memory
+    parser.add_argument("--stream", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stream:
+        copies, per_replica, policy = args.stream
+        print(json.dumps(run_streamed_scale(int(copies), int(per_replica), policy)))
+        return
     if args.one:
         print(json.dumps(run_synthetic(args.one)))
         return
