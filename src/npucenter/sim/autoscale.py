@@ -10,7 +10,12 @@ the held energy). A replica asked for serves after its engine's cold start
 and rejected after ``hold_s`` (the gateway's bound). A replica scaled down stops like one taken
 for a job: requests without a first token go elsewhere, streaming ones are lost.
 
-Only colocated replicas (role ``both``) are scaled; a disaggregated service keeps its count.
+A disaggregated service is scaled pool by pool with the same policy (each role's deployment
+gives its own ``min_replicas``/``max_replicas``/``autoscale:``) on the signals that pool owns:
+the prefill pool on its queue (requests waiting and prefilling) and TTFT attainment, the
+decode pool on its KV-cache use, its sequences (running and waiting) and TPOT attainment. A
+hand-off that finds no decode replica serving is held while one starts, like a request at
+zero replicas (then rejected after ``hold_s``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ _DEFAULT_ENGINE = "virtual"
 
 @dataclass(slots=True, eq=False)
 class _Scaled:
+    """One scaled pool: a colocated service's replicas, or one role of a disaggregated one."""
+
+    service: str
+    role: str  # "both" | "prefill" | "decode"
     pools: Any  # the center's _ServicePools
     policy: AutoscalePolicy
     replicas: list[Any]  # SimReplica, the ones it may turn on
@@ -48,18 +57,28 @@ class _Scaled:
     held: deque[tuple[int, float]] = field(default_factory=deque)  # (request index, since)
     last_request_s: float | None = None
     last_change_s: float | None = None
-    tick_pending: bool = False
-    ttft_limit_s: float = math.inf
-    tpot_limit_s: float = math.inf
+    ttft_limit_s: float = math.inf  # the latency this pool answers for (prefill: TTFT only)
+    tpot_limit_s: float = math.inf  # (decode: TPOT only; colocated: both)
     num_done: int = 0  # requests finished since the last decision
-    num_met: int = 0  # of which met the service's SLO
+    num_met: int = 0  # of which met this pool's part of the SLO
     num_up: int = 0
     num_down: int = 0
     num_held: int = 0
+    peak: int = 0  # most replicas on (serving or starting) at once
+
+    @property
+    def name(self) -> str:
+        """The summary's key: the service, with the role when disaggregated."""
+        return self.service if self.role == "both" else f"{self.service}/{self.role}"
+
+    @property
+    def is_entry(self) -> bool:
+        """Whether requests arrive here (colocated or prefill), not hand-offs (decode)."""
+        return self.role != "decode"
 
 
 class TwinAutoscaler:
-    """Scales a run's autoscaled services (one per :meth:`Center.run`)."""
+    """Scales a run's autoscaled services, pool by pool (one per :meth:`Center.run`)."""
 
     def __init__(
         self,
@@ -76,23 +95,34 @@ class TwinAutoscaler:
         self.hold_s = hold_s
         self.on_since: dict[int, float] = {}  # replica index -> when its cards were taken
         self.on_s: dict[int, float] = {}  # replica index -> seconds held so far
-        self.services: dict[str, _Scaled] = {}
+        self.services: dict[str, list[_Scaled]] = {}  # service -> its scaled pools
+        self._tick_pending: set[str] = set()
         for dep in deployments:
-            if dep.autoscale is None or dep.service in self.services or dep.service not in pools:
+            if dep.autoscale is None or dep.service not in pools:
                 continue
-            mine = [r for r in replicas if r.service == dep.service and r.role == "both"]
+            if any(p.role == dep.role for p in self.services.get(dep.service, [])):
+                continue
+            mine = [r for r in replicas if r.service == dep.service and r.role == dep.role]
             if not mine:
                 continue
-            self.services[dep.service] = _Scaled(
-                pools=pools[dep.service],
-                policy=dep.autoscale,
-                replicas=mine,
-                cold_start_s=COLD_START_S.get(dep.engine, COLD_START_S[_DEFAULT_ENGINE]),
-                ttft_limit_s=float(getattr((slos or {}).get(dep.service), "ttft_s", math.inf)),
-                tpot_limit_s=float(getattr((slos or {}).get(dep.service), "tpot_s", math.inf)),
+            slo = (slos or {}).get(dep.service)
+            ttft = float(getattr(slo, "ttft_s", math.inf))
+            tpot = float(getattr(slo, "tpot_s", math.inf))
+            self.services.setdefault(dep.service, []).append(
+                _Scaled(
+                    service=dep.service,
+                    role=dep.role,
+                    pools=pools[dep.service],
+                    policy=dep.autoscale,
+                    replicas=mine,
+                    cold_start_s=COLD_START_S.get(dep.engine, COLD_START_S[_DEFAULT_ENGINE]),
+                    ttft_limit_s=math.inf if dep.role == "decode" else ttft,
+                    tpot_limit_s=math.inf if dep.role == "prefill" else tpot,
+                )
             )
-        for svc in self.services.values():  # start at the minimum (at least one), warm
+        for svc in self._all():  # start at the minimum (at least one), warm
             first = min(len(svc.replicas), max(1, svc.policy.min_replicas))
+            svc.peak = first
             for k, rep in enumerate(svc.replicas):
                 if k < first:
                     self.on_since[rep.index] = now_s
@@ -105,6 +135,15 @@ class TwinAutoscaler:
         """Whether any service is scaled."""
         return bool(self.services)
 
+    def _all(self) -> list[_Scaled]:
+        return [p for pools in self.services.values() for p in pools]
+
+    def _pool(self, service: str, *, entry: bool) -> _Scaled | None:
+        for p in self.services.get(service, []):
+            if p.is_entry == entry:
+                return p
+        return None
+
     # --- hooks the center's loop calls ----------------------------------------------------------
 
     def start(self, loop: Any, kind: int, until_s: float) -> None:
@@ -116,37 +155,45 @@ class TwinAutoscaler:
 
     def saw(self, service: str, t: float) -> None:
         """A request for ``service`` arrived at ``t``."""
-        svc = self.services.get(service)
-        if svc is not None:
-            svc.last_request_s = t
+        for p in self.services.get(service, []):
+            if p.is_entry:
+                p.last_request_s = t
 
     def done(self, loop: Any, service: str, idx: int, finish_s: float) -> None:
-        """Request ``idx`` of ``service`` finished: count whether it met the SLO."""
-        svc = self.services.get(service)
-        if svc is None:
+        """Request ``idx`` of ``service`` finished: count, per pool, whether it met its part."""
+        pools = self.services.get(service)
+        if not pools:
             return
         first = loop.first_token_s[idx]
         ttft = first - loop.trace.arrival_s[idx]
         out = int(loop.trace.output_tokens[idx])
         tpot = (finish_s - first) / (out - 1) if out > 1 else 0.0
-        svc.num_done += 1
-        if ttft <= svc.ttft_limit_s and tpot <= svc.tpot_limit_s:
-            svc.num_met += 1
+        for p in pools:
+            p.num_done += 1
+            if ttft <= p.ttft_limit_s and tpot <= p.tpot_limit_s:
+                p.num_met += 1
 
     def hold(self, loop: Any, idx: int, t: float, service: str) -> bool:
         """Hold a request no replica took (True), asking for a cold start; False: not ours."""
-        svc = self.services.get(service)
+        return self._hold(loop, self._pool(service, entry=True), idx, t)
+
+    def hold_handoff(self, loop: Any, idx: int, t: float, service: str) -> bool:
+        """Hold a prefilled request no decode replica took (True); False: not ours."""
+        return self._hold(loop, self._pool(service, entry=False), idx, t)
+
+    def _hold(self, loop: Any, svc: _Scaled | None, idx: int, t: float) -> bool:
         if svc is None or any(r.healthy for r in svc.replicas):
             return False
         svc.held.append((idx, t))
         svc.num_held += 1
-        if not svc.starting and not svc.tick_pending:
-            self._push(loop, t, service)  # decide now: a cold start
+        svc.last_request_s = t
+        if not svc.starting and svc.service not in self._tick_pending:
+            self._push(loop, t, svc.service)  # decide now: a cold start
         return True
 
     def on_up(self, loop: Any, rep: Any, t: float) -> None:
         """A replica finished its cold start: serve what was held."""
-        svc = self.services.get(rep.service)
+        svc = next((p for p in self.services.get(rep.service, []) if p.role == rep.role), None)
         if svc is None or svc.starting.pop(rep.index, None) is None:
             return
         trace = loop.trace
@@ -155,13 +202,21 @@ class TwinAutoscaler:
             if t - since > self.hold_s:
                 loop.rejected[idx] = True
                 continue
+            if not svc.is_entry:
+                loop._handoff(idx, t)  # its KV is there: decode it
+                continue
             prompt, output = int(trace.prompt_tokens[idx]), int(trace.output_tokens[idx])
             loop._arrive(idx, t, prompt, output, svc.pools)
 
     def tick(self, loop: Any, service: str, t: float) -> None:
-        """One decision for ``service`` at ``t``; the next one is scheduled."""
-        svc = self.services[service]
-        svc.tick_pending = False
+        """One decision per pool of ``service`` at ``t``; the next one is scheduled."""
+        self._tick_pending.discard(service)
+        for svc in self.services[service]:
+            self._decide(loop, svc, t)
+        if t < self._until_s:
+            self._push(loop, t + self.interval_s, service)
+
+    def _decide(self, loop: Any, svc: _Scaled, t: float) -> None:
         on = [r for r in svc.replicas if r.healthy]
         for rep in on:
             rep.core.advance_until(t)
@@ -170,12 +225,14 @@ class TwinAutoscaler:
         waiting = sum(r.core.num_waiting for r in on) + len(svc.held)
         if running or waiting:
             svc.last_request_s = t
+        # prefill scales on its queue and TTFT; decode (and colocated) on KV use too
+        kv = sum(r.core.kv_used_fraction for r in on) / len(on) if on else 0.0
         load = DeploymentLoad(
             num_ready=len(on),
             num_starting=len(svc.starting),
             num_queued=waiting,
             num_running=running,
-            kv_used_fraction=sum(r.core.kv_used_fraction for r in on) / len(on) if on else 0.0,
+            kv_used_fraction=0.0 if svc.role == "prefill" else kv,
             slo_attainment=svc.num_met / svc.num_done if svc.num_done else None,
             last_request_s=svc.last_request_s,
             last_change_s=svc.last_change_s,
@@ -205,39 +262,39 @@ class TwinAutoscaler:
                 )
                 svc.num_down += 1
             svc.last_change_s = t
-        if t < self._until_s:
-            self._push(loop, t + self.interval_s, service)
+        svc.peak = max(svc.peak, sum(1 for r in svc.replicas if r.healthy) + len(svc.starting))
 
     def finish(self, loop: Any, horizon_s: float) -> dict[str, Any]:
         """Close the books at ``horizon_s``: held requests never served are rejected."""
-        for svc in self.services.values():
+        for svc in self._all():
             while svc.held:
                 loop.rejected[svc.held.popleft()[0]] = True
         for index, since in list(self.on_since.items()):
             self.on_s[index] = self.on_s.get(index, 0.0) + max(0.0, horizon_s - since)
         self.on_since.clear()
         return {
-            name: {
+            svc.name: {
                 "min_replicas": svc.policy.min_replicas,
                 "max_replicas": min(svc.policy.max_replicas, len(svc.replicas)),
                 "cold_start_s": svc.cold_start_s,
                 "scale_ups": svc.num_up,
                 "scale_downs": svc.num_down,
                 "held_requests": svc.num_held,
+                "peak_replicas": svc.peak,
             }
-            for name, svc in self.services.items()
+            for svc in self._all()
         }
 
     def held_seconds(self, replicas: Sequence[Any], horizon_s: float) -> dict[int, float]:
         """Seconds each replica held its cards (a replica not scaled: the whole run)."""
-        scaled = {r.index for svc in self.services.values() for r in svc.replicas}
+        scaled = {r.index for svc in self._all() for r in svc.replicas}
         return {
             r.index: (self.on_s.get(r.index, 0.0) if r.index in scaled else horizon_s)
             for r in replicas
         }
 
     def _push(self, loop: Any, t: float, service: str) -> None:
-        self.services[service].tick_pending = True
+        self._tick_pending.add(service)
         loop.seq += 1
         heapq.heappush(loop.heap, (t, self._kind, loop.seq, loop.service_number[service], 0))
 

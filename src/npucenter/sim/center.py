@@ -537,6 +537,10 @@ class _Loop:
         )
         rep = self.by_id.get(decision.replica_id) if decision.replica_id else None
         if rep is None:
+            if self.autoscaler is not None and self.autoscaler.hold_handoff(
+                self, idx, t, pools.name
+            ):
+                return  # held while a decode replica starts (its pool autoscaled at zero)
             self.rejected[idx] = True
             return
         rep.core.advance_until(t)
