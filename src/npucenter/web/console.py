@@ -407,6 +407,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             title=f"Deployment {one.id}",
             dep=one,
             engines=engines,
+            starting=any(e.get("state") in ("pending", "starting") for e in engines or []),
         )
 
     @app.get("/console/jobs", include_in_schema=False)
