@@ -47,7 +47,7 @@ KEY = "sk-bench"
 LITELLM_KEY = "sk-litellm-bench-0123456789"
 LITELLM_VERSION = "1.108.7"  # the version issue 16 measured
 DRAIN_S = 10.0  # an open-loop run waits this long after its last send, then counts the rest lost
-MAX_OPEN = 512  # the open-loop client's bound on requests in flight (more: counted as errors)
+MAX_OPEN = 1024  # the open-loop client's bound on requests in flight (more: counted as errors)
 ADMIN_KEY = "bench-gateway-admin-0123456789"
 BODY = json.dumps(
     {
@@ -230,9 +230,15 @@ def _wait_up(port: int, path: str, timeout_s: float = 30.0) -> None:
 
 
 class _Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ids: list[bytes] | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.ids = ids  # the x-request-id of every answer read (the ledger's request ids)
 
     async def post(self, head: bytes) -> int:
         """The answer's status; 0 for a 503 shed at the gateway's door (no request id)."""
@@ -240,7 +246,8 @@ class _Conn:
         header = await self.reader.readuntil(b"\r\n\r\n")
         status = int(header[9:12])
         lower = header.lower()
-        if status == 503 and b"x-request-id" not in lower:
+        j = lower.find(b"x-request-id: ")
+        if status == 503 and j < 0:
             status = 0
         i = lower.find(b"content-length:")
         if i >= 0:
@@ -252,6 +259,8 @@ class _Conn:
                 await self.reader.readexactly(size + 2)
                 if size == 0:
                     break
+        if self.ids is not None and j >= 0:
+            self.ids.append(header[j + 14 : header.index(b"\r\n", j)])
         return status
 
 
@@ -278,9 +287,10 @@ async def _run_rate(
     ``max_open`` are unanswered is not sent and counted as an error (``num_not_sent``: a
     client's connection pool is bounded too, and a saturated server's backlog stays so)."""
     head = _request_head(path, key, body)
+    ids: list[bytes] = []
     idle: list[_Conn] = []
     for _ in range(64):
-        idle.append(_Conn(*await asyncio.open_connection("127.0.0.1", port)))
+        idle.append(_Conn(*await asyncio.open_connection("127.0.0.1", port), ids))
     latencies: list[float] = []
     shed: list[float] = []  # latency of 429/503 answers
     lags: list[float] = []
@@ -297,7 +307,11 @@ async def _run_rate(
             not_sent += 1
             return
         try:
-            conn = idle.pop() if idle else _Conn(*await asyncio.open_connection("127.0.0.1", port))
+            conn = (
+                idle.pop()
+                if idle
+                else _Conn(*await asyncio.open_connection("127.0.0.1", port), ids)
+            )
         except OSError:
             errors += 1
             return
@@ -359,6 +373,7 @@ async def _run_rate(
         "p99_ms": _pct(warm, 99) * 1e3,
         "mean_ms": statistics.fmean(warm) * 1e3 if warm else float("nan"),
         "p99_send_lag_ms": _pct(sorted(lags), 99) * 1e3,
+        "answered_ids": ids,
     }
 
 
@@ -368,7 +383,10 @@ async def _closed_loop(
     """``concurrency`` connections each sending its next request as soon as its last is
     answered, for ``duration_s``: the most the server answers per second."""
     head = _request_head(path, key, BODY)
-    conns = [_Conn(*await asyncio.open_connection("127.0.0.1", port)) for _ in range(concurrency)]
+    ids: list[bytes] = []
+    conns = [
+        _Conn(*await asyncio.open_connection("127.0.0.1", port), ids) for _ in range(concurrency)
+    ]
     ok = answered = errors = shed = door = 0
     stop = time.perf_counter() + duration_s
 
@@ -399,6 +417,7 @@ async def _closed_loop(
         "num_shed": shed,
         "num_shed_at_door": door,
         "num_errors": errors + answered - ok - shed,
+        "answered_ids": ids,
     }
 
 
@@ -455,6 +474,7 @@ def _measured(
     out["load_average_1m"] = round(max(load0, os.getloadavg()[0]), 2)
     # a request shed at the door (before its key is read) has nobody to charge: no row
     answered -= int(out.get("num_shed_at_door", 0))  # type: ignore[call-overload]
+    ids = {i.decode() for i in out.pop("answered_ids", [])}  # type: ignore[attr-defined]
     if db is not None:
         deadline = time.monotonic() + 5.0  # the ticker writes the journal's rows every 0.2 s
         while True:
@@ -462,9 +482,21 @@ def _measured(
             if rows >= answered or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        out["ledger_rows"] = rows
-        out["ledger_rows_match_answers"] = rows == answered
+        time.sleep(0.5)  # rows of requests the client gave up on may still come
+        stored = {r[0] for r in _ledger_query(db, _rows_since(db, rows_before, "request_id"))}
+        out["ledger_rows"] = len(stored)
+        # every answer the client read has its row (request_id is unique: exactly one); the
+        # other rows are requests the client gave up on (timed out), metered as the gateway saw
+        out["ledger_rows_missing"] = len(ids - stored)
+        out["ledger_rows_of_unanswered"] = len(stored - ids)
+        out["ledger_rows_match_answers"] = not (ids - stored) and len(ids) == answered
     return out
+
+
+def _rows_since(db: str, offset: int, columns: str) -> str:
+    """SQL: ``columns`` of the ledger rows after the first ``offset`` (SQLite or PostgreSQL)."""
+    limit = "" if db.startswith("postgresql") else "LIMIT -1 "
+    return f"SELECT {columns} FROM usage_ledger ORDER BY id {limit}OFFSET {offset}"
 
 
 def _pct(sorted_values: list[float], q: float) -> float:
@@ -1008,13 +1040,7 @@ def _abandonment(key_file: Path, duration_s: float, rate_rps: float = 150.0) -> 
         cpu = _cpu_s(gw.pid) - cpu0
         time.sleep(1.0)  # the ticker flushes the ledger every 0.2 s
         in_use, queued = _slots_in_use(gw_port)
-        rows = _ledger_query(
-            db,
-            "SELECT ref, tokens_in, tokens_out FROM usage_ledger "
-            f"ORDER BY id LIMIT -1 OFFSET {rows_before}"
-            if not db.startswith("postgresql")
-            else f"SELECT ref, tokens_in, tokens_out FROM usage_ledger ORDER BY id OFFSET {rows_before}",
-        )
+        rows = _ledger_query(db, _rows_since(db, rows_before, "ref, tokens_in, tokens_out"))
     finally:
         if gw is not None:
             _stop(gw)

@@ -38,13 +38,14 @@ def test_slots_freed_in_bursts_give_the_mean_interval_not_the_last_gaps() -> Non
 
 
 def test_a_new_busy_period_does_not_count_the_idle_time_before_it() -> None:
-    w = WaitEstimator(max_expected_wait_s=10.0)
+    w = WaitEstimator(max_expected_wait_s=10.0, min_gaps=2)
     w.served("m", 0.0)
     w.served("m", 0.1)
+    w.served("m", 0.2)
     w.served("m", 50.0, measure=False)  # the queue was empty for 50 s
     assert w.expected_wait_s("m", 1) == pytest.approx(0.1)
-    w.served("m", 50.2)
-    assert w.expected_wait_s("m", 1) == pytest.approx(0.2)
+    w.served("m", 50.4)  # one slow gap does not replace what the last busy period measured
+    assert w.expected_wait_s("m", 1) == pytest.approx(0.25)  # (0.1 + 0.4) / 2
 
 
 def test_the_door_refuses_beyond_its_bound_and_counts() -> None:
