@@ -61,6 +61,7 @@ _LASTING = frozenset(
 _UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
 
 _HeapEntry = tuple[int, float, float, str, int, str]
+_NUM_CLASSES = len(PriorityClass)  # EnumMeta.__len__ is slow: once
 
 
 class _Cycle(VictimSearch):
@@ -78,7 +79,9 @@ class _Cycle(VictimSearch):
             tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]],
         ] = {}
         # caches valid while (admissions, preemptions) stay the same
-        self.available_cache: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}
+        self.available_cache: dict[tuple[str, str], int] = {}
+        self.available_epoch = 0
+        self.epoch = 0  # admissions and preemptions so far in this cycle
         self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
 
     # -- the phases ---------------------------------------------------------------------------
@@ -144,6 +147,7 @@ class _Cycle(VictimSearch):
             if owners:  # defer heads that would borrow, without a heap round
                 node = nodes[tenant]
                 usage, quota = node.usage, node.subtree_quota
+                later: list[Workload] | None = None
                 while at < len(queue):
                     head = queue[at]
                     d = head.device_type
@@ -151,7 +155,9 @@ class _Cycle(VictimSearch):
                         break
                     if head.fallback_device_types and self._owner_types(head):
                         break
-                    deferred.setdefault(tenant, []).append(head)
+                    if later is None:
+                        later = deferred.setdefault(tenant, [])
+                    later.append(head)
                     at += 1
                 position[tenant] = at
             # heads that fail as an identical ask did: no heap round. Admissions only take
@@ -319,12 +325,14 @@ class _Cycle(VictimSearch):
         key = (w.tenant, d, w.tp_size)
         stamp = self.preempt_count.get((id(node.root), d), 0)
         fair_stamp = len(self.preempted)
-        classical = not _failed(self.victim_failures, key, stamp, w.num_cards, priority)
-        fair = (
-            self.fair_on
-            and node.parent is not None
-            and not _failed(self.fair_failures, key, fair_stamp, w.num_cards, priority)
-        )
+        memo = self.victim_failures.get(key)
+        classical = memo is None or memo[0] != stamp or not _below(memo[1], w.num_cards, priority)
+        fair = self.fair_on and node.parent is not None
+        if fair:
+            memo = self.fair_failures.get(key)
+            fair = (
+                memo is None or memo[0] != fair_stamp or not _below(memo[1], w.num_cards, priority)
+            )
         if not (classical or fair):
             return None
         lim = self.limit_cache.get((w.tenant, d)) or self.limits(w.tenant, d)
@@ -358,14 +366,17 @@ class _Cycle(VictimSearch):
         key = (w.tenant, d, int(priority))
         cached = self.top_share_cache.get(key)
         if cached is None or cached[0] != version:
-            lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
             top = -1.0
-            for tenant, per_class in self.eligible_victims(w.tenant, d):
-                if lower_only and not any(per_class[:priority]):
-                    continue
-                share = self.old_share(tenant)
-                if share > top:
-                    top = share
+            others = self.eligible_victims(w.tenant, d)
+            if others:
+                lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
+                cards = self.victim_cards(self.nodes[w.tenant].root, d)
+                for tenant in others:
+                    if lower_only and not any(cards[tenant][:priority]):
+                        continue
+                    share = self.old_share(tenant)
+                    if share > top:
+                        top = share
             cached = self.top_share_cache[key] = (version, top)
         return cached[1]
 
@@ -374,12 +385,15 @@ class _Cycle(VictimSearch):
         False only where the search would fail)."""
         lowest = self.lowest_running.get((w.tenant, d))  # kept exact by _own_candidates
         own = self.may_preempt_own and lowest is not None and lowest < priority
-        # other tenants' work that may be a victim at all: [] without a cohort or reclaim
+        # other tenants whose work may be a victim at all: [] without a cohort or reclaim
         others = self.eligible_victims(w.tenant, d)
-        if self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY:
-            usable = any(any(per_class[:priority]) for _, per_class in others)
+        cards = self.victim_cards(node.root, d) if others else {}
+        if not others:
+            usable = False
+        elif self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY:
+            usable = any(any(cards[t][:priority]) for t in others)
         else:
-            usable = bool(others)
+            usable = True
         used, nominal = node.usage.get(d, 0), node.subtree_quota.get(d, 0)
         if used + w.num_cards <= nominal:
             return own or usable  # an owner within nominal reclaims
@@ -393,8 +407,8 @@ class _Cycle(VictimSearch):
         if others and self.policy.borrow_within_cohort is not PreemptionPolicy.NEVER:
             threshold = self.policy.borrow_within_cohort_max_priority
             below = priority if threshold is None else min(int(priority), threshold + 1)
-            for _, per_class in others:
-                freeable += sum(per_class[:below])
+            for t in others:
+                freeable += sum(cards[t][:below])
         if not freeable:
             return False
         return self._available(w.tenant, d, node) + freeable >= w.num_cards
@@ -414,12 +428,15 @@ class _Cycle(VictimSearch):
 
     def _available(self, tenant: str, d: str, node: Node) -> int:
         """:func:`available`, cached while admissions and preemptions stay the same."""
-        version = (len(self.admitted), len(self.preempted))
+        cache = self.available_cache
+        if self.available_epoch != self.epoch:
+            cache.clear()
+            self.available_epoch = self.epoch
         key = (tenant, d)
-        cached = self.available_cache.get(key)
-        if cached is None or cached[0] != version:
-            cached = self.available_cache[key] = (version, available(node, d))
-        return cached[1]
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = available(node, d)
+        return found
 
     def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
         types = self.types[d]
@@ -442,6 +459,7 @@ class _Cycle(VictimSearch):
         )
         types.take(index, cards)
         self._account(placed, +1, old=False)
+        self.epoch += 1
         if w.max_duration_s is not None:
             key = (w.tenant, d)
             self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
@@ -471,12 +489,22 @@ class _Cycle(VictimSearch):
             )
         device_type, index = self.server_at[entry.server_id]
         self.types[device_type].release(index, entry.card_indices)
+        path = self.nodes[entry.tenant].path()
+        before = [n.old.get(device_type, 0) > n.subtree_quota.get(device_type, 0) for n in path]
         self._account(entry, -1, old=True)
-        key = (id(self.nodes[entry.tenant].root), device_type)
+        self.epoch += 1
+        key = (id(path[-1]), device_type)
         self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
+        changed = before != [
+            n.old.get(device_type, 0) > n.subtree_quota.get(device_type, 0) for n in path
+        ]
         if entry.tenant != by.tenant:
             self.reclaimed.add(entry.tenant)
-            self.took.add((by.tenant, entry.tenant, device_type))
+            took = (by.tenant, entry.tenant, device_type)
+            changed = changed or took not in self.took
+            self.took.add(took)
+        if changed:  # who may be a victim of whom on the type (eligible_victims) changed
+            self.eligible_version[key] = self.eligible_version.get(key, 0) + 1
         self.preempted.append(
             Preemption(
                 workload_id=entry.workload_id,
@@ -591,12 +619,8 @@ class _Cycle(VictimSearch):
 _Memo = dict[tuple[str, str, int], tuple[int, list[int | None]]]
 
 
-def _failed(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, priority: int) -> bool:
-    """Whether a search at ``cards`` and ``priority`` is known to fail (same stamp)."""
-    found = memo.get(key)
-    if found is None or found[0] != stamp:
-        return False
-    smallest = found[1]  # priority -> fewest cards that failed at it
+def _below(smallest: list[int | None], cards: int, priority: int) -> bool:
+    """Whether a search failed at ``priority`` or above with at most ``cards`` cards."""
     for p in range(int(priority), len(smallest)):
         failed_cards = smallest[p]
         if failed_cards is not None and failed_cards <= cards:
@@ -607,7 +631,7 @@ def _failed(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, prio
 def _record(memo: _Memo, key: tuple[str, str, int], stamp: int, cards: int, priority: int) -> None:
     found = memo.get(key)
     if found is None or found[0] != stamp:
-        found = memo[key] = (stamp, [None] * len(PriorityClass))
+        found = memo[key] = (stamp, [None] * _NUM_CLASSES)
     smallest = found[1]
     current = smallest[int(priority)]
     if current is None or cards < current:

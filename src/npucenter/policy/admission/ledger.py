@@ -194,9 +194,12 @@ class Ledger:
         self.victimable_cache: dict[
             tuple[int, str], tuple[int, list[Admitted], dict[str, list[int]]]
         ] = {}
-        # (tenant, type) -> (preemptions in its tree on the type, other tenants whose work may
-        # be its victims at all, with their cards per priority class)
-        self.eligible_cache: dict[tuple[str, str], tuple[int, list[tuple[str, list[int]]]]] = {}
+        # (tenant, type) -> (eligible_version of its tree on the type, the other tenants whose
+        # work may be its victims at all)
+        self.eligible_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        # (id(root), type) -> preemptions in this cycle that changed whether some node of the
+        # tree borrows on the type with its old work, or added to ``took``
+        self.eligible_version: dict[tuple[int, str], int] = {}
         # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
         self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}
         self.may_reclaim = policy.reclaim_within_cohort is not PreemptionPolicy.NEVER

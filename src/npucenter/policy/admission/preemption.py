@@ -23,6 +23,8 @@ from npucenter.policy.quota import PriorityClass
 
 __all__ = ["Candidate", "CandidateKind", "VictimSearch"]
 
+_NUM_CLASSES = len(PriorityClass)  # EnumMeta.__len__ is slow: once
+
 # NOTE(admission): after Kueue's classical preemption (pkg/scheduler/preemption/classical).
 # Candidates are, in this order: other tenants' work in the preemptor's cohort tree (those over
 # which it has a hierarchical advantage first), then its own lower-priority work; each group by
@@ -181,7 +183,7 @@ class VictimSearch(FairSharing):
             borrowing: dict[str, bool] = {}
             out = []
             cards: dict[str, list[int]] = {}
-            classes = len(PriorityClass)
+            classes = _NUM_CLASSES
             # the list only shrinks: rebuild from the last one, not from all running work
             source = self._victim_order(root, device_type) if found is None else found[1]
             for entry in source:
@@ -203,32 +205,33 @@ class VictimSearch(FairSharing):
             found = self.victimable_cache[key] = (stamp, out, cards)
         return found
 
-    def eligible_victims(self, tenant: str, device_type: str) -> list[tuple[str, list[int]]]:
+    def eligible_victims(self, tenant: str, device_type: str) -> list[str]:
         """Other tenants whose work on ``device_type`` may be a victim of ``tenant``'s work at
-        all, with their cards there per priority class (cached until the next preemption in the
-        tree on the type).
+        all (their cards per priority class: :meth:`victim_cards`).
 
-        A superset of what :meth:`_cohort_candidates` and the fair-sharing search may take: the
-        tenant borrows with its old work up to the common ancestor, and did not take cards of the
-        type from ``tenant`` in this cycle. Empty for a tenant without a cohort or when no
-        tenant may be reclaimed from.
+        A superset of the tenants whose work :meth:`_cohort_candidates` and the fair-sharing
+        search may take: the tenant borrows with its old work up to the common ancestor, and
+        did not take cards of the type from ``tenant`` in this cycle. Empty for a tenant without
+        a cohort or when no tenant may be reclaimed from. Cached until a preemption changes
+        whether a node of the tree borrows on the type, or who took from whom
+        (``eligible_version``).
         """
         node = self.nodes[tenant]
         key = (tenant, device_type)
-        stamp = self.preempt_count.get((id(node.root), device_type), 0)
+        version = self.eligible_version.get((id(node.root), device_type), 0)
         found = self.eligible_cache.get(key)
-        if found is None or found[0] != stamp:
-            out: list[tuple[str, list[int]]] = []
+        if found is None or found[0] != version:
+            names: list[str] = []
             if node.parent is not None and self.may_reclaim:
                 ancestors = {id(n) for n in node.path()[1:]}
                 took = self.took
-                for other, per in self.victim_cards(node.root, device_type).items():
+                for other in self.victim_cards(node.root, device_type):
                     if other == tenant or (other, tenant, device_type) in took:
                         continue
                     upto = self._common_ancestor(tenant, other, ancestors)
-                    if self._borrowed_before(other, device_type, upto):
-                        out.append((other, per))
-            found = self.eligible_cache[key] = (stamp, out)
+                    if self.borrowing_before(other, device_type, upto):
+                        names.append(other)
+            found = self.eligible_cache[key] = (version, names)
         return found[1]
 
     def _own_candidates(
