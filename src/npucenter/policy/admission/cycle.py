@@ -87,25 +87,30 @@ class _Cycle(VictimSearch):
     # -- the phases ---------------------------------------------------------------------------
 
     def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
-        queues: dict[str, list[Workload]] = {}
         seen: set[str] = set()
+        ordered: dict[str, list[tuple[int, float, str, Workload]]] = {}
+        running, quotas, known = self.running, self.quotas, self.known_tenants
+        priority, pending_out = self.priority, self.pending
         for w in pending:
-            if w.workload_id in seen:
-                raise InvalidConfigError("pending", w.workload_id, "appears twice in the queue")
-            if w.workload_id in self.running:
-                raise InvalidConfigError("pending", w.workload_id, "is already running")
-            seen.add(w.workload_id)
-            quota = self.quotas.get(w.tenant)
-            if w.tenant not in self.known_tenants or quota is None:
-                self.pending.append((w.workload_id, w, PendingReason.UNKNOWN_TENANT))
+            wid, tenant = w.workload_id, w.tenant
+            if wid in seen:
+                raise InvalidConfigError("pending", wid, "appears twice in the queue")
+            if wid in running:
+                raise InvalidConfigError("pending", wid, "is already running")
+            seen.add(wid)
+            quota = quotas.get(tenant)
+            if quota is None or tenant not in known:
+                pending_out.append((wid, w, PendingReason.UNKNOWN_TENANT))
                 continue
             if quota.stop_policy is not StopPolicy.NONE:
-                self.pending.append((w.workload_id, w, PendingReason.HELD))
+                pending_out.append((wid, w, PendingReason.HELD))
                 continue
-            self.priority[w.workload_id] = self.priority_of(w)
-            queues.setdefault(w.tenant, []).append(w)
-        for queue in queues.values():
-            queue.sort(key=lambda w: (-self.priority[w.workload_id], w.submitted_s, w.workload_id))
+            ceiling = quota.priority_class  # a workload's class is capped by its tenant's
+            cls = ceiling if w.priority_class is None else min(w.priority_class, ceiling)
+            priority[wid] = cls
+            # per tenant: priority class, then submission time, then id (ids are unique)
+            ordered.setdefault(tenant, []).append((-cls, w.submitted_s, wid, w))
+        queues = {tenant: [e[3] for e in sorted(rows)] for tenant, rows in ordered.items()}
         deferred = self._phase(queues, owners=True)
         while True:  # owners reclaimed from in phase 1 are owners again for what they deferred
             again = {t: deferred.pop(t) for t in sorted(self.reclaimed) if t in deferred}

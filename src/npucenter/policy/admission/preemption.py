@@ -335,8 +335,11 @@ class VictimSearch(FairSharing):
         rest: list[Candidate] = []
         server_at = self.server_at
         took = self.took
+        eligible = frozenset(self.eligible_victims(w.tenant, device_type))
         for entry in self.victimable(node.root, device_type):
             tenant = entry.tenant
+            if tenant not in eligible:  # the checks below would drop it too, at more cost
+                continue
             if tenant == w.tenant or (lower_only and entry.priority_class >= priority):
                 continue
             if (tenant, w.tenant, device_type) in took:  # no cards back and forth (cached by
