@@ -348,6 +348,7 @@ class JobOut(_Out):
     failure_code: str | None = None  # why it failed: exit_code, not_supported, cannot_start
     failure_reason: str | None = None
     has_result: bool = False  # GET /api/jobs/{id}/result
+    latest_reason: str = ""  # its latest history row's reason: why it waits, or how it ended
 
 
 class JobEventOut(_Out):

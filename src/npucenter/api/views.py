@@ -111,11 +111,14 @@ def deployment_out(
 ) -> DeploymentOut:
     """A deployment with where each replica runs (``placement`` from :func:`placements`)."""
     servers, by_replica = placement or placements(repo)
-    card_index = {c.id: c.index for s in servers.values() for c in s.cards}
     replicas = []
     for rep in repo.replicas_of(dep):
         allocs = by_replica.get(rep.id, [])
         server = servers.get(rep.server_id) if rep.server_id is not None else None
+        # card ids -> indexes: the replica's server's cards (all servers' only if one is elsewhere)
+        card_index = {c.id: c.index for c in server.cards} if server else {}
+        if any(a.card_id not in card_index for a in allocs):
+            card_index = {c.id: c.index for s in servers.values() for c in s.cards}
         replicas.append(
             ReplicaOut(
                 index=rep.index,
@@ -158,12 +161,19 @@ def placements(repo: Repository) -> tuple[dict[int, ServerRow], dict[int, list[A
 
 
 def job_out(
-    repo: Repository, job: Job, names: dict[int, str], with_results: set[int] | None = None
+    repo: Repository,
+    job: Job,
+    names: dict[int, str],
+    with_results: set[int] | None = None,
+    reasons: dict[int, str] | None = None,
 ) -> JobOut:
-    """A job with the name of its server (``with_results``: ids known to have a result)."""
+    """A job with the name of its server (``with_results``: ids known to have a result;
+    ``reasons``: latest reasons by job id, loaded once for many jobs)."""
     server = repo.get_server(job.server_id) if job.server_id is not None else None
     if with_results is None:
         with_results = repo.jobs_with_results([job.id])
+    if reasons is None:
+        reasons = repo.latest_reasons([job.id])
     return _owned(
         JobOut,
         job,
@@ -171,6 +181,7 @@ def job_out(
         command=list(job.command or []),
         server=server.name if server else None,
         has_result=job.id in with_results,
+        latest_reason=reasons.get(job.id, ""),
     )
 
 

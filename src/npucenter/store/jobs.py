@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from npucenter.errors import ConflictError, InvalidConfigError, NotFoundError
 from npucenter.store.base import canonical_device, check_choice, check_name
@@ -127,6 +127,21 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
         """The job's history, oldest first."""
         stmt = select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id)
         return list(self.session.scalars(stmt))
+
+    def latest_reasons(self, job_ids: Iterable[int]) -> dict[int, str]:
+        """The reason of each job's latest history row (why it waits, or how it ended), in one
+        query per 500 jobs; a job without history is absent."""
+        ids = list(job_ids)
+        out: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            latest = (
+                select(func.max(JobEvent.id))
+                .where(JobEvent.job_id.in_(ids[start : start + 500]))
+                .group_by(JobEvent.job_id)
+            )
+            stmt = select(JobEvent.job_id, JobEvent.reason).where(JobEvent.id.in_(latest))
+            out.update({job_id: reason for job_id, reason in self.session.execute(stmt)})
+        return out
 
     def transition_job(
         self, job: Job, to_state: str, *, reason: str = "", energy_j: float | None = None

@@ -941,12 +941,9 @@ def _thin(points: list[tuple[float, float | None]], most: int) -> list[tuple[flo
 
 
 def _reasons(p: _Page, rows: list[Any]) -> dict[int, str]:
-    """Each job's latest reason from its history (why it is pending, or how it ended)."""
-    out: dict[int, str] = {}
-    for j in rows[:200]:
-        events = job_routes.job_events(j.id, ctx=p.ctx)
-        out[j.id] = events[-1].reason if events else ""
-    return out
+    """Each job's latest reason from its history (why it is pending, or how it ended): the
+    API's ``latest_reason``, loaded in one query for the whole list."""
+    return {j.id: j.latest_reason for j in rows}
 
 
 def _card_state(card: Any, health: str) -> str:

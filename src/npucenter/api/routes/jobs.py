@@ -62,7 +62,8 @@ def list_jobs(
         names = tenant_names(repo)
         jobs = repo.list_jobs(tenant_id=ctx.scope, state=state)
         results = repo.jobs_with_results(j.id for j in jobs)
-        return [job_out(repo, j, names, results) for j in jobs]
+        reasons = repo.latest_reasons(j.id for j in jobs)
+        return [job_out(repo, j, names, results, reasons) for j in jobs]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
