@@ -302,6 +302,8 @@ def test_the_operator_sees_tenants_and_power(
     url = center["url"]
     page = new_page()
     _sign_in(page, url, ADMIN)
+    share = page.locator("#fleet-share").inner_text()
+    assert "8 of 16 cards are NPUs (50 %)" in share, share  # one RNGD and one H100 server
     power = page.locator("#fleet-power").inner_text()
     assert re.search(r"Power now [\d,]+ W of the cards' TDP [\d,]+ W", power), power
     page.get_by_role("link", name="Tenants").click()

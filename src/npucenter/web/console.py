@@ -470,6 +470,13 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
         for s in grid:
             for c in s["cards"]:
                 counts[c["state"]] += 1
+        npu = [s for s in grid if s["kind"] == "NPU"]
+        share = {  # the NPU share: of the cards, and of the cards at work
+            "npu_cards": sum(len(s["cards"]) for s in npu),
+            "cards": sum(len(s["cards"]) for s in grid),
+            "npu_busy": sum(s["busy"] for s in npu),
+            "busy": sum(s["busy"] for s in grid),
+        }
         totals = {
             "now_w": sum(s["power_w"] or 0.0 for s in grid),
             "tdp_w": sum(s["tdp_w"] or 0.0 for s in grid),
@@ -483,6 +490,7 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             grid=grid,
             counts=dict(counts),
             power=totals,
+            share=share,
         )
 
     fleet_page = handle(fleet_body)
@@ -1001,6 +1009,7 @@ def _server_view(s: Any, power: dict[str, float] | None = None) -> dict[str, Any
         "kind": s.device_kind.upper(),
         "health": s.health,
         "cards": cards,
+        "busy": busy,
         "share": busy / len(cards) if cards else 0.0,
     }
 

@@ -352,11 +352,17 @@ def test_the_operator_has_a_tenants_page_and_tenants_do_not(app, center) -> None
     assert "/console/tenants" not in lab.get("/console/usage").text
 
 
-def test_the_fleet_grid_shows_power_against_the_cards_tdp(app, center) -> None:
+def test_the_fleet_grid_shows_the_npu_share_and_power_against_the_cards_tdp(app, center) -> None:
     from npucenter.catalog import default_catalog
 
+    assert (
+        _api(app, ADMIN)
+        .post("/api/servers", json={"name": "n1", "device_type": "rngd", "num_cards": 8})
+        .is_success
+    )
     admin = _sign_in(app, ADMIN)
     page = admin.get("/console/fleet").text
+    assert "NPU share: 8 of 12 cards are NPUs (67 %); 0 of the 0 cards at work" in page
     tdp = default_catalog().device("h100").tdp_w
     assert tdp  # the catalog's sourced figure; the page multiplies it by the server's 4 cards
     assert f"TDP {4 * tdp:,.0f} W" in page
