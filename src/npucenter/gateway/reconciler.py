@@ -317,8 +317,24 @@ class DeploymentReconciler:
         self._starting.clear()
         for rid in list(self._running):
             await self._stop(rid)
+        await self.record_stopped()
         self._wanted = []
         self._publish()
+
+    async def record_stopped(self) -> None:
+        """Record every wanted replica ``pending`` (its engine stopped with this reconciler): not
+        billed until a leader runs it again (its first tick rewrites what it sees)."""
+        stopped = {
+            w.store_id: ("pending", "the center stopped; the next leader starts it")
+            for w in self._wanted
+            if w.store_id is not None
+        }
+        if self.record is None or not stopped:
+            return
+        try:
+            await asyncio.to_thread(self.record, stopped)
+        except Exception as exc:  # the database is gone (leadership lost)
+            log.warning("recording replicas stopped: %s", exc)
 
     def engine_states(self) -> list[dict[str, Any]]:
         """Every wanted replica's engine: state, engine, where it listens, failure and log tail.

@@ -54,6 +54,9 @@ from npucenter.store import coordination
 
 __all__ = ["Autoscaler"]
 
+#: Other gateways' load rows older than this are deleted (seconds; ignored after ``stale_s``).
+PRUNE_EVERY_S = 600.0
+
 log = logging.getLogger(__name__)
 
 
@@ -112,6 +115,7 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self.stored: set[tuple[str, str]] = set()  # tracked from the store (API), not the file
         self._remote: dict[str, dict[str, Any]] = {}  # model -> the other gateways' load
+        self._pruned_s = -math.inf
 
     def install(self) -> None:
         """Keep scalable models known to the gateway; wake on a request held at zero."""
@@ -223,6 +227,9 @@ class Autoscaler:
         if db is None or not coordination.is_postgres(getattr(db, "url", "")):
             return {}
         rows = coordination.read_published_prefix(db, LOAD_PREFIX, since_s=now - self.stale_s)
+        if now - self._pruned_s > PRUNE_EVERY_S:  # rows of gateways killed without a goodbye
+            coordination.prune_published(db, LOAD_PREFIX, before_s=now - PRUNE_EVERY_S)
+            self._pruned_s = now
         return merge_loads(doc for name, doc in rows if name != self.own_row)
 
     def _track_stored(self, rows: dict[tuple[str, str], tuple[Any, ...]], now: float) -> None:

@@ -346,6 +346,7 @@ async def serve_fleet(
             secret=secret_from_env,
         )
         gateway.reconciler = reconciler  # type: ignore[attr-defined]
+        leading.append(reconciler)
         gateway.expected_models = set(fleet.models)
         control.on_change.append(reconciler.wake)
         # Replicas start in the background: the server answers at once (503 + Retry-After
@@ -375,6 +376,7 @@ async def serve_fleet(
                     await ticking
             await reconciler.shutdown()  # lost: another process starts them now
 
+    leading: list[DeploymentReconciler] = []  # this process's reconcilers (the last one runs)
     reconciler: DeploymentReconciler | None = None
     task: asyncio.Task[None] | None = None
     electing: asyncio.Task[None] | None = None
@@ -401,5 +403,7 @@ async def serve_fleet(
         await gateway.aclose()
         if executor is not None:
             await executor.shutdown()
+        if leading and (leadership is None or leadership.is_leader):
+            await leading[-1].record_stopped()  # nothing runs now: not billed meanwhile
         if leadership is not None:
             leadership.release()

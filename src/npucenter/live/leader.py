@@ -242,6 +242,8 @@ async def share_replicas(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        with contextlib.suppress(Exception):  # this gateway's load row goes with it
+            await asyncio.to_thread(coordination.unpublish, db, row)
         leases = gateway.budgets.leases
         if leases is not None:
             with contextlib.suppress(Exception):

@@ -31,9 +31,11 @@ __all__ = [
     "give_back",
     "is_postgres",
     "lease",
+    "prune_published",
     "publish",
     "read_published",
     "read_published_prefix",
+    "unpublish",
 ]
 
 #: The advisory lock key of the center's leader (arbitrary, fixed: "npuc" in ASCII).
@@ -118,6 +120,28 @@ def publish(db: Database, name: str, document: dict[str, Any], *, now_s: float) 
             session.add(SharedDocument(name=name, document=document, updated_at_s=now_s))
         else:
             row.document, row.updated_at_s = document, now_s
+
+
+def unpublish(db: Database, name: str) -> None:
+    """Remove the document ``name`` (absent: nothing to do)."""
+    with db.session() as session:
+        row = session.get(SharedDocument, name)
+        if row is not None:
+            session.delete(row)
+
+
+def prune_published(db: Database, prefix: str, *, before_s: float) -> int:
+    """Remove the documents under ``prefix`` last published before ``before_s``; how many."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(SharedDocument).where(
+                SharedDocument.name.startswith(prefix, autoescape=True),
+                SharedDocument.updated_at_s < before_s,
+            )
+        ).all()
+        for row in rows:
+            session.delete(row)
+        return len(rows)
 
 
 def read_published(db: Database, name: str) -> tuple[dict[str, Any], float] | None:

@@ -136,3 +136,17 @@ def test_a_failed_start_is_failed_then_running_once_it_starts(tmp_path: Path) ->
     assert rig.replicas(dep) == [("placed", "running", None)]
     rig.clock.advance(50.0)
     assert rig.billed_s() == pytest.approx(50.0)  # from when it ran
+
+
+def test_a_center_that_stops_leaves_its_replicas_pending_and_unbilled(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, FakeExecutor())
+    dep = rig.deploy("chat", 1, tp=1)
+    rig.tick()
+    rig.clock.advance(100.0)
+    asyncio.run(rig.reconciler.shutdown())
+    ((state, run_state, reason),) = rig.replicas(dep)
+    assert (state, run_state) == ("placed", "pending") and "center stopped" in reason
+    rig.clock.advance(1000.0)  # the center is down: nothing runs, nothing billed
+    assert rig.billed_s() == pytest.approx(100.0)
+    rig.tick()  # the next leader's first tick
+    assert rig.replicas(dep) == [("placed", "running", None)]

@@ -129,7 +129,22 @@ async def test_each_gateway_publishes_its_row_every_tick(two) -> None:  # type: 
     leadership = Leadership(db, interval_s=0.1)  # not the leader: it never took the lock
     async with share_replicas(gw_b, leadership, interval_s=0.1):
         await asyncio.sleep(0.5)
-    rows = coordination.read_published_prefix(db, LOAD_PREFIX, since_s=0.0)
+        rows = coordination.read_published_prefix(db, LOAD_PREFIX, since_s=0.0)
     mine = dict(rows)[load_row_name()]
     load = merge_loads([mine])[MODEL]
     assert load["held"] == 3 and load["ttft"][-1] == ["+Inf", 1.0]
+    # a gateway that stops takes its row with it
+    assert load_row_name() not in dict(
+        coordination.read_published_prefix(db, LOAD_PREFIX, since_s=0.0)
+    )
+
+
+async def test_rows_of_gateways_gone_for_long_are_deleted(two) -> None:  # type: ignore[no-untyped-def]
+    a, _b, fleet = two
+    db = a.state.control.db
+    coordination.publish(db, "load/old", {"models": {}}, now_s=1000.0)
+    coordination.publish(db, "load/recent", {"models": {}}, now_s=1700.0)
+    scaler = Autoscaler(a.state.control, _gateway(), fleet, now_s=lambda: 1900.0)
+    await scaler.tick()
+    left = {name for name, _doc in coordination.read_published_prefix(db, LOAD_PREFIX, since_s=0)}
+    assert left == {"load/recent"}  # older than 600 s: deleted; stale but recent: kept
