@@ -99,7 +99,7 @@ def key_in_command(argv: Sequence[str]) -> int | None:
 
     A generated key anywhere in an argument, or the value of an ``--api-key`` option (a
     ``$NAME`` reference excepted). Stricter than :func:`redact_secrets`, whose field names would
-    also match code (``api_key=os.environ[...]``) a command may rightly carry.
+    also match code (``api_key=`` read from the environment) a command may rightly carry.
     """
     for i, arg in enumerate(argv):
         if _KEY_SHAPED.search(arg):
