@@ -16,7 +16,9 @@ pages' database work runs in the thread pool, never on the event loop the gatewa
 
 from __future__ import annotations
 
+import copy
 import csv
+import functools
 import hmac
 import inspect
 import io
@@ -662,31 +664,39 @@ def _twin_fleets(control: ControlPlane) -> dict[str, tuple[str, dict[str, Any]]]
     """
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     path = control.settings.fleet_path
-    try:
-        own = read_fleet_file(path) if path is not None else default_fleet_mapping()
-    except NpuCenterError:
-        own = None
+    own = _read_example(path) if path is not None else default_fleet_mapping()
     if isinstance(own, dict) and not own.get("catalog"):
         label = f"this center's fleet ({path.name if path is not None else 'the default fleet'})"
         out["center"] = (label, own)
     for file in sorted((_examples_dir() / "fleets").glob("*.yaml")):
-        try:
-            doc = read_fleet_file(file)
-        except NpuCenterError:
-            continue
+        doc = _read_example(file)
         if isinstance(doc, dict) and doc.get("services") and not doc.get("catalog"):
             out[f"example:{file.stem}"] = (f"examples/fleets/{file.name}", doc)
     return out
+
+
+def _read_example(path: Path) -> Any:
+    """A shipped example's YAML document (None if unreadable), parsed once per version."""
+    try:
+        return copy.deepcopy(_parse_example(str(path), path.stat().st_mtime_ns))
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_example(path: str, mtime_ns: int) -> Any:
+    del mtime_ns  # part of the cache key: an edited file is read again
+    try:
+        return read_fleet_file(path)  # YAML, with the fleet reader's errors
+    except NpuCenterError:
+        return None
 
 
 def _twin_plans() -> dict[str, tuple[str, dict[str, Any]]]:
     """Plan specs a plan job may run: the shipped examples (key -> (label, mapping))."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for file in sorted((_examples_dir() / "plans").glob("*.yaml")):
-        try:
-            doc = read_fleet_file(file)  # YAML with the fleet reader's errors
-        except NpuCenterError:
-            continue
+        doc = _read_example(file)
         if isinstance(doc, dict):
             out[f"example:{file.stem}"] = (f"examples/plans/{file.name}", doc)
     return out
