@@ -580,20 +580,20 @@ class _Cycle(VictimSearch):
 
     def _pending_records(self) -> tuple[Pending, ...]:
         texts: dict[tuple[PendingReason, str, str, int, int, tuple[str, ...]], str] = {}
-        records = []
+        records: list[Pending] = []
+        append = records.append
         pending_on = self.pending_on
-        for _, w, reason in sorted(self.pending):  # ids are unique: sorts by id
-            d = pending_on.get(w.workload_id, w.device_type)
-            if reason in _PER_TENANT_TYPE:  # the text names no size: share it
+        per_tenant_type = _PER_TENANT_TYPE
+        for wid, w, reason in sorted(self.pending):  # ids are unique: sorts by id
+            d = pending_on.get(wid, w.device_type)
+            if reason in per_tenant_type:  # the text names no size: share it
                 key = (reason, w.tenant, d, 0, 0, w.fallback_device_types)
             else:
                 key = (reason, w.tenant, d, w.num_cards, w.tp_size, w.fallback_device_types)
             text = texts.get(key)
             if text is None:
                 text = texts[key] = self._message(w, d, reason)
-            records.append(
-                Pending(workload_id=w.workload_id, tenant=w.tenant, reason=reason, message=text)
-            )
+            append(_pending(wid, w.tenant, reason, text))
         return tuple(records)
 
     def _decision(self) -> AdmissionDecision:
@@ -622,6 +622,22 @@ class _Cycle(VictimSearch):
 
 
 _Memo = dict[tuple[str, str, int], tuple[int, list[int | None]]]
+
+_new = object.__new__
+_SET_ID, _SET_TENANT, _SET_REASON, _SET_MESSAGE = (
+    getattr(Pending, name).__set__ for name in ("workload_id", "tenant", "reason", "message")
+)
+
+
+def _pending(workload_id: str, tenant: str, reason: PendingReason, message: str) -> Pending:
+    """``Pending(...)`` without the frozen dataclass' keyword ``__init__`` (its slots set
+    directly: half the cost; a cycle makes one per waiting workload, thousands)."""
+    record: Pending = _new(Pending)
+    _SET_ID(record, workload_id)
+    _SET_TENANT(record, tenant)
+    _SET_REASON(record, reason)
+    _SET_MESSAGE(record, message)
+    return record
 
 
 def _below(smallest: list[int | None], cards: int, priority: int) -> bool:
