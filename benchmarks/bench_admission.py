@@ -14,12 +14,14 @@ timed cycle with the features on.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
@@ -160,17 +162,33 @@ def build_snapshot(
 
 
 def time_cycle(
-    snapshot: AdmissionSnapshot, pending: list[Workload], policy: AdmissionPolicy, repeat: int
+    snapshot: AdmissionSnapshot,
+    pending: list[Workload],
+    policy: AdmissionPolicy,
+    repeat: int,
+    decide: Any = decide_admission,
 ) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of ``repeat`` cycles (after one warm-up)."""
-    decide_admission(snapshot, pending, policy=policy)
+    """Wall and CPU seconds of ``repeat`` cycles of ``decide`` (after one warm-up)."""
+    decide(snapshot, pending, policy=policy)
     times_s, cpu_times_s = [], []
     for _ in range(repeat):
         start, start_cpu = time.perf_counter(), time.process_time()
-        decide_admission(snapshot, pending, policy=policy)
+        decide(snapshot, pending, policy=policy)
         times_s.append(time.perf_counter() - start)
         cpu_times_s.append(time.process_time() - start_cpu)
     return times_s, cpu_times_s
+
+
+def reference_cycle() -> Any:
+    """The frozen copy of the cycle before it was made faster (tests/property/
+    admission_reference), to time before and after in the same run; None without the tests."""
+    tests = Path(__file__).resolve().parents[1] / "tests" / "property"
+    if not (tests / "admission_reference").is_dir():
+        return None
+    sys.path.insert(0, str(tests))
+    from admission_reference import decide_admission_reference
+
+    return decide_admission_reference
 
 
 def reclaim_storm() -> tuple[AdmissionSnapshot, list[Workload]]:
@@ -201,12 +219,32 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="print a pyinstrument profile")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     snapshot, pending, policy = build_snapshot()
     decision = decide_admission(snapshot, pending, policy=policy)  # the figures reported
-    times_s, cpu_times_s = time_cycle(snapshot, pending, policy, args.repeat)
     f_snapshot, f_pending, f_policy = build_snapshot(features=True)
     f_decision = decide_admission(f_snapshot, f_pending, policy=f_policy)
-    f_times_s, f_cpu_s = time_cycle(f_snapshot, f_pending, f_policy, args.repeat)
+    reference = reference_cycle()
+    ref_cpu_s: list[float] = []
+    ref_f_cpu_s: list[float] = []
+    times_s: list[float] = []
+    cpu_times_s: list[float] = []
+    f_times_s: list[float] = []
+    f_cpu_s: list[float] = []
+    for _ in range(args.repeat):  # interleaved, so that both see the same load
+        wall, cpu = time_cycle(snapshot, pending, policy, 1)
+        times_s += wall
+        cpu_times_s += cpu
+        wall, cpu = time_cycle(f_snapshot, f_pending, f_policy, 1)
+        f_times_s += wall
+        f_cpu_s += cpu
+        if reference is not None:
+            ref_cpu_s += time_cycle(snapshot, pending, policy, 1, reference)[1]
+            ref_f_cpu_s += time_cycle(f_snapshot, f_pending, f_policy, 1, reference)[1]
+    if reference is not None:  # the speed-ups must not change a decision
+        same = reference(f_snapshot, f_pending, policy=f_policy) == f_decision
+        same = same and reference(snapshot, pending, policy=policy) == decision
+    load_after = os.getloadavg()
     if args.profile:
         from pyinstrument import Profiler
 
@@ -254,6 +292,15 @@ def main() -> None:
         "features_meets_target_cpu": statistics.median(f_cpu_s) < TARGET_S,
         "reclaim_storm_s": storm_s,
         "reclaim_storm_preempted": len(storm.preempted),
+        # the cycle before it was made faster (tests/property/admission_reference), timed in the
+        # same run, interleaved with the current one: before/after under the same load
+        "reference_cycle_cpu_median_s": statistics.median(ref_cpu_s) if ref_cpu_s else None,
+        "reference_features_cycle_cpu_median_s": (
+            statistics.median(ref_f_cpu_s) if ref_f_cpu_s else None
+        ),
+        "reference_decides_the_same": same if reference is not None else None,
+        "load_average_1min_before_after": [load_before[0], load_after[0]],
+        "cpu_count": os.cpu_count(),
     }
     path = write_result("admission", result)
     print(
@@ -277,6 +324,17 @@ def main() -> None:
     print(
         f"reclaim storm (stress case, no target): {len(storm.preempted)} preemptions in "
         f"{storm_s * 1e3:.0f} ms"
+    )
+    if reference is not None:
+        print(
+            f"the cycle before the speed-ups, same run: CPU median "
+            f"{statistics.median(ref_cpu_s) * 1e3:.1f} ms (default), "
+            f"{statistics.median(ref_f_cpu_s) * 1e3:.1f} ms (every feature); same decisions: "
+            f"{same}"
+        )
+    print(
+        f"load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
+        f"{os.cpu_count()} CPUs"
     )
     print(f"wrote {path}")
 

@@ -125,7 +125,8 @@ class _Cycle(VictimSearch):
         """The workload's device types on which it stays within its tenant's nominal quota."""
         node = self.nodes[w.tenant]
         usage, quota = node.usage, node.subtree_quota
-        return tuple(d for d in w.device_types if usage.get(d, 0) + w.num_cards <= quota.get(d, 0))
+        cards = w.num_cards
+        return tuple([d for d in w.device_types if usage.get(d, 0) + cards <= quota.get(d, 0)])
 
     def _phase(
         self, queues: dict[str, list[Workload]], *, owners: bool
@@ -141,6 +142,7 @@ class _Cycle(VictimSearch):
         blocked, pending_on = self.blocked, self.pending_on
         fair_on = self.fair_on
         preempted = self.preempted
+        by_usage, history, hold_s = self.by_usage, self.history, self.hold_s
 
         def entry_for(tenant: str) -> _HeapEntry | None:
             """The heap entry of the tenant's next head, or None when done.
@@ -158,8 +160,11 @@ class _Cycle(VictimSearch):
                     d = head.device_type
                     if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
                         break
-                    if head.fallback_device_types and self._owner_types(head):
-                        break
+                    if head.fallback_device_types and any(
+                        usage.get(f, 0) + head.num_cards <= quota.get(f, 0)
+                        for f in head.fallback_device_types
+                    ):
+                        break  # it stays within nominal on a fallback type
                     if later is None:
                         later = deferred.setdefault(tenant, [])
                     later.append(head)
@@ -189,7 +194,15 @@ class _Cycle(VictimSearch):
             if at >= len(queue):
                 return None
             head = queue[at]
-            share = self.share_with(tenant, head.device_type, head.num_cards) if fair else 0.0
+            if not fair:
+                share = 0.0
+            elif by_usage:  # share_with by usage, inline: it runs once per queue head
+                node = nodes[tenant]
+                share = history.get(tenant, 0.0) + (node.total + head.num_cards) * hold_s
+                weight = node.weight
+                share = (math.inf if share else 0.0) if weight == 0 else share / weight
+            else:
+                share = self.share_with(tenant, head.device_type, head.num_cards)
             wid = head.workload_id
             return (-priority[wid], share, head.submitted_s, wid, version[tenant], tenant)
 
@@ -309,7 +322,13 @@ class _Cycle(VictimSearch):
         if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
             return PendingReason.QUOTA_IN_USE
         # outside a victim search the tree changes only by admission and preemption
-        if w.num_cards > self._available(w.tenant, d, node):
+        if self.available_epoch != self.epoch:
+            self.available_cache.clear()
+            self.available_epoch = self.epoch
+        left = self.available_cache.get(key)
+        if left is None:
+            left = self.available_cache[key] = available(node, d)
+        if w.num_cards > left:
             return PendingReason.COHORT_EXHAUSTED
         index = self.types[d].find(w.num_cards, w.tp_size)
         if index is None:

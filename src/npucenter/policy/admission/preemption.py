@@ -180,28 +180,19 @@ class VictimSearch(FairSharing):
         found = self.victimable_cache.get(key)
         if found is None or found[0] != stamp:
             nodes, running = self.nodes, self.running
-            borrowing: dict[str, bool] = {}
-            out = []
-            cards: dict[str, list[int]] = {}
-            classes = _NUM_CLASSES
             # the list only shrinks: rebuild from the last one, not from all running work
             source = self._victim_order(root, device_type) if found is None else found[1]
-            for entry in source:
-                if entry.workload_id not in running:
-                    continue
-                tenant = entry.tenant
-                over = borrowing.get(tenant)
-                if over is None:
-                    node = nodes[tenant]
-                    over = borrowing[tenant] = node.old.get(device_type, 0) > (
-                        node.subtree_quota.get(device_type, 0)
-                    )
-                if over:
-                    out.append(entry)
-                    per = cards.get(tenant)
-                    if per is None:
-                        per = cards[tenant] = [0] * classes
-                    per[entry.priority_class] += len(entry.card_indices)
+            over: dict[str, bool] = {}
+            for tenant in {entry.tenant for entry in source}:
+                node = nodes[tenant]
+                over[tenant] = node.old.get(device_type, 0) > node.subtree_quota.get(device_type, 0)
+            out = [e for e in source if over[e.tenant] and e.workload_id in running]
+            cards: dict[str, list[int]] = {}
+            for entry in out:
+                per = cards.get(entry.tenant)
+                if per is None:
+                    per = cards[entry.tenant] = [0] * _NUM_CLASSES
+                per[entry.priority_class] += len(entry.card_indices)
             found = self.victimable_cache[key] = (stamp, out, cards)
         return found
 
