@@ -151,11 +151,12 @@ class _Cycle(VictimSearch):
             """
             version[tenant] += 1
             queue, at = queues[tenant], position[tenant]
+            size = len(queue)
             if owners:  # defer heads that would borrow, without a heap round
                 node = nodes[tenant]
                 usage, quota = node.usage, node.subtree_quota
                 later: list[Workload] | None = None
-                while at < len(queue):
+                while at < size:
                     head = queue[at]
                     d = head.device_type
                     if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
@@ -174,7 +175,7 @@ class _Cycle(VictimSearch):
             # cards and quota (and victims are judged by the work they ran before the cycle), so
             # a failure stands until the next preemption that may matter (_block_stamp) for every
             # ask of the same shape at the same or a lower priority
-            while at < len(queue):
+            while at < size:
                 head = queue[at]
                 wid = head.workload_id
                 found = blocked.get(
@@ -191,7 +192,7 @@ class _Cycle(VictimSearch):
                 pending.append((wid, head, reason))
                 at += 1
             position[tenant] = at
-            if at >= len(queue):
+            if at >= size:
                 return None
             head = queue[at]
             if not fair:
@@ -322,7 +323,7 @@ class _Cycle(VictimSearch):
         if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
             return PendingReason.QUOTA_IN_USE
         # outside a victim search the tree changes only by admission and preemption
-        if self.available_epoch != self.epoch:
+        if self.available_epoch != self.epoch:  # _available, inline: it runs once per try
             self.available_cache.clear()
             self.available_epoch = self.epoch
         left = self.available_cache.get(key)
