@@ -256,3 +256,19 @@ def test_the_limiter_forgets_the_least_recent_beyond_its_bound() -> None:
         limiter.failed(f"10.0.0.{i}", "")
     assert len(limiter._failures) == 4
     assert limiter.retry_after_s("10.0.0.9") == 60 and limiter.retry_after_s("10.0.0.0") == 0
+
+
+def test_a_key_holds_at_most_100_sessions_the_oldest_ending(instance, clock) -> None:
+    app = instance()
+    _, key_id = _tenant_key(app)
+    control = app.state.control  # type: ignore[attr-defined]
+    tokens = []
+    for _ in range(101):
+        clock.advance(1.0)
+        with control.tx() as repo:
+            tokens.append(repo.open_session(key_id, idle_s=3600.0, max_s=7200.0)[0])
+    with control.tx() as repo:
+        live = [
+            t for t in tokens if repo.read_session(t, idle_s=3600.0, max_s=7200.0, refresh_s=60.0)
+        ]
+    assert live == tokens[1:]  # the first (oldest) ended, the 100 newest live
