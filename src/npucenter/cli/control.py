@@ -419,6 +419,9 @@ def deploy_create(
         None, "--min-replicas", help="Autoscale: at least this many (0: to zero when idle)."
     ),
     max_replicas: int | None = typer.Option(None, "--max-replicas", help="Autoscale: at most."),
+    idle_s: float | None = typer.Option(
+        None, "--idle-s", help="Autoscale with --min-replicas 0: idle this long -> 0 replicas."
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Deploy an inference service (checked against the performance model)."""
@@ -439,6 +442,7 @@ def deploy_create(
         "engine_options": _engine_options(engine_option),
         "min_replicas": min_replicas,
         "max_replicas": max_replicas,
+        "idle_to_zero_s": idle_s,
     }
     _table(json_out, DEPLOY_COLUMNS, "POST", "/api/deployments", body)
 

@@ -243,7 +243,7 @@ class Autoscaler:
             stored = _stored_bounds(row)
             t = known.get(key)
             if t is None:
-                if not stored:
+                if row[3] is None and row[4] is None:  # an idle period alone scales nothing
                     continue
                 t = _Tracked(
                     tenant=key[0], name=key[1], model=row[2], policy=AutoscalePolicy(),
@@ -264,7 +264,7 @@ class Autoscaler:
                 t.policy = policy
         for key in list(self.stored):  # deleted, or its bounds removed
             row = rows.get(key)
-            if row is None or not _stored_bounds(row):
+            if row is None or (row[3] is None and row[4] is None):
                 self.stored.discard(key)
                 self.tracked = [t for t in self.tracked if (t.tenant, t.name) != key]
         self.install()

@@ -169,7 +169,10 @@ def test_deploy_autoscale_sets_bounds_by_name(cli):
     _json(cli("fleet", "add", "rngd-0", "--device", "rngd", "--cards", "2", "--json"))
     _json(cli("quota", "set", "--tenant", "lab", "--device", "rngd", "--nominal", "2", "--json"))
     args = ("deploy", "create", "chat", "-m", "llama-3.1-8b", "-d", "rngd", "--tenant", "lab")
-    _json(cli(*args, "--json"))
+    made = _json(
+        cli(*args, "--min-replicas", "1", "--max-replicas", "2", "--idle-s", "30", "--json")
+    )
+    assert (made["min_replicas"], made["idle_to_zero_s"]) == (1, 30.0)
     doc = _json(cli("deploy", "autoscale", "chat", "--min", "0", "--max", "2", "--idle-s", "60",
                     "--json"))  # fmt: skip
     assert (doc["min_replicas"], doc["max_replicas"], doc["idle_to_zero_s"]) == (0, 2, 60.0)

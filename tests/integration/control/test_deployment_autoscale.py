@@ -76,6 +76,9 @@ async def test_bounds_change_after_creation_and_the_autoscaler_uses_them_next_ti
     gw = _Gateway()
     scaler = Autoscaler(app.state.control, gw, fleet, now_s=lambda: now[0])
     assert await scaler.tick() == [] and scaler.tracked == []
+    # an idle period alone is stored, but scales nothing: the count stays fixed
+    assert admin.patch(f"/api/deployments/{dep['id']}", json={"idle_to_zero_s": 5}).is_success
+    assert await scaler.tick() == [] and scaler.tracked == []
     body = {"min_replicas": 0, "max_replicas": 2, "idle_to_zero_s": 30}
     resp = admin.patch(f"/api/deployments/{dep['id']}", json=body)
     assert resp.status_code == 200, resp.text
