@@ -6,13 +6,13 @@ Targets (issue 4): the one-hour trace (19,366 requests) in under 3.6 s wall (1,0
 1,000,000 synthetic requests in under 120 s with peak memory under 2 GB. Issue 18: microseconds
 per request at most 1.3x from 12 to 1,200 replicas at the same traffic per replica (the 80/20
 fleet x1, x10, x100, each replica offered the conversation trace's rate / 12 and 100 requests,
-best of 3 runs); ``--big``: 10,008 replicas (x834) and 10,008,000 requests within the machine's
-memory. Each point runs in its own subprocess so its peak RSS is its own. Writes
-bench/results/sim.json.
+median of 5 runs, four policies); the x100 point streamed (``sim.stream``, bounded memory);
+``--big``: 10,008 replicas (x834) and 10,008,000 requests streamed within the machine's memory.
+Each point runs in its own subprocess so its peak RSS is its own. Writes bench/results/sim.json.
 
     .venv/bin/python benchmarks/bench_sim.py            # full run (~4 min on 2 cores)
     .venv/bin/python benchmarks/bench_sim.py --quick    # no 1M point
-    .venv/bin/python benchmarks/bench_sim.py --big      # also 10,008 replicas x 10 M requests
+    .venv/bin/python benchmarks/bench_sim.py --big      # also 10,008 replicas x 10 M (~1 h)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ FLEET = ROOT / "examples" / "fleets" / "gwangju-80-20.yaml"
 OUT = ROOT / "bench" / "results" / "sim.json"
 SCALE_POINTS = (10_000, 30_000, 100_000, 1_000_000)
 FLEET_SCALES = (1, 10, 100)  # copies of the 80/20 fleet: 12, 120 and 1,200 replicas
-FLEET_POLICIES = ("npu-first", "least-outstanding-tokens")
+FLEET_POLICIES = ("npu-first", "least-outstanding-tokens", "slo-aware", "prefix-affinity")
+FLEET_REPEATS = 5  # timed runs per point; the median is reported (and the best)
 REQUESTS_PER_REPLICA = 100
 BIG_SCALE, BIG_REQUESTS_PER_REPLICA = 834, 1000  # 10,008 replicas, 10,008,000 requests
 
@@ -139,9 +141,9 @@ def run_fleet_scale(
 ) -> dict[str, object]:
     """``copies`` x the 80/20 fleet with ``copies`` x its traffic: the cost per request.
 
-    A short warm-up run first (first calls, caches), then the best of ``repeats`` timed runs;
-    CPU time is reported beside wall time because the machine is shared and wall time counts
-    other processes' turns.
+    A short warm-up run first (first calls, caches), then ``repeats`` timed runs: the median is
+    the figure (the best beside it); CPU time is reported beside wall time because the machine
+    is shared and wall time counts other processes' turns.
     """
     built = time.perf_counter()
     center = _center(policy, copies)
@@ -165,7 +167,7 @@ def run_fleet_scale(
         )
         walls.append(time.perf_counter() - wall0)
         cpus.append(time.process_time() - cpu0)
-    wall_s, cpu_s = min(walls), min(cpus)
+    wall_s, cpu_s = statistics.median(walls), statistics.median(cpus)
     return {
         "policy": policy,
         "copies": copies,
@@ -180,6 +182,7 @@ def run_fleet_scale(
         "cpu_s_all": cpus,
         "us_per_request": wall_s / n * 1e6,
         "cpu_us_per_request": cpu_s / n * 1e6,
+        "best_cpu_us_per_request": min(cpus) / n * 1e6,
         "events": result.num_events,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
@@ -364,14 +367,16 @@ def main() -> None:
         # wall per request relative to the smallest run: 1.0 = perfectly linear
         row["per_request_vs_smallest"] = row["us_per_request"] / first["us_per_request"]
     fleet_scaling = [
-        _subprocess(["--fleet", str(k), str(REQUESTS_PER_REPLICA), policy, "3"])
+        _subprocess(["--fleet", str(k), str(REQUESTS_PER_REPLICA), policy, str(FLEET_REPEATS)])
         for policy in FLEET_POLICIES
         for k in FLEET_SCALES
     ]
-    if args.big:
-        fleet_scaling.append(
+    # the same x100 point streamed (sim.stream): the records' memory against bounded memory
+    streamed = [_subprocess(["--stream", "100", str(REQUESTS_PER_REPLICA), "npu-first"])]
+    if args.big:  # 10,008 replicas and 10,008,000 requests, streamed: ~1 h on 2 shared cores
+        streamed.append(
             _subprocess(
-                ["--fleet", str(BIG_SCALE), str(BIG_REQUESTS_PER_REPLICA), "npu-first", "1"], None
+                ["--stream", str(BIG_SCALE), str(BIG_REQUESTS_PER_REPLICA), "npu-first"], None
             )
         )
     for row in fleet_scaling:
@@ -390,11 +395,14 @@ def main() -> None:
         "target_1m_wall_s": 120.0,
         "target_1m_peak_rss_mb": 2048.0,
         "fleet_scaling": fleet_scaling,
+        "streamed": streamed,
         "fleet_scaling_note": (
             f"x copies of the 80/20 fleet at x copies of the conversation rate, "
-            f"{REQUESTS_PER_REPLICA} requests per replica (--big: {BIG_REQUESTS_PER_REPLICA}), "
-            "best of 3 runs (--big: 1); cpu_us_per_request is the process's CPU time (wall time "
-            "counts other processes' turns on this shared machine)"
+            f"{REQUESTS_PER_REPLICA} requests per replica, median of {FLEET_REPEATS} runs "
+            "(best_cpu_us_per_request: the least); cpu_us_per_request is the process's CPU time "
+            "(wall time counts other processes' turns on this shared machine); 'streamed': the "
+            f"x100 point through sim.stream (--big: x{BIG_SCALE}, {BIG_REQUESTS_PER_REPLICA} "
+            "requests per replica), peak RSS from getrusage"
         ),
         "target_per_request_1200_vs_12_replicas": 1.3,
     }
@@ -419,6 +427,12 @@ def main() -> None:
             f"(x{row['cpu_per_request_vs_12_replicas']:.2f} vs 12 replicas; wall "
             f"{row['us_per_request']:.1f} us, x{row['per_request_vs_12_replicas']:.2f}), "
             f"peak RSS {row['peak_rss_mb']:,.0f} MB"
+        )
+    for row in streamed:
+        print(
+            f"streamed x{row['copies']:<4}: {row['replicas']:>6,} replicas, {row['requests']:>10,} "
+            f"requests: {row['cpu_us_per_request']:6.1f} us/request CPU, wall {row['wall_s']:,.0f} s, "
+            f"peak RSS {row['peak_rss_mb']:,.0f} MB, {row['completed']:,} completed"
         )
     for row in fidelity:
         print(

@@ -143,9 +143,11 @@ class ColumnView:
 
     def __init__(self, row: RowFn, states: Sequence[ReplicaState], width: int) -> None:
         self._row = row
-        self.values: npt.NDArray[np.float64] = np.zeros((max(1, len(states)), width))
-        self._group: list[Hashable | None] = [None] * len(states)
-        self._members: dict[Hashable, npt.NDArray[np.intp]] = {}
+        n = len(states)
+        self.values: npt.NDArray[np.float64] = np.zeros((width, n))  # one row per number
+        self._group: list[Hashable | None] = [None] * n
+        self._members: dict[Hashable, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64] | None]]
+        self._members = {}
         self._dirty: set[Hashable] = set()
         for pos, state in enumerate(states):
             self.update(pos, state)
@@ -154,7 +156,7 @@ class ColumnView:
         """Replica ``pos`` now has ``state`` (an unhealthy replica leaves its group)."""
         if state.healthy:
             group, numbers = self._row(state)
-            self.values[pos] = numbers
+            self.values[:, pos] = numbers
         else:
             group = None
         old = self._group[pos]
@@ -165,15 +167,32 @@ class ColumnView:
 
     def members(self, group: Hashable) -> npt.NDArray[np.intp]:
         """Positions of the group's healthy replicas, ascending (snapshot order)."""
+        return self._member_entry(group)[0]
+
+    def columns(self, group: Hashable) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """(positions, their numbers: one row per number, a column per member) of ``group``.
+
+        When the group holds every position (one model per pool, all healthy) the numbers are
+        the view's own array, not a copy: read them, never write them.
+        """
+        members, everyone = self._member_entry(group)
+        if everyone is not None:
+            return members, self.values
+        return members, self.values[:, members]
+
+    def _member_entry(
+        self, group: Hashable
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64] | None]:
         if self._dirty:
             for g in self._dirty:
                 self._members.pop(g, None)
             self._dirty.clear()
-        members = self._members.get(group)
-        if members is None:
+        entry = self._members.get(group)
+        if entry is None:
             members = np.array([p for p, g in enumerate(self._group) if g == group], dtype=np.intp)
-            self._members[group] = members
-        return members
+            everyone = self.values if len(members) == len(self._group) else None
+            entry = self._members[group] = (members, everyone)
+        return entry
 
 
 class _Entries:

@@ -197,14 +197,13 @@ class PrefixAffinity:
         holders) are looked at one by one, for their matched blocks.
         """
         view = index.columns("prefix-affinity", _row, 3)
-        members = view.members(request.model_id)
+        members, rows = view.columns(request.model_id)
         if not len(members):
             return no_replica(request)
-        rows = view.values[members]
-        outstanding = rows[:, 0]
-        loads = outstanding if outstanding.any() else rows[:, 1]
+        outstanding = rows[0]
+        loads = outstanding if outstanding.any() else rows[1]
         max_load = float(loads.max()) or 1.0
-        kv_used = rows[:, 2]
+        kv_used = rows[2]
         w = self.weights
         hashes = request.prefix_hashes
         n_blocks = len(hashes)

@@ -102,15 +102,14 @@ class SloAware:
         replicas keep current (no snapshot, no per-replica Python): a few vector operations.
         """
         view = index.columns(f"slo-aware-columns:{id(self)}", self._row, 3)
-        members = view.members(request.model_id)
+        members, rows = view.columns(request.model_id)
         if not len(members):
             return no_replica(request)
-        rows = view.values[members]
         shifts = np.array(
             [ttft_shift_s(key, request.prompt_tokens, self._estimator) for key in self._keys]
         )
-        ttft = (rows[:, 1] + shifts[rows[:, 0].astype(np.intp)]) / self._ttft_slo_s
-        pressures = np.maximum(ttft, rows[:, 2])
+        ttft = (rows[1] + shifts[rows[0].astype(np.intp)]) / self._ttft_slo_s
+        pressures = np.maximum(ttft, rows[2])
         best = int(np.argmin(pressures))  # the first of equal least pressures
         pressure = float(pressures[best])
         verdict = "meets SLO" if pressure <= 1 else "no replica predicted to meet SLO"
