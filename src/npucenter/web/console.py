@@ -48,7 +48,15 @@ from npucenter.api.routes import jobs as job_routes
 from npucenter.api.routes import quotas as quota_routes
 from npucenter.api.routes import tenants as tenant_routes
 from npucenter.api.routes import usage as usage_routes
-from npucenter.api.schemas import DeploymentIn, JobIn, KeyIn, QuotaIn, UsageOut, UsageSummaryRow
+from npucenter.api.schemas import (
+    DeploymentIn,
+    DeploymentPatch,
+    JobIn,
+    KeyIn,
+    QuotaIn,
+    UsageOut,
+    UsageSummaryRow,
+)
 from npucenter.bench.report import build_report, render_html
 from npucenter.errors import (
     AuthenticationError,
@@ -396,21 +404,70 @@ def install_console(app: FastAPI, *, public_results: bool = False) -> ConsoleSes
             return deployments_page(p, 422, _validation_text(exc), **kept)
         return RedirectResponse(f"/console/deployments/{dep.id}", status_code=303, headers=_HEADERS)
 
-    @app.get("/console/deployments/{dep_id}", include_in_schema=False)
-    @handle
-    def deployment(request: Request, p: _Page, form: dict[str, str], dep_id: int) -> Response:
+    def deployment_page(
+        p: _Page, dep_id: int, status: int = 200, error: str = "", **kept: str
+    ) -> Response:
         one = deployment_routes.get_deployment(dep_id, ctx=p.ctx)  # 404 for another tenant's
         engines_of = getattr(app.state, "deployment_engines", None)  # `npucenter up`'s route
         engines = engines_of(dep_id, ctx=p.ctx) if engines_of is not None else None
         return html(
             "deployment",
+            status,
             p=p,
             nav=_nav(p),
             title=f"Deployment {one.id}",
             dep=one,
             engines=engines,
             starting=any(e.get("state") in ("pending", "starting") for e in engines or []),
+            error=error,
+            kept=kept,
         )
+
+    @app.get("/console/deployments/{dep_id}", include_in_schema=False)
+    @handle
+    def deployment(request: Request, p: _Page, form: dict[str, str], dep_id: int) -> Response:
+        return deployment_page(p, dep_id)
+
+    def patch_deployment(p: _Page, dep_id: int, fields: dict[str, Any]) -> Response:
+        """PATCH /api/deployments/ID with the form's fields; the API's refusal shown on the
+        deployment's page with what was typed kept."""
+        kept = {k: "" if v is None else str(v) for k, v in fields.items()}
+        try:
+            body = DeploymentPatch.model_validate(fields, strict=False)
+            deployment_routes.scale_deployment(dep_id, body, ctx=p.ctx)
+        except NpuCenterError as exc:
+            if exc.http_status == 404:
+                raise
+            message = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            return deployment_page(p, dep_id, exc.http_status, message, **kept)
+        except ValidationError as exc:
+            return deployment_page(p, dep_id, 422, _validation_text(exc), **kept)
+        return RedirectResponse(f"/console/deployments/{dep_id}", status_code=303, headers=_HEADERS)
+
+    @app.post("/console/deployments/{dep_id}/scale", include_in_schema=False)
+    @handle
+    def deployment_scale(request: Request, p: _Page, form: dict[str, str], dep_id: int) -> Response:
+        return patch_deployment(p, dep_id, {"replicas": form.get("replicas", "").strip() or None})
+
+    @app.post("/console/deployments/{dep_id}/autoscale", include_in_schema=False)
+    @handle
+    def deployment_autoscale(
+        request: Request, p: _Page, form: dict[str, str], dep_id: int
+    ) -> Response:
+        # every bound is sent: an empty field is null (all three empty: a fixed count again)
+        fields = {
+            k: form.get(k, "").strip() or None
+            for k in ("min_replicas", "max_replicas", "idle_to_zero_s")
+        }
+        return patch_deployment(p, dep_id, fields)
+
+    @app.post("/console/deployments/{dep_id}/delete", include_in_schema=False)
+    @handle
+    def deployment_delete(
+        request: Request, p: _Page, form: dict[str, str], dep_id: int
+    ) -> Response:
+        deployment_routes.delete_deployment(dep_id, ctx=p.ctx)  # 404 for another tenant's
+        return RedirectResponse("/console/deployments", status_code=303, headers=_HEADERS)
 
     @app.get("/console/jobs", include_in_schema=False)
     @handle

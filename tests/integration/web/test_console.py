@@ -338,6 +338,56 @@ def test_a_tenant_deploys_by_form_within_its_quota_and_no_one_else_sees_it(app, 
     assert corp.get(dep_path).status_code == 404
 
 
+def test_a_tenant_scales_bounds_and_deletes_its_deployment_by_form(app, center) -> None:
+    lab, corp = _sign_in(app, center["lab"]), _sign_in(app, center["corp"])
+    page = lab.get("/console/deployments")
+    form = {"name": "chat", "model": "llama-3.1-8b", "device_type": "h100", "tp": "1"}
+    dep_path = lab.post("/console/deployments", data={**form, "csrf": _csrf(page.text)}).headers[
+        "location"
+    ]
+    dep_id = int(dep_path.rsplit("/", 1)[1])
+    api = _api(app, center["lab"])
+    shown = lab.get(dep_path)
+    for form_id in ("scale-form", "autoscale-form", "delete-form"):
+        assert f'id="{form_id}"' in shown.text
+    csrf = _csrf(shown.text)
+    # no CSRF token: refused, nothing changes
+    assert lab.post(f"{dep_path}/scale", data={"replicas": "2"}).status_code == 403
+    assert api.get(f"/api/deployments/{dep_id}").json()["replicas"] == 1
+    scaled = lab.post(f"{dep_path}/scale", data={"replicas": "2", "csrf": csrf})
+    assert scaled.status_code == 303 and scaled.headers["location"] == dep_path
+    assert api.get(f"/api/deployments/{dep_id}").json()["replicas"] == 2
+    # bounds beyond the quota (2 h100 cards): the API's 409, shown on the page, typed value kept
+    over = {"min_replicas": "0", "max_replicas": "3", "idle_to_zero_s": "", "csrf": csrf}
+    refused = lab.post(f"{dep_path}/autoscale", data=over)
+    assert refused.status_code == 409 and 'id="dep-error"' in refused.text, refused.text
+    assert 'name="max_replicas" type="number" min="1" max="256" size="4" value="3"' in refused.text
+    assert api.get(f"/api/deployments/{dep_id}").json()["max_replicas"] is None
+    bad = lab.post(f"{dep_path}/autoscale", data={**over, "min_replicas": "2", "max_replicas": "1"})
+    assert bad.status_code == 400 and "above max_replicas" in bad.text
+    ok = {**over, "max_replicas": "2", "idle_to_zero_s": "60"}
+    assert lab.post(f"{dep_path}/autoscale", data=ok).status_code == 303
+    got = api.get(f"/api/deployments/{dep_id}").json()
+    assert (got["min_replicas"], got["max_replicas"], got["idle_to_zero_s"]) == (0, 2, 60.0)
+    assert "0 · 2 · 60 s" in lab.get(dep_path).text
+    # all three empty: a fixed count again
+    none = {"min_replicas": "", "max_replicas": "", "idle_to_zero_s": "", "csrf": csrf}
+    assert lab.post(f"{dep_path}/autoscale", data=none).status_code == 303
+    got = api.get(f"/api/deployments/{dep_id}").json()
+    assert (got["min_replicas"], got["max_replicas"]) == (None, None)
+    # another tenant cannot scale or delete it, also by posting to its URL with its own token
+    corp_csrf = _csrf(corp.get("/console/deployments").text)
+    assert (
+        corp.post(f"{dep_path}/scale", data={"replicas": "0", "csrf": corp_csrf}).status_code == 404
+    )
+    assert corp.post(f"{dep_path}/delete", data={"csrf": corp_csrf}).status_code == 404
+    assert api.get(f"/api/deployments/{dep_id}").json()["replicas"] == 2
+    gone = lab.post(f"{dep_path}/delete", data={"csrf": csrf})
+    assert gone.status_code == 303 and gone.headers["location"] == "/console/deployments"
+    assert api.get(f"/api/deployments/{dep_id}").status_code == 404
+    assert lab.get(dep_path).status_code == 404
+
+
 def test_the_operator_has_a_tenants_page_and_tenants_do_not(app, center) -> None:
     admin, lab = _sign_in(app, ADMIN), _sign_in(app, center["lab"])
     page = admin.get("/console/tenants")
