@@ -478,12 +478,16 @@ class VictimSearch(FairSharing):
         # borrowing is checked once, not per workload)
         borrowing: dict[tuple[str, int], bool] = {}
         kept: list[Candidate] = []
+        fair, own, without = CandidateKind.FAIR, CandidateKind.OWN, CandidateKind.WITHOUT_BORROWING
         for c in candidates:
             kind = c.kind
-            if kind is CandidateKind.OWN:
+            if kind is own:
                 kept.append(c)
                 continue
-            if borrow and kind is CandidateKind.WITHOUT_BORROWING:
+            if borrow and kind is without:
+                continue
+            if kind is not fair:  # _cohort_candidates listed it borrowing, and nothing has
+                kept.append(c)  # been preempted in the tree since (its cache key) or lifted
                 continue
             key = (c.entry.tenant, id(c.upto))
             ok = borrowing.get(key)
@@ -497,16 +501,18 @@ class VictimSearch(FairSharing):
         if not candidates:
             return None
         types = self.types[device_type]
-        freed = sum(c.cards for c in candidates if c.entry.device_type == device_type)
-        if types.total_free + freed < w.num_cards:
-            return None  # not even every candidate would free enough cards
         totals: dict[str, int] = {}
         largest: dict[str, int] = {}
+        freed = 0
         for c in candidates:
             if c.entry.device_type == device_type:
                 tenant, cards = c.entry.tenant, c.cards
+                freed += cards
                 totals[tenant] = totals.get(tenant, 0) + cards
-                largest[tenant] = max(largest.get(tenant, 0), cards)
+                if cards > largest.get(tenant, 0):
+                    largest[tenant] = cards
+        if types.total_free + freed < w.num_cards:
+            return None  # not even every candidate would free enough cards
         nodes = self.nodes
         for tenant in totals:
             if tenant != w.tenant:
