@@ -131,14 +131,10 @@ class VictimSearch(FairSharing):
         else:
             attempts = (True, False)
         candidates = others + own
-        for borrow in attempts:
-            usable = [
-                c for c in candidates if not (borrow and c.kind is CandidateKind.WITHOUT_BORROWING)
-            ]
-            if usable:
-                found = self._search(w, device_type, usable, borrow)
-                if found is not None:
-                    return found
+        for borrow in attempts:  # _search drops what may be taken only without borrowing
+            found = self._search(w, device_type, candidates, borrow)
+            if found is not None:
+                return found
         return None
 
     # -- candidates ---------------------------------------------------------------------------
@@ -327,10 +323,12 @@ class VictimSearch(FairSharing):
         server_at = self.server_at
         took = self.took
         eligible = frozenset(self.eligible_victims(w.tenant, device_type))
-        for entry in self.victimable(node.root, device_type):
+        if not eligible:  # the checks below would drop every entry
+            result = self.cohort_candidates_cache[key] = ([], False)
+            return result
+        victimable = self.victimable(node.root, device_type)
+        for entry in [e for e in victimable if e.tenant in eligible]:  # the rest: dropped below
             tenant = entry.tenant
-            if tenant not in eligible:  # the checks below would drop it too, at more cost
-                continue
             if tenant == w.tenant or (lower_only and entry.priority_class >= priority):
                 continue
             if (tenant, w.tenant, device_type) in took:  # no cards back and forth (cached by
