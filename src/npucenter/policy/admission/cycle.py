@@ -517,6 +517,7 @@ class _Cycle(VictimSearch):
         path = self.nodes[entry.tenant].path()
         before = [n.old.get(device_type, 0) > n.subtree_quota.get(device_type, 0) for n in path]
         self._account(entry, -1, old=True)
+        self.forget_victim(entry, device_type, path[-1])
         self.epoch += 1
         key = (id(path[-1]), device_type)
         self.preempt_count[key] = self.preempt_count.get(key, 0) + 1

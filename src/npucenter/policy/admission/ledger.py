@@ -194,6 +194,8 @@ class Ledger:
         self.victimable_cache: dict[
             tuple[int, str], tuple[int, list[Admitted], dict[str, list[int]]]
         ] = {}
+        # (id(root), type) -> victim tenant -> its victimable cards per priority class
+        self.victim_cards_cache: dict[tuple[int, str], dict[str, list[int]]] = {}
         # (tenant, type) -> (eligible_version of its tree on the type, the other tenants whose
         # work may be its victims at all)
         self.eligible_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}

@@ -165,8 +165,27 @@ class VictimSearch(FairSharing):
         return self._victimable_entry(root, device_type)[1]
 
     def victim_cards(self, root: Node, device_type: str) -> dict[str, list[int]]:
-        """Per tenant of :meth:`victimable`'s entries: its cards there per priority class."""
-        return self._victimable_entry(root, device_type)[2]
+        """Per tenant of :meth:`victimable`'s entries: its cards there per priority class.
+
+        Built once per cycle and kept exact by :meth:`forget_victim` at each preemption (the
+        list of entries itself is rebuilt only when asked for).
+        """
+        key = (id(root), device_type)
+        found = self.victim_cards_cache.get(key)
+        if found is None:
+            found = self.victim_cards_cache[key] = self._victimable_entry(root, device_type)[2]
+        return found
+
+    def forget_victim(self, entry: Admitted, device_type: str, root: Node) -> None:
+        """Update :meth:`victim_cards` after ``entry`` (work from before the cycle) stopped."""
+        cards = self.victim_cards_cache.get((id(root), device_type))
+        if cards is None:
+            return
+        node = self.nodes[entry.tenant]
+        if node.old.get(device_type, 0) <= node.subtree_quota.get(device_type, 0):
+            cards.pop(entry.tenant, None)  # no longer borrowing: none of its work is a victim
+        elif entry.tenant in cards:
+            cards[entry.tenant][entry.priority_class] -= len(entry.card_indices)
 
     def _victimable_entry(
         self, root: Node, device_type: str
@@ -190,7 +209,7 @@ class VictimSearch(FairSharing):
                     per = cards[entry.tenant] = [0] * _NUM_CLASSES
                 per[entry.priority_class] += len(entry.card_indices)
             found = self.victimable_cache[key] = (stamp, out, cards)
-        return found
+        return found  # its cards are victim_cards' only when first built (then kept exact)
 
     def eligible_victims(self, tenant: str, device_type: str) -> list[str]:
         """Other tenants whose work on ``device_type`` may be a victim of ``tenant``'s work at
