@@ -314,9 +314,14 @@ class Gateway:
             return
         if kind != "http":
             return
-        if scope["method"] == "POST" and (refused := self.door.refusal()) is not None:
-            await respond(send, 503, error_body(refused), extra=error_headers(refused)[1:])
-            return
+        if scope["method"] == "POST":
+            refused = self.door.refusal()
+            if refused is None and not (self.standby_models or self.expected_models):
+                refused = self.dispatcher.saturated()  # every queue full for its wait bound
+                self.door.shed += refused is not None
+            if refused is not None:
+                await respond(send, 503, error_body(refused), extra=error_headers(refused)[1:])
+                return
         self.door.inflight += 1
         try:
             await self._serve(scope, receive, send)

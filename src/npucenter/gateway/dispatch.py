@@ -9,6 +9,7 @@ idle while someone waits.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from npucenter.clock import Clock
 from npucenter.errors import CapacityUnavailableError, NotFoundError
@@ -49,6 +50,32 @@ class Dispatcher:
         self.max_wait_s = max_wait_s
         self._queues: dict[str, FairQueue[_Waiter]] = {}
         self.waits = WaitEstimator(max_expected_wait_s)  # refuses a wait expected too long
+
+    def saturated(self) -> CapacityUnavailableError | None:
+        """The 503 to answer at the door when every served model has waiters and its next one
+        would be refused for its expected wait (``max_expected_wait_s``); else None.
+
+        NOTE(gateway): refusing there costs a few microseconds; the same refusal at the fair
+        queue comes after the body, the key, the parse and the budget, and writes a ledger row,
+        so under overload most of the gateway's CPU went to requests it refused anyway.
+        """
+        shortest = math.inf
+        for model_id in self.pool.model_ids():
+            queue = self._queues.get(model_id)
+            if not queue:
+                return None
+            wait = self.waits.expected_wait_s(model_id, len(queue) + 1)
+            if wait <= self.waits.max_expected_wait_s:
+                return None
+            shortest = min(shortest, wait)
+        if math.isinf(shortest):
+            return None  # no model served
+        return CapacityUnavailableError(
+            f"every model's queue is full for now (the shortest expected wait ~{shortest:.1f} s, "
+            f"bound {self.waits.max_expected_wait_s:g} s)",
+            hint="retry after the Retry-After seconds; the fleet is saturated",
+            retry_after_s=float(max(1, min(60, math.ceil(shortest / 2)))),
+        )
 
     def queued(self, model_id: str | None = None) -> int:
         """Requests waiting (for one model)."""

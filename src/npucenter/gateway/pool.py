@@ -9,7 +9,7 @@ restarts them (:meth:`UpstreamPool.set`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, KeysView, Mapping
 from dataclasses import dataclass, field
 
 from npucenter.clock import Clock
@@ -242,6 +242,10 @@ class UpstreamPool:
         return sorted(
             {*self._by_model, *(a for a, m in self._aliases.items() if m in self._by_model)}
         )
+
+    def model_ids(self) -> KeysView[str]:
+        """Models with at least one replica (a live view; no copy)."""
+        return self._by_model.keys()
 
     def replicas(self, model_id: str | None = None) -> list[Replica]:
         """Every replica (of one model)."""

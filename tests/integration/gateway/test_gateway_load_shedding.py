@@ -83,3 +83,30 @@ def test_a_long_expected_wait_is_refused_now(make_rig) -> None:  # type: ignore[
     assert int(resp.headers["retry-after"]) >= 1
     running.join()
     assert results == [200]
+
+
+def test_when_every_queue_is_full_for_its_bound_the_door_refuses_before_the_key(make_rig) -> None:  # type: ignore[no-untyped-def]
+    rig = make_rig([FakeScript(itl_s=0.05)], max_inflight=1, max_expected_wait_s=0.5)
+    gw = rig.gateway
+    url = f"{rig.url}/v1/chat/completions"
+    results: list[int] = []
+    running = _post_in_background(url, results)  # takes the one slot for ~2 s
+    _wait_for(lambda: gw.pool.replicas("m")[0].inflight == 1)
+    queued = _post_in_background(url, results)  # no service rate known yet: it waits
+    _wait_for(lambda: gw.dispatcher.queued("m") == 1)
+    gw.dispatcher.waits.served("m", 0.0)
+    gw.dispatcher.waits.served("m", 2.0)  # waiters served ~1 s apart lately: the next waits ~2 s
+    start = time.perf_counter()
+    resp = httpx.post(url, json={"model": "m", "messages": MSG}, headers={}, timeout=20)
+    assert resp.status_code == 503  # not 401: refused at the door, before the key is read
+    assert "x-request-id" not in resp.headers  # no request, no ledger row
+    assert int(resp.headers["retry-after"]) >= 1 and time.perf_counter() - start < 1.0
+    assert gw.door.shed == 1
+    running.join()
+    queued.join()
+    assert results == [200, 200]
+    _wait_for(lambda: len(rig.ledger.rows()) >= 2)
+    time.sleep(0.5)  # the ticker writes rows every 0.2 s: a third would be there by now
+    assert [r.status for r in rig.ledger.rows()] == ["ok", "ok"]  # the two served only
+    gw.dispatcher.waits.served("m", 10.0, measure=False)
+    assert gw.dispatcher.saturated() is None  # the queue is empty again: nothing refused
