@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,8 @@ import pytest
 import npucenter.live.extension  # noqa: F401  (registers the 'gateway' server extension)
 from factories import make_endpoint, make_tenant
 from npucenter.api.app import build_server_app
+from npucenter.clock import FakeClock
+from npucenter.gateway.budget import BudgetBook
 from npucenter.gateway.testing import running_server
 from npucenter.settings import Settings
 from npucenter.wire.fake import FakeOpenAI
@@ -50,7 +54,7 @@ def center(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
 def _usage(url: str, n: int) -> list[dict[str, object]]:
     import httpx
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # the ledger flushes every 0.2 s; a loaded CI box is slower
     rows: list[dict[str, object]] = []
     while time.monotonic() < deadline:
         rows = [
@@ -85,23 +89,39 @@ def test_tenant_key_is_metered_into_the_store_ledger(center) -> None:  # type: i
 
 
 def test_tenant_token_rate_from_the_quota_is_enforced(center) -> None:  # type: ignore[no-untyped-def]
-    url, _app, secret = center
+    url, app, secret = center
+    # The buckets' clock stands still between the calls, so the refill (20 tokens/s) is what the
+    # test lets pass, not however long a loaded machine takes between two requests.
+    gateway = app.state.gateway
+    assert gateway.budgets.leases is None  # one gateway: its own buckets (no shared store)
+    clock = FakeClock(1000.0)
+    gateway.budgets = BudgetBook(clock)
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
+
+    def ask(max_tokens: int) -> None:
+        client.chat.completions.create(
+            model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=max_tokens
+        )
+
     with pytest.raises(openai.RateLimitError) as info:  # 500 tokens > the 200-token burst: never
-        client.chat.completions.create(
-            model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=500
-        )
+        ask(500)
     assert info.value.body["code"] == "quota_exceeded"  # type: ignore[index]
-    client.chat.completions.create(
-        model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=100
-    )
+    ask(100)
     with pytest.raises(openai.RateLimitError) as info:
-        client.chat.completions.create(
-            model="llama-3.1-8b", messages=[{"role": "user", "content": "x"}], max_tokens=100
-        )
-    assert (
-        info.value.body["code"] == "rate_limited" and "retry-after" in info.value.response.headers
-    )  # type: ignore[index]
+        ask(100)
+    assert info.value.body["code"] == "rate_limited"  # type: ignore[index]
+    message = info.value.body["message"]  # type: ignore[index]
+    asked, left = (
+        float(n) for n in re.findall(r"asked for ([\d.]+) .* has ([\d.]+) left", message)[0]
+    )
+    assert left == gateway.budgets.view("acme").token_bucket_level  # the bucket, not a guess
+    wait_s = (asked - left) / 20.0  # the quota's 20 tokens/s refill the difference
+    assert int(info.value.response.headers["retry-after"]) == math.ceil(wait_s)
+    clock.advance(wait_s * 0.9)  # not yet refilled: still refused
+    with pytest.raises(openai.RateLimitError):
+        ask(100)
+    clock.advance(wait_s * 0.1 + 1e-6)  # refilled at the quota's rate: admitted
+    ask(100)
 
 
 def test_revoked_and_unknown_keys_are_refused(center) -> None:  # type: ignore[no-untyped-def]
