@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Depends, Request
 
@@ -45,6 +46,9 @@ class ControlPlane:
     # Awaited before the leader's loops (job runner) start: several processes on one
     # PostgreSQL elect one leader (live/leader.py); None: this process leads.
     until_leader: Callable[[], Awaitable[None]] | None = None
+    # (tenant, deployment name, model) -> its SLO attainment over a recent window, set where a
+    # gateway runs in this process (live/attainment.py); None: the API alone
+    slo_attainment: Callable[[str, str, str], dict[str, Any] | None] | None = None
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:

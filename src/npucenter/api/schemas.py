@@ -270,6 +270,21 @@ class ReplicaOut(_Out):
     device_type: str | None = None  # a placed replica's device type (admission's choice)
 
 
+class SloAttainmentOut(_Out):
+    """A deployment's requests over the last ``window_s`` against its SLO (live/attainment.py):
+    the share whose TTFT was within ``ttft_s``, whose TPOT was within ``tpot_s``, and the smaller
+    (None: no request in the window)."""
+
+    slo: str
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    window_s: float
+    num_requests: int
+    ttft_met_fraction: float | None = None
+    tpot_met_fraction: float | None = None
+    fraction: float | None = None
+
+
 class DeploymentOut(_Out):
     """A deployment and its replicas."""
 
@@ -294,6 +309,9 @@ class DeploymentOut(_Out):
     replica_states: list[ReplicaOut]
     engine: str = "virtual"
     engine_options: dict[str, Any] | None = None
+    # over a recent window, from a gateway in this process (`npucenter up`); None: no gateway
+    # here or no SLO for it in the fleet file
+    slo_attainment: SloAttainmentOut | None = None
 
 
 class JobIn(_In):

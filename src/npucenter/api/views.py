@@ -36,6 +36,7 @@ __all__ = [
     "placements",
     "quota_out",
     "server_out",
+    "slo_attainment_text",
     "tenant_names",
     "usage_out",
 ]
@@ -205,3 +206,21 @@ def _owned(
     values = {f: getattr(row, f) for f in model.model_fields if f not in extra and hasattr(row, f)}
     values["tenant"] = names.get(row.tenant_id, "?")
     return model(**values, **extra)
+
+
+def slo_attainment_text(att: dict[str, Any] | None) -> str:
+    """A deployment's ``slo_attainment`` in words (the CLI's and the console's)."""
+    if att is None:
+        return "— (no SLO for it in the fleet file, or no gateway in the center's process)"
+    limits = ", ".join(
+        f"{k.split('_')[0].upper()} ≤ {att[k] * 1000:g} ms" for k in ("ttft_s", "tpot_s") if att[k]
+    )
+    head = f"{att['slo']} ({limits}), last {att['window_s']:.0f} s: "
+    if att["fraction"] is None:
+        return head + "no request"
+    parts = [
+        f"{name} {att[key]:.1%}"
+        for name, key in (("TTFT", "ttft_met_fraction"), ("TPOT", "tpot_met_fraction"))
+        if att[key] is not None
+    ]
+    return head + f"{att['fraction']:.1%} of {att['num_requests']} requests ({', '.join(parts)})"

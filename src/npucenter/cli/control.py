@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from npucenter.api.views import slo_attainment_text
 from npucenter.cli._common import console, handle_errors, print_json
 from npucenter.cli.calls import JOB_COLUMNS, JSON_OPT, _api, _call, _cell, _delete, _show, _table
 from npucenter.errors import InvalidConfigError, NotFoundError
@@ -491,6 +492,9 @@ def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) ->
         ],
         f"{doc['name']}: {doc['model']} on {','.join(doc.get('device_types') or [doc['device_type']])}"
         f" TP={doc['tp']}",
+    )
+    console.print(
+        f"SLO attainment: {slo_attainment_text(doc.get('slo_attainment'))}", highlight=False
     )
     if doc["engines"]:
         _show(

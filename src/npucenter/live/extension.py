@@ -16,6 +16,7 @@ from npucenter.api.context import RequestContext, caller_context
 from npucenter.executors import executor_for
 from npucenter.gateway.fastpath import GatewayFastPath
 from npucenter.gateway.metrics import CONTENT_TYPE
+from npucenter.live.attainment import install_slo_attainment, sample_slo_forever
 from npucenter.live.fleet import serve_fleet
 from npucenter.live.gateway import build_gateway
 from npucenter.live.leader import Leadership, share_replicas
@@ -52,6 +53,10 @@ def install_serving(app: FastAPI, settings: Settings) -> None:
         return [e for e in reconciler.engine_states() if e["deployment_id"] == dep_id]
 
     app.state.deployment_engines = deployment_engines  # the console's engine logs page calls it
+
+    # deployments' SLO attainment over a recent window, in GET /api/deployments[/ID]
+    window = install_slo_attainment(app.state.control, gateway, fleet)
+    add_lifespan_hook(app, lambda _app: sample_slo_forever(window))
 
     series = LiveSeries()  # the dashboard's charts: the gateway's counters, sampled every second
     app.state.dashboard_series = series

@@ -57,6 +57,7 @@ from npucenter.api.schemas import (
     UsageOut,
     UsageSummaryRow,
 )
+from npucenter.api.views import slo_attainment_text
 from npucenter.bench.report import build_report, render_html
 from npucenter.errors import (
     AuthenticationError,
@@ -106,6 +107,7 @@ _env = jinja2.Environment(
 )
 _env.filters["num"] = lambda v: f"{v:,.0f}" if isinstance(v, float) else f"{v:,}"
 _env.filters["fix"] = lambda v, n=2: f"{v:,.{n}f}" if isinstance(v, int | float) else "—"
+_env.filters["slo_text"] = slo_attainment_text
 _env.filters["when"] = lambda s: (
     "—" if s is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s))
 )

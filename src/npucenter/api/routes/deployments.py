@@ -6,7 +6,12 @@ from fastapi import APIRouter, Depends, status
 
 from npucenter.api.admission import admit_after_change, check_admissible_any, quota_cards
 from npucenter.api.context import RequestContext, caller_context
-from npucenter.api.schemas import DeploymentIn, DeploymentOut, DeploymentPatch
+from npucenter.api.schemas import (
+    DeploymentIn,
+    DeploymentOut,
+    DeploymentPatch,
+    SloAttainmentOut,
+)
 from npucenter.api.views import deployment_out, deployment_view, placements, tenant_names
 from npucenter.engines import engine_choice, engine_for_device
 from npucenter.errors import ConflictError, InvalidRequestError
@@ -46,14 +51,23 @@ def list_deployments(ctx: RequestContext = Depends(caller_context)) -> list[Depl
         names = tenant_names(repo)
         placed = placements(repo)
         deps = repo.list_deployments(tenant_id=ctx.scope)
-        return [deployment_out(repo, d, names, placed) for d in deps]
+        return [_attained(ctx, deployment_out(repo, d, names, placed)) for d in deps]
 
 
 @router.get("/deployments/{dep_id}", response_model=DeploymentOut)
 def get_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)) -> DeploymentOut:
-    """One deployment."""
+    """One deployment (with its SLO attainment where a gateway runs in this process)."""
     with ctx.tx() as repo:
-        return deployment_view(repo, dep_id, ctx.scope)
+        return _attained(ctx, deployment_view(repo, dep_id, ctx.scope))
+
+
+def _attained(ctx: RequestContext, out: DeploymentOut) -> DeploymentOut:
+    """``out`` with its SLO attainment over the gateway's recent window, where there is one."""
+    attainment = ctx.control.slo_attainment
+    if attainment is not None:
+        doc = attainment(out.tenant, out.name, out.model)
+        out.slo_attainment = SloAttainmentOut(**doc) if doc is not None else None
+    return out
 
 
 @router.patch("/deployments/{dep_id}", response_model=DeploymentOut)
