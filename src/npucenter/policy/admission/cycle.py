@@ -106,10 +106,15 @@ class _Cycle(VictimSearch):
                 pending_out.append((wid, w, PendingReason.HELD))
                 continue
             ceiling = quota.priority_class  # a workload's class is capped by its tenant's
-            cls = ceiling if w.priority_class is None else min(w.priority_class, ceiling)
+            cls = w.priority_class
+            if cls is None or cls > ceiling:
+                cls = ceiling
             priority[wid] = cls
             # per tenant: priority class, then submission time, then id (ids are unique)
-            ordered.setdefault(tenant, []).append((-cls, w.submitted_s, wid, w))
+            rows = ordered.get(tenant)
+            if rows is None:
+                rows = ordered[tenant] = []
+            rows.append((-cls, w.submitted_s, wid, w))
         queues = {tenant: [e[3] for e in sorted(rows)] for tenant, rows in ordered.items()}
         deferred = self._phase(queues, owners=True)
         while True:  # owners reclaimed from in phase 1 are owners again for what they deferred
@@ -213,11 +218,12 @@ class _Cycle(VictimSearch):
                 heap.append(entry)
         heapq.heapify(heap)
         following: _HeapEntry | None = None
+        pushpop, pop, try_admit = heapq.heappushpop, heapq.heappop, self.try_admit
         while True:
             if following is not None:  # one heap operation instead of a push and a pop
-                entry = heapq.heappushpop(heap, following)
+                entry = pushpop(heap, following)
             elif heap:
-                entry = heapq.heappop(heap)
+                entry = pop(heap)
             else:
                 break
             tenant = entry[5]
@@ -227,7 +233,7 @@ class _Cycle(VictimSearch):
             w = queues[tenant][position[tenant]]
             position[tenant] += 1
             stopped_before = len(preempted)
-            outcome = self.try_admit(w, priority[w.workload_id], owners=owners)
+            outcome = try_admit(w, priority[w.workload_id], owners=owners)
             if isinstance(outcome, PendingReason):
                 pending.append((w.workload_id, w, outcome))
             following = entry_for(tenant)
@@ -259,7 +265,8 @@ class _Cycle(VictimSearch):
             if found is not None:
                 return self._preempt_and_place(w, d, priority, found)
         key = (w.tenant, d, w.fallback_device_types, w.num_cards, w.tp_size, owners)
-        self.blocked[key] = (self._block_stamp(w), priority, (outcome, d))
+        stamp = (len(self.preempted), 0) if self.fair_on else self._block_stamp(w)
+        self.blocked[key] = (stamp, priority, (outcome, d))
         return outcome
 
     def _try_types(
@@ -279,10 +286,15 @@ class _Cycle(VictimSearch):
                     found = self._search_for(w, d, priority)
                     if found is not None:
                         return self._preempt_and_place(w, d, priority, found)
-        chosen = next((r for r in reasons if r[0] not in _LASTING), reasons[0])
+        chosen = reasons[0]  # the first reason that clears itself, else the first
+        for pair in reasons:
+            if pair[0] not in _LASTING:
+                chosen = pair
+                break
         self.pending_on[w.workload_id] = chosen[1]
         key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
-        self.blocked[key] = (self._block_stamp(w), priority, chosen)
+        stamp = (len(self.preempted), 0) if self.fair_on else self._block_stamp(w)
+        self.blocked[key] = (stamp, priority, chosen)
         return chosen[0]
 
     def _preempt_and_place(
