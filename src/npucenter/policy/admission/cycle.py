@@ -79,9 +79,10 @@ class _Cycle(VictimSearch):
             tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]],
         ] = {}
         # caches valid while (admissions, preemptions) stay the same
-        self.available_cache: dict[tuple[str, str], int] = {}
-        self.available_epoch = 0
-        self.epoch = 0  # admissions and preemptions so far in this cycle
+        # device type -> (its epoch when filled, tenant -> available cards); an admission or a
+        # preemption changes what is available on its own device type only
+        self.available_cache: dict[str, tuple[int, dict[str, int]]] = {}
+        self.epoch: dict[str, int] = {}  # device type -> admissions and preemptions on it
         self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
 
     # -- the phases ---------------------------------------------------------------------------
@@ -335,12 +336,13 @@ class _Cycle(VictimSearch):
         if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
             return PendingReason.QUOTA_IN_USE
         # outside a victim search the tree changes only by admission and preemption
-        if self.available_epoch != self.epoch:  # _available, inline: it runs once per try
-            self.available_cache.clear()
-            self.available_epoch = self.epoch
-        left = self.available_cache.get(key)
+        epoch = self.epoch.get(d, 0)  # _available, inline: it runs once per try
+        cached = self.available_cache.get(d)
+        if cached is None or cached[0] != epoch:
+            cached = self.available_cache[d] = (epoch, {})
+        left = cached[1].get(w.tenant)
         if left is None:
-            left = self.available_cache[key] = available(node, d)
+            left = cached[1][w.tenant] = available(node, d)
         if w.num_cards > left:
             return PendingReason.COHORT_EXHAUSTED
         index = self.types[d].find(w.num_cards, w.tp_size)
@@ -464,15 +466,14 @@ class _Cycle(VictimSearch):
         return total
 
     def _available(self, tenant: str, d: str, node: Node) -> int:
-        """:func:`available`, cached while admissions and preemptions stay the same."""
-        cache = self.available_cache
-        if self.available_epoch != self.epoch:
-            cache.clear()
-            self.available_epoch = self.epoch
-        key = (tenant, d)
-        found = cache.get(key)
+        """:func:`available`, cached while admissions and preemptions on ``d`` stay the same."""
+        epoch = self.epoch.get(d, 0)
+        cached = self.available_cache.get(d)
+        if cached is None or cached[0] != epoch:
+            cached = self.available_cache[d] = (epoch, {})
+        found = cached[1].get(tenant)
         if found is None:
-            found = cache[key] = available(node, d)
+            found = cached[1][tenant] = available(node, d)
         return found
 
     def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
@@ -496,7 +497,7 @@ class _Cycle(VictimSearch):
         )
         types.take(index, cards)
         self._account(placed, +1, old=False)
-        self.epoch += 1
+        self.epoch[d] = self.epoch.get(d, 0) + 1
         if w.max_duration_s is not None:
             key = (w.tenant, d)
             self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
@@ -530,7 +531,7 @@ class _Cycle(VictimSearch):
         before = [n.old.get(device_type, 0) > n.subtree_quota.get(device_type, 0) for n in path]
         self._account(entry, -1, old=True)
         self.forget_victim(entry, device_type, path[-1])
-        self.epoch += 1
+        self.epoch[device_type] = self.epoch.get(device_type, 0) + 1
         key = (id(path[-1]), device_type)
         self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
         changed = before != [
