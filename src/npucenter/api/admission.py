@@ -35,6 +35,7 @@ from npucenter.policy.admission import (
     decide_admission,
     servers_from_cards,
 )
+from npucenter.policy.admission.host import HOST_JOBS_PER_TENANT, HostJob, admit_host_jobs
 from npucenter.policy.quota import PriorityClass, StopPolicy, TenantQuota
 from npucenter.store.coordination import cycle_lock
 from npucenter.store.models import Allocation, CardRow, ServerRow, Tenant
@@ -64,7 +65,40 @@ def run_admission(control: ControlPlane) -> AdmissionReport:
             history = usage_history(repo, now_s, policy.usage_half_life_s)
             snapshot = replace(snapshot, usage_history_card_s=history)
         decision = decide_admission(snapshot, pending, now_s, policy=policy)
-        return _apply(repo, decision, len(pending))
+        report = _apply(repo, decision, len(pending))
+        return _admit_host_jobs(repo, report)
+
+
+def _admit_host_jobs(repo: Repository, report: AdmissionReport) -> AdmissionReport:
+    """Queued jobs that ask for no card (the twin's): admitted by count, holding no card."""
+    names = {t.id: t.name for t in repo.list_tenants()}
+    queued = [j for j in repo.list_jobs(state="queued") if j.num_cards == 0]
+    if not queued:
+        return report
+    running: dict[str, int] = defaultdict(int)
+    for state in ("admitted", "running"):
+        for job in repo.list_jobs(state=state):
+            if job.num_cards == 0:
+                running[names[job.tenant_id]] += 1
+    by_id = {f"job:{j.id}": j for j in queued}
+    admitted, waiting = admit_host_jobs(
+        [HostJob(f"job:{j.id}", names[j.tenant_id], j.created_at_s) for j in queued], running
+    )
+    for host in admitted:
+        repo.admit_job(by_id[host.workload_id], [], reason="admitted on the host (no card)")
+        report.admitted.append(AllocationOut(workload=host.workload_id, tenant=host.tenant))
+    for host in waiting:
+        report.pending.append(
+            PendingOut(
+                workload=host.workload_id,
+                tenant=host.tenant,
+                reason="host_job_limit",
+                message=f"{host.tenant} runs {HOST_JOBS_PER_TENANT} host jobs already",
+            )
+        )
+    report.num_pending += len(queued)
+    report.num_still_pending += len(waiting)
+    return report
 
 
 def admit_after_change(control: ControlPlane) -> AdmissionReport | None:
@@ -294,6 +328,8 @@ def _admitted(
 def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
     out: list[Workload] = []
     for job in repo.list_jobs(state="queued"):
+        if job.num_cards == 0:  # a host job (policy.admission.host): no card to place
+            continue
         accepts = list(job.device_types or ()) or [job.device_type]
         out.append(
             Workload(

@@ -320,7 +320,8 @@ class JobIn(_In):
     name: str = Name
     kind: Literal["finetune", "preprocess", "benchmark", "simulate", "plan"]
     device_type: str = Field(min_length=1, max_length=64)
-    num_cards: int = Field(default=1, ge=1, le=64)
+    #: 0: a host job holding no card (kinds simulate and plan only; policy/admission/host.py)
+    num_cards: int = Field(default=1, ge=0, le=64)
     image: str | None = Field(default=None, max_length=512)
     command: list[str] = Field(default_factory=list, max_length=256)
     priority_class: PriorityClass | None = None

@@ -65,7 +65,8 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
             raise InvalidConfigError(
                 "fallback_device_types", list(fallback_device_types), "names a device type twice"
             )
-        if not 1 <= num_cards <= 64:
+        host = num_cards == 0 and kind in ("simulate", "plan")  # a host job: no card
+        if not (host or 1 <= num_cards <= 64):
             raise InvalidConfigError("num_cards", num_cards, "must be between 1 and 64")
         if not image and not command:
             raise InvalidConfigError("image", image, "a job needs an image or a command")
@@ -188,11 +189,12 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
     def admit_job(
         self, job: Job, card_ids: Sequence[int], *, num_borrowed: int = 0, reason: str = "admitted"
     ) -> Job:
-        """Record an admission: the job holds ``card_ids`` (the last ``num_borrowed`` borrowed)."""
-        cards = self._cards(card_ids)
+        """Record an admission: the job holds ``card_ids`` (the last ``num_borrowed`` borrowed);
+        none for a host job (``num_cards`` 0: it runs on no server's cards)."""
+        cards = self._cards(card_ids) if card_ids else []
         self.transition_job(job, "admitted", reason=reason)
         now = self.now_s()
-        job.server_id = cards[0].server_id
+        job.server_id = cards[0].server_id if cards else None
         job.admitted_at_s = now
         job.borrowed_cards = num_borrowed
         for i, card in enumerate(cards):

@@ -791,7 +791,9 @@ def _twin_job(form: dict[str, str], control: ControlPlane) -> JobIn:
             "rate_scale": _float(form.get("rate_scale", "1") or "1", "rate_scale"),
         }
         name = f"simulate {doc.get('name', key)} {trace}"
-    fields = {"name": name[:128], "kind": kind, "device_type": device, "num_cards": 1}
+    # 0: on the host's CPU, holding no card of the quota (policy/admission/host.py)
+    cards = _int(form.get("num_cards", "0") or "0", "num_cards")
+    fields = {"name": name[:128], "kind": kind, "device_type": device, "num_cards": cards}
     return JobIn.model_validate({**fields, "spec": spec})
 
 

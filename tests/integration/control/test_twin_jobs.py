@@ -59,3 +59,38 @@ def test_a_simulation_job_runs_the_twin_and_leaves_its_summary(tenant, runner) -
     assert doc["summary"]["requests"] == 150 and doc["summary"]["completed"] <= 150
     ttft = doc["cdf"]["ttft_s"]
     assert len(ttft) == 201 and ttft == sorted(ttft)  # quantiles, for the report's CDF
+
+
+def test_a_host_twin_job_holds_no_card_and_host_jobs_are_bounded_per_tenant(
+    tenant, runner, center, admin_key
+) -> None:
+    spec = {"fleet": default_fleet_mapping(), "trace": "synthetic:5", "num_requests": 100}
+    host = {"name": "sim", "kind": "simulate", "device_type": "h100", "num_cards": 0, "spec": spec}
+    first = tenant.post("/api/jobs", json=host)
+    assert first.status_code == 201, first.text
+    job = first.json()
+    assert job["state"] == "admitted" and job["num_cards"] == 0, job
+    # the tenant's one h100 card is still free: a one-card twin job is admitted beside it
+    carded = tenant.post("/api/jobs", json={**host, "name": "carded", "num_cards": 1}).json()
+    assert carded["state"] == "admitted", carded
+    (quota,) = tenant.get("/api/quotas").json()  # its one quota: h100
+    assert quota["used_cards"] == 1, quota  # the carded job's card only
+    # at most two host jobs of a tenant at once: the third waits, with the reason
+    second = tenant.post("/api/jobs", json={**host, "name": "sim2"}).json()
+    third = tenant.post("/api/jobs", json={**host, "name": "sim3"}).json()
+    assert second["state"] == "admitted" and third["state"] == "queued", (second, third)
+    admin = TestClient(center, headers={"Authorization": f"Bearer {admin_key}"})
+    report = admin.post("/api/admission/cycle").json()
+    assert [(p["workload"], p["reason"]) for p in report["pending"]] == [
+        (f"job:{third['id']}", "host_job_limit")
+    ], report
+    # a job that needs a device cannot ask for no card
+    refused = tenant.post("/api/jobs", json={**host, "kind": "benchmark", "command": ["true"]})
+    assert refused.status_code == 400 and "at least one card" in refused.text
+    # the host job runs with no card visible, and when it ends the waiting one is admitted
+    asyncio.run(runner.tick())
+    assert asyncio.run(runner.wait_exited(job["id"], 120.0)) == 0
+    asyncio.run(runner.tick())
+    done = tenant.get(f"/api/jobs/{job['id']}").json()
+    assert done["state"] == "succeeded" and "simulated 100/100 requests" in done["log_tail"], done
+    assert tenant.get(f"/api/jobs/{third['id']}").json()["state"] in ("admitted", "running")

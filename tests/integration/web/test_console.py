@@ -450,7 +450,10 @@ def test_the_twin_page_submits_a_simulation_job_and_shows_its_report(app, center
     assert made.status_code == 303, made.text
     run_path = made.headers["location"]
     job = _api(app, center["lab"]).get(f"/api/jobs/{run_path.rsplit('/', 1)[1]}").json()
-    assert job["kind"] == "simulate" and job["num_cards"] == 1
+    assert job["kind"] == "simulate" and job["num_cards"] == 0  # the host's CPU by default
+    assert job["state"] == "admitted" and not job.get("card_indexes")
+    quotas = _api(app, center["lab"]).get("/api/quotas").json()
+    assert sum(q["used_cards"] for q in quotas) == 0  # the simulation holds no card
     assert "npucenter.jobs.simulate" in " ".join(job["command"])  # the center's program
     running = lab.get(run_path)
     assert running.status_code == 200 and 'http-equiv="refresh"' in running.text

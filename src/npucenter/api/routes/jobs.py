@@ -16,7 +16,8 @@ from npucenter.api.context import RequestContext, caller_context
 from npucenter.api.schemas import JobEventOut, JobIn, JobOut, JobStateIn
 from npucenter.api.views import job_out, job_view, tenant_names
 from npucenter.artifacts.service import program_job
-from npucenter.errors import PermissionDeniedError
+from npucenter.errors import InvalidRequestError, PermissionDeniedError
+from npucenter.policy.admission.host import HOST_JOB_KINDS
 from npucenter.store.repository import canonical_device
 
 __all__ = ["router"]
@@ -30,7 +31,13 @@ def submit_job(body: JobIn, ctx: RequestContext = Depends(caller_context)) -> Jo
     with ctx.tx() as repo:
         tenant = ctx.owner(repo, body.tenant)
         accepts = [canonical_device(d) for d in (body.device_type, *body.fallback_device_types)]
-        check_admissible_any(repo, tenant, accepts, body.num_cards)
+        if body.num_cards == 0 and body.kind not in HOST_JOB_KINDS:
+            raise InvalidRequestError(
+                f"a {body.kind} job needs at least one card",
+                hint=f"give num_cards >= 1; only {sorted(HOST_JOB_KINDS)} jobs run on the host",
+            )
+        if body.num_cards:  # a host job holds no card: no quota or server to check
+            check_admissible_any(repo, tenant, accepts, body.num_cards)
         fields = body.model_dump(exclude={"tenant", "spec"})
         spec = program_job(
             repo,
