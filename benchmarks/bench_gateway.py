@@ -158,7 +158,9 @@ def _real_center(endpoints: list[Any], key_out: str, database_url: str = "") -> 
     }
     if database_url:
         env["NPUCENTER_DATABASE_URL"] = database_url
-    settings = Settings.from_env(env, data_dir=tempfile.mkdtemp(prefix="npucenter-bench-gateway-"))
+    # a fresh store beside the key file, in the run's work directory (removed after the run)
+    data_dir = tempfile.mkdtemp(prefix="data-", dir=Path(key_out).parent)
+    settings = Settings.from_env(env, data_dir=data_dir)
     app = build_server_app(settings)
     with app.state.control.tx() as repo:
         tenant = repo.create_tenant("bench", "company")
