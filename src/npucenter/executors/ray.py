@@ -31,7 +31,8 @@ namespace ``npucenter``) that starts the replica's engine as a child process on 
   ``ray.kill``).
 - **The store is the truth of what runs**: :meth:`RayExecutor.sync` (the reconciler calls it at
   every tick, the first included) lists the namespace's actors, adopts those of wanted replicas
-  it does not hold (a restarted center finds its engines), and stops the others (orphans).
+  it does not hold (a restarted center finds its engines), and stops the others (orphans,
+  its own included: a restart that raced a scale-down).
 - ``ray.init`` installs its own SIGTERM handler; the server's handlers are put back after it.
 
 Ray is optional: it is imported only when used; a missing install raises
@@ -472,6 +473,10 @@ class RayExecutor:
         adopted, stopped = [], []
         for rid in ours:
             if rid in self._actors:
+                if rid not in wanted:  # held, but the store no longer wants it (a restart raced
+                    with contextlib.suppress(NpuCenterError):  # a scale-down): stop it
+                        await self.stop(rid)
+                    stopped.append(rid)
                 continue
             if rid in wanted and await self._adopt(ray, rid):
                 adopted.append(rid)

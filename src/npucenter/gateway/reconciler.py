@@ -432,8 +432,8 @@ class DeploymentReconciler:
         by_id = {w.replica_id: w for w in wanted}
         sync = getattr(self.executor, "sync", None)
         if sync is not None:  # Ray: adopt the store's replicas it runs, stop its orphans
-            try:
-                await sync(set(by_id))
+            try:  # (what this tick stops itself below is left to it: off the pool first)
+                await sync(set(by_id) | set(self._running) | set(self._starting))
             except NpuCenterError as exc:
                 log.warning("executor sync: %s", exc)
         self._wanted = list(by_id.values())
@@ -582,9 +582,14 @@ class DeploymentReconciler:
             else:
                 restarted = []
                 for rid in [r for r in self._running if r not in self._external]:
-                    if not await self.executor.check(rid):
-                        await self.executor.restart(rid)
-                        restarted.append(rid)
+                    if rid not in self._running or await self.executor.check(rid):
+                        continue  # stopped meanwhile (scaled down), or alive
+                    await self.executor.restart(rid)
+                    if rid not in self._running:  # stopped while it restarted: stop it again
+                        with _suppress_npucenter():
+                            await self.executor.stop(rid)
+                        continue
+                    restarted.append(rid)
         except NpuCenterError as exc:
             log.warning("restarting failed replicas: %s", exc)
             return []
