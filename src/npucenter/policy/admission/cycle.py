@@ -73,6 +73,8 @@ class _Cycle(VictimSearch):
         self.pending_on: dict[str, str] = {}  # workload id -> device type its reason is about
         self.fair_failures: _Memo = {}
         self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
+        # (tenant, type) -> cards per priority class of its work from before the cycle
+        self.own_old_cards: dict[tuple[str, str], list[int]] = {}
         # (tenant, type, fallbacks, cards, tp, owners) -> (stamp, priority, (reason, type))
         self.blocked: dict[
             tuple[str, str, tuple[str, ...], int, int, bool],
@@ -454,16 +456,15 @@ class _Cycle(VictimSearch):
 
     def _own_low_cards(self, w: Workload, d: str, priority: PriorityClass) -> int:
         """Cards of the tenant's work from before the cycle on ``d`` below ``priority``."""
-        total = 0
-        running, admitted_now = self.running, self.admitted_now
-        for entry in self.by_tenant_type.get((w.tenant, d), {}).values():
-            if (
-                entry.priority_class < priority
-                and entry.workload_id in running
-                and entry.workload_id not in admitted_now
-            ):
-                total += entry.num_cards
-        return total
+        key = (w.tenant, d)
+        per_class = self.own_old_cards.get(key)
+        if per_class is None:  # built once; _preempt keeps it exact
+            per_class = self.own_old_cards[key] = [0] * _NUM_CLASSES
+            admitted_now = self.admitted_now
+            for entry in self.by_tenant_type.get(key, {}).values():
+                if entry.workload_id not in admitted_now:
+                    per_class[entry.priority_class] += entry.num_cards
+        return sum(per_class[:priority])
 
     def _available(self, tenant: str, d: str, node: Node) -> int:
         """:func:`available`, cached while admissions and preemptions on ``d`` stay the same."""
@@ -531,6 +532,9 @@ class _Cycle(VictimSearch):
         before = [n.old.get(device_type, 0) > n.subtree_quota.get(device_type, 0) for n in path]
         self._account(entry, -1, old=True)
         self.forget_victim(entry, device_type, path[-1])
+        own_old = self.own_old_cards.get((entry.tenant, device_type))
+        if own_old is not None:
+            own_old[entry.priority_class] -= entry.num_cards
         self.epoch[device_type] = self.epoch.get(device_type, 0) + 1
         key = (id(path[-1]), device_type)
         self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
@@ -539,10 +543,8 @@ class _Cycle(VictimSearch):
         ]
         if entry.tenant != by.tenant:
             self.reclaimed.add(entry.tenant)
-            took = (by.tenant, entry.tenant, device_type)
-            changed = changed or took not in self.took
-            self.took.add(took)
-        if changed:  # who may be a victim of whom on the type (eligible_victims) changed
+            self.took.add((by.tenant, entry.tenant, device_type))
+        if changed:  # who borrows on the type (eligible_victims) changed
             self.eligible_version[key] = self.eligible_version.get(key, 0) + 1
         self.preempted.append(
             Preemption(

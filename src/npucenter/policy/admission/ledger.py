@@ -200,7 +200,7 @@ class Ledger:
         # work may be its victims at all)
         self.eligible_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
         # (id(root), type) -> preemptions in this cycle that changed whether some node of the
-        # tree borrows on the type with its old work, or added to ``took``
+        # tree borrows on the type with its old work
         self.eligible_version: dict[tuple[int, str], int] = {}
         # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
         self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}

@@ -219,8 +219,7 @@ class VictimSearch(FairSharing):
         search may take: the tenant borrows with its old work up to the common ancestor, and
         did not take cards of the type from ``tenant`` in this cycle. Empty for a tenant without
         a cohort or when no tenant may be reclaimed from. Cached until a preemption changes
-        whether a node of the tree borrows on the type, or who took from whom
-        (``eligible_version``).
+        whether a node of the tree borrows on the type (``eligible_version``).
         """
         node = self.nodes[tenant]
         key = (tenant, device_type)
@@ -230,15 +229,18 @@ class VictimSearch(FairSharing):
             names: list[str] = []
             if node.parent is not None and self.may_reclaim:
                 ancestors = {id(n) for n in node.path()[1:]}
-                took = self.took
                 for other in self.victim_cards(node.root, device_type):
-                    if other == tenant or (other, tenant, device_type) in took:
+                    if other == tenant:
                         continue
                     upto = self._common_ancestor(tenant, other, ancestors)
                     if self.borrowing_before(other, device_type, upto):
                         names.append(other)
             found = self.eligible_cache[key] = (version, names)
-        return found[1]
+        names = found[1]
+        took = self.took  # checked on every call: it grows with most preemptions
+        if names and took:
+            names = [other for other in names if (other, tenant, device_type) not in took]
+        return names
 
     def _own_candidates(
         self, w: Workload, device_type: str, priority: PriorityClass
