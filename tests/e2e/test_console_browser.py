@@ -41,6 +41,7 @@ servers:
 services:
   - {model: llama-3.1-8b, device: h100, tp: 1, replicas_per_server: 1, max_num_seqs: 64}
 tariff_usd_per_device_hour: {rngd: 1.0, h100: 2.0}
+slos: {llama-3.1-8b: {ttft_s: 10.0, tpot_s: 1.0}}
 """
 
 
@@ -217,6 +218,13 @@ def test_the_operator_sees_the_fleet_and_the_queue(
     page = new_page()
     _sign_in(page, url, ADMIN)
     assert page.url.endswith("/console/fleet")
+    # at 1280 px the admin's header is one row: Sign out beside the links, not wrapped below
+    out = page.get_by_role("button", name="Sign out").bounding_box()
+    first = page.locator("header nav a").first.bounding_box()
+    last = page.locator("header nav a").last.bounding_box()
+    assert last["y"] == first["y"], (first, last)  # the links on one row
+    mid = first["y"] + first["height"] / 2
+    assert out["y"] < mid < out["y"] + out["height"], (out, first)  # Sign out on that row too
     grid = page.locator("#fleet-grid")
     shown = grid.inner_text()
     assert grid.locator(".server").count() == 2, shown
@@ -262,13 +270,26 @@ def test_a_tenant_deploys_runs_the_twin_and_reads_its_engine_logs(
         time.sleep(0.5)
         page.reload()
     assert f"virtual engine: {MODEL} on rngd" in engine.first.locator("pre").inner_text()
+    # its SLO attainment (the fleet file's SLO for the model) over the streamed requests served
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=center["acme"], max_retries=0, timeout=30)
+    for _ in range(2):  # a first token's time is known only when streamed
+        for _chunk in client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        ):
+            pass
+    page.reload()
+    slo = page.locator("#dep-slo").inner_text()
+    assert re.search(r"TTFT ≤ 10000 ms.*last \d+ s: \d+\.\d% of \d+ requests", slo), slo
     _shot(page, "console-deployment", tmp_path)
+    page.get_by_role("link", name="All deployments").click()
+    cell = page.locator("#deployment-table tr", has_text="ui-chat").locator("td.slo-attained")
+    assert re.fullmatch(r"\d+\.\d % of \d+", cell.inner_text().strip()), cell.inner_text()
 
     # run a small simulation of this center's fleet as a job; its page follows it to the report
     page.get_by_role("link", name="Twin").click()
     page.get_by_label("fleet").select_option("center")
     page.get_by_label("requests (first N)").fill("300")
-    page.get_by_label("run on (device type)").first.fill("rngd")
+    assert page.locator("#t-cards").input_value() == "0"  # the host's CPU
     page.get_by_role("button", name="Run simulation").click()
     page.wait_for_url(re.compile(r".*/console/twin/\d+$"))
     twin_path = page.url.split(url, 1)[1]
@@ -294,6 +315,23 @@ def test_a_tenant_deploys_runs_the_twin_and_reads_its_engine_logs(
         assert "ui-chat" not in other.content() and "acme" not in other.content()
     other.goto(f"{url}/console/twin")
     assert twin_path not in other.content()
+
+    # scale it, try bounds beyond the quota (the API's 409 shown), then delete it
+    page.goto(f"{url}{dep_path}")
+    page.get_by_label("replicas", exact=True).fill("2")
+    page.get_by_role("button", name="Scale").click()
+    page.wait_for_url(f"**{dep_path}")
+    assert page.locator("#dep-placed").inner_text().endswith("/ 2")
+    page.get_by_label("max replicas").fill("5")
+    page.get_by_role("button", name="Set bounds").click()
+    assert "quota" in page.locator("#dep-error").inner_text()
+    assert page.get_by_label("max replicas").input_value() == "5"  # what was typed is kept
+    page.get_by_role("button", name="Delete ui-chat").click()
+    page.wait_for_url("**/console/deployments")
+    assert "ui-chat" not in page.locator("#deployment-table").inner_text()
+    assert page.goto(f"{url}{dep_path}").status == 404
+    expected = ("(Conflict)", "(Not Found)")  # the 409 page and the 404 above, logged by chromium
+    assert [m for m in page.problems if not m.endswith(expected)] == []
 
 
 def test_the_operator_sees_tenants_and_power(

@@ -939,7 +939,7 @@ def _nav(p: _Page | None) -> list[tuple[str, str]]:
         ("/console/keys", "Keys"),
         ("/console/deployments", "Deployments"),
         ("/console/jobs", "Jobs"),
-        ("/console/data", "Data sets & adapters"),
+        ("/console/data", "Data"),  # data sets and adapters (short: the header is one row)
         ("/console/twin", "Twin"),
         ("/console/fleet", "Fleet"),
         *([("/console/tenants", "Tenants")] if p.is_admin else []),
