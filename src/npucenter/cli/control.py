@@ -464,8 +464,22 @@ def _engine_options(pairs: list[str]) -> dict[str, Any]:
 @deploy_app.command("list")
 @handle_errors
 def deploy_list(json_out: bool = JSON_OPT) -> None:
-    """List deployments."""
-    _table(json_out, DEPLOY_COLUMNS, "GET", "/api/deployments", title="deployments")
+    """List deployments (with their SLO attainment over the gateway's last 5 minutes)."""
+    _show(
+        _call("GET", "/api/deployments"),
+        json_out,
+        [*DEPLOY_COLUMNS, "slo_attainment"],
+        "deployments",
+        fmt={"slo_attainment": _slo_short},
+    )
+
+
+def _slo_short(att: dict[str, Any] | None) -> str:
+    if att is None:
+        return "-"
+    if att["fraction"] is None:
+        return "no request"
+    return f"{att['fraction']:.1%} of {att['num_requests']}"
 
 
 @deploy_app.command("show")

@@ -206,7 +206,8 @@ def test_a_twin_job_file_is_submitted_with_its_fleet_file_inline(cli, tmp_path):
     cli("fleet", "add", "gpu-1", "--device", "h100", "--cards", "2")
     cli("quota", "set", "--tenant", "acme", "--device", "h100", "--nominal", "1")
     job = _json(cli("job", "submit", str(example), "--tenant", "acme", "--json"))
-    assert job["kind"] == "simulate" and job["num_cards"] == 1
+    assert job["kind"] == "simulate" and job["num_cards"] == 0  # on the host: no card
+    assert job["state"] == "admitted"
     assert job["command"][1:3] == ["-m", "npucenter.jobs.simulate"]  # the center's program
     moved = tmp_path / "sim.yaml"  # the same file away from its fleet file: not found, exit 3
     moved.write_text(example.read_text())

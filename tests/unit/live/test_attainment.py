@@ -106,3 +106,6 @@ def test_the_text_the_cli_and_console_show() -> None:
     text = slo_attainment_text(doc)
     assert "66.7% of 6 requests" in text and "TTFT ≤ 300 ms" in text and "last 300 s" in text
     assert slo_attainment_text({**doc, "fraction": None, "num_requests": 0}).endswith("no request")
+    from npucenter.cli.control import _slo_short  # `npucenter deploy list`'s column
+
+    assert (_slo_short(doc), _slo_short(None)) == ("66.7% of 6", "-")
