@@ -649,7 +649,9 @@ class JobRunner:
             repo.start_job_run(
                 job,
                 runner=RUNNER_NAME,
-                reason=f"started on {view.server} cards {','.join(map(str, view.cards))}",
+                reason=f"started on {view.server} cards {','.join(map(str, view.cards))}"
+                if view.cards
+                else "started on the host (no card)",  # a host job (policy/admission/host.py)
             )
             if not self.gives_keys:
                 return True, None

@@ -93,4 +93,8 @@ def test_a_host_twin_job_holds_no_card_and_host_jobs_are_bounded_per_tenant(
     asyncio.run(runner.tick())
     done = tenant.get(f"/api/jobs/{job['id']}").json()
     assert done["state"] == "succeeded" and "simulated 100/100 requests" in done["log_tail"], done
+    reasons = [e["reason"] for e in tenant.get(f"/api/jobs/{job['id']}/events").json()]
+    assert (
+        "admitted on the host (no card)" in reasons and "started on the host (no card)" in reasons
+    )
     assert tenant.get(f"/api/jobs/{third['id']}").json()["state"] in ("admitted", "running")
