@@ -68,9 +68,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def start_virtual_replicas(
-    model: str, device: str, count: int, *, max_num_seqs: int = 64, precision: str = "fp8"
+    model: str,
+    device: str,
+    count: int,
+    *,
+    max_num_seqs: int = 64,
+    precision: str = "fp8",
+    time_scale: float = 1.0,
 ) -> tuple[Any, list[Any]]:
     """Start ``count`` virtual engines (one card each) as local processes.
+
+    ``time_scale`` is the engines' real seconds per modelled second (2: half speed).
 
     Returns the executor (stop it with ``await executor.shutdown()``) and the
     gateway endpoints of the replicas, ids ``<device>-0-r<i>`` as a fleet file would name them.
@@ -87,6 +95,7 @@ async def start_virtual_replicas(
         tp=1,
         precision=precision,
         max_num_seqs=max_num_seqs,
+        time_scale=time_scale,
     )
     reps = await asyncio.gather(
         *(executor.start(spec, replica_id=f"{device}-0-r{i}") for i in range(count))
