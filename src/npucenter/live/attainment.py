@@ -45,13 +45,18 @@ class SloWindow:
         window_s: float = 300.0,
         step_s: float = 10.0,
         now_s: Callable[[], float] = time.monotonic,
+        cache_s: float = 1.0,
     ) -> None:
         self.read = read  # model -> its histograms now (cumulative since the gateway started)
         self.window_s = window_s
         self.step_s = step_s
+        self.cache_s = cache_s
         self.now_s = now_s
         self.started_s = now_s()
         self._snaps: list[tuple[float, dict[str, _Hists]]] = []
+        # the histograms now, read once per ``cache_s`` at most: a list of many deployments
+        # reads the registry once, not once per deployment
+        self._now: tuple[float, dict[str, _Hists]] | None = None
 
     @classmethod
     def of_gateway(cls, gateway: Any, **kw: Any) -> SloWindow:
@@ -80,7 +85,9 @@ class SloWindow:
         for t, snap in self._snaps:
             if t <= now - self.window_s:
                 base_s, base = t, snap.get(model)
-        ttft, tpot = self.read().get(model, ([], []))
+        if self._now is None or not 0 <= now - self._now[0] < self.cache_s:
+            self._now = (now, self.read())
+        ttft, tpot = self._now[1].get(model, ([], []))
         base_ttft, base_tpot = base if base is not None else ([], [])
         n, ttft_met = _delta(ttft, base_ttft, slo.ttft_s)
         n_tpot, tpot_met = _delta(tpot, base_tpot, slo.tpot_s)

@@ -51,7 +51,7 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
             endpoints=[make_endpoint(replica_id="r0", base_url=up_url, model_id=MODEL)],
         )
         window = install_slo_attainment(
-            app.state.control, gw, fleet_from_dict(FLEET), now_s=lambda: clock[0]
+            app.state.control, gw, fleet_from_dict(FLEET), now_s=lambda: clock[0], cache_s=0.0
         )
         with running_server(gw) as gw_url:
             yield {"app": app, "gw": gw_url, "up": upstream, "window": window, "clock": clock}

@@ -30,7 +30,25 @@ class _Hist:
 
 
 def _window(h: _Hist, clock: list[float]) -> SloWindow:
-    return SloWindow(h.read, window_s=300.0, step_s=10.0, now_s=lambda: clock[0])
+    return SloWindow(h.read, window_s=300.0, step_s=10.0, now_s=lambda: clock[0], cache_s=0.0)
+
+
+def test_the_histograms_are_read_once_per_cache_period_for_many_deployments() -> None:
+    h, clock = _Hist(), [0.0]
+    reads = []
+
+    def read() -> dict[str, Any]:
+        reads.append(clock[0])
+        return h.read()
+
+    w = SloWindow(read, now_s=lambda: clock[0], cache_s=1.0)
+    for _ in range(50):  # a list of 50 deployments
+        w.attainment("m", SLO)
+    assert len(reads) == 1
+    h.ttft.append(0.05)
+    h.tpot.append(0.01)
+    clock[0] = 1.0
+    assert w.attainment("m", SLO)["num_requests"] == 1 and len(reads) == 2
 
 
 def test_attainment_counts_the_window_and_moves_when_slow_requests_come() -> None:
