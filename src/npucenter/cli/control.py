@@ -487,7 +487,10 @@ def _slo_short(att: dict[str, Any] | None) -> str:
 def deploy_show(dep_id: int = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
     """Show a deployment replica by replica."""
     doc = _call("GET", f"/api/deployments/{dep_id}")
-    doc["engines"] = _call("GET", f"/api/deployments/{dep_id}/engines")
+    try:
+        doc["engines"] = _call("GET", f"/api/deployments/{dep_id}/engines")
+    except NotFoundError:  # the deployment exists: this server runs no gateway, so no engine
+        doc["engines"] = []
     if json_out:
         print_json(doc)
         return

@@ -196,6 +196,10 @@ def test_deploy_create_takes_a_device_fallback_list(cli):
     assert [r["device_type"] for r in doc["replica_states"]] == ["nvidia_h100_sxm"]
     empty = cli("deploy", "create", "x", "-m", "llama-3.1-8b", "-d", ",", "--tenant", "lab")
     assert empty.exit_code == 2
+    # a control plane without a gateway runs no engine: show says so instead of failing
+    shown = _json(cli("deploy", "show", str(doc["id"]), "--json"))
+    assert shown["engines"] == [] and shown["device_types"] == doc["device_types"]
+    assert cli("deploy", "show", "999").exit_code == 3  # an unknown deployment still is
 
 
 def test_a_twin_job_file_is_submitted_with_its_fleet_file_inline(cli, tmp_path):
