@@ -34,7 +34,7 @@ def test_the_upstream_request_is_closed_soon_after_the_client_goes(make_rig, str
     if stream:
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # tokens are flowing
     else:
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30.0
         while up.num_requests == 0 and time.monotonic() < deadline:
             time.sleep(0.01)  # the engine has it
         assert up.num_requests == 1
@@ -45,7 +45,7 @@ def test_the_upstream_request_is_closed_soon_after_the_client_goes(make_rig, str
     closed_after_s = time.monotonic() - gone
     assert up.num_cancelled == 1 and up.num_completed == 0
     assert closed_after_s < BOUND_S, f"the engine kept working {closed_after_s:.2f} s"
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 30.0
     while rig.gateway.pool.replicas("m")[0].inflight and time.monotonic() < deadline:
         time.sleep(0.01)
     assert rig.gateway.pool.replicas("m")[0].inflight == 0  # the slot came back

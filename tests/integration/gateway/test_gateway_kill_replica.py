@@ -110,7 +110,9 @@ def test_kill_a_replica_under_load(upstream_procs) -> None:  # type: ignore[no-u
 
     with running_server(gateway) as url:
         results = asyncio.run(load(url))
-        time.sleep(0.6)  # the ledger flushes every 0.2 s
+        deadline = time.monotonic() + 30  # the ledger flushes every 0.2 s: every row, then check
+        while len(ledger.rows()) < 48 and time.monotonic() < deadline:
+            time.sleep(0.05)
         metrics = httpx.get(f"{url}/metrics").text
 
     ok = [tokens for status, tokens in results if status == "ok"]

@@ -23,7 +23,7 @@ def _post_in_background(url: str, results: list[int]) -> threading.Thread:
     return thread
 
 
-def _wait_for(cond, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(cond, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not cond() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -38,12 +38,10 @@ def test_a_full_fair_queue_answers_503_with_retry_after_at_once(make_rig) -> Non
     _wait_for(lambda: rig.gateway.pool.replicas("m")[0].inflight == 1)
     queued = _post_in_background(url, results)  # fills the queue
     _wait_for(lambda: rig.gateway.dispatcher.queued("m") == 1)
-    start = time.perf_counter()
     resp = httpx.post(url, json={"model": "m", "messages": MSG}, headers=AUTH, timeout=20)
-    elapsed = time.perf_counter() - start
     assert resp.status_code == 503
     assert int(resp.headers["retry-after"]) >= 1
-    assert elapsed < 1.0  # refused now, not after a wait
+    assert results == []  # refused now: before the request in service (~2 s) let a slot go
     running.join()
     queued.join()
     assert results == [200, 200]  # the ones taken in were served
@@ -55,13 +53,11 @@ def test_requests_beyond_the_gateway_bound_are_shed_before_the_key_is_read(make_
     results: list[int] = []
     running = _post_in_background(url, results)
     _wait_for(lambda: rig.gateway.door.inflight == 1)
-    start = time.perf_counter()
     resp = httpx.post(url, json={"model": "m", "messages": MSG}, headers={}, timeout=20)
-    elapsed = time.perf_counter() - start
     assert resp.status_code == 503  # not 401: shed before the key is looked at
     assert resp.json()["error"]["type"] == "capacity_unavailable" or resp.status_code == 503
     assert int(resp.headers["retry-after"]) >= 1
-    assert elapsed < 1.0
+    assert results == []  # shed now: before the request in service (~2 s) ended
     assert rig.gateway.door.shed == 1
     running.join()
     assert results == [200]
@@ -77,9 +73,8 @@ def test_a_long_expected_wait_is_refused_now(make_rig) -> None:  # type: ignore[
     results: list[int] = []
     running = _post_in_background(url, results)
     _wait_for(lambda: gw.pool.replicas("m")[0].inflight == 1)
-    start = time.perf_counter()
     resp = httpx.post(url, json={"model": "m", "messages": MSG}, headers=AUTH, timeout=20)
-    assert resp.status_code == 503 and time.perf_counter() - start < 1.0
+    assert resp.status_code == 503 and results == []  # now: the one in service still runs
     assert int(resp.headers["retry-after"]) >= 1
     running.join()
     assert results == [200]
@@ -96,11 +91,10 @@ def test_when_every_queue_is_full_for_its_bound_the_door_refuses_before_the_key(
     _wait_for(lambda: gw.dispatcher.queued("m") == 1)
     gw.dispatcher.waits.served("m", 0.0)
     gw.dispatcher.waits.served("m", 2.0)  # waiters served ~1 s apart lately: the next waits ~2 s
-    start = time.perf_counter()
     resp = httpx.post(url, json={"model": "m", "messages": MSG}, headers={}, timeout=20)
     assert resp.status_code == 503  # not 401: refused at the door, before the key is read
     assert "x-request-id" not in resp.headers  # no request, no ledger row
-    assert int(resp.headers["retry-after"]) >= 1 and time.perf_counter() - start < 1.0
+    assert int(resp.headers["retry-after"]) >= 1 and results == []  # now, not after a wait
     assert gw.door.shed == 1
     running.join()
     queued.join()
