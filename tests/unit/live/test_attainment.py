@@ -25,8 +25,11 @@ class _Hist:
     def buckets(self, values: list[float]) -> list[list[Any]]:
         return [[e, float(sum(v <= float(e) for v in values))] for e in EDGES]
 
-    def read(self) -> dict[str, Any]:
+    def models(self) -> dict[str, Any]:
         return {"m": (self.buckets(self.ttft), self.buckets(self.tpot))}
+
+    def read(self) -> dict[str, Any]:
+        return {"": self.models()}  # this process's gateway only
 
 
 def _window(h: _Hist, clock: list[float]) -> SloWindow:
@@ -73,6 +76,30 @@ def test_attainment_counts_the_window_and_moves_when_slow_requests_come() -> Non
     w.sample()
     got = w.attainment("m", SLO)
     assert (got["num_requests"], got["fraction"], got["window_s"]) == (2, 0.0, 300.0)
+
+
+def test_other_gateways_count_apart_and_one_that_leaves_takes_its_requests() -> None:
+    own, other, clock = _Hist(), _Hist(), [0.0]
+    sources = {"": own, "load/b-1": other}
+    w = SloWindow(
+        lambda: {k: h.models() for k, h in sources.items()},
+        now_s=lambda: clock[0],
+        cache_s=0.0,
+    )
+    own.ttft, own.tpot = [0.05] * 2, [0.01] * 2
+    other.ttft, other.tpot = [0.9] * 2, [0.01] * 2  # slow there
+    clock[0] = 301.0
+    w.sample()  # the baseline: 2 + 2 requests
+    own.ttft += [0.05] * 3
+    own.tpot += [0.01] * 3
+    other.ttft += [0.9]
+    other.tpot += [0.01]
+    clock[0] = 602.0
+    got = w.attainment("m", SLO)
+    assert (got["num_requests"], got["ttft_met_fraction"]) == (4, 0.75)
+    del sources["load/b-1"]  # it stopped publishing: its counts go, no reset of ours
+    got = w.attainment("m", SLO)
+    assert (got["num_requests"], got["fraction"]) == (3, 1.0)
 
 
 def test_a_limit_between_bucket_edges_never_counts_a_miss_as_met() -> None:
