@@ -52,6 +52,7 @@ class AutoscalePolicy:
     scale_down_delay_s: float = 60.0  # no scale-down within this long of the last change
     max_scale_up_factor: float = 2.0  # one decision at most multiplies the count by this
     max_scale_down_step: int = 1  # one decision removes at most this many replicas
+    drain_s: float = 60.0  # a replica scaled down finishes its requests for at most this long
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0:
@@ -68,7 +69,7 @@ class AutoscalePolicy:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise InvalidConfigError(name, value, "must be in (0, 1]")
-        for name in ("idle_to_zero_s", "scale_down_delay_s"):
+        for name in ("idle_to_zero_s", "scale_down_delay_s", "drain_s"):
             value = getattr(self, name)
             if not value >= 0:
                 raise InvalidConfigError(name, value, "must be >= 0")

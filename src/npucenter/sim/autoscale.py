@@ -7,8 +7,12 @@ replicas the fleet places for it are the most it can have (its quota in the twin
 not wanted are off: not routed, and their cards are not held (not counted in card-hours nor in
 the held energy). A replica asked for serves after its engine's cold start
 (:data:`COLD_START_S`); requests that arrive with no replica serving are held while one starts
-and rejected after ``hold_s`` (the gateway's bound). A replica scaled down stops like one taken
-for a job: requests without a first token go elsewhere, streaming ones are lost.
+and rejected after ``hold_s`` (the gateway's bound). A replica scaled down drains like the live
+center's (the replicas with the fewest requests in flight are chosen): routing sends it nothing
+new at once, its requests finish, and its cards are released when it has none (seen at the next
+decision, ``interval_s``) or after the policy's ``drain_s``, when the requests still on it are
+cancelled like a replica taken for a job (those without a first token go elsewhere, streaming
+ones are lost) and counted (``drain_cancelled``).
 
 A disaggregated service is scaled pool by pool with the same policy (each role's deployment
 gives its own ``min_replicas``/``max_replicas``/``autoscale:``) on the signals that pool owns:
@@ -54,6 +58,7 @@ class _Scaled:
     replicas: list[Any]  # SimReplica, the ones it may turn on
     cold_start_s: float
     starting: dict[int, float] = field(default_factory=dict)  # replica index -> ready at
+    draining: dict[int, float] = field(default_factory=dict)  # replica index -> drain bound at
     held: deque[tuple[int, float]] = field(default_factory=deque)  # (request index, since)
     last_request_s: float | None = None
     last_change_s: float | None = None
@@ -64,6 +69,8 @@ class _Scaled:
     num_up: int = 0
     num_down: int = 0
     num_held: int = 0
+    num_drained: int = 0  # drains that ended with no request left
+    num_drain_cancelled: int = 0  # requests still running at a drain's bound
     peak: int = 0  # most replicas on (serving or starting) at once
 
     @property
@@ -212,9 +219,28 @@ class TwinAutoscaler:
         """One decision per pool of ``service`` at ``t``; the next one is scheduled."""
         self._tick_pending.discard(service)
         for svc in self.services[service]:
-            self._decide(loop, svc, t)
-        if t < self._until_s:
+            self._drain(loop, svc, t)
+            if t - self.interval_s < self._until_s:  # after the trace: only drains end
+                self._decide(loop, svc, t)
+        if t < self._until_s or any(p.draining for p in self.services[service]):
             self._push(loop, t + self.interval_s, service)
+
+    def _drain(self, loop: Any, svc: _Scaled, t: float) -> None:
+        """Stop the draining replicas that have no request left, or whose bound has come."""
+        for index, bound_s in list(svc.draining.items()):
+            rep = loop.replicas[index]
+            rep.core.advance_until(t)
+            loop._after_sync(rep)
+            left = rep.core.num_running + rep.core.num_waiting
+            if left and t < bound_s:
+                continue
+            del svc.draining[index]
+            if left:  # the bound: cancelled (retried elsewhere before a first token, else lost)
+                svc.num_drain_cancelled += left
+            else:
+                svc.num_drained += 1
+            loop._set_capacity(rep, t, up=False)  # its engine stops (its adapters go with it)
+            self.on_s[index] = self.on_s.get(index, 0.0) + t - self.on_since.pop(index, t)
 
     def _decide(self, loop: Any, svc: _Scaled, t: float) -> None:
         on = [r for r in svc.replicas if r.healthy]
@@ -241,9 +267,11 @@ class TwinAutoscaler:
         svc.num_done = svc.num_met = 0
         decision = decide_scale(svc.policy, load, now_s=t)
         if decision.delta > 0:
-            off = [r for r in svc.replicas if not r.healthy and r.index not in svc.starting][
-                : decision.delta
-            ]
+            off = [
+                r
+                for r in svc.replicas
+                if not r.healthy and r.index not in svc.starting and r.index not in svc.draining
+            ][: decision.delta]
             for rep in off:
                 svc.starting[rep.index] = t + svc.cold_start_s
                 self.on_since[rep.index] = t  # its cards are held while it loads
@@ -254,13 +282,21 @@ class TwinAutoscaler:
             svc.num_up += len(off)
             svc.last_change_s = t
         elif decision.delta < 0:
-            idle_first = sorted(on, key=lambda r: (r.core.outstanding_tokens, -r.index))
-            for rep in idle_first[: -decision.delta]:
-                loop._set_capacity(rep, t, up=False)
-                self.on_s[rep.index] = (
-                    self.on_s.get(rep.index, 0.0) + t - self.on_since.pop(rep.index, t)
-                )
+            # the live center's choice: the fewest requests in flight (then the least work)
+            fewest = sorted(
+                on,
+                key=lambda r: (
+                    r.core.num_running + r.core.num_waiting,
+                    r.core.outstanding_tokens,
+                    -r.index,
+                ),
+            )
+            for rep in fewest[: -decision.delta]:
+                rep.healthy = False  # routing sends it nothing new; its requests go on
+                rep.refresh_state()
+                svc.draining[rep.index] = t + svc.policy.drain_s
                 svc.num_down += 1
+            self._drain(loop, svc, t)  # one with nothing in flight stops now
             svc.last_change_s = t
         svc.peak = max(svc.peak, sum(1 for r in svc.replicas if r.healthy) + len(svc.starting))
 
@@ -280,6 +316,8 @@ class TwinAutoscaler:
                 "scale_ups": svc.num_up,
                 "scale_downs": svc.num_down,
                 "held_requests": svc.num_held,
+                "drained": svc.num_drained,
+                "drain_cancelled": svc.num_drain_cancelled,
                 "peak_replicas": svc.peak,
             }
             for svc in self._all()
