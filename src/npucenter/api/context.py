@@ -49,6 +49,9 @@ class ControlPlane:
     # (tenant, deployment name, model) -> its SLO attainment over a recent window, set where a
     # gateway runs in this process (live/attainment.py); None: the API alone
     slo_attainment: Callable[[str, str, str], dict[str, Any] | None] | None = None
+    # store replica id -> requests in flight on its engine, where the reconciler runs in this
+    # process (live/fleet.py): a scale-down removes the replicas with the fewest; None: by index
+    replica_inflight: Callable[[], dict[int, int]] | None = None
 
     @contextmanager
     def tx(self) -> Iterator[Repository]:

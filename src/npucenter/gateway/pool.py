@@ -9,6 +9,7 @@ restarts them (:meth:`UpstreamPool.set`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, KeysView, Mapping
 from dataclasses import dataclass, field
 
@@ -220,6 +221,20 @@ class UpstreamPool:
         """Forget one replica (requests in flight on it finish or fail on their own)."""
         self.set(r.endpoint for r in self._replicas.values() if r.replica_id != replica_id)
 
+    def drain(self, replica_id: str) -> Replica | None:
+        """Send no new request to ``replica_id`` (it is being scaled down): routing, the
+        candidates and the count of replicas up leave it out; its requests in flight go on."""
+        replica = self._replicas.get(replica_id)
+        if replica is not None and not math.isinf(replica.down_until_s):
+            replica.down_until_s = math.inf
+        return replica
+
+    def undrain(self, replica_id: str) -> None:
+        """Route to a drained replica again (wanted again before its drain ended)."""
+        replica = self._replicas.get(replica_id)
+        if replica is not None and math.isinf(replica.down_until_s):
+            replica.down_until_s = 0.0
+
     def now_s(self) -> float:
         """The pool's clock."""
         return self._clock.now_s()
@@ -299,7 +314,7 @@ class UpstreamPool:
     def mark_failed(self, replica: Replica, cooldown_s: float) -> None:
         """Keep new requests off ``replica`` for ``cooldown_s`` (it failed a request)."""
         replica.num_failures += 1
-        replica.down_until_s = self._clock.now_s() + cooldown_s
+        replica.down_until_s = max(replica.down_until_s, self._clock.now_s() + cooldown_s)
 
 
 class _Board:

@@ -10,6 +10,12 @@ deployment's model id, the deployment's name as an alias of that model, and the 
 starting as ``expected_models`` (503 + Retry-After instead of 404 meanwhile), and the server
 each running replica was placed on as ``replica_servers`` (the dashboard's server column).
 
+A replica no longer wanted is drained, not cut: the gateway's pool sends it no new request at
+once (:meth:`~npucenter.gateway.pool.UpstreamPool.drain`), its requests in flight finish, and
+its engine stops when it has none, or after ``drain_s`` (60 s by default; the fleet file's
+``autoscale: {drain_s: ...}`` per deployment), when the requests still running are cancelled
+and counted (``num_drain_cancelled``). Wanted again before that, it serves again.
+
 An engine's id is ``<server>-r<first card>``: stable while the replica keeps its cards, so a
 restarted center finds the same ids. The one thing it writes to the store (``record``) is what
 it saw of each placed replica: ``running``, ``starting``, ``pending`` (nothing can take it:
@@ -49,6 +55,7 @@ from npucenter.gateway.pool import ReplicaEndpoint
 from npucenter.store.repository import Repository
 
 __all__ = [
+    "DEFAULT_DRAIN_S",
     "DEFAULT_MAX_NUM_SEQS",
     "DeploymentOptions",
     "DeploymentReconciler",
@@ -64,6 +71,8 @@ log = logging.getLogger(__name__)
 REASON_LEN = 512
 #: Sequences a replica runs at once when its deployment says nothing (vLLM's and the twin's).
 DEFAULT_MAX_NUM_SEQS = 256
+#: Seconds a replica scaled down may finish its requests in flight before it is stopped anyway.
+DEFAULT_DRAIN_S = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +82,7 @@ class DeploymentOptions:
     alias: str | None = None  # None: none besides the model id
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     engine: EngineChoice = field(default_factory=EngineChoice)
+    drain_s: float | None = None  # None: the reconciler's (DEFAULT_DRAIN_S)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +106,7 @@ class WantedReplica:
     # not part of what runs
     store_id: int | None = field(default=None, compare=False)
     stored_run: tuple[str | None, str | None] = field(default=(None, None), compare=False)
+    drain_s: float | None = field(default=None, compare=False)  # None: the reconciler's
 
     def spec(self, engine: str = "virtual", *, models_dir: Path | None = None) -> ReplicaSpec:
         """The engine replica to start (``engine``: the default when the deployment names none)."""
@@ -159,11 +170,12 @@ class ReconcileReport:
     stopped: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # did not start; retried next tick
+    draining: list[str] = field(default_factory=list)  # no new request; stopped when empty
 
     @property
     def changed(self) -> bool:
-        """Whether any engine started, stopped or restarted."""
-        return bool(self.started or self.stopped or self.restarted)
+        """Whether any engine started, stopped, restarted or began to drain."""
+        return bool(self.started or self.stopped or self.restarted or self.draining)
 
 
 def wanted_replicas(
@@ -222,6 +234,7 @@ def wanted_replicas(
                 engine=engine,
                 store_id=rep.id,
                 stored_run=(rep.run_state, rep.run_reason),
+                drain_s=opts.drain_s,
             )
         )
     return out
@@ -258,6 +271,8 @@ class DeploymentReconciler:
         start_wait_s: float = 1.0,
         secret: Callable[[str], str | None] | None = None,
         record: Callable[[dict[int, tuple[str, str | None]]], None] | None = None,
+        drain_s: float = DEFAULT_DRAIN_S,
+        drain_poll_s: float = 0.1,
     ) -> None:
         self.read = read
         self.record = record
@@ -270,6 +285,12 @@ class DeploymentReconciler:
         self._secret = secret or (lambda _name: None)
         self._running: dict[str, WantedReplica] = {}  # engine id -> what it runs
         self._stopping: dict[str, WantedReplica] = {}  # engine id -> what it ran, until it stopped
+        self.drain_s = drain_s
+        self.drain_poll_s = drain_poll_s
+        self._draining: dict[str, WantedReplica] = {}  # engine id -> what it runs, off the pool
+        self._drains: dict[str, asyncio.Task[None]] = {}  # engine id -> its drain
+        self.num_drained = 0  # drains ended (empty or at the bound)
+        self.num_drain_cancelled = 0  # requests still running at a drain's bound, cancelled
         self._wanted: list[WantedReplica] = []
         self._starting: dict[str, asyncio.Task[bool]] = {}  # engine id -> its start
         self._restarting: asyncio.Task[list[str]] | None = None
@@ -288,9 +309,25 @@ class DeploymentReconciler:
         """Replicas whose last start failed (retried with a back-off), by engine id."""
         return dict(self._failures)
 
+    @property
+    def draining(self) -> dict[str, WantedReplica]:
+        """Engines scaled down that still finish their requests in flight, by id."""
+        return dict(self._draining)
+
+    def inflight_by_row(self) -> dict[int, int]:
+        """Store replica id -> requests the gateway has in flight on its engine (the store's
+        scale-down removes the replicas with the fewest first)."""
+        pool = self.gateway.pool
+        out = {}
+        for rid, w in self._running.items():
+            replica = pool.get(rid)
+            if w.store_id is not None and replica is not None:
+                out[w.store_id] = replica.inflight
+        return out
+
     def held_cards(self) -> set[tuple[str, int]]:
-        """(server, card index) of every engine running or still stopping: not free yet."""
-        held = list(self._running.values()) + list(self._stopping.values())
+        """(server, card index) of every engine running, draining or still stopping."""
+        held = [*self._running.values(), *self._draining.values(), *self._stopping.values()]
         return {(w.server, card) for w in held for card in w.card_indices}
 
     async def run_forever(self) -> None:
@@ -315,6 +352,11 @@ class DeploymentReconciler:
             task.cancel()
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         self._starting.clear()
+        for task in list(self._drains.values()):  # stopping: no drain; cut now
+            task.cancel()
+        await asyncio.gather(*self._drains.values(), return_exceptions=True)
+        for rid in list(self._draining):
+            await self._stop(rid)
         for rid in list(self._running):
             await self._stop(rid)
         await self.record_stopped()
@@ -433,7 +475,9 @@ class DeploymentReconciler:
         sync = getattr(self.executor, "sync", None)
         if sync is not None:  # Ray: adopt the store's replicas it runs, stop its orphans
             try:  # (what this tick stops itself below is left to it: off the pool first)
-                await sync(set(by_id) | set(self._running) | set(self._starting))
+                await sync(
+                    set(by_id) | set(self._running) | set(self._starting) | set(self._draining)
+                )
             except NpuCenterError as exc:
                 log.warning("executor sync: %s", exc)
         self._wanted = list(by_id.values())
@@ -446,8 +490,29 @@ class DeploymentReconciler:
                 await asyncio.gather(task, return_exceptions=True)
                 self._starting.pop(rid, None)
                 report.stopped.append(rid)
+        # cards another replica is placed on now (a preemption): their old engine stops at once
+        needed = {
+            (w.server, card)
+            for w in wanted
+            if self._running.get(w.replica_id) != w and self._draining.get(w.replica_id) != w
+            for card in w.card_indices
+        }
+        for rid, have in list(self._draining.items()):
+            if by_id.get(rid) == have:  # wanted again before its drain ended: serve again
+                await self._end_drain(rid)
+                self._running[rid] = have
+                self.gateway.pool.undrain(rid)
+            elif _on_cards(have, needed):
+                await self._end_drain(rid, cancel=True)
+                await self._stop(rid)
+                report.stopped.append(rid)
         for rid, have in list(self._running.items()):
-            if by_id.get(rid) != have:  # gone, or its deployment/spec changed under this id
+            if rid not in by_id and not _on_cards(have, needed):  # scaled down: finish first
+                if await self._begin_drain(rid, have):
+                    report.draining.append(rid)
+                else:
+                    report.stopped.append(rid)
+            elif by_id.get(rid) != have:  # preempted, or its deployment/spec changed
                 await self._stop(rid)
                 report.stopped.append(rid)
         self._publish()  # before starting: a slow start keeps nothing stale in the pool
@@ -457,6 +522,7 @@ class DeploymentReconciler:
             for rid, w in by_id.items()
             if rid not in self._running
             and rid not in self._starting
+            and rid not in self._draining  # its old engine first (it starts after)
             and (rid not in self._failures or self._failures[rid].retry_at_s <= now)
         ]
         created = {
@@ -479,9 +545,10 @@ class DeploymentReconciler:
         self._publish()
         if report.changed or report.failed:
             log.info(
-                "deployments: started %s, stopped %s, restarted %s, failed %s",
+                "deployments: started %s, stopped %s, draining %s, restarted %s, failed %s",
                 report.started or "-",
                 report.stopped or "-",
+                report.draining or "-",
                 report.restarted or "-",
                 report.failed or "-",
             )
@@ -558,8 +625,54 @@ class DeploymentReconciler:
         )
         log.error("replica %s of %s did not start: %s", rid, w.deployment, exc)
 
+    async def _begin_drain(self, rid: str, w: WantedReplica) -> bool:
+        """Take ``rid`` off routing and stop it once its requests finish (True: draining;
+        False: it had none and is stopped now)."""
+        replica = self.gateway.pool.get(rid)
+        if replica is None or replica.inflight == 0 or rid in self._external:
+            await self._stop(rid)
+            return False
+        self._running.pop(rid, None)
+        self._draining[rid] = w
+        self.gateway.pool.drain(rid)  # no new request from now on
+        bound = self.drain_s if w.drain_s is None else w.drain_s
+        self._drains[rid] = asyncio.create_task(self._drain(rid, bound), name=f"drain {rid}")
+        log.info("replica %s of %s drains (%d in flight, at most %gs)", rid, w.deployment,
+                 replica.inflight, bound)  # fmt: skip
+        return True
+
+    async def _drain(self, rid: str, bound_s: float) -> None:
+        deadline = time.monotonic() + bound_s
+        left = 0
+        while True:
+            replica = self.gateway.pool.get(rid)
+            left = replica.inflight if replica is not None else 0
+            if left == 0 or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(self.drain_poll_s)
+        if left:
+            self.num_drain_cancelled += left
+            log.warning("replica %s drained for %gs: %d requests cancelled", rid, bound_s, left)
+        self._drains.pop(rid, None)
+        await self._stop(rid)
+        self.num_drained += 1
+        self.wake()  # a replica waiting for this id starts now
+
+    async def _end_drain(self, rid: str, *, cancel: bool = False) -> None:
+        task = self._drains.pop(rid, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        replica = self.gateway.pool.get(rid)
+        if cancel and replica is not None and replica.inflight:
+            self.num_drain_cancelled += replica.inflight
+            log.warning("replica %s: its cards are taken; %d requests cancelled", rid,
+                        replica.inflight)  # fmt: skip
+        if not cancel:
+            self._draining.pop(rid, None)
+
     async def _stop(self, replica_id: str) -> None:
-        was = self._running.pop(replica_id, None)
+        was = self._running.pop(replica_id, None) or self._draining.pop(replica_id, None)
         self._publish()  # off the pool first: no new request goes to it
         if self._external.pop(replica_id, None) is not None:
             self._external_down.discard(replica_id)
@@ -665,7 +778,7 @@ class DeploymentReconciler:
             if r.state == ReplicaState.READY
         }
         endpoints = []
-        for rid, w in sorted(self._running.items()):
+        for rid, w in sorted([*self._running.items(), *self._draining.items()]):
             if rid in self._external:
                 if rid not in self._external_down:
                     base, key = self._external[rid]
@@ -674,6 +787,8 @@ class DeploymentReconciler:
                 endpoints.append(w.endpoint(urls[rid]))
         pool = self.gateway.pool
         pool.set(endpoints)
+        for rid in self._draining:
+            pool.drain(rid)
         self.gateway.replica_servers = {rid: w.server for rid, w in self._running.items()}
         aliases: dict[str, str] = {}
         ambiguous: set[str] = set()
@@ -720,6 +835,10 @@ def _stored_engine(dep: Any) -> EngineChoice | None:
     except NpuCenterError as exc:  # checked when created; a later release may disagree
         log.error("deployment %s: engine %s not usable (%s); not served", dep.name, name, exc)
         return None
+
+
+def _on_cards(w: WantedReplica, cards: set[tuple[str, int]]) -> bool:
+    return any((w.server, card) in cards for card in w.card_indices)
 
 
 def _task_name(w: WantedReplica) -> str:

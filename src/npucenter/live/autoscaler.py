@@ -272,8 +272,10 @@ class Autoscaler:
     def _scale(self, dep_id: int, replicas: int) -> None:
         from npucenter.api.admission import admit_after_change
 
+        reconciler = getattr(self.gateway, "reconciler", None)  # drains the idlest first
+        inflight = reconciler.inflight_by_row() if reconciler is not None else None
         with self.control.tx() as repo:
-            repo.scale_deployment(repo.get_deployment(dep_id), replicas)
+            repo.scale_deployment(repo.get_deployment(dep_id), replicas, inflight=inflight)
         admit_after_change(self.control)
 
 

@@ -267,6 +267,7 @@ def deployment_options(fleet: Fleet) -> Any:
             alias=s.alias,
             max_num_seqs=s.max_num_seqs,
             engine=engine_choice({"name": s.engine, **dict(s.engine_options)}),
+            drain_s=s.autoscale.drain_s if s.autoscale is not None else None,
         )
         for s in fleet.services
     }
@@ -346,6 +347,7 @@ async def serve_fleet(
             secret=secret_from_env,
         )
         gateway.reconciler = reconciler  # type: ignore[attr-defined]
+        control.replica_inflight = reconciler.inflight_by_row  # `deploy scale` drains the idlest
         leading.append(reconciler)
         gateway.expected_models = set(fleet.models)
         control.on_change.append(reconciler.wake)

@@ -133,16 +133,27 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         )
         return list(self.session.scalars(stmt))
 
-    def scale_deployment(self, dep: Deployment, replicas: int) -> Deployment:
-        """Set the desired replica count: new replicas wait for admission, extra ones stop."""
+    def scale_deployment(
+        self, dep: Deployment, replicas: int, *, inflight: Mapping[int, int] | None = None
+    ) -> Deployment:
+        """Set the desired replica count: new replicas wait for admission, extra ones stop.
+
+        The replicas removed are those with the fewest requests in flight (``inflight``: replica
+        id -> count, from the gateway; one not given counts 0), the newest first among equals.
+        """
         if not 0 <= replicas <= 256:
             raise InvalidConfigError("replicas", replicas, "must be between 0 and 256")
         now = self.now_s()
         current = self.replicas_of(dep)
-        for rep in current[replicas:]:
-            self.release_replica(rep, dep, reason="scaled down")
-            self.session.delete(rep)
         next_index = current[-1].index + 1 if current else 0
+        if len(current) > replicas:
+            counts = inflight or {}
+            fewest = sorted(current, key=lambda r: (counts.get(r.id, 0), -r.index))
+            gone = {r.id for r in fewest[: len(current) - replicas]}
+            for rep in [r for r in current if r.id in gone]:
+                self.release_replica(rep, dep, reason="scaled down")
+                self.session.delete(rep)
+            current = [r for r in current if r.id not in gone]
         for i in range(len(current), replicas):
             self.session.add(
                 ReplicaRow(

@@ -37,6 +37,7 @@ class _Dep:
 class _Repo:
     deps: list[_Dep]
     scaled: list[tuple[str, int]] = field(default_factory=list)
+    inflight: list[Any] = field(default_factory=list)  # what each scale was told of the engines
 
     def list_tenants(self) -> list[Any]:
         return [type("T", (), {"id": 1, "name": "operator"})()]
@@ -47,7 +48,8 @@ class _Repo:
     def get_deployment(self, dep_id: int) -> _Dep:
         return next(d for d in self.deps if d.id == dep_id)
 
-    def scale_deployment(self, dep: _Dep, replicas: int) -> None:
+    def scale_deployment(self, dep: _Dep, replicas: int, *, inflight: Any = None) -> None:
+        self.inflight.append(inflight)
         dep.replicas = replicas
         self.scaled.append((dep.name, replicas))
 
@@ -92,6 +94,21 @@ async def test_idle_to_zero_then_a_held_request_asks_for_one(monkeypatch) -> Non
     gw.held_for_replica["llama-3.1-8b"] = 5
     assert await scaler.tick() == [("llama-3.1-8b-rngd", 0, 1)]  # a cold start for held requests
     assert ("qwen2.5-7b-rngd", 0) not in repo.scaled  # a fixed deployment is never touched
+    assert repo.inflight == [None, None]  # no reconciler here: the store's own order
+
+
+async def test_a_scale_down_tells_the_store_what_each_replica_has_in_flight(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import npucenter.api.admission as admission
+
+    monkeypatch.setattr(admission, "admit_after_change", lambda control: None)
+    now = [1000.0]
+    repo = _Repo([_Dep(1, "llama-3.1-8b-rngd")])
+    gw = _Gateway(FakeClock())
+    gw.reconciler = type("R", (), {"inflight_by_row": lambda self: {11: 0, 12: 3}})()  # type: ignore[attr-defined]
+    scaler = Autoscaler(_Control(repo), gw, fleet_from_dict(FLEET), now_s=lambda: now[0])
+    now[0] += 11.0
+    assert await scaler.tick() == [("llama-3.1-8b-rngd", 1, 0)]
+    assert repo.inflight == [{11: 0, 12: 3}]  # the store drains the replicas with fewest first
 
 
 async def test_missed_ttft_slo_asks_for_one_more_replica(monkeypatch) -> None:  # type: ignore[no-untyped-def]

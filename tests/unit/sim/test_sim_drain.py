@@ -21,11 +21,18 @@ def _spec(drain_s: float | None = None):  # type: ignore[no-untyped-def]
             "name": "drain",
             "servers": [{"device": "rngd", "count": 1, "cards_per_server": 8}],
             "services": [
-                {"model": "llama-3.1-8b", "device": "rngd", "tp": 1, "replicas_per_server": 4,
-                 "min_replicas": 1, "max_replicas": 4, "autoscale": knobs},
+                {
+                    "model": "llama-3.1-8b",
+                    "device": "rngd",
+                    "tp": 1,
+                    "replicas_per_server": 4,
+                    "min_replicas": 1,
+                    "max_replicas": 4,
+                    "autoscale": knobs,
+                },
             ],
             "slo": "mlperf-llama-3.1-8b",
-        }  # fmt: skip
+        }
     )
 
 

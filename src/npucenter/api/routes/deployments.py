@@ -90,7 +90,10 @@ def scale_deployment(
         if bounds:
             _set_bounds(repo, dep, body, bounds)
         if body.replicas is not None:
-            repo.scale_deployment(dep, body.replicas)
+            inflight = ctx.control.replica_inflight
+            repo.scale_deployment(
+                dep, body.replicas, inflight=inflight() if inflight is not None else None
+            )
     admit_after_change(ctx.control)
     with ctx.tx() as repo:
         return deployment_view(repo, dep_id)
