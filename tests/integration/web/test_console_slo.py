@@ -124,3 +124,58 @@ def test_attainment_falls_when_slow_requests_are_served_and_is_shown(rig) -> Non
     window.sample()
     got = attained(dep["id"])
     assert (got["num_requests"], got["fraction"]) == (2, 0.0), got
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    import os
+    import uuid
+
+    base = os.environ.get("NPUCENTER_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("NPUCENTER_TEST_POSTGRES_URL is not set (make test starts a server)")
+    import psycopg
+
+    name = f"npc_slo_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_other_gateways_published_histograms_count_and_leave_with_them(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    import time
+
+    from npucenter.live.load import gateway_load
+    from npucenter.store import coordination
+
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url, admin_key=ADMIN)
+    app = create_app(settings)
+    try:
+        db = app.state.control.db
+        mine, other = (
+            Gateway(
+                keys=StaticKeyResolver({}),
+                endpoints=[make_endpoint(replica_id=f"r{i}", model_id=MODEL)],  # a known label
+            )
+            for i in range(2)
+        )
+        mine.metrics.ttft.labels(MODEL).observe(0.05)  # fast here
+        other.metrics.ttft.labels(MODEL).observe(0.9)  # slow at the other gateway
+        window = install_slo_attainment(
+            app.state.control, mine, fleet_from_dict(FLEET), own_row="load/me-1", cache_s=0.0
+        )
+        coordination.publish(db, "load/me-1", gateway_load(mine), now_s=time.time())  # not twice
+        coordination.publish(db, "load/other-7", gateway_load(other), now_s=time.time())
+        got = app.state.control.slo_attainment("lab", "chat", MODEL)
+        assert (got["num_requests"], got["ttft_met_fraction"]) == (2, 0.5), got
+        window.sample()
+        coordination.unpublish(db, "load/other-7")  # it stopped: its request leaves the figure
+        got = app.state.control.slo_attainment("lab", "chat", MODEL)
+        assert (got["num_requests"], got["ttft_met_fraction"]) == (1, 1.0), got
+    finally:
+        app.state.control.db.dispose()
