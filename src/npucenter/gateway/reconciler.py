@@ -289,6 +289,11 @@ class DeploymentReconciler:
         self.drain_poll_s = drain_poll_s
         self._draining: dict[str, WantedReplica] = {}  # engine id -> what it runs, off the pool
         self._drains: dict[str, asyncio.Task[None]] = {}  # engine id -> its drain
+        # replica id -> requests other gateways have in flight on it (several processes on one
+        # PostgreSQL: their load rows, read by the autoscaler); a drain waits for them too, and
+        # lasts at least ``drain_settle_s`` (for their rows to show a request just sent)
+        self.remote_inflight: Callable[[], Mapping[str, int]] = dict
+        self.drain_settle_s = 0.0
         self.num_drained = 0  # drains ended (empty or at the bound)
         self.num_drain_cancelled = 0  # requests still running at a drain's bound, cancelled
         self._wanted: list[WantedReplica] = []
@@ -317,13 +322,16 @@ class DeploymentReconciler:
     def inflight_by_row(self) -> dict[int, int]:
         """Store replica id -> requests the gateway has in flight on its engine (the store's
         scale-down removes the replicas with the fewest first)."""
-        pool = self.gateway.pool
         out = {}
         for rid, w in self._running.items():
-            replica = pool.get(rid)
-            if w.store_id is not None and replica is not None:
-                out[w.store_id] = replica.inflight
+            if w.store_id is not None:
+                out[w.store_id] = self._inflight(rid)
         return out
+
+    def _inflight(self, rid: str) -> int:
+        """Requests every gateway has in flight on ``rid`` (this one's, and the others' rows)."""
+        replica = self.gateway.pool.get(rid)
+        return (replica.inflight if replica is not None else 0) + self.remote_inflight().get(rid, 0)
 
     def held_cards(self) -> set[tuple[str, int]]:
         """(server, card index) of every engine running, draining or still stopping."""
@@ -628,8 +636,8 @@ class DeploymentReconciler:
     async def _begin_drain(self, rid: str, w: WantedReplica) -> bool:
         """Take ``rid`` off routing and stop it once its requests finish (True: draining;
         False: it had none and is stopped now)."""
-        replica = self.gateway.pool.get(rid)
-        if replica is None or replica.inflight == 0 or rid in self._external:
+        left = self._inflight(rid)
+        if (left == 0 and not self.drain_settle_s) or rid in self._external:
             await self._stop(rid)
             return False
         self._running.pop(rid, None)
@@ -638,16 +646,17 @@ class DeploymentReconciler:
         bound = self.drain_s if w.drain_s is None else w.drain_s
         self._drains[rid] = asyncio.create_task(self._drain(rid, bound), name=f"drain {rid}")
         log.info("replica %s of %s drains (%d in flight, at most %gs)", rid, w.deployment,
-                 replica.inflight, bound)  # fmt: skip
+                 left, bound)  # fmt: skip
         return True
 
     async def _drain(self, rid: str, bound_s: float) -> None:
-        deadline = time.monotonic() + bound_s
+        start = time.monotonic()
+        deadline = start + bound_s
         left = 0
         while True:
-            replica = self.gateway.pool.get(rid)
-            left = replica.inflight if replica is not None else 0
-            if left == 0 or time.monotonic() >= deadline:
+            left = self._inflight(rid)
+            now = time.monotonic()
+            if (left == 0 and now - start >= self.drain_settle_s) or now >= deadline:
                 break
             await asyncio.sleep(self.drain_poll_s)
         if left:
@@ -663,11 +672,10 @@ class DeploymentReconciler:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        replica = self.gateway.pool.get(rid)
-        if cancel and replica is not None and replica.inflight:
-            self.num_drain_cancelled += replica.inflight
-            log.warning("replica %s: its cards are taken; %d requests cancelled", rid,
-                        replica.inflight)  # fmt: skip
+        left = self._inflight(rid)
+        if cancel and left:
+            self.num_drain_cancelled += left
+            log.warning("replica %s: its cards are taken; %d requests cancelled", rid, left)
         if not cancel:
             self._draining.pop(rid, None)
 

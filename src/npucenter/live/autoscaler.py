@@ -46,6 +46,7 @@ from npucenter.live.load import (
     TTFT_METRIC,
     load_row_name,
     merge_buckets,
+    merge_inflight,
     merge_loads,
     model_buckets,
 )
@@ -115,6 +116,7 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self.stored: set[tuple[str, str]] = set()  # tracked from the store (API), not the file
         self._remote: dict[str, dict[str, Any]] = {}  # model -> the other gateways' load
+        self.remote_inflight: dict[str, int] = {}  # replica id -> the other gateways' requests
         self._pruned_s = -math.inf
 
     def install(self) -> None:
@@ -230,7 +232,9 @@ class Autoscaler:
         if now - self._pruned_s > PRUNE_EVERY_S:  # rows of gateways killed without a goodbye
             coordination.prune_published(db, LOAD_PREFIX, before_s=now - PRUNE_EVERY_S)
             self._pruned_s = now
-        return merge_loads(doc for name, doc in rows if name != self.own_row)
+        others = [doc for name, doc in rows if name != self.own_row]
+        self.remote_inflight = merge_inflight(others)  # a drain waits for these too
+        return merge_loads(others)
 
     def _track_stored(self, rows: dict[tuple[str, str], tuple[Any, ...]], now: float) -> None:
         """Track deployments given bounds through the API, and use the bounds the store holds.

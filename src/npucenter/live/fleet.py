@@ -356,6 +356,9 @@ async def serve_fleet(
         from npucenter.live.autoscaler import Autoscaler
 
         autoscaler = Autoscaler(control, gateway, fleet, interval_s=interval_s)
+        reconciler.remote_inflight = lambda: autoscaler.remote_inflight  # other gateways'
+        if leadership is not None and leadership.shared:  # their rows: 1 s, read every tick
+            reconciler.drain_settle_s = interval_s + 2.0
         gateway.autoscaler = autoscaler  # type: ignore[attr-defined]
 
         async def loops() -> None:  # the reconciler and the autoscaler, cancelled together

@@ -178,6 +178,8 @@ def pool_document(gateway: Any) -> dict[str, Any]:
         ),
         "replica_servers": dict(sorted(getattr(gateway, "replica_servers", {}).items())),
         "standby_models": sorted(getattr(gateway, "standby_models", set())),
+        # replicas being scaled down: followers route them nothing new either
+        "draining": sorted(getattr(getattr(gateway, "reconciler", None), "draining", None) or ()),
     }
 
 
@@ -188,6 +190,12 @@ def apply_pool_document(gateway: Any, document: dict[str, Any]) -> None:
     gateway.expected_models = set(document.get("expected_models", []))
     gateway.replica_servers = dict(document.get("replica_servers", {}))
     gateway.standby_models = set(document.get("standby_models", []))
+    draining = set(document.get("draining", []))
+    for replica in gateway.pool.replicas():  # drained, or served again (scaled back up)
+        if replica.replica_id in draining:
+            gateway.pool.drain(replica.replica_id)
+        else:
+            gateway.pool.undrain(replica.replica_id)
 
 
 @contextlib.asynccontextmanager

@@ -3,8 +3,10 @@
 Every gateway writes one small row ``load/<host>-<pid>`` in the store each second
 (:func:`npucenter.live.leader.share_replicas`): per model, the requests it holds (at zero
 replicas, or queued for a slot), those running on replicas, how many it has seen, and its
-cumulative TTFT/TPOT histograms. The leader sums the fresh rows (:func:`merge_loads`) with its
-own signals (:mod:`npucenter.live.autoscaler`).
+cumulative TTFT/TPOT histograms; and per replica the requests it has in flight there. The
+leader sums the fresh rows (:func:`merge_loads`, :func:`merge_inflight`) with its own signals
+(:mod:`npucenter.live.autoscaler`; a replica scaled down drains until no gateway has a request
+on it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "gateway_load",
     "load_row_name",
     "merge_buckets",
+    "merge_inflight",
     "merge_loads",
     "model_buckets",
 ]
@@ -54,7 +57,17 @@ def gateway_load(gateway: Any) -> dict[str, Any]:
             "ttft": ttft.get(model, []),
             "tpot": tpot.get(model, []),
         }
-    return {"models": out}
+    inflight = {r.replica_id: r.inflight for r in gateway.pool.replicas() if r.inflight}
+    return {"models": out, "inflight": dict(sorted(inflight.items()))}
+
+
+def merge_inflight(docs: Any) -> dict[str, int]:
+    """Several gateways' requests in flight, summed by replica."""
+    out: dict[str, int] = {}
+    for doc in docs:
+        for replica_id, count in (doc.get("inflight") or {}).items():
+            out[replica_id] = out.get(replica_id, 0) + int(count)
+    return out
 
 
 def merge_loads(docs: Any) -> dict[str, dict[str, Any]]:

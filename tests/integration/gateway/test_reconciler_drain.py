@@ -228,3 +228,29 @@ def test_a_stream_in_flight_across_a_scale_down_arrives_whole() -> None:
     assert out["done"] and out["usage"]["completion_tokens"] == max_tokens
     assert out["running_after"] == {"h100-0-r0", "h100-0-r1"} - {out["busy"]}
     assert reconciler.num_drained == 1 and reconciler.num_drain_cancelled == 0
+
+
+def test_a_drain_waits_for_the_requests_other_gateways_have_on_the_replica(tmp_path: Path) -> None:
+    from npucenter.live.load import merge_inflight
+
+    rig = Rig(tmp_path)
+    rows = [{"inflight": {"h100-0-r2": 1}}, {"inflight": {"h100-0-r2": 1, "h100-0-r0": 5}}]
+    remote = merge_inflight(rows)  # what the autoscaler read of the followers' load rows
+    assert remote == {"h100-0-r2": 2, "h100-0-r0": 5}
+    rig.reconciler.remote_inflight = lambda: remote
+
+    async def run() -> tuple[list[str], set[str], set[str]]:
+        await rig.reconciler.reconcile()
+        rig.scale(1)  # keeps r0 (5 elsewhere); r2 has nothing here, 2 elsewhere; r1 is idle
+        report = await rig.reconciler.reconcile()
+        await asyncio.sleep(0.1)
+        during = rig.engines()
+        remote.clear()  # the followers' streams ended
+        await asyncio.sleep(0.1)
+        after = rig.engines()
+        await rig.reconciler.shutdown()
+        return report.stopped, during, after
+
+    stopped, during, after = asyncio.run(run())
+    assert stopped == ["h100-0-r1"]  # the idlest (by every gateway's count) went at once
+    assert during == {"h100-0-r0", "h100-0-r2"} and after == {"h100-0-r0"}

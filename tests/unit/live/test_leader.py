@@ -63,3 +63,41 @@ def test_followers_serve_the_leaders_pool_without_its_secrets() -> None:
     assert follower.pool.resolve("chat") == "m"
     assert follower.expected_models == {"m", "other", "scaled"}
     assert follower.standby_models == {"scaled"}  # type: ignore[attr-defined]  # held there too
+
+
+def test_a_replica_the_leader_drains_gets_nothing_new_from_the_followers() -> None:
+    leader, follower = _Gateway(), _Gateway()
+    endpoints = [
+        ReplicaEndpoint(
+            replica_id=f"rngd-0-r{i}", base_url=f"http://127.0.0.1:900{i}", model_id="m"
+        )
+        for i in range(2)
+    ]
+    leader.pool.set(endpoints)
+    leader.reconciler = type("R", (), {"draining": {"rngd-0-r1": None}})()  # type: ignore[attr-defined]
+    doc = pool_document(leader)
+    assert doc["draining"] == ["rngd-0-r1"]
+    apply_pool_document(follower, doc)
+    assert len(follower.pool.replicas("m")) == 2  # still there: its streams go on
+    assert [r.replica_id for r in follower.pool.candidates("m")] == ["rngd-0-r0"]
+    leader.reconciler.draining = {}  # type: ignore[attr-defined]  # scaled back up
+    apply_pool_document(follower, pool_document(leader))
+    assert len(follower.pool.candidates("m")) == 2
+
+
+def test_each_gateway_publishes_what_it_has_in_flight_per_replica() -> None:
+    from npucenter.live.load import gateway_load
+
+    gw = _Gateway()
+    gw.pool.set(
+        [
+            ReplicaEndpoint(replica_id=f"r{i}", base_url=f"http://127.0.0.1:900{i}", model_id="m")
+            for i in range(2)
+        ]
+    )
+    gw.pool.get("r1").inflight = 3  # type: ignore[union-attr]
+    gw.held_for_replica = {}  # type: ignore[attr-defined]
+    gw.usage_totals = {}  # type: ignore[attr-defined]
+    gw.dispatcher = type("D", (), {"queued": lambda self, m: 0})()  # type: ignore[attr-defined]
+    gw.metrics = type("M", (), {"registry": type("R", (), {"collect": lambda self: []})()})()  # type: ignore[attr-defined]
+    assert gateway_load(gw)["inflight"] == {"r1": 3}
