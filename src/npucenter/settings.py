@@ -31,6 +31,7 @@ __all__ = [
     "ENV_CORS_ORIGINS",
     "ENV_DATABASE_URL",
     "ENV_DATA_DIR",
+    "ENV_DRAIN",
     "ENV_ENGINE_HOST",
     "ENV_EXECUTOR",
     "ENV_FLEET",
@@ -74,6 +75,8 @@ ENV_JOB_RUNNER = "NPUCENTER_JOB_RUNNER"
 ENV_JOB_TELEMETRY = "NPUCENTER_JOB_TELEMETRY"
 #: Seconds between the job runner's periodic admission ticks.
 ENV_ADMISSION_INTERVAL = "NPUCENTER_ADMISSION_INTERVAL_S"
+#: Seconds a replica scaled down may finish its requests before it is stopped (default 60).
+ENV_DRAIN = "NPUCENTER_DRAIN_S"
 #: The live admission cycle's policy knobs, ``knob=value,...`` (docs/admission.md).
 ENV_ADMISSION_POLICY = "NPUCENTER_ADMISSION_POLICY"
 #: The gateway's routing policy in `npucenter up` (default ``prefix-affinity``).
@@ -143,6 +146,7 @@ class Settings:
     fleet_path: Path | None = None
     run_jobs: bool = True  # `npucenter up` runs admitted jobs as local processes
     admission_interval_s: float = 2.0  # the job runner's periodic admission tick
+    drain_s: float = 60.0  # a replica scaled down finishes its requests for at most this long
     admission_policy: str = ""  # knob=value,... of policy.admission.AdmissionPolicy; "" default
     job_telemetry: str | None = None  # reader of this node's cards for jobs' measured energy
     routing_policy: str = DEFAULT_ROUTING_POLICY  # the gateway's, in `npucenter up`
@@ -212,6 +216,7 @@ class Settings:
             ),
             run_jobs=env.get(ENV_JOB_RUNNER, "1") != "0",
             admission_interval_s=_positive_float(env.get(ENV_ADMISSION_INTERVAL), 2.0),
+            drain_s=_seconds(ENV_DRAIN, env.get(ENV_DRAIN), 60.0),
             admission_policy=env.get(ENV_ADMISSION_POLICY, ""),
             job_telemetry=env.get(ENV_JOB_TELEMETRY) or None,
             routing_policy=env.get(ENV_ROUTING_POLICY, DEFAULT_ROUTING_POLICY),
@@ -306,6 +311,18 @@ def _positive_float(text: str | None, default: float) -> float:
         raise InvalidConfigError(
             ENV_ADMISSION_INTERVAL, text, "must be a number of seconds"
         ) from None
+
+
+def _seconds(name: str, text: str | None, default: float) -> float:
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidConfigError(name, text, "must be a number of seconds") from None
+    if not value >= 0:
+        raise InvalidConfigError(name, text, "must be >= 0 seconds")
+    return value
 
 
 def secret_from_env(name: str) -> str | None:

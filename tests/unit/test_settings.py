@@ -72,3 +72,14 @@ def test_the_admission_policy_setting_is_read_and_a_bad_one_refused(tmp_path: Pa
     assert policy.fair_sharing_basis is FairSharingBasis.USAGE and policy.fair_sharing_preemption
     with pytest.raises(InvalidConfigError):
         Settings.from_env({"NPUCENTER_ADMISSION_POLICY": "within_tenant=any"}, data_dir=tmp_path)
+
+
+def test_the_drain_bound_is_read_from_the_environment_and_checked() -> None:
+    from npucenter.errors import InvalidConfigError
+    from npucenter.settings import ENV_DRAIN, Settings
+
+    assert Settings.from_env({}, data_dir="/tmp/x").drain_s == 60.0
+    assert Settings.from_env({ENV_DRAIN: "15"}, data_dir="/tmp/x").drain_s == 15.0
+    for bad in ("soon", "-1"):
+        with pytest.raises(InvalidConfigError, match=ENV_DRAIN):
+            Settings.from_env({ENV_DRAIN: bad}, data_dir="/tmp/x")

@@ -314,7 +314,11 @@ async def serve_fleet(
     first use) and engines' logs go to ``<data_dir>/logs/engines``. With a shared ``leadership``
     (:class:`npucenter.live.leader.Leadership`, PostgreSQL), only while this process leads.
     """
-    from npucenter.gateway.reconciler import DeploymentReconciler, wanted_replicas
+    from npucenter.gateway.reconciler import (
+        DEFAULT_DRAIN_S,
+        DeploymentReconciler,
+        wanted_replicas,
+    )
 
     await gateway.start()
     if executor is None and launch and control is not None:
@@ -345,6 +349,7 @@ async def serve_fleet(
             interval_s=interval_s,
             models_dir=data_dir / "models" if data_dir is not None else None,
             secret=secret_from_env,
+            drain_s=getattr(getattr(control, "settings", None), "drain_s", DEFAULT_DRAIN_S),
         )
         gateway.reconciler = reconciler  # type: ignore[attr-defined]
         control.replica_inflight = reconciler.inflight_by_row  # `deploy scale` drains the idlest
