@@ -65,8 +65,15 @@ def run_admission(control: ControlPlane) -> AdmissionReport:
             history = usage_history(repo, now_s, policy.usage_half_life_s)
             snapshot = replace(snapshot, usage_history_card_s=history)
         decision = decide_admission(snapshot, pending, now_s, policy=policy)
-        report = _apply(repo, decision, len(pending))
-        return _admit_host_jobs(repo, report)
+        report = _admit_host_jobs(repo, _apply(repo, decision, len(pending)))
+        repo.note_pending(
+            {
+                int(p.workload.partition(":")[2]): f"{p.reason}: {p.message}"
+                for p in report.pending
+                if p.workload.startswith("job:")
+            }
+        )
+        return report
 
 
 def _admit_host_jobs(repo: Repository, report: AdmissionReport) -> AdmissionReport:

@@ -5,7 +5,7 @@ Leaving a holding state (admitted, running) releases the job's cards and bills t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import func, select
 
@@ -143,6 +143,32 @@ class JobStore(QuotaStore, FleetStore, LedgerStore):
             stmt = select(JobEvent.job_id, JobEvent.reason).where(JobEvent.id.in_(latest))
             out.update({job_id: reason for job_id, reason in self.session.execute(stmt)})
         return out
+
+    def note_pending(self, reasons: Mapping[int, str]) -> int:
+        """Record why each queued job still waits (job id -> reason), as a ``queued -> queued``
+        history row written only when the reason changed: a job's latest row says why it waits
+        now, and a center cycling every few seconds writes nothing while nothing changes.
+        Jobs no longer queued are left alone. Returns the rows written."""
+        latest = self.latest_reasons(reasons)
+        queued = (
+            set(
+                self.session.scalars(
+                    select(Job.id).where(Job.id.in_(list(reasons)), Job.state == "queued")
+                )
+            )
+            if reasons
+            else set()
+        )
+        now = self.now_s()
+        rows = [
+            JobEvent(job_id=job_id, from_state="queued", to_state="queued", reason=reason[:512],
+                     at_s=now)
+            for job_id, reason in reasons.items()
+            if job_id in queued and latest.get(job_id) != reason[:512]
+        ]  # fmt: skip
+        self.session.add_all(rows)
+        self.session.flush()
+        return len(rows)
 
     def transition_job(
         self, job: Job, to_state: str, *, reason: str = "", energy_j: float | None = None
