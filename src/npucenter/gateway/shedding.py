@@ -19,6 +19,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 
 from npucenter.errors import CapacityUnavailableError
 
@@ -35,7 +36,9 @@ class DoorGuard:
         probe_interval_s: float = 0.02,
         retry_after_s: float = 1.0,
         window: int = 10,
+        now_s: Callable[[], float] = time.monotonic,  # the probes' clock (tests inject one)
     ) -> None:
+        self._now_s = now_s
         self.max_inflight = max_inflight
         self.max_loop_lag_s = max_loop_lag_s
         self.probe_interval_s = probe_interval_s
@@ -75,11 +78,11 @@ class DoorGuard:
         self._loop = loop
         self._lags.clear()
         self.loop_lag_s = 0.0
-        self._due = time.monotonic() + self.probe_interval_s
+        self._due = self._now_s() + self.probe_interval_s
         self._probe = loop.call_at(loop.time() + self.probe_interval_s, self._tick, loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = time.monotonic()
+        now = self._now_s()
         self._lags.append(max(0.0, now - self._due))
         self.loop_lag_s = min(self._lags)
         if loop.is_closed():

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from npucenter.clock import FakeClock
 from npucenter.errors import CapacityUnavailableError
 from npucenter.gateway.shedding import DoorGuard, WaitEstimator
 
@@ -59,20 +60,45 @@ def test_the_door_refuses_beyond_its_bound_and_counts() -> None:
 
 
 async def test_a_late_event_loop_sheds_until_it_catches_up() -> None:
-    door = DoorGuard(max_inflight=100, max_loop_lag_s=0.05, probe_interval_s=0.01, window=3)
+    # The probes run on this event loop; their lateness is read from a clock the test moves, so
+    # a loaded machine's own hiccups (tens of ms) cannot pass for, or hide, the lateness made here.
+    clock = _CountingClock()
+    door = DoorGuard(
+        max_inflight=100, max_loop_lag_s=0.05, probe_interval_s=0.01, window=3, now_s=clock.now_s
+    )
     assert door.refusal() is None  # starts the probe
-    await asyncio.sleep(0.015)
-    time.sleep(0.12)  # one long step: one late probe is no overload
-    await asyncio.sleep(0.001)
-    assert door.refusal() is None
+    await clock.probes(3)  # on time
+    clock.advance(0.12)  # one long step: one late probe is no overload
+    await clock.probes(1)
+    assert door.loop_lag_s == 0.0 and door.refusal() is None
     for _ in range(3):  # late again and again: the CPU is saturated
-        time.sleep(0.08)
-        await asyncio.sleep(0.001)
-    assert door.loop_lag_s > 0.05
+        clock.advance(0.08)
+        await clock.probes(1)
+    assert door.loop_lag_s == pytest.approx(0.07)  # 80 ms between probes due 10 ms apart
     assert door.refusal() is not None
-    await asyncio.sleep(0.05)  # on time again
+    await clock.probes(3)  # on time again
     assert door.refusal() is None
     door.close()
+
+
+class _CountingClock(FakeClock):
+    """A fake clock that counts its reads: the door reads it once per probe (and at the start)."""
+
+    def __init__(self) -> None:
+        super().__init__(100.0)
+        self.reads = 0
+
+    def now_s(self) -> float:
+        self.reads += 1
+        return super().now_s()
+
+    async def probes(self, n: int) -> None:
+        """Return once ``n`` more probes have fired on the running loop (10 s at most)."""
+        until = self.reads + n
+        deadline = time.monotonic() + 10
+        while self.reads < until:
+            assert time.monotonic() < deadline, "the probe stopped firing"
+            await asyncio.sleep(0.001)
 
 
 def test_a_door_used_from_a_new_event_loop_probes_that_loop() -> None:
