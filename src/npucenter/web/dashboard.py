@@ -182,6 +182,7 @@ def replica_rows(gateway: Gateway, fleet: Fleet) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for r in sorted(gateway.pool.replicas(), key=lambda r: r.replica_id):
         up = r.is_up(now_s)
+        draining = r.down_until_s == float("inf")  # scaled down, finishing its requests
         where = placed.get(r.replica_id)
         server = where.server_id if where else gateway.replica_servers.get(r.replica_id, "—")
         rows.append(
@@ -192,8 +193,8 @@ def replica_rows(gateway: Gateway, fleet: Fleet) -> list[dict[str, Any]]:
                 "device": r.endpoint.device_id,
                 "kind": r.endpoint.device_kind.upper(),
                 "tp": r.endpoint.tp,
-                "state": "up" if up else "cooling down",
-                "detail": "" if up else f"{r.down_until_s - now_s:.0f} s left",
+                "state": "up" if up else "draining" if draining else "cooling down",
+                "detail": "" if up or draining else f"{r.down_until_s - now_s:.0f} s left",
                 "inflight": r.inflight,
                 "slots": r.endpoint.max_inflight,
                 "waiting": gateway.dispatcher.queued(r.endpoint.model_id),

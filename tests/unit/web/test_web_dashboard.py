@@ -83,6 +83,9 @@ def test_servers_show_cards_in_use_and_health() -> None:
     replicas = {r[0]: r for r in _rows(html, "replicas")}
     assert replicas["h100-0-r0"][5].startswith("cooling down (30 s left)")
     assert "2 of 3 replicas up" in html
+    gw.pool.drain("rngd-0-r1")  # being scaled down: finishing its requests
+    replicas = {r[0]: r for r in _rows(render_dashboard(gw, FLEET), "replicas")}
+    assert replicas["rngd-0-r1"][5] == "draining"
 
 
 def test_placed_replicas_without_an_engine_are_listed_once_the_fleet_is_launched() -> None:
