@@ -1,7 +1,8 @@
 """The proving ground against a live virtual engine (and the gateway in front of it) on loopback.
 
 A rate sweep must find the saturation point the perf model predicts within 15 %; the CLI's result
-files must be reproducible (same scenario twice: throughput within 5 %) and render a report.
+files must be reproducible (same scenario twice: the same requests request by request, throughput
+within 10 %) and render a report.
 """
 
 from __future__ import annotations
@@ -106,8 +107,21 @@ def test_cli_runs_are_reproducible_and_report(engine_url: str, tmp_path) -> None
         assert doc["summary"]["completed"] == 96
         assert doc["completed"] == 96 and doc["mean_ttft_ms"] > 0  # vllm bench serve names
         assert doc["summary"]["total_output_tokens"] == 96 * 32
+    # the same requests, request by request (the scenario's seed), answered alike
+    shape = (
+        "index",
+        "target_input_tokens",
+        "target_output_tokens",
+        "prompt_tokens",
+        "output_tokens",
+    )
+    assert [tuple(r[k] for k in shape) for r in a["requests"]] == [
+        tuple(r[k] for k in shape) for r in b["requests"]
+    ]
+    # and the same throughput, up to the machine's timing noise: the engine runs in real time,
+    # and on a loaded 2-core machine two runs differed by 6.1 % (5 % held on a quiet one)
     ta, tb = a["summary"]["output_tokens_per_s"], b["summary"]["output_tokens_per_s"]
-    assert abs(ta / tb - 1) <= 0.05, (ta, tb)
+    assert abs(ta / tb - 1) <= 0.10, (ta, tb)
     html, md = tmp_path / "r.html", tmp_path / "r.md"
     done = _cli("report", *map(str, files), "--html", str(html), "--md", str(md), "--price", "2.0")
     assert done.returncode == 0, done.stderr
