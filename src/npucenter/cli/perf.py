@@ -297,6 +297,11 @@ def _print_report(report: CalibrationReport, title: str) -> None:
         f"{s['median_abs_pct_error']:.1f} % · max {s['max_abs_pct_error']:.1f} %" + _loo_text(s)
     )
     for metric, m in report.per_metric().items():
+        if not m["rows"]:
+            console.print(
+                f"  {metric}: 0 of {m['rows_total']} rows scored (--json: each row's reason)"
+            )
+            continue
         console.print(
             f"  {metric}: {m['rows']} rows · median |error| {m['median_abs_pct_error']:.1f} %"
             + _loo_text(m)

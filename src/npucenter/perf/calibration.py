@@ -132,7 +132,7 @@ class CalibrationReport:
 
     def per_metric(self) -> dict[str, dict[str, float | int]]:
         """The same summary for each metric on its own."""
-        metrics = sorted({r.metric for r in self.predicted_rows})
+        metrics = sorted({r.metric for r in self.rows})  # a metric no row could predict: rows 0
         return {
             m: _error_summary(
                 [r for r in self.predicted_rows if r.metric == m],
@@ -227,12 +227,13 @@ def predict_measurement(
         )
     if not row.precision and precision is None:
         raise _Unpredictable("precision not stated")
+    if row.scenario.startswith(SCENARIO_PREFIX) and scenario_predictor is not None:
+        # The twin says which of the scenario's lengths are missing and why (its data set).
+        return scenario_predictor(catalog, row, efficiency, precision)
     if row.input_tokens is None or row.output_tokens is None:
         raise _Unpredictable("input/output lengths not stated")
     if row.scenario.startswith(SCENARIO_PREFIX):
-        if scenario_predictor is None:
-            raise _Unpredictable(f"scenario row ({row.scenario}): predicted by the twin only")
-        return scenario_predictor(catalog, row, efficiency, precision)
+        raise _Unpredictable(f"scenario row ({row.scenario}): predicted by the twin only")
     model = catalog.model(row.model_name)
     device = catalog.device(row.device_id)
     prec = Precision.parse(row.precision) if row.precision else precision

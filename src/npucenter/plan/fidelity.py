@@ -23,6 +23,7 @@ from npucenter.sim.center import Center
 from npucenter.workload.mlperf import (
     OPENORCA_LLAMA2_70B,
     MlperfScenario,
+    mlperf_dataset,
     mlperf_scenario,
     scenario_trace,
 )
@@ -59,11 +60,15 @@ def predict_scenario_row(
     if num_requests is None:
         num_requests = scenario_requests(scenario, row.target_qps)
     if row.input_tokens is None or row.output_tokens is None:
+        dataset = mlperf_dataset(row.model_name)
+        why = dataset.missing_lengths() if dataset is not None else ""
         raise InvalidConfigError(
-            "input/output lengths",
-            row.scenario,
-            "state the row's mean lengths: the data set's prompt-length distribution is not "
-            "published in a source we hold",
+            "input_tokens" if row.input_tokens is None else "output_tokens",
+            None,
+            f"not stated in this {row.scenario} row, and "
+            + (why or f"no MLPerf data set preset for {row.model_name} gives them"),
+            hint="reported, not scored: fill input_tokens/output_tokens once a primary source "
+            "gives the data set's mean lengths",
         )
     prec = Precision.parse(row.precision) if row.precision else precision
     if prec is None:

@@ -21,11 +21,14 @@ from npucenter.workload.synthetic import EmpiricalLengths, LengthDistribution, P
 from npucenter.workload.trace import Trace
 
 __all__ = [
+    "LENGTHS_SEARCH_DOC",
+    "MLPERF_DATASETS",
     "MLPERF_RULES_URL",
     "MLPERF_SCENARIOS",
     "OPENORCA_LLAMA2_70B",
     "DatasetStats",
     "MlperfScenario",
+    "mlperf_dataset",
     "mlperf_scenario",
     "scenario_trace",
     "scenario_trace_from_spec",
@@ -68,10 +71,36 @@ class DatasetStats:
     mean_input_tokens: float | None
     source: str
 
+    def missing_lengths(self) -> str:
+        """Why a run of this data set cannot be given its lengths ('' when both means are known)."""
+        missing = [
+            what
+            for what, value in (
+                ("prompt", self.mean_input_tokens),
+                ("output", self.mean_output_tokens),
+            )
+            if value is None
+        ]
+        if not missing:
+            return ""
+        known = (
+            f"{self.num_samples:,} samples, prompts <= {self.max_input_tokens:,} and answers <= "
+        )
+        known += f"{self.max_output_tokens:,} tokens"
+        if self.mean_output_tokens is not None:
+            known += f", {self.mean_output_tokens:g} output tokens per sample"
+        return (
+            f"the mean {' and '.join(missing)} length of {self.name} is not published in a source "
+            f"we hold (published: {known}; {self.source}); not guessed: where we looked is in "
+            f"{LENGTHS_SEARCH_DOC}"
+        )
+
 
 #: MLPerf's processed OpenOrca set for llama2-70b: 24,576 samples, prompts and answers capped at
 #: 1,024 tokens (``processorca.py --seqlen_limit=1024``), 294.45 generated tokens per sample in the
-#: FP16 reference run. The mean prompt length is not stated in that README: not filled in.
+#: FP16 reference run. The mean prompt length is not stated there nor in any primary source we
+#: found (the places searched are listed in docs/twin-fidelity.md section 5): not filled in, and
+#: never guessed or fitted.
 OPENORCA_LLAMA2_70B = DatasetStats(
     name="open-orca (mlperf llama2-70b)",
     num_samples=24_576,
@@ -81,6 +110,12 @@ OPENORCA_LLAMA2_70B = DatasetStats(
     mean_input_tokens=None,
     source=_LLAMA2_README,
 )
+
+#: The data set each MLPerf LLM benchmark's rows ran on, by the catalog's model name.
+MLPERF_DATASETS: Mapping[str, DatasetStats] = {"Llama-2-70B": OPENORCA_LLAMA2_70B}
+
+#: Where the search for the unpublished statistics is recorded (places and dates).
+LENGTHS_SEARCH_DOC = "docs/twin-fidelity.md section 5 ('Where we looked')"
 
 MLPERF_SCENARIOS: Mapping[str, MlperfScenario] = {
     "mlperf-offline": MlperfScenario(
@@ -114,6 +149,11 @@ def mlperf_scenario(name: str) -> MlperfScenario:
         return MLPERF_SCENARIOS[key]
     except KeyError:
         raise NotFoundError("MLPerf scenario", name, valid=list(MLPERF_SCENARIOS)) from None
+
+
+def mlperf_dataset(model: str) -> DatasetStats | None:
+    """The MLPerf data set a benchmark of ``model`` runs on (None: no preset for that model)."""
+    return MLPERF_DATASETS.get(model)
 
 
 def scenario_trace(

@@ -148,6 +148,20 @@ def test_shipped_scenario_rows_are_reported_with_a_reason_not_fitted() -> None:
     assert {"ttft_p99_ms", "tpot_mean_ms", "output_tokens_per_s"} <= metrics
 
 
+def test_with_the_twin_each_unscored_scenario_row_names_its_missing_statistic() -> None:
+    from npucenter.perf import calibrate
+    from npucenter.plan.fidelity import predict_scenario_row
+
+    report = calibrate(leave_one_out=False, scenario_predictor=predict_scenario_row)
+    scenario_rows = [r for r in report.rows if r.scenario.startswith("mlperf-")]
+    assert scenario_rows and all(r.predicted is None for r in scenario_rows)
+    assert all("mean prompt length of open-orca" in r.reason for r in scenario_rows)
+    per_metric = report.to_dict()["per_metric"]
+    assert isinstance(per_metric, dict)
+    tpot = per_metric["tpot_mean_ms"]  # listed although no row of it could be scored
+    assert tpot["rows"] == 0 and tpot["rows_total"] == 2 and tpot["median_abs_pct_error"] is None
+
+
 def test_a_published_trtllm_setup_the_reserve_refuses_is_predicted_with_the_engines_memory() -> (
     None
 ):
@@ -169,3 +183,10 @@ def test_a_published_trtllm_setup_the_reserve_refuses_is_predicted_with_the_engi
     vllm = dataclasses.replace(row, engine="vLLM 0.6")
     (refused,) = validate([vllm]).rows
     assert refused.predicted is None and "does not fit" in refused.reason
+
+
+def test_cli_calibrate_names_the_metrics_it_could_not_score() -> None:
+    result = CliRunner().invoke(app, ["perf", "calibrate", "--no-loo"])
+    assert result.exit_code == 0, result.output
+    assert "tpot_mean_ms: 0 of 2 rows scored" in result.output
+    assert "nan" not in result.output

@@ -49,8 +49,15 @@ def test_server_latency_percentiles_are_ordered_and_grow_with_load() -> None:
 
 
 def test_a_scenario_row_without_lengths_says_why() -> None:
-    with pytest.raises(InvalidConfigError):
+    with pytest.raises(InvalidConfigError) as other:
         _predict(input_tokens=None)
+    assert "no MLPerf data set preset for Llama-3.1-8B-Instruct" in other.value.reason
+    with pytest.raises(InvalidConfigError) as orca:
+        _predict(input_tokens=None, model_name="Llama-2-70B", num_devices=8)
+    reason = orca.value.reason
+    assert orca.value.field == "input_tokens"
+    assert "mean prompt length of open-orca" in reason and "not published" in reason
+    assert "294.45 output tokens per sample" in reason and "twin-fidelity.md" in reason
 
 
 def test_validate_predicts_scenario_rows_only_with_the_twin() -> None:

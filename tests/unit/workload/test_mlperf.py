@@ -64,3 +64,19 @@ def test_a_spec_names_the_scenario_and_its_qps_and_resamples_the_lengths() -> No
     assert float(offline.arrival_s.max()) == 0.0
     with pytest.raises(InvalidConfigError):
         scenario_trace_from_spec("mlperf-server:fast", lengths=lengths, num_requests=9, rng=rng)
+
+
+def test_dataset_stats_say_which_mean_length_is_unpublished() -> None:
+    import dataclasses
+
+    from npucenter.workload.mlperf import OPENORCA_LLAMA2_70B, mlperf_dataset
+
+    assert mlperf_dataset("Llama-2-70B") is OPENORCA_LLAMA2_70B
+    assert mlperf_dataset("no-such-model") is None
+    why = OPENORCA_LLAMA2_70B.missing_lengths()
+    assert "mean prompt length" in why and "output length" not in why
+    assert OPENORCA_LLAMA2_70B.source in why
+    both = dataclasses.replace(OPENORCA_LLAMA2_70B, mean_output_tokens=None)
+    assert "mean prompt and output length" in both.missing_lengths()
+    known = dataclasses.replace(OPENORCA_LLAMA2_70B, mean_input_tokens=500.0)
+    assert known.missing_lengths() == ""
