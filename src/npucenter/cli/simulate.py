@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -289,6 +290,15 @@ def _print_table(result: SimResult) -> None:
     table.add_row("mean fleet power (W)", f"{s['mean_power_w']:.0f}")
     table.add_row("busy fraction", ", ".join(f"{k} {v:.1%}" for k, v in s["utilisation"].items()))
     table.add_row("preemptions", str(s["preemptions"]))
+    placement = s.get("placement") or {}
+    if any(len(per) > 1 for per in placement.values()):  # a service on several device types
+        table.add_row(
+            "replicas by device type",
+            "; ".join(
+                f"{name}: " + ", ".join(f"{dev} {n}" for dev, n in per.items())
+                for name, per in placement.items()
+            ),
+        )
     jobs = s.get("jobs")
     if jobs:
         wait = jobs["mean_wait_s"]
@@ -307,6 +317,18 @@ def _print_table(result: SimResult) -> None:
         table.add_row(
             "preempted (jobs, replicas)", f"{jobs['preemptions']}, {jobs['replica_preemptions']}"
         )
+        waiting = [(f"job {j['name']}", j) for j in jobs["jobs"] if j["finish_s"] is None]
+        waiting += [
+            (f"replica {o['replica_id']}", o) for o in jobs["replica_outages"] if o["up_s"] is None
+        ]
+        for who, w in waiting:  # why each still waits at the end (admission's reason)
+            table.add_row(
+                f"waiting: {who}",
+                escape(
+                    f"{w['pending_reason'] or 'no reason recorded'}"
+                    + (f" ({w['pending_message']})" if w.get("pending_message") else "")
+                ),
+            )
     for name, a in s.get("adapters", {}).items():  # LoRA adapters its requests named
         table.add_row(
             f"adapters of {name} (requests, loads, hit rate)",

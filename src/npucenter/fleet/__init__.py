@@ -2,7 +2,8 @@
 
 Pure core (no I/O): :mod:`~npucenter.fleet.spec` parses and validates a fleet mapping
 (servers, services, SLOs, routing, traffic, ``tenants:`` via :mod:`~npucenter.fleet.tenants`,
-``jobs:`` via :mod:`~npucenter.fleet.jobs`); :mod:`~npucenter.fleet.placement` places its
+``jobs:`` via :mod:`~npucenter.fleet.jobs`, services' and jobs' ``fallback_devices:`` via
+:mod:`~npucenter.fleet.devices`); :mod:`~npucenter.fleet.placement` places its
 replicas with the admission policy the control plane runs; :mod:`~npucenter.fleet.model` is the
 live center's view (server groups, deployments, pinned replicas, tariff). The simulator, the
 planner and the live center all use it; :mod:`npucenter.files.fleet` opens the file and

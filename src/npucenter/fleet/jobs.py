@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npucenter.errors import InvalidConfigError
+from npucenter.fleet.devices import fallback_devices_from
 from npucenter.policy.admission import PriorityClass, WorkloadKind
 
 __all__ = ["JobSpec", "jobs_from_list"]
@@ -92,7 +93,12 @@ def jobs_from_list(entries: Sequence[Mapping[str, Any]]) -> tuple[JobSpec, ...]:
                 tp=int(entry.get("tp", 1)),
                 kind=kind,
                 priority_class=PriorityClass.parse(priority) if priority is not None else None,
-                fallback_devices=tuple(str(d) for d in entry.get("fallback_devices") or ()),
+                fallback_devices=fallback_devices_from(
+                    str(entry["device"]),
+                    entry.get("fallback_devices"),
+                    field="jobs.fallback_devices",
+                    owner=f"job {str(entry.get('name', f'job-{k}'))!r}",
+                ),
             )
         )
     names = [j.name for j in out]

@@ -65,10 +65,19 @@ class ServiceGroup:
     engine: str = "virtual"  # the engine that serves it (npucenter.engines; the edge validates)
     engine_options: tuple[tuple[str, Any], ...] = ()  # the fleet entry's engine options, frozen
     autoscale: AutoscalePolicy | None = None  # None: a fixed replica count
+    # tried in order after device_id (as their server groups spell them): admission places each
+    # replica on the first with quota and room, the engine of its family serves it
+    fallback_device_ids: tuple[str, ...] = ()
+
+    @property
+    def device_ids(self) -> tuple[str, ...]:
+        """The device types its replicas accept, in order (``device_id`` first)."""
+        return (self.device_id, *self.fallback_device_ids)
 
     @property
     def deployment_name(self) -> str:
-        """The deployment this entry becomes: ``<service>-<device>[-<role>]``."""
+        """The deployment this entry becomes: ``<service>-<device>[-<role>]`` (its first
+        device type when it lists several)."""
         name = f"{self.service or self.model_id}-{self.device_id}"
         return name if self.role == "both" else f"{name}-{self.role}"
 
@@ -189,6 +198,7 @@ def fleet_from_spec(spec: FleetSpec) -> Fleet:
             engine=d.engine,
             engine_options=d.engine_options,
             autoscale=d.autoscale,
+            fallback_device_ids=tuple(spec.pool(f).device for f in d.fallback_devices),
         )
         for d in spec.deployments
     )

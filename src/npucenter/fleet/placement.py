@@ -65,6 +65,20 @@ class FleetPlacement:
     unused_cards: Mapping[str, int]  # pool device (as the fleet spells it) -> free cards
     decision: AdmissionDecision  # the cycle that placed the ``replicas:`` (total) entries
 
+    def devices_by_service(self, fleet: FleetSpec) -> dict[str, dict[str, int]]:
+        """Service -> device type (as the fleet spells it) -> replicas placed there, device
+        types in the order the service's entries list them (where a fungible one landed)."""
+        out: dict[str, dict[str, int]] = {}
+        for dep in fleet.deployments:
+            per = out.setdefault(dep.service, {})
+            for device in dep.devices:
+                per.setdefault(fleet.pool(device).device, 0)
+        names = {p.device.lower(): p.device for p in fleet.servers}
+        for rep in self.replicas:
+            service = fleet.deployments[rep.deployment_index].service
+            out[service][names[rep.device_type]] += 1
+        return out
+
 
 def tenant_of(dep: FleetDeployment) -> str:
     """The tenant owning ``dep``: its ``tenant``, else one named after its service."""
@@ -114,10 +128,12 @@ def fleet_admission(fleet: FleetSpec) -> FleetAdmission:
     Like ``npucenter up``, ``replicas_per_server`` entries take the cards the file gives them
     (consecutive cards of every server, in the file's order) and are running in the snapshot;
     ``replicas`` (total) entries are pending, one gang of ``tp`` cards in one tensor-parallel
-    group each, submitted in the file's order. A tenant the fleet does not list gets a quota of
-    exactly the cards its deployments and jobs need, with no cohort (so it neither borrows nor
-    lends), in the production class if it serves, else its jobs' highest class (research unless
-    a job says more).
+    group each, submitted in the file's order; a fungible entry's (``fallback_devices``) accept
+    its device types in order, so admission puts each on the first with quota and room. A
+    tenant the fleet does not list gets a quota of exactly the cards its deployments and jobs
+    need on each device type they accept, with no cohort (so it neither borrows nor lends), in
+    the production class if it serves, else its jobs' highest class (research unless a job says
+    more).
     """
     quotas = _quotas(fleet)
     classes = {q.tenant: q.priority_class for q in quotas}
@@ -128,6 +144,7 @@ def fleet_admission(fleet: FleetSpec) -> FleetAdmission:
     owner: dict[str, int] = {}
     for index, dep in enumerate(fleet.deployments):
         device_type = fleet.pool(dep.device).device.lower()
+        fallbacks = tuple(fleet.pool(d).device.lower() for d in dep.fallback_devices)
         for k in range(fleet.num_replicas(dep)):
             workload_id = f"d{index:03d}-{dep.service}-{dep.role}-{k:04d}"
             owner[workload_id] = index
@@ -136,6 +153,7 @@ def fleet_admission(fleet: FleetSpec) -> FleetAdmission:
                 tenant=tenant_of(dep),
                 kind=WorkloadKind.REPLICA,
                 device_type=device_type,
+                fallback_device_types=fallbacks,
                 num_cards=dep.tp,
                 tp_size=dep.tp,
                 submitted_s=float(len(workloads)),
@@ -221,16 +239,18 @@ def place_fleet(fleet: FleetSpec) -> FleetPlacement:
 
 def _quotas(fleet: FleetSpec) -> tuple[TenantQuota, ...]:
     needs: dict[str, dict[str, int]] = {}
-    for dep in fleet.deployments:
-        device_type = fleet.pool(dep.device).device.lower()
+    for dep in fleet.deployments:  # a fungible one may land anywhere it lists: each is covered
         per_type = needs.setdefault(tenant_of(dep), {})
-        per_type[device_type] = per_type.get(device_type, 0) + dep.tp * fleet.num_replicas(dep)
+        for device in dep.devices:
+            device_type = fleet.pool(device).device.lower()
+            per_type[device_type] = per_type.get(device_type, 0) + dep.tp * fleet.num_replicas(dep)
     serving = set(needs)
     job_class: dict[str, PriorityClass] = {}
     for job in fleet.jobs:  # the jobs' tenants: quota for all their jobs at once
-        device_type = fleet.pool(job.device).device.lower()
         per_type = needs.setdefault(job.tenant, {})
-        per_type[device_type] = per_type.get(device_type, 0) + job.num_cards
+        for device in (job.device, *job.fallback_devices):
+            device_type = fleet.pool(device).device.lower()
+            per_type[device_type] = per_type.get(device_type, 0) + job.num_cards
         wanted = PriorityClass.RESEARCH if job.priority_class is None else job.priority_class
         job_class[job.tenant] = max(job_class.get(job.tenant, wanted), wanted)
     quotas = list(fleet.tenants)

@@ -16,6 +16,7 @@ from typing import Any
 
 from npucenter.errors import InvalidConfigError
 from npucenter.fleet.adapters import AdapterMix, adapter_mix_from_mapping
+from npucenter.fleet.devices import fallback_devices_from
 from npucenter.fleet.jobs import JobSpec, jobs_from_list
 from npucenter.fleet.tenants import tenant_quotas_from_mapping
 from npucenter.policy.autoscaling import AutoscalePolicy
@@ -60,6 +61,7 @@ _DEPLOY_KEYS = {
     "autoscale",
     "min_replicas",
     "max_replicas",
+    "fallback_devices",
 }
 
 
@@ -109,8 +111,24 @@ class FleetDeployment:
     # models every replica itself and ignores it. npucenter.engines.engine_choice validates it.
     engine: str = "virtual"
     engine_options: tuple[tuple[str, Any], ...] = ()
+    # Device-type fungibility: tried in order after ``device``; admission places each replica
+    # on the first of them with quota and room (needs a total ``num_replicas``).
+    fallback_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.fallback_devices:
+            owner = f"service {self.service!r}"
+            fallback_devices_from(
+                self.device, list(self.fallback_devices), field="services.fallback_devices",
+                owner=owner,
+            )  # fmt: skip
+            if self.num_replicas is None:
+                raise InvalidConfigError(
+                    "services.fallback_devices",
+                    list(self.fallback_devices),
+                    f"{owner}: a fungible service needs a total `replicas:` (admission places "
+                    "each replica); `replicas_per_server` pins replicas to one device's servers",
+                )
         if self.tp < 1:
             raise InvalidConfigError("services.tp", self.tp, "must be >= 1")
         if self.replicas_per_server < 1:
@@ -119,6 +137,11 @@ class FleetDeployment:
             raise InvalidConfigError("services.replicas", self.num_replicas, "must be >= 1")
         if self.role not in _ROLES:
             raise InvalidConfigError("services.role", self.role, f"must be one of {_ROLES}")
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The device types it accepts, in order: ``device``, then the fallbacks."""
+        return (self.device, *self.fallback_devices)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +195,11 @@ class FleetSpec:
         used: dict[str, int] = {}  # per server (replicas_per_server deployments)
         total: dict[str, int] = {}  # on the whole pool
         for dep in self.deployments:
+            if dep.fallback_devices:
+                self._check_fallbacks(
+                    dep.devices, dep.tp, "services.fallback_devices", f"service {dep.service!r}"
+                )
+                continue  # its cards are checked below, over all its pools
             pool = self.pool(dep.device)
             if dep.num_replicas is None:
                 used[pool.device] = used.get(pool.device, 0) + dep.tp * dep.replicas_per_server
@@ -192,10 +220,27 @@ class FleetSpec:
                     f"{pool.num_servers} servers have {pool.num_cards}",
                     hint="lower tp or replicas, or add servers",
                 )
+        for dep in self.deployments:
+            if dep.fallback_devices:
+                pools = [self.pool(d) for d in dep.devices]
+                free = sum(max(0, p.num_cards - total.get(p.device, 0)) for p in pools)
+                if dep.tp * self.num_replicas(dep) > free:
+                    raise InvalidConfigError(
+                        "services",
+                        f"{dep.model} on {'/'.join(dep.devices)}",
+                        f"service {dep.service!r} needs {dep.tp * self.num_replicas(dep)} cards "
+                        f"but its device types have {free} left",
+                        hint="lower tp or replicas, list more device types, or add servers",
+                    )
         if len({q.tenant for q in self.tenants}) != len(self.tenants):
             raise InvalidConfigError("tenants", [q.tenant for q in self.tenants], "listed twice")
         named = {q.tenant for q in self.tenants}
         for job in self.jobs:
+            if job.fallback_devices:
+                self._check_fallbacks(
+                    (job.device, *job.fallback_devices), None, "jobs.fallback_devices",
+                    f"job {job.name!r}",
+                )  # fmt: skip
             if self.pool(job.device).cards_per_server < job.num_cards:
                 raise InvalidConfigError(
                     "jobs.cards", job.num_cards, f"job {job.name!r} is larger than a server"
@@ -221,14 +266,34 @@ class FleetSpec:
                     "(disaggregated; 'both' ones may serve beside them)",
                 )
 
-    def pool(self, device: str) -> ServerPool:
-        """The server pool of ``device`` (case-insensitive)."""
+    def pool(self, device: str, *, field: str = "services.device") -> ServerPool:
+        """The server pool of ``device`` (case-insensitive); ``field`` names it in the error."""
         for pool in self.servers:
             if pool.device.lower() == device.lower():
                 return pool
         raise InvalidConfigError(
-            "services.device", device, f"no server group; have {[p.device for p in self.servers]}"
+            field, device, f"no server group; have {[p.device for p in self.servers]}"
         )
+
+    def _check_fallbacks(
+        self, devices: Sequence[str], tp: int | None, field: str, owner: str
+    ) -> None:
+        """Each fallback device type of ``owner`` has a server group whose servers hold ``tp``."""
+        have = [p.device for p in self.servers]
+        for device in devices[1:]:
+            if device.lower() not in {d.lower() for d in have}:
+                raise InvalidConfigError(
+                    field, device, f"{owner}: no server group of that device type; have {have}"
+                )
+            pool = self.pool(device, field=field)
+            if tp is not None and tp > pool.cards_per_server:
+                raise InvalidConfigError(
+                    field,
+                    device,
+                    f"{owner}: tp={tp} is larger than a {pool.device} server "
+                    f"({pool.cards_per_server} cards)",
+                    hint="drop that device type from the list, or lower tp",
+                )
 
     def num_replicas(self, dep: FleetDeployment) -> int:
         """How many replicas ``dep`` has on its whole pool."""
@@ -348,6 +413,14 @@ def _deployment(entry: Mapping[str, Any]) -> FleetDeployment:
         )
     model = str(entry["model"])
     precision = entry.get("precision")
+    if isinstance(entry.get("device"), list | tuple):
+        raise InvalidConfigError(
+            "services.device",
+            entry["device"],
+            f"service {str(entry.get('service', model))!r}: one device type; list the types to "
+            "try after it under `fallback_devices:`",
+            hint="e.g. device: rngd, fallback_devices: [atom, h100]",
+        )
     if "replicas" in entry and "replicas_per_server" in entry:
         raise InvalidConfigError(
             "services.replicas", entry["replicas"], "give replicas or replicas_per_server, not both"
@@ -367,6 +440,12 @@ def _deployment(entry: Mapping[str, Any]) -> FleetDeployment:
         block_size_tokens=int(entry.get("block_size_tokens", 16)),
         enable_chunked_prefill=bool(entry.get("enable_chunked_prefill", True)),
         autoscale=_autoscale(entry),
+        fallback_devices=fallback_devices_from(
+            str(entry["device"]),
+            entry.get("fallback_devices"),
+            field="services.fallback_devices",
+            owner=f"service {str(entry.get('service', model))!r}",
+        ),
         **_engine(entry.get("engine")),
     )
 

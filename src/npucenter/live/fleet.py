@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from npucenter.api.admission import admit_after_change
-from npucenter.errors import NotFoundError, NpuCenterError
+from npucenter.errors import InvalidConfigError, NotFoundError, NpuCenterError
 from npucenter.fleet import Fleet
 from npucenter.gateway.app import Gateway
 from npucenter.live.gateway import OPERATOR_TENANT
@@ -104,18 +104,20 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
                 model, precision = check_runs_on(
                     service.model_id, device, cast(str, service.precision), service.tp
                 )
+                fallbacks = _check_fallbacks(service, model, precision)
             except NpuCenterError as exc:
                 log.error("fleet service %s is not deployed: %s", name, exc)
                 out.skipped.append(f"{name}: {exc}")
                 continue
-            runnable.append((service, device, model, precision))
+            runnable.append((service, device, model, precision, fallbacks))
         for owner in owners.values():
             own = [r for r in runnable if (r[0].tenant or OPERATOR_TENANT) == owner.name]
             _ensure_covering_quota(repo, owner, fleet, own)
-        for service, device, model, precision in runnable:
+        for service, device, model, precision, fallbacks in runnable:
             name = service.deployment_name
             owner = owners[service.tenant or OPERATOR_TENANT]
             dep = mine.get((owner.name, name))
+            accepts = [device, *fallbacks]
             if dep is None:
                 dep = repo.create_deployment(
                     owner,
@@ -128,14 +130,15 @@ def register_fleet(control: Any, fleet: Fleet) -> FleetRegistration:
                     priority_class=None if service.tenant else "production",
                     engine=service.engine,  # shown by the API; the file's entry is what runs
                     engine_options=_thawed(dict(service.engine_options)),
+                    fallback_device_types=fallbacks,  # each replica: the first with room
                 )
                 out.deployments.append(name)
-            elif (dep.model, dep.device_type, dep.tp) != (model, device, service.tp):
+            elif (dep.model, dep.accepted_device_types(), dep.tp) != (model, accepts, service.tp):
                 log.warning(
                     "deployment %s of %s runs %s on %d %s cards, the fleet file says %s on %d %s;"
                     " left as it is",
-                    name, owner.name, dep.model, dep.tp, dep.device_type,
-                    model, service.tp, device,
+                    name, owner.name, dep.model, dep.tp, "/".join(dep.accepted_device_types()),
+                    model, service.tp, "/".join(accepts),
                 )  # fmt: skip
                 continue
             out.placed += _place_as_in_the_file(repo, dep, fleet, name, servers)
@@ -195,11 +198,38 @@ def _register_tenants(
     return owners
 
 
+def _check_fallbacks(service: Any, model: str, precision: str) -> list[str]:
+    """A fungible service's fallback device types (catalog ids), each checked as the API checks
+    a deployment's list: the model runs there at the first type's TP and precision, and an
+    engine of the type's family serves it with the entry's options."""
+    from npucenter.engines import engine_choice, engine_for_device
+    from npucenter.store.repository import canonical_device, check_runs_on
+
+    fallbacks = [canonical_device(d) for d in service.fallback_device_ids]
+    if not fallbacks:
+        return []
+    first = canonical_device(service.device_id)
+    if len({first, *fallbacks}) != len(fallbacks) + 1:  # two server groups of one catalog device
+        raise InvalidConfigError(
+            "services.fallback_devices",
+            list(service.fallback_device_ids),
+            f"{service.deployment_name}: names one device type twice ({first}, {fallbacks})",
+        )
+    choice = engine_choice({"name": service.engine, **dict(service.engine_options)})
+    for device in fallbacks:
+        check_runs_on(model, device, precision, service.tp)
+    for device in (first, *fallbacks):
+        engine_for_device(choice, device)
+    return fallbacks
+
+
 def _ensure_covering_quota(repo: Any, owner: Any, fleet: Fleet, runnable: list[Any]) -> None:
-    """Give a tenant a quota for its fleet services on each device type it has none for."""
+    """Give a tenant a quota for its fleet services on each device type it has none for (a
+    fungible service's: each type it lists, so its replicas may land on any with room)."""
     need: dict[str, int] = {}
-    for service, device, _model, _precision in runnable:
-        need[device] = need.get(device, 0) + service.tp * fleet.num_replicas(service)
+    for service, device, _model, _precision, fallbacks in runnable:
+        for accepted in (device, *fallbacks):
+            need[accepted] = need.get(accepted, 0) + service.tp * fleet.num_replicas(service)
     rows = repo.list_quotas(tenant_id=owner.id)
     have = {q.device_type for q in rows}
     first = rows[0] if rows else None

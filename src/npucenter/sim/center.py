@@ -32,6 +32,7 @@ from npucenter.policy.routing import (
 from npucenter.sim.adapters import TwinAdapters, replica_devices
 from npucenter.sim.autoscale import TwinAutoscaler, held_usage
 from npucenter.sim.jobs import JobTimeline, simulate_jobs
+from npucenter.sim.layout import fleet_perf_models
 from npucenter.sim.replica import ReplicaConfig, ReplicaCore, SeqRequest
 from npucenter.sim.results import SimResult
 from npucenter.workload.slo import distserve_goodput_rps
@@ -125,17 +126,14 @@ class Center:
     # --- construction -------------------------------------------------------------------------
     def _build_layout(self) -> None:
         """Place the replicas by the admission policy and build their perf models, once."""
-        perf = [
-            self._perf.get(d.model, d.device, d.precision, d.tp) for d in self.fleet.deployments
-        ]
-        mixes = {s.name: s.adapters for s in self.fleet.services if s.adapters is not None}
-        perf = [  # a service whose requests name adapters pays the LoRA term (perf/lora.py)
-            pm.with_lora(mixes[d.service].shape()) if d.service in mixes else pm
-            for d, pm in zip(self.fleet.deployments, perf, strict=True)
-        ]
+        perf = fleet_perf_models(self.fleet, self._perf)
         self.placement = place_fleet(self.fleet)
         self._layout: list[tuple[str, FleetDeployment, PerfModel]] = [
-            (p.replica_id, self.fleet.deployments[p.deployment_index], perf[p.deployment_index])
+            (
+                p.replica_id,
+                self.fleet.deployments[p.deployment_index],
+                perf[p.deployment_index, p.device_type],  # where admission put it
+            )
             for p in self.placement.replicas
         ]
         self.jobs: JobTimeline | None = None
@@ -283,6 +281,8 @@ class Center:
             assumptions=tuple(self.assumptions),
             num_events=loop.num_events,
         )
+        # service -> device type -> replicas placed there (where fungible ones landed)
+        result.summary["placement"] = self.placement.devices_by_service(self.fleet)
         if self.jobs is not None:
             result.summary["jobs"] = self.jobs.summary(self.fleet, horizon)
         # the cards the replicas held (all along in a fixed fleet) and their energy meanwhile

@@ -66,6 +66,8 @@ class ReplicaOutage:
     replica_id: str
     down_s: float
     up_s: float | None  # None: never admitted again
+    pending_reason: str | None = None  # why it still waits at the end (None: admitted again)
+    pending_message: str | None = None  # admission's line saying what to do about it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +125,13 @@ class JobTimeline:
                 for j in self.jobs
             ],
             "replica_outages": [
-                {"replica_id": o.replica_id, "down_s": o.down_s, "up_s": o.up_s}
+                {
+                    "replica_id": o.replica_id,
+                    "down_s": o.down_s,
+                    "up_s": o.up_s,
+                    "pending_reason": o.pending_reason,
+                    "pending_message": o.pending_message,
+                }
                 for o in self.outages
             ],
         }
@@ -258,8 +266,15 @@ class _JobLoop:
 
     def _timeline(self, end_s: float) -> JobTimeline:
         for workload_id, down in sorted(self.down_since.items()):
+            reason = self.reason.get(workload_id)
             self.outages.append(
-                ReplicaOutage(replica_id=self.replica_id[workload_id], down_s=down, up_s=None)
+                ReplicaOutage(
+                    replica_id=self.replica_id[workload_id],
+                    down_s=down,
+                    up_s=None,
+                    pending_reason=reason.value if reason is not None else None,
+                    pending_message=self.message.get(workload_id) if reason is not None else None,
+                )
             )
         holds = list(self.holds)
         for workload_id, placed in sorted(self.running.items()):

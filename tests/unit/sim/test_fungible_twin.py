@@ -1,0 +1,130 @@
+"""The twin runs a fungible fleet-file service (``fallback_devices:``): each replica serves at the
+speed of the type admission put it on, and the report says where each landed; waiting jobs say
+why in the twin's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from npucenter.cli.main import app
+from npucenter.errors import NpuCenterError
+from npucenter.files.catalog import load_catalog
+from npucenter.fleet.spec import fleet_spec_from_mapping
+from npucenter.sim.center import build_center
+from npucenter.workload import FixedLength, PoissonArrivals, synthetic_trace
+
+# test values for ATOM's two unsourced figures (never a device figure: this test's only)
+ATOM_TEST_FIGURES = (
+    "devices:\n  - {id: rebellions_atom, memory_bandwidth_gbps: 100, tdp_w: 100, source: test}\n"
+)
+FLEET: dict[str, Any] = {
+    "name": "fungible-test",
+    "servers": [
+        {"device": "rngd", "count": 1, "cards_per_server": 8},
+        {"device": "atom", "count": 1, "cards_per_server": 4},
+        {"device": "h100", "count": 1, "cards_per_server": 8},
+    ],
+    "services": [
+        {"service": "code", "model": "llama-3.1-8b", "device": "rngd", "replicas_per_server": 8},
+        {
+            "service": "chat",
+            "model": "llama-3.1-8b",
+            "device": "rngd",
+            "precision": "int8",
+            "fallback_devices": ["atom", "h100"],
+            "replicas": 6,
+        },
+    ],
+    "traffic": {"code": 0.5, "chat": 0.5},
+}
+
+
+def _catalog(tmp_path: Path) -> Any:
+    path = tmp_path / "atom.yaml"
+    path.write_text(ATOM_TEST_FIGURES)
+    return load_catalog([path], include_user_dir=False)
+
+
+def _trace(n: int = 300) -> Any:
+    return synthetic_trace(
+        num_requests=n,
+        arrivals=PoissonArrivals(rate_rps=20.0),
+        prompt=FixedLength(tokens=200),
+        output=FixedLength(tokens=20),
+        rng=np.random.default_rng(0),
+    ).split({"code": 0.5, "chat": 0.5}, np.random.default_rng(1))
+
+
+def test_replicas_serve_on_the_type_they_landed_on_and_the_summary_says_which(
+    tmp_path: Path,
+) -> None:
+    spec = fleet_spec_from_mapping(FLEET)
+    center = build_center(spec, _catalog(tmp_path))
+    result = center.run(_trace())
+    s = result.summary
+    assert s["placement"] == {"code": {"rngd": 8}, "chat": {"rngd": 0, "atom": 4, "h100": 2}}
+    devices = {r["replica_id"]: r["device_id"] for r in s["per_replica"]}
+    assert sorted(devices.values()).count("rebellions_atom") == 4
+    assert sorted(devices.values()).count("nvidia_h100_sxm") == 2
+    for rid, _dep, pm in center._layout:  # each replica's perf model is its device's, at int8
+        assert pm.device.device_id == devices[rid]
+        if not rid.startswith("rngd"):  # a fallback: the precision of the first type
+            assert pm.precision.value == "int8"
+    assert s["completed"] == 300
+
+
+def test_a_fallback_type_the_model_cannot_run_on_fails_when_built() -> None:
+    # the shipped catalog has no ATOM bandwidth or TDP: as the live center refuses the list
+    with pytest.raises(NpuCenterError):
+        build_center(fleet_spec_from_mapping(FLEET), load_catalog(include_user_dir=False))
+
+
+def test_the_cli_table_says_where_replicas_landed(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump({**FLEET, "catalog": ["atom.yaml"]}))
+    (tmp_path / "atom.yaml").write_text(ATOM_TEST_FIGURES)
+    out = tmp_path / "s.json"
+    args = ["simulate", "--fleet", str(fleet), "--trace", "synthetic:5", "-n", "100"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "replicas by device type" in result.output
+    assert "chat: rngd 0, atom 4, h100 2" in result.output.replace("\n", " ")
+    assert json.loads(out.read_text())["placement"]["chat"] == {"rngd": 0, "atom": 4, "h100": 2}
+
+
+def test_every_waiting_job_says_why_in_the_twins_table_and_json(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    doc = {
+        "servers": [{"device": "h100", "count": 1, "cards_per_server": 8}],
+        "services": [{"model": "llama-3.1-8b", "device": "h100", "replicas": 1}],
+        "tenants": {
+            "kaist": {"nominal_cards": {"h100": 4}},
+            "lab": {"nominal_cards": {"h100": 2}, "stop_policy": "hold"},
+        },
+        "jobs": [
+            {"name": "big", "tenant": "kaist", "device": "h100", "cards": 6, "duration_s": 60},
+            {"name": "held", "tenant": "lab", "device": "h100", "cards": 1, "duration_s": 60},
+            {"name": "fits", "tenant": "kaist", "device": "h100", "cards": 2, "duration_s": 60},
+        ],
+    }
+    fleet.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "s.json"
+    args = ["simulate", "--fleet", str(fleet), "--trace", "synthetic:5", "-n", "50"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    jobs = json.loads(out.read_text())["jobs"]["jobs"]
+    waiting = {j["name"]: j for j in jobs if j["finish_s"] is None}
+    assert set(waiting) == {"big", "held"}
+    assert all(j["pending_reason"] and j["pending_message"] for j in waiting.values())
+    text = " ".join(result.output.split())
+    for name, j in waiting.items():
+        assert f"waiting: job {name}" in text
+        assert j["pending_reason"] in text
+    assert "waiting: job fits" not in text
