@@ -4,6 +4,10 @@ room, and the engine of each replica's device family serves it."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +122,23 @@ def test_the_shipped_fungible_example_registers_with_its_list(tmp_path: Path) ->
         assert chat.accepted_device_types() == ["furiosa_rngd", "nvidia_l40s", "nvidia_h100_sxm"]
     # as the twin places them (tests/unit/fleet/test_fleet_fungible.py): 2 RNGD, 8 L40S, 2 H100
     assert types == ["furiosa_rngd"] * 2 + ["nvidia_h100_sxm"] * 2 + ["nvidia_l40s"] * 8
+
+
+def test_up_with_a_bad_device_list_exits_2_with_one_line_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text(
+        "servers: [{device: rngd, count: 1}, {device: h100, count: 1}]\n"
+        "services: [{service: chat, model: llama-3.1-8b, device: rngd,"
+        " fallback_devices: [h100, h100], replicas: 2}]\n"
+    )
+    with socket.socket() as sock:  # a free port: `up` checks it before reading the fleet
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "NPUCENTER_ADMIN_KEY": "admin-0123456789abcdef"}
+    argv = [sys.executable, "-m", "npucenter.cli.main", "up", "--fleet", str(bad)]
+    argv += ["--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "services.fallback_devices" in lines[0] and "'h100' twice" in lines[0]
