@@ -50,6 +50,13 @@ def render_html_report(result: SimResult, *, title: str = "npucenter simulation"
         ("energy per output token (J)", f"{s['energy_j_per_output_token']:.3f}"),
         ("mean fleet power (W)", f"{s['mean_power_w']:.0f}"),
         ("utilisation", ", ".join(f"{k} {v:.1%}" for k, v in s["utilisation"].items())),
+        (  # where each service's replicas landed (a fungible one's: per device type)
+            "replicas by device type",
+            "; ".join(
+                f"{name}: " + ", ".join(f"{dev} {n}" for dev, n in per.items())
+                for name, per in (s.get("placement") or {}).items()
+            ),
+        ),
         ("simulated (s)", f"{s['simulated_s']:.1f}"),
         ("wall (s)", "" if s.get("wall_s") is None else f"{s['wall_s']:.2f}"),
     ]

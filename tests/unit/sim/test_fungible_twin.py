@@ -90,13 +90,14 @@ def test_the_cli_table_says_where_replicas_landed(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(yaml.safe_dump({**FLEET, "catalog": ["atom.yaml"]}))
     (tmp_path / "atom.yaml").write_text(ATOM_TEST_FIGURES)
-    out = tmp_path / "s.json"
+    out, page = tmp_path / "s.json", tmp_path / "r.html"
     args = ["simulate", "--fleet", str(fleet), "--trace", "synthetic:5", "-n", "100"]
-    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    result = CliRunner().invoke(app, [*args, "--json", str(out), "--plot", str(page)])
     assert result.exit_code == 0, result.output
     assert "replicas by device type" in result.output
-    assert "chat: rngd 0, atom 4, h100 2" in result.output.replace("\n", " ")
+    assert "chat: rngd 0, atom 4, h100 2" in " ".join(result.output.split())
     assert json.loads(out.read_text())["placement"]["chat"] == {"rngd": 0, "atom": 4, "h100": 2}
+    assert "code: rngd 8; chat: rngd 0, atom 4, h100 2" in page.read_text()  # the HTML report
 
 
 def test_every_waiting_job_says_why_in_the_twins_table_and_json(tmp_path: Path) -> None:
