@@ -86,6 +86,10 @@ class _Cycle(VictimSearch):
         self.available_cache: dict[str, tuple[int, dict[str, int]]] = {}
         self.epoch: dict[str, int] = {}  # device type -> admissions and preemptions on it
         self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
+        # (tenant, type) whose eligible_victims was empty: it stays empty for the rest of the
+        # cycle (tenants only stop borrowing, `took` only grows), so a search of such a tenant on
+        # the type can succeed only with its own lower-priority work
+        self.no_victims: set[tuple[str, str]] = set()
 
     # -- the phases ---------------------------------------------------------------------------
 
@@ -362,6 +366,14 @@ class _Cycle(VictimSearch):
         any p' <= p (fair-sharing victims are ranked by the work they ran before the cycle, so
         their shares change only by preemption too, on any type).
         """
+        pair = (w.tenant, d)
+        if pair in self.no_victims or not self.eligible_victims(w.tenant, d):
+            # no other tenant's work may ever be its victim in this cycle: only its own
+            # lower-priority work could make room
+            self.no_victims.add(pair)
+            lowest = self.lowest_running.get(pair)  # never above the lowest still running
+            if lowest is None or lowest >= priority or not self.may_preempt_own:
+                return None
         node = self.nodes[w.tenant]
         key = (w.tenant, d, w.tp_size)
         stamp = self.preempt_count.get((id(node.root), d), 0)
