@@ -61,6 +61,10 @@ _LASTING = frozenset(
 _UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
 
 _HeapEntry = tuple[int, float, float, str, int, str]
+# a queued workload: (-priority class, submitted_s, id, workload, number of its ask's shape,
+# priority class)
+_Row = tuple[int, float, str, Workload, int, PriorityClass]
+_Blocked = tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]]
 _NUM_CLASSES = len(PriorityClass)  # EnumMeta.__len__ is slow: once
 
 
@@ -75,11 +79,11 @@ class _Cycle(VictimSearch):
         self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
         # (tenant, type) -> cards per priority class of its work from before the cycle
         self.own_old_cards: dict[tuple[str, str], list[int]] = {}
-        # (tenant, type, fallbacks, cards, tp, owners) -> (stamp, priority, (reason, type))
-        self.blocked: dict[
-            tuple[str, str, tuple[str, ...], int, int, bool],
-            tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]],
-        ] = {}
+        # shape of the ask (see run) -> (stamp, priority, (reason, type)), one map per phase kind
+        self.blocked_owners: dict[int, _Blocked] = {}
+        self.blocked_borrowers: dict[int, _Blocked] = {}
+        # (tenant, type, fallbacks, cards, tp) -> its number
+        self.shape_ids: dict[tuple[str, str, tuple[str, ...], int, int], int] = {}
         # caches valid while (admissions, preemptions) stay the same
         # device type -> (its epoch when filled, tenant -> available cards); an admission or a
         # preemption changes what is available on its own device type only
@@ -95,9 +99,10 @@ class _Cycle(VictimSearch):
 
     def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
         seen: set[str] = set()
-        ordered: dict[str, list[tuple[int, float, str, Workload]]] = {}
+        ordered: dict[str, list[_Row]] = {}
         running, quotas, known = self.running, self.quotas, self.known_tenants
-        priority, pending_out = self.priority, self.pending
+        pending_out = self.pending
+        shape_ids = self.shape_ids
         for w in pending:
             wid, tenant = w.workload_id, w.tenant
             if wid in seen:
@@ -116,13 +121,17 @@ class _Cycle(VictimSearch):
             cls = w.priority_class
             if cls is None or cls > ceiling:
                 cls = ceiling
-            priority[wid] = cls
+            # the ask's shape, numbered: what identical asks share (failures, checks, texts)
+            ask = (tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size)
+            sid = shape_ids.get(ask)
+            if sid is None:
+                sid = shape_ids[ask] = len(shape_ids)
             # per tenant: priority class, then submission time, then id (ids are unique)
             rows = ordered.get(tenant)
             if rows is None:
                 rows = ordered[tenant] = []
-            rows.append((-cls, w.submitted_s, wid, w))
-        queues = {tenant: [e[3] for e in sorted(rows)] for tenant, rows in ordered.items()}
+            rows.append((-cls, w.submitted_s, wid, w, sid, cls))
+        queues = {tenant: sorted(rows) for tenant, rows in ordered.items()}
         deferred = self._phase(queues, owners=True)
         while True:  # owners reclaimed from in phase 1 are owners again for what they deferred
             again = {t: deferred.pop(t) for t in sorted(self.reclaimed) if t in deferred}
@@ -140,21 +149,20 @@ class _Cycle(VictimSearch):
         cards = w.num_cards
         return tuple([d for d in w.device_types if usage.get(d, 0) + cards <= quota.get(d, 0)])
 
-    def _phase(
-        self, queues: dict[str, list[Workload]], *, owners: bool
-    ) -> dict[str, list[Workload]]:
-        deferred: dict[str, list[Workload]] = {}
+    def _phase(self, queues: dict[str, list[_Row]], *, owners: bool) -> dict[str, list[_Row]]:
+        deferred: dict[str, list[_Row]] = {}
         position = dict.fromkeys(queues, 0)
         version = dict.fromkeys(queues, 0)
         heap: list[_HeapEntry] = []
         pending = self.pending
-        priority = self.priority
         fair = self.policy.fair_sharing
         nodes = self.nodes
-        blocked, pending_on = self.blocked, self.pending_on
+        blocked = self.blocked_owners if owners else self.blocked_borrowers
+        pending_on = self.pending_on
         fair_on = self.fair_on
         preempted = self.preempted
         by_usage, history, hold_s = self.by_usage, self.history, self.hold_s
+        block_stamp = self._block_stamp
 
         def entry_for(tenant: str) -> _HeapEntry | None:
             """The heap entry of the tenant's next head, or None when done.
@@ -167,9 +175,10 @@ class _Cycle(VictimSearch):
             if owners:  # defer heads that would borrow, without a heap round
                 node = nodes[tenant]
                 usage, quota = node.usage, node.subtree_quota
-                later: list[Workload] | None = None
+                later: list[_Row] | None = None
                 while at < size:
-                    head = queue[at]
+                    row = queue[at]
+                    head = row[3]
                     d = head.device_type
                     if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
                         break
@@ -180,44 +189,43 @@ class _Cycle(VictimSearch):
                         break  # it stays within nominal on a fallback type
                     if later is None:
                         later = deferred.setdefault(tenant, [])
-                    later.append(head)
+                    later.append(row)
                     at += 1
                 position[tenant] = at
             # heads that fail as an identical ask did: no heap round. Admissions only take
             # cards and quota (and victims are judged by the work they ran before the cycle), so
             # a failure stands until the next preemption that may matter (_block_stamp) for every
             # ask of the same shape at the same or a lower priority
-            while at < size:
-                head = queue[at]
-                wid = head.workload_id
-                found = blocked.get(
-                    (tenant, head.device_type, head.fallback_device_types, head.num_cards,
-                     head.tp_size, owners)
-                )  # fmt: skip
-                if (
-                    found is None
-                    or priority[wid] > found[1]
-                    or found[0] != ((len(preempted), 0) if fair_on else self._block_stamp(head))
-                ):
-                    break
-                reason, pending_on[wid] = found[2]
-                pending.append((wid, head, reason))
-                at += 1
-            position[tenant] = at
+            if blocked and at < size:
+                stamp = (len(preempted), 0) if fair_on else None
+                while at < size:
+                    row = queue[at]
+                    found = blocked.get(row[4])
+                    if (
+                        found is None
+                        or row[5] > found[1]
+                        or found[0] != (stamp or block_stamp(row[3]))
+                    ):
+                        break
+                    wid = row[2]
+                    reason, pending_on[wid] = found[2]
+                    pending.append((wid, row[3], reason))
+                    at += 1
+                position[tenant] = at
             if at >= size:
                 return None
-            head = queue[at]
+            row = queue[at]
             if not fair:
                 share = 0.0
             elif by_usage:  # share_with by usage, inline: it runs once per queue head
                 node = nodes[tenant]
-                share = history.get(tenant, 0.0) + (node.total + head.num_cards) * hold_s
+                share = history.get(tenant, 0.0) + (node.total + row[3].num_cards) * hold_s
                 weight = node.weight
                 share = (math.inf if share else 0.0) if weight == 0 else share / weight
             else:
+                head = row[3]
                 share = self.share_with(tenant, head.device_type, head.num_cards)
-            wid = head.workload_id
-            return (-priority[wid], share, head.submitted_s, wid, version[tenant], tenant)
+            return (row[0], share, row[1], row[2], version[tenant], tenant)
 
         for tenant in sorted(queues):
             entry = entry_for(tenant)
@@ -237,12 +245,11 @@ class _Cycle(VictimSearch):
             if entry[4] != version[tenant]:  # stale: the tenant was re-ranked since
                 following = None
                 continue
-            w = queues[tenant][position[tenant]]
-            position[tenant] += 1
+            at = position[tenant]
+            row = queues[tenant][at]
+            position[tenant] = at + 1
             stopped_before = len(preempted)
-            outcome = try_admit(w, priority[w.workload_id], owners=owners)
-            if isinstance(outcome, PendingReason):
-                pending.append((w.workload_id, w, outcome))
+            try_admit(row[3], row[5], row[4], owners)
             following = entry_for(tenant)
             if len(preempted) > stopped_before:
                 for stop in preempted[stopped_before:]:
@@ -254,55 +261,61 @@ class _Cycle(VictimSearch):
 
     # -- admission ----------------------------------------------------------------------------
 
-    def try_admit(
-        self, w: Workload, priority: PriorityClass, *, owners: bool
-    ) -> Admitted | PendingReason:
-        """Admit ``w`` (preempting if allowed and needed), or say why it must wait.
+    def try_admit(self, w: Workload, priority: PriorityClass, shape: int, owners: bool) -> None:
+        """Admit ``w`` (preempting if allowed and needed), or record why it must wait.
 
-        ``owners``: phase 1, where only device types within the tenant's nominal are tried.
+        ``shape``: the number of its ask (see run); ``owners``: phase 1, where only device
+        types within the tenant's nominal are tried.
         """
         if w.fallback_device_types:
-            return self._try_types(w, priority, owners)
+            self._try_types(w, priority, shape, owners)
+            return
         d = w.device_type
         outcome = self._admit_on(w, d, priority)
         if isinstance(outcome, Admitted):
-            return outcome
+            return
         if outcome not in _UNSEARCHABLE and self.may_preempt:
             found = self._search_for(w, d, priority)
             if found is not None:
-                return self._preempt_and_place(w, d, priority, found)
-        key = (w.tenant, d, w.fallback_device_types, w.num_cards, w.tp_size, owners)
+                self._preempt_and_place(w, d, priority, found)
+                return
         stamp = (len(self.preempted), 0) if self.fair_on else self._block_stamp(w)
-        self.blocked[key] = (stamp, priority, (outcome, d))
-        return outcome
+        (self.blocked_owners if owners else self.blocked_borrowers)[shape] = (
+            stamp,
+            priority,
+            (outcome, d),
+        )
+        self.pending.append((w.workload_id, w, outcome))
 
-    def _try_types(
-        self, w: Workload, priority: PriorityClass, owners: bool
-    ) -> Admitted | PendingReason:
+    def _try_types(self, w: Workload, priority: PriorityClass, shape: int, owners: bool) -> None:
         """:meth:`try_admit` for a fungible workload: each type as is, then with preemption."""
         device_types = (owners and self._owner_types(w)) or w.device_types
         reasons: list[tuple[PendingReason, str]] = []
         for d in device_types:
             outcome = self._admit_on(w, d, priority)
             if isinstance(outcome, Admitted):
-                return outcome
+                return
             reasons.append((outcome, d))
         if self.may_preempt:
             for reason, d in reasons:  # nothing fits as is: preempt on the first type that can
                 if reason not in _UNSEARCHABLE:
                     found = self._search_for(w, d, priority)
                     if found is not None:
-                        return self._preempt_and_place(w, d, priority, found)
+                        self._preempt_and_place(w, d, priority, found)
+                        return
         chosen = reasons[0]  # the first reason that clears itself, else the first
         for pair in reasons:
             if pair[0] not in _LASTING:
                 chosen = pair
                 break
         self.pending_on[w.workload_id] = chosen[1]
-        key = (w.tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size, owners)
         stamp = (len(self.preempted), 0) if self.fair_on else self._block_stamp(w)
-        self.blocked[key] = (stamp, priority, chosen)
-        return chosen[0]
+        (self.blocked_owners if owners else self.blocked_borrowers)[shape] = (
+            stamp,
+            priority,
+            chosen,
+        )
+        self.pending.append((w.workload_id, w, chosen[0]))
 
     def _preempt_and_place(
         self,

@@ -177,7 +177,6 @@ class Ledger:
         self.ratio_cache: dict[str, float] = {}
         self.budget_used: dict[tuple[str, str], float] = {}
         self.limit_cache: dict[tuple[str, str], Limits] = {}
-        self.priority: dict[str, PriorityClass] = {}  # pending workload id -> effective class
         self.victim_orders: dict[tuple[int, str], list[Admitted]] = {}
         # (id(root), type) -> (preemptions when built, running work of borrowing tenants)
         self.own_orders: dict[tuple[str, str], list[Admitted]] = {}
