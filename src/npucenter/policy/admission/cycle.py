@@ -85,10 +85,9 @@ class _Cycle(VictimSearch):
         # (tenant, type, fallbacks, cards, tp) -> its number
         self.shape_ids: dict[tuple[str, str, tuple[str, ...], int, int], int] = {}
         # caches valid while (admissions, preemptions) stay the same
-        # device type -> (its epoch when filled, tenant -> available cards); an admission or a
-        # preemption changes what is available on its own device type only
-        self.available_cache: dict[str, tuple[int, dict[str, int]]] = {}
-        self.epoch: dict[str, int] = {}  # device type -> admissions and preemptions on it
+        # device type -> tenant -> available cards; an admission or a preemption changes what
+        # is available on its own device type only, and starts that type's map afresh
+        self.available_cache: dict[str, dict[str, int]] = {}
         self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
         # (tenant, type) whose eligible_victims was empty: it stays empty for the rest of the
         # cycle (tenants only stop borrowing, `took` only grows), so a search of such a tenant on
@@ -355,13 +354,12 @@ class _Cycle(VictimSearch):
         if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
             return PendingReason.QUOTA_IN_USE
         # outside a victim search the tree changes only by admission and preemption
-        epoch = self.epoch.get(d, 0)  # _available, inline: it runs once per try
-        cached = self.available_cache.get(d)
-        if cached is None or cached[0] != epoch:
-            cached = self.available_cache[d] = (epoch, {})
-        left = cached[1].get(w.tenant)
+        cached = self.available_cache.get(d)  # _available, inline: it runs once per try
+        if cached is None:
+            cached = self.available_cache[d] = {}
+        left = cached.get(w.tenant)
         if left is None:
-            left = cached[1][w.tenant] = available(node, d)
+            left = cached[w.tenant] = available(node, d)
         if w.num_cards > left:
             return PendingReason.COHORT_EXHAUSTED
         index = self.types[d].find(w.num_cards, w.tp_size)
@@ -493,13 +491,12 @@ class _Cycle(VictimSearch):
 
     def _available(self, tenant: str, d: str, node: Node) -> int:
         """:func:`available`, cached while admissions and preemptions on ``d`` stay the same."""
-        epoch = self.epoch.get(d, 0)
         cached = self.available_cache.get(d)
-        if cached is None or cached[0] != epoch:
-            cached = self.available_cache[d] = (epoch, {})
-        found = cached[1].get(tenant)
+        if cached is None:
+            cached = self.available_cache[d] = {}
+        found = cached.get(tenant)
         if found is None:
-            found = cached[1][tenant] = available(node, d)
+            found = cached[tenant] = available(node, d)
         return found
 
     def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:
@@ -523,7 +520,7 @@ class _Cycle(VictimSearch):
         )
         types.take(index, cards)
         self._account(placed, +1, old=False)
-        self.epoch[d] = self.epoch.get(d, 0) + 1
+        self.available_cache[d] = {}
         if w.max_duration_s is not None:
             key = (w.tenant, d)
             self.budget_used[key] = self.budget_used.get(key, 0.0) + w.num_cards * w.max_duration_s
@@ -560,7 +557,7 @@ class _Cycle(VictimSearch):
         own_old = self.own_old_cards.get((entry.tenant, device_type))
         if own_old is not None:
             own_old[entry.priority_class] -= entry.num_cards
-        self.epoch[device_type] = self.epoch.get(device_type, 0) + 1
+        self.available_cache[device_type] = {}
         key = (id(path[-1]), device_type)
         self.preempt_count[key] = self.preempt_count.get(key, 0) + 1
         changed = before != [
