@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections.abc import Sequence
 
 from npucenter.errors import InvalidConfigError
@@ -61,10 +62,25 @@ _LASTING = frozenset(
 _UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
 
 _HeapEntry = tuple[int, float, float, str, int, str]
-# a queued workload: (-priority class, submitted_s, id, workload, number of its ask's shape,
-# priority class)
-_Row = tuple[int, float, str, Workload, int, PriorityClass]
-_Blocked = tuple[tuple[int, int], PriorityClass, tuple[PendingReason, str]]
+# (stamp, priority, reason, device type the reason is about)
+_Blocked = tuple[int, PriorityClass, PendingReason, str]
+_CLASSES = tuple(sorted(PriorityClass))  # class number -> class
+_BY_ID = operator.attrgetter("workload_id")
+_BY_SUBMITTED = operator.attrgetter("submitted_s")
+
+
+class _Queue:
+    """One tenant's waiting workloads in the order they are served, and beside each its code:
+    the number of its ask's shape (see _Cycle.run) times the number of classes, plus its
+    effective priority class (no tuple per workload: a cycle queues thousands)."""
+
+    __slots__ = ("codes", "workloads")
+
+    def __init__(self) -> None:
+        self.workloads: list[Workload] = []
+        self.codes: list[int] = []
+
+
 _NUM_CLASSES = len(PriorityClass)  # EnumMeta.__len__ is slow: once
 
 
@@ -97,40 +113,53 @@ class _Cycle(VictimSearch):
     # -- the phases ---------------------------------------------------------------------------
 
     def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
-        seen: set[str] = set()
-        ordered: dict[str, list[_Row]] = {}
+        by_id = self.by_id
+        buckets: dict[str, list[list[Workload]]] = {}  # tenant -> workloads per priority class
         running, quotas, known = self.running, self.quotas, self.known_tenants
-        pending_out = self.pending
-        shape_ids = self.shape_ids
+        waiting = self.waiting
         for w in pending:
             wid, tenant = w.workload_id, w.tenant
-            if wid in seen:
+            if wid in by_id:
                 raise InvalidConfigError("pending", wid, "appears twice in the queue")
             if wid in running:
                 raise InvalidConfigError("pending", wid, "is already running")
-            seen.add(wid)
+            by_id[wid] = w
             quota = quotas.get(tenant)
             if quota is None or tenant not in known:
-                pending_out.append((wid, w, PendingReason.UNKNOWN_TENANT))
+                waiting[wid] = PendingReason.UNKNOWN_TENANT
                 continue
             if quota.stop_policy is not StopPolicy.NONE:
-                pending_out.append((wid, w, PendingReason.HELD))
+                waiting[wid] = PendingReason.HELD
                 continue
             ceiling = quota.priority_class  # a workload's class is capped by its tenant's
             cls = w.priority_class
             if cls is None or cls > ceiling:
                 cls = ceiling
-            # the ask's shape, numbered: what identical asks share (failures, checks, texts)
-            ask = (tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size)
-            sid = shape_ids.get(ask)
-            if sid is None:
-                sid = shape_ids[ask] = len(shape_ids)
-            # per tenant: priority class, then submission time, then id (ids are unique)
-            rows = ordered.get(tenant)
-            if rows is None:
-                rows = ordered[tenant] = []
-            rows.append((-cls, w.submitted_s, wid, w, sid, cls))
-        queues = {tenant: sorted(rows) for tenant, rows in ordered.items()}
+            per_class = buckets.get(tenant)
+            if per_class is None:
+                per_class = buckets[tenant] = [[] for _ in _CLASSES]
+            per_class[cls].append(w)
+        # per tenant: priority class, then submission time, then id (ids are unique); stable
+        # sorts on one attribute each, so that no key tuple is made per workload
+        shape_ids = self.shape_ids
+        queues: dict[str, _Queue] = {}
+        for tenant, per_class in buckets.items():
+            queue = queues[tenant] = _Queue()
+            workloads, codes = queue.workloads, queue.codes
+            for rank in reversed(range(_NUM_CLASSES)):
+                ws = per_class[rank]
+                if not ws:
+                    continue
+                ws.sort(key=_BY_ID)
+                ws.sort(key=_BY_SUBMITTED)
+                workloads += ws
+                for w in ws:
+                    # the ask's shape, numbered: what identical asks share (failures)
+                    ask = (tenant, w.device_type, w.fallback_device_types, w.num_cards, w.tp_size)
+                    sid = shape_ids.get(ask)
+                    if sid is None:
+                        sid = shape_ids[ask] = len(shape_ids)
+                    codes.append(sid * _NUM_CLASSES + rank)
         deferred = self._phase(queues, owners=True)
         while True:  # owners reclaimed from in phase 1 are owners again for what they deferred
             again = {t: deferred.pop(t) for t in sorted(self.reclaimed) if t in deferred}
@@ -148,12 +177,12 @@ class _Cycle(VictimSearch):
         cards = w.num_cards
         return tuple([d for d in w.device_types if usage.get(d, 0) + cards <= quota.get(d, 0)])
 
-    def _phase(self, queues: dict[str, list[_Row]], *, owners: bool) -> dict[str, list[_Row]]:
-        deferred: dict[str, list[_Row]] = {}
+    def _phase(self, queues: dict[str, _Queue], *, owners: bool) -> dict[str, _Queue]:
+        deferred: dict[str, _Queue] = {}
         position = dict.fromkeys(queues, 0)
         version = dict.fromkeys(queues, 0)
         heap: list[_HeapEntry] = []
-        pending = self.pending
+        waiting = self.waiting
         fair = self.policy.fair_sharing
         nodes = self.nodes
         blocked = self.blocked_owners if owners else self.blocked_borrowers
@@ -162,6 +191,7 @@ class _Cycle(VictimSearch):
         preempted = self.preempted
         by_usage, history, hold_s = self.by_usage, self.history, self.hold_s
         block_stamp = self._block_stamp
+        num_classes = _NUM_CLASSES
 
         def entry_for(tenant: str) -> _HeapEntry | None:
             """The heap entry of the tenant's next head, or None when done.
@@ -170,14 +200,14 @@ class _Cycle(VictimSearch):
             """
             version[tenant] += 1
             queue, at = queues[tenant], position[tenant]
-            size = len(queue)
+            workloads, codes = queue.workloads, queue.codes
+            size = len(workloads)
             if owners:  # defer heads that would borrow, without a heap round
                 node = nodes[tenant]
                 usage, quota = node.usage, node.subtree_quota
-                later: list[_Row] | None = None
+                later: _Queue | None = None
                 while at < size:
-                    row = queue[at]
-                    head = row[3]
+                    head = workloads[at]
                     d = head.device_type
                     if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
                         break
@@ -187,8 +217,11 @@ class _Cycle(VictimSearch):
                     ):
                         break  # it stays within nominal on a fallback type
                     if later is None:
-                        later = deferred.setdefault(tenant, [])
-                    later.append(row)
+                        later = deferred.get(tenant)
+                        if later is None:
+                            later = deferred[tenant] = _Queue()
+                    later.workloads.append(head)
+                    later.codes.append(codes[at])
                     at += 1
                 position[tenant] = at
             # heads that fail as an identical ask did: no heap round. Admissions only take
@@ -196,35 +229,40 @@ class _Cycle(VictimSearch):
             # a failure stands until the next preemption that may matter (_block_stamp) for every
             # ask of the same shape at the same or a lower priority
             if blocked and at < size:
-                stamp = (len(preempted), 0) if fair_on else None
+                stamp = len(preempted) if fair_on else -1
                 while at < size:
-                    row = queue[at]
-                    found = blocked.get(row[4])
-                    if (
-                        found is None
-                        or row[5] > found[1]
-                        or found[0] != (stamp or block_stamp(row[3]))
-                    ):
+                    code = codes[at]
+                    found = blocked.get(code // num_classes)
+                    if found is None or code % num_classes > found[1]:
                         break
-                    wid = row[2]
-                    reason, pending_on[wid] = found[2]
-                    pending.append((wid, row[3], reason))
+                    head = workloads[at]
+                    if found[0] != (stamp if fair_on else block_stamp(head)):
+                        break
+                    wid = head.workload_id
+                    waiting[wid] = found[2]
+                    pending_on[wid] = found[3]
                     at += 1
                 position[tenant] = at
             if at >= size:
                 return None
-            row = queue[at]
+            head = workloads[at]
             if not fair:
                 share = 0.0
             elif by_usage:  # share_with by usage, inline: it runs once per queue head
                 node = nodes[tenant]
-                share = history.get(tenant, 0.0) + (node.total + row[3].num_cards) * hold_s
+                share = history.get(tenant, 0.0) + (node.total + head.num_cards) * hold_s
                 weight = node.weight
                 share = (math.inf if share else 0.0) if weight == 0 else share / weight
             else:
-                head = row[3]
                 share = self.share_with(tenant, head.device_type, head.num_cards)
-            return (row[0], share, row[1], row[2], version[tenant], tenant)
+            return (
+                -(codes[at] % num_classes),
+                share,
+                head.submitted_s,
+                head.workload_id,
+                version[tenant],
+                tenant,
+            )
 
         for tenant in sorted(queues):
             entry = entry_for(tenant)
@@ -245,10 +283,13 @@ class _Cycle(VictimSearch):
                 following = None
                 continue
             at = position[tenant]
-            row = queues[tenant][at]
+            queue = queues[tenant]
+            code = queue.codes[at]
             position[tenant] = at + 1
             stopped_before = len(preempted)
-            try_admit(row[3], row[5], row[4], owners)
+            try_admit(
+                queue.workloads[at], _CLASSES[code % num_classes], code // num_classes, owners
+            )
             following = entry_for(tenant)
             if len(preempted) > stopped_before:
                 for stop in preempted[stopped_before:]:
@@ -278,13 +319,10 @@ class _Cycle(VictimSearch):
             if found is not None:
                 self._preempt_and_place(w, d, priority, found)
                 return
-        stamp = (len(self.preempted), 0) if self.fair_on else self._block_stamp(w)
-        (self.blocked_owners if owners else self.blocked_borrowers)[shape] = (
-            stamp,
-            priority,
-            (outcome, d),
-        )
-        self.pending.append((w.workload_id, w, outcome))
+        stamp = len(self.preempted) if self.fair_on else self._block_stamp(w)
+        blocked = self.blocked_owners if owners else self.blocked_borrowers
+        blocked[shape] = (stamp, priority, outcome, d)
+        self.waiting[w.workload_id] = outcome
 
     def _try_types(self, w: Workload, priority: PriorityClass, shape: int, owners: bool) -> None:
         """:meth:`try_admit` for a fungible workload: each type as is, then with preemption."""
@@ -302,19 +340,16 @@ class _Cycle(VictimSearch):
                     if found is not None:
                         self._preempt_and_place(w, d, priority, found)
                         return
-        chosen = reasons[0]  # the first reason that clears itself, else the first
+        chosen, on = reasons[0]  # the first reason that clears itself, else the first
         for pair in reasons:
             if pair[0] not in _LASTING:
-                chosen = pair
+                chosen, on = pair
                 break
-        self.pending_on[w.workload_id] = chosen[1]
-        stamp = (len(self.preempted), 0) if self.fair_on else self._block_stamp(w)
-        (self.blocked_owners if owners else self.blocked_borrowers)[shape] = (
-            stamp,
-            priority,
-            chosen,
-        )
-        self.pending.append((w.workload_id, w, chosen[0]))
+        self.pending_on[w.workload_id] = on
+        stamp = len(self.preempted) if self.fair_on else self._block_stamp(w)
+        blocked = self.blocked_owners if owners else self.blocked_borrowers
+        blocked[shape] = (stamp, priority, chosen, on)
+        self.waiting[w.workload_id] = chosen
 
     def _preempt_and_place(
         self,
@@ -328,16 +363,16 @@ class _Cycle(VictimSearch):
             self._preempt(victim, w, priority)
         return self._place(w, d, priority, index)
 
-    def _block_stamp(self, w: Workload) -> tuple[int, int]:
+    def _block_stamp(self, w: Workload) -> int:
         """What a failure of ``w`` depends on: preemptions in its tree on its device types (all
         preemptions when fair-sharing preemption may weigh shares over every type)."""
         if self.fair_on:
-            return len(self.preempted), 0
+            return len(self.preempted)
         root = id(self.nodes[w.tenant].root)
         count = self.preempt_count
         if not w.fallback_device_types:
-            return count.get((root, w.device_type), 0), 0
-        return sum(count.get((root, d), 0) for d in w.device_types), 0
+            return count.get((root, w.device_type), 0)
+        return sum(count.get((root, d), 0) for d in w.device_types)
 
     def _admit_on(self, w: Workload, d: str, priority: PriorityClass) -> Admitted | PendingReason:
         """Place ``w`` on ``d`` without preemption, or say why not."""
@@ -640,10 +675,19 @@ class _Cycle(VictimSearch):
         texts: dict[tuple[PendingReason, str, str, int, int, tuple[str, ...]], str] = {}
         records: list[Pending] = []
         append = records.append
-        pending_on = self.pending_on
+        pending_on, by_id, waiting = self.pending_on, self.by_id, self.waiting
         per_tenant_type = _PER_TENANT_TYPE
-        for wid, w, reason in sorted(self.pending):  # ids are unique: sorts by id
-            d = pending_on.get(wid, w.device_type)
+        new, set_id, set_tenant, set_reason, set_message = (
+            _new,
+            _SET_ID,
+            _SET_TENANT,
+            _SET_REASON,
+            _SET_MESSAGE,
+        )
+        for wid in sorted(waiting):
+            w = by_id[wid]
+            reason = waiting[wid]
+            d = pending_on.get(wid) or w.device_type
             if reason in per_tenant_type:  # the text names no size: share it
                 key = (reason, w.tenant, d, 0, 0, w.fallback_device_types)
             else:
@@ -651,7 +695,14 @@ class _Cycle(VictimSearch):
             text = texts.get(key)
             if text is None:
                 text = texts[key] = self._message(w, d, reason)
-            append(_pending(wid, w.tenant, reason, text))
+            # Pending(...) without the frozen dataclass' keyword __init__: its slots set
+            # directly (half the cost; one per waiting workload, thousands a cycle)
+            record: Pending = new(Pending)
+            set_id(record, wid)
+            set_tenant(record, w.tenant)
+            set_reason(record, reason)
+            set_message(record, text)
+            append(record)
         return tuple(records)
 
     def _decision(self) -> AdmissionDecision:
@@ -685,17 +736,6 @@ _new = object.__new__
 _SET_ID, _SET_TENANT, _SET_REASON, _SET_MESSAGE = (
     getattr(Pending, name).__set__ for name in ("workload_id", "tenant", "reason", "message")
 )
-
-
-def _pending(workload_id: str, tenant: str, reason: PendingReason, message: str) -> Pending:
-    """``Pending(...)`` without the frozen dataclass' keyword ``__init__`` (its slots set
-    directly: half the cost; a cycle makes one per waiting workload, thousands)."""
-    record: Pending = _new(Pending)
-    _SET_ID(record, workload_id)
-    _SET_TENANT(record, tenant)
-    _SET_REASON(record, reason)
-    _SET_MESSAGE(record, message)
-    return record
 
 
 def _below(smallest: list[int | None], cards: int, priority: int) -> bool:

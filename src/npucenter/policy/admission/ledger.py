@@ -218,7 +218,8 @@ class Ledger:
         self.admitted: list[Admitted] = []
         self.admitted_now: set[str] = set()
         self.preempted: list[Preemption] = []
-        self.pending: list[tuple[str, Workload, PendingReason]] = []  # (id, workload, reason)
+        self.by_id: dict[str, Workload] = {}  # pending workload id -> workload
+        self.waiting: dict[str, PendingReason] = {}  # id of a workload left pending -> why
         self._build_fleet(snapshot.fleet)
         self._build_tree()
         for tenant, per_type in snapshot.device_seconds_used.items():
