@@ -6,6 +6,9 @@ function the simulator runs; this module only translates. Workload ids are ``job
 preemptions first (jobs go preempted -> queued, replicas back to pending; each bills its
 device-seconds to the ledger), then admissions (cards allocated; the last
 ``borrowed_cards`` cards of a gang are marked borrowed). Cycles are serialised by a process lock.
+A replica draining (scaled down, its engine finishing its requests) is in the snapshot like a
+running one: its cards are its tenant's until the reconciler reports its engine stopped, and
+it may be preempted like its deployment's other replicas (then removed, not queued again).
 """
 
 from __future__ import annotations

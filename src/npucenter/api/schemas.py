@@ -131,7 +131,8 @@ class CardOut(_Out):
     held_by: str | None = None  # "job:ID" | "deployment:ID/replica:N" | None
     tenant: str | None = None
     borrowed: bool = False
-    # a replica holder's engine: starting | running | pending | failed (None: not reported)
+    # a replica holder's engine: starting | running | pending | failed (None: not reported);
+    # draining: scaled down, held until its engine has finished its requests and stopped
     run_state: str | None = None
 
 
@@ -259,12 +260,12 @@ class ReplicaOut(_Out):
     """One replica."""
 
     index: int
-    state: str
+    state: str  # pending | placed | draining (scaled down; on its cards until its engine stops)
     server: str | None = None
     card_indexes: list[int] = Field(default_factory=list)
     num_borrowed_cards: int = 0
-    # a placed replica's engine as the reconciler saw it: starting | running | pending |
-    # failed (None: not reported); why it is not running
+    # a placed (or draining) replica's engine as the reconciler saw it: starting | running |
+    # pending | failed (None: not reported); why it is not running
     run_state: str | None = None
     run_reason: str | None = None
     device_type: str | None = None  # a placed replica's device type (admission's choice)

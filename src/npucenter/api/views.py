@@ -48,11 +48,13 @@ def tenant_names(repo: Repository) -> dict[int, str]:
 
 
 def _holder(alloc: Allocation, repo: Repository) -> tuple[str, str | None]:
-    """What holds a card, and its engine's run state (replicas only)."""
+    """What holds a card, and its engine's run state (replicas only; ``draining``: scaled down,
+    its engine finishing its requests)."""
     if alloc.job_id is not None:
         return f"job:{alloc.job_id}", None
     rep = repo.get_replica(alloc.replica_id)
-    return f"deployment:{rep.deployment_id}/replica:{rep.index}", rep.run_state
+    run_state = "draining" if rep.state == "draining" else rep.run_state
+    return f"deployment:{rep.deployment_id}/replica:{rep.index}", run_state
 
 
 def server_out(
@@ -113,13 +115,14 @@ def deployment_out(
     """A deployment with where each replica runs (``placement`` from :func:`placements`)."""
     servers, by_replica = placement or placements(repo)
     replicas = []
-    for rep in repo.replicas_of(dep):
+    for rep in repo.replicas_of(dep, draining=True):  # draining ones shown, not counted
         allocs = by_replica.get(rep.id, [])
         server = servers.get(rep.server_id) if rep.server_id is not None else None
         # card ids -> indexes: the replica's server's cards (all servers' only if one is elsewhere)
         card_index = {c.id: c.index for c in server.cards} if server else {}
         if any(a.card_id not in card_index for a in allocs):
             card_index = {c.id: c.index for s in servers.values() for c in s.cards}
+        on_cards = rep.state in ("placed", "draining")
         replicas.append(
             ReplicaOut(
                 index=rep.index,
@@ -127,9 +130,9 @@ def deployment_out(
                 server=server.name if server else None,
                 card_indexes=sorted(card_index[a.card_id] for a in allocs),
                 num_borrowed_cards=sum(1 for a in allocs if a.borrowed),
-                run_state=rep.run_state if rep.state == "placed" else None,
-                run_reason=rep.run_reason if rep.state == "placed" else None,
-                device_type=(rep.device_type or dep.device_type) if rep.state == "placed" else None,
+                run_state=rep.run_state if on_cards else None,
+                run_reason=rep.run_reason if on_cards else None,
+                device_type=(rep.device_type or dep.device_type) if on_cards else None,
             )
         )
     placed = [r for r in replicas if r.state == "placed"]

@@ -14,7 +14,11 @@ A replica no longer wanted is drained, not cut: the gateway's pool sends it no n
 once (:meth:`~npucenter.gateway.pool.UpstreamPool.drain`), its requests in flight finish, and
 its engine stops when it has none, or after ``drain_s`` (60 s by default; the fleet file's
 ``autoscale: {drain_s: ...}`` per deployment), when the requests still running are cancelled
-and counted (``num_drain_cancelled``). Wanted again before that, it serves again.
+and counted (``num_drain_cancelled``). Wanted again before that, it serves again. The store
+keeps a drained replica's cards (state ``draining``: held by its tenant, billed, shown) until
+this loop reports, at the end of each tick (``release``), which replicas it still runs, drains,
+starts or stops; the others draining are released then. A new leader holds none of them, so
+what drained under a process that stopped or died is released at its first tick.
 
 An engine's id is ``<server>-r<first card>``: stable while the replica keeps its cards, so a
 restarted center finds the same ids. The one thing it writes to the store (``record``) is what
@@ -271,11 +275,15 @@ class DeploymentReconciler:
         start_wait_s: float = 1.0,
         secret: Callable[[str], str | None] | None = None,
         record: Callable[[dict[int, tuple[str, str | None]]], None] | None = None,
+        release: Callable[[set[int]], None] | None = None,
         drain_s: float = DEFAULT_DRAIN_S,
         drain_poll_s: float = 0.1,
     ) -> None:
         self.read = read
         self.record = record
+        # (store ids of the replicas whose engine still holds its cards) -> the store releases
+        # its other draining replicas (scaled down, engine gone)
+        self.release = release
         self.executor = executor
         self.gateway = gateway
         self.interval_s = interval_s
@@ -333,6 +341,14 @@ class DeploymentReconciler:
         replica = self.gateway.pool.get(rid)
         return (replica.inflight if replica is not None else 0) + self.remote_inflight().get(rid, 0)
 
+    def held_replicas(self) -> set[int]:
+        """Store ids of the replicas whose engine runs, drains, starts or is still stopping."""
+        starting = {w.store_id for w in self._wanted if w.replica_id in self._starting}
+        held = [*self._running.values(), *self._draining.values(), *self._stopping.values()]
+        return {w.store_id for w in held if w.store_id is not None} | {
+            i for i in starting if i is not None
+        }
+
     def held_cards(self) -> set[tuple[str, int]]:
         """(server, card index) of every engine running, draining or still stopping."""
         held = [*self._running.values(), *self._draining.values(), *self._stopping.values()]
@@ -352,6 +368,7 @@ class DeploymentReconciler:
             wanted = await asyncio.to_thread(self.read)
             report = await self._apply(wanted)
             await self._record_run_states()
+            await self._release_drained(self.held_replicas())
             return report
 
     async def shutdown(self) -> None:
@@ -379,12 +396,22 @@ class DeploymentReconciler:
             for w in self._wanted
             if w.store_id is not None
         }
+        await self._release_drained(set())  # their engines are gone with this one's
         if self.record is None or not stopped:
             return
         try:
             await asyncio.to_thread(self.record, stopped)
         except Exception as exc:  # the database is gone (leadership lost)
             log.warning("recording replicas stopped: %s", exc)
+
+    async def _release_drained(self, still_held: set[int]) -> None:
+        """Let the store release the replicas it holds draining whose engine is gone."""
+        if self.release is None:
+            return
+        try:
+            await asyncio.to_thread(self.release, still_held)
+        except Exception as exc:  # the database is down (or leadership lost): next tick
+            log.warning("releasing drained replicas: %s", exc)
 
     def engine_states(self) -> list[dict[str, Any]]:
         """Every wanted replica's engine: state, engine, where it listens, failure and log tail.

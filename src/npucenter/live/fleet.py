@@ -369,11 +369,18 @@ async def serve_fleet(
             with control.tx() as repo:  # what runs, for `deploy list` and the bill
                 repo.record_run_states(states)
 
+        def release(still_held: set[int]) -> None:
+            with control.tx() as repo:  # drained replicas' cards: billed up to now, then free
+                released = repo.release_drained_replicas(still_held)
+            if released:
+                admit_after_change(control)  # what waits for those cards is placed now
+
         from npucenter.settings import secret_from_env
 
         reconciler = DeploymentReconciler(
             read=read,
             record=record,
+            release=release,
             executor=executor,
             gateway=gateway,
             interval_s=interval_s,

@@ -4,11 +4,17 @@ A replica is ``pending`` until admission places it on cards; releasing it bills 
 A placed replica's ``run_state`` is what the reconciler saw of its engine (``starting``,
 ``running``, ``pending``: no node takes it, ``failed``); its cards are billed only while its
 engine runs (or when no reconciler reports: the placement is all that is known).
+
+A placed replica scaled down whose engine may still run is ``draining``: no longer one of the
+deployment's replicas (not counted, not served new requests), but it keeps its cards, held
+by its tenant and billed by its run state, until the reconciler reports its engine gone
+(:meth:`DeploymentStore.release_drained_replicas`); scaled up again meanwhile, it is placed
+again on the same cards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +28,9 @@ from npucenter.store.quotas import QuotaStore
 
 __all__ = ["REPLICA_STATES", "RUN_STATES", "UNBILLED_RUN_STATES", "DeploymentStore"]
 
-REPLICA_STATES = ("pending", "placed")
+#: pending (waits for admission), placed (on cards), draining (scaled down, still on its cards
+#: until its engine has stopped; not one of the deployment's replicas)
+REPLICA_STATES = ("pending", "placed", "draining")
 #: what the reconciler reports of a placed replica's engine
 RUN_STATES = ("starting", "running", "pending", "failed")
 #: run states whose time is not billed: no engine serves on the cards (yet)
@@ -126,11 +134,14 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             raise NotFoundError("deployment", str(dep_id))
         return dep
 
-    def replicas_of(self, dep: Deployment) -> list[ReplicaRow]:
-        """The deployment's replicas, by index."""
+    def replicas_of(self, dep: Deployment, *, draining: bool = False) -> list[ReplicaRow]:
+        """The deployment's replicas (pending and placed; ``draining``: those scaled down that
+        still hold their cards too), by index."""
         stmt = (
             select(ReplicaRow).where(ReplicaRow.deployment_id == dep.id).order_by(ReplicaRow.index)
         )
+        if not draining:
+            stmt = stmt.where(ReplicaRow.state != "draining")
         return list(self.session.scalars(stmt))
 
     def scale_deployment(
@@ -140,34 +151,62 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
 
         The replicas removed are those with the fewest requests in flight (``inflight``: replica
         id -> count, from the gateway; one not given counts 0), the newest first among equals.
+        One whose engine may run drains (:data:`REPLICA_STATES`); the others are released now.
+        Replicas wanted again come first from those draining (they serve again on their cards).
         """
         if not 0 <= replicas <= 256:
             raise InvalidConfigError("replicas", replicas, "must be between 0 and 256")
         now = self.now_s()
-        current = self.replicas_of(dep)
-        next_index = current[-1].index + 1 if current else 0
+        every = self.replicas_of(dep, draining=True)
+        current = [r for r in every if r.state != "draining"]
+        next_index = every[-1].index + 1 if every else 0
         if len(current) > replicas:
             counts = inflight or {}
             fewest = sorted(current, key=lambda r: (counts.get(r.id, 0), -r.index))
             gone = {r.id for r in fewest[: len(current) - replicas]}
             for rep in [r for r in current if r.id in gone]:
-                self.release_replica(rep, dep, reason="scaled down")
-                self.session.delete(rep)
+                self._remove_replica(rep, dep)
             current = [r for r in current if r.id not in gone]
-        for i in range(len(current), replicas):
+        revived = [r for r in every if r.state == "draining"][: max(0, replicas - len(current))]
+        for rep in revived:
+            rep.state = "placed"  # its engine still runs (or is stopping: the reconciler sees)
+        for i in range(replicas - len(current) - len(revived)):
             self.session.add(
-                ReplicaRow(
-                    deployment_id=dep.id, index=next_index + i - len(current), created_at_s=now
-                )
+                ReplicaRow(deployment_id=dep.id, index=next_index + i, created_at_s=now)
             )
         dep.replicas = replicas
         dep.updated_at_s = now
         self.session.flush()
         return dep
 
+    def release_drained_replicas(self, still_held: Collection[int]) -> list[int]:
+        """Release every draining replica whose engine is gone, billing it up to now.
+
+        ``still_held``: the replica ids whose engine the reconciler still runs, drains, starts
+        or stops (a new process holds none: what drained under the last one is released).
+        Returns the ids released.
+        """
+        released = []
+        for rep in self.replicas_in_state("draining"):
+            if rep.id in still_held:
+                continue
+            dep = self.row(Deployment, rep.deployment_id)
+            assert dep is not None  # a deployment's replicas go with it
+            self.release_replica(rep, dep, reason="drained")
+            released.append(rep.id)
+        return released
+
+    def _remove_replica(self, rep: ReplicaRow, dep: Deployment) -> None:
+        """A replica scaled down: drained if an engine may run on its cards, else released."""
+        if rep.state == "placed" and rep.run_state not in (None, "pending"):
+            rep.state = "draining"  # held and billed until the reconciler reports it stopped
+            return
+        self.release_replica(rep, dep, reason="scaled down")
+        self.session.delete(rep)
+
     def delete_deployment(self, dep: Deployment) -> None:
         """Stop every replica (billing what they used) and remove the deployment."""
-        for rep in self.replicas_of(dep):
+        for rep in self.replicas_of(dep, draining=True):
             self.release_replica(rep, dep, reason="deleted")
         self.session.delete(dep)
 
@@ -210,7 +249,8 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
     def release_replica(
         self, rep: ReplicaRow, dep: Deployment, *, reason: str, kind: str = "replica"
     ) -> float:
-        """Free a replica's cards, bill them to the ledger and mark it pending; device-seconds."""
+        """Free a replica's cards, bill them to the ledger and mark it pending (a draining one
+        is removed: it was no longer wanted); device-seconds."""
         allocs = self._replica_allocations(rep)
         if rep.run_state in UNBILLED_RUN_STATES:  # its engine never ran (since its last bill)
             for alloc in allocs:
@@ -224,6 +264,10 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
                 kind,
                 f"deployment:{dep.id}/replica:{rep.index} {reason}",
             )
+        if rep.state == "draining":
+            self.session.delete(rep)
+            self.session.flush()
+            return used
         rep.state = "pending"
         rep.server_id = None
         rep.device_type = None  # admission chooses again
@@ -312,7 +356,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         return rep
 
     def replicas_in_state(self, state: str) -> list[ReplicaRow]:
-        """Every replica in ``state`` (pending or placed), by id."""
+        """Every replica in ``state`` (pending, placed or draining), by id."""
         stmt = select(ReplicaRow).where(ReplicaRow.state == state).order_by(ReplicaRow.id)
         return list(self.session.scalars(stmt))
 

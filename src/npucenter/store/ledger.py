@@ -297,10 +297,10 @@ class LedgerStore(StoreBase):
                 continue
             dep = self.row(Deployment, rep.deployment_id)
             assert dep is not None
-            rows += self._bill(
+            rows += self._bill(  # placed or draining (scaled down, its engine not yet stopped)
                 allocs,
                 dep.tenant_id,
-                dep.device_type,
+                rep.device_type or dep.device_type,  # a fungible replica: where it was placed
                 "replica",
                 f"deployment:{dep.id}/replica:{rep.index} checkpoint",
                 release=False,

@@ -1,0 +1,127 @@
+"""A replica scaled down while its engine runs drains in the store: it keeps its cards (held by
+its tenant, billed, shown ``draining``) until the reconciler reports its engine gone; it is not
+one of the deployment's replicas meanwhile, and scaled up again it serves on the same cards.
+
+On SQLite and PostgreSQL (what one gateway writes, every other reads: the rows are the truth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from npucenter.api.admission import run_admission
+
+
+def _setup(admin: Any, app: Any) -> tuple[int, list[int]]:
+    """acme's 2-replica deployment on the only 2 cards, both engines running; lab waits for one."""
+    for name in ("acme", "lab"):
+        assert admin.post("/api/tenants", json={"name": name, "kind": "company"}).is_success
+        quota = {"tenant": name, "device_type": "rngd", "nominal_cards": 2}
+        assert admin.put("/api/quotas", json=quota).status_code in (200, 201)
+    server = {"name": "rngd-0", "device_type": "rngd", "num_cards": 2}
+    assert admin.post("/api/servers", json=server).status_code == 201
+    body = {"name": "chat", "model": "llama-3.1-8b", "device_type": "rngd", "replicas": 2}
+    dep = admin.post("/api/deployments", json=body | {"tenant": "acme"}).json()
+    assert dep["num_placed_replicas"] == 2
+    with app.state.control.tx() as repo:
+        ids = [r.id for r in repo.replicas_of(repo.get_deployment(dep["id"]))]
+        repo.record_run_states({i: ("running", None) for i in ids})  # the reconciler's report
+    return int(dep["id"]), ids
+
+
+def _billed_s(app: Any, ref_part: str) -> float:
+    with app.state.control.tx() as repo:
+        rows = repo.list_usage(kind="replica")
+        return sum(u.device_seconds for u in rows if ref_part in (u.ref or ""))
+
+
+def _lab_waits(admin: Any) -> int:
+    body = {"name": "lab-chat", "model": "llama-3.1-8b", "device_type": "rngd", "replicas": 1}
+    dep = admin.post("/api/deployments", json=body | {"tenant": "lab"})
+    assert dep.status_code == 201, dep.text
+    return int(dep.json()["id"])
+
+
+def test_a_drained_replica_holds_its_cards_and_is_billed_until_its_engine_stops(
+    admin: Any, app: Any, clock: Any
+) -> None:
+    dep_id, (first, second) = _setup(admin, app)
+    lab_id = _lab_waits(admin)
+    clock.advance(10.0)
+    patch = admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 1})
+    assert patch.is_success
+    shown = patch.json()  # `deploy show`: one replica, and the one draining shown as such
+    assert (shown["replicas"], shown["num_placed_replicas"], shown["num_running_replicas"]) == (
+        1,
+        1,
+        1,
+    )
+    states = {r["index"]: r["state"] for r in shown["replica_states"]}
+    assert states == {0: "placed", 1: "draining"}  # equal in flight: the newest drains
+    (server,) = admin.get("/api/servers").json()  # `fleet list`: still held, by acme
+    assert server["num_free_cards"] == 0
+    assert [(c["tenant"], c["run_state"]) for c in server["cards"]] == [
+        ("acme", "running"),
+        ("acme", "draining"),
+    ]
+    (quota,) = [q for q in admin.get("/api/quotas").json() if q["tenant"] == "acme"]
+    assert quota["used_cards"] == 2
+    run_admission(app.state.control)  # nobody gets the draining card
+    lab = admin.get(f"/api/deployments/{lab_id}").json()
+    assert lab["num_placed_replicas"] == 0
+    # the drain lasts 50 s; the reconciler still holds the engine, then reports it gone
+    clock.advance(50.0)
+    with app.state.control.tx() as repo:
+        assert repo.release_drained_replicas({second}) == []
+        repo.checkpoint_usage()  # a checkpoint during the drain bills it too
+    clock.advance(5.0)
+    with app.state.control.tx() as repo:
+        assert repo.release_drained_replicas({first}) == [second]
+        assert [r.index for r in repo.replicas_of(repo.get_deployment(dep_id), draining=True)] == [
+            0
+        ]
+    assert _billed_s(app, "replica:1") == pytest.approx(65.0)  # placement to stop, not to 10 s
+    run_admission(app.state.control)
+    lab = admin.get(f"/api/deployments/{lab_id}").json()
+    assert lab["num_placed_replicas"] == 1 and lab["replica_states"][0]["card_indexes"] == [1]
+
+
+def test_a_draining_replica_wanted_again_serves_on_its_cards(admin: Any, app: Any) -> None:
+    dep_id, (_first, second) = _setup(admin, app)
+    assert admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 1}).is_success
+    again = admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 3}).json()
+    by_index = {r["index"]: r for r in again["replica_states"]}
+    assert {i: r["state"] for i, r in by_index.items()} == {0: "placed", 1: "placed", 2: "pending"}
+    assert by_index[1]["card_indexes"] == [1] and by_index[1]["run_state"] == "running"
+    with app.state.control.tx() as repo:
+        assert repo.get_replica(second).state == "placed"
+        assert repo.release_drained_replicas(set()) == []  # nothing drains now
+
+
+def test_a_replica_no_engine_runs_for_is_released_at_once(admin: Any, app: Any) -> None:
+    dep_id, (_first, second) = _setup(admin, app)
+    with app.state.control.tx() as repo:  # no node takes it: nothing to wait for
+        repo.record_run_states({second: ("pending", "no Ray node has RBLN:1")})
+    shown = admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 1}).json()
+    assert [r["state"] for r in shown["replica_states"]] == ["placed"]
+    (server,) = admin.get("/api/servers").json()
+    assert server["num_free_cards"] == 1
+
+
+def test_deleting_or_preempting_a_draining_replica_bills_and_removes_it(
+    admin: Any, app: Any, clock: Any
+) -> None:
+    dep_id, (_first, second) = _setup(admin, app)
+    assert admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 1}).is_success
+    clock.advance(30.0)
+    with app.state.control.tx() as repo:  # preempted (admission's apply) while it drains
+        rep = repo.get_replica(second)
+        assert repo.release_replica(rep, repo.get_deployment(dep_id), reason="preempted") == 30.0
+        assert repo.replicas_in_state("draining") == [] and repo.replicas_in_state("pending") == []
+    assert admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 0}).is_success
+    clock.advance(20.0)
+    assert admin.delete(f"/api/deployments/{dep_id}").status_code == 204
+    assert _billed_s(app, "replica:0") == pytest.approx(50.0)
+    (server,) = admin.get("/api/servers").json()
+    assert server["num_free_cards"] == 2
