@@ -164,6 +164,13 @@ def cases() -> Iterator[tuple[str, Callable[[], SimResult]]]:
         "mixed/least-outstanding-tokens",
         run(_mixed(), "least-outstanding-tokens", _trace(2000, 3.0, 5)),
     )
+    # bench_sim's fleet-size points on a short trace: x1 (12 replicas, pools scanned) and x100
+    # (1,200 replicas, pools indexed), the same traffic per replica (its four policies)
+    for copies, per_replica in ((1, 50), (100, 5)):
+        fleet = _fleet("gwangju-80-20", scale=copies)
+        trace = _trace(12 * copies * per_replica, float(copies), seed=8)
+        for policy in ("npu-first", "least-outstanding-tokens", "slo-aware", "prefix-affinity"):
+            yield f"bench-x{copies}/{policy}", run(fleet, policy, trace)
 
 
 def digest(result: SimResult) -> str:
