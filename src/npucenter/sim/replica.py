@@ -172,6 +172,43 @@ class ReplicaCore:
     its end) is therefore evaluated in one vector call of the performance model.
     """
 
+    # slots: one compact object per replica (a national fleet holds thousands of them)
+    __slots__ = (
+        "_bs",
+        "_by_id",
+        "_d",
+        "_decode_alloc_step",
+        "_fin_heap",
+        "_free_blocks",
+        "_free_s",
+        "_n_dec",
+        "_next_order",
+        "_plan",
+        "_prefill",
+        "_queued_prefill",
+        "_remaining_out",
+        "_residues",
+        "_running",
+        "_s_dec",
+        "_s_pre",
+        "_waiting",
+        "busy_by_bin",
+        "busy_s",
+        "completions",
+        "config",
+        "energy_by_bin",
+        "energy_j",
+        "kv_capacity_tokens",
+        "max_model_len_tokens",
+        "num_output_tokens",
+        "num_preemptions",
+        "num_steps",
+        "perf",
+        "record_completions",
+        "timeline_bin_s",
+        "total_blocks",
+    )
+
     def __init__(
         self,
         perf: StepCostModel,

@@ -10,6 +10,7 @@ policy's scan would pick, ties included, in O(log n) instead of O(n). Pure; no c
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import numpy.typing as npt
 
 from npucenter.policy.routing.types import ReplicaState, RouteRequest
 
-__all__ = ["ColumnView", "LeastView", "ReplicaIndex", "RoutingSnapshot", "candidates"]
+__all__ = ["ColumnView", "LeastView", "MinView", "ReplicaIndex", "RoutingSnapshot", "candidates"]
 
 #: keys are compared with < and ==: a tuple of numbers or one number (no NaN).
 Key = Any
@@ -129,6 +130,131 @@ class LeastView:
         return best, best_pos
 
 
+def _float_cells(column: npt.NDArray[np.float64]) -> Any:
+    """A float64 column's buffer, its items written as Python floats (~20 ns, numpy's ~80 ns)."""
+    return memoryview(column)  # type: ignore[arg-type]  # an ndarray is a buffer
+
+
+class MinView:
+    """Healthy replicas' keys (real numbers), one float column per group: the least is an argmin.
+
+    NOTE(routing): a scan that keeps the first replica with the strictly smallest key picks the
+    least ``(key, position)``: the first least element of a column indexed by position, which
+    ``argmin`` returns. Each group (``place(state)``'s first part) keeps a float64 column as long
+    as the pool, +inf where a replica is not in the group (another group, or unhealthy); an
+    update writes one float (no heap, no allocation, whatever the pool's size) and a query is one
+    vector pass in C (0.4 us at 1,200 replicas, 0.9 us at 10,000 here) instead of Python per
+    replica. A key the column cannot hold apart from "absent" (+inf) is kept aside and the
+    queries answer by a scan of the group while any is present (results identical, only slower).
+    Keys must not be NaN (no scan orders them either); an int key is exact below 2**53.
+    """
+
+    def __init__(self, place: PlaceFn, states: Sequence[ReplicaState]) -> None:
+        self._place = place
+        self._n = len(states)
+        self._where: list[Hashable | None] = [None] * self._n  # each position's group
+        self._columns: dict[Hashable, npt.NDArray[np.float64]] = {}
+        self._cells: dict[Hashable, Any] = {}  # the columns' buffers, written per item
+        self._count: dict[Hashable, int] = {}  # group -> replicas in it now
+        self._odd: dict[int, Key] = {}  # position -> its key, where the column holds +inf
+        self._group_keys: tuple[Hashable, ...] = ()
+        for pos, state in enumerate(states):
+            self.update(pos, state)
+
+    def update(self, pos: int, state: ReplicaState) -> None:
+        """Replica ``pos`` now has ``state`` (an unhealthy replica leaves the view)."""
+        if state.healthy:
+            group, key = self._place(state)
+        else:
+            group, key = None, math.inf
+        old = self._where[pos]
+        if group != old:
+            self._move(pos, old, group)
+            if group is None:
+                return
+        elif group is None:
+            return
+        if key < math.inf:
+            self._cells[group][pos] = key
+            if self._odd and pos in self._odd:
+                del self._odd[pos]
+        else:  # +inf (or a NaN): the column says "absent", the key waits aside
+            self._cells[group][pos] = math.inf
+            self._odd[pos] = key
+
+    def _move(self, pos: int, old: Hashable | None, new: Hashable | None) -> None:
+        if old is not None:
+            self._cells[old][pos] = math.inf
+            self._count[old] -= 1
+            self._odd.pop(pos, None)
+        self._where[pos] = new
+        if new is not None:
+            if new not in self._columns:
+                column = np.full(self._n, math.inf)
+                self._columns[new] = column
+                self._cells[new] = _float_cells(column)
+                self._count[new] = 0
+                self._group_keys = tuple(self._columns)
+            self._count[new] += 1
+
+    @property
+    def num_odd(self) -> int:
+        """Replicas whose key is +inf or NaN (queries scan while any is present)."""
+        return len(self._odd)
+
+    def groups(self) -> tuple[Hashable, ...]:
+        """Every group a replica was ever placed in (some may be empty now)."""
+        return self._group_keys
+
+    def least(self, group: Hashable) -> tuple[float, int] | None:
+        """The least ``(key, position)`` of ``group`` (key as a float), or None when it has no
+        healthy replica."""
+        return self._least(group, None)
+
+    def least_shifted(self, group: Hashable, shift: float) -> tuple[float, int] | None:
+        """The least ``(key + shift, position)`` of ``group``, rounding included (the sums are
+        the same IEEE additions a scan makes, so keys that the shift makes equal tie)."""
+        return self._least(group, lambda keys: keys + shift)
+
+    def least_scored(
+        self, group: Hashable, score: Callable[[Any], Any]
+    ) -> tuple[float, int] | None:
+        """The least ``(score(key), position)`` of ``group``. ``score`` is applied to the
+        whole column (a numpy array) and must act element by element with the float operations
+        it does on one key, and map +inf to +inf (any non-decreasing arithmetic of the key)."""
+        return self._least(group, score)
+
+    def _least(
+        self, group: Hashable, score: Callable[[Any], Any] | None
+    ) -> tuple[float, int] | None:
+        if not self._count.get(group):
+            return None
+        if self._odd:
+            return self._least_scan(group, score)
+        column = self._columns[group]
+        values = column if score is None else score(column)
+        pos = int(values.argmin())
+        value = float(values[pos])
+        if value == math.inf or value != value:  # an overflowed score, or absent: look closer
+            return self._least_scan(group, score)
+        return value, pos
+
+    def _least_scan(
+        self, group: Hashable, score: Callable[[Any], Any] | None
+    ) -> tuple[float, int] | None:
+        """The same answer by a scan of the group in Python (keys kept aside are in play)."""
+        column, odd = self._columns[group], self._odd
+        best: tuple[float, int] | None = None
+        for pos, where in enumerate(self._where):
+            if where != group:
+                continue
+            key = odd[pos] if pos in odd else float(column[pos])
+            value = float(key if score is None else score(key))
+            if best is None or value < best[0]:
+                best = (value, pos)
+        return best
+
+
 class ColumnView:
     """Healthy replicas' numbers as numpy columns, per group: a scan done in C, not in Python.
 
@@ -145,6 +271,8 @@ class ColumnView:
         self._row = row
         n = len(states)
         self.values: npt.NDArray[np.float64] = np.zeros((width, n))  # one row per number
+        # each row's buffer, written one float at a time (numpy's item assignment costs more)
+        self._cells = [_float_cells(self.values[k]) for k in range(width)]
         self._group: list[Hashable | None] = [None] * n
         self._members: dict[Hashable, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64] | None]]
         self._members = {}
@@ -156,7 +284,8 @@ class ColumnView:
         """Replica ``pos`` now has ``state`` (an unhealthy replica leaves its group)."""
         if state.healthy:
             group, numbers = self._row(state)
-            self.values[:, pos] = numbers
+            for cells, number in zip(self._cells, numbers, strict=True):
+                cells[pos] = number
         else:
             group = None
         old = self._group[pos]
@@ -282,6 +411,7 @@ class ReplicaIndex:
     def __init__(self, states: Sequence[ReplicaState]) -> None:
         self.states: list[ReplicaState] = list(states)
         self._views: dict[str, LeastView] = {}
+        self._mins: dict[str, MinView] = {}
         self._columns: dict[str, ColumnView] = {}
         self._members: dict[str, list[int]] | None = None  # model -> healthy positions
         self._position: dict[str, int] | None = None  # replica id -> position
@@ -299,6 +429,8 @@ class ReplicaIndex:
             self._position = None
         for view in self._views.values():
             view.update(pos, state)
+        for least in self._mins.values():
+            least.update(pos, state)
         for columns in self._columns.values():
             columns.update(pos, state)
 
@@ -327,6 +459,14 @@ class ReplicaIndex:
         view = self._views.get(name)
         if view is None:
             view = self._views[name] = LeastView(place, self.states, scored=scored)
+        return view
+
+    def min_view(self, name: str, place: PlaceFn) -> MinView:
+        """The :class:`MinView` registered as ``name`` (real-number keys), made from the
+        current states on first use; one name always comes with the same ``place``."""
+        view = self._mins.get(name)
+        if view is None:
+            view = self._mins[name] = MinView(place, self.states)
         return view
 
     def columns(self, name: str, row: RowFn, width: int) -> ColumnView:

@@ -5,6 +5,8 @@ The gateway's default (it knows the tokens it sent and has not seen finish) and 
 
 from __future__ import annotations
 
+import math
+
 from npucenter.policy.routing.index import RoutingSnapshot, candidates
 from npucenter.policy.routing.registry import ROUTING_POLICIES
 from npucenter.policy.routing.types import (
@@ -29,12 +31,13 @@ class LeastOutstandingTokens:
         """Least outstanding prompt + output tokens."""
         index = snapshot.index
         if index is not None and not request.exclude:
-            view = index.view("least-outstanding-tokens", _place, scored=False)
-            least = view.least(request.model_id)
-            if least is None:
-                return no_replica(request)
-            replica_id = index.states[least[1]].replica_id
-            return RouteDecision(replica_id=replica_id, reason="least outstanding tokens")
+            view = index.min_view("least-outstanding-tokens", _place)
+            if not view.num_odd:  # every key fits one float exactly (else: the scan below)
+                least = view.least(request.model_id)
+                if least is None:
+                    return no_replica(request)
+                replica_id = index.states[least[1]].replica_id
+                return RouteDecision(replica_id=replica_id, reason="least outstanding tokens")
         cands = candidates(snapshot, request)
         if not cands:
             return no_replica(request)
@@ -49,6 +52,15 @@ class LeastOutstandingTokens:
         return RouteDecision(replica_id=cands[best].replica_id, reason="least outstanding tokens")
 
 
-def _place(state: ReplicaState) -> tuple[str, tuple[int, int]]:
-    """By model; least outstanding tokens, then fewest requests (the scan's key)."""
-    return state.model_id, (state.outstanding_tokens, state.num_running + state.num_waiting)
+_REQUESTS_BITS = 21  # the scan's key (tokens, requests) as one number: tokens * 2**21 + requests
+_MAX_TOKENS = 1 << (53 - _REQUESTS_BITS)  # below these the number is an exact float64
+
+
+def _place(state: ReplicaState) -> tuple[str, float]:
+    """By model; least outstanding tokens, then fewest requests (the scan's key, as the one
+    number ``tokens * 2**21 + requests`` that orders alike; +inf where it would not be exact,
+    and the policy then scans)."""
+    tokens, requests = state.outstanding_tokens, state.num_running + state.num_waiting
+    if 0 <= tokens < _MAX_TOKENS and 0 <= requests < 1 << _REQUESTS_BITS:
+        return state.model_id, float((tokens << _REQUESTS_BITS) | requests)
+    return state.model_id, math.inf

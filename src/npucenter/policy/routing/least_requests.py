@@ -26,7 +26,7 @@ class LeastRequests:
         """Least running + waiting requests (ties: snapshot order)."""
         index = snapshot.index
         if index is not None and not request.exclude:
-            least = index.view("least-requests", _place, scored=False).least(request.model_id)
+            least = index.min_view("least-requests", _place).least(request.model_id)
             if least is None:
                 return no_replica(request)
             replica_id = index.states[least[1]].replica_id

@@ -92,7 +92,7 @@ class NpuFirst:
         their wait before a prefill; adding the prompt's own prefill time on that perf model
         gives each one's TTFT estimate, so the group's least wait is its least estimate.
         """
-        view = index.view(self._view_name, self._place)
+        view = index.min_view(self._view_name, self._place)
         found: tuple[float, int] | None = None
         for group in view.groups():
             model_id, group_kind, key = cast(tuple[str, str, int], group)

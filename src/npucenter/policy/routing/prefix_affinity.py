@@ -9,6 +9,7 @@ calls, so the live gateway and the simulator replaying the same requests decide 
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -201,16 +202,32 @@ class PrefixAffinity:
         if not len(members):
             return no_replica(request)
         outstanding = rows[0]
-        loads = outstanding if outstanding.any() else rows[1]
-        max_load = float(loads.max()) or 1.0
+        top = float(outstanding.max())  # > 0: some candidate has tokens (any() without a pass)
+        if top > 0:
+            loads, max_load = outstanding, top
+        elif outstanding.any():
+            loads, max_load = outstanding, top or 1.0
+        else:  # no token counts known: requests stand in
+            loads = rows[1]
+            max_load = float(loads.max()) or 1.0
         kv_used = rows[2]
         w = self.weights
         hashes = request.prefix_hashes
         n_blocks = len(hashes)
+        holders = self.index.holders(hashes[0]) if n_blocks else ()
+        if not holders and math.isfinite(w.prefix):
+            # no candidate holds the prompt's first block: every match is 0, so the score is
+            # (0 - queue·load/max) - kv·kv_used = -(queue·load/max + kv·kv_used) exactly (IEEE
+            # negation is exact, rounding symmetric), and its first largest is the first least
+            # of the sum (a weight of 1 multiplies exactly: skipped)
+            pressure = np.divide(loads if w.queue == 1.0 else w.queue * loads, max_load)
+            np.add(pressure, kv_used if w.kv == 1.0 else w.kv * kv_used, out=pressure)
+            chosen = index.states[int(members[int(pressure.argmin())])].replica_id
+            return self._decide(chosen, 0, request)
         match = np.zeros(len(members))
         matched_at: dict[int, int] = {}
         if n_blocks:
-            for rid in self.index.holders(hashes[0]):
+            for rid in holders:
                 pos = index.position(rid)
                 if pos is None:
                     continue
@@ -220,7 +237,7 @@ class PrefixAffinity:
                 matched_at[i] = self.index.matched_blocks(rid, hashes)
                 match[i] = matched_at[i] / n_blocks
         scores = w.prefix * match - w.queue * loads / max_load - w.kv * kv_used
-        best = int(np.argmax(scores))  # the first of equal best scores
+        best = int(scores.argmax())  # the first of equal best scores
         chosen = index.states[int(members[best])].replica_id
         return self._decide(chosen, matched_at.get(best, 0), request)
 

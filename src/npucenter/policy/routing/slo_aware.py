@@ -132,7 +132,7 @@ class SloAware:
         holds, so that case stays a scan.
         """
         estimator, slo_s = self._estimator, self._ttft_slo_s
-        view = index.view(f"slo-aware:{id(self)}", self._place)
+        view = index.min_view(f"slo-aware:{id(self)}", self._place)
         best: tuple[float, int] | None = None
         for group in view.groups():
             model_id, _, key = cast(tuple[str, str, int], group)
