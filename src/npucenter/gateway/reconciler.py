@@ -21,10 +21,11 @@ starts or stops; the others draining are released then. A new leader holds none 
 what drained under a process that stopped or died is released at its first tick.
 
 An engine's id is ``<server>-r<first card>``: stable while the replica keeps its cards, so a
-restarted center finds the same ids. The one thing it writes to the store (``record``) is what
-it saw of each placed replica: ``running``, ``starting``, ``pending`` (nothing can take it:
-"no Ray node has RBLN:4") or ``failed``, with the reason; the store bills a replica's cards only
-while it runs, and `deploy list`/`fleet list` show it.
+restarted center finds the same ids. What it writes to the store is what it saw of each placed
+replica (``record``): ``running``, ``starting``, ``pending`` (nothing can take it: "no Ray node
+has RBLN:4") or ``failed``, with the reason; the store bills a replica's cards only while it
+runs, and `deploy list`/`fleet list` show it; and which replicas' engines it still holds
+(``release``: the store frees the cards of the other replicas draining).
 
 NOTE(engines): each deployment names its engine (:class:`~npucenter.engines.EngineChoice`, from
 the fleet file; virtual by default). Starts and restarts run as background tasks: a tick waits

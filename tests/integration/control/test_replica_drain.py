@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from npucenter.api import create_app
 from npucenter.api.admission import run_admission
+from npucenter.settings import Settings
 
 
 def _setup(admin: Any, app: Any) -> tuple[int, list[int]]:
@@ -125,3 +128,28 @@ def test_deleting_or_preempting_a_draining_replica_bills_and_removes_it(
     assert _billed_s(app, "replica:0") == pytest.approx(50.0)
     (server,) = admin.get("/api/servers").json()
     assert server["num_free_cards"] == 2
+
+
+def test_another_gateway_on_the_database_sees_the_drain(
+    admin: Any, app: Any, database_url: str, admin_key: str, tmp_path: Any, clock: Any
+) -> None:
+    """A follower process reads the rows the leader's process wrote (PostgreSQL: several
+    gateways; SQLite: the same file)."""
+    dep_id, _ids = _setup(admin, app)
+    lab_id = _lab_waits(admin)
+    assert admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 1}).is_success
+    settings = Settings(
+        data_dir=tmp_path / "follower", database_url=database_url, admin_key=admin_key
+    )
+    follower = create_app(settings, now_s=clock.now_s, migrate=False)
+    try:
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        with TestClient(follower, headers=headers) as other:
+            shown = other.get(f"/api/deployments/{dep_id}").json()
+            assert [r["state"] for r in shown["replica_states"]] == ["placed", "draining"]
+            (server,) = other.get("/api/servers").json()
+            assert [c["run_state"] for c in server["cards"]] == ["running", "draining"]
+            run_admission(follower.state.control)  # its cycle leaves the card to acme too
+            assert other.get(f"/api/deployments/{lab_id}").json()["num_placed_replicas"] == 0
+    finally:
+        follower.state.control.db.dispose()
