@@ -61,7 +61,9 @@ _LASTING = frozenset(
 
 _UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
 
-_HeapEntry = tuple[int, float, float, str, int, str]
+# (-priority class, fair share, submitted_s, id, queue version, queue): ids are unique, so the
+# queue itself is never compared
+_HeapEntry = tuple[int, float, float, str, int, "_Queue"]
 # (stamp, priority, reason, device type the reason is about)
 _Blocked = tuple[int, PriorityClass, PendingReason, str]
 _CLASSES = tuple(sorted(PriorityClass))  # class number -> class
@@ -74,11 +76,14 @@ class _Queue:
     the number of its ask's shape (see _Cycle.run) times the number of classes, plus its
     effective priority class (no tuple per workload: a cycle queues thousands)."""
 
-    __slots__ = ("codes", "workloads")
+    __slots__ = ("at", "codes", "tenant", "version", "workloads")
 
-    def __init__(self) -> None:
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
         self.workloads: list[Workload] = []
         self.codes: list[int] = []
+        self.at = 0  # the next head (a queue is served by one phase only)
+        self.version = 0  # bumped at each ranking of its head: older heap entries are stale
 
 
 _NUM_CLASSES = len(PriorityClass)  # EnumMeta.__len__ is slow: once
@@ -144,7 +149,7 @@ class _Cycle(VictimSearch):
         shape_ids = self.shape_ids
         queues: dict[str, _Queue] = {}
         for tenant, per_class in buckets.items():
-            queue = queues[tenant] = _Queue()
+            queue = queues[tenant] = _Queue(tenant)
             workloads, codes = queue.workloads, queue.codes
             for rank in reversed(range(_NUM_CLASSES)):
                 ws = per_class[rank]
@@ -179,8 +184,6 @@ class _Cycle(VictimSearch):
 
     def _phase(self, queues: dict[str, _Queue], *, owners: bool) -> dict[str, _Queue]:
         deferred: dict[str, _Queue] = {}
-        position = dict.fromkeys(queues, 0)
-        version = dict.fromkeys(queues, 0)
         heap: list[_HeapEntry] = []
         waiting = self.waiting
         fair = self.policy.fair_sharing
@@ -193,13 +196,13 @@ class _Cycle(VictimSearch):
         block_stamp = self._block_stamp
         num_classes = _NUM_CLASSES
 
-        def entry_for(tenant: str) -> _HeapEntry | None:
-            """The heap entry of the tenant's next head, or None when done.
+        def entry_for(queue: _Queue) -> _HeapEntry | None:
+            """The heap entry of the queue's next head, or None when done.
 
-            Either way the tenant's version moves on, so any older entry of it goes stale.
+            Either way the queue's version moves on, so any older entry of it goes stale.
             """
-            version[tenant] += 1
-            queue, at = queues[tenant], position[tenant]
+            queue.version += 1
+            at, tenant = queue.at, queue.tenant
             workloads, codes = queue.workloads, queue.codes
             size = len(workloads)
             if owners:  # defer heads that would borrow, without a heap round
@@ -219,11 +222,10 @@ class _Cycle(VictimSearch):
                     if later is None:
                         later = deferred.get(tenant)
                         if later is None:
-                            later = deferred[tenant] = _Queue()
+                            later = deferred[tenant] = _Queue(tenant)
                     later.workloads.append(head)
                     later.codes.append(codes[at])
                     at += 1
-                position[tenant] = at
             # heads that fail as an identical ask did: no heap round. Admissions only take
             # cards and quota (and victims are judged by the work they ran before the cycle), so
             # a failure stands until the next preemption that may matter (_block_stamp) for every
@@ -242,7 +244,7 @@ class _Cycle(VictimSearch):
                     waiting[wid] = found[2]
                     pending_on[wid] = found[3]
                     at += 1
-                position[tenant] = at
+            queue.at = at
             if at >= size:
                 return None
             head = workloads[at]
@@ -260,12 +262,12 @@ class _Cycle(VictimSearch):
                 share,
                 head.submitted_s,
                 head.workload_id,
-                version[tenant],
-                tenant,
+                queue.version,
+                queue,
             )
 
         for tenant in sorted(queues):
-            entry = entry_for(tenant)
+            entry = entry_for(queues[tenant])
             if entry is not None:
                 heap.append(entry)
         heapq.heapify(heap)
@@ -278,23 +280,24 @@ class _Cycle(VictimSearch):
                 entry = pop(heap)
             else:
                 break
-            tenant = entry[5]
-            if entry[4] != version[tenant]:  # stale: the tenant was re-ranked since
+            queue = entry[5]
+            if entry[4] != queue.version:  # stale: the tenant was re-ranked since
                 following = None
                 continue
-            at = position[tenant]
-            queue = queues[tenant]
+            at = queue.at
             code = queue.codes[at]
-            position[tenant] = at + 1
+            queue.at = at + 1
             stopped_before = len(preempted)
             try_admit(
                 queue.workloads[at], _CLASSES[code % num_classes], code // num_classes, owners
             )
-            following = entry_for(tenant)
+            following = entry_for(queue)
             if len(preempted) > stopped_before:
+                tenant = queue.tenant
                 for stop in preempted[stopped_before:]:
-                    if stop.tenant != tenant and stop.tenant in queues:
-                        rerank = entry_for(stop.tenant)  # its share fell: re-rank it
+                    other = queues.get(stop.tenant)
+                    if stop.tenant != tenant and other is not None:
+                        rerank = entry_for(other)  # its share fell: re-rank it
                         if rerank is not None:
                             heapq.heappush(heap, rerank)
         return deferred
@@ -659,7 +662,7 @@ class _Cycle(VictimSearch):
                 f"{d} cards; it starts when the tenant's own work ends"
             )
         elif reason is PendingReason.COHORT_EXHAUSTED:
-            left = available(self.nodes[w.tenant], d)
+            left = self._available(w.tenant, d, self.nodes[w.tenant])
             text = (
                 f"cohort {quota.cohort or '(none)'} can lend {max(0, left)} more {d} cards to "
                 f"tenant {w.tenant}; it starts when cohort members release cards"
