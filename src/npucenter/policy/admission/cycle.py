@@ -10,9 +10,10 @@ import heapq
 import math
 import operator
 from collections.abc import Sequence
+from typing import Literal
 
 from npucenter.errors import InvalidConfigError
-from npucenter.policy.admission.ledger import Node, available
+from npucenter.policy.admission.ledger import Limits, Node, available
 from npucenter.policy.admission.preemption import Candidate, VictimSearch
 from npucenter.policy.admission.types import (
     AdmissionDecision,
@@ -109,6 +110,10 @@ class _Cycle(VictimSearch):
         # device type -> tenant -> available cards; an admission or a preemption changes what
         # is available on its own device type only, and starts that type's map afresh
         self.available_cache: dict[str, dict[str, int]] = {}
+        # (tenant, type, cards, tp) -> (the tenant's limits on the type, static reason or False)
+        self.admit_cache: dict[
+            tuple[str, str, int, int], tuple[Limits, PendingReason | Literal[False]]
+        ] = {}
         self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
         # (tenant, type) whose eligible_victims was empty: it stays empty for the rest of the
         # cycle (tenants only stop borrowing, `took` only grows), so a search of such a tenant on
@@ -379,26 +384,28 @@ class _Cycle(VictimSearch):
 
     def _admit_on(self, w: Workload, d: str, priority: PriorityClass) -> Admitted | PendingReason:
         """Place ``w`` on ``d`` without preemption, or say why not."""
-        key = (w.tenant, d)
-        lim = self.limit_cache.get(key) or self.limits(w.tenant, d)
-        static = self.static_cache.get((w.tenant, d, w.num_cards, w.tp_size))
-        if static is None:
-            static = self._static_reason(w, d, lim)
+        tenant, cards = w.tenant, w.num_cards
+        key = (tenant, d, cards, w.tp_size)
+        found = self.admit_cache.get(key)
+        if found is None:
+            lim = self.limit_cache.get((tenant, d)) or self.limits(tenant, d)
+            found = self.admit_cache[key] = (lim, self._static_reason(w, d, lim))
+        lim, static = found
         if static:
             return static
         if lim.budget_s is not None and self._over_budget(w, d, lim.budget_s):
             return PendingReason.BUDGET_EXHAUSTED
         node = lim.node
-        if node.usage.get(d, 0) + w.num_cards > lim.max_cards:
+        if node.usage.get(d, 0) + cards > lim.max_cards:
             return PendingReason.QUOTA_IN_USE
         # outside a victim search the tree changes only by admission and preemption
         cached = self.available_cache.get(d)  # _available, inline: it runs once per try
         if cached is None:
             cached = self.available_cache[d] = {}
-        left = cached.get(w.tenant)
+        left = cached.get(tenant)
         if left is None:
-            left = cached[w.tenant] = available(node, d)
-        if w.num_cards > left:
+            left = cached[tenant] = available(node, d)
+        if cards > left:
             return PendingReason.COHORT_EXHAUSTED
         index = self.types[d].find(w.num_cards, w.tp_size)
         if index is None:

@@ -196,13 +196,11 @@ class Ledger:
         # (id(root), type) -> victim tenant -> its victimable cards per priority class
         self.victim_cards_cache: dict[tuple[int, str], dict[str, list[int]]] = {}
         # (tenant, type) -> (eligible_version of its tree on the type, the other tenants whose
-        # work may be its victims at all)
-        self.eligible_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        # work may be its victims at all but for `took`, the size of `took`, those not in it)
+        self.eligible_cache: dict[tuple[str, str], tuple[int, list[str], int, list[str]]] = {}
         # (id(root), type) -> preemptions in this cycle that changed whether some node of the
         # tree borrows on the type with its old work
         self.eligible_version: dict[tuple[int, str], int] = {}
-        # (tenant, type, cards, tp) -> blocker for the whole cycle, or False for none
-        self.static_cache: dict[tuple[str, str, int, int], PendingReason | Literal[False]] = {}
         self.may_reclaim = policy.reclaim_within_cohort is not PreemptionPolicy.NEVER
         self.may_preempt_own = policy.within_tenant is not PreemptionPolicy.NEVER
         self.may_borrow_preempt = (
@@ -412,7 +410,6 @@ class Ledger:
             reason = PendingReason.NO_QUOTA_FOR_DEVICE
         elif w.num_cards > lim.max_cards:
             reason = PendingReason.QUOTA_LIMIT
-        self.static_cache[(w.tenant, device_type, w.num_cards, w.tp_size)] = reason
         return reason
 
     def _over_budget(self, w: Workload, device_type: str, budget_s: float) -> bool:

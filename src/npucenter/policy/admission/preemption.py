@@ -224,6 +224,7 @@ class VictimSearch(FairSharing):
         node = self.nodes[tenant]
         key = (tenant, device_type)
         version = self.eligible_version.get((id(node.root), device_type), 0)
+        took = self.took  # it only grows (with most preemptions): its size is its version
         found = self.eligible_cache.get(key)
         if found is None or found[0] != version:
             names: list[str] = []
@@ -235,12 +236,13 @@ class VictimSearch(FairSharing):
                     upto = self._common_ancestor(tenant, other, ancestors)
                     if self.borrowing_before(other, device_type, upto):
                         names.append(other)
-            found = self.eligible_cache[key] = (version, names)
-        names = found[1]
-        took = self.took  # checked on every call: it grows with most preemptions
-        if names and took:
-            names = [other for other in names if (other, tenant, device_type) not in took]
-        return names
+        elif found[2] != len(took):
+            names = found[1]
+        else:
+            return found[3]
+        kept = [o for o in names if (o, tenant, device_type) not in took] if took else names
+        self.eligible_cache[key] = (version, names, len(took), kept)
+        return kept
 
     def _own_candidates(
         self, w: Workload, device_type: str, priority: PriorityClass
