@@ -190,9 +190,8 @@ class Ledger:
         # tenants: a tenant never takes back cards of a type from a tenant that took them
         self.took: set[tuple[str, str, str]] = set()
         self.advantage_cache: dict[tuple[str, str, int], tuple[tuple[int, int], bool]] = {}
-        self.victimable_cache: dict[
-            tuple[int, str], tuple[int, list[Admitted], dict[str, list[int]]]
-        ] = {}
+        # (id(root), type) -> (preemptions in the tree on the type, victimable running work)
+        self.victimable_cache: dict[tuple[int, str], tuple[int, list[Admitted]]] = {}
         # (id(root), type) -> victim tenant -> its victimable cards per priority class
         self.victim_cards_cache: dict[tuple[int, str], dict[str, list[int]]] = {}
         # (tenant, type) -> (eligible_version of its tree on the type, the other tenants whose

@@ -173,7 +173,12 @@ class VictimSearch(FairSharing):
         key = (id(root), device_type)
         found = self.victim_cards_cache.get(key)
         if found is None:
-            found = self.victim_cards_cache[key] = self._victimable_entry(root, device_type)[2]
+            found = self.victim_cards_cache[key] = {}
+            for entry in self._victimable_entry(root, device_type)[1]:
+                per = found.get(entry.tenant)
+                if per is None:
+                    per = found[entry.tenant] = [0] * _NUM_CLASSES
+                per[entry.priority_class] += len(entry.card_indices)
         return found
 
     def forget_victim(self, entry: Admitted, device_type: str, root: Node) -> None:
@@ -187,9 +192,7 @@ class VictimSearch(FairSharing):
         elif entry.tenant in cards:
             cards[entry.tenant][entry.priority_class] -= len(entry.card_indices)
 
-    def _victimable_entry(
-        self, root: Node, device_type: str
-    ) -> tuple[int, list[Admitted], dict[str, list[int]]]:
+    def _victimable_entry(self, root: Node, device_type: str) -> tuple[int, list[Admitted]]:
         key = (id(root), device_type)
         stamp = self.preempt_count.get(key, 0)
         found = self.victimable_cache.get(key)
@@ -202,14 +205,8 @@ class VictimSearch(FairSharing):
                 node = nodes[tenant]
                 over[tenant] = node.old.get(device_type, 0) > node.subtree_quota.get(device_type, 0)
             out = [e for e in source if over[e.tenant] and e.workload_id in running]
-            cards: dict[str, list[int]] = {}
-            for entry in out:
-                per = cards.get(entry.tenant)
-                if per is None:
-                    per = cards[entry.tenant] = [0] * _NUM_CLASSES
-                per[entry.priority_class] += len(entry.card_indices)
-            found = self.victimable_cache[key] = (stamp, out, cards)
-        return found  # its cards are victim_cards' only when first built (then kept exact)
+            found = self.victimable_cache[key] = (stamp, out)
+        return found
 
     def eligible_victims(self, tenant: str, device_type: str) -> list[str]:
         """Other tenants whose work on ``device_type`` may be a victim of ``tenant``'s work at
