@@ -216,14 +216,17 @@ class _Cycle(VictimSearch):
                 later: _Queue | None = None
                 while at < size:
                     head = workloads[at]
+                    cards = head.num_cards
                     d = head.device_type
-                    if usage.get(d, 0) + head.num_cards <= quota.get(d, 0):
+                    if usage.get(d, 0) + cards <= quota.get(d, 0):
                         break
-                    if head.fallback_device_types and any(
-                        usage.get(f, 0) + head.num_cards <= quota.get(f, 0)
-                        for f in head.fallback_device_types
-                    ):
-                        break  # it stays within nominal on a fallback type
+                    within = False
+                    for f in head.fallback_device_types:
+                        if usage.get(f, 0) + cards <= quota.get(f, 0):
+                            within = True  # it stays within nominal on a fallback type
+                            break
+                    if within:
+                        break
                     if later is None:
                         later = deferred.get(tenant)
                         if later is None:
