@@ -68,6 +68,9 @@ _HeapEntry = tuple[int, float, float, str, int, "_Queue"]
 # (stamp, priority, reason, device type the reason is about)
 _Blocked = tuple[int, PriorityClass, PendingReason, str]
 _CLASSES = tuple(sorted(PriorityClass))  # class number -> class
+# what waiting holds for a workload of an unknown or a held tenant
+_UNKNOWN_TENANT = (0, PriorityClass.BEST_EFFORT, PendingReason.UNKNOWN_TENANT, "")
+_HELD = (0, PriorityClass.BEST_EFFORT, PendingReason.HELD, "")
 _BY_ID = operator.attrgetter("workload_id")
 _BY_SUBMITTED = operator.attrgetter("submitted_s")
 
@@ -96,7 +99,6 @@ class _Cycle(VictimSearch):
     def __init__(self, snapshot: AdmissionSnapshot, now_s: float, policy: AdmissionPolicy) -> None:
         super().__init__(snapshot, now_s, policy)
         self.reclaimed: set[str] = set()  # tenants that lost work to another tenant
-        self.pending_on: dict[str, str] = {}  # workload id -> device type its reason is about
         self.fair_failures: _Memo = {}
         self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
         # (tenant, type) -> cards per priority class of its work from before the cycle
@@ -124,9 +126,10 @@ class _Cycle(VictimSearch):
 
     def run(self, pending: Sequence[Workload]) -> AdmissionDecision:
         by_id = self.by_id
-        buckets: dict[str, list[list[Workload]]] = {}  # tenant -> workloads per priority class
-        running, quotas, known = self.running, self.quotas, self.known_tenants
-        waiting = self.waiting
+        # tenant -> its workloads per priority class and its class (the cap)
+        buckets: dict[str, tuple[list[list[Workload]], PriorityClass]] = {}
+        turned_away: set[str] = set()  # tenants unknown or held: their workloads wait
+        running, waiting = self.running, self.waiting
         for w in pending:
             wid, tenant = w.workload_id, w.tenant
             if wid in by_id:
@@ -134,26 +137,26 @@ class _Cycle(VictimSearch):
             if wid in running:
                 raise InvalidConfigError("pending", wid, "is already running")
             by_id[wid] = w
-            quota = quotas.get(tenant)
-            if quota is None or tenant not in known:
-                waiting[wid] = PendingReason.UNKNOWN_TENANT
-                continue
-            if quota.stop_policy is not StopPolicy.NONE:
-                waiting[wid] = PendingReason.HELD
-                continue
-            ceiling = quota.priority_class  # a workload's class is capped by its tenant's
-            cls = w.priority_class
+            found = buckets.get(tenant)
+            if found is None:
+                found = None if tenant in turned_away else self._bucket(tenant)
+                if found is None:
+                    turned_away.add(tenant)
+                    quota = self.quotas.get(tenant)
+                    unknown = quota is None or tenant not in self.known_tenants
+                    waiting[wid] = _UNKNOWN_TENANT if unknown else _HELD
+                    continue
+                buckets[tenant] = found
+            per_class, ceiling = found
+            cls = w.priority_class  # a workload's class is capped by its tenant's
             if cls is None or cls > ceiling:
                 cls = ceiling
-            per_class = buckets.get(tenant)
-            if per_class is None:
-                per_class = buckets[tenant] = [[] for _ in _CLASSES]
             per_class[cls].append(w)
         # per tenant: priority class, then submission time, then id (ids are unique); stable
         # sorts on one attribute each, so that no key tuple is made per workload
         shape_ids = self.shape_ids
         queues: dict[str, _Queue] = {}
-        for tenant, per_class in buckets.items():
+        for tenant, (per_class, _) in buckets.items():
             queue = queues[tenant] = _Queue(tenant)
             workloads, codes = queue.workloads, queue.codes
             for rank in reversed(range(_NUM_CLASSES)):
@@ -187,6 +190,16 @@ class _Cycle(VictimSearch):
         cards = w.num_cards
         return tuple([d for d in w.device_types if usage.get(d, 0) + cards <= quota.get(d, 0)])
 
+    def _bucket(self, tenant: str) -> tuple[list[list[Workload]], PriorityClass] | None:
+        """A tenant's empty queue per priority class and its class, None if it is unknown or
+        held (its workloads wait)."""
+        quota = self.quotas.get(tenant)
+        if quota is None or tenant not in self.known_tenants:
+            return None
+        if quota.stop_policy is not StopPolicy.NONE:
+            return None
+        return [[] for _ in _CLASSES], quota.priority_class
+
     def _phase(self, queues: dict[str, _Queue], *, owners: bool) -> dict[str, _Queue]:
         deferred: dict[str, _Queue] = {}
         heap: list[_HeapEntry] = []
@@ -194,7 +207,6 @@ class _Cycle(VictimSearch):
         fair = self.policy.fair_sharing
         nodes = self.nodes
         blocked = self.blocked_owners if owners else self.blocked_borrowers
-        pending_on = self.pending_on
         fair_on = self.fair_on
         preempted = self.preempted
         by_usage, history, hold_s = self.by_usage, self.history, self.hold_s
@@ -248,9 +260,7 @@ class _Cycle(VictimSearch):
                     head = workloads[at]
                     if found[0] != (stamp if fair_on else block_stamp(head)):
                         break
-                    wid = head.workload_id
-                    waiting[wid] = found[2]
-                    pending_on[wid] = found[3]
+                    waiting[head.workload_id] = found
                     at += 1
             queue.at = at
             if at >= size:
@@ -332,8 +342,7 @@ class _Cycle(VictimSearch):
                 return
         stamp = len(self.preempted) if self.fair_on else self._block_stamp(w)
         blocked = self.blocked_owners if owners else self.blocked_borrowers
-        blocked[shape] = (stamp, priority, outcome, d)
-        self.waiting[w.workload_id] = outcome
+        blocked[shape] = self.waiting[w.workload_id] = (stamp, priority, outcome, d)
 
     def _try_types(self, w: Workload, priority: PriorityClass, shape: int, owners: bool) -> None:
         """:meth:`try_admit` for a fungible workload: each type as is, then with preemption."""
@@ -356,11 +365,9 @@ class _Cycle(VictimSearch):
             if pair[0] not in _LASTING:
                 chosen, on = pair
                 break
-        self.pending_on[w.workload_id] = on
         stamp = len(self.preempted) if self.fair_on else self._block_stamp(w)
         blocked = self.blocked_owners if owners else self.blocked_borrowers
-        blocked[shape] = (stamp, priority, chosen, on)
-        self.waiting[w.workload_id] = chosen
+        blocked[shape] = self.waiting[w.workload_id] = (stamp, priority, chosen, on)
 
     def _preempt_and_place(
         self,
@@ -688,7 +695,7 @@ class _Cycle(VictimSearch):
         texts: dict[tuple[PendingReason, str, str, int, int, tuple[str, ...]], str] = {}
         records: list[Pending] = []
         append = records.append
-        pending_on, by_id, waiting = self.pending_on, self.by_id, self.waiting
+        by_id, waiting = self.by_id, self.waiting
         per_tenant_type = _PER_TENANT_TYPE
         new, set_id, set_tenant, set_reason, set_message = (
             _new,
@@ -699,8 +706,8 @@ class _Cycle(VictimSearch):
         )
         for wid in sorted(waiting):
             w = by_id[wid]
-            reason = waiting[wid]
-            d = pending_on.get(wid) or w.device_type
+            _, _, reason, d = waiting[wid]
+            d = d or w.device_type
             if reason in per_tenant_type:  # the text names no size: share it
                 key = (reason, w.tenant, d, 0, 0, w.fallback_device_types)
             else:
