@@ -225,7 +225,7 @@ class _Cycle(VictimSearch):
             if owners:  # defer heads that would borrow, without a heap round
                 node = nodes[tenant]
                 usage, quota = node.usage, node.subtree_quota
-                later: _Queue | None = None
+                start = at
                 while at < size:
                     head = workloads[at]
                     cards = head.num_cards
@@ -239,13 +239,13 @@ class _Cycle(VictimSearch):
                             break
                     if within:
                         break
-                    if later is None:
-                        later = deferred.get(tenant)
-                        if later is None:
-                            later = deferred[tenant] = _Queue(tenant)
-                    later.workloads.append(head)
-                    later.codes.append(codes[at])
                     at += 1
+                if at > start:
+                    later = deferred.get(tenant)
+                    if later is None:
+                        later = deferred[tenant] = _Queue(tenant)
+                    later.workloads += workloads[start:at]
+                    later.codes += codes[start:at]
             # heads that fail as an identical ask did: no heap round. Admissions only take
             # cards and quota (and victims are judged by the work they ran before the cycle), so
             # a failure stands until the next preemption that may matter (_block_stamp) for every
