@@ -433,7 +433,8 @@ class _Cycle(VictimSearch):
         their shares change only by preemption too, on any type).
         """
         pair = (w.tenant, d)
-        if pair in self.no_victims or not self.eligible_victims(w.tenant, d):
+        others = [] if pair in self.no_victims else self.eligible_victims(w.tenant, d)
+        if not others:
             # no other tenant's work may ever be its victim in this cycle: only its own
             # lower-priority work could make room
             self.no_victims.add(pair)
@@ -460,12 +461,12 @@ class _Cycle(VictimSearch):
             # its own limit blocks it (only its own lower-priority work helps), or it would not
             # borrow (an owner reclaims instead): fair sharing is between borrowers
             fair = False
-        if classical and not self._classical_may_help(w, d, priority, node):
+        if classical and not self._classical_may_help(w, d, priority, node, others):
             classical = False
             _record(self.victim_failures, key, stamp, w.num_cards, priority)
         if fair:  # some borrowing tenant must rank above it after it is admitted
             mine = self.share_with(w.tenant, d, w.num_cards)
-            fair = not math.isinf(mine) and mine <= self._top_share(w, d, priority)
+            fair = not math.isinf(mine) and mine <= self._top_share(w, d, priority, others)
             if not fair:
                 _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
         if not (classical or fair):
@@ -478,15 +479,15 @@ class _Cycle(VictimSearch):
                 _record(self.fair_failures, key, fair_stamp, w.num_cards, priority)
         return found
 
-    def _top_share(self, w: Workload, d: str, priority: PriorityClass) -> float:
+    def _top_share(self, w: Workload, d: str, priority: PriorityClass, others: list[str]) -> float:
         """The highest fair share among the tenants whose work on ``d`` may be a victim of
-        ``w`` (-1 when there are none); cached while preemptions stay the same."""
+        ``w`` (``others``: :meth:`eligible_victims`; -1 when there are none); cached while
+        preemptions stay the same."""
         version = len(self.preempted)  # old shares change only by preemption (any type)
         key = (w.tenant, d, int(priority))
         cached = self.top_share_cache.get(key)
         if cached is None or cached[0] != version:
             top = -1.0
-            others = self.eligible_victims(w.tenant, d)
             if others:
                 lower_only = self.policy.reclaim_within_cohort is PreemptionPolicy.LOWER_PRIORITY
                 cards = self.victim_cards(self.nodes[w.tenant].root, d)
@@ -499,13 +500,14 @@ class _Cycle(VictimSearch):
             cached = self.top_share_cache[key] = (version, top)
         return cached[1]
 
-    def _classical_may_help(self, w: Workload, d: str, priority: PriorityClass, node: Node) -> bool:
+    def _classical_may_help(
+        self, w: Workload, d: str, priority: PriorityClass, node: Node, others: list[str]
+    ) -> bool:
         """Whether Kueue's classical attempts could find victims at all (cheap, exact checks:
-        False only where the search would fail)."""
+        False only where the search would fail). ``others``: :meth:`eligible_victims`, the
+        other tenants whose work may be a victim at all ([] without a cohort or reclaim)."""
         lowest = self.lowest_running.get((w.tenant, d))  # kept exact by _own_candidates
         own = self.may_preempt_own and lowest is not None and lowest < priority
-        # other tenants whose work may be a victim at all: [] without a cohort or reclaim
-        others = self.eligible_victims(w.tenant, d)
         cards = self.victim_cards(node.root, d) if others else {}
         if not others:
             usable = False
