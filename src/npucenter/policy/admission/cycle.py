@@ -10,7 +10,6 @@ import heapq
 import math
 import operator
 from collections.abc import Sequence
-from typing import Literal
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.admission.ledger import Limits, Node, available
@@ -66,11 +65,15 @@ _UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
 # queue itself is never compared
 _HeapEntry = tuple[int, float, float, str, int, "_Queue"]
 # (stamp, priority, reason, device type the reason is about)
-_Blocked = tuple[int, PriorityClass, PendingReason, str]
+# (stamp, priority class number, number of the reason in _REASONS, the device type the reason
+# is about or "" for the workload's own): atoms only, so that the collector stops tracking it
+_Blocked = tuple[int, int, int, str]
 _CLASSES = tuple(sorted(PriorityClass))  # class number -> class
 # what waiting holds for a workload of an unknown or a held tenant
-_UNKNOWN_TENANT = (0, PriorityClass.BEST_EFFORT, PendingReason.UNKNOWN_TENANT, "")
-_HELD = (0, PriorityClass.BEST_EFFORT, PendingReason.HELD, "")
+_REASONS = tuple(PendingReason)
+_REASON_NUMBER = {reason: i for i, reason in enumerate(_REASONS)}
+_UNKNOWN_TENANT = (0, 0, _REASON_NUMBER[PendingReason.UNKNOWN_TENANT], "")
+_HELD = (0, 0, _REASON_NUMBER[PendingReason.HELD], "")
 _BY_ID = operator.attrgetter("workload_id")
 _BY_SUBMITTED = operator.attrgetter("submitted_s")
 
@@ -112,10 +115,9 @@ class _Cycle(VictimSearch):
         # device type -> tenant -> available cards; an admission or a preemption changes what
         # is available on its own device type only, and starts that type's map afresh
         self.available_cache: dict[str, dict[str, int]] = {}
-        # (tenant, type, cards, tp) -> (the tenant's limits on the type, static reason or False)
-        self.admit_cache: dict[
-            tuple[str, str, int, int], tuple[Limits, PendingReason | Literal[False]]
-        ] = {}
+        # (tenant, type, cards, tp) -> the static reason the ask can never run there, else the
+        # tenant's limits on the type (no pair: one object fewer per entry for the collector)
+        self.admit_cache: dict[tuple[str, str, int, int], Limits | PendingReason] = {}
         self.top_share_cache: dict[tuple[str, str, int], tuple[int, float]] = {}
         # (tenant, type) whose eligible_victims was empty: it stays empty for the rest of the
         # cycle (tenants only stop borrowing, `took` only grows), so a search of such a tenant on
@@ -342,7 +344,12 @@ class _Cycle(VictimSearch):
                 return
         stamp = len(self.preempted) if self.fair_on else self._block_stamp(w)
         blocked = self.blocked_owners if owners else self.blocked_borrowers
-        blocked[shape] = self.waiting[w.workload_id] = (stamp, priority, outcome, d)
+        blocked[shape] = self.waiting[w.workload_id] = (
+            stamp,
+            int(priority),
+            _REASON_NUMBER[outcome],
+            d,
+        )
 
     def _try_types(self, w: Workload, priority: PriorityClass, shape: int, owners: bool) -> None:
         """:meth:`try_admit` for a fungible workload: each type as is, then with preemption."""
@@ -367,7 +374,12 @@ class _Cycle(VictimSearch):
                 break
         stamp = len(self.preempted) if self.fair_on else self._block_stamp(w)
         blocked = self.blocked_owners if owners else self.blocked_borrowers
-        blocked[shape] = self.waiting[w.workload_id] = (stamp, priority, chosen, on)
+        blocked[shape] = self.waiting[w.workload_id] = (
+            stamp,
+            int(priority),
+            _REASON_NUMBER[chosen],
+            on,
+        )
 
     def _preempt_and_place(
         self,
@@ -399,10 +411,10 @@ class _Cycle(VictimSearch):
         found = self.admit_cache.get(key)
         if found is None:
             lim = self.limit_cache.get((tenant, d)) or self.limits(tenant, d)
-            found = self.admit_cache[key] = (lim, self._static_reason(w, d, lim))
-        lim, static = found
-        if static:
-            return static
+            found = self.admit_cache[key] = self._static_reason(w, d, lim) or lim
+        if not isinstance(found, Limits):
+            return found  # a static reason
+        lim = found
         if lim.budget_s is not None and self._over_budget(w, d, lim.budget_s):
             return PendingReason.BUDGET_EXHAUSTED
         node = lim.node
@@ -697,7 +709,7 @@ class _Cycle(VictimSearch):
         texts: dict[tuple[PendingReason, str, str, int, int, tuple[str, ...]], str] = {}
         records: list[Pending] = []
         append = records.append
-        by_id, waiting = self.by_id, self.waiting
+        by_id, waiting, reasons = self.by_id, self.waiting, _REASONS
         per_tenant_type = _PER_TENANT_TYPE
         new, set_id, set_tenant, set_reason, set_message = (
             _new,
@@ -708,7 +720,8 @@ class _Cycle(VictimSearch):
         )
         for wid in sorted(waiting):
             w = by_id[wid]
-            _, _, reason, d = waiting[wid]
+            _, _, number, d = waiting[wid]
+            reason = reasons[number]
             d = d or w.device_type
             if reason in per_tenant_type:  # the text names no size: share it
                 key = (reason, w.tenant, d, 0, 0, w.fallback_device_types)

@@ -216,9 +216,10 @@ class Ledger:
         self.admitted_now: set[str] = set()
         self.preempted: list[Preemption] = []
         self.by_id: dict[str, Workload] = {}  # pending workload id -> workload
-        # id of a workload left pending -> (stamp, class, why, the device type that is about or
-        # "" for its own): the failure remembered for its shape, shared by every workload it holds
-        self.waiting: dict[str, tuple[int, PriorityClass, PendingReason, str]] = {}
+        # id of a workload left pending -> (stamp, class number, number of the reason, the device
+        # type it is about or "" for its own): the failure remembered for its shape (cycle.py),
+        # shared by every workload it holds
+        self.waiting: dict[str, tuple[int, int, int, str]] = {}
         self._build_fleet(snapshot.fleet)
         self._build_tree()
         for tenant, per_type in snapshot.device_seconds_used.items():
