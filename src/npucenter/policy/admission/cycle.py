@@ -123,6 +123,8 @@ class _Cycle(VictimSearch):
         # cycle (tenants only stop borrowing, `took` only grows), so a search of such a tenant on
         # the type can succeed only with its own lower-priority work
         self.no_victims: set[tuple[str, str]] = set()
+        # (tenant, type) -> (preemptions when asked, eligible_victims then)
+        self.others_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
 
     # -- the phases ---------------------------------------------------------------------------
 
@@ -445,7 +447,15 @@ class _Cycle(VictimSearch):
         their shares change only by preemption too, on any type).
         """
         pair = (w.tenant, d)
-        others = [] if pair in self.no_victims else self.eligible_victims(w.tenant, d)
+        others: list[str] = []
+        if pair not in self.no_victims:
+            # eligible_victims changes only by preemption: asked once per preemption
+            asked = self.others_cache.get(pair)
+            if asked is not None and asked[0] == len(self.preempted):
+                others = asked[1]
+            else:
+                others = self.eligible_victims(w.tenant, d)
+                self.others_cache[pair] = (len(self.preempted), others)
         if not others:
             # no other tenant's work may ever be its victim in this cycle: only its own
             # lower-priority work could make room
