@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ FLEET_POLICIES = ("npu-first", "least-outstanding-tokens", "slo-aware", "prefix-
 FLEET_REPEATS = 5  # timed runs per point; the median is reported (and the best)
 REQUESTS_PER_REPLICA = 100
 BIG_SCALE, BIG_REQUESTS_PER_REPLICA = 834, 1000  # 10,008 replicas, 10,008,000 requests
+BIG_SHORT_REQUESTS_PER_REPLICA = 20  # the 10,008-replica point of every run: 200,160 requests
 
 
 def _center(policy: str, copies: int = 1):
@@ -113,6 +115,7 @@ def run_streamed_scale(copies: int, per_replica: int, policy: str) -> dict[str, 
                 file=sys.stderr,
             )
 
+    load0 = os.getloadavg()[0]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     out = run_streamed(center, _conv_blocks(n, float(copies)), progress=progress)
     wall_s, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -120,6 +123,7 @@ def run_streamed_scale(copies: int, per_replica: int, policy: str) -> dict[str, 
         "mode": "streamed",
         "policy": policy,
         "copies": copies,
+        "load_average_1min": [load0, os.getloadavg()[0]],
         "replicas": replicas,
         "requests": n,
         "completed": out["completed"],
@@ -145,6 +149,7 @@ def run_fleet_scale(
     the figure (the best beside it); CPU time is reported beside wall time because the machine
     is shared and wall time counts other processes' turns.
     """
+    load0 = os.getloadavg()[0]
     built = time.perf_counter()
     center = _center(policy, copies)
     build_s = time.perf_counter() - built
@@ -171,6 +176,7 @@ def run_fleet_scale(
     return {
         "policy": policy,
         "copies": copies,
+        "load_average_1min": [load0, os.getloadavg()[0]],  # at the start and end of the point
         "replicas": replicas,
         "requests": n,
         "completed": result.summary["completed"],
@@ -373,6 +379,11 @@ def main() -> None:
     ]
     # the same x100 point streamed (sim.stream): the records' memory against bounded memory
     streamed = [_subprocess(["--stream", "100", str(REQUESTS_PER_REPLICA), "npu-first"])]
+    # 10,008 replicas on a short trace (20 requests each): the cost per request and the memory
+    # of a national fleet in a minute (--big runs it for 10 M requests)
+    streamed.append(
+        _subprocess(["--stream", str(BIG_SCALE), str(BIG_SHORT_REQUESTS_PER_REPLICA), "npu-first"])
+    )
     if args.big:  # 10,008 replicas and 10,008,000 requests, streamed: ~1 h on 2 shared cores
         streamed.append(
             _subprocess(

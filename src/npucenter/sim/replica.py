@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -258,8 +259,9 @@ class ReplicaCore:
         self.num_output_tokens = 0
         self.num_preemptions = 0
         self.timeline_bin_s = 60.0
-        self.energy_by_bin: list[float] = []
-        self.busy_by_bin: list[float] = []
+        # per timeline bin, as C doubles (no float object per bin to allocate, free and chase)
+        self.energy_by_bin: array[float] = array("d")
+        self.busy_by_bin: array[float] = array("d")
 
     # --- read-only state ----------------------------------------------------------------------
     @property
