@@ -644,7 +644,11 @@ class _Cycle(VictimSearch):
         ]
         if entry.tenant != by.tenant:
             self.reclaimed.add(entry.tenant)
-            self.took.add((by.tenant, entry.tenant, device_type))
+            took = (by.tenant, entry.tenant, device_type)
+            if took not in self.took:
+                self.took.add(took)
+                pair = (entry.tenant, device_type)
+                self.took_from[pair] = self.took_from.get(pair, 0) + 1
         if changed:  # who borrows on the type (eligible_victims) changed
             self.eligible_version[key] = self.eligible_version.get(key, 0) + 1
         self.preempted.append(

@@ -178,6 +178,10 @@ class Ledger:
         self.budget_used: dict[tuple[str, str], float] = {}
         self.limit_cache: dict[tuple[str, str], Limits] = {}
         self.victim_orders: dict[tuple[int, str], list[Admitted]] = {}
+        # (id(root), type) -> (tenant -> its entries of victim_orders, workload id -> place there)
+        self.victims_by_tenant: dict[
+            tuple[int, str], tuple[dict[str, list[Admitted]], dict[str, int]]
+        ] = {}
         # (id(root), type) -> (preemptions when built, running work of borrowing tenants)
         self.own_orders: dict[tuple[str, str], list[Admitted]] = {}
         self.lca_cache: dict[tuple[str, str], Node] = {}
@@ -189,13 +193,15 @@ class Ledger:
         # (preemptor's tenant, victim's tenant, device type) of this cycle's preemptions between
         # tenants: a tenant never takes back cards of a type from a tenant that took them
         self.took: set[tuple[str, str, str]] = set()
+        # (tenant, device type) -> how many tenants took cards of the type from it this cycle
+        self.took_from: dict[tuple[str, str], int] = {}
         self.advantage_cache: dict[tuple[str, str, int], tuple[tuple[int, int], bool]] = {}
         # (id(root), type) -> (preemptions in the tree on the type, victimable running work)
         self.victimable_cache: dict[tuple[int, str], tuple[int, list[Admitted]]] = {}
         # (id(root), type) -> victim tenant -> its victimable cards per priority class
         self.victim_cards_cache: dict[tuple[int, str], dict[str, list[int]]] = {}
         # (tenant, type) -> (eligible_version of its tree on the type, the other tenants whose
-        # work may be its victims at all but for `took`, the size of `took`, those not in it)
+        # work may be its victims at all but for `took`, took_from when filtered, those not in it)
         self.eligible_cache: dict[tuple[str, str], tuple[int, list[str], int, list[str]]] = {}
         # (id(root), type) -> preemptions in this cycle that changed whether some node of the
         # tree borrows on the type with its old work

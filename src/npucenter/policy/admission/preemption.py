@@ -158,6 +158,22 @@ class VictimSearch(FairSharing):
             self.victim_orders[key] = order
         return order
 
+    def _victims_by_tenant(
+        self, root: Node, device_type: str
+    ) -> tuple[dict[str, list[Admitted]], dict[str, int]]:
+        """:meth:`_victim_order` per tenant, and each entry's place in it (by workload id);
+        built once per cycle (entries preempted since are filtered by the caller)."""
+        key = (id(root), device_type)
+        found = self.victims_by_tenant.get(key)
+        if found is None:
+            per_tenant: dict[str, list[Admitted]] = {}
+            rank: dict[str, int] = {}
+            for i, entry in enumerate(self._victim_order(root, device_type)):
+                per_tenant.setdefault(entry.tenant, []).append(entry)
+                rank[entry.workload_id] = i
+            found = self.victims_by_tenant[key] = (per_tenant, rank)
+        return found
+
     def victimable(self, root: Node, device_type: str) -> list[Admitted]:
         """The victim order restricted to running work of tenants that use more than their
         nominal with the work they ran before the cycle (nobody else can be a cohort victim).
@@ -221,7 +237,8 @@ class VictimSearch(FairSharing):
         node = self.nodes[tenant]
         key = (tenant, device_type)
         version = self.eligible_version.get((id(node.root), device_type), 0)
-        took = self.took  # it only grows (with most preemptions): its size is its version
+        took = self.took
+        took_from = self.took_from.get(key, 0)  # `took` entries that concern this list
         found = self.eligible_cache.get(key)
         if found is None or found[0] != version:
             names: list[str] = []
@@ -233,12 +250,12 @@ class VictimSearch(FairSharing):
                     upto = self._common_ancestor(tenant, other, ancestors)
                     if self.borrowing_before(other, device_type, upto):
                         names.append(other)
-        elif found[2] != len(took):
+        elif found[2] != took_from:
             names = found[1]
         else:
             return found[3]
-        kept = [o for o in names if (o, tenant, device_type) not in took] if took else names
-        self.eligible_cache[key] = (version, names, len(took), kept)
+        kept = [o for o in names if (o, tenant, device_type) not in took] if took_from else names
+        self.eligible_cache[key] = (version, names, took_from, kept)
         return kept
 
     def _own_candidates(
@@ -346,8 +363,12 @@ class VictimSearch(FairSharing):
         if not eligible:  # the checks below would drop every entry
             result = self.cohort_candidates_cache[key] = ([], False)
             return result
-        victimable = self.victimable(node.root, device_type)
-        for entry in [e for e in victimable if e.tenant in eligible]:  # the rest: dropped below
+        # the victimable work of eligible tenants (the rest is dropped below), in victim order
+        per_tenant, rank = self._victims_by_tenant(node.root, device_type)
+        running = self.running
+        entries = [e for t in eligible for e in per_tenant.get(t, ()) if e.workload_id in running]
+        entries.sort(key=lambda e: rank[e.workload_id])
+        for entry in entries:
             tenant = entry.tenant
             if tenant == w.tenant or (lower_only and entry.priority_class >= priority):
                 continue
