@@ -340,7 +340,13 @@ class _Cycle(VictimSearch):
         if isinstance(outcome, Admitted):
             return
         if outcome not in _UNSEARCHABLE and self.may_preempt:
-            found = self._search_for(w, d, priority)
+            pair = (w.tenant, d)
+            if pair in self.no_victims:  # _search_for's first check, inline: most end here
+                lowest = self.lowest_running.get(pair)
+                search = lowest is not None and lowest < priority and self.may_preempt_own
+            else:
+                search = True
+            found = self._search_for(w, d, priority) if search else None
             if found is not None:
                 self._preempt_and_place(w, d, priority, found)
                 return
