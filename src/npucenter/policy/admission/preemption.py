@@ -358,22 +358,19 @@ class VictimSearch(FairSharing):
         advantaged: list[Candidate] = []
         rest: list[Candidate] = []
         server_at = self.server_at
-        took = self.took
-        eligible = frozenset(self.eligible_victims(w.tenant, device_type))
+        eligible = self.eligible_victims(w.tenant, device_type)
         if not eligible:  # the checks below would drop every entry
             result = self.cohort_candidates_cache[key] = ([], False)
             return result
-        # the victimable work of eligible tenants (the rest is dropped below), in victim order
+        # the victimable work of eligible tenants, in victim order
         per_tenant, rank = self._victims_by_tenant(node.root, device_type)
         running = self.running
         entries = [e for t in eligible for e in per_tenant.get(t, ()) if e.workload_id in running]
         entries.sort(key=lambda e: rank[e.workload_id])
-        for entry in entries:
+        for entry in entries:  # eligible: never the preemptor's tenant nor one it took from
             tenant = entry.tenant
-            if tenant == w.tenant or (lower_only and entry.priority_class >= priority):
+            if lower_only and entry.priority_class >= priority:
                 continue
-            if (tenant, w.tenant, device_type) in took:  # no cards back and forth (cached by
-                continue  # preempt_count: this set changes only by a preemption on the type)
             if tenant in tenants:
                 found = tenants[tenant]
             else:
