@@ -114,7 +114,7 @@ class _Cycle(VictimSearch):
         # caches valid while (admissions, preemptions) stay the same
         # device type -> tenant -> available cards; an admission or a preemption changes what
         # is available on its own device type only, and starts that type's map afresh
-        self.available_cache: dict[str, dict[str, int]] = {}
+        self.available_cache: dict[str, dict[Node, int]] = {}  # type -> node -> available
         # (tenant, type, cards, tp) -> the static reason the ask can never run there, else the
         # tenant's limits on the type (no pair: one object fewer per entry for the collector)
         self.admit_cache: dict[tuple[str, str, int, int], Limits | PendingReason] = {}
@@ -432,9 +432,9 @@ class _Cycle(VictimSearch):
         cached = self.available_cache.get(d)  # _available, inline: it runs once per try
         if cached is None:
             cached = self.available_cache[d] = {}
-        left = cached.get(tenant)
+        left = cached.get(node)
         if left is None:
-            left = cached[tenant] = available(node, d)
+            left = available(node, d, cached)
         if cards > left:
             return PendingReason.COHORT_EXHAUSTED
         index = self.types[d].find(w.num_cards, w.tp_size)
@@ -579,9 +579,9 @@ class _Cycle(VictimSearch):
         cached = self.available_cache.get(d)
         if cached is None:
             cached = self.available_cache[d] = {}
-        found = cached.get(tenant)
+        found = cached.get(node)
         if found is None:
-            found = cached[tenant] = available(node, d)
+            found = available(node, d, cached)
         return found
 
     def _place(self, w: Workload, d: str, priority: PriorityClass, index: int) -> Admitted:

@@ -117,21 +117,31 @@ def remove_usage(node: Node, device_type: str, cards: int, old: bool) -> None:
         at = at.parent
 
 
-def available(node: Node, device_type: str) -> int:
-    """Cards of ``device_type`` the node may still take (negative when over-admitted)."""
+def available(node: Node, device_type: str, cached: dict[Node, int] | None = None) -> int:
+    """Cards of ``device_type`` the node may still take (negative when over-admitted).
+
+    ``cached``: node -> its figure, read and filled for the node and the ancestors it needs
+    (siblings share their parent's); valid only while no usage on the type changes.
+    """
     used = node.usage.get(device_type, 0)
     parent = node.parent
     if parent is None:
-        return node.subtree_quota.get(device_type, 0) - used
-    from_parent = available(parent, device_type)
-    local = node.local_quota.get(device_type, 0)
-    limit = node.borrowing_limit.get(device_type, node.borrow_default)
-    if limit is not None:
-        stored = node.subtree_quota.get(device_type, 0) - local
-        cap = stored - (used - local if used > local else 0) + limit
-        if cap < from_parent:
-            from_parent = cap
-    return (local - used if local > used else 0) + from_parent
+        left = node.subtree_quota.get(device_type, 0) - used
+    else:
+        from_parent = None if cached is None else cached.get(parent)
+        if from_parent is None:
+            from_parent = available(parent, device_type, cached)
+        local = node.local_quota.get(device_type, 0)
+        limit = node.borrowing_limit.get(device_type, node.borrow_default)
+        if limit is not None:
+            stored = node.subtree_quota.get(device_type, 0) - local
+            cap = stored - (used - local if used > local else 0) + limit
+            if cap < from_parent:
+                from_parent = cap
+        left = (local - used if local > used else 0) + from_parent
+    if cached is not None:
+        cached[node] = left
+    return left
 
 
 def potential(node: Node, device_type: str) -> float:
