@@ -14,6 +14,7 @@ timed cycle with the features on.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
@@ -168,10 +169,16 @@ def time_cycle(
     repeat: int,
     decide: Any = decide_admission,
 ) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of ``repeat`` cycles of ``decide`` (after one warm-up)."""
+    """Wall and CPU seconds of ``repeat`` cycles of ``decide`` (after one warm-up).
+
+    Each timed cycle starts after a full garbage collection (not timed), so that it pays for
+    the collections its own allocations cause, not for those that earlier cycles' garbage (the
+    other cycle's, the reference's) left due: the collector stays on while it runs.
+    """
     decide(snapshot, pending, policy=policy)
     times_s, cpu_times_s = [], []
     for _ in range(repeat):
+        gc.collect()
         start, start_cpu = time.perf_counter(), time.process_time()
         decide(snapshot, pending, policy=policy)
         times_s.append(time.perf_counter() - start)
