@@ -693,6 +693,10 @@ class VictimSearch(FairSharing):
         try:
             index = self._fits(w, device_type, chosen, borrow)
             assert index is not None  # chosen was built to fit
+            if len(chosen) == 1:
+                # without any victim it does not fit: the search runs only after w failed to
+                # be admitted as things stand, and every lift is undone before it returns
+                return chosen, index
             for c in list(reversed(chosen)):
                 self._drop([c])
                 trial = [x for x in chosen if x is not c]
