@@ -560,14 +560,6 @@ class VictimSearch(FairSharing):
         freed = sum(totals.values())
         if types.total_free + freed < w.num_cards:
             return None
-        for tenant, cards in totals.items():
-            remove_usage(nodes[tenant], device_type, cards, False)
-        try:
-            if self.quota_reason(w.tenant, device_type, w.num_cards, borrow=borrow) is not None:
-                return None  # not even every candidate would make room in the quota tree
-        finally:
-            for tenant, cards in totals.items():
-                add_usage(nodes[tenant], device_type, cards, False)
         if types.find(w.num_cards, w.tp_size) is not None:
             chosen = self._greedy(w, device_type, candidates, [], borrow, mine)
             return None if chosen is None else self._pruned(w, device_type, chosen, borrow)
