@@ -83,10 +83,11 @@ class _Queue:
     the number of its ask's shape (see _Cycle.run) times the number of classes, plus its
     effective priority class (no tuple per workload: a cycle queues thousands)."""
 
-    __slots__ = ("at", "codes", "tenant", "version", "workloads")
+    __slots__ = ("at", "codes", "node", "tenant", "version", "workloads")
 
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: str, node: Node) -> None:
         self.tenant = tenant
+        self.node = node  # the tenant's leaf in the quota tree
         self.workloads: list[Workload] = []
         self.codes: list[int] = []
         self.at = 0  # the next head (a queue is served by one phase only)
@@ -161,7 +162,7 @@ class _Cycle(VictimSearch):
         shape_ids = self.shape_ids
         queues: dict[str, _Queue] = {}
         for tenant, (per_class, _) in buckets.items():
-            queue = queues[tenant] = _Queue(tenant)
+            queue = queues[tenant] = _Queue(tenant, self.nodes[tenant])
             workloads, codes = queue.workloads, queue.codes
             for rank in reversed(range(_NUM_CLASSES)):
                 ws = per_class[rank]
@@ -209,7 +210,6 @@ class _Cycle(VictimSearch):
         heap: list[_HeapEntry] = []
         waiting = self.waiting
         fair = self.policy.fair_sharing
-        nodes = self.nodes
         blocked = self.blocked_owners if owners else self.blocked_borrowers
         fair_on = self.fair_on
         preempted = self.preempted
@@ -227,7 +227,7 @@ class _Cycle(VictimSearch):
             workloads, codes = queue.workloads, queue.codes
             size = len(workloads)
             if owners:  # defer heads that would borrow, without a heap round
-                node = nodes[tenant]
+                node = queue.node
                 usage, quota = node.usage, node.subtree_quota
                 start = at
                 while at < size:
@@ -247,7 +247,7 @@ class _Cycle(VictimSearch):
                 if at > start:
                     later = deferred.get(tenant)
                     if later is None:
-                        later = deferred[tenant] = _Queue(tenant)
+                        later = deferred[tenant] = _Queue(tenant, queue.node)
                     later.workloads += workloads[start:at]
                     later.codes += codes[start:at]
             # heads that fail as an identical ask did: no heap round. Admissions only take
@@ -273,7 +273,7 @@ class _Cycle(VictimSearch):
             if not fair:
                 share = 0.0
             elif by_usage:  # share_with by usage, inline: it runs once per queue head
-                node = nodes[tenant]
+                node = queue.node
                 share = history.get(tenant, 0.0) + (node.total + head.num_cards) * hold_s
                 weight = node.weight
                 share = (math.inf if share else 0.0) if weight == 0 else share / weight
