@@ -10,6 +10,7 @@ import heapq
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import fields
 
 from npucenter.errors import InvalidConfigError
 from npucenter.policy.admission.ledger import Limits, Node, available
@@ -590,19 +591,23 @@ class _Cycle(VictimSearch):
         used = node.usage.get(d, 0)
         nominal = node.subtree_quota.get(d, 0)
         cards = types.servers[index].pick(w.num_cards, w.tp_size)
-        placed = Admitted(
-            workload_id=w.workload_id,
-            tenant=w.tenant,
-            kind=w.kind,
-            device_type=d,
-            server_id=types.servers[index].server.server_id,
-            card_indices=cards,
-            tp_size=w.tp_size,
-            priority_class=priority,
-            admitted_s=self.now_s,
-            borrowed_cards=max(0, used + w.num_cards - nominal) - max(0, used - nominal),
-            max_duration_s=w.max_duration_s,
+        # Admitted(...) without its keyword __init__ and __post_init__: every field comes from
+        # a validated workload, a class, and distinct free cards of one server (pick)
+        placed: Admitted = _new(Admitted)
+        set_field = _SET_ADMITTED
+        set_field["workload_id"](placed, w.workload_id)
+        set_field["tenant"](placed, w.tenant)
+        set_field["kind"](placed, w.kind)
+        set_field["device_type"](placed, d)
+        set_field["server_id"](placed, types.servers[index].server.server_id)
+        set_field["card_indices"](placed, cards)
+        set_field["tp_size"](placed, w.tp_size)
+        set_field["priority_class"](placed, priority)
+        set_field["admitted_s"](placed, self.now_s)
+        set_field["borrowed_cards"](
+            placed, max(0, used + w.num_cards - nominal) - max(0, used - nominal)
         )
+        set_field["max_duration_s"](placed, w.max_duration_s)
         types.take(index, cards)
         self._account(placed, +1, old=False)
         self.available_cache[d] = {}
@@ -791,6 +796,7 @@ _new = object.__new__
 _SET_ID, _SET_TENANT, _SET_REASON, _SET_MESSAGE = (
     getattr(Pending, name).__set__ for name in ("workload_id", "tenant", "reason", "message")
 )
+_SET_ADMITTED = {field.name: getattr(Admitted, field.name).__set__ for field in fields(Admitted)}
 
 
 def _below(smallest: list[int | None], cards: int, priority: int) -> bool:
