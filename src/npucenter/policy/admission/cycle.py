@@ -65,14 +65,13 @@ _UNSEARCHABLE = _LASTING | {PendingReason.BUDGET_EXHAUSTED}
 # (-priority class, fair share, submitted_s, id, queue version, queue): ids are unique, so the
 # queue itself is never compared
 _HeapEntry = tuple[int, float, float, str, int, "_Queue"]
-# (stamp, priority, reason, device type the reason is about)
-# (stamp, priority class number, number of the reason in _REASONS, the device type the reason
+# a remembered failure: (stamp, priority class number, number of the reason in _REASONS, the device type the reason
 # is about or "" for the workload's own): atoms only, so that the collector stops tracking it
 _Blocked = tuple[int, int, int, str]
 _CLASSES = tuple(sorted(PriorityClass))  # class number -> class
-# what waiting holds for a workload of an unknown or a held tenant
-_REASONS = tuple(PendingReason)
+_REASONS = tuple(PendingReason)  # reason number -> reason
 _REASON_NUMBER = {reason: i for i, reason in enumerate(_REASONS)}
+# what waiting holds for a workload of an unknown or a held tenant
 _UNKNOWN_TENANT = (0, 0, _REASON_NUMBER[PendingReason.UNKNOWN_TENANT], "")
 _HELD = (0, 0, _REASON_NUMBER[PendingReason.HELD], "")
 _BY_ID = operator.attrgetter("workload_id")
@@ -108,15 +107,14 @@ class _Cycle(VictimSearch):
         self.fair_on = policy.fair_sharing_preemption and policy.fair_sharing
         # (tenant, type) -> cards per priority class of its work from before the cycle
         self.own_old_cards: dict[tuple[str, str], list[int]] = {}
-        # shape of the ask (see run) -> (stamp, priority, (reason, type)), one map per phase kind
+        # number of the ask's shape (see run) -> its remembered failure, one map per phase kind
         self.blocked_owners: dict[int, _Blocked] = {}
         self.blocked_borrowers: dict[int, _Blocked] = {}
         # (tenant, type, fallbacks, cards, tp) -> its number
         self.shape_ids: dict[tuple[str, str, tuple[str, ...], int, int], int] = {}
-        # caches valid while (admissions, preemptions) stay the same
-        # device type -> tenant -> available cards; an admission or a preemption changes what
-        # is available on its own device type only, and starts that type's map afresh
-        self.available_cache: dict[str, dict[Node, int]] = {}  # type -> node -> available
+        # device type -> quota-tree node -> available cards; an admission or a preemption
+        # changes what is available on its own device type only, and starts that type's map
+        self.available_cache: dict[str, dict[Node, int]] = {}
         # (tenant, type, cards, tp) -> the static reason the ask can never run there, else the
         # tenant's limits on the type (no pair: one object fewer per entry for the collector)
         self.admit_cache: dict[tuple[str, str, int, int], Limits | PendingReason] = {}
@@ -561,7 +559,7 @@ class _Cycle(VictimSearch):
                 freeable += sum(cards[t][:below])
         if not freeable:
             return False
-        return self._available(w.tenant, d, node) + freeable >= w.num_cards
+        return self._available(d, node) + freeable >= w.num_cards
 
     def _own_low_cards(self, w: Workload, d: str, priority: PriorityClass) -> int:
         """Cards of the tenant's work from before the cycle on ``d`` below ``priority``."""
@@ -575,7 +573,7 @@ class _Cycle(VictimSearch):
                     per_class[entry.priority_class] += entry.num_cards
         return sum(per_class[:priority])
 
-    def _available(self, tenant: str, d: str, node: Node) -> int:
+    def _available(self, d: str, node: Node) -> int:
         """:func:`available`, cached while admissions and preemptions on ``d`` stay the same."""
         cached = self.available_cache.get(d)
         if cached is None:
@@ -718,7 +716,7 @@ class _Cycle(VictimSearch):
                 f"{d} cards; it starts when the tenant's own work ends"
             )
         elif reason is PendingReason.COHORT_EXHAUSTED:
-            left = self._available(w.tenant, d, self.nodes[w.tenant])
+            left = self._available(d, self.nodes[w.tenant])
             text = (
                 f"cohort {quota.cohort or '(none)'} can lend {max(0, left)} more {d} cards to "
                 f"tenant {w.tenant}; it starts when cohort members release cards"
