@@ -368,12 +368,18 @@ class _Cycle(VictimSearch):
                 return
             reasons.append((outcome, d))
         if self.may_preempt:
+            no_victims = self.no_victims
             for reason, d in reasons:  # nothing fits as is: preempt on the first type that can
-                if reason not in _UNSEARCHABLE:
-                    found = self._search_for(w, d, priority)
-                    if found is not None:
-                        self._preempt_and_place(w, d, priority, found)
-                        return
+                if reason in _UNSEARCHABLE:
+                    continue
+                if (w.tenant, d) in no_victims:  # _search_for's first check, inline
+                    lowest = self.lowest_running.get((w.tenant, d))
+                    if lowest is None or lowest >= priority or not self.may_preempt_own:
+                        continue
+                found = self._search_for(w, d, priority)
+                if found is not None:
+                    self._preempt_and_place(w, d, priority, found)
+                    return
         chosen, on = reasons[0]  # the first reason that clears itself, else the first
         for pair in reasons:
             if pair[0] not in _LASTING:
