@@ -7,7 +7,8 @@ Targets (issue 4): the one-hour trace (19,366 requests) in under 3.6 s wall (1,0
 per request at most 1.3x from 12 to 1,200 replicas at the same traffic per replica (the 80/20
 fleet x1, x10, x100, each replica offered the conversation trace's rate / 12 and 100 requests,
 median of 5 runs, four policies); the x100 point streamed (``sim.stream``, bounded memory);
-``--big``: 10,008 replicas (x834) and 10,008,000 requests streamed within the machine's memory.
+every run also streams 10,008 replicas (x834) with 20 requests each (cost per request and peak
+RSS at national scale in a minute); ``--big``: 10,008 replicas and 10,008,000 requests.
 Each point runs in its own subprocess so its peak RSS is its own. Writes bench/results/sim.json.
 
     .venv/bin/python benchmarks/bench_sim.py            # full run (~4 min on 2 cores)
@@ -439,6 +440,14 @@ def main() -> None:
             f"{row['us_per_request']:.1f} us, x{row['per_request_vs_12_replicas']:.2f}), "
             f"peak RSS {row['peak_rss_mb']:,.0f} MB"
         )
+    for policy in FLEET_POLICIES:
+        ratio = next(
+            r["cpu_per_request_vs_12_replicas"]
+            for r in fleet_scaling
+            if r["policy"] == policy and r["copies"] == FLEET_SCALES[-1]
+        )
+        print(f"cost per request, 1,200 vs 12 replicas [{policy}]: x{ratio:.2f} (target <= 1.3)")
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     for row in streamed:
         print(
             f"streamed x{row['copies']:<4}: {row['replicas']:>6,} replicas, {row['requests']:>10,} "

@@ -8,7 +8,7 @@ sequence of calls, so replaying the same calls gives the same answers.
 Layout (one policy per module; each imports only the shared modules below it, never this
 package, so there is no import circle; an import-linter contract holds it): ``types`` (values,
 estimator Protocols), ``index`` (``RoutingSnapshot`` and ``ReplicaIndex``, the incrementally
-kept snapshot that policies answer from in O(log n), the scan's answer), ``registry`` (the
+kept snapshot whose views give the scan's answer without Python per replica), ``registry`` (the
 ``RoutingPolicy`` Protocol, ``ROUTING_POLICIES``, ``make_routing_policy``), ``estimate``
 (TTFT/TPOT estimates), then ``round_robin``, ``least_outstanding``, ``least_requests``,
 ``npu_first``, ``slo_aware``, ``prefix_affinity``. Importing anything under

@@ -3,8 +3,12 @@
 A caller that knows which replica changed (the simulator after each replica event, a gateway
 after each request it sends or sees finish) keeps a :class:`ReplicaIndex` instead of rebuilding a
 snapshot per request, and passes it as ``RoutingSnapshot.index``. It gives each model's healthy
-candidates in snapshot order and ordered views: the least element of a view is the replica a
-policy's scan would pick, ties included, in O(log n) instead of O(n). Pure; no clock.
+candidates in snapshot order and views a policy answers from with the replica its scan would
+pick, ties included: :class:`MinView` (keys in a float column per group, kept by one write per
+update; the least is one argmin in C), :class:`ColumnView` (several numbers per replica, for
+scores no ordering holds) and :class:`LeastView` (lazy heaps, O(log n), any comparable key).
+The policies use the first two: per update a few float writes whatever the pool's size, per
+request a vector pass (0.4 us at 1,200 replicas) instead of Python per replica. Pure; no clock.
 """
 
 from __future__ import annotations
