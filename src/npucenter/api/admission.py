@@ -9,11 +9,18 @@ device-seconds to the ledger), then admissions (cards allocated; the last
 A replica draining (scaled down, its engine finishing its requests) is in the snapshot like a
 running one: its cards are its tenant's until the reconciler reports its engine stopped, and
 it may be preempted like its deployment's other replicas (then removed, not queued again).
+
+The policy breaks ties (the same submitted time, the same priority) by comparing workload ids
+as strings, so the snapshot writes each id zero-padded to a fixed width (``replica:000000000010``
+after ``replica:000000000009``): work created at the same moment is served in id order, which for
+one deployment's replicas is their index order (a scale-up inserts them by index). Reports and
+messages show the ids unpadded (:func:`_shown`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -56,6 +63,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_ID_DIGITS = 12  # ids below 10**12 sort as numbers once padded to this width
+_PADDED = re.compile(r"\b(job|replica):0*(\d)")
+
+
+def _wid(kind: str, row_id: int) -> str:
+    """The snapshot's workload id of a job or replica row: its id zero-padded, so the policy's
+    string tie-break orders it numerically."""
+    return f"{kind}:{row_id:0{_ID_DIGITS}d}"
+
+
+def _shown(text: str) -> str:
+    """``text`` with every padded workload id written as users know it (``replica:10``)."""
+    return _PADDED.sub(r"\1:\2", text)
+
 
 def run_admission(control: ControlPlane) -> AdmissionReport:
     """Run one admission cycle against the store and apply it; returns what changed."""
@@ -90,17 +111,17 @@ def _admit_host_jobs(repo: Repository, report: AdmissionReport) -> AdmissionRepo
         for job in repo.list_jobs(state=state):
             if job.num_cards == 0:
                 running[names[job.tenant_id]] += 1
-    by_id = {f"job:{j.id}": j for j in queued}
+    by_id = {_wid("job", j.id): j for j in queued}
     admitted, waiting = admit_host_jobs(
-        [HostJob(f"job:{j.id}", names[j.tenant_id], j.created_at_s) for j in queued], running
+        [HostJob(wid, names[j.tenant_id], j.created_at_s) for wid, j in by_id.items()], running
     )
     for host in admitted:
         repo.admit_job(by_id[host.workload_id], [], reason="admitted on the host (no card)")
-        report.admitted.append(AllocationOut(workload=host.workload_id, tenant=host.tenant))
+        report.admitted.append(AllocationOut(workload=_shown(host.workload_id), tenant=host.tenant))
     for host in waiting:
         report.pending.append(
             PendingOut(
-                workload=host.workload_id,
+                workload=_shown(host.workload_id),
                 tenant=host.tenant,
                 reason="host_job_limit",
                 message=f"{host.tenant} runs {HOST_JOBS_PER_TENANT} host jobs already",
@@ -293,7 +314,7 @@ def _running(repo: Repository, servers: list[ServerRow], names: dict[int, str]) 
         job = jobs[job_id]
         out.append(
             _admitted(
-                f"job:{job_id}",
+                _wid("job", job_id),
                 names[job.tenant_id],
                 WorkloadKind(job.kind),
                 job.device_type,
@@ -309,7 +330,7 @@ def _running(repo: Repository, servers: list[ServerRow], names: dict[int, str]) 
         dep = deps[rep.deployment_id]
         out.append(
             _admitted(
-                f"replica:{rep_id}",
+                _wid("replica", rep_id),
                 names[dep.tenant_id],
                 WorkloadKind.REPLICA,
                 rep.device_type or dep.device_type,
@@ -357,7 +378,7 @@ def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
         accepts = list(job.device_types or ()) or [job.device_type]
         out.append(
             Workload(
-                workload_id=f"job:{job.id}",
+                workload_id=_wid("job", job.id),
                 tenant=names[job.tenant_id],
                 kind=WorkloadKind(job.kind),
                 device_type=accepts[0],
@@ -374,7 +395,7 @@ def _pending(repo: Repository, names: dict[int, str]) -> list[Workload]:
         accepts = dep.accepted_device_types()
         out.append(
             Workload(
-                workload_id=f"replica:{rep.id}",
+                workload_id=_wid("replica", rep.id),
                 tenant=names[dep.tenant_id],
                 kind=WorkloadKind.REPLICA,
                 device_type=accepts[0],
@@ -392,7 +413,7 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
     preempted: list[AllocationOut] = []
     for stop in decision.preempted:
         kind, _, raw_id = stop.workload_id.partition(":")
-        reason = f"{stop.reason.value}: {stop.message}"[:500]
+        reason = _shown(f"{stop.reason.value}: {stop.message}")[:500]
         if kind == "job":
             repo.preempt_job(repo.get_job(int(raw_id)), reason=reason)
         else:
@@ -402,9 +423,9 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
                 rep, dep, reason=f"preempted ({stop.reason.value})", kind="preemption"
             )
         preempted.append(
-            AllocationOut(workload=stop.workload_id, tenant=stop.tenant, reason=reason)
+            AllocationOut(workload=_shown(stop.workload_id), tenant=stop.tenant, reason=reason)
         )
-        log.info("preempted %s of %s: %s", stop.workload_id, stop.tenant, stop.message)
+        log.info("preempted %s of %s: %s", preempted[-1].workload, stop.tenant, reason)
     servers = {s.name: s for s in repo.list_servers()}
     admitted: list[AllocationOut] = []
     for placed in decision.admitted:
@@ -434,7 +455,7 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
             )
         admitted.append(
             AllocationOut(
-                workload=placed.workload_id,
+                workload=_shown(placed.workload_id),
                 tenant=placed.tenant,
                 server=server.name,
                 card_indexes=list(placed.card_indices),
@@ -446,7 +467,10 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
         preempted=preempted,
         pending=[
             PendingOut(
-                workload=p.workload_id, tenant=p.tenant, reason=p.reason.value, message=p.message
+                workload=_shown(p.workload_id),
+                tenant=p.tenant,
+                reason=p.reason.value,
+                message=_shown(p.message),
             )
             for p in decision.pending
         ],

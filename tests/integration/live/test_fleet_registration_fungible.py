@@ -65,6 +65,7 @@ def test_up_creates_the_deployment_with_the_fallback_list_and_places_replicas_in
         (chat,) = [d for d in repo.list_deployments() if d.name == "chat-rngd"]
         assert chat.accepted_device_types() == ["furiosa_rngd", "nvidia_l40s", "nvidia_h100_sxm"]
         placed = [(r.index, r.device_type) for r in repo.replicas_of(chat)]
+        ids = [r.id for r in repo.replicas_of(chat)]
         # the operator's covering quota names every listed type, so room decides
         quotas = {q.device_type: q.nominal_cards for q in repo.list_quotas()}
         wanted = {
@@ -73,8 +74,11 @@ def test_up_creates_the_deployment_with_the_fallback_list_and_places_replicas_in
                 repo, options=deployment_options(FLEET), device_names=device_names(FLEET)
             )
         }
-    # L40S first (2 cards, room for 2), then H100 for the rest: RNGD is full
-    assert sorted(t for _, t in placed) == ["nvidia_h100_sxm"] * 2 + ["nvidia_l40s"] * 2
+    # L40S first (2 cards, room for 2), then H100 for the rest: RNGD is full. By index: the
+    # replicas were created at one moment, and code's 8 took ids 1-8, so chat's ids 9-12 would
+    # sort "replica:10" before "replica:9" as strings
+    assert [t for _, t in sorted(placed)] == ["nvidia_l40s"] * 2 + ["nvidia_h100_sxm"] * 2
+    assert ids == [9, 10, 11, 12]
     assert quotas["nvidia_l40s"] >= 4 and quotas["nvidia_h100_sxm"] >= 4
     chat_engines = {v for k, v in wanted.items() if k.startswith("chat-rngd/")}
     assert chat_engines == {("l40s", "vllm"), ("h100", "vllm")}  # the GPU family's engine
@@ -118,10 +122,13 @@ def test_the_shipped_fungible_example_registers_with_its_list(tmp_path: Path) ->
     register_fleet(control, fleet)
     with control.tx() as repo:
         (chat,) = [d for d in repo.list_deployments() if d.name == "chat-rngd"]
-        types = sorted(r.device_type for r in repo.replicas_of(chat))
+        by_index = [r.device_type for r in repo.replicas_of(chat)]  # replicas_of: by index
+        types = sorted(by_index)
         assert chat.accepted_device_types() == ["furiosa_rngd", "nvidia_l40s", "nvidia_h100_sxm"]
     # as the twin places them (tests/unit/fleet/test_fleet_fungible.py): 2 RNGD, 8 L40S, 2 H100
     assert types == ["furiosa_rngd"] * 2 + ["nvidia_h100_sxm"] * 2 + ["nvidia_l40s"] * 8
+    # in index order: each replica takes the first listed type with room left
+    assert by_index == ["furiosa_rngd"] * 2 + ["nvidia_l40s"] * 8 + ["nvidia_h100_sxm"] * 2
 
 
 def test_up_with_a_bad_device_list_exits_2_with_one_line_naming_the_field(tmp_path: Path) -> None:
