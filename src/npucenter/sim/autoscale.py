@@ -12,7 +12,9 @@ center's (the replicas with the fewest requests in flight are chosen): routing s
 new at once, its requests finish, and its cards are released when it has none (seen at the next
 decision, ``interval_s``) or after the policy's ``drain_s``, when the requests still on it are
 cancelled like a replica taken for a job (those without a first token go elsewhere, streaming
-ones are lost) and counted (``drain_cancelled``).
+ones are lost) and counted (``drain_cancelled``). A scale-up while replicas drain serves again
+on those first, like the live center (``revived``): on their cards, with their requests going
+on, no cold start; only the rest start cold.
 
 A disaggregated service is scaled pool by pool with the same policy (each role's deployment
 gives its own ``min_replicas``/``max_replicas``/``autoscale:``) on the signals that pool owns:
@@ -71,6 +73,7 @@ class _Scaled:
     num_held: int = 0
     num_drained: int = 0  # drains that ended with no request left
     num_drain_cancelled: int = 0  # requests still running at a drain's bound
+    num_revived: int = 0  # draining replicas wanted again before their drain ended
     peak: int = 0  # most replicas on (serving or starting) at once
 
     @property
@@ -203,6 +206,10 @@ class TwinAutoscaler:
         svc = next((p for p in self.services.get(rep.service, []) if p.role == rep.role), None)
         if svc is None or svc.starting.pop(rep.index, None) is None:
             return
+        self._serve_held(loop, svc, t)
+
+    def _serve_held(self, loop: Any, svc: _Scaled, t: float) -> None:
+        """A replica of ``svc`` serves again: the requests held for one go to it."""
         trace = loop.trace
         while svc.held:
             idx, since = svc.held.popleft()
@@ -267,11 +274,19 @@ class TwinAutoscaler:
         svc.num_done = svc.num_met = 0
         decision = decide_scale(svc.policy, load, now_s=t)
         if decision.delta > 0:
+            # the live center's choice: those still draining serve again first, on their cards,
+            # with their requests (no cold start); then replicas that are off start
+            revived = [r for r in svc.replicas if r.index in svc.draining][: decision.delta]
+            for rep in revived:
+                del svc.draining[rep.index]
+                rep.healthy = True
+                rep.refresh_state()
+            svc.num_revived += len(revived)
             off = [
                 r
                 for r in svc.replicas
                 if not r.healthy and r.index not in svc.starting and r.index not in svc.draining
-            ][: decision.delta]
+            ][: decision.delta - len(revived)]
             for rep in off:
                 svc.starting[rep.index] = t + svc.cold_start_s
                 self.on_since[rep.index] = t  # its cards are held while it loads
@@ -279,8 +294,10 @@ class TwinAutoscaler:
                 heapq.heappush(
                     loop.heap, (t + svc.cold_start_s, loop.capacity_kind, loop.seq, rep.index, 1)
                 )
-            svc.num_up += len(off)
+            svc.num_up += len(revived) + len(off)
             svc.last_change_s = t
+            if revived:
+                self._serve_held(loop, svc, t)
         elif decision.delta < 0:
             # the live center's choice: the fewest requests in flight (then the least work)
             fewest = sorted(
@@ -318,6 +335,7 @@ class TwinAutoscaler:
                 "held_requests": svc.num_held,
                 "drained": svc.num_drained,
                 "drain_cancelled": svc.num_drain_cancelled,
+                "revived": svc.num_revived,
                 "peak_replicas": svc.peak,
             }
             for svc in self._all()

@@ -66,7 +66,7 @@ def test_a_scale_down_with_streams_in_flight_loses_none(catalog) -> None:  # typ
     s = result.summary
     scaled = _scaled(s)
     assert scaled["scale_ups"] >= 1 and scaled["scale_downs"] >= 1
-    assert scaled["drained"] == scaled["scale_downs"]  # every drain ended empty, none cut
+    assert scaled["drained"] + scaled["revived"] == scaled["scale_downs"]  # none cut
     assert scaled["drain_cancelled"] == 0
     assert s["completed"] == len(trace) and s["rejected"] == 0
     again = Center(_spec(), catalog).run(trace).summary  # deterministic
@@ -90,3 +90,32 @@ def test_drain_bound_must_not_be_negative() -> None:
 
     with pytest.raises(InvalidConfigError, match="drain_s"):
         _spec(drain_s=-1.0)
+
+
+def _with_burst(at_s: float) -> Trace:
+    """The short-and-long trace with a burst of 12 short requests from ``at_s``: the pool has
+    shrunk (its long streams still drain) and grows again."""
+    base = _short_and_long()
+    burst = np.arange(at_s, at_s + 6.0, 0.5)
+    arrivals = np.concatenate([base.arrival_s, burst])
+    order = np.argsort(arrivals, kind="stable")
+    output = np.concatenate([base.output_tokens, np.full(len(burst), 300, dtype=np.int64)])
+    return Trace(
+        name="short-and-long-and-burst",
+        arrival_s=arrivals[order],
+        prompt_tokens=np.full(len(arrivals), 300, dtype=np.int64),
+        output_tokens=output[order],
+    )
+
+
+def test_a_scale_up_while_one_drains_serves_on_the_draining_replica(catalog) -> None:  # type: ignore[no-untyped-def]
+    trace = _with_burst(30.0)
+    s = Center(_spec(), catalog).run(trace).summary
+    scaled = _scaled(s)
+    assert scaled["revived"] >= 1  # wanted again before its drain ended: serves again
+    assert scaled["drained"] + scaled["revived"] == scaled["scale_downs"]
+    assert scaled["drain_cancelled"] == 0  # its streams went on
+    assert s["completed"] == len(trace) and s["rejected"] == 0
+    # a revived replica starts nothing cold: fewer starts than scale-ups
+    later = _scaled(Center(_spec(), catalog).run(_with_burst(60.0)).summary)
+    assert later["revived"] == 0  # every drain had ended: cold starts only
