@@ -99,6 +99,7 @@ class _ServicePools:
     decode_policy: RoutingPolicy | None
     prefill_only: bool = False  # every entry replica prefills only (routed as 1-token requests)
     adapters: TwinAdapters | None = None  # the LoRA adapters its requests name, this run
+    estimator: PerfEstimator | None = None  # its routing's perf models, per replica
 
 
 class Center:
@@ -127,6 +128,7 @@ class Center:
     def _build_layout(self) -> None:
         """Place the replicas by the admission policy and build their perf models, once."""
         perf = fleet_perf_models(self.fleet, self._perf)
+        self._perf_by_type = perf  # (deployment index, device type) -> perf model
         self.placement = place_fleet(self.fleet)
         self._layout: list[tuple[str, FleetDeployment, PerfModel]] = [
             (
@@ -198,8 +200,9 @@ class Center:
             mine = [r for r in replicas if r.service == svc.name]
             entry = [r for r in mine if r.role != "decode"]
             decode = [r for r in mine if r.role == "decode"]
+            estimator = PerfEstimator({r.replica_id: r.perf for r in mine})
             context = RoutingContext(
-                estimator=PerfEstimator({r.replica_id: r.perf for r in mine}),
+                estimator=estimator,
                 ttft_slo_s=svc.slo.ttft_s if math.isfinite(svc.slo.ttft_s) else None,
                 tpot_slo_s=svc.slo.tpot_s if math.isfinite(svc.slo.tpot_s) else None,
             )
@@ -212,6 +215,7 @@ class Center:
                 policy=make_routing_policy(name, context),
                 decode_policy=make_routing_policy(name, context) if decode else None,
                 prefill_only=all(r.role == "prefill" for r in entry),
+                estimator=estimator,
             )
         return replicas, pools
 
@@ -294,16 +298,23 @@ class Center:
             result.summary["adapters"] = adapters
         return result
 
-    def _capacity_events(self) -> list[tuple[float, int, bool]]:
-        """(time, replica index, up) of replicas preempted and readmitted for jobs."""
+    def _capacity_events(self) -> list[tuple[float, int, bool, PerfModel | None]]:
+        """(time, replica index, up, its perf model when admitted again on another device type)
+        of replicas preempted and readmitted for jobs (a fungible replica chooses its type
+        again, as the live center's does)."""
         if self.jobs is None:
             return []
         index = {rid: k for k, (rid, _, _) in enumerate(self._layout)}
-        events = []
+        deployment = {p.replica_id: p.deployment_index for p in self.placement.replicas}
+        events: list[tuple[float, int, bool, PerfModel | None]] = []
         for outage in self.jobs.outages:
-            events.append((outage.down_s, index[outage.replica_id], False))
+            k = index[outage.replica_id]
+            events.append((outage.down_s, k, False, None))
             if outage.up_s is not None:
-                events.append((outage.up_s, index[outage.replica_id], True))
+                pm = None
+                if outage.device_type is not None:
+                    pm = self._perf_by_type[deployment[outage.replica_id], outage.device_type]
+                events.append((outage.up_s, k, True, pm))
         return events
 
     def _pools_for(self, trace: Trace, pools: Mapping[str, _ServicePools]) -> list[_ServicePools]:
@@ -331,7 +342,8 @@ class _Loop:
         trace: Trace,
         replicas: Sequence[SimReplica],
         svc_pools: Sequence[_ServicePools],
-        capacity: Sequence[tuple[float, int, bool]] = (),  # (time, replica index, up)
+        # (time, replica index, up, perf model it comes back with: None or its own)
+        capacity: Sequence[tuple[float, int, bool, PerfModel | None]] = (),
         autoscaler: TwinAutoscaler | None = None,
     ) -> None:
         n = len(trace)
@@ -350,9 +362,14 @@ class _Loop:
         self.seq = 0
         self.num_events = 0
         self.pools_of = {p.name: p for p in svc_pools}
-        for t, index, up in capacity:
+        self.rebinds: list[PerfModel] = []  # a capacity event's b - 2: the perf model it takes
+        for t, index, up, pm in capacity:
             self.seq += 1
-            heapq.heappush(self.heap, (t, _CAPACITY, self.seq, index, int(up)))
+            code = int(up)
+            if up and pm is not None:  # _rebind keeps a replica already on that type
+                code = 2 + len(self.rebinds)
+                self.rebinds.append(pm)
+            heapq.heappush(self.heap, (t, _CAPACITY, self.seq, index, code))
         self.autoscaler = autoscaler
         self.capacity_kind = _CAPACITY
         self.service_number = {p.name: k for k, p in enumerate(svc_pools)}
@@ -392,6 +409,8 @@ class _Loop:
                 elif kind == _LOADED:
                     self._loaded(a, self.replicas[b], t)
                 else:
+                    if b >= 2:
+                        self._rebind(self.replicas[a], self.rebinds[b - 2])
                     self._set_capacity(self.replicas[a], t, up=bool(b))
                     if b and self.autoscaler is not None:
                         self.autoscaler.on_up(self, self.replicas[a], t)
@@ -515,6 +534,19 @@ class _Loop:
             else:
                 self.rejected[idx] = True
         self._after_sync(rep)
+
+    def _rebind(self, rep: SimReplica, pm: PerfModel) -> None:
+        """A replica admitted again on another device type serves at that type's speed (its
+        engine restarts there: nothing in flight; one that kept work keeps its type)."""
+        if rep.core.has_work or pm is rep.perf:
+            return
+        rep.core.rebind(pm)
+        rep.perf = pm
+        rep.device_id = pm.device.device_id
+        rep.device_kind = pm.device.kind
+        pools = self.pools_of.get(rep.service)
+        if pools is not None and pools.estimator is not None:
+            pools.estimator.set_model(rep.replica_id, pm)
 
     def _transfer_s(self, rep: SimReplica, prompt_tokens: int) -> float:
         kv_bytes = rep.perf.kv_bytes_per_token * prompt_tokens

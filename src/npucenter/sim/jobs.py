@@ -68,6 +68,7 @@ class ReplicaOutage:
     up_s: float | None  # None: never admitted again
     pending_reason: str | None = None  # why it still waits at the end (None: admitted again)
     pending_message: str | None = None  # admission's line saying what to do about it
+    device_type: str | None = None  # the type it was admitted again on (a fungible one chooses)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +132,7 @@ class JobTimeline:
                     "up_s": o.up_s,
                     "pending_reason": o.pending_reason,
                     "pending_message": o.pending_message,
+                    "device_type": o.device_type,
                 }
                 for o in self.outages
             ],
@@ -254,14 +256,19 @@ class _JobLoop:
                          self.version[workload_id]),
                     )  # fmt: skip
                 else:
-                    self._replica_up(workload_id, t)
+                    self._replica_up(workload_id, t, placed.device_type)
 
-    def _replica_up(self, workload_id: str, t: float) -> None:
+    def _replica_up(self, workload_id: str, t: float, device_type: str) -> None:
         self.queued_since.pop(workload_id, None)
         down = self.down_since.pop(workload_id, None)
         if down is not None:
             self.outages.append(
-                ReplicaOutage(replica_id=self.replica_id[workload_id], down_s=down, up_s=t)
+                ReplicaOutage(
+                    replica_id=self.replica_id[workload_id],
+                    down_s=down,
+                    up_s=t,
+                    device_type=device_type,
+                )
             )
 
     def _timeline(self, end_s: float) -> JobTimeline:

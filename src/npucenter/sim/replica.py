@@ -263,6 +263,28 @@ class ReplicaCore:
         self.energy_by_bin: array[float] = array("d")
         self.busy_by_bin: array[float] = array("d")
 
+    def rebind(self, perf: StepCostModel) -> None:
+        """Serve at ``perf``'s speed from now on (a replica admitted again on another device
+        type); its KV capacity follows. Only an empty replica (stopped: nothing in flight)."""
+        if self._by_id:
+            raise ValueError("a replica with requests in flight keeps its device")
+        self.perf = perf
+        cfg = self.config
+        capacity = (
+            cfg.kv_capacity_tokens
+            if cfg.kv_capacity_tokens is not None
+            else int(perf.kv_capacity_tokens)
+        )
+        self.total_blocks = capacity // self._bs
+        self.kv_capacity_tokens = self.total_blocks * self._bs
+        self.max_model_len_tokens = (
+            min(cfg.max_model_len_tokens, self.kv_capacity_tokens)
+            if cfg.max_model_len_tokens is not None
+            else self.kv_capacity_tokens
+        )
+        self._free_blocks = self.total_blocks
+        self._plan = None
+
     # --- read-only state ----------------------------------------------------------------------
     @property
     def num_waiting(self) -> int:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from npucenter.catalog import default_catalog
 from npucenter.cli.main import app
 from npucenter.errors import NpuCenterError
 from npucenter.files.catalog import load_catalog
@@ -129,3 +130,92 @@ def test_every_waiting_job_says_why_in_the_twins_table_and_json(tmp_path: Path) 
         assert f"waiting: job {name}" in text
         assert j["pending_reason"] in text
     assert "waiting: job fits" not in text
+
+
+def _two_types() -> Any:
+    return fleet_spec_from_mapping(
+        {
+            "name": "fungible-readmit",
+            "servers": [
+                {"device": "h100", "count": 1, "cards_per_server": 4},
+                {"device": "rngd", "count": 1, "cards_per_server": 4},
+            ],
+            "services": [
+                {
+                    "service": "chat",
+                    "model": "llama-3.1-8b",
+                    "device": "h100",
+                    "fallback_devices": ["rngd"],
+                    "replicas": 8,
+                }
+            ],
+        }
+    )
+
+
+def _readmitted_on(device_type: str) -> tuple[Any, Any]:
+    """A center whose replica h100-0-r0 is preempted at 5 s and admitted again at 10 s on
+    ``device_type`` (the timeline admission would give; injected to fix the type)."""
+    from npucenter.sim.jobs import JobTimeline, ReplicaOutage
+
+    center = build_center(_two_types(), default_catalog())
+    outage = ReplicaOutage(replica_id="h100-0-r0", down_s=5.0, up_s=10.0, device_type=device_type)
+    center.jobs = JobTimeline(jobs=(), outages=(outage,), end_s=10.0, holds=())
+    trace = synthetic_trace(
+        num_requests=600,
+        arrivals=PoissonArrivals(rate_rps=20.0),
+        prompt=FixedLength(tokens=500),
+        output=FixedLength(tokens=100),
+        rng=np.random.default_rng(0),
+    )
+    return center, center.run(trace)
+
+
+def test_a_fungible_replica_admitted_again_serves_at_the_speed_of_its_new_type() -> None:
+    _, same = _readmitted_on("h100")
+    _, moved = _readmitted_on("rngd")
+    devices = {r["replica_id"]: r["device_id"] for r in moved.summary["per_replica"]}
+    assert devices["h100-0-r0"] == "furiosa_rngd"  # where it runs after its re-admission
+    kept = {r["replica_id"]: r["device_id"] for r in same.summary["per_replica"]}
+    assert kept["h100-0-r0"] == "nvidia_h100_sxm"
+    assert moved.summary["completed"] == same.summary["completed"]  # the outage lost the same
+    # its requests after the re-admission ran at another speed: a different busy time there
+    busy = {r["replica_id"]: r["busy_fraction"] for r in moved.summary["per_replica"]}
+    busy_same = {r["replica_id"]: r["busy_fraction"] for r in same.summary["per_replica"]}
+    assert busy["h100-0-r0"] != busy_same["h100-0-r0"]
+    # before the outage both runs are the same run: the first requests finish alike
+    first = slice(0, 50)
+    assert np.array_equal(moved.finish_s[first], same.finish_s[first])
+
+
+def test_a_replica_admitted_again_says_on_which_type() -> None:
+    from npucenter.fleet.placement import place_fleet
+    from npucenter.sim.jobs import simulate_jobs
+
+    spec = fleet_spec_from_mapping(
+        {
+            "servers": [{"device": "h100", "count": 1, "cards_per_server": 8}],
+            "services": [
+                {"model": "llama-3.1-8b", "device": "h100", "replicas": 8, "tenant": "acme"}
+            ],
+            "jobs": [
+                {
+                    "name": "lora",
+                    "tenant": "kaist",
+                    "device": "h100",
+                    "cards": 4,
+                    "arrival_s": 100.0,
+                    "duration_s": 50.0,
+                }
+            ],
+            "tenants": {
+                "acme": {"cohort": "c", "priority": "production", "nominal_cards": {"h100": 4}},
+                "kaist": {"cohort": "c", "priority": "research", "nominal_cards": {"h100": 4}},
+            },
+        }
+    )
+    outages = simulate_jobs(spec, place_fleet(spec)).outages
+    assert len(outages) == 4
+    assert {(o.up_s, o.device_type) for o in outages} == {(150.0, "h100")}
+    summary = simulate_jobs(spec, place_fleet(spec)).summary(spec, horizon_s=0.0)
+    assert {o["device_type"] for o in summary["replica_outages"]} == {"h100"}

@@ -53,6 +53,12 @@ class PerfEstimator:
         # replica -> (id(model), prefill s per queued token, model): ttft_split's per-call lookups
         self._split_of: dict[str, tuple[int, float, StepLatencyModel]] = {}
 
+    def set_model(self, replica_id: str, model: StepLatencyModel) -> None:
+        """Replica ``replica_id`` runs ``model`` from now on (the twin's fungible replica admitted
+        again on another device type)."""
+        self._models[replica_id] = model
+        self._split_of.pop(replica_id, None)
+
     def _model(self, state: ReplicaState) -> StepLatencyModel | None:
         return self._models.get(state.replica_id)
 
