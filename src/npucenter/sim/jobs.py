@@ -7,7 +7,9 @@ tenants' quotas and what runs (the replicas placed at time 0, and jobs), exactly
 plane runs it: owners reclaim lent cards, higher-priority work preempts its tenant's lower
 priority work. A preempted job is requeued and restarts from scratch (the live job runner kills
 and requeues it); a preempted replica leaves its service's routing until it is admitted again.
-Admission reads no load, so the timeline is computed before the requests are served. Pure.
+Admission reads no load, so the timeline is computed before the requests are served. At most
+64 cycles run at one instant; if work is still queued after them, one more decision gives each
+waiting workload admission's reason (not applied: the run may end there). Pure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from npucenter.fleet.jobs import JobSpec
 from npucenter.fleet.placement import FleetPlacement, fleet_admission
 from npucenter.policy.admission import (
+    AdmissionDecision,
     AdmissionSnapshot,
     Admitted,
     PendingReason,
@@ -215,20 +218,25 @@ class _JobLoop:
         start = self.held_since.pop(workload_id)
         self.holds.append((placed.device_type, kind, placed.num_cards, start, t))
 
+    def _decide(self, t: float) -> AdmissionDecision:
+        """One admission decision on what runs and waits now; records why each waits."""
+        snapshot = AdmissionSnapshot(
+            fleet=self.base.fleet,
+            quotas=self.base.quotas,
+            running=tuple(self.running.values()),
+            now_s=t,
+        )
+        decision = decide_admission(snapshot, tuple(self.queue.values()), t)
+        for entry in decision.pending:
+            self.reason[entry.workload_id] = entry.reason
+            self.message[entry.workload_id] = entry.message
+        return decision
+
     def _cycle(self, t: float) -> None:
         for _ in range(_MAX_CYCLES_PER_INSTANT):
             if not self.queue:
                 return
-            snapshot = AdmissionSnapshot(
-                fleet=self.base.fleet,
-                quotas=self.base.quotas,
-                running=tuple(self.running.values()),
-                now_s=t,
-            )
-            decision = decide_admission(snapshot, tuple(self.queue.values()), t)
-            for entry in decision.pending:
-                self.reason[entry.workload_id] = entry.reason
-                self.message[entry.workload_id] = entry.message
+            decision = self._decide(t)
             if not decision.admitted and not decision.preempted:
                 return
             for stop in decision.preempted:
@@ -257,6 +265,23 @@ class _JobLoop:
                     )  # fmt: skip
                 else:
                     self._replica_up(workload_id, t, placed.device_type)
+        if self.queue:  # the cycles ran out: what the last one requeued is decided, not applied
+            self._waiting_reasons(t)
+
+    def _waiting_reasons(self, t: float) -> None:
+        """Give every workload still queued admission's reason (the run may end here)."""
+        decision = self._decide(t)
+        starting = {a.workload_id for a in decision.admitted}
+        for workload_id in self.queue:
+            if workload_id in starting or workload_id not in self.reason:
+                # admission would start it (or make room for it) at its next cycle: at this
+                # instant the cards it needs are not free for it
+                self.reason[workload_id] = PendingReason.NO_CAPACITY
+                self.message[workload_id] = (
+                    f"admission would start it at its next cycle; the twin stops after "
+                    f"{_MAX_CYCLES_PER_INSTANT} admission cycles at one instant ({t:g} s): "
+                    "work preempting other work in turn"
+                )
 
     def _replica_up(self, workload_id: str, t: float, device_type: str) -> None:
         self.queued_since.pop(workload_id, None)

@@ -187,3 +187,26 @@ def test_a_fungible_job_runs_on_its_fallback_device_when_the_first_is_full():
     fills, eval_job = _timeline(spec).jobs
     assert fills.device_ran == "h100"
     assert eval_job.device_ran == "rngd" and eval_job.wait_s == 0.0
+
+
+def test_work_requeued_when_the_cycles_at_one_instant_run_out_still_says_why_it_waits(
+    monkeypatch,
+):
+    # lab is held and drained: its job waits (held) and the cycle that job's arrival runs
+    # preempts its replicas; with one cycle an instant, the run ends on that cycle
+    import npucenter.sim.jobs as jobs_module
+
+    spec = _fleet(
+        [{"model": "llama-3.1-8b", "device": "h100", "replicas_per_server": 2, "tenant": "lab"}],
+        [_job("x", tenant="lab", cards=1, arrival_s=10.0)],
+        tenants={"lab": {"nominal_cards": {"h100": 4}, "stop_policy": "hold-and-drain"}},
+    )
+    settled = _timeline(spec)  # 64 cycles: the drained replicas were decided again
+    monkeypatch.setattr(jobs_module, "_MAX_CYCLES_PER_INSTANT", 1)
+    cut = _timeline(spec)
+    assert len(cut.outages) == 2 and all(o.up_s is None for o in cut.outages)
+    for outage, same in zip(cut.outages, settled.outages, strict=True):
+        assert outage.pending_reason == same.pending_reason == "held"
+        assert outage.pending_message == same.pending_message
+    (job,) = cut.jobs
+    assert job.finish_s is None and job.pending_reason == "held"
