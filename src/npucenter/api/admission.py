@@ -418,7 +418,7 @@ def _apply(repo: Repository, decision: AdmissionDecision, num_pending: int) -> A
             repo.preempt_job(repo.get_job(int(raw_id)), reason=reason)
         else:
             rep = repo.get_replica(int(raw_id))
-            dep = repo.get_deployment(rep.deployment_id)
+            dep = repo.get_deployment(rep.deployment_id, deleted=True)  # deleted: it drains
             repo.release_replica(
                 rep, dep, reason=f"preempted ({stop.reason.value})", kind="preemption"
             )

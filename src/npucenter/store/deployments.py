@@ -10,6 +10,12 @@ deployment's replicas (not counted, not served new requests), but it keeps its c
 by its tenant and billed by its run state, until the reconciler reports its engine gone
 (:meth:`DeploymentStore.release_drained_replicas`); scaled up again meanwhile, it is placed
 again on the same cards.
+
+A deployment deleted while some of its replicas' engines may run goes the same way: those
+replicas drain, and the deployment row stays, hidden (:data:`DELETED`: not listed, not found,
+never scaled), only to say whose they are until the last is released; its name is free at once
+(the hidden row is renamed to one no caller can give, with a leading space). The row goes with
+its last draining replica.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from npucenter.store.ledger import LedgerStore
 from npucenter.store.models import Allocation, Deployment, ReplicaRow, Tenant
 from npucenter.store.quotas import QuotaStore
 
-__all__ = ["REPLICA_STATES", "RUN_STATES", "UNBILLED_RUN_STATES", "DeploymentStore"]
+__all__ = ["DELETED", "REPLICA_STATES", "RUN_STATES", "UNBILLED_RUN_STATES", "DeploymentStore"]
 
 #: pending (waits for admission), placed (on cards), draining (scaled down, still on its cards
 #: until its engine has stopped; not one of the deployment's replicas)
@@ -36,6 +42,8 @@ RUN_STATES = ("starting", "running", "pending", "failed")
 #: run states whose time is not billed: no engine serves on the cards (yet)
 UNBILLED_RUN_STATES = frozenset({"starting", "pending", "failed"})
 _REASON_LEN = 512
+#: the desired replica count of a deployment deleted while replicas drain (never a valid count)
+DELETED = -1
 
 
 class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
@@ -121,16 +129,23 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         return dep
 
     def list_deployments(self, *, tenant_id: int | None = None) -> list[Deployment]:
-        """Deployments, all or one tenant's."""
-        stmt = select(Deployment).order_by(Deployment.id)
+        """Deployments, all or one tenant's (not those deleted whose replicas still drain)."""
+        stmt = select(Deployment).where(Deployment.replicas != DELETED).order_by(Deployment.id)
         if tenant_id is not None:
             stmt = stmt.where(Deployment.tenant_id == tenant_id)
         return list(self.session.scalars(stmt))
 
-    def get_deployment(self, dep_id: int, *, tenant_id: int | None = None) -> Deployment:
-        """A deployment by id; outside the caller's scope it is not found."""
+    def get_deployment(
+        self, dep_id: int, *, tenant_id: int | None = None, deleted: bool = False
+    ) -> Deployment:
+        """A deployment by id; outside the caller's scope, or deleted (its replicas still
+        draining; ``deleted``: found), it is not found."""
         dep = self.row(Deployment, dep_id)
-        if dep is None or (tenant_id is not None and dep.tenant_id != tenant_id):
+        if (
+            dep is None
+            or (tenant_id is not None and dep.tenant_id != tenant_id)
+            or (dep.replicas == DELETED and not deleted)
+        ):
             raise NotFoundError("deployment", str(dep_id))
         return dep
 
@@ -196,19 +211,41 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
             released.append(rep.id)
         return released
 
-    def _remove_replica(self, rep: ReplicaRow, dep: Deployment) -> None:
-        """A replica scaled down: drained if an engine may run on its cards, else released."""
-        if rep.state == "placed" and rep.run_state not in (None, "pending"):
+    def _forget_if_deleted(self, dep: Deployment) -> None:
+        """Remove a deleted deployment's hidden row once no replica of it is left."""
+        if dep.replicas == DELETED and not self.replicas_of(dep, draining=True):
+            self.session.delete(dep)
+            self.session.flush()
+
+    def _remove_replica(
+        self, rep: ReplicaRow, dep: Deployment, *, reason: str = "scaled down"
+    ) -> None:
+        """A replica scaled down or deleted: drained if an engine may run on its cards (or it
+        drains already), else released."""
+        if rep.state == "draining" or (
+            rep.state == "placed" and rep.run_state not in (None, "pending")
+        ):
             rep.state = "draining"  # held and billed until the reconciler reports it stopped
             return
-        self.release_replica(rep, dep, reason="scaled down")
+        self.release_replica(rep, dep, reason=reason)
         self.session.delete(rep)
 
     def delete_deployment(self, dep: Deployment) -> None:
-        """Stop every replica (billing what they used) and remove the deployment."""
+        """Remove the deployment: its replicas stop, billing what they used.
+
+        A replica whose engine may run drains, holding and billing its cards until the
+        reconciler reports the engine gone (:meth:`release_drained_replicas`); the deployment
+        is gone for its tenant at once (not listed, not found, its name free) and its hidden
+        row goes with the last of them.
+        """
         for rep in self.replicas_of(dep, draining=True):
-            self.release_replica(rep, dep, reason="deleted")
-        self.session.delete(dep)
+            self._remove_replica(rep, dep, reason="deleted")
+        dep.replicas = DELETED
+        dep.min_replicas = dep.max_replicas = None  # never scaled again
+        dep.name = f" deleted {dep.id} {dep.name}"[:128]  # its name is free at once
+        dep.updated_at_s = self.now_s()
+        self.session.flush()
+        self._forget_if_deleted(dep)
 
     def place_replica(
         self,
@@ -250,7 +287,8 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         self, rep: ReplicaRow, dep: Deployment, *, reason: str, kind: str = "replica"
     ) -> float:
         """Free a replica's cards, bill them to the ledger and mark it pending (a draining one
-        is removed: it was no longer wanted); device-seconds."""
+        is removed: it was no longer wanted, and with the last of a deleted deployment's, that
+        deployment's row); device-seconds."""
         allocs = self._replica_allocations(rep)
         if rep.run_state in UNBILLED_RUN_STATES:  # its engine never ran (since its last bill)
             for alloc in allocs:
@@ -267,6 +305,7 @@ class DeploymentStore(QuotaStore, FleetStore, LedgerStore):
         if rep.state == "draining":
             self.session.delete(rep)
             self.session.flush()
+            self._forget_if_deleted(dep)  # a deleted deployment's last one: its row goes too
             return used
         rep.state = "pending"
         rep.server_id = None

@@ -1,6 +1,8 @@
 """A replica scaled down while its engine runs drains in the store: it keeps its cards (held by
 its tenant, billed, shown ``draining``) until the reconciler reports its engine gone; it is not
 one of the deployment's replicas meanwhile, and scaled up again it serves on the same cards.
+A deployment deleted drains its replicas the same way, gone for its tenant at once (404, not
+listed, its name free), its hidden row going with the last replica released.
 
 On SQLite and PostgreSQL (what one gateway writes, every other reads: the rows are the truth)."""
 
@@ -14,6 +16,8 @@ from fastapi.testclient import TestClient
 from npucenter.api import create_app
 from npucenter.api.admission import run_admission
 from npucenter.settings import Settings
+from npucenter.store.deployments import DELETED
+from npucenter.store.models import Deployment
 
 
 def _setup(admin: Any, app: Any) -> tuple[int, list[int]]:
@@ -124,10 +128,72 @@ def test_deleting_or_preempting_a_draining_replica_bills_and_removes_it(
         assert repo.replicas_in_state("draining") == [] and repo.replicas_in_state("pending") == []
     assert admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 0}).is_success
     clock.advance(20.0)
-    assert admin.delete(f"/api/deployments/{dep_id}").status_code == 204
+    assert admin.delete(f"/api/deployments/{dep_id}").status_code == 204  # it still drains
+    (server,) = admin.get("/api/servers").json()
+    assert server["num_free_cards"] == 1
+    with app.state.control.tx() as repo:  # preempted while it drains: billed, row and all gone
+        (rep,) = repo.replicas_in_state("draining")
+        dep = repo.get_deployment(dep_id, deleted=True)
+        assert repo.release_replica(rep, dep, reason="preempted") == pytest.approx(50.0)
+        assert repo.row(Deployment, dep_id) is None
     assert _billed_s(app, "replica:0") == pytest.approx(50.0)
     (server,) = admin.get("/api/servers").json()
     assert server["num_free_cards"] == 2
+
+
+def test_a_deleted_deployment_is_gone_at_once_while_its_replicas_drain_on_their_cards(
+    admin: Any, app: Any, clock: Any
+) -> None:
+    dep_id, (first, second) = _setup(admin, app)
+    lab_id = _lab_waits(admin)
+    clock.advance(10.0)
+    assert admin.delete(f"/api/deployments/{dep_id}").status_code == 204
+    # gone for the tenant: not found, not listed, its name free at once
+    assert admin.get(f"/api/deployments/{dep_id}").status_code == 404
+    assert admin.delete(f"/api/deployments/{dep_id}").status_code == 404
+    assert admin.patch(f"/api/deployments/{dep_id}", json={"replicas": 3}).status_code == 404
+    assert [d["name"] for d in admin.get("/api/deployments").json()] == ["lab-chat"]
+    body = {"name": "chat", "model": "llama-3.1-8b", "device_type": "rngd", "replicas": 1}
+    again = admin.post("/api/deployments", json=body | {"tenant": "acme"})
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] != dep_id and again.json()["num_placed_replicas"] == 0
+    # its replicas drain on their cards: held by acme, shown draining, nobody placed there
+    (server,) = admin.get("/api/servers").json()
+    assert server["num_free_cards"] == 0
+    assert [(c["tenant"], c["run_state"]) for c in server["cards"]] == [("acme", "draining")] * 2
+    (quota,) = [q for q in admin.get("/api/quotas").json() if q["tenant"] == "acme"]
+    assert quota["used_cards"] == 2
+    run_admission(app.state.control)
+    assert admin.get(f"/api/deployments/{lab_id}").json()["num_placed_replicas"] == 0
+    clock.advance(40.0)
+    with app.state.control.tx() as repo:  # one engine stopped, the other still drains
+        repo.checkpoint_usage()
+        assert repo.release_drained_replicas({first}) == [second]
+        assert repo.get_deployment(dep_id, deleted=True).replicas == DELETED
+    clock.advance(5.0)
+    with app.state.control.tx() as repo:
+        assert repo.release_drained_replicas(set()) == [first]
+        assert repo.row(Deployment, dep_id) is None  # the hidden row went with the last one
+    # billed to acme from placement to each stop (not to the delete at 10 s)
+    assert _billed_s(app, f"deployment:{dep_id}/replica:1") == pytest.approx(50.0)
+    assert _billed_s(app, f"deployment:{dep_id}/replica:0") == pytest.approx(55.0)
+    run_admission(app.state.control)  # the cards are free: acme's new chat and lab are placed
+    (server,) = admin.get("/api/servers").json()
+    assert server["num_free_cards"] == 0
+    assert sorted(c["tenant"] for c in server["cards"]) == ["acme", "lab"]
+
+
+def test_a_deleted_deployment_whose_engines_never_ran_frees_its_cards_at_once(
+    admin: Any, app: Any
+) -> None:
+    dep_id, (first, second) = _setup(admin, app)
+    with app.state.control.tx() as repo:  # no node takes them: nothing to wait for
+        repo.record_run_states({i: ("pending", "no Ray node") for i in (first, second)})
+    assert admin.delete(f"/api/deployments/{dep_id}").status_code == 204
+    (server,) = admin.get("/api/servers").json()
+    assert server["num_free_cards"] == 2
+    with app.state.control.tx() as repo:
+        assert repo.row(Deployment, dep_id) is None
 
 
 def test_another_gateway_on_the_database_sees_the_drain(
@@ -150,6 +216,13 @@ def test_another_gateway_on_the_database_sees_the_drain(
             (server,) = other.get("/api/servers").json()
             assert [c["run_state"] for c in server["cards"]] == ["running", "draining"]
             run_admission(follower.state.control)  # its cycle leaves the card to acme too
+            assert other.get(f"/api/deployments/{lab_id}").json()["num_placed_replicas"] == 0
+            # deleted on the leader: the follower finds it gone, its cards still draining
+            assert admin.delete(f"/api/deployments/{dep_id}").status_code == 204
+            assert other.get(f"/api/deployments/{dep_id}").status_code == 404
+            (server,) = other.get("/api/servers").json()
+            assert [c["run_state"] for c in server["cards"]] == ["draining", "draining"]
+            run_admission(follower.state.control)
             assert other.get(f"/api/deployments/{lab_id}").json()["num_placed_replicas"] == 0
     finally:
         follower.state.control.db.dispose()

@@ -78,6 +78,8 @@ def test_a_replica_that_stops_running_is_billed_up_to_then_and_again_once_back(
         repo.record_run_states({first: ("running", None)})
     clock.advance(20.0)
     assert admin.delete(f"/api/deployments/{dep['id']}").status_code == 204
+    with app.state.control.tx() as repo:  # its engine drains, then the reconciler reports it gone
+        assert repo.release_drained_replicas(set()) == [first]
     assert _billed_s(app, "replica:0") == pytest.approx(120.0)
     with app.state.control.tx() as repo, pytest.raises(InvalidConfigError):
         repo.record_run_states({first: ("lost", None)})

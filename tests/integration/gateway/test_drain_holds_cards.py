@@ -2,6 +2,8 @@
 gives them to nobody while it drains, its tenant is billed up to the stop (not the
 scale-down), and they are free once the reconciler reports the engine gone; a center that
 stops or dies mid-drain leaks nothing (the next reconciler holds no engine for it: released).
+A deployment deleted drains the same way: gone for its tenant at once, its card held and billed
+until its engine has stopped.
 
 A real store (SQLite, a fake clock for the bill) behind the reconciler, wired as
 ``npucenter up`` wires it (``record``, ``release`` then an admission cycle); virtual engines
@@ -30,6 +32,7 @@ from npucenter.gateway import Gateway, StaticKeyResolver
 from npucenter.gateway.reconciler import DeploymentReconciler, WantedReplica, wanted_replicas
 from npucenter.policy.principal import Principal
 from npucenter.settings import Settings
+from npucenter.store.models import Deployment
 
 KEY = "acme-key-0123456789abcdef"
 ACME = Principal(key_id="key-1", tenant="acme", tenant_id=1)
@@ -82,6 +85,11 @@ class Center:
             )
         run_admission(self.control)
 
+    def delete(self) -> None:
+        with self.control.tx() as repo:
+            repo.delete_deployment(repo.get_deployment(self.dep_id))
+        run_admission(self.control)
+
     def lab_deploys(self) -> int:
         with self.control.tx() as repo:
             dep = repo.create_deployment(
@@ -93,8 +101,10 @@ class Center:
         return dep_id
 
     def states(self, dep_id: int) -> list[str]:
+        """Its replicas' states, a deleted deployment's too ([]: its row is gone)."""
         with self.control.tx() as repo:
-            return [r.state for r in repo.replicas_of(repo.get_deployment(dep_id), draining=True)]
+            dep = repo.row(Deployment, dep_id)
+            return [] if dep is None else [r.state for r in repo.replicas_of(dep, draining=True)]
 
     def card(self) -> tuple[str | None, str | None]:
         """(tenant, run state) of the one card, as `fleet list` shows it."""
@@ -185,23 +195,28 @@ def test_a_scale_down_with_a_stream_in_flight_holds_and_bills_the_card_until_the
     assert reconciler.num_drained == 1 and reconciler.num_drain_cancelled == 0
 
 
-def _drain_under(center: Center, executor: FakeExecutor) -> None:
-    """A reconciler (one process) starts the replica, scales it down with a request in flight,
-    and ends without a goodbye mid-drain (asyncio.run cancels its drain with the loop)."""
+def _drain_under(center: Center, executor: FakeExecutor, *, delete: bool = False) -> None:
+    """A reconciler (one process) starts the replica, scales it down (``delete``: deletes its
+    deployment) with a request in flight, and ends without a goodbye mid-drain (asyncio.run
+    cancels its drain with the loop)."""
     reconciler = center.reconciler(executor, Gateway(keys=StaticKeyResolver({})))
 
     async def run() -> None:
         await reconciler.reconcile()
         reconciler.gateway.pool.get("h100-0-r0").inflight = 1
-        center.scale(0, reconciler)
+        if delete:
+            center.delete()
+        else:
+            center.scale(0, reconciler)
         assert (await reconciler.reconcile()).draining == ["h100-0-r0"]
 
     asyncio.run(run())
 
 
-def test_a_center_that_dies_mid_drain_leaks_no_card(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delete", [False, True], ids=["scaled-down", "deleted"])
+def test_a_center_that_dies_mid_drain_leaks_no_card(tmp_path: Path, delete: bool) -> None:
     center = Center(tmp_path)
-    _drain_under(center, FakeExecutor())
+    _drain_under(center, FakeExecutor(), delete=delete)
     lab_id = center.lab_deploys()
     center.clock.advance(30.0)
     assert center.states(center.dep_id) == ["draining"]  # nobody told the store otherwise
@@ -217,6 +232,62 @@ def test_a_center_that_dies_mid_drain_leaks_no_card(tmp_path: Path) -> None:
     assert asyncio.run(run()) == ["h100-0-r0"]
     assert center.states(center.dep_id) == [] and center.card()[0] == "lab"
     assert center.billed_s(center.dep_id) == pytest.approx(30.0)  # up to the release
+    with center.control.tx() as repo:  # a deleted deployment's hidden row went with it
+        assert (repo.row(Deployment, center.dep_id) is None) is delete
+
+
+def test_a_deleted_deployment_holds_and_bills_its_card_until_its_engine_stops(
+    tmp_path: Path,
+) -> None:
+    center = Center(tmp_path)
+    reconciler = center.reconciler(FakeExecutor(), Gateway(keys=StaticKeyResolver({})))
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            await reconciler.reconcile()
+            reconciler.gateway.pool.get("h100-0-r0").inflight = 1  # a request in flight
+            center.clock.advance(10.0)
+            center.delete()
+            lab_id = center.lab_deploys()
+            out["draining"] = (await reconciler.reconcile()).draining
+            out["during"] = (center.states(center.dep_id), center.states(lab_id))
+            out["card_during"] = center.card()
+            with center.control.tx() as repo:  # gone for acme at once, its name free
+                out["listed"] = [d.name for d in repo.list_deployments()]
+                again = repo.create_deployment(
+                    repo.get_tenant("acme"), name="chat", model="llama-3.1-8b",
+                    device_type="h100", tp=1, precision="bf16", replicas=0,
+                )  # fmt: skip
+                out["again"] = again.id != center.dep_id
+            center.clock.advance(50.0)  # the drain lasts 50 s of the store's clock
+            await reconciler.reconcile()  # still draining: nothing released
+            out["still"] = center.states(center.dep_id)
+            reconciler.gateway.pool.get("h100-0-r0").inflight = 0  # its request finished
+            deadline = time.monotonic() + 10
+            while reconciler.held_cards():
+                assert time.monotonic() < deadline, "the drained replica was not stopped"
+                await asyncio.sleep(0.02)
+            await reconciler.reconcile()  # reports the engine gone: released, lab placed
+            out["after"] = (center.states(center.dep_id), center.states(lab_id))
+            out["card_after"] = center.card()
+            out["started"] = (await reconciler.reconcile()).started
+            return out
+        finally:
+            await reconciler.shutdown()
+
+    out = asyncio.run(run())
+    assert out["draining"] == ["h100-0-r0"]
+    assert out["during"] == (["draining"], ["pending"]) and out["card_during"] == (
+        "acme",
+        "draining",
+    )
+    assert out["listed"] == ["lab-chat"] and out["again"]
+    assert out["still"] == ["draining"]
+    assert out["after"] == ([], ["placed"]) and out["card_after"][0] == "lab"
+    assert out["started"] == ["h100-0-r0"]
+    assert center.billed_s(center.dep_id) == pytest.approx(60.0)  # to the stop, not the delete
+    assert reconciler.num_drained == 1 and reconciler.num_drain_cancelled == 0
 
 
 def test_a_center_stopped_mid_drain_releases_what_drains(tmp_path: Path) -> None:

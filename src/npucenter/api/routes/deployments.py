@@ -128,7 +128,8 @@ def _set_bounds(repo: Repository, dep: Deployment, body: DeploymentPatch, given:
 
 @router.delete("/deployments/{dep_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_deployment(dep_id: int, ctx: RequestContext = Depends(caller_context)) -> None:
-    """Stop every replica and remove the deployment (the ledger keeps what it used)."""
+    """Remove the deployment at once (404 after, its name free); its replicas' engines drain
+    on their cards, billed, until the reconciler reports them gone (the ledger keeps it all)."""
     with ctx.tx() as repo:
         repo.delete_deployment(repo.get_deployment(dep_id, tenant_id=ctx.scope))
     admit_after_change(ctx.control)
