@@ -16,11 +16,19 @@ replicas within 1.3x of 12 for the indexed policies. Prefix affinity and slo-awa
 limit (scores no ordering holds) answer from the index's column views: still a pass over the
 model's candidates, but vector operations on float columns the replicas keep current, not
 Python per replica.
+
+A "flip" case (run first; ``--flip-only`` runs only it) times what the live gateway does under
+load, where "healthy" means "has a free slot": one replica's health alternates, then one request
+is routed on the index (round-robin, and the two column-view policies), at 1,200 and 10,000
+replicas. It prints a digest of the picks: run it against another tree's ``src`` (PYTHONPATH)
+to compare before/after, same digests meaning the same decisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import random
 import sys
 import time
@@ -106,8 +114,10 @@ def _run(
         for k in range(num_decisions)
     ]
     chosen: list[str | None] = []
-    policy.route(live, requests[0])  # warm caches
-    policy = make_routing_policy(name, context)
+    # warm caches and build the policy's views outside the timed loop; the same policy object
+    # is timed (a fresh one would build its views, kept under its own name, in the loop). Both
+    # modes make this same call, so their policies start from the same state.
+    policy.route(live, requests[0])
     start = time.process_time()  # CPU time: other load on a shared machine does not count
     for k in range(num_decisions):
         if indexed:
@@ -172,13 +182,88 @@ def _gateway(n: int, num_decisions: int, indexed: bool, seed: int) -> tuple[floa
     return elapsed / num_decisions * 1e6, chosen
 
 
+FLIP_SIZES = (1_200, 10_000)
+FLIP_POLICIES = (
+    ("round-robin", False),  # ReplicaIndex.members
+    ("slo-aware", True),  # column view's members
+    ("prefix-affinity", False),  # column view's members
+)
+
+
+def _flip(name: str, with_tpot: bool, n: int, num_decisions: int, seed: int) -> tuple[float, str]:
+    """One replica's health alternates (a slot taken and freed in the gateway), then one request
+    is routed on the index: µs per flip + decision, and a digest of the picks."""
+    catalog = default_catalog()
+    npu = build_perf_model(catalog, model="llama-3.1-8b", device="rngd")
+    gpu = build_perf_model(catalog, model="llama-3.1-8b", device="h100-sxm")
+    ids = _ids(n)
+    estimator = PerfEstimator({rid: npu if kind == "npu" else gpu for rid, kind in ids})
+    context = RoutingContext(
+        estimator=estimator, ttft_slo_s=0.5, tpot_slo_s=0.1 if with_tpot else None
+    )
+    policy = make_routing_policy(name, context)
+    rng = random.Random(seed)
+    index = ReplicaIndex([_random_state(rng, rid, kind) for rid, kind in ids])
+    flipped = rng.randrange(n)
+    up = index.states[flipped]
+    down = dataclasses.replace(up, healthy=False)
+    requests = [
+        RouteRequest(
+            request_id=str(k),
+            model_id="llama-3.1-8b",
+            prompt_tokens=rng.randrange(16, 4096),
+            max_output_tokens=256,
+            prefix_hashes=(rng.randrange(8),),
+        )
+        for k in range(num_decisions)
+    ]
+    policy.route(RoutingSnapshot(now_s=0.0, replicas=index.states, index=index), requests[0])
+    chosen: list[str | None] = []
+    start = time.process_time()
+    for k in range(num_decisions):
+        index.update(flipped, down if k % 2 == 0 else up)
+        snapshot = RoutingSnapshot(now_s=float(k), replicas=index.states, index=index)
+        chosen.append(policy.route(snapshot, requests[k]).replica_id)
+    elapsed = time.process_time() - start
+    digest = hashlib.sha256("\n".join(str(c) for c in chosen).encode()).hexdigest()[:12]
+    return elapsed / num_decisions * 1e6, digest
+
+
+def _flip_rows(decisions: int, repeats: int, seed: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for name, with_tpot in FLIP_POLICIES:
+        label = name + (" (TTFT+TPOT limits)" if with_tpot else "")
+        row: dict[str, object] = {"policy": label + " [flip]"}
+        for n in FLIP_SIZES:
+            count = decisions if n <= 1_200 else max(200, decisions // 10)
+            runs = [_flip(name, with_tpot, n, count, seed) for _ in range(repeats)]
+            row[f"flip_us_{n}"] = round(min(us for us, _ in runs), 2)
+            row[f"picks_sha_{n}"] = runs[0][1]
+        rows.append(row)
+        print(
+            f"{row['policy']:42s} flip+decision µs "
+            + " ".join(
+                f"{n}: {row[f'flip_us_{n}']:>8} ({row[f'picks_sha_{n}']})" for n in FLIP_SIZES
+            )
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=3000, help="decisions per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--flip-only",
+        action="store_true",
+        help="only the flip case (run it against another tree's src to compare, picks by digest)",
+    )
     args = parser.parse_args()
-    rows = []
+    flips = _flip_rows(args.decisions, args.repeats, args.seed)
+    if args.flip_only:
+        return 0
+    rows: list[dict[str, object]] = []
     ok = True
     for name, with_tpot in POLICIES:
         label = name + (" (TTFT+TPOT limits)" if with_tpot else "")
@@ -247,6 +332,9 @@ def main() -> int:
             "decisions_per_measurement": args.decisions,
             "same_decisions": ok,
             "rows": rows,
+            "flip_rows": flips,
+            "flip_what": "µs per flip + decision: one replica's health alternates, then one "
+            "request is routed on the index (picks_sha: digest of the picks)",
             "measured_on": "this machine: CPU time of the benchmark process, best of repeats",
         },
     )
