@@ -217,23 +217,9 @@ class ReplicaCore:
         *,
         record_completions: bool = False,
     ) -> None:
-        self.perf = perf
         self.config = config or ReplicaConfig()
-        cfg = self.config
-        capacity = (
-            cfg.kv_capacity_tokens
-            if cfg.kv_capacity_tokens is not None
-            else int(perf.kv_capacity_tokens)
-        )
-        self._bs = cfg.block_size_tokens
-        self.total_blocks = capacity // self._bs
-        self.kv_capacity_tokens = self.total_blocks * self._bs
-        self.max_model_len_tokens = (
-            min(cfg.max_model_len_tokens, self.kv_capacity_tokens)
-            if cfg.max_model_len_tokens is not None
-            else self.kv_capacity_tokens
-        )
-        self._free_blocks = self.total_blocks
+        self._bs = self.config.block_size_tokens
+        self._bind(perf)
         self._waiting: deque[_Seq] = deque()
         self._running: dict[int, _Seq] = {}  # admission order -> seq (prefill and decode)
         self._prefill: dict[int, _Seq] = {}  # the running seqs still prefilling, same order
@@ -268,6 +254,11 @@ class ReplicaCore:
         type); its KV capacity follows. Only an empty replica (stopped: nothing in flight)."""
         if self._by_id:
             raise ValueError("a replica with requests in flight keeps its device")
+        self._bind(perf)
+        self._plan = None
+
+    def _bind(self, perf: StepCostModel) -> None:
+        """Take ``perf``'s speed and the KV capacity it (or the config) gives; all blocks free."""
         self.perf = perf
         cfg = self.config
         capacity = (
@@ -283,7 +274,6 @@ class ReplicaCore:
             else self.kv_capacity_tokens
         )
         self._free_blocks = self.total_blocks
-        self._plan = None
 
     # --- read-only state ----------------------------------------------------------------------
     @property
